@@ -121,7 +121,7 @@ pub struct AppConfig {
 }
 
 /// A composable image's stack: a list, or runtimes and packages apart.
-#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum StackConfig {
     /// `["php@8.4", "nodejs@22", {"python@3.12": {…}}]`.
@@ -360,7 +360,9 @@ pub struct MountFullConfig {
 }
 
 /// What backs a mount.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum MountSource {
     /// Persistent, on the app's disk (Platform.sh).

@@ -47,19 +47,79 @@ fn validator() -> Option<&'static Validator> {
 }
 
 /// Validates the assembled document; every violation becomes a diagnostic.
-/// Returns true when the document matches the schema.
-pub(crate) fn validate(doc: &Node, diags: &mut Diagnostics) -> bool {
+///
+/// Returns the document as JSON with every rejected value removed (unknown keys,
+/// values of the wrong shape), so later passes can still decode and check the
+/// rest of each entry instead of stopping at its first problem.
+pub(crate) fn validate(doc: &Node, diags: &mut Diagnostics) -> Json {
+    let mut json = doc.to_json();
     let Some(validator) = validator() else {
         diags.error(None, "internal error: the config schema does not compile");
-        return false;
+        return Json::Null;
     };
-    let json = doc.to_json();
-    let mut valid = true;
+    let mut rejected: Vec<Vec<String>> = Vec::new();
     for error in validator.iter_errors(&json) {
-        valid = false;
         report(doc, &error, diags);
+        let path = segments(error.instance_path());
+        match error.kind() {
+            ValidationErrorKind::AdditionalProperties { unexpected } => {
+                rejected.extend(unexpected.iter().map(|key| {
+                    let mut p = path.clone();
+                    p.push(key.clone());
+                    p
+                }));
+            }
+            _ => rejected.push(path),
+        }
     }
-    valid
+    // Deepest and last first, so removing an array item never shifts another target.
+    rejected.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| index_order(b, a)));
+    rejected.dedup();
+    for path in rejected {
+        remove_at(&mut json, &path);
+    }
+    json
+}
+
+fn index_order(a: &[String], b: &[String]) -> std::cmp::Ordering {
+    let as_index = |p: &[String]| p.last().and_then(|s| s.parse::<usize>().ok());
+    as_index(a).cmp(&as_index(b)).then_with(|| a.cmp(b))
+}
+
+fn remove_at(json: &mut Json, path: &[String]) {
+    let Some((last, parents)) = path.split_last() else {
+        *json = Json::Null;
+        return;
+    };
+    let mut node = json;
+    for segment in parents {
+        node = match node {
+            Json::Object(map) => match map.get_mut(segment) {
+                Some(n) => n,
+                None => return,
+            },
+            Json::Array(items) => {
+                match segment.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                    Some(n) => n,
+                    None => return,
+                }
+            }
+            _ => return,
+        };
+    }
+    match node {
+        Json::Object(map) => {
+            map.shift_remove(last);
+        }
+        Json::Array(items) => {
+            if let Ok(i) = last.parse::<usize>()
+                && i < items.len()
+            {
+                items.remove(i);
+            }
+        }
+        _ => {}
+    }
 }
 
 fn segments(location: &jsonschema::paths::Location) -> Vec<String> {
@@ -120,7 +180,8 @@ fn report(doc: &Node, error: &ValidationError<'_>, diags: &mut Diagnostics) {
             let expected = match kind {
                 TypeKind::Single(t) => describe_type(&t.to_string()),
                 TypeKind::Multiple(set) => {
-                    let names: Vec<String> = set.iter().map(|t| describe_type(&t.to_string())).collect();
+                    let names: Vec<String> =
+                        set.iter().map(|t| describe_type(&t.to_string())).collect();
                     join_alternatives(&names)
                 }
             };
@@ -133,18 +194,32 @@ fn report(doc: &Node, error: &ValidationError<'_>, diags: &mut Diagnostics) {
         ValidationErrorKind::Enum { options } => {
             let options: Vec<String> = options
                 .as_array()
-                .map(|a| a.iter().filter_map(Json::as_str).map(|s| format!("`{s}`")).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Json::as_str)
+                        .map(|s| format!("`{s}`"))
+                        .collect()
+                })
                 .unwrap_or_default();
             let shown = node.map(scalar_shown).unwrap_or_default();
             diags
-                .error(value_span, format!("{} has an invalid value {shown}", subject(&path)))
+                .error(
+                    value_span,
+                    format!("{} has an invalid value {shown}", subject(&path)),
+                )
                 .hint = Some(format!("expected one of: {}", options.join(", ")));
         }
         ValidationErrorKind::Pattern { pattern } => {
             let shown = node.map(scalar_shown).unwrap_or_default();
-            let d = diags.error(value_span, format!("{} has an invalid value {shown}", subject(&path)));
+            let d = diags.error(
+                value_span,
+                format!("{} has an invalid value {shown}", subject(&path)),
+            );
             if pattern == TYPE_PATTERN {
-                d.hint = Some("write `runtime:version`, e.g. `python:3.11`, `nodejs:20` or `postgresql:15`".into());
+                d.hint = Some(
+                    "write `runtime:version`, e.g. `python:3.11`, `nodejs:20` or `postgresql:15`"
+                        .into(),
+                );
             } else {
                 d.hint = Some(format!("it must match `{pattern}`"));
             }
@@ -154,10 +229,16 @@ fn report(doc: &Node, error: &ValidationError<'_>, diags: &mut Diagnostics) {
             report_closest(doc, &path, node, key_span.or(value_span), branches, diags);
         }
         ValidationErrorKind::Minimum { limit } => {
-            diags.error(value_span, format!("{} must be at least {limit}", subject(&path)));
+            diags.error(
+                value_span,
+                format!("{} must be at least {limit}", subject(&path)),
+            );
         }
         ValidationErrorKind::Maximum { limit } => {
-            diags.error(value_span, format!("{} must be at most {limit}", subject(&path)));
+            diags.error(
+                value_span,
+                format!("{} must be at most {limit}", subject(&path)),
+            );
         }
         _ => {
             diags.error(value_span, format!("{}: {error}", subject(&path)));
@@ -207,7 +288,9 @@ fn report_closest(
                     if let ValidationErrorKind::Type { kind } = e.kind() {
                         let names: Vec<String> = match kind {
                             TypeKind::Single(t) => vec![describe_type(&t.to_string())],
-                            TypeKind::Multiple(set) => set.iter().map(|t| describe_type(&t.to_string())).collect(),
+                            TypeKind::Multiple(set) => {
+                                set.iter().map(|t| describe_type(&t.to_string())).collect()
+                            }
                         };
                         for n in names {
                             if !shapes.contains(&n) {
@@ -220,7 +303,11 @@ fn report_closest(
             let found = node.map_or("nothing", Node::kind_name);
             diags.error(
                 span,
-                format!("{} must be {}, found {found}", subject(path), join_alternatives(&shapes)),
+                format!(
+                    "{} must be {}, found {found}",
+                    subject(path),
+                    join_alternatives(&shapes)
+                ),
             );
         }
     }
@@ -266,7 +353,9 @@ fn join_alternatives(names: &[String]) -> String {
 
 /// The property names of the object schema whose `additionalProperties` failed.
 fn sibling_properties(schema_path: &str) -> Vec<String> {
-    let parent = schema_path.strip_suffix("/additionalProperties").unwrap_or(schema_path);
+    let parent = schema_path
+        .strip_suffix("/additionalProperties")
+        .unwrap_or(schema_path);
     schema_value()
         .pointer(parent)
         .and_then(|s| s.get("properties"))
@@ -305,16 +394,32 @@ mod tests {
     #[test]
     fn wrong_types_and_patterns_are_located() {
         let out = check("applications:\n  app:\n    type: python\n    disk: lots\n");
-        assert!(out.contains("c.yaml:3:11: error: `type` in application `app` has an invalid value `python`"), "{out}");
-        assert!(out.contains("c.yaml:4:11: error: `disk` in application `app` must be"), "{out}");
+        assert!(
+            out.contains(
+                "c.yaml:3:11: error: `type` in application `app` has an invalid value `python`"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("c.yaml:4:11: error: `disk` in application `app` must be"),
+            "{out}"
+        );
     }
 
     #[test]
     fn any_of_reports_the_closest_alternative() {
-        let out = check("applications:\n  app:\n    type: python:3.11\n    relationships:\n      db: {servce: x}\n");
+        let out = check(
+            "applications:\n  app:\n    type: python:3.11\n    relationships:\n      db: {servce: x}\n",
+        );
         assert!(out.contains("unknown key `servce`"), "{out}");
         assert!(out.contains("did you mean `service`?"), "{out}");
-        let out = check("applications:\n  app:\n    type: python:3.11\n    relationships:\n      db: [1]\n");
-        assert!(out.contains("must be a string, a map or null, found a list") || out.contains("found a list"), "{out}");
+        let out = check(
+            "applications:\n  app:\n    type: python:3.11\n    relationships:\n      db: [1]\n",
+        );
+        assert!(
+            out.contains("must be a string, a map or null, found a list")
+                || out.contains("found a list"),
+            "{out}"
+        );
     }
 }

@@ -272,10 +272,16 @@ mod tests {
     #[test]
     fn resolves_inside_the_repository_only() {
         let base = RepoPath::parse("a/b").unwrap();
-        assert_eq!(RepoPath::resolve(&base, "c.yaml").unwrap().as_str(), "a/b/c.yaml");
+        assert_eq!(
+            RepoPath::resolve(&base, "c.yaml").unwrap().as_str(),
+            "a/b/c.yaml"
+        );
         assert_eq!(RepoPath::resolve(&base, "../c").unwrap().as_str(), "a/c");
         assert_eq!(RepoPath::resolve(&base, "/x/./y/").unwrap().as_str(), "x/y");
-        assert_eq!(RepoPath::resolve(&base, "../../..").unwrap_err(), PathError::Escapes("../../..".into()));
+        assert_eq!(
+            RepoPath::resolve(&base, "../../..").unwrap_err(),
+            PathError::Escapes("../../..".into())
+        );
         assert!(RepoPath::parse("a\\b").is_err());
         assert!(RepoPath::parse("../x").is_err());
     }
@@ -285,9 +291,22 @@ mod tests {
         let src = MemSource::new().with("a/b.yaml", "x").with("c", "y");
         let root = src.list(&RepoPath::root()).unwrap().unwrap();
         assert_eq!(root.len(), 2);
-        assert_eq!(root[0], Entry { name: "a".into(), kind: EntryKind::Dir });
-        assert_eq!(src.kind(&RepoPath::parse("a").unwrap()).unwrap(), Some(EntryKind::Dir));
-        assert!(src.list(&RepoPath::parse("nope").unwrap()).unwrap().is_none());
+        assert_eq!(
+            root[0],
+            Entry {
+                name: "a".into(),
+                kind: EntryKind::Dir
+            }
+        );
+        assert_eq!(
+            src.kind(&RepoPath::parse("a").unwrap()).unwrap(),
+            Some(EntryKind::Dir)
+        );
+        assert!(
+            src.list(&RepoPath::parse("nope").unwrap())
+                .unwrap()
+                .is_none()
+        );
         assert!(matches!(
             src.read(&RepoPath::parse("c").unwrap(), 0),
             Err(SourceError::TooLarge { size: 1, limit: 0 })

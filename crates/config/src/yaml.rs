@@ -77,7 +77,10 @@ impl Node {
     /// The key and value of `key` in a mapping node.
     pub(crate) fn entry(&self, key: &str) -> Option<(&Key, &Node)> {
         match &self.value {
-            Value::Map(entries) => entries.iter().find(|(k, _)| k.text == key).map(|(k, v)| (k, v)),
+            Value::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k.text == key)
+                .map(|(k, v)| (k, v)),
             _ => None,
         }
     }
@@ -387,7 +390,11 @@ impl Builder {
 }
 
 /// Applies `<<` merge keys: merged entries never override keys written in the map.
-fn apply_merges(entries: &mut Vec<(Key, Node)>, merges: Vec<Node>, span: &Span) -> Result<(), Failure> {
+fn apply_merges(
+    entries: &mut Vec<(Key, Node)>,
+    merges: Vec<Node>,
+    span: &Span,
+) -> Result<(), Failure> {
     for merge in merges {
         let sources = match merge.value {
             Value::Map(_) => vec![merge],
@@ -454,7 +461,9 @@ fn resolve_plain(text: &str) -> Value {
         "false" | "False" | "FALSE" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => {
             return Value::Bool(false);
         }
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Value::Float(f64::INFINITY),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Value::Float(f64::INFINITY);
+        }
         "-.inf" | "-.Inf" | "-.INF" => return Value::Float(f64::NEG_INFINITY),
         ".nan" | ".NaN" | ".NAN" => return Value::Str(text.to_owned()),
         _ => {}

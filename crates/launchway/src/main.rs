@@ -1,1 +1,136 @@
-fn main() {}
+//! `launchway`: one binary, subcommands. Parsing, printing and exit codes live
+//! here; the work is done by the library crates.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod checkout;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use launchway_config::Severity;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "launchway",
+    version,
+    about = "Self-hosted git-push build and deploy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Work with a repository's configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Check the configuration of a checkout: diagnostics on stderr, exit 1 on errors.
+    Validate {
+        /// The repository checkout to read.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Print the normalized configuration (JSON) on stdout.
+        #[arg(long)]
+        show: bool,
+    },
+    /// Print the JSON Schema of the native format.
+    Schema,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// `file:line:col: severity: message`, for people and editors.
+    Text,
+    /// One JSON document on stdout, for tools.
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Config {
+            command: ConfigCommand::Schema,
+        } => {
+            print!("{}", launchway_config::json_schema());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config {
+            command: ConfigCommand::Validate { dir, format, show },
+        } => validate(&dir, format, show),
+    }
+}
+
+fn validate(dir: &std::path::Path, format: Format, show: bool) -> anyhow::Result<ExitCode> {
+    let source = checkout::CheckoutSource::open(dir)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", dir.display()))?;
+    let loaded = launchway_config::load(&source);
+    let diags = &loaded.diagnostics;
+    let valid = loaded.config.is_some();
+    match format {
+        Format::Json => {
+            let mut doc = serde_json::json!({
+                "valid": valid,
+                "diagnostics": diags,
+            });
+            if let (true, Some(config)) = (show, &loaded.config) {
+                doc["config"] = serde_json::to_value(config)?;
+            }
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        Format::Text => {
+            let mut err = std::io::stderr().lock();
+            write!(err, "{diags}")?;
+            let counts = format!(
+                "{} error(s), {} warning(s), {} note(s)",
+                diags.count(Severity::Error),
+                diags.count(Severity::Warning),
+                diags.count(Severity::Note)
+            );
+            match &loaded.config {
+                Some(config) => {
+                    writeln!(
+                        err,
+                        "configuration is valid ({} layout; {} application(s), {} service(s), {} route(s)); {counts}",
+                        serde_json::to_value(config.layout)?
+                            .as_str()
+                            .unwrap_or_default(),
+                        config.applications.len(),
+                        config.services.len(),
+                        config.routes.len()
+                    )?;
+                    if show {
+                        println!("{}", serde_json::to_string_pretty(config)?);
+                    }
+                }
+                None => writeln!(err, "configuration is invalid: {counts}")?,
+            }
+        }
+    }
+    Ok(if valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
