@@ -38,12 +38,17 @@ pub struct Loaded {
     pub config: Option<Config>,
     /// Every error, warning and note, sorted by location.
     pub diagnostics: Diagnostics,
+    /// The config as found, in the native shape, includes resolved, before
+    /// validation (for tools and for checking the schema against real files).
+    pub document: Option<serde_json::Value>,
 }
 
 /// Reads, validates and normalizes the config of the repository state `source`.
 pub fn load(source: &dyn RepoSource) -> Loaded {
     let mut diagnostics = Diagnostics::default();
+    let mut document = None;
     let config = layout::assemble(source, &mut diagnostics).and_then(|assembled| {
+        document = Some(assembled.doc.to_json());
         let decodable = schema::validate(&assembled.doc, &mut diagnostics);
         normalize::normalize(&assembled, &decodable, source, &mut diagnostics)
     });
@@ -56,5 +61,6 @@ pub fn load(source: &dyn RepoSource) -> Loaded {
     Loaded {
         config,
         diagnostics,
+        document,
     }
 }

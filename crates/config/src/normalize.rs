@@ -145,15 +145,14 @@ pub(crate) fn normalize(
     }
     let routes = n.routes(&targets);
     n.check_routed_apps(&routes, &apps);
-    if assembled.layout != Layout::Launchway
-        && assembled.layout != Layout::Upsun
-        && app_names.is_empty()
-    {
+    // An app that failed to load was reported already; only an empty config is news.
+    let nothing_reported = !n.diags.has_errors();
+    if assembled.layout == Layout::PlatformSh && app_names.is_empty() && nothing_reported {
         n.diags.error(None, "no application is defined").hint = Some(
             "add a `.platform.app.yaml` with `name` and `type`, or `.platform/applications.yaml`"
                 .into(),
         );
-    } else if app_names.is_empty() {
+    } else if app_names.is_empty() && nothing_reported {
         let span = Some(n.doc.span.clone());
         n.diags.error(span, "no application is defined").hint =
             Some("add an entry under `applications:`, e.g. `app: {type: \"python:3.11\"}`".into());
@@ -516,7 +515,7 @@ impl Normalizer<'_> {
             }),
             (None, _) => {
                 // A malformed `type` was already reported by the schema.
-                if app_type.is_none() {
+                if self.node(&["applications", name, "type"]).is_none() {
                     let span = self.key_span(&["applications", name]);
                     self.diags
                         .error(

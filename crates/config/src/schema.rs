@@ -226,7 +226,7 @@ fn report(doc: &Node, error: &ValidationError<'_>, diags: &mut Diagnostics) {
         }
         ValidationErrorKind::AnyOf { context: branches }
         | ValidationErrorKind::OneOfNotValid { context: branches } => {
-            report_closest(doc, &path, node, key_span.or(value_span), branches, diags);
+            report_closest(doc, &path, node, (key_span, value_span), branches, diags);
         }
         ValidationErrorKind::Minimum { limit } => {
             diags.error(
@@ -253,14 +253,16 @@ fn report_closest(
     doc: &Node,
     path: &[String],
     node: Option<&Node>,
-    span: Option<crate::diag::Span>,
+    (key_span, value_span): (Option<crate::diag::Span>, Option<crate::diag::Span>),
     branches: &[Vec<ValidationError<'static>>],
     diags: &mut Diagnostics,
 ) {
     let depth = |errors: &Vec<ValidationError<'static>>| {
         let shallow_type = errors.iter().all(|e| {
-            matches!(e.kind(), ValidationErrorKind::Type { .. })
-                && e.instance_path().iter().count() == path.len()
+            matches!(
+                e.kind(),
+                ValidationErrorKind::Type { .. } | ValidationErrorKind::Constant { .. }
+            ) && e.instance_path().iter().count() == path.len()
         });
         if shallow_type {
             return 0;
@@ -282,6 +284,29 @@ fn report_closest(
             }
         }
         _ => {
+            let constants: Vec<String> = branches
+                .iter()
+                .flatten()
+                .filter_map(|e| match e.kind() {
+                    ValidationErrorKind::Constant { expected_value } => {
+                        Some(match expected_value.as_str() {
+                            Some(s) => format!("`{s}`"),
+                            None => format!("`{expected_value}`"),
+                        })
+                    }
+                    _ => None,
+                })
+                .collect();
+            if !constants.is_empty() {
+                let shown = node.map(scalar_shown).unwrap_or_default();
+                diags
+                    .error(
+                        value_span,
+                        format!("{} has an invalid value {shown}", subject(path)),
+                    )
+                    .hint = Some(format!("expected one of: {}", constants.join(", ")));
+                return;
+            }
             let mut shapes: Vec<String> = Vec::new();
             for errors in branches {
                 for e in errors {
@@ -302,7 +327,7 @@ fn report_closest(
             }
             let found = node.map_or("nothing", Node::kind_name);
             diags.error(
-                span,
+                key_span.or(value_span),
                 format!(
                     "{} must be {}, found {found}",
                     subject(path),

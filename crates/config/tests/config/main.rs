@@ -1,0 +1,45 @@
+//! Tests of `launchway-config` over the repository's `fixtures/` and `config-schema/`.
+
+mod fixtures;
+mod randomized;
+mod schema;
+
+use std::path::{Path, PathBuf};
+
+use launchway_config::MemSource;
+
+/// The workspace root.
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Loads a fixture directory into memory, skipping `expected.txt`.
+fn load_dir(dir: &Path) -> MemSource {
+    let mut source = MemSource::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).unwrap().to_str().unwrap().to_owned();
+                if rel != "expected.txt" {
+                    source.insert(&rel, std::fs::read(&path).unwrap());
+                }
+            }
+        }
+    }
+    source
+}
+
+/// Every case directory under `fixtures/<kind>/`, sorted.
+fn cases(kind: &str) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(workspace().join("fixtures").join(kind))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    dirs
+}
