@@ -18,7 +18,8 @@ fn check(kind: &str, must_be_valid: bool) {
             std::fs::write(&expected_path, &actual).unwrap();
             continue;
         }
-        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        let expected = std::fs::read_to_string(&expected_path)
+            .unwrap_or_else(|e| panic!("{}: {e}", expected_path.display()));
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         if actual != expected {
             failures.push(format!(
