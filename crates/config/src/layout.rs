@@ -78,7 +78,7 @@ pub(crate) fn assemble(source: &dyn RepoSource, diags: &mut Diagnostics) -> Opti
         .iter()
         .filter_map(|name| {
             let path = RepoPath::join(&RepoPath::parse(".platform").ok()?, &format!("{name}.yaml"));
-            matches!(reader.kind(&path), Some(EntryKind::File)).then_some(path)
+            matches!(reader.kind(&path), Ok(Some(EntryKind::File))).then_some(path)
         })
         .collect();
 
@@ -102,14 +102,11 @@ pub(crate) fn assemble(source: &dyn RepoSource, diags: &mut Diagnostics) -> Opti
 }
 
 impl Reader<'_> {
-    fn kind(&mut self, path: &RepoPath) -> Option<EntryKind> {
-        match self.source.kind(path) {
-            Ok(kind) => kind,
-            Err(e) => {
-                self.source_error(path, &e);
-                None
-            }
-        }
+    /// What `path` is; `Err` when the source failed (already reported).
+    fn kind(&mut self, path: &RepoPath) -> Result<Option<EntryKind>, ()> {
+        self.source
+            .kind(path)
+            .map_err(|e| self.source_error(path, &e))
     }
 
     fn source_error(&mut self, path: &RepoPath, error: &SourceError) {
@@ -168,7 +165,7 @@ impl Reader<'_> {
         let mut ignored: Vec<RepoPath> = upsun.iter().chain(platform_dir).cloned().collect();
         if check_root_app_file
             && let Ok(root_app) = RepoPath::parse(APP_FILE)
-            && matches!(self.kind(&root_app), Some(EntryKind::File))
+            && matches!(self.kind(&root_app), Ok(Some(EntryKind::File)))
         {
             ignored.push(root_app);
         }
@@ -334,8 +331,14 @@ impl Reader<'_> {
             }
         }
         for path in &candidates {
-            if let Some(kind) = self.kind(path) {
-                return Some((path.clone(), kind));
+            match self.source.kind(path) {
+                Ok(Some(kind)) => return Some((path.clone(), kind)),
+                Ok(None) => {}
+                Err(e) => {
+                    self.diags
+                        .error(Some(span.clone()), format!("{what} `{raw}`: {e}"));
+                    return None;
+                }
             }
         }
         let tried: Vec<String> = candidates.iter().map(|p| format!("`{p}`")).collect();

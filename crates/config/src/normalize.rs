@@ -59,6 +59,9 @@ fn valid_env_name(name: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
+/// Relationships as written, by name.
+type Relationships = indexmap::IndexMap<String, Option<RelationshipConfig>>;
+
 struct Normalizer<'a> {
     doc: &'a Node,
     /// The document with every value the schema rejected removed.
@@ -127,10 +130,7 @@ pub(crate) fn normalize(
             apps.insert(name.clone(), app);
         }
     }
-    let service_relationships: Vec<(
-        String,
-        Option<indexmap::IndexMap<String, Option<RelationshipConfig>>>,
-    )> = service_names
+    let service_relationships: Vec<(String, Option<Relationships>)> = service_names
         .iter()
         .filter_map(|name| {
             n.decode::<ServiceConfig>(&["services", name])

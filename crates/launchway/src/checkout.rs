@@ -102,7 +102,14 @@ impl RepoSource for CheckoutSource {
             path: path.to_string(),
             source,
         };
-        if !fs::symlink_metadata(&full).map_err(io_error)?.is_dir() {
+        let meta = fs::symlink_metadata(&full).map_err(io_error)?;
+        if meta.file_type().is_symlink() {
+            return Err(SourceError::Other {
+                path: path.to_string(),
+                message: "it is a symbolic link, and Launchway does not follow links".into(),
+            });
+        }
+        if !meta.is_dir() {
             return Ok(None);
         }
         let mut entries = Vec::new();

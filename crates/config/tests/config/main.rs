@@ -1,4 +1,6 @@
 //! Tests of `launchway-config` over the repository's `fixtures/` and `config-schema/`.
+// An integration test crate is itself the test module, and may unwrap like one.
+#![allow(clippy::tests_outside_test_module, clippy::unwrap_used)]
 
 mod fixtures;
 mod randomized;

@@ -1,0 +1,39 @@
+# The single entry point for developers and CI (.ci/run calls `make test`).
+CARGO ?= cargo
+
+.PHONY: all build fmt lint test unit it schema fixtures-update clean
+
+all: build
+
+build:
+	$(CARGO) build --workspace
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Everything: lints, unit and crate tests, end-to-end tests.
+test: lint
+	$(CARGO) test --workspace
+
+# Unit and crate tests only.
+unit:
+	$(CARGO) test --workspace --exclude launchway-integration
+
+# End-to-end tests only (they drive the real `launchway` binary).
+it:
+	$(CARGO) test -p launchway-integration
+
+# Regenerate the committed JSON Schema from the model.
+schema:
+	$(CARGO) run -q -p launchway -- config schema > config-schema/launchway.schema.json
+
+# Rewrite every fixture's expected.txt from the current output; review the diff.
+fixtures-update:
+	UPDATE_EXPECT=1 $(CARGO) test -p launchway-config --test config fixtures
+
+clean:
+	$(CARGO) clean
