@@ -210,8 +210,7 @@ impl MemSource {
         MemSource::default()
     }
 
-    /// Adds (or replaces) a file. Panics on a path outside the repository,
-    /// which only test code writes.
+    /// Adds (or replaces) a file; a path that escapes the repository is ignored.
     pub fn with(mut self, path: &str, contents: impl Into<Vec<u8>>) -> MemSource {
         self.insert(path, contents);
         self

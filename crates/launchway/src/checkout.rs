@@ -37,10 +37,7 @@ impl CheckoutSource {
             return Ok(Some(self.root.clone()));
         }
         let full = self.root.join(path.as_str());
-        let io_error = |source| SourceError::Io {
-            path: path.to_string(),
-            source,
-        };
+        let io_error = io_error(path);
         let parent = full.parent().unwrap_or(&self.root);
         let resolved_parent = match parent.canonicalize() {
             Ok(p) => p,
@@ -62,15 +59,20 @@ impl CheckoutSource {
     }
 }
 
+/// Wraps an I/O error with the repository path it concerns.
+fn io_error(path: &RepoPath) -> impl Fn(std::io::Error) -> SourceError + Copy + '_ {
+    move |source| SourceError::Io {
+        path: path.to_string(),
+        source,
+    }
+}
+
 impl RepoSource for CheckoutSource {
     fn read(&self, path: &RepoPath, limit: u64) -> Result<Option<Vec<u8>>, SourceError> {
         let Some(full) = self.locate(path)? else {
             return Ok(None);
         };
-        let io_error = |source| SourceError::Io {
-            path: path.to_string(),
-            source,
-        };
+        let io_error = io_error(path);
         let meta = fs::symlink_metadata(&full).map_err(io_error)?;
         if !meta.is_file() {
             return Err(SourceError::NotAFile(path.to_string()));
@@ -98,10 +100,7 @@ impl RepoSource for CheckoutSource {
         let Some(full) = self.locate(path)? else {
             return Ok(None);
         };
-        let io_error = |source| SourceError::Io {
-            path: path.to_string(),
-            source,
-        };
+        let io_error = io_error(path);
         let meta = fs::symlink_metadata(&full).map_err(io_error)?;
         if meta.file_type().is_symlink() {
             return Err(SourceError::Other {
