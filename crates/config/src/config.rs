@@ -199,7 +199,7 @@ pub struct Route {
     /// What it does.
     #[serde(rename = "type")]
     pub route_type: RouteType,
-    /// The app serving an upstream route.
+    /// What serves an upstream route: an app, or a routable service (varnish).
     pub upstream: Option<String>,
     /// The target of a redirect or proxy route.
     pub to: Option<String>,

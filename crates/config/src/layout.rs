@@ -502,6 +502,12 @@ impl Reader<'_> {
         if !any_read {
             return None;
         }
+        // `services: null` (or a section holding only comments) means an empty section.
+        for (key, value) in &mut top {
+            if SECTIONS.contains(&key.text.as_str()) && matches!(value.value, Value::Null) {
+                *value = Node::new(Value::Map(Vec::new()), value.span.clone());
+            }
+        }
         let span = Span::file_start(&Arc::from(files.first().map_or("", RepoPath::as_str)));
         Some(Assembled {
             layout,

@@ -41,7 +41,10 @@ fn default_endpoint(kind: &str) -> Option<&'static str> {
     })
 }
 
-/// A valid app, service, worker or cron name.
+/// Service types that can serve a route themselves (a cache in front of apps).
+const ROUTABLE_SERVICES: [&str; 1] = ["varnish"];
+
+/// A valid app or service name.
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
@@ -49,6 +52,15 @@ fn valid_name(name: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         && name.as_bytes()[0].is_ascii_alphanumeric()
+}
+
+/// A cron or worker name: letters of either case, digits, `-` and `_`.
+fn valid_process_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn valid_env_name(name: &str) -> bool {
@@ -205,10 +217,21 @@ impl Normalizer<'_> {
     }
 
     fn check_name(&mut self, what: &str, name: &str, path: &[&str]) {
-        if !valid_name(name) {
+        let valid = match what {
+            // Only apps and services become host names; real configs use camelCase crons.
+            "cron" | "worker" => valid_process_name(name),
+            _ => valid_name(name),
+        };
+        if !valid {
             let span = self.key_span(path);
-            self.diags.error(span, format!("invalid {what} name `{name}`")).hint =
-                Some("use lowercase letters, digits, `-` and `_`, starting with a letter or digit (at most 64)".into());
+            self.diags.error(span, format!("invalid {what} name `{name}`")).hint = Some(
+                if matches!(what, "cron" | "worker") {
+                    "use letters, digits, `-` and `_` (at most 64)"
+                } else {
+                    "use lowercase letters, digits, `-` and `_`, starting with a letter or digit (at most 64)"
+                }
+                .into(),
+            );
         }
     }
 
@@ -231,6 +254,10 @@ impl Normalizer<'_> {
         if let Some(default) = default_endpoint(&kind) {
             if !default.is_empty() {
                 endpoints.push(default.to_owned());
+            }
+            // Seen in official templates: HA Redis clusters expose a replica endpoint.
+            if default == "redis" {
+                endpoints.push("redis-replica".to_owned());
             }
             let configured = config
                 .configuration
@@ -659,14 +686,37 @@ impl Normalizer<'_> {
             spans.insert(normalized.clone(), span);
             result.insert(normalized, mount);
         }
-        // Nested mounts: `var` and `var/cache`. Sorted order puts a parent before its children.
+        // Nested mounts (`var` and `var/log`) work when each has its own storage, as
+        // in Magento's official template; when the inner one's data would live inside
+        // the outer one's volume, the same files would show at two paths: an error.
+        // Sorted order puts a parent before its children.
         let keys: Vec<String> = result.keys().cloned().collect();
         for (i, outer) in keys.iter().enumerate() {
             for inner in &keys[i + 1..] {
-                if inner.starts_with(&format!("{outer}/")) {
-                    let span = spans.get(inner).cloned().flatten();
-                    self.diags.error(span, format!("mount `{inner}` is nested inside mount `{outer}`")).hint =
-                        Some("mounts cannot contain each other; mount the parent only, or two sibling directories".into());
+                if !inner.starts_with(&format!("{outer}/")) {
+                    continue;
+                }
+                let span = spans.get(inner).cloned().flatten();
+                let (a, b) = (&result[outer], &result[inner]);
+                if a.source == b.source
+                    && a.service == b.service
+                    && paths_overlap(&a.source_path, &b.source_path)
+                {
+                    self.diags
+                        .error(span, format!("mount `{inner}` is nested inside mount `{outer}` and shares its storage"))
+                        .hint = Some(format!(
+                        "their `source_path`s (`{}` and `{}`) overlap, so the same files would appear twice; give them separate `source_path`s or mount the parent only",
+                        a.source_path, b.source_path
+                    ));
+                } else {
+                    self.diags
+                        .warning(
+                            span,
+                            format!("mount `{inner}` is nested inside mount `{outer}`"),
+                        )
+                        .hint = Some(format!(
+                        "`{inner}` hides that part of `{outer}`; sibling mounts are clearer"
+                    ));
                 }
             }
         }
@@ -699,15 +749,6 @@ impl Normalizer<'_> {
                 .hint = Some(
                 "paths are relative to the app root and cannot contain `..`, `.` or `//`".into(),
             );
-            return None;
-        }
-        if written.starts_with("/app/") || written == "/app" {
-            self.diags
-                .error(span, format!("mount path `{written}` is absolute"))
-                .hint = Some(format!(
-                "mount paths are relative to the app root: write `{}`",
-                written.trim_start_matches("/app").trim_matches('/')
-            ));
             return None;
         }
         Some(components.join("/"))
@@ -1003,7 +1044,11 @@ impl Normalizer<'_> {
                             ),
                         );
                     }
-                    if !targets.apps.contains(app) {
+                    let routable_service = matches!(
+                        targets.services.get(app),
+                        Some(Some((kind, _))) if ROUTABLE_SERVICES.contains(&kind.as_str())
+                    );
+                    if !targets.apps.contains(app) && !routable_service {
                         let d = self.diags.error(
                             span,
                             format!("route `{url}` points to `{app}`, which is not an application"),
@@ -1135,28 +1180,49 @@ impl Normalizer<'_> {
 
     /// An app that a route sends traffic to must have something to serve it with.
     fn check_routed_apps(&mut self, routes: &[Route], apps: &BTreeMap<String, App>) {
-        let routed: BTreeSet<&str> = routes
-            .iter()
-            .filter_map(|r| r.upstream.as_deref())
-            .collect();
-        for name in routed {
+        let mut checked = BTreeSet::new();
+        // Routes the author wrote first: they make a missing start command an error.
+        let mut ordered: Vec<&Route> = routes.iter().filter(|r| !r.generated).collect();
+        ordered.extend(routes.iter().filter(|r| r.generated));
+        for route in ordered {
+            let Some(name) = route.upstream.as_deref() else {
+                continue;
+            };
             let Some(app) = apps.get(name) else { continue };
-            if app.web.start.is_none() && app.web.locations.is_empty() {
-                let span = self.key_span(&["applications", name]);
+            // A composable image's default start command depends on its stack.
+            let composable = matches!(app.runtime, Runtime::Composable { .. });
+            if !checked.insert(name)
+                || composable
+                || app.web.start.is_some()
+                || !app.web.locations.is_empty()
+            {
+                continue;
+            }
+            let span = self.key_span(&["applications", name]);
+            let hint = format!(
+                "a `{}` app needs a start command that listens on `$PORT`, e.g. `web: {{commands: {{start: \"…\"}}}}`",
+                app.runtime.family()
+            );
+            if route.generated {
                 self.diags
-                    .error(
-                        span,
-                        format!(
-                            "application `{name}` receives traffic but has no `web.commands.start`"
-                        ),
-                    )
-                    .hint = Some(format!(
-                    "a `{}` app needs a start command that listens on `$PORT`, e.g. `web: {{commands: {{start: \"…\"}}}}`",
-                    app.runtime.family()
-                ));
+                    .warning(span, format!("application `{name}` has no `web.commands.start`, so the default route to it will fail"))
+                    .hint = Some(hint);
+            } else {
+                self.diags
+                    .error(span, format!("application `{name}` receives traffic from `{}` but has no `web.commands.start`", route.url))
+                    .hint = Some(hint);
             }
         }
     }
+}
+
+/// Whether two volume subdirectories overlap (one is the other, or inside it).
+fn paths_overlap(a: &str, b: &str) -> bool {
+    a.is_empty()
+        || b.is_empty()
+        || a == b
+        || b.starts_with(&format!("{a}/"))
+        || a.starts_with(&format!("{b}/"))
 }
 
 fn route_type_name(t: RouteType) -> &'static str {

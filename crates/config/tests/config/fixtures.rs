@@ -14,21 +14,21 @@ fn check(kind: &str, must_be_valid: bool) {
         let loaded = launchway_config::load(&load_dir(&dir));
         let actual = loaded.diagnostics.to_string();
         let expected_path = dir.join("expected.txt");
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        if loaded.config.is_some() != must_be_valid {
+            failures.push(format!(
+                "{name}: expected valid={must_be_valid}, got the opposite\n{actual}"
+            ));
+        }
         if update {
             std::fs::write(&expected_path, &actual).unwrap();
             continue;
         }
         let expected = std::fs::read_to_string(&expected_path)
             .unwrap_or_else(|e| panic!("{}: {e}", expected_path.display()));
-        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         if actual != expected {
             failures.push(format!(
                 "{name}: diagnostics differ\n--- expected\n{expected}--- actual\n{actual}"
-            ));
-        }
-        if loaded.config.is_some() != must_be_valid {
-            failures.push(format!(
-                "{name}: expected valid={must_be_valid}, got the opposite\n{actual}"
             ));
         }
     }
