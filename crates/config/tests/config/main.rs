@@ -15,9 +15,9 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Loads a fixture directory into memory, skipping `expected.txt`.
-fn load_dir(dir: &Path) -> MemSource {
-    let mut source = MemSource::new();
+/// Every file under `dir` as (path relative to `dir`, contents), `expected.txt` left out.
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(d) = pending.pop() {
         for entry in std::fs::read_dir(&d).unwrap() {
@@ -27,10 +27,19 @@ fn load_dir(dir: &Path) -> MemSource {
             } else {
                 let rel = path.strip_prefix(dir).unwrap().to_str().unwrap().to_owned();
                 if rel != "expected.txt" {
-                    source.insert(&rel, std::fs::read(&path).unwrap());
+                    out.push((rel, std::fs::read(&path).unwrap()));
                 }
             }
         }
+    }
+    out
+}
+
+/// Loads a fixture directory into memory.
+fn load_dir(dir: &Path) -> MemSource {
+    let mut source = MemSource::new();
+    for (path, bytes) in files(dir) {
+        source.insert(&path, bytes);
     }
     source
 }

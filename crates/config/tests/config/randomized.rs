@@ -4,28 +4,17 @@ use proptest::prelude::*;
 
 use launchway_config::MemSource;
 
-use crate::{cases, load_dir};
+use crate::{cases, files, load_dir};
 
-/// Every config file of every fixture, as (case, path, bytes).
+/// Every YAML file of every fixture, as (its repository, path, bytes).
 fn corpus() -> Vec<(MemSource, String, Vec<u8>)> {
     let mut out = Vec::new();
     for kind in ["valid", "invalid"] {
         for dir in cases(kind) {
-            let mut pending = vec![dir.clone()];
-            while let Some(d) = pending.pop() {
-                for entry in std::fs::read_dir(&d).unwrap() {
-                    let path = entry.unwrap().path();
-                    if path.is_dir() {
-                        pending.push(path);
-                    } else if path.extension().is_some_and(|e| e == "yaml") {
-                        let rel = path
-                            .strip_prefix(&dir)
-                            .unwrap()
-                            .to_str()
-                            .unwrap()
-                            .to_owned();
-                        out.push((load_dir(&dir), rel, std::fs::read(&path).unwrap()));
-                    }
+            let source = load_dir(&dir);
+            for (path, bytes) in files(&dir) {
+                if path.ends_with(".yaml") {
+                    out.push((source.clone(), path, bytes));
                 }
             }
         }
