@@ -218,10 +218,3 @@ pub struct Route {
     /// Keys kept as written that Launchway does not act on yet.
     pub kept: BTreeMap<String, Any>,
 }
-
-impl Config {
-    /// The primary route, if any route exists.
-    pub fn primary_route(&self) -> Option<&Route> {
-        self.routes.iter().find(|r| r.primary)
-    }
-}

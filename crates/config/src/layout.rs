@@ -83,11 +83,11 @@ pub(crate) fn assemble(source: &dyn RepoSource, diags: &mut Diagnostics) -> Opti
         .collect();
 
     if !launchway.is_empty() {
-        reader.warn_ignored(".launchway/", &upsun, &platform_dir, true);
+        reader.warn_ignored(".launchway/", &upsun, &platform_dir);
         return reader.native(Layout::Launchway, &launchway);
     }
     if !upsun.is_empty() {
-        reader.warn_ignored(".upsun/", &[], &platform_dir, true);
+        reader.warn_ignored(".upsun/", &[], &platform_dir);
         return reader.native(Layout::Upsun, &upsun);
     }
     let app_files = reader.find_app_files()?;
@@ -155,16 +155,11 @@ impl Reader<'_> {
         files
     }
 
-    fn warn_ignored(
-        &mut self,
-        winner: &str,
-        upsun: &[RepoPath],
-        platform_dir: &[RepoPath],
-        check_root_app_file: bool,
-    ) {
+    fn warn_ignored(&mut self, winner: &str, upsun: &[RepoPath], platform_dir: &[RepoPath]) {
         let mut ignored: Vec<RepoPath> = upsun.iter().chain(platform_dir).cloned().collect();
-        if check_root_app_file
-            && let Ok(root_app) = RepoPath::parse(APP_FILE)
+        // Only the root `.platform.app.yaml`: searching the whole tree for files that
+        // will be ignored anyway is not worth its cost in a large repository.
+        if let Ok(root_app) = RepoPath::parse(APP_FILE)
             && matches!(self.kind(&root_app), Ok(Some(EntryKind::File)))
         {
             ignored.push(root_app);

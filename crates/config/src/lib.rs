@@ -48,8 +48,9 @@ pub fn load(source: &dyn RepoSource) -> Loaded {
     let mut diagnostics = Diagnostics::default();
     let mut document = None;
     let config = layout::assemble(source, &mut diagnostics).and_then(|assembled| {
-        document = Some(assembled.doc.to_json());
-        let decodable = schema::validate(&assembled.doc, &mut diagnostics);
+        let json = assembled.doc.to_json();
+        let decodable = schema::validate(&assembled.doc, json.clone(), &mut diagnostics);
+        document = Some(json);
         normalize::normalize(&assembled, &decodable, source, &mut diagnostics)
     });
     diagnostics.sort();

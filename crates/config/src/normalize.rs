@@ -121,9 +121,14 @@ pub(crate) fn normalize(
         apps: app_names.iter().cloned().collect(),
         services: HashMap::new(),
     };
+    // Service relationships can name apps, so they are resolved once all names are known.
+    let mut service_relationships: Vec<(String, Option<Relationships>)> = Vec::new();
     for name in &service_names {
         let decoded: Option<ServiceConfig> = n.decode(&["services", name]);
-        let service = decoded.map(|s| n.service(name, s));
+        let service = decoded.map(|s| {
+            service_relationships.push((name.clone(), s.relationships.clone()));
+            n.service(name, s)
+        });
         targets.services.insert(
             name.clone(),
             service
@@ -142,13 +147,6 @@ pub(crate) fn normalize(
             apps.insert(name.clone(), app);
         }
     }
-    let service_relationships: Vec<(String, Option<Relationships>)> = service_names
-        .iter()
-        .filter_map(|name| {
-            n.decode::<ServiceConfig>(&["services", name])
-                .map(|s| (name.clone(), s.relationships))
-        })
-        .collect();
     for (name, relationships) in service_relationships {
         let resolved = n.relationships(&["services", &name], relationships.as_ref(), &targets);
         if let Some(service) = services.get_mut(&name) {

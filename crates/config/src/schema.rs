@@ -46,13 +46,13 @@ fn validator() -> Option<&'static Validator> {
         .as_ref()
 }
 
-/// Validates the assembled document; every violation becomes a diagnostic.
+/// Validates the assembled document (`json` is `doc` converted); every violation
+/// becomes a diagnostic.
 ///
 /// Returns the document as JSON with every rejected value removed (unknown keys,
 /// values of the wrong shape), so later passes can still decode and check the
 /// rest of each entry instead of stopping at its first problem.
-pub(crate) fn validate(doc: &Node, diags: &mut Diagnostics) -> Json {
-    let mut json = doc.to_json();
+pub(crate) fn validate(doc: &Node, mut json: Json, diags: &mut Diagnostics) -> Json {
     let Some(validator) = validator() else {
         diags.error(None, "internal error: the config schema does not compile");
         return Json::Null;
@@ -258,7 +258,7 @@ fn report_closest(
     diags: &mut Diagnostics,
 ) {
     let depth = |errors: &Vec<ValidationError<'static>>| {
-        let shallow_type = errors.iter().all(|e| {
+        let shallow_type = same_level(errors, path.len()).iter().all(|e| {
             matches!(
                 e.kind(),
                 ValidationErrorKind::Type { .. } | ValidationErrorKind::Constant { .. }
@@ -284,9 +284,12 @@ fn report_closest(
             }
         }
         _ => {
-            let constants: Vec<String> = branches
+            let leaves: Vec<&ValidationError<'static>> = branches
                 .iter()
-                .flatten()
+                .flat_map(|b| same_level(b, path.len()))
+                .collect();
+            let constants: Vec<String> = leaves
+                .iter()
                 .filter_map(|e| match e.kind() {
                     ValidationErrorKind::Constant { expected_value } => {
                         Some(match expected_value.as_str() {
@@ -308,8 +311,8 @@ fn report_closest(
                 return;
             }
             let mut shapes: Vec<String> = Vec::new();
-            for errors in branches {
-                for e in errors {
+            for e in &leaves {
+                {
                     if let ValidationErrorKind::Type { kind } = e.kind() {
                         let names: Vec<String> = match kind {
                             TypeKind::Single(t) => vec![describe_type(&t.to_string())],
@@ -336,6 +339,30 @@ fn report_closest(
             );
         }
     }
+}
+
+/// The errors of one alternative, with nested `anyOf`/`oneOf` failures on the same
+/// value replaced by their own alternatives' errors (an `Option` of an untagged
+/// enum nests one `anyOf` inside another).
+fn same_level<'a>(
+    errors: &'a [ValidationError<'static>],
+    depth: usize,
+) -> Vec<&'a ValidationError<'static>> {
+    let mut out = Vec::new();
+    for e in errors {
+        match e.kind() {
+            ValidationErrorKind::AnyOf { context }
+            | ValidationErrorKind::OneOfNotValid { context }
+                if e.instance_path().iter().count() == depth =>
+            {
+                for branch in context {
+                    out.extend(same_level(branch, depth));
+                }
+            }
+            _ => out.push(e),
+        }
+    }
+    out
 }
 
 fn subject(path: &[String]) -> String {
@@ -398,7 +425,7 @@ mod tests {
         let mut d = Diagnostics::default();
         let file: Arc<str> = Arc::from("c.yaml");
         let node = crate::yaml::parse(&file, yaml, &mut d).unwrap();
-        validate(&node, &mut d);
+        validate(&node, node.to_json(), &mut d);
         d.to_string()
     }
 
@@ -442,8 +469,9 @@ mod tests {
             "applications:\n  app:\n    type: python:3.11\n    relationships:\n      db: [1]\n",
         );
         assert!(
-            out.contains("must be a string, a map or null, found a list")
-                || out.contains("found a list"),
+            out.contains(
+                "c.yaml:5:7: error: `db` in `relationships` of application `app` must be a string, a map or null, found a list"
+            ),
             "{out}"
         );
     }
