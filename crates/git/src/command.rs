@@ -1,0 +1,154 @@
+//! Running the real `git` with a hermetic environment.
+//!
+//! The environment is cleared: `PATH` holds only git's directory and
+//! `/usr/bin:/bin`, `HOME` is an empty directory of Launchway's, system and
+//! global config are off and nothing may prompt. Settings Launchway relies on
+//! are passed with `-c` on every call, so they hold for repositories created
+//! by any version: the hooks directory, push options, and the size limit.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use crate::GitError;
+
+/// A git service a client asks for over SSH.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GitService {
+    /// `git-receive-pack`: a push.
+    ReceivePack,
+    /// `git-upload-pack`: a fetch or clone.
+    UploadPack,
+}
+
+impl GitService {
+    /// The git subcommand.
+    pub fn subcommand(self) -> &'static str {
+        match self {
+            GitService::ReceivePack => "receive-pack",
+            GitService::UploadPack => "upload-pack",
+        }
+    }
+}
+
+/// Limits applied to pushes.
+#[derive(Clone, Copy, Debug)]
+pub struct PushLimits {
+    /// `receive.maxInputSize`: the largest pack a push may send, in bytes.
+    pub max_pack_bytes: u64,
+}
+
+/// How Launchway runs git.
+#[derive(Clone, Debug)]
+pub struct Git {
+    program: PathBuf,
+    home: PathBuf,
+    hooks: PathBuf,
+    limits: PushLimits,
+}
+
+impl Git {
+    /// `program` is the git binary, `home` an empty directory to use as
+    /// `HOME`, `hooks` the directory of Launchway's hook scripts.
+    pub fn new(program: PathBuf, home: PathBuf, hooks: PathBuf, limits: PushLimits) -> Git {
+        Git {
+            program,
+            home,
+            hooks,
+            limits,
+        }
+    }
+
+    /// Finds `git` on `PATH`.
+    pub fn find_program() -> Option<PathBuf> {
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("git"))
+            .find(|candidate| candidate.is_file())
+    }
+
+    fn hermetic(&self) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(&self.program);
+        let mut path = OsString::new();
+        if let Some(dir) = self.program.parent() {
+            path.push(dir.as_os_str());
+            path.push(":");
+        }
+        path.push("/usr/bin:/bin");
+        command
+            .env_clear()
+            .env("PATH", path)
+            .env("HOME", &self.home)
+            .env("LC_ALL", "C")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        command
+    }
+
+    /// A ready-to-spawn `git receive-pack`/`upload-pack` on `repo`, with
+    /// stdio piped and `extra_env` (the session token, `GIT_PROTOCOL`) set.
+    pub fn service(
+        &self,
+        service: GitService,
+        repo: &Path,
+        extra_env: &[(String, String)],
+    ) -> tokio::process::Command {
+        let mut command = self.hermetic();
+        let mut hooks_path = OsString::from("core.hooksPath=");
+        hooks_path.push(self.hooks.as_os_str());
+        command
+            .arg("-c")
+            .arg(hooks_path)
+            .args(["-c", "receive.advertisePushOptions=true"])
+            .args(["-c", "receive.denyDeleteCurrent=false"])
+            .args(["-c", "uploadpack.allowFilter=true"])
+            .arg("-c")
+            .arg(format!(
+                "receive.maxInputSize={}",
+                self.limits.max_pack_bytes
+            ))
+            .arg(service.subcommand())
+            .arg(repo)
+            .envs(extra_env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    /// Creates the bare repository `repo` whose `HEAD` names `default_branch`.
+    pub async fn init_bare(&self, repo: &Path, default_branch: &str) -> Result<(), GitError> {
+        let mut command = self.hermetic();
+        command
+            .arg("init")
+            .arg("--quiet")
+            .arg("--bare")
+            .arg(format!("--initial-branch={default_branch}"))
+            .arg(repo);
+        self.run(command, "init --bare").await
+    }
+
+    async fn run(&self, mut command: tokio::process::Command, name: &str) -> Result<(), GitError> {
+        let output = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .await
+            .map_err(|source| GitError::Spawn {
+                program: self.program.display().to_string(),
+                source,
+            })?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(GitError::Command {
+                command: name.to_owned(),
+                status: output.status,
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            })
+        }
+    }
+}

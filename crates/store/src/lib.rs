@@ -1,0 +1,462 @@
+//! Launchway's state: the only crate that knows sled.
+//!
+//! One sled database under the data directory holds typed trees: projects,
+//! key grants, environments, activities and activity logs. Every record is
+//! stored as one version byte followed by JSON ([`SCHEMA_VERSION`]); a record
+//! written by a newer Launchway is refused with [`StoreError::Version`] rather
+//! than misread. Writes are flushed before the call returns, so a state change
+//! is durable before its effect runs.
+
+mod records;
+
+use std::path::Path;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use records::{
+    Activity, ActivityKind, ActivityResult, ActivityState, Environment, EnvironmentStatus,
+    EnvironmentType, KeyGrant, Project, Role,
+};
+
+/// The encoding version written in front of every record.
+pub const SCHEMA_VERSION: u8 = 1;
+
+/// What the store can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed (disk full, corruption, permissions).
+    #[error("state database failed")]
+    Database(#[from] sled::Error),
+    /// A record could not be decoded.
+    #[error("state record `{key}` in `{tree}` is corrupt")]
+    Corrupt {
+        /// The tree.
+        tree: &'static str,
+        /// The record's key.
+        key: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A record was written by a newer version of Launchway.
+    #[error(
+        "state record `{key}` in `{tree}` has encoding version {found}; this Launchway reads version {SCHEMA_VERSION}"
+    )]
+    Version {
+        /// The tree.
+        tree: &'static str,
+        /// The record's key.
+        key: String,
+        /// The version found.
+        found: u8,
+    },
+    /// Creating something that exists.
+    #[error("{what} `{name}` already exists")]
+    AlreadyExists {
+        /// `project`, …
+        what: &'static str,
+        /// Its name.
+        name: String,
+    },
+}
+
+/// The state database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: sled::Db,
+    projects: sled::Tree,
+    keys: sled::Tree,
+    environments: sled::Tree,
+    activities: sled::Tree,
+    logs: sled::Tree,
+}
+
+const PROJECTS: &str = "projects";
+const KEYS: &str = "keys";
+const ENVIRONMENTS: &str = "environments";
+const ACTIVITIES: &str = "activities";
+const LOGS: &str = "activity_logs";
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut bytes = vec![SCHEMA_VERSION];
+    // Serializing these plain records cannot fail: no maps with non-string keys.
+    bytes.extend(serde_json::to_vec(value).unwrap_or_default());
+    bytes
+}
+
+fn decode<T: DeserializeOwned>(
+    tree: &'static str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    let key_text = || String::from_utf8_lossy(key).replace('\0', "/");
+    match bytes.split_first() {
+        Some((&SCHEMA_VERSION, body)) => {
+            serde_json::from_slice(body).map_err(|source| StoreError::Corrupt {
+                tree,
+                key: key_text(),
+                source,
+            })
+        }
+        Some((&found, _)) => Err(StoreError::Version {
+            tree,
+            key: key_text(),
+            found,
+        }),
+        None => Err(StoreError::Version {
+            tree,
+            key: key_text(),
+            found: 0,
+        }),
+    }
+}
+
+/// `a\0b`: composite keys sort by their first part, then the second. Names
+/// never contain NUL (projects and branches are validated before they get here).
+fn pair_key(a: &str, b: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(a.len() + b.len() + 1);
+    key.extend_from_slice(a.as_bytes());
+    key.push(0);
+    key.extend_from_slice(b.as_bytes());
+    key
+}
+
+fn prefix_key(a: &str) -> Vec<u8> {
+    let mut key = a.as_bytes().to_vec();
+    key.push(0);
+    key
+}
+
+impl Store {
+    /// Opens (or creates) the database in the directory `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new().path(path).open()?;
+        Ok(Store {
+            projects: db.open_tree(PROJECTS)?,
+            keys: db.open_tree(KEYS)?,
+            environments: db.open_tree(ENVIRONMENTS)?,
+            activities: db.open_tree(ACTIVITIES)?,
+            logs: db.open_tree(LOGS)?,
+            db,
+        })
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn scan<T: DeserializeOwned>(
+        tree: &sled::Tree,
+        name: &'static str,
+        prefix: &[u8],
+    ) -> Result<Vec<T>, StoreError> {
+        tree.scan_prefix(prefix)
+            .map(|item| {
+                let (key, value) = item?;
+                decode(name, &key, &value)
+            })
+            .collect()
+    }
+
+    fn get<T: DeserializeOwned>(
+        tree: &sled::Tree,
+        name: &'static str,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        tree.get(key)?
+            .map(|value| decode(name, key, &value))
+            .transpose()
+    }
+
+    // Projects.
+
+    /// Records a new project; fails when the name is taken.
+    pub fn create_project(&self, project: &Project) -> Result<(), StoreError> {
+        let swapped = self.projects.compare_and_swap(
+            project.name.as_bytes(),
+            None as Option<&[u8]>,
+            Some(encode(project)),
+        )?;
+        if swapped.is_err() {
+            return Err(StoreError::AlreadyExists {
+                what: "project",
+                name: project.name.clone(),
+            });
+        }
+        self.flush()
+    }
+
+    /// The project called `name`.
+    pub fn project(&self, name: &str) -> Result<Option<Project>, StoreError> {
+        Self::get(&self.projects, PROJECTS, name.as_bytes())
+    }
+
+    /// Every project, by name.
+    pub fn projects(&self) -> Result<Vec<Project>, StoreError> {
+        Self::scan(&self.projects, PROJECTS, b"")
+    }
+
+    // Keys.
+
+    /// Grants (or re-grants, replacing the role) a key on a project.
+    pub fn put_key(&self, grant: &KeyGrant) -> Result<(), StoreError> {
+        self.keys
+            .insert(pair_key(&grant.project, &grant.fingerprint), encode(grant))?;
+        self.flush()
+    }
+
+    /// The grants of a project, or of every project.
+    pub fn keys(&self, project: Option<&str>) -> Result<Vec<KeyGrant>, StoreError> {
+        let prefix = project.map(prefix_key).unwrap_or_default();
+        Self::scan(&self.keys, KEYS, &prefix)
+    }
+
+    /// The grant of key `fingerprint` on `project`.
+    pub fn key(&self, project: &str, fingerprint: &str) -> Result<Option<KeyGrant>, StoreError> {
+        Self::get(&self.keys, KEYS, &pair_key(project, fingerprint))
+    }
+
+    /// Whether the key is granted on any project.
+    pub fn key_is_known(&self, fingerprint: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .keys(None)?
+            .iter()
+            .any(|grant| grant.fingerprint == fingerprint))
+    }
+
+    /// Removes a grant; false when there was none.
+    pub fn remove_key(&self, project: &str, fingerprint: &str) -> Result<bool, StoreError> {
+        let removed = self.keys.remove(pair_key(project, fingerprint))?.is_some();
+        self.flush()?;
+        Ok(removed)
+    }
+
+    // Environments.
+
+    /// The environment of `branch` in `project`.
+    pub fn environment(
+        &self,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<Environment>, StoreError> {
+        Self::get(&self.environments, ENVIRONMENTS, &pair_key(project, name))
+    }
+
+    /// Creates or updates an environment.
+    pub fn put_environment(&self, env: &Environment) -> Result<(), StoreError> {
+        self.environments
+            .insert(pair_key(&env.project, &env.name), encode(env))?;
+        self.flush()
+    }
+
+    /// Removes an environment; false when there was none.
+    pub fn delete_environment(&self, project: &str, name: &str) -> Result<bool, StoreError> {
+        let removed = self.environments.remove(pair_key(project, name))?.is_some();
+        self.flush()?;
+        Ok(removed)
+    }
+
+    /// The environments of a project, by name.
+    pub fn environments(&self, project: &str) -> Result<Vec<Environment>, StoreError> {
+        Self::scan(&self.environments, ENVIRONMENTS, &prefix_key(project))
+    }
+
+    // Activities.
+
+    /// A new, never reused activity number.
+    pub fn next_activity_id(&self) -> Result<u64, StoreError> {
+        // sled's ids start at 0; activity ids start at 1 so that 0 never names one.
+        Ok(self.db.generate_id()? + 1)
+    }
+
+    /// Creates or updates an activity.
+    pub fn put_activity(&self, activity: &Activity) -> Result<(), StoreError> {
+        self.activities
+            .insert(activity.id.to_be_bytes(), encode(activity))?;
+        self.flush()
+    }
+
+    /// The activity `id`.
+    pub fn activity(&self, id: u64) -> Result<Option<Activity>, StoreError> {
+        Self::get(&self.activities, ACTIVITIES, &id.to_be_bytes())
+    }
+
+    /// The activities of a project (every project when `None`), newest first,
+    /// at most `limit`.
+    pub fn activities(
+        &self,
+        project: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Activity>, StoreError> {
+        let mut found = Vec::new();
+        for item in self.activities.iter().rev() {
+            let (key, value) = item?;
+            let activity: Activity = decode(ACTIVITIES, &key, &value)?;
+            if project.is_none_or(|p| p == activity.project) {
+                found.push(activity);
+                if found.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Appends text to an activity's stored log. Not flushed: the log is
+    /// flushed with the activity's next state change.
+    pub fn append_log(&self, id: u64, text: &str) -> Result<(), StoreError> {
+        let mut key = id.to_be_bytes().to_vec();
+        key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
+        self.logs.insert(key, text.as_bytes())?;
+        Ok(())
+    }
+
+    /// The stored log of an activity.
+    pub fn log(&self, id: u64) -> Result<String, StoreError> {
+        let mut text = String::new();
+        for item in self.logs.scan_prefix(id.to_be_bytes()) {
+            let (_, value) = item?;
+            text.push_str(&String::from_utf8_lossy(&value));
+        }
+        Ok(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state")).unwrap();
+        (dir, store)
+    }
+
+    fn project(name: &str) -> Project {
+        Project {
+            name: name.into(),
+            default_branch: "main".into(),
+            created_at: 1,
+        }
+    }
+
+    #[test]
+    fn projects_are_unique_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        {
+            let store = Store::open(&path).unwrap();
+            store.create_project(&project("shop")).unwrap();
+            let again = store.create_project(&project("shop")).unwrap_err();
+            assert!(matches!(again, StoreError::AlreadyExists { .. }), "{again}");
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.projects().unwrap(), vec![project("shop")]);
+    }
+
+    #[test]
+    fn key_grants_are_per_project() {
+        let (_dir, store) = store();
+        let grant = |project: &str, role| KeyGrant {
+            project: project.into(),
+            fingerprint: "SHA256:abc".into(),
+            public_key: "ssh-ed25519 AAAA".into(),
+            comment: "dev".into(),
+            role,
+            added_at: 2,
+        };
+        store.put_key(&grant("a", Role::Admin)).unwrap();
+        store.put_key(&grant("ab", Role::Viewer)).unwrap();
+        assert_eq!(
+            store.keys(Some("a")).unwrap(),
+            vec![grant("a", Role::Admin)]
+        );
+        assert_eq!(store.keys(None).unwrap().len(), 2);
+        assert!(store.key_is_known("SHA256:abc").unwrap());
+        assert!(store.remove_key("a", "SHA256:abc").unwrap());
+        assert!(!store.remove_key("a", "SHA256:abc").unwrap());
+        assert_eq!(
+            store.key("ab", "SHA256:abc").unwrap().unwrap().role,
+            Role::Viewer
+        );
+    }
+
+    #[test]
+    fn newer_records_are_refused_not_misread() {
+        let (_dir, store) = store();
+        store.projects.insert("x", b"\x02{}".as_slice()).unwrap();
+        let error = store.project("x").unwrap_err();
+        assert!(
+            matches!(error, StoreError::Version { found: 2, .. }),
+            "{error}"
+        );
+        store
+            .projects
+            .insert("y", b"\x01{not json".as_slice())
+            .unwrap();
+        assert!(matches!(
+            store.project("y").unwrap_err(),
+            StoreError::Corrupt { .. }
+        ));
+    }
+
+    #[test]
+    fn activities_list_newest_first_with_their_logs() {
+        let (_dir, store) = store();
+        let mut ids = Vec::new();
+        for project in ["a", "b", "a"] {
+            let id = store.next_activity_id().unwrap();
+            ids.push(id);
+            store
+                .put_activity(&Activity::new(
+                    id,
+                    project,
+                    "main",
+                    ActivityKind::Push,
+                    "pushed",
+                    5,
+                ))
+                .unwrap();
+            store.append_log(id, "line 1\n").unwrap();
+            store.append_log(id, "line 2\n").unwrap();
+        }
+        let listed: Vec<u64> = store
+            .activities(Some("a"), 10)
+            .unwrap()
+            .iter()
+            .map(|a| a.id)
+            .collect();
+        assert_eq!(listed, vec![ids[2], ids[0]]);
+        assert_eq!(store.activities(None, 1).unwrap().len(), 1);
+        assert_eq!(store.log(ids[1]).unwrap(), "line 1\nline 2\n");
+        assert_eq!(store.log(999).unwrap(), "");
+    }
+
+    #[test]
+    fn environments_by_project() {
+        let (_dir, store) = store();
+        let env = Environment::new(
+            "a",
+            "main",
+            None,
+            EnvironmentType::Production,
+            EnvironmentStatus::Active,
+        );
+        store.put_environment(&env).unwrap();
+        store
+            .put_environment(&Environment::new(
+                "ab",
+                "main",
+                None,
+                EnvironmentType::Production,
+                EnvironmentStatus::Active,
+            ))
+            .unwrap();
+        assert_eq!(store.environments("a").unwrap(), vec![env.clone()]);
+        assert_eq!(store.environment("a", "main").unwrap(), Some(env));
+        assert!(store.delete_environment("a", "main").unwrap());
+        assert_eq!(store.environment("a", "main").unwrap(), None);
+    }
+}

@@ -1,0 +1,287 @@
+//! The records the store keeps. Times are milliseconds since the Unix epoch.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A project: one bare repository and its environments.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Project {
+    /// The name, also the repository's name (`NAME.git`).
+    pub name: String,
+    /// The branch of the production environment.
+    pub default_branch: String,
+    /// When it was created.
+    pub created_at: u64,
+}
+
+/// What a key may do on a project.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Fetch and clone.
+    Viewer,
+    /// Also push to any branch but the default one.
+    Contributor,
+    /// Also push the default branch and delete branches.
+    Admin,
+}
+
+impl Role {
+    /// The role's name as users write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Contributor => "contributor",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Parses `admin`, `contributor` or `viewer`.
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "viewer" => Some(Role::Viewer),
+            "contributor" => Some(Role::Contributor),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An SSH public key granted a role on one project.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyGrant {
+    /// The project.
+    pub project: String,
+    /// `SHA256:…`, as `ssh-keygen -l` prints it.
+    pub fingerprint: String,
+    /// The key in OpenSSH format, without its comment.
+    pub public_key: String,
+    /// The comment of the key file, for people.
+    pub comment: String,
+    /// What the key may do.
+    pub role: Role,
+    /// When it was granted.
+    pub added_at: u64,
+}
+
+/// The kind of an environment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnvironmentType {
+    /// The default branch's.
+    Production,
+    /// A pre-production copy.
+    Staging,
+    /// Everything else.
+    Development,
+}
+
+impl EnvironmentType {
+    /// The type's name as users write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnvironmentType::Production => "production",
+            EnvironmentType::Staging => "staging",
+            EnvironmentType::Development => "development",
+        }
+    }
+
+    /// Parses `production`, `staging` or `development`.
+    pub fn parse(text: &str) -> Option<EnvironmentType> {
+        match text {
+            "production" => Some(EnvironmentType::Production),
+            "staging" => Some(EnvironmentType::Staging),
+            "development" => Some(EnvironmentType::Development),
+            _ => None,
+        }
+    }
+}
+
+/// Whether an environment is built and deployed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnvironmentStatus {
+    /// Built and deployed on every push.
+    Active,
+    /// Only its branch is kept.
+    Inactive,
+}
+
+impl EnvironmentStatus {
+    /// The status's name as users write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnvironmentStatus::Active => "active",
+            EnvironmentStatus::Inactive => "inactive",
+        }
+    }
+}
+
+/// One environment per branch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Environment {
+    /// The project.
+    pub project: String,
+    /// The environment's name: its branch.
+    pub name: String,
+    /// The environment its data is cloned from.
+    pub parent: Option<String>,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub kind: EnvironmentType,
+    /// Active or inactive.
+    pub status: EnvironmentStatus,
+    /// A title for people; the branch name when not set.
+    pub title: Option<String>,
+    /// The commit its branch points at.
+    pub head: Option<String>,
+}
+
+impl Environment {
+    /// An environment with no head and no title yet.
+    pub fn new(
+        project: &str,
+        name: &str,
+        parent: Option<&str>,
+        kind: EnvironmentType,
+        status: EnvironmentStatus,
+    ) -> Environment {
+        Environment {
+            project: project.into(),
+            name: name.into(),
+            parent: parent.map(str::to_owned),
+            kind,
+            status,
+            title: None,
+            head: None,
+        }
+    }
+}
+
+/// What an activity does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivityKind {
+    /// Commits pushed to a branch.
+    Push,
+    /// A branch deleted by a push.
+    BranchDelete,
+}
+
+impl ActivityKind {
+    /// The kind's name, as listed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActivityKind::Push => "environment.push",
+            ActivityKind::BranchDelete => "environment.branch_delete",
+        }
+    }
+}
+
+/// Where an activity is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivityState {
+    /// Waiting for the environment's earlier activities.
+    Pending,
+    /// Running.
+    InProgress,
+    /// Finished; see the result.
+    Complete,
+    /// Stopped before it finished.
+    Cancelled,
+}
+
+impl ActivityState {
+    /// The state's name, as listed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActivityState::Pending => "pending",
+            ActivityState::InProgress => "in_progress",
+            ActivityState::Complete => "complete",
+            ActivityState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// How a complete activity ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActivityResult {
+    /// It did what it set out to do.
+    Success,
+    /// It failed; the log says why.
+    Failure,
+}
+
+impl ActivityResult {
+    /// The result's name, as listed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActivityResult::Success => "success",
+            ActivityResult::Failure => "failure",
+        }
+    }
+}
+
+/// One activity: a push, an activation, a redeploy…
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activity {
+    /// Its number, unique in the daemon.
+    pub id: u64,
+    /// The project.
+    pub project: String,
+    /// The environment it acts on.
+    pub environment: String,
+    /// What it does.
+    #[serde(rename = "type")]
+    pub kind: ActivityKind,
+    /// One line for people (`alice pushed to main`).
+    pub description: String,
+    /// Where it is.
+    pub state: ActivityState,
+    /// How it ended, once complete.
+    pub result: Option<ActivityResult>,
+    /// When it was created.
+    pub created_at: u64,
+    /// When it started running.
+    pub started_at: Option<u64>,
+    /// When it completed or was cancelled.
+    pub completed_at: Option<u64>,
+    /// Milliseconds spent per step (`wait`, `plan`, …).
+    pub timings: BTreeMap<String, u64>,
+}
+
+impl Activity {
+    /// A pending activity created at `now`.
+    pub fn new(
+        id: u64,
+        project: &str,
+        environment: &str,
+        kind: ActivityKind,
+        description: &str,
+        now: u64,
+    ) -> Activity {
+        Activity {
+            id,
+            project: project.into(),
+            environment: environment.into(),
+            kind,
+            description: description.into(),
+            state: ActivityState::Pending,
+            result: None,
+            created_at: now,
+            started_at: None,
+            completed_at: None,
+            timings: BTreeMap::new(),
+        }
+    }
+}
