@@ -2,7 +2,9 @@
 //! here; the work is done by the library crates.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod admin;
 mod checkout;
+mod hook;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -18,6 +20,11 @@ use launchway_config::Severity;
     about = "Self-hosted git-push build and deploy"
 )]
 struct Cli {
+    /// The daemon's settings file (default: /etc/launchway/launchway.toml when
+    /// it exists, else the built-in defaults). The admin commands read it to
+    /// find the daemon's socket.
+    #[arg(long, short = 'c', global = true, env = "LAUNCHWAY_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -28,6 +35,49 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Run the daemon: SSH for git, the admin API on a unix socket.
+    Serve,
+    /// Create and list projects.
+    Project {
+        #[command(subcommand)]
+        command: admin::ProjectCommand,
+    },
+    /// Grant, list and revoke SSH keys.
+    Keys {
+        #[command(subcommand)]
+        command: admin::KeysCommand,
+    },
+    /// Print each app's source tree and build key at a ref.
+    Plan {
+        /// The project.
+        project: String,
+        /// A branch, a full ref or a commit id.
+        #[arg(name = "REF")]
+        reference: String,
+    },
+    /// List activities, newest first.
+    Activities {
+        /// The project (all projects when omitted).
+        #[arg(long, short = 'p')]
+        project: Option<String>,
+        /// Only this environment.
+        #[arg(long, short = 'e')]
+        environment: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Work with one activity.
+    Activity {
+        #[command(subcommand)]
+        command: admin::ActivityCommand,
+    },
+    /// Run by git inside a push (Launchway installs these hooks itself).
+    #[command(hide = true)]
+    Hook {
+        /// `pre-receive` or `post-receive`.
+        name: String,
     },
 }
 
@@ -69,7 +119,21 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings_path = cli.config.clone();
     match cli.command {
+        Command::Serve => admin::serve(settings_path.as_deref()),
+        Command::Hook { name } => hook::run(&name),
+        Command::Project { command } => admin::project(settings_path.as_deref(), command),
+        Command::Keys { command } => admin::keys(settings_path.as_deref(), command),
+        Command::Plan { project, reference } => {
+            admin::plan(settings_path.as_deref(), &project, &reference)
+        }
+        Command::Activities {
+            project,
+            environment,
+            limit,
+        } => admin::activities(settings_path.as_deref(), project, environment, limit),
+        Command::Activity { command } => admin::activity(settings_path.as_deref(), command),
         Command::Config {
             command: ConfigCommand::Schema,
         } => {

@@ -142,7 +142,8 @@ impl Store {
         })
     }
 
-    fn flush(&self) -> Result<(), StoreError> {
+    /// Makes every write so far durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
     }

@@ -1,0 +1,78 @@
+//! Launchway's admin API: the generated protobuf types and tonic service, plus
+//! the unix-socket plumbing both ends use.
+//!
+//! The socket is the only way in: it lives in the data directory with mode
+//! 0600, so only the daemon's user (and root) can call it. The git hooks
+//! authenticate further with the push session token the SSH server hands to
+//! `git receive-pack`.
+
+use std::path::{Path, PathBuf};
+
+use hyper_util::rt::TokioIo;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// The generated messages, client and server.
+#[allow(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    clippy::all,
+    clippy::pedantic
+)]
+pub mod proto {
+    tonic::include_proto!("launchway.v1");
+}
+
+pub use proto::launchway_client::LaunchwayClient;
+pub use proto::launchway_server::{Launchway, LaunchwayServer};
+
+/// What connecting to the daemon can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Nothing listens on the socket.
+    #[error("cannot reach the Launchway daemon at {path} (is `launchway serve` running?)")]
+    Unreachable {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+/// A client connected to the daemon's socket at `path`.
+pub async fn connect(path: &Path) -> Result<LaunchwayClient<Channel>, ConnectError> {
+    let socket = path.to_path_buf();
+    // The URI is required by tonic but unused: every connection goes to the socket.
+    let channel = Endpoint::from_static("http://launchway.invalid")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(socket).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(stream))
+            }
+        }))
+        .await
+        .map_err(|source| ConnectError::Unreachable {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(LaunchwayClient::new(channel)
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .max_encoding_message_size(64 * 1024 * 1024))
+}
+
+/// Serves `service` on `listener` until `shutdown` resolves.
+pub async fn serve<S: Launchway>(
+    service: S,
+    listener: tokio::net::UnixListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .add_service(LaunchwayServer::new(service))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+}

@@ -1,0 +1,370 @@
+//! The admin API served on the unix socket.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use launchway_api::proto;
+use launchway_git::{CommitTree, GitError, Objects, plan};
+use launchway_store::{Activity, KeyGrant, Project, Role, StoreError};
+use tonic::{Request, Response, Status};
+use tracing::warn;
+
+use crate::{Daemon, now_ms};
+
+/// The tonic service.
+#[derive(Debug)]
+pub(crate) struct ApiService {
+    daemon: Arc<Daemon>,
+}
+
+impl ApiService {
+    pub(crate) fn new(daemon: Arc<Daemon>) -> ApiService {
+        ApiService { daemon }
+    }
+}
+
+fn internal(error: StoreError) -> Status {
+    warn!(%error, "state error");
+    Status::internal(format!("the daemon cannot use its state: {error}"))
+}
+
+/// A branch name git accepts and Launchway can use as an environment name.
+fn is_branch_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with(['-', '/', '.'])
+        && !name.ends_with(['/', '.'])
+        && !name.ends_with(".lock")
+        && !name.contains("..")
+        && !name.contains("//")
+        && !name.contains("@{")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+}
+
+fn activity_info(activity: &Activity) -> proto::ActivityInfo {
+    proto::ActivityInfo {
+        id: activity.id,
+        project: activity.project.clone(),
+        environment: activity.environment.clone(),
+        r#type: activity.kind.as_str().into(),
+        description: activity.description.clone(),
+        state: activity.state.as_str().into(),
+        result: activity
+            .result
+            .map(|r| r.as_str().into())
+            .unwrap_or_default(),
+        created_at: activity.created_at,
+        started_at: activity.started_at.unwrap_or_default(),
+        completed_at: activity.completed_at.unwrap_or_default(),
+        timings_ms: activity.timings.clone().into_iter().collect(),
+    }
+}
+
+fn key_info(grant: &KeyGrant) -> proto::KeyInfo {
+    proto::KeyInfo {
+        project: grant.project.clone(),
+        fingerprint: grant.fingerprint.clone(),
+        role: grant.role.as_str().into(),
+        comment: grant.comment.clone(),
+        added_at: grant.added_at,
+        public_key: grant.public_key.clone(),
+    }
+}
+
+impl ApiService {
+    fn project_info(&self, project: &Project) -> proto::ProjectInfo {
+        proto::ProjectInfo {
+            name: project.name.clone(),
+            default_branch: project.default_branch.clone(),
+            git_remote: self.daemon.git_remote(&project.name),
+            created_at: project.created_at,
+        }
+    }
+
+    fn existing_project(&self, name: &str) -> Result<Project, Status> {
+        self.daemon
+            .store
+            .project(name)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("there is no project `{name}`")))
+    }
+}
+
+#[tonic::async_trait]
+impl launchway_api::Launchway for ApiService {
+    async fn create_project(
+        &self,
+        request: Request<proto::CreateProjectRequest>,
+    ) -> Result<Response<proto::ProjectInfo>, Status> {
+        let request = request.into_inner();
+        let name = request.name;
+        if !launchway_ssh::is_project_name(&name) {
+            return Err(Status::invalid_argument(format!(
+                "`{name}` is not a project name: use lowercase letters, digits and `-`, at most 63 characters, starting with a letter or digit"
+            )));
+        }
+        let default_branch = if request.default_branch.is_empty() {
+            "main".to_owned()
+        } else {
+            request.default_branch
+        };
+        if !is_branch_name(&default_branch) {
+            return Err(Status::invalid_argument(format!(
+                "`{default_branch}` is not a usable branch name"
+            )));
+        }
+        if self
+            .daemon
+            .store
+            .project(&name)
+            .map_err(internal)?
+            .is_some()
+        {
+            return Err(Status::already_exists(format!(
+                "project `{name}` already exists"
+            )));
+        }
+        let repo = self.daemon.repo_path(&name);
+        // A directory left by a creation that failed halfway is replaced.
+        if repo.exists() {
+            std::fs::remove_dir_all(&repo)
+                .map_err(|e| Status::internal(format!("cannot replace {}: {e}", repo.display())))?;
+        }
+        self.daemon
+            .git
+            .init_bare(&repo, &default_branch)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let project = Project {
+            name: name.clone(),
+            default_branch,
+            created_at: now_ms(),
+        };
+        if let Err(error) = self.daemon.store.create_project(&project) {
+            let _ = std::fs::remove_dir_all(&repo);
+            return Err(match error {
+                StoreError::AlreadyExists { .. } => Status::already_exists(error.to_string()),
+                other => internal(other),
+            });
+        }
+        Ok(Response::new(self.project_info(&project)))
+    }
+
+    async fn list_projects(
+        &self,
+        _request: Request<proto::ListProjectsRequest>,
+    ) -> Result<Response<proto::ProjectList>, Status> {
+        let projects = self.daemon.store.projects().map_err(internal)?;
+        Ok(Response::new(proto::ProjectList {
+            projects: projects.iter().map(|p| self.project_info(p)).collect(),
+        }))
+    }
+
+    async fn add_key(
+        &self,
+        request: Request<proto::AddKeyRequest>,
+    ) -> Result<Response<proto::KeyInfo>, Status> {
+        let request = request.into_inner();
+        let project = self.existing_project(&request.project)?;
+        let role = Role::parse(&request.role).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "`{}` is not a role: use admin, contributor or viewer",
+                request.role
+            ))
+        })?;
+        let key = launchway_ssh::parse_public_key(&request.public_key)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let grant = KeyGrant {
+            project: project.name,
+            fingerprint: key.fingerprint,
+            public_key: key.public_key,
+            comment: key.comment,
+            role,
+            added_at: now_ms(),
+        };
+        self.daemon.store.put_key(&grant).map_err(internal)?;
+        Ok(Response::new(key_info(&grant)))
+    }
+
+    async fn list_keys(
+        &self,
+        request: Request<proto::ListKeysRequest>,
+    ) -> Result<Response<proto::KeyList>, Status> {
+        let project = request.into_inner().project;
+        let filter = if project.is_empty() {
+            None
+        } else {
+            Some(self.existing_project(&project)?.name)
+        };
+        let keys = self
+            .daemon
+            .store
+            .keys(filter.as_deref())
+            .map_err(internal)?;
+        Ok(Response::new(proto::KeyList {
+            keys: keys.iter().map(key_info).collect(),
+        }))
+    }
+
+    async fn remove_key(
+        &self,
+        request: Request<proto::RemoveKeyRequest>,
+    ) -> Result<Response<proto::RemoveKeyReply>, Status> {
+        let request = request.into_inner();
+        let project = self.existing_project(&request.project)?;
+        let key = request.key.trim();
+        let fingerprint = if key.starts_with("SHA256:") {
+            key.to_owned()
+        } else {
+            launchway_ssh::parse_public_key(key)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?
+                .fingerprint
+        };
+        let removed = self
+            .daemon
+            .store
+            .remove_key(&project.name, &fingerprint)
+            .map_err(internal)?;
+        Ok(Response::new(proto::RemoveKeyReply { removed }))
+    }
+
+    async fn plan(
+        &self,
+        request: Request<proto::PlanRequest>,
+    ) -> Result<Response<proto::PlanReply>, Status> {
+        let request = request.into_inner();
+        let project = self.existing_project(&request.project)?;
+        let repo = self.daemon.repo_path(&project.name);
+        let spec = request.r#ref;
+        let planned = tokio::task::spawn_blocking(move || -> Result<_, Status> {
+            let repository = gix::open_opts(&repo, gix::open::Options::isolated())
+                .map_err(|e| Status::internal(format!("cannot open the repository: {e}")))?;
+            let commit = repository
+                .rev_parse_single(spec.as_str())
+                .ok()
+                .and_then(|id| id.object().ok())
+                .and_then(|object| object.peel_to_commit().ok())
+                .ok_or_else(|| {
+                    Status::not_found(format!("`{spec}` names no commit in this project"))
+                })?;
+            let objects =
+                Objects::open(&repo, None).map_err(|e| Status::internal(e.to_string()))?;
+            let tree = CommitTree::open(objects, &commit.id.to_string())
+                .map_err(|e| Status::internal(e.to_string()))?;
+            plan(&tree, &BTreeMap::new()).map_err(|e| match e {
+                GitError::InvalidConfig { diagnostics, .. } => {
+                    Status::failed_precondition(diagnostics)
+                }
+                other => Status::internal(other.to_string()),
+            })
+        })
+        .await
+        .map_err(|_| Status::internal("planning stopped unexpectedly"))??;
+        Ok(Response::new(proto::PlanReply {
+            commit: planned.commit,
+            apps: planned
+                .apps
+                .into_iter()
+                .map(|app| proto::AppPlan {
+                    name: app.name,
+                    runtime: app.runtime,
+                    source_root: app.source_root,
+                    tree_id: app.tree_id,
+                    build_key: app.build_key,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_activities(
+        &self,
+        request: Request<proto::ListActivitiesRequest>,
+    ) -> Result<Response<proto::ActivityList>, Status> {
+        let request = request.into_inner();
+        let project = if request.project.is_empty() {
+            None
+        } else {
+            Some(self.existing_project(&request.project)?.name)
+        };
+        let limit = if request.limit == 0 {
+            20
+        } else {
+            request.limit as usize
+        };
+        let activities = self
+            .daemon
+            .store
+            .activities(project.as_deref(), usize::MAX)
+            .map_err(internal)?
+            .into_iter()
+            .filter(|a| request.environment.is_empty() || a.environment == request.environment)
+            .take(limit)
+            .map(|a| activity_info(&a))
+            .collect();
+        Ok(Response::new(proto::ActivityList { activities }))
+    }
+
+    async fn activity_log(
+        &self,
+        request: Request<proto::ActivityLogRequest>,
+    ) -> Result<Response<proto::ActivityLogReply>, Status> {
+        let id = request.into_inner().id;
+        let activity = self
+            .daemon
+            .store
+            .activity(id)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("there is no activity {id}")))?;
+        let log = self.daemon.store.log(id).map_err(internal)?;
+        Ok(Response::new(proto::ActivityLogReply {
+            activity: Some(activity_info(&activity)),
+            log,
+        }))
+    }
+
+    async fn pre_receive(
+        &self,
+        request: Request<proto::HookRequest>,
+    ) -> Result<Response<proto::HookReply>, Status> {
+        let request = request.into_inner();
+        let accept = self
+            .daemon
+            .pre_receive(
+                &request.session,
+                &request.updates,
+                &request.push_options,
+                &request.quarantine,
+            )
+            .await;
+        Ok(Response::new(proto::HookReply { accept }))
+    }
+
+    async fn post_receive(
+        &self,
+        request: Request<proto::HookRequest>,
+    ) -> Result<Response<proto::HookReply>, Status> {
+        let request = request.into_inner();
+        let accept = self
+            .daemon
+            .post_receive(&request.session, &request.updates, &request.push_options)
+            .await;
+        Ok(Response::new(proto::HookReply { accept }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn branch_names() {
+        for good in ["main", "feature/x", "release-1.2", "a_b"] {
+            assert!(is_branch_name(good), "{good}");
+        }
+        for bad in ["", "-x", "a..b", "a b", "x.lock", "/x", "x/", "a@{b", "ä"] {
+            assert!(!is_branch_name(bad), "{bad}");
+        }
+    }
+}

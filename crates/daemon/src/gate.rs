@@ -1,0 +1,108 @@
+//! The daemon as the SSH server's [`Gate`]: keys, projects, roles, sessions.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use launchway_ssh::{Gate, GitService, Grant};
+use launchway_store::Role;
+use rand::RngExt as _;
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use crate::{Daemon, PushSession};
+
+/// How many messages to the pusher may queue before the activity waits for
+/// the client to read them.
+const MESSAGE_QUEUE: usize = 256;
+
+impl Gate for Daemon {
+    async fn authenticate(&self, fingerprint: &str) -> bool {
+        match self.store.key_is_known(fingerprint) {
+            Ok(known) => known,
+            Err(error) => {
+                warn!(%error, "cannot read keys");
+                false
+            }
+        }
+    }
+
+    async fn open(
+        &self,
+        fingerprint: &str,
+        project: &str,
+        service: GitService,
+    ) -> Result<Grant, String> {
+        let hidden =
+            || format!("project `{project}` does not exist or your key has no access to it");
+        let internal = |error: launchway_store::StoreError| {
+            warn!(%error, "cannot read state");
+            "the server cannot read its state right now".to_owned()
+        };
+        let Some(found) = self.store.project(project).map_err(internal)? else {
+            return Err(hidden());
+        };
+        let Some(grant) = self.store.key(project, fingerprint).map_err(internal)? else {
+            return Err(hidden());
+        };
+        let repo = self.repo_path(&found.name);
+        match service {
+            GitService::UploadPack => Ok(Grant {
+                repo,
+                env: Vec::new(),
+                messages: None,
+                session: None,
+            }),
+            GitService::ReceivePack if grant.role == Role::Viewer => Err(format!(
+                "your key can only fetch from `{project}` (role viewer)"
+            )),
+            GitService::ReceivePack => {
+                let token = hex::encode(rand::rng().random::<[u8; 16]>());
+                let (sender, receiver) = mpsc::channel(MESSAGE_QUEUE);
+                let who = if grant.comment.is_empty() {
+                    grant.fingerprint.clone()
+                } else {
+                    grant.comment.clone()
+                };
+                let session = Arc::new(PushSession {
+                    project: found.name.clone(),
+                    role: grant.role,
+                    who,
+                    messages: sender,
+                    failed: AtomicBool::new(false),
+                });
+                if let Ok(mut sessions) = self.sessions.lock() {
+                    sessions.insert(token.clone(), session);
+                }
+                Ok(Grant {
+                    repo,
+                    env: vec![
+                        ("LAUNCHWAY_SESSION".into(), token.clone()),
+                        ("LAUNCHWAY_SOCKET".into(), self.socket.display().to_string()),
+                    ],
+                    messages: Some(receiver),
+                    session: Some(token),
+                })
+            }
+        }
+    }
+
+    async fn finish(&self, session: &str, git_status: u32) -> u32 {
+        let ended = self
+            .sessions
+            .lock()
+            .ok()
+            .and_then(|mut s| s.remove(session));
+        match ended {
+            _ if git_status != 0 => git_status,
+            Some(session) if session.failed.load(Ordering::SeqCst) => 1,
+            _ => 0,
+        }
+    }
+}
+
+impl Daemon {
+    /// The live push session `token`.
+    pub(crate) fn session(&self, token: &str) -> Option<Arc<PushSession>> {
+        self.sessions.lock().ok()?.get(token).cloned()
+    }
+}

@@ -1,0 +1,285 @@
+//! Launchway's daemon: it wires the SSH server, the admin API and the store
+//! together and runs the activities pushes create.
+//!
+//! A push goes: SSH exec ([`launchway_ssh`]) → [`Gate::open`] registers a push
+//! session → the real `git receive-pack` runs with Launchway's hooks → the
+//! `pre-receive` hook calls [`Launchway::pre_receive`](launchway_api::Launchway)
+//! over the admin socket, which checks roles and refs and validates the config
+//! at each new commit from the quarantined objects; only then may git move
+//! refs → `post-receive` records environments and activities and streams their
+//! logs to the pusher → [`Gate::finish`] turns a failed activity into a
+//! non-zero exit status for `git push`.
+//!
+//! Invariants:
+//! - state is written to the store before the effect it describes runs;
+//! - activities of one environment run one at a time, in creation order;
+//! - the messages a pusher sees never include internal error dumps, only
+//!   one-line reasons and config diagnostics.
+
+mod activity;
+mod api;
+mod gate;
+mod policy;
+mod push;
+mod settings;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use launchway_git::{Git, PushLimits};
+use launchway_store::{Role, Store};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use settings::{
+    ApiSettings, DEFAULT_SETTINGS_PATH, GitSettings, Settings, SettingsError, SshSettings,
+};
+
+/// What starting or running the daemon can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// A directory or file of the data directory.
+    #[error("cannot prepare {path}")]
+    Io {
+        /// The path.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The state database.
+    #[error(transparent)]
+    Store(#[from] launchway_store::StoreError),
+    /// The host key.
+    #[error(transparent)]
+    HostKey(#[from] launchway_ssh::KeyError),
+    /// No `git` on `PATH`.
+    #[error("`git` was not found on PATH; install git")]
+    GitMissing,
+    /// A listen address is taken or not allowed.
+    #[error("cannot listen on {address}")]
+    Bind {
+        /// The address or socket path.
+        address: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The SSH server stopped with an error.
+    #[error("the SSH server failed")]
+    Ssh(#[source] std::io::Error),
+    /// The API server stopped with an error.
+    #[error("the API server failed")]
+    Api(#[source] tonic::transport::Error),
+}
+
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> DaemonError + '_ {
+    move |source| DaemonError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A push in progress: who pushes where, and the pusher's terminal.
+#[derive(Debug)]
+pub(crate) struct PushSession {
+    pub(crate) project: String,
+    pub(crate) role: Role,
+    /// The key's comment, or its fingerprint when it has none.
+    pub(crate) who: String,
+    pub(crate) messages: mpsc::Sender<Vec<u8>>,
+    /// Set when an activity of this push failed.
+    pub(crate) failed: AtomicBool,
+}
+
+/// The running daemon's shared state.
+#[derive(Debug)]
+pub(crate) struct Daemon {
+    pub(crate) settings: Settings,
+    pub(crate) store: Store,
+    pub(crate) git: Arc<Git>,
+    pub(crate) repos: PathBuf,
+    pub(crate) socket: PathBuf,
+    pub(crate) ssh_addr: SocketAddr,
+    pub(crate) sessions: std::sync::Mutex<HashMap<String, Arc<PushSession>>>,
+    /// Per environment, the completion signal of its newest activity: the
+    /// next activity waits for it, so activities run one at a time, in order.
+    pub(crate) queues: std::sync::Mutex<HashMap<String, oneshot::Receiver<()>>>,
+    pub(crate) tasks: TaskTracker,
+}
+
+impl Daemon {
+    /// The bare repository of `project`.
+    pub(crate) fn repo_path(&self, project: &str) -> PathBuf {
+        self.repos.join(format!("{project}.git"))
+    }
+
+    /// `ssh://git@HOST:PORT/NAME.git`.
+    pub(crate) fn git_remote(&self, project: &str) -> String {
+        let host = self.settings.public_host();
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        format!("ssh://git@{host}:{}/{project}.git", self.ssh_addr.port())
+    }
+}
+
+fn create_dir(path: &Path, mode: u32) -> Result<(), DaemonError> {
+    std::fs::create_dir_all(path).map_err(io_error(path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_error(path))
+}
+
+/// Writes the hook scripts that call back into this binary.
+fn write_hooks(dir: &Path) -> Result<(), DaemonError> {
+    let exe = std::env::current_exe().map_err(io_error(dir))?;
+    let quoted = exe.display().to_string().replace('\'', "'\\''");
+    for hook in ["pre-receive", "post-receive"] {
+        let path = dir.join(hook);
+        let script = format!("#!/bin/sh\nexec '{quoted}' hook {hook}\n");
+        std::fs::write(&path, script).map_err(io_error(&path))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .map_err(io_error(&path))?;
+    }
+    Ok(())
+}
+
+/// Runs the daemon until `shutdown` resolves, then stops accepting work,
+/// lets running activities finish (for up to 30 s) and returns.
+pub async fn serve(
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), DaemonError> {
+    let data = settings.data_dir.clone();
+    create_dir(&data, 0o700)?;
+    let repos = data.join("repos");
+    let home = data.join("git-home");
+    let hooks = data.join("hooks");
+    for dir in [&repos, &home, &hooks] {
+        create_dir(dir, 0o700)?;
+    }
+    write_hooks(&hooks)?;
+    let store = Store::open(&data.join("state"))?;
+    let host_key = launchway_ssh::load_or_create_host_key(&data.join("ssh_host_ed25519_key"))?;
+    let program = Git::find_program().ok_or(DaemonError::GitMissing)?;
+    let git = Arc::new(Git::new(
+        program,
+        home,
+        hooks,
+        PushLimits {
+            max_pack_bytes: settings.git.max_push_bytes,
+        },
+    ));
+
+    let listener = tokio::net::TcpListener::bind(settings.ssh.listen)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            address: settings.ssh.listen.to_string(),
+            source,
+        })?;
+    let ssh_addr = listener.local_addr().map_err(|source| DaemonError::Bind {
+        address: settings.ssh.listen.to_string(),
+        source,
+    })?;
+    let socket = settings.socket_path();
+    let api_listener = bind_socket(&socket)?;
+
+    let daemon = Arc::new(Daemon {
+        settings,
+        store,
+        git: git.clone(),
+        repos,
+        socket: socket.clone(),
+        ssh_addr,
+        sessions: std::sync::Mutex::new(HashMap::new()),
+        queues: std::sync::Mutex::new(HashMap::new()),
+        tasks: TaskTracker::new(),
+    });
+    daemon.reconcile()?;
+    info!(ssh = %ssh_addr, api = %socket.display(), data = %data.display(), "launchway is serving");
+
+    let stop = CancellationToken::new();
+    let ssh = launchway_ssh::SshServer::new(
+        daemon.clone(),
+        git,
+        host_key,
+        &launchway_ssh::SshSettings::default(),
+    );
+    let ssh_task = tokio::spawn(ssh.run(listener, stop.clone().cancelled_owned()));
+    let api_task = tokio::spawn(launchway_api::serve(
+        api::ApiService::new(daemon.clone()),
+        api_listener,
+        stop.clone().cancelled_owned(),
+    ));
+
+    let mut ssh_task = ssh_task;
+    let mut api_task = api_task;
+    let early = tokio::select! {
+        () = shutdown => None,
+        result = &mut ssh_task => Some(result.map_or(Ok(()), |r| r.map_err(DaemonError::Ssh))),
+        result = &mut api_task => Some(result.map_or(Ok(()), |r| r.map_err(DaemonError::Api))),
+    };
+    info!("shutting down");
+    stop.cancel();
+    daemon.tasks.close();
+    if tokio::time::timeout(Duration::from_secs(30), daemon.tasks.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            "activities still running at shutdown; they will be marked as interrupted at the next start"
+        );
+    }
+    if early.is_none() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            let _ = (&mut ssh_task).await;
+            let _ = (&mut api_task).await;
+        })
+        .await;
+    }
+    let _ = std::fs::remove_file(&socket);
+    daemon.store.flush()?;
+    early.unwrap_or(Ok(()))
+}
+
+/// Binds the admin socket with mode 0600, replacing a stale one.
+fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, DaemonError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io_error(parent))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(DaemonError::Bind {
+                address: path.display().to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another launchway daemon is serving this socket",
+                ),
+            });
+        }
+        std::fs::remove_file(path).map_err(io_error(path))?;
+    }
+    let bind_error = |source| DaemonError::Bind {
+        address: path.display().to_string(),
+        source,
+    };
+    let listener = tokio::net::UnixListener::bind(path).map_err(bind_error)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io_error(path))?;
+    Ok(listener)
+}

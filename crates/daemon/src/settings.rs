@@ -1,0 +1,185 @@
+//! The daemon's settings file (TOML). Every key is optional; the defaults are
+//! the documented embedded ones:
+//!
+//! ```toml
+//! data_dir = "/var/lib/launchway"      # state, repositories, host key, socket
+//!
+//! [ssh]
+//! listen = "127.0.0.1:2222"             # where git connects
+//! public_host = ""                      # host in printed remotes; the listen address when empty
+//!
+//! [api]
+//! socket = ""                           # the admin socket; <data_dir>/launchway.sock when empty
+//!
+//! [git]
+//! max_push_bytes = 2147483648           # the largest pack one push may send
+//! ```
+//!
+//! Unknown keys are errors, reported with their line and column.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Where the settings file is looked for when none is given.
+pub const DEFAULT_SETTINGS_PATH: &str = "/etc/launchway/launchway.toml";
+
+/// What loading settings can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file cannot be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid settings.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong, with its line and column.
+        message: String,
+    },
+}
+
+/// The daemon's settings, defaults applied.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The SSH server.
+    pub ssh: SshSettings,
+    /// The admin API.
+    pub api: ApiSettings,
+    /// git.
+    pub git: GitSettings,
+}
+
+/// `[ssh]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SshSettings {
+    /// The listen address.
+    pub listen: SocketAddr,
+    /// The host name printed in git remotes.
+    pub public_host: String,
+}
+
+/// `[api]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSettings {
+    /// The unix socket.
+    pub socket: Option<PathBuf>,
+}
+
+/// `[git]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GitSettings {
+    /// The largest pack a push may send, in bytes.
+    pub max_push_bytes: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            data_dir: PathBuf::from("/var/lib/launchway"),
+            ssh: SshSettings::default(),
+            api: ApiSettings::default(),
+            git: GitSettings::default(),
+        }
+    }
+}
+
+impl Default for SshSettings {
+    fn default() -> Self {
+        SshSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 2222)),
+            public_host: String::new(),
+        }
+    }
+}
+
+impl Default for GitSettings {
+    fn default() -> Self {
+        GitSettings {
+            max_push_bytes: 2 * 1024 * 1024 * 1024,
+        }
+    }
+}
+
+impl Settings {
+    /// Parses settings text; `path` names it in errors.
+    pub fn parse(text: &str, path: &str) -> Result<Settings, SettingsError> {
+        toml::from_str(text).map_err(|e| SettingsError::Invalid {
+            path: path.to_owned(),
+            message: e.to_string().trim().to_owned(),
+        })
+    }
+
+    /// Loads `path`, or the default file when it exists, or the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Settings, SettingsError> {
+        let default = Path::new(DEFAULT_SETTINGS_PATH);
+        let path = match path {
+            Some(path) => path,
+            None if default.exists() => default,
+            None => return Ok(Settings::default()),
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Settings::parse(&text, &path.display().to_string())
+    }
+
+    /// The admin socket.
+    pub fn socket_path(&self) -> PathBuf {
+        self.api
+            .socket
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("launchway.sock"))
+    }
+
+    /// The host printed in git remotes.
+    pub fn public_host(&self) -> String {
+        if self.ssh.public_host.is_empty() {
+            self.ssh.listen.ip().to_string()
+        } else {
+            self.ssh.public_host.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let settings = Settings::parse("", "x").unwrap();
+        assert_eq!(settings.ssh.listen.to_string(), "127.0.0.1:2222");
+        assert_eq!(
+            settings.socket_path(),
+            PathBuf::from("/var/lib/launchway/launchway.sock")
+        );
+        let settings = Settings::parse("data_dir = \"/d\"\n[ssh]\nlisten = \"0.0.0.0:22\"\npublic_host = \"git.example.com\"\n", "x").unwrap();
+        assert_eq!(settings.socket_path(), PathBuf::from("/d/launchway.sock"));
+        assert_eq!(settings.public_host(), "git.example.com");
+    }
+
+    #[test]
+    fn unknown_keys_are_located() {
+        let error =
+            Settings::parse("[ssh]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n", "l.toml").unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("l.toml") && text.contains("line 3"), "{text}");
+        assert!(Settings::parse("[ssh]\nlisten = \"nope\"\n", "l.toml").is_err());
+    }
+}

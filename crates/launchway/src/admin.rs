@@ -1,0 +1,374 @@
+//! `launchway serve` and the admin commands, which talk to the daemon over its
+//! unix socket.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, UNIX_EPOCH};
+
+use clap::Subcommand;
+use launchway_api::proto;
+use launchway_daemon::Settings;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ProjectCommand {
+    /// Create a project and print its git remote.
+    Create {
+        /// Lowercase letters, digits and `-`.
+        name: String,
+        /// The branch of the production environment.
+        #[arg(long, default_value = "main")]
+        default_branch: String,
+    },
+    /// List projects.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Grant an SSH public key a role on a project.
+    Add {
+        /// The project.
+        #[arg(long, short = 'p')]
+        project: String,
+        /// admin, contributor or viewer.
+        #[arg(long, short = 'r')]
+        role: String,
+        /// The `.pub` file (`-` for stdin).
+        file: std::path::PathBuf,
+    },
+    /// List keys and their roles.
+    List {
+        /// Only this project.
+        #[arg(long, short = 'p')]
+        project: Option<String>,
+    },
+    /// Revoke a key on a project.
+    Remove {
+        /// The project.
+        #[arg(long, short = 'p')]
+        project: String,
+        /// A fingerprint (`SHA256:…`) or a `.pub` file.
+        key: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ActivityCommand {
+    /// Print an activity's log.
+    Log {
+        /// The activity's id.
+        id: u64,
+    },
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Runs `body` with a client of the daemon named by the settings.
+fn with_client<T>(
+    settings_path: Option<&Path>,
+    body: impl AsyncFnOnce(
+        &mut launchway_api::LaunchwayClient<tonic::transport::Channel>,
+    ) -> Result<T, tonic::Status>,
+) -> anyhow::Result<T> {
+    let settings = Settings::load(settings_path)?;
+    runtime()?.block_on(async {
+        let mut client = launchway_api::connect(&settings.socket_path()).await?;
+        body(&mut client)
+            .await
+            .map_err(|status| anyhow::anyhow!("{}", status.message()))
+    })
+}
+
+pub(crate) fn serve(settings_path: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load(settings_path)?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    runtime()?.block_on(launchway_daemon::serve(settings, shutdown_signal()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the daemon runs until killed.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Prints rows as columns separated by two spaces.
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let last = cells.len() - 1;
+        let mut text = String::new();
+        for (i, cell) in cells.into_iter().enumerate() {
+            if i == last {
+                text.push_str(&cell);
+            } else {
+                text.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        println!("{}", text.trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+fn time(ms: u64) -> String {
+    if ms == 0 {
+        return "-".into();
+    }
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+pub(crate) fn project(
+    settings_path: Option<&Path>,
+    command: ProjectCommand,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        ProjectCommand::Create {
+            name,
+            default_branch,
+        } => {
+            let project = with_client(settings_path, async |client| {
+                Ok(client
+                    .create_project(proto::CreateProjectRequest {
+                        name,
+                        default_branch,
+                    })
+                    .await?
+                    .into_inner())
+            })?;
+            eprintln!(
+                "Created project {} (default branch {})",
+                project.name, project.default_branch
+            );
+            println!("{}", project.git_remote);
+        }
+        ProjectCommand::List => {
+            let list = with_client(settings_path, async |client| {
+                Ok(client
+                    .list_projects(proto::ListProjectsRequest {})
+                    .await?
+                    .into_inner())
+            })?;
+            let rows: Vec<Vec<String>> = list
+                .projects
+                .into_iter()
+                .map(|p| vec![p.name, p.default_branch, p.git_remote])
+                .collect();
+            print_table(&["NAME", "DEFAULT BRANCH", "GIT REMOTE"], &rows);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn keys(settings_path: Option<&Path>, command: KeysCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        KeysCommand::Add {
+            project,
+            role,
+            file,
+        } => {
+            let public_key = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                read_key_file(&file)?
+            };
+            let key = with_client(settings_path, async |client| {
+                Ok(client
+                    .add_key(proto::AddKeyRequest {
+                        project,
+                        role,
+                        public_key,
+                    })
+                    .await?
+                    .into_inner())
+            })?;
+            println!(
+                "Granted {} on {} to {} {}",
+                key.role, key.project, key.fingerprint, key.comment
+            );
+        }
+        KeysCommand::List { project } => {
+            let list = with_client(settings_path, async |client| {
+                Ok(client
+                    .list_keys(proto::ListKeysRequest {
+                        project: project.unwrap_or_default(),
+                    })
+                    .await?
+                    .into_inner())
+            })?;
+            let rows: Vec<Vec<String>> = list
+                .keys
+                .into_iter()
+                .map(|k| vec![k.project, k.role, k.fingerprint, k.comment])
+                .collect();
+            print_table(&["PROJECT", "ROLE", "FINGERPRINT", "COMMENT"], &rows);
+        }
+        KeysCommand::Remove { project, key } => {
+            let key = if key.starts_with("SHA256:") {
+                key
+            } else {
+                read_key_file(Path::new(&key))?
+            };
+            let reply = with_client(settings_path, async |client| {
+                Ok(client
+                    .remove_key(proto::RemoveKeyRequest { project, key })
+                    .await?
+                    .into_inner())
+            })?;
+            if !reply.removed {
+                eprintln!("error: that key has no access to the project");
+                return Ok(ExitCode::from(1));
+            }
+            println!("Removed");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads a `.pub` file, refusing anything larger than a public key can be.
+fn read_key_file(path: &Path) -> anyhow::Result<String> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    if meta.len() > 16 * 1024 {
+        anyhow::bail!("{} is too large to be a public key", path.display());
+    }
+    std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+}
+
+pub(crate) fn plan(
+    settings_path: Option<&Path>,
+    project: &str,
+    reference: &str,
+) -> anyhow::Result<ExitCode> {
+    let (project, reference) = (project.to_owned(), reference.to_owned());
+    let plan = with_client(settings_path, async |client| {
+        Ok(client
+            .plan(proto::PlanRequest {
+                project,
+                r#ref: reference,
+            })
+            .await?
+            .into_inner())
+    })?;
+    println!("commit {}", plan.commit);
+    let rows: Vec<Vec<String>> = plan
+        .apps
+        .into_iter()
+        .map(|a| {
+            let root = if a.source_root.is_empty() {
+                "/".into()
+            } else {
+                a.source_root
+            };
+            vec![a.name, a.runtime, root, a.tree_id, a.build_key]
+        })
+        .collect();
+    print_table(
+        &["APP", "RUNTIME", "SOURCE ROOT", "TREE", "BUILD KEY"],
+        &rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn activities(
+    settings_path: Option<&Path>,
+    project: Option<String>,
+    environment: Option<String>,
+    limit: u32,
+) -> anyhow::Result<ExitCode> {
+    let list = with_client(settings_path, async |client| {
+        Ok(client
+            .list_activities(proto::ListActivitiesRequest {
+                project: project.unwrap_or_default(),
+                environment: environment.unwrap_or_default(),
+                limit,
+            })
+            .await?
+            .into_inner())
+    })?;
+    let rows: Vec<Vec<String>> = list
+        .activities
+        .into_iter()
+        .map(|a| {
+            let elapsed = if a.completed_at >= a.started_at && a.started_at > 0 {
+                format!("{:.1}s", (a.completed_at - a.started_at) as f64 / 1000.0)
+            } else {
+                "-".into()
+            };
+            let result = if a.result.is_empty() {
+                "-".into()
+            } else {
+                a.result
+            };
+            vec![
+                a.id.to_string(),
+                a.state,
+                result,
+                a.environment,
+                time(a.started_at),
+                elapsed,
+                a.description,
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "ID",
+            "STATE",
+            "RESULT",
+            "ENVIRONMENT",
+            "STARTED",
+            "ELAPSED",
+            "DESCRIPTION",
+        ],
+        &rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn activity(
+    settings_path: Option<&Path>,
+    command: ActivityCommand,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        ActivityCommand::Log { id } => {
+            let reply = with_client(settings_path, async |client| {
+                Ok(client
+                    .activity_log(proto::ActivityLogRequest { id })
+                    .await?
+                    .into_inner())
+            })?;
+            print!("{}", reply.log);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

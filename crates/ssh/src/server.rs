@@ -1,0 +1,464 @@
+//! The russh server and the per-connection handler.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use launchway_git::Git;
+use russh::keys::PrivateKey;
+use russh::server::ChannelOpenHandle;
+use russh::server::{Auth, Handler, Msg, Server, Session};
+use russh::{Channel, ChannelId, ChannelMsg, ChannelOpenFailure, MethodKind, MethodSet};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpListener;
+use tracing::{Instrument as _, debug, info, warn};
+
+use crate::{Gate, Grant, exec};
+
+/// Tunables of the SSH server.
+#[derive(Clone, Debug)]
+pub struct SshSettings {
+    /// Close connections idle this long.
+    pub inactivity_timeout: Duration,
+    /// Delay before answering a failed authentication.
+    pub auth_rejection_time: Duration,
+}
+
+impl Default for SshSettings {
+    fn default() -> Self {
+        SshSettings {
+            inactivity_timeout: Duration::from_secs(3600),
+            auth_rejection_time: Duration::from_millis(300),
+        }
+    }
+}
+
+/// The SSH server.
+#[derive(Debug)]
+pub struct SshServer<G> {
+    gate: Arc<G>,
+    git: Arc<Git>,
+    config: Arc<russh::server::Config>,
+}
+
+impl<G: Gate> SshServer<G> {
+    /// A server with `host_key`, asking `gate`, running `git`.
+    pub fn new(gate: Arc<G>, git: Arc<Git>, host_key: PrivateKey, settings: &SshSettings) -> Self {
+        let config = russh::server::Config {
+            server_id: russh::SshId::Standard(
+                format!("SSH-2.0-Launchway_{}", env!("CARGO_PKG_VERSION")).into(),
+            ),
+            methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+            auth_rejection_time: settings.auth_rejection_time,
+            auth_rejection_time_initial: Some(Duration::ZERO),
+            keys: vec![host_key],
+            inactivity_timeout: Some(settings.inactivity_timeout),
+            nodelay: true,
+            ..Default::default()
+        };
+        SshServer {
+            gate,
+            git,
+            config: Arc::new(config),
+        }
+    }
+
+    /// Serves `listener` until `shutdown` resolves; open sessions are then
+    /// disconnected.
+    pub async fn run(
+        mut self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let config = self.config.clone();
+        let running = self.run_on_socket(config, &listener);
+        let handle = running.handle();
+        tokio::select! {
+            result = running => result,
+            () = shutdown => {
+                handle.shutdown("the server is shutting down".into());
+                Ok(())
+            }
+        }
+    }
+}
+
+impl<G: Gate> Server for SshServer<G> {
+    type Handler = Connection<G>;
+
+    fn new_client(&mut self, peer: Option<SocketAddr>) -> Connection<G> {
+        Connection {
+            gate: self.gate.clone(),
+            git: self.git.clone(),
+            peer,
+            fingerprint: None,
+            channels: HashMap::new(),
+            git_protocol: HashMap::new(),
+        }
+    }
+
+    fn handle_session_error(&mut self, error: russh::Error) {
+        debug!(%error, "ssh session ended with an error");
+    }
+}
+
+/// One client connection.
+#[derive(Debug)]
+pub struct Connection<G> {
+    gate: Arc<G>,
+    git: Arc<Git>,
+    peer: Option<SocketAddr>,
+    fingerprint: Option<String>,
+    channels: HashMap<ChannelId, Channel<Msg>>,
+    git_protocol: HashMap<ChannelId, String>,
+}
+
+/// `GIT_PROTOCOL` values git sends: `version=2`, colon-separated keys.
+fn is_git_protocol(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 256
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"=:._-".contains(&b))
+}
+
+impl<G: Gate> Connection<G> {
+    /// Refuses what the channel asked for: one line on stderr, exit status 1.
+    fn refuse(&mut self, channel: ChannelId, session: &mut Session, reason: String) {
+        info!(peer = ?self.peer, %reason, "refused");
+        let _ = session.channel_success(channel);
+        let Some(channel) = self.channels.remove(&channel) else {
+            let _ = session.close(channel);
+            return;
+        };
+        tokio::spawn(async move {
+            let line = format!("launchway: {reason}\n");
+            let _ = channel.extended_data(1, line.as_bytes()).await;
+            let _ = channel.exit_status(1).await;
+            let _ = channel.eof().await;
+            let _ = channel.close().await;
+        });
+    }
+}
+
+impl<G: Gate> Handler for Connection<G> {
+    type Error = russh::Error;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        offer: russh::server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        let fingerprint = crate::fingerprint(offer.public_key);
+        Ok(if self.gate.authenticate(&fingerprint).await {
+            Auth::Accept
+        } else {
+            Auth::reject()
+        })
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        _user: &str,
+        key: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        let fingerprint = crate::fingerprint(key.public_key);
+        if self.gate.authenticate(&fingerprint).await {
+            info!(peer = ?self.peer, %fingerprint, "authenticated");
+            self.fingerprint = Some(fingerprint);
+            Ok(Auth::Accept)
+        } else {
+            info!(peer = ?self.peer, %fingerprint, "unknown key");
+            Ok(Auth::reject())
+        }
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.channels.insert(channel.id(), channel);
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        _channel: Channel<Msg>,
+        _host: &str,
+        _port: u32,
+        _originator: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply.reject(forwarding_refused()).await;
+        Ok(())
+    }
+
+    async fn channel_open_direct_streamlocal(
+        &mut self,
+        _channel: Channel<Msg>,
+        _socket_path: &str,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply.reject(forwarding_refused()).await;
+        Ok(())
+    }
+
+    async fn channel_open_x11(
+        &mut self,
+        _channel: Channel<Msg>,
+        _originator: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply.reject(forwarding_refused()).await;
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        _address: &str,
+        _port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(false)
+    }
+
+    async fn streamlocal_forward(
+        &mut self,
+        _socket_path: &str,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(false)
+    }
+
+    async fn agent_request(
+        &mut self,
+        _channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(false)
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single: bool,
+        _protocol: &str,
+        _cookie: &str,
+        _screen: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _cols: u32,
+        _rows: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        value: &str,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if name == "GIT_PROTOCOL" && is_git_protocol(value) {
+            self.git_protocol.insert(channel, value.to_owned());
+        }
+        Ok(())
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse(
+            channel,
+            session,
+            "there is no shell here; use git push and git clone with this remote".into(),
+        );
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let name: String = name.chars().take(40).collect();
+        self.refuse(
+            channel,
+            session,
+            format!("the `{name}` subsystem is not available"),
+        );
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel_id: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let (service, project) = match exec::parse_exec(data) {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                self.refuse(channel_id, session, error.to_string());
+                return Ok(());
+            }
+        };
+        let Some(fingerprint) = self.fingerprint.clone() else {
+            self.refuse(channel_id, session, "not authenticated".into());
+            return Ok(());
+        };
+        let mut grant = match self.gate.open(&fingerprint, &project, service).await {
+            Ok(grant) => grant,
+            Err(reason) => {
+                self.refuse(channel_id, session, reason);
+                return Ok(());
+            }
+        };
+        if let Some(protocol) = self.git_protocol.remove(&channel_id) {
+            grant.env.push(("GIT_PROTOCOL".into(), protocol));
+        }
+        let child = match self.git.service(service, &grant.repo, &grant.env).spawn() {
+            Ok(child) => child,
+            Err(error) => {
+                warn!(%error, "cannot start git");
+                self.refuse(
+                    channel_id,
+                    session,
+                    "the server cannot run git right now".into(),
+                );
+                return Ok(());
+            }
+        };
+        let Some(channel) = self.channels.remove(&channel_id) else {
+            return Ok(());
+        };
+        session.channel_success(channel_id)?;
+        let span =
+            tracing::info_span!("git", %project, service = service.subcommand(), peer = ?self.peer);
+        info!(parent: &span, %fingerprint, "started");
+        tokio::spawn(pump(channel, child, grant, self.gate.clone()).instrument(span));
+        Ok(())
+    }
+}
+
+fn forwarding_refused() -> ChannelOpenFailure {
+    ChannelOpenFailure::Other {
+        code: 1,
+        reason: "launchway: forwarding is not available".into(),
+    }
+}
+
+/// Moves bytes between the SSH channel and git until git exits, then sends
+/// EOF, the exit status and closes the channel (OpenSSH's order).
+async fn pump<G: Gate>(
+    channel: Channel<Msg>,
+    mut child: tokio::process::Child,
+    grant: Grant,
+    gate: Arc<G>,
+) {
+    let (mut reader, writer) = channel.split();
+    let mut stdin = child.stdin.take();
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+
+    let input = tokio::spawn(async move {
+        while let Some(message) = reader.wait().await {
+            match message {
+                ChannelMsg::Data { data } => {
+                    if let Some(pipe) = stdin.as_mut()
+                        && pipe.write_all(&data).await.is_err()
+                    {
+                        stdin = None;
+                    }
+                }
+                ChannelMsg::Eof => stdin = None,
+                ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+    });
+
+    let mut out = writer.make_writer();
+    let copy_stdout = async {
+        if let Some(mut stdout) = stdout {
+            let _ = tokio::io::copy(&mut stdout, &mut out).await;
+            let _ = out.flush().await;
+        }
+    };
+
+    let mut err = writer.make_writer_ext(Some(1));
+    let mut messages = grant.messages;
+    let copy_stderr = async {
+        let mut stderr = stderr;
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            tokio::select! {
+                read = async {
+                    match stderr.as_mut() {
+                        Some(pipe) => pipe.read(&mut buffer).await,
+                        None => std::future::pending().await,
+                    }
+                } => match read {
+                    Ok(0) | Err(_) => stderr = None,
+                    Ok(n) => { let _ = err.write_all(&buffer[..n]).await; }
+                },
+                message = async {
+                    match messages.as_mut() {
+                        Some(receiver) => receiver.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => match message {
+                    Some(bytes) => { let _ = err.write_all(&bytes).await; }
+                    None => messages = None,
+                },
+            }
+            if stderr.is_none() && messages.is_none() {
+                break;
+            }
+        }
+        let _ = err.flush().await;
+    };
+
+    let session = grant.session;
+    let wait = async {
+        let status = match child.wait().await {
+            Ok(status) => status.code().map_or(1, |code| code as u32),
+            Err(_) => 1,
+        };
+        match &session {
+            Some(session) => gate.finish(session, status).await,
+            None => status,
+        }
+    };
+
+    let ((), (), status) = tokio::join!(copy_stdout, copy_stderr, wait);
+    input.abort();
+    debug!(status, "git finished");
+    let _ = writer.eof().await;
+    let _ = writer.exit_status(status).await;
+    let _ = writer.close().await;
+}
