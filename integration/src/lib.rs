@@ -35,3 +35,375 @@ pub fn launchway(args: &[&str]) -> Output {
         .output()
         .expect("launchway runs")
 }
+
+/// A `launchway serve` of its own: a temporary data directory, an ephemeral
+/// SSH port, the host key pinned in a `known_hosts` file. Stopped with
+/// SIGTERM when dropped.
+#[derive(Debug)]
+pub struct Daemon {
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+    /// The settings file.
+    pub settings: PathBuf,
+    /// The SSH port.
+    pub port: u16,
+    /// `known_hosts` with the daemon's host key.
+    pub known_hosts: PathBuf,
+}
+
+/// A user's SSH key pair.
+#[derive(Debug)]
+pub struct Key {
+    /// The private key file.
+    pub private: PathBuf,
+    /// The public key file.
+    pub public: PathBuf,
+}
+
+impl Daemon {
+    /// Starts a daemon with the default settings plus `extra` TOML lines.
+    pub fn start_with(extra: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = dir.path().join("launchway.toml");
+        std::fs::write(
+            &settings,
+            format!(
+                "data_dir = \"{}\"\n{extra}\n[ssh]\nlisten = \"127.0.0.1:0\"\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("settings written");
+        let mut daemon = Daemon {
+            known_hosts: dir.path().join("known_hosts"),
+            settings,
+            port: 0,
+            child: None,
+            dir,
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    /// Starts a daemon with the default settings.
+    pub fn start() -> Daemon {
+        Daemon::start_with("")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("serve.log")
+    }
+
+    /// Starts (or restarts) the process and waits until it serves.
+    pub fn spawn(&mut self) {
+        let log = std::fs::File::create(self.log_path()).expect("log file");
+        let child = Command::new(launchway_bin())
+            .arg("--config")
+            .arg(&self.settings)
+            .arg("serve")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("launchway serve starts");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+            if let Some(port) = log
+                .split("ssh=127.0.0.1:")
+                .nth(1)
+                .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|p| p.parse().ok())
+            {
+                self.port = port;
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the daemon did not start:\n{log}"
+            );
+            pause();
+        }
+        let host_key = std::fs::read_to_string(self.data_dir().join("ssh_host_ed25519_key.pub"))
+            .expect("host key");
+        let mut parts = host_key.split_whitespace();
+        let (kind, base64) = (parts.next().expect("type"), parts.next().expect("key"));
+        std::fs::write(
+            &self.known_hosts,
+            format!("[127.0.0.1]:{} {kind} {base64}\n", self.port),
+        )
+        .expect("known_hosts written");
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            pause();
+        }
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, std::process::Child::id)
+    }
+
+    /// The daemon's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A scratch directory that lives as long as the daemon.
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::create_dir_all(&path).expect("scratch dir");
+        path
+    }
+
+    /// What the daemon logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Runs `launchway --config SETTINGS ARGS…`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(launchway_bin())
+            .arg("--config")
+            .arg(&self.settings)
+            .args(args)
+            .output()
+            .expect("launchway runs")
+    }
+
+    /// Runs the CLI and returns stdout, failing the test when it fails.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "launchway {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Creates a project and returns its git remote.
+    pub fn project(&self, name: &str) -> String {
+        self.cli_ok(&["project", "create", name]).trim().to_owned()
+    }
+
+    /// A new ed25519 key pair named `name` (also its comment).
+    pub fn new_key(&self, name: &str) -> Key {
+        let private = self.scratch("keys").join(name);
+        let status = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+            .arg(&private)
+            .status()
+            .expect("ssh-keygen runs");
+        assert!(status.success());
+        Key {
+            public: private.with_extension("pub"),
+            private,
+        }
+    }
+
+    /// A new key granted `role` on `project`.
+    pub fn key(&self, name: &str, project: &str, role: &str) -> Key {
+        let key = self.new_key(name);
+        self.grant(&key, project, role);
+        key
+    }
+
+    /// Grants `key` a role on a project.
+    pub fn grant(&self, key: &Key, project: &str, role: &str) {
+        self.cli_ok(&[
+            "keys",
+            "add",
+            "--project",
+            project,
+            "--role",
+            role,
+            key.public.to_str().expect("utf-8 path"),
+        ]);
+    }
+
+    /// The `ssh` command line git should use with `key`: the host key is
+    /// pinned, nothing from the user's configuration is read.
+    pub fn ssh_command(&self, key: &Key) -> String {
+        format!(
+            "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o IdentityAgent=none -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null",
+            key.private.display(),
+            self.known_hosts.display()
+        )
+    }
+
+    /// Runs `ssh ARGS…` against the daemon as `key`.
+    pub fn ssh(&self, key: &Key, args: &[&str]) -> Output {
+        let command = self.ssh_command(key);
+        let mut parts = command.split(' ');
+        Command::new(parts.next().expect("ssh"))
+            .args(parts)
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("ssh runs")
+    }
+
+    /// The highest resident memory of the daemon so far, in KiB (VmHWM).
+    pub fn peak_rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmHWM:")
+    }
+
+    /// The daemon's resident memory now, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmRSS:")
+    }
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A git working repository driven by the real `git`, hermetic (no system or
+/// global config, fixed identities and dates).
+#[derive(Debug)]
+pub struct Work {
+    /// The working directory.
+    pub dir: PathBuf,
+    ssh: Option<String>,
+}
+
+impl Work {
+    /// A new repository at `dir` on branch `main`.
+    pub fn init(dir: PathBuf) -> Work {
+        std::fs::create_dir_all(&dir).expect("work dir");
+        let work = Work { dir, ssh: None };
+        work.git_ok(&["init", "-q", "--initial-branch=main"]);
+        work
+    }
+
+    /// An existing directory (a clone).
+    pub fn open(dir: PathBuf) -> Work {
+        Work { dir, ssh: None }
+    }
+
+    /// Uses `ssh_command` for remotes (see [`Daemon::ssh_command`]).
+    pub fn with_ssh(mut self, ssh_command: String) -> Work {
+        self.ssh = Some(ssh_command);
+        self
+    }
+
+    /// Sets the ssh command.
+    pub fn set_ssh(&mut self, ssh_command: String) {
+        self.ssh = Some(ssh_command);
+    }
+
+    /// Writes a file.
+    pub fn write(&self, path: &str, contents: impl AsRef<[u8]>) {
+        let full = self.dir.join(path);
+        std::fs::create_dir_all(full.parent().expect("parent")).expect("dirs");
+        std::fs::write(full, contents).expect("file written");
+    }
+
+    /// Commits everything and returns the commit id.
+    pub fn commit(&self, message: &str) -> String {
+        self.git_ok(&["add", "-A"]);
+        self.git_ok(&["commit", "-q", "--allow-empty", "-m", message]);
+        self.head()
+    }
+
+    /// `git rev-parse HEAD`.
+    pub fn head(&self) -> String {
+        self.git_ok(&["rev-parse", "HEAD"]).trim().to_owned()
+    }
+
+    /// Runs git in the repository.
+    pub fn git(&self, args: &[&str]) -> Output {
+        hermetic_git(&self.dir, self.ssh.as_deref())
+            .args(args)
+            .output()
+            .expect("git runs")
+    }
+
+    /// Runs git and returns stdout, failing the test when it fails.
+    pub fn git_ok(&self, args: &[&str]) -> String {
+        let out = self.git(args);
+        assert!(
+            out.status.success(),
+            "git {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// `git` with no system or global config, fixed identities and dates, and
+/// `ssh_command` as `GIT_SSH_COMMAND`.
+pub fn hermetic_git(dir: &Path, ssh_command: Option<&str>) -> Command {
+    let mut command = Command::new("git");
+    command
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("LC_ALL", "C")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
+        .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z");
+    if let Some(ssh) = ssh_command {
+        command.env("GIT_SSH_COMMAND", ssh);
+    }
+    command
+}
+
+/// A valid single-app config (Upsun layout) whose app lives in `web/`.
+pub const SAMPLE_CONFIG: &str = r#"applications:
+  web:
+    type: "python:3.11"
+    source:
+      root: web
+    web:
+      commands:
+        start: python3 -m http.server $PORT
+routes:
+  "https://{default}/":
+    type: upstream
+    upstream: "web:http"
+"#;
+
+/// Waits a little before polling a real process again.
+#[allow(clippy::disallowed_methods)] // These helpers are synchronous; sleeping is what they mean.
+pub fn pause() {
+    std::thread::sleep(std::time::Duration::from_millis(20));
+}

@@ -14,7 +14,7 @@ use launchway_git::{CommitTree, Objects, RefUpdate, count_new_commits, plan};
 use launchway_store::{
     Activity, ActivityKind, ActivityResult, ActivityState, EnvironmentStatus, StoreError,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{Instrument as _, warn};
 
@@ -59,31 +59,20 @@ impl Daemon {
         sink: Option<mpsc::Sender<Vec<u8>>>,
     ) -> Result<(Activity, JoinHandle<ActivityResult>), StoreError> {
         let queue_key = format!("{project}\0{environment}");
-        let (done, done_receiver) = oneshot::channel::<()>();
-        // Creating the activity and taking its place in the queue happen under
-        // one lock, so queue order is creation order.
-        let (activity, previous) = {
-            let mut queues = match self.queues.lock() {
-                Ok(queues) => queues,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+        let (activity, mut turn) = self.queues.join(&queue_key, || {
             let id = self.store.next_activity_id()?;
             let activity = Activity::new(id, project, environment, kind, description, now_ms());
             self.store.put_activity(&activity)?;
-            let previous = queues.insert(queue_key, done_receiver);
-            (activity, previous)
-        };
+            Ok::<_, StoreError>(activity)
+        })?;
         let daemon = self.clone();
         let span = tracing::info_span!("activity", id = activity.id, %project, %environment);
         let running = activity.clone();
         let handle = self.tasks.spawn(
             async move {
-                if let Some(previous) = previous {
-                    // An error only means the previous activity's task ended.
-                    let _ = previous.await;
-                }
+                turn.wait().await;
                 let result = daemon.run(running, work, sink).await;
-                drop(done);
+                turn.finish();
                 result
             }
             .instrument(span),

@@ -21,6 +21,7 @@ mod api;
 mod gate;
 mod policy;
 mod push;
+mod queue;
 mod settings;
 
 use std::collections::HashMap;
@@ -33,7 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use launchway_git::{Git, PushLimits};
 use launchway_store::{Role, Store};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -116,9 +117,8 @@ pub(crate) struct Daemon {
     pub(crate) socket: PathBuf,
     pub(crate) ssh_addr: SocketAddr,
     pub(crate) sessions: std::sync::Mutex<HashMap<String, Arc<PushSession>>>,
-    /// Per environment, the completion signal of its newest activity: the
-    /// next activity waits for it, so activities run one at a time, in order.
-    pub(crate) queues: std::sync::Mutex<HashMap<String, oneshot::Receiver<()>>>,
+    /// Per environment, activities run one at a time, in creation order.
+    pub(crate) queues: queue::Queues,
     pub(crate) tasks: TaskTracker,
 }
 
@@ -207,7 +207,7 @@ pub async fn serve(
         socket: socket.clone(),
         ssh_addr,
         sessions: std::sync::Mutex::new(HashMap::new()),
-        queues: std::sync::Mutex::new(HashMap::new()),
+        queues: queue::Queues::default(),
         tasks: TaskTracker::new(),
     });
     daemon.reconcile()?;

@@ -304,6 +304,7 @@ pub(crate) fn activities(
     project: Option<String>,
     environment: Option<String>,
     limit: u32,
+    json: bool,
 ) -> anyhow::Result<ExitCode> {
     let list = with_client(settings_path, async |client| {
         Ok(client
@@ -315,6 +316,29 @@ pub(crate) fn activities(
             .await?
             .into_inner())
     })?;
+    if json {
+        let activities: Vec<serde_json::Value> = list
+            .activities
+            .iter()
+            .map(|a| {
+                serde_json::json!({
+                    "id": a.id,
+                    "project": a.project,
+                    "environment": a.environment,
+                    "type": a.r#type,
+                    "description": a.description,
+                    "state": a.state,
+                    "result": (!a.result.is_empty()).then_some(&a.result),
+                    "created_at": a.created_at,
+                    "started_at": (a.started_at > 0).then_some(a.started_at),
+                    "completed_at": (a.completed_at > 0).then_some(a.completed_at),
+                    "timings_ms": a.timings_ms,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&activities)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let rows: Vec<Vec<String>> = list
         .activities
         .into_iter()

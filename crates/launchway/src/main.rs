@@ -67,6 +67,9 @@ enum Command {
         /// At most this many.
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Work with one activity.
     Activity {
@@ -132,7 +135,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             project,
             environment,
             limit,
-        } => admin::activities(settings_path.as_deref(), project, environment, limit),
+            json,
+        } => admin::activities(settings_path.as_deref(), project, environment, limit, json),
         Command::Activity { command } => admin::activity(settings_path.as_deref(), command),
         Command::Config {
             command: ConfigCommand::Schema,
