@@ -1,7 +1,7 @@
 # The single entry point for developers and CI (.ci/run calls `make test`).
 CARGO ?= cargo
 
-.PHONY: all build fmt lint test unit it schema fixtures-update clean
+.PHONY: all build fmt lint test unit it schema fixtures-update clean bench run
 
 all: build
 
@@ -14,6 +14,10 @@ fmt:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Start the platform on its embedded defaults and push the sample app.
+run: build
+	./scripts/run.sh
 
 # Everything: lints, unit and crate tests, end-to-end tests.
 test: lint
@@ -37,3 +41,8 @@ fixtures-update:
 
 clean:
 	$(CARGO) clean
+
+# Benchmarks of the real thing (release build; sshd needs root).
+bench:
+	$(CARGO) build --release -q -p launchway -p launchway-bench
+	./target/release/push-bench ./target/release/launchway 5

@@ -1,0 +1,359 @@
+//! `make bench`: the time to push a 50 MB repository through Launchway, and
+//! through OpenSSH's `sshd` running plain `git receive-pack` on the same kind
+//! of bare repository, measured in the same run, and their ratio.
+//!
+//! Both sides get the same client (the stock `ssh` with a pinned host key),
+//! the same fresh repository content, and an empty bare repository per run.
+//! Launchway's time includes what it adds to a push: the config check on the
+//! quarantined objects and the activity streamed back to the pusher.
+//!
+//! Usage: `push-bench LAUNCHWAY_BINARY [RUNS]` (run as root: sshd needs it).
+#![allow(clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+const REPO_BYTES: usize = 50 * 1024 * 1024;
+
+const CONFIG: &str = r#"applications:
+  web:
+    type: "python:3.11"
+    source:
+      root: web
+    web:
+      commands:
+        start: python3 -m http.server $PORT
+"#;
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let launchway = PathBuf::from(
+        args.next()
+            .context("usage: push-bench LAUNCHWAY_BINARY [RUNS]")?,
+    );
+    let runs: usize = args.next().map_or(Ok(5), |r| r.parse())?;
+    let dir = tempfile::tempdir()?;
+    let root = dir.path();
+
+    let key = root.join("id_ed25519");
+    run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f"])
+        .arg(&key))?;
+
+    let work = root.join("work");
+    make_repo(&work)?;
+
+    let mut launchway = LaunchwayServer::start(&launchway, root, &key)?;
+    let sshd = Sshd::start(root, &key)?;
+
+    let mut launchway_times = Vec::new();
+    let mut sshd_times = Vec::new();
+    let mut launchway_growth = Vec::new();
+    for run_index in 0..runs {
+        // Alternate which goes first so drift on the machine hits both.
+        let order: [bool; 2] = if run_index % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for through_launchway in order {
+            if through_launchway {
+                let project = format!("bench{run_index}");
+                let remote = launchway.project(&project)?;
+                let before = launchway.peak_rss_kib();
+                let elapsed = push(&work, &remote, &launchway.ssh_command)?;
+                launchway_growth.push(launchway.peak_rss_kib().saturating_sub(before));
+                launchway_times.push(elapsed);
+            } else {
+                let remote = sshd.new_repo(&format!("bench{run_index}"))?;
+                sshd_times.push(push(&work, &remote, &sshd.ssh_command)?);
+            }
+        }
+    }
+    let launchway_median = median(&mut launchway_times);
+    let sshd_median = median(&mut sshd_times);
+    let ratio = launchway_median.as_secs_f64() / sshd_median.as_secs_f64();
+    println!(
+        "push of a {} MB repository, {runs} runs each, median:",
+        REPO_BYTES / (1024 * 1024)
+    );
+    println!(
+        "  launchway (russh + git receive-pack + checks): {:>8.3} s   runs: {}",
+        launchway_median.as_secs_f64(),
+        list(&launchway_times)
+    );
+    println!(
+        "  openssh sshd + git receive-pack (baseline):    {:>8.3} s   runs: {}",
+        sshd_median.as_secs_f64(),
+        list(&sshd_times)
+    );
+    println!("  ratio launchway / baseline: {ratio:.3} (target <= 1.2)");
+    println!(
+        "  launchway daemon peak memory growth per push: max {} KiB",
+        launchway_growth.iter().max().copied().unwrap_or(0)
+    );
+    launchway.stop();
+    Ok(())
+}
+
+fn list(times: &[Duration]) -> String {
+    times
+        .iter()
+        .map(|t| format!("{:.3}", t.as_secs_f64()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn run(command: &mut Command) -> anyhow::Result<String> {
+    let out = command
+        .output()
+        .with_context(|| format!("cannot run {command:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{command:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn git(dir: &Path) -> Command {
+    let mut command = Command::new("git");
+    command
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "Bench")
+        .env("GIT_AUTHOR_EMAIL", "bench@example.com")
+        .env("GIT_COMMITTER_NAME", "Bench")
+        .env("GIT_COMMITTER_EMAIL", "bench@example.com");
+    command
+}
+
+/// A repository of about 50 MB of incompressible data plus a valid config.
+fn make_repo(work: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(work.join("web"))?;
+    std::fs::create_dir_all(work.join(".upsun"))?;
+    std::fs::write(work.join(".upsun/config.yaml"), CONFIG)?;
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    for file in 0..10 {
+        let mut bytes = Vec::with_capacity(REPO_BYTES / 10 + 8);
+        while bytes.len() < REPO_BYTES / 10 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            bytes.extend_from_slice(&state.to_le_bytes());
+        }
+        std::fs::write(work.join(format!("web/data-{file}.bin")), bytes)?;
+    }
+    run(git(work).args(["init", "-q", "--initial-branch=main"]))?;
+    run(git(work).args(["add", "-A"]))?;
+    run(git(work).args(["commit", "-q", "-m", "50 MB"]))?;
+    // Pack once so both sides receive the same pack from the same objects.
+    run(git(work).args(["repack", "-adq"]))?;
+    Ok(())
+}
+
+fn push(work: &Path, remote: &str, ssh_command: &str) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    run(git(work)
+        .env("GIT_SSH_COMMAND", ssh_command)
+        .args(["push", "-q", remote, "main"]))?;
+    Ok(started.elapsed())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn ssh_command(key: &Path, known_hosts: &Path) -> String {
+    format!(
+        "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o IdentityAgent=none -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null",
+        key.display(),
+        known_hosts.display()
+    )
+}
+
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        if Instant::now() > deadline {
+            bail!("{what} did not start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+struct LaunchwayServer {
+    binary: PathBuf,
+    settings: PathBuf,
+    child: Child,
+    key: PathBuf,
+    ssh_command: String,
+}
+
+impl LaunchwayServer {
+    fn start(binary: &Path, root: &Path, key: &Path) -> anyhow::Result<LaunchwayServer> {
+        let port = free_port()?;
+        let data = root.join("launchway");
+        let settings = root.join("launchway.toml");
+        std::fs::write(
+            &settings,
+            format!(
+                "data_dir = \"{}\"\n[ssh]\nlisten = \"127.0.0.1:{port}\"\n",
+                data.display()
+            ),
+        )?;
+        let child = Command::new(binary)
+            .arg("--config")
+            .arg(&settings)
+            .arg("serve")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()?;
+        wait_for("launchway", || data.join("launchway.sock").exists())?;
+        let host_key = std::fs::read_to_string(data.join("ssh_host_ed25519_key.pub"))?;
+        let known_hosts = root.join("known_hosts_launchway");
+        let key_fields: Vec<&str> = host_key.split_whitespace().take(2).collect();
+        std::fs::write(
+            &known_hosts,
+            format!("[127.0.0.1]:{port} {}\n", key_fields.join(" ")),
+        )?;
+        Ok(LaunchwayServer {
+            binary: binary.to_path_buf(),
+            settings,
+            child,
+            key: key.to_path_buf(),
+            ssh_command: ssh_command(key, &known_hosts),
+        })
+    }
+
+    fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        run(Command::new(&self.binary)
+            .arg("--config")
+            .arg(&self.settings)
+            .args(args))
+    }
+
+    fn project(&self, name: &str) -> anyhow::Result<String> {
+        let remote = self.cli(&["project", "create", name])?.trim().to_owned();
+        self.cli(&[
+            "keys",
+            "add",
+            "--project",
+            name,
+            "--role",
+            "admin",
+            &self.key.with_extension("pub").display().to_string(),
+        ])?;
+        Ok(remote)
+    }
+
+    fn peak_rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+struct Sshd {
+    child: Child,
+    port: u16,
+    repos: PathBuf,
+    ssh_command: String,
+}
+
+impl Sshd {
+    fn start(root: &Path, key: &Path) -> anyhow::Result<Sshd> {
+        let sshd = Path::new("/usr/sbin/sshd");
+        if !sshd.exists() {
+            bail!("/usr/sbin/sshd is missing: install openssh-server");
+        }
+        // Debian's sshd wants its privilege separation directory.
+        std::fs::create_dir_all("/run/sshd")?;
+        let port = free_port()?;
+        let host_key = root.join("sshd_host_ed25519_key");
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&host_key))?;
+        let authorized = root.join("authorized_keys");
+        std::fs::copy(key.with_extension("pub"), &authorized)?;
+        let config = root.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile none\nPermitRootLogin prohibit-password\nAcceptEnv GIT_PROTOCOL\n",
+                host_key.display(),
+                authorized.display()
+            ),
+        )?;
+        let child = Command::new(sshd)
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        wait_for("sshd", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })?;
+        let known_hosts = root.join("known_hosts_sshd");
+        let public = std::fs::read_to_string(host_key.with_extension("pub"))?;
+        let key_fields: Vec<&str> = public.split_whitespace().take(2).collect();
+        std::fs::write(
+            &known_hosts,
+            format!("[127.0.0.1]:{port} {}\n", key_fields.join(" ")),
+        )?;
+        let repos = root.join("sshd-repos");
+        std::fs::create_dir_all(&repos)?;
+        Ok(Sshd {
+            child,
+            port,
+            repos,
+            ssh_command: ssh_command(key, &known_hosts),
+        })
+    }
+
+    fn new_repo(&self, name: &str) -> anyhow::Result<String> {
+        let path = self.repos.join(format!("{name}.git"));
+        run(git(&self.repos)
+            .args(["init", "-q", "--bare", "--initial-branch=main"])
+            .arg(&path))?;
+        let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+        Ok(format!(
+            "ssh://{user}@127.0.0.1:{}{}",
+            self.port,
+            path.display()
+        ))
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
