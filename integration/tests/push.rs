@@ -412,3 +412,17 @@ fn the_daemon_restarts_with_its_host_key_and_state() {
     );
     assert!(daemon.cli_ok(&["project", "list"]).contains(&remote));
 }
+
+#[test]
+fn fetches_speak_protocol_version_2() {
+    let (daemon, work, _) = setup();
+    work.git_ok(&["push", "-q", "launchway", "main"]);
+    let out = launchway_integration::hermetic_git(&work.dir, Some(&work_ssh(&daemon, "alice")))
+        .env("GIT_TRACE_PACKET", "1")
+        .args(["-c", "protocol.version=2", "ls-remote", "launchway"])
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("ls-remote< version 2"), "{stderr}");
+}

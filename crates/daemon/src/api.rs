@@ -329,6 +329,11 @@ impl launchway_api::Launchway for ApiService {
         request: Request<proto::HookRequest>,
     ) -> Result<Response<proto::HookReply>, Status> {
         let request = request.into_inner();
+        if self.daemon.session(&request.session).is_none() {
+            return Err(Status::permission_denied(
+                "this push is not a session of the running daemon",
+            ));
+        }
         let accept = self
             .daemon
             .pre_receive(
@@ -346,6 +351,11 @@ impl launchway_api::Launchway for ApiService {
         request: Request<proto::HookRequest>,
     ) -> Result<Response<proto::HookReply>, Status> {
         let request = request.into_inner();
+        if self.daemon.session(&request.session).is_none() {
+            return Err(Status::permission_denied(
+                "this push is not a session of the running daemon",
+            ));
+        }
         let accept = self
             .daemon
             .post_receive(&request.session, &request.updates, &request.push_options)

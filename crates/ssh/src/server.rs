@@ -345,6 +345,9 @@ impl<G: Gate> Handler for Connection<G> {
             Ok(child) => child,
             Err(error) => {
                 warn!(%error, "cannot start git");
+                if let Some(token) = &grant.session {
+                    self.gate.finish(token, 1).await;
+                }
                 self.refuse(
                     channel_id,
                     session,
