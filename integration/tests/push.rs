@@ -426,3 +426,37 @@ fn fetches_speak_protocol_version_2() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("ls-remote< version 2"), "{stderr}");
 }
+
+#[test]
+fn hooks_outside_a_push_session_are_refused() {
+    let daemon = Daemon::start();
+    let hook = |env: &[(&str, String)]| {
+        let mut command = std::process::Command::new(launchway_integration::launchway_bin());
+        command
+            .args(["hook", "pre-receive"])
+            .env_remove("LAUNCHWAY_SESSION")
+            .env_remove("LAUNCHWAY_SOCKET");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        command.stdin(std::process::Stdio::null()).output().unwrap()
+    };
+    let out = hook(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not running inside a Launchway push"));
+    let socket = daemon
+        .data_dir()
+        .join("launchway.sock")
+        .display()
+        .to_string();
+    let out = hook(&[
+        ("LAUNCHWAY_SESSION", "forged".into()),
+        ("LAUNCHWAY_SOCKET", socket),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not a session of the running daemon"),
+        "{}",
+        text(&out.stderr)
+    );
+}
