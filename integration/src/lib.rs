@@ -218,6 +218,15 @@ impl Daemon {
         }
     }
 
+    /// The key pair `name` made earlier by [`Daemon::new_key`].
+    pub fn existing_key(&self, name: &str) -> Key {
+        let private = self.scratch("keys").join(name);
+        Key {
+            public: private.with_extension("pub"),
+            private,
+        }
+    }
+
     /// A new key granted `role` on `project`.
     pub fn key(&self, name: &str, project: &str, role: &str) -> Key {
         let key = self.new_key(name);
@@ -406,4 +415,18 @@ routes:
 #[allow(clippy::disallowed_methods)] // These helpers are synchronous; sleeping is what they mean.
 pub fn pause() {
     std::thread::sleep(std::time::Duration::from_millis(20));
+}
+
+/// `len` incompressible bytes from a small xorshift generator seeded by `seed`.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.max(1);
+    let mut bytes = Vec::with_capacity(len + 8);
+    while bytes.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        bytes.extend_from_slice(&state.to_le_bytes());
+    }
+    bytes.truncate(len);
+    bytes
 }

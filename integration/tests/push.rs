@@ -2,7 +2,7 @@
 //! real OpenSSH client and the real `git`, with the host key pinned.
 #![allow(clippy::tests_outside_test_module, clippy::unwrap_used)]
 
-use launchway_integration::{Daemon, SAMPLE_CONFIG, Work};
+use launchway_integration::{Daemon, SAMPLE_CONFIG, Work, random_bytes};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -53,7 +53,7 @@ fn push_and_clone_round_trip_with_the_activity_log() {
     let clone = daemon.scratch("clone");
     let out = launchway_integration::hermetic_git(
         &daemon.scratch("."),
-        Some(&work_ssh(&daemon, "alice")),
+        Some(&daemon.ssh_command(&daemon.existing_key("alice"))),
     )
     .args(["clone", "-q", &remote])
     .arg(&clone)
@@ -87,15 +87,6 @@ fn push_and_clone_round_trip_with_the_activity_log() {
         web.contains("python:3.11") && web.contains(tree.trim()),
         "{plan}"
     );
-}
-
-/// The ssh command of the key named `name` (created earlier by the test).
-fn work_ssh(daemon: &Daemon, name: &str) -> String {
-    let private = daemon.scratch("keys").join(name);
-    daemon.ssh_command(&launchway_integration::Key {
-        public: private.with_extension("pub"),
-        private,
-    })
 }
 
 #[test]
@@ -242,7 +233,7 @@ fn unknown_keys_and_hidden_projects_are_denied_alike() {
 #[test]
 fn other_commands_and_paths_are_refused_with_one_line() {
     let (daemon, _work, _) = setup();
-    let alice = work_key(&daemon, "alice");
+    let alice = daemon.existing_key("alice");
     for command in [
         "ls",
         "git-receive-pack '../x.git'",
@@ -274,14 +265,6 @@ fn other_commands_and_paths_are_refused_with_one_line() {
         "{}",
         text(&forward.stderr)
     );
-}
-
-fn work_key(daemon: &Daemon, name: &str) -> launchway_integration::Key {
-    let private = daemon.scratch("keys").join(name);
-    launchway_integration::Key {
-        public: private.with_extension("pub"),
-        private,
-    }
 }
 
 #[test]
@@ -375,20 +358,6 @@ fn oversized_pushes_are_refused() {
     assert_eq!(work.git_ok(&["ls-remote", "launchway"]), "");
 }
 
-/// Incompressible bytes from a small xorshift generator.
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.max(1);
-    let mut bytes = Vec::with_capacity(len + 8);
-    while bytes.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        bytes.extend_from_slice(&state.to_le_bytes());
-    }
-    bytes.truncate(len);
-    bytes
-}
-
 #[test]
 fn the_daemon_restarts_with_its_host_key_and_state() {
     let (mut daemon, work, _) = setup();
@@ -417,11 +386,14 @@ fn the_daemon_restarts_with_its_host_key_and_state() {
 fn fetches_speak_protocol_version_2() {
     let (daemon, work, _) = setup();
     work.git_ok(&["push", "-q", "launchway", "main"]);
-    let out = launchway_integration::hermetic_git(&work.dir, Some(&work_ssh(&daemon, "alice")))
-        .env("GIT_TRACE_PACKET", "1")
-        .args(["-c", "protocol.version=2", "ls-remote", "launchway"])
-        .output()
-        .unwrap();
+    let out = launchway_integration::hermetic_git(
+        &work.dir,
+        Some(&daemon.ssh_command(&daemon.existing_key("alice"))),
+    )
+    .env("GIT_TRACE_PACKET", "1")
+    .args(["-c", "protocol.version=2", "ls-remote", "launchway"])
+    .output()
+    .unwrap();
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("ls-remote< version 2"), "{stderr}");

@@ -5,24 +5,10 @@
 
 use std::thread;
 
-use launchway_integration::{Daemon, SAMPLE_CONFIG, Work};
+use launchway_integration::{Daemon, SAMPLE_CONFIG, Work, random_bytes};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Incompressible bytes from a small xorshift generator.
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.max(1);
-    let mut bytes = Vec::with_capacity(len + 8);
-    while bytes.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        bytes.extend_from_slice(&state.to_le_bytes());
-    }
-    bytes.truncate(len);
-    bytes
 }
 
 fn project_with_work(daemon: &Daemon, project: &str) -> Work {
@@ -104,7 +90,8 @@ fn two_pushes_to_one_branch_never_interleave_their_activities() {
                 .output()
                 .unwrap();
             assert!(out.status.success());
-            let clone = Work::open(dir).with_ssh(daemon.ssh_command(&key(&daemon, "shop-admin")));
+            let clone =
+                Work::open(dir).with_ssh(daemon.ssh_command(&daemon.existing_key("shop-admin")));
             let remote = work.git_ok(&["remote", "get-url", "launchway"]);
             clone.git_ok(&["remote", "add", "launchway", remote.trim()]);
             clone.write(&format!("web/file-{i}.txt"), format!("{i}\n"));
@@ -149,14 +136,6 @@ fn two_pushes_to_one_branch_never_interleave_their_activities() {
         (intervals[1], intervals[0])
     };
     assert!(first.1 <= second.0, "activities overlapped: {intervals:?}");
-}
-
-fn key(daemon: &Daemon, name: &str) -> launchway_integration::Key {
-    let private = daemon.scratch("keys").join(name);
-    launchway_integration::Key {
-        public: private.with_extension("pub"),
-        private,
-    }
 }
 
 /// (started_at, completed_at) of each activity, from `activities --json`.
