@@ -16,18 +16,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use launchway_integration::{SAMPLE_CONFIG, random_bytes};
 
 const REPO_BYTES: usize = 50 * 1024 * 1024;
-
-const CONFIG: &str = r#"applications:
-  web:
-    type: "python:3.11"
-    source:
-      root: web
-    web:
-      commands:
-        start: python3 -m http.server $PORT
-"#;
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -143,16 +134,9 @@ fn git(dir: &Path) -> Command {
 fn make_repo(work: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(work.join("web"))?;
     std::fs::create_dir_all(work.join(".upsun"))?;
-    std::fs::write(work.join(".upsun/config.yaml"), CONFIG)?;
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    for file in 0..10 {
-        let mut bytes = Vec::with_capacity(REPO_BYTES / 10 + 8);
-        while bytes.len() < REPO_BYTES / 10 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            bytes.extend_from_slice(&state.to_le_bytes());
-        }
+    std::fs::write(work.join(".upsun/config.yaml"), SAMPLE_CONFIG)?;
+    for file in 0..10u64 {
+        let bytes = random_bytes(REPO_BYTES / 10, 0x9e37_79b9_7f4a_7c15 + file);
         std::fs::write(work.join(format!("web/data-{file}.bin")), bytes)?;
     }
     run(git(work).args(["init", "-q", "--initial-branch=main"]))?;

@@ -83,6 +83,13 @@ impl ApiService {
         }
     }
 
+    /// The live push session a hook names; hooks outside one are refused.
+    fn push_session(&self, token: &str) -> Result<Arc<crate::PushSession>, Status> {
+        self.daemon.session(token).ok_or_else(|| {
+            Status::permission_denied("this push is not a session of the running daemon")
+        })
+    }
+
     fn existing_project(&self, name: &str) -> Result<Project, Status> {
         self.daemon
             .store
@@ -329,15 +336,11 @@ impl launchway_api::Launchway for ApiService {
         request: Request<proto::HookRequest>,
     ) -> Result<Response<proto::HookReply>, Status> {
         let request = request.into_inner();
-        if self.daemon.session(&request.session).is_none() {
-            return Err(Status::permission_denied(
-                "this push is not a session of the running daemon",
-            ));
-        }
+        let session = self.push_session(&request.session)?;
         let accept = self
             .daemon
             .pre_receive(
-                &request.session,
+                &session,
                 &request.updates,
                 &request.push_options,
                 &request.quarantine,
@@ -351,14 +354,10 @@ impl launchway_api::Launchway for ApiService {
         request: Request<proto::HookRequest>,
     ) -> Result<Response<proto::HookReply>, Status> {
         let request = request.into_inner();
-        if self.daemon.session(&request.session).is_none() {
-            return Err(Status::permission_denied(
-                "this push is not a session of the running daemon",
-            ));
-        }
+        let session = self.push_session(&request.session)?;
         let accept = self
             .daemon
-            .post_receive(&request.session, &request.updates, &request.push_options)
+            .post_receive(&session, &request.updates, &request.push_options)
             .await;
         Ok(Response::new(proto::HookReply { accept }))
     }

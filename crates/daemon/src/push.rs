@@ -30,22 +30,19 @@ impl Daemon {
     /// config valid, or nothing moves.
     pub(crate) async fn pre_receive(
         &self,
-        token: &str,
+        session: &PushSession,
         lines: &[String],
         options: &[String],
         quarantine: &str,
     ) -> bool {
-        let Some(session) = self.session(token) else {
-            return false;
-        };
         let Ok(Some(project)) = self.store.project(&session.project) else {
-            Self::tell(&session, "  E: the project no longer exists\n").await;
+            Self::tell(session, "  E: the project no longer exists\n").await;
             return false;
         };
         let mut errors = Vec::new();
         let parsed = parse_push_options(options);
         for warning in &parsed.warnings {
-            Self::tell(&session, &format!("  W: {warning}\n")).await;
+            Self::tell(session, &format!("  W: {warning}\n")).await;
         }
         errors.extend(parsed.errors);
         if let Some(parent) = &parsed.options.parent {
@@ -69,14 +66,14 @@ impl Daemon {
             }
         }
         for error in &errors {
-            Self::tell(&session, &format!("  E: {error}\n")).await;
+            Self::tell(session, &format!("  E: {error}\n")).await;
         }
         let repo = self.repo_path(&project.name);
         let quarantine = match self.quarantine_dir(&repo, quarantine) {
             Ok(dir) => dir,
             Err(()) => {
                 Self::tell(
-                    &session,
+                    session,
                     "  E: git reported an unexpected object directory\n",
                 )
                 .await;
@@ -89,18 +86,18 @@ impl Daemon {
             .filter(|u| !u.is_delete() && u.branch().is_some())
             .collect();
         if errors.is_empty() && !pushed.is_empty() {
-            Self::tell(&session, "Validating configuration files\n").await;
+            Self::tell(session, "Validating configuration files\n").await;
             for update in pushed {
                 let branch = update.branch().unwrap_or_default().to_owned();
                 match validate_commit(repo.clone(), quarantine.clone(), update.new.clone()).await {
                     Ok(diagnostics) if diagnostics.is_empty() => {}
                     Ok(diagnostics) => {
-                        Self::tell(&session, &diagnostics).await;
+                        Self::tell(session, &diagnostics).await;
                     }
                     Err(diagnostics) => {
                         valid = false;
                         Self::tell(
-                            &session,
+                            session,
                             &format!(
                                 "  E: the configuration of {branch} at {} is invalid:\n{diagnostics}",
                                 short(&update.new)
@@ -113,7 +110,7 @@ impl Daemon {
         }
         let accept = errors.is_empty() && valid;
         if !accept {
-            Self::tell(&session, "  E: push refused; no branch was changed\n").await;
+            Self::tell(session, "  E: push refused; no branch was changed\n").await;
         }
         accept
     }
@@ -137,13 +134,10 @@ impl Daemon {
     /// and, unless the pusher asked not to wait, stream their logs.
     pub(crate) async fn post_receive(
         self: &Arc<Self>,
-        token: &str,
+        session: &PushSession,
         lines: &[String],
         options: &[String],
     ) -> bool {
-        let Some(session) = self.session(token) else {
-            return false;
-        };
         let Ok(Some(project)) = self.store.project(&session.project) else {
             return false;
         };
@@ -162,7 +156,7 @@ impl Daemon {
                 if let Err(error) = self.record_environment(&project, &branch, &update, &options) {
                     warn!(%error, "cannot record environment");
                     Self::tell(
-                        &session,
+                        session,
                         "  E: the server could not record the environment\n",
                     )
                     .await;
@@ -182,7 +176,7 @@ impl Daemon {
                 Ok((activity, handle)) => {
                     if options.no_wait {
                         Self::tell(
-                            &session,
+                            session,
                             &format!(
                                 "Activity {} queued: {description}\n  Follow it with: launchway activity log {}\n",
                                 activity.id, activity.id
@@ -194,7 +188,7 @@ impl Daemon {
                 }
                 Err(error) => {
                     warn!(%error, "cannot create activity");
-                    Self::tell(&session, "  E: the server could not record the activity\n").await;
+                    Self::tell(session, "  E: the server could not record the activity\n").await;
                     session.failed.store(true, Ordering::SeqCst);
                 }
             }
