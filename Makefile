@@ -19,17 +19,19 @@ lint:
 run: build
 	./scripts/run.sh
 
-# Everything: lints, unit and crate tests, end-to-end tests.
+# Everything: lints, unit and crate tests, end-to-end tests. Tests that need
+# containerd get one from scripts/with-containerd.sh (the system's, or a
+# private one started for the run).
 test: lint
-	$(CARGO) test --workspace
+	./scripts/with-containerd.sh $(CARGO) test --workspace
 
 # Unit and crate tests only.
 unit:
-	$(CARGO) test --workspace --exclude launchway-integration
+	./scripts/with-containerd.sh $(CARGO) test --workspace --exclude launchway-integration
 
 # End-to-end tests only (they drive the real `launchway` binary).
 it:
-	$(CARGO) test -p launchway-integration
+	./scripts/with-containerd.sh $(CARGO) test -p launchway-integration
 
 # Regenerate the committed JSON Schema from the model.
 schema:

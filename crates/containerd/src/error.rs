@@ -1,0 +1,80 @@
+use std::path::PathBuf;
+
+/// What went wrong talking to containerd or handling an image.
+///
+/// gRPC statuses are mapped to the variants callers branch on (`NotFound`,
+/// `AlreadyExists`, `Unavailable`), so an idempotent caller can treat "already
+/// gone" as success without matching on message text.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("containerd is not answering at {socket}: {reason}")]
+    Unavailable { socket: PathBuf, reason: String },
+    #[error("{what} not found in containerd")]
+    NotFound { what: String },
+    #[error("{what} already exists in containerd")]
+    AlreadyExists { what: String },
+    #[error("containerd refused {operation}: {message}")]
+    Rpc {
+        operation: &'static str,
+        code: tonic::Code,
+        message: String,
+    },
+    #[error("invalid {what}: {reason}")]
+    Invalid { what: &'static str, reason: String },
+    #[error("image {image}: {reason}")]
+    Image { image: String, reason: String },
+    #[error("archive refused, nothing was stored: {reason}")]
+    Archive { reason: String },
+    #[error(
+        "archive refused, nothing was stored: blob {expected} does not match its content (it hashes to {actual})"
+    )]
+    DigestMismatch { expected: String, actual: String },
+    #[error("unknown runtime type '{name}'; available: {}", available.join(", "))]
+    UnknownRuntime {
+        name: String,
+        available: Vec<String>,
+    },
+    #[error("the step was cancelled")]
+    Cancelled,
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl EngineError {
+    pub(crate) fn rpc(
+        operation: &'static str,
+        what: impl FnOnce() -> String,
+        status: tonic::Status,
+    ) -> Self {
+        match status.code() {
+            tonic::Code::NotFound => EngineError::NotFound { what: what() },
+            tonic::Code::AlreadyExists => EngineError::AlreadyExists { what: what() },
+            code => EngineError::Rpc {
+                operation,
+                code,
+                message: status.message().to_string(),
+            },
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        EngineError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, EngineError::NotFound { .. })
+    }
+
+    pub fn is_already_exists(&self) -> bool {
+        matches!(self, EngineError::AlreadyExists { .. })
+    }
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

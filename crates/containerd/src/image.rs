@@ -1,0 +1,252 @@
+//! Images as containerd stores them: a record pointing at a manifest (or an
+//! index of manifests), a config listing the layers' diff ids, and the
+//! unpacked snapshot chain. Resolving follows the OCI and Docker media types.
+
+use std::collections::HashMap;
+
+use containerd_client::types::Descriptor;
+use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
+
+use crate::digest::chain_ids;
+use crate::engine::{Engine, Lease, random_id};
+use crate::error::{EngineError, Result};
+
+pub const MANIFEST_OCI: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const INDEX_OCI: &str = "application/vnd.oci.image.index.v1+json";
+pub const CONFIG_OCI: &str = "application/vnd.oci.image.config.v1+json";
+pub const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const MANIFEST_DOCKER: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const INDEX_DOCKER: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// Label containerd's GC follows from a config blob to its unpacked snapshot.
+pub(crate) fn snapshot_gc_label() -> String {
+    format!(
+        "containerd.io/gc.ref.snapshot.{}",
+        crate::engine::SNAPSHOTTER
+    )
+}
+
+/// Whether a media type names a single-platform manifest.
+pub fn is_manifest(media_type: &str) -> bool {
+    media_type == MANIFEST_OCI || media_type == MANIFEST_DOCKER
+}
+
+/// Whether a media type names an index (manifest list).
+pub fn is_index(media_type: &str) -> bool {
+    media_type == INDEX_OCI || media_type == INDEX_DOCKER
+}
+
+/// The GOARCH name of the machine this runs on.
+pub fn host_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        "powerpc64" => "ppc64le",
+        "s390x" => "s390x",
+        other => other,
+    }
+}
+
+/// An image with its manifest and config read.
+#[derive(Clone, Debug)]
+pub struct Image {
+    pub name: String,
+    /// The descriptor of the single-platform manifest used.
+    pub manifest_descriptor: Descriptor,
+    pub manifest: ImageManifest,
+    pub config: ImageConfiguration,
+    /// The chain id of the top layer: the committed snapshot to run from.
+    pub chain_id: String,
+    pub labels: HashMap<String, String>,
+}
+
+impl Image {
+    pub fn diff_ids(&self) -> &[String] {
+        self.config.rootfs().diff_ids()
+    }
+
+    /// The image's manifest digest (what identifies its content).
+    pub fn digest(&self) -> &str {
+        &self.manifest_descriptor.digest
+    }
+
+    /// `KEY=value` entries of the image's config.
+    pub fn env(&self) -> Vec<String> {
+        self.config
+            .config()
+            .as_ref()
+            .and_then(|config| config.env().clone())
+            .unwrap_or_default()
+    }
+
+    /// The manifest's annotations (commit, tree id, build key on frozen images).
+    pub fn annotations(&self) -> HashMap<String, String> {
+        self.manifest.annotations().clone().unwrap_or_default()
+    }
+}
+
+pub(crate) fn descriptor(media_type: &str, digest: &str, size: u64) -> Descriptor {
+    Descriptor {
+        media_type: media_type.to_string(),
+        digest: digest.to_string(),
+        size: size as i64,
+        annotations: HashMap::new(),
+    }
+}
+
+fn invalid(image: &str, reason: impl Into<String>) -> EngineError {
+    EngineError::Image {
+        image: image.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Picks the manifest for this host from an index: linux and the host's
+/// architecture, or the only entry when there is one without a platform.
+pub(crate) fn pick_manifest(
+    index: &ImageIndex,
+    image: &str,
+) -> Result<oci_spec::image::Descriptor> {
+    let arch = host_architecture();
+    let manifests = index.manifests();
+    let matching = manifests.iter().find(|descriptor| {
+        descriptor.platform().as_ref().is_some_and(|platform| {
+            platform.os().to_string() == "linux" && platform.architecture().to_string() == arch
+        })
+    });
+    if let Some(found) = matching {
+        return Ok(found.clone());
+    }
+    match manifests.as_slice() {
+        [only] if only.platform().is_none() => Ok(only.clone()),
+        [] => Err(invalid(image, "its index lists no manifests")),
+        _ => Err(invalid(
+            image,
+            format!("no manifest for linux/{arch} in its index"),
+        )),
+    }
+}
+
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    image: &str,
+    what: &str,
+) -> Result<T> {
+    serde_json::from_slice(bytes)
+        .map_err(|error| invalid(image, format!("its {what} is not valid: {error}")))
+}
+
+impl Engine {
+    /// Reads image `name`: its manifest for this host and its config.
+    pub async fn image(&self, name: &str) -> Result<Image> {
+        let record = self.get_image(name).await?;
+        let mut target = record
+            .target
+            .clone()
+            .ok_or_else(|| invalid(name, "its record has no target"))?;
+        // An index may nest another index; two levels is as deep as real images go.
+        for _ in 0..3 {
+            if !is_index(&target.media_type) {
+                break;
+            }
+            let index: ImageIndex =
+                parse_json(&self.read_small_blob(&target.digest).await?, name, "index")?;
+            let chosen = pick_manifest(&index, name)?;
+            target = descriptor(
+                chosen.media_type().as_ref(),
+                chosen.digest().as_ref(),
+                chosen.size(),
+            );
+        }
+        if !is_manifest(&target.media_type) {
+            return Err(invalid(
+                name,
+                format!("unsupported media type {}", target.media_type),
+            ));
+        }
+        let manifest: ImageManifest = parse_json(
+            &self.read_small_blob(&target.digest).await?,
+            name,
+            "manifest",
+        )?;
+        let config: ImageConfiguration = parse_json(
+            &self
+                .read_small_blob(manifest.config().digest().as_ref())
+                .await?,
+            name,
+            "config",
+        )?;
+        let diff_ids = config.rootfs().diff_ids();
+        if diff_ids.len() != manifest.layers().len() {
+            return Err(invalid(
+                name,
+                format!(
+                    "its config lists {} layers and its manifest {}",
+                    diff_ids.len(),
+                    manifest.layers().len()
+                ),
+            ));
+        }
+        let chain_id = chain_ids(diff_ids)
+            .pop()
+            .ok_or_else(|| invalid(name, "it has no layers"))?;
+        Ok(Image {
+            name: name.to_string(),
+            manifest_descriptor: target,
+            manifest,
+            config,
+            chain_id,
+            labels: record.labels,
+        })
+    }
+
+    /// Makes sure every layer of `image` is unpacked into a committed snapshot
+    /// named by its chain id (the snapshot a step runs on).
+    pub async fn unpack(&self, lease: &Lease, image: &Image) -> Result<()> {
+        let chain = chain_ids(image.diff_ids());
+        let mut parent = String::new();
+        for (layer, (chain_id, diff_id)) in image
+            .manifest
+            .layers()
+            .iter()
+            .zip(chain.iter().zip(image.diff_ids()))
+        {
+            if !self.snapshot_exists(chain_id).await? {
+                let key = random_id("lw-extract");
+                let mounts = self.prepare_snapshot(lease, &key, &parent).await?;
+                let layer_descriptor = descriptor(
+                    layer.media_type().as_ref(),
+                    layer.digest().as_ref(),
+                    layer.size(),
+                );
+                let unpacked = async {
+                    let applied = self.apply(lease, layer_descriptor, mounts).await?;
+                    if &applied != diff_id {
+                        return Err(invalid(
+                            &image.name,
+                            format!(
+                                "layer {} unpacks to {applied}, its config says {diff_id}",
+                                layer.digest()
+                            ),
+                        ));
+                    }
+                    match self
+                        .commit_snapshot(lease, chain_id, &key, HashMap::new())
+                        .await
+                    {
+                        Err(error) if error.is_already_exists() => self.remove_snapshot(&key).await,
+                        other => other,
+                    }
+                }
+                .await;
+                if unpacked.is_err() {
+                    let _ = self.remove_snapshot(&key).await;
+                }
+                unpacked?;
+            }
+            parent = chain_id.clone();
+        }
+        Ok(())
+    }
+}

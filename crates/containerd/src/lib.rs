@@ -1,0 +1,31 @@
+//! Launchway's only link to containerd (gRPC via `containerd-client`).
+//!
+//! - [`Engine`]: a namespace-scoped client; leases around everything it
+//!   creates; gRPC statuses mapped to [`EngineError`] variants callers can branch on.
+//! - [`Engine::run_step`]: one process in a locked-down container ([`spec`]),
+//!   output line by line, timeout, cancellation, cleanup on every path.
+//! - [`Workspace`] and [`Workspace::freeze`]: steps on a writable snapshot,
+//!   then committed into a new OCI image with annotations.
+//! - [`archive`]: streamed OCI image-layout export and digest-checked import.
+//! - [`runtimes`]: the runtime image catalog built with mmdebstrap.
+//! - [`embedded`]: a private containerd when none answers.
+
+pub mod archive;
+mod content;
+pub mod digest;
+pub mod embedded;
+mod engine;
+mod error;
+mod freeze;
+pub mod image;
+pub mod layer;
+pub mod runtimes;
+pub mod spec;
+mod step;
+
+pub use engine::{Blob, DEFAULT_NAMESPACE, Engine, Inventory, Lease, SNAPSHOTTER, is_identifier};
+pub use error::{EngineError, Result};
+pub use image::Image;
+pub use oci_spec::runtime::Capability;
+pub use spec::{Bind, Limits, Network, StepSpec, WEB_UID};
+pub use step::{MAX_LINE, Output, OutputLine, OutputStream, Rootfs, StepOutcome, Workspace};

@@ -1,0 +1,587 @@
+//! Running one step: a container from an image (or a workspace's writable
+//! snapshot), its process, its output, its end, and the cleanup of every
+//! resource it made — on success, failure, timeout, cancellation, and when
+//! the caller drops the future half-way (the cleanup then finishes in the
+//! background; the lease expires in any case).
+//!
+//! Call order (tech-notes §1): lease → unpack → snapshot → Containers.Create →
+//! FIFOs opened → Tasks.Create (rootfs mounts given explicitly) → readers
+//! start → Tasks.Start → Tasks.Wait (killed on timeout or cancel) → readers
+//! drained → Tasks.Delete → Containers.Delete → snapshot removed → lease
+//! deleted.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use containerd_client::services::v1::{
+    Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
+    DeleteTaskRequest, KillRequest, StartRequest, WaitRequest, container::Runtime,
+};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Engine, Lease, random_id};
+use crate::error::{EngineError, Result};
+use crate::image::Image;
+use crate::spec::{StepSpec, runtime_spec};
+
+const RUNTIME: &str = "io.containerd.runc.v2";
+const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+/// Lines longer than this are delivered in pieces, so one endless line
+/// cannot exhaust memory.
+pub const MAX_LINE: usize = 64 * 1024;
+/// SIGKILL.
+const KILL: u32 = 9;
+
+/// Which of the process's outputs a line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// One line of a step's output, without its newline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputLine {
+    pub stream: OutputStream,
+    pub line: String,
+}
+
+/// Where a step's output goes.
+#[derive(Debug)]
+pub enum Output {
+    /// Line by line, as written (FIFOs this side reads). If the receiver is
+    /// dropped, the output is still read and discarded, never blocking the step.
+    Lines(mpsc::Sender<OutputLine>),
+    /// Appended to a file by containerd's shim (for long-running processes:
+    /// nothing can block them if nobody reads).
+    File(PathBuf),
+    Discard,
+}
+
+/// What the filesystem of a step is.
+#[derive(Debug)]
+pub enum Rootfs<'a> {
+    /// A fresh snapshot of the image: read-only (a view) or writable (thrown
+    /// away after the step).
+    Image { name: &'a str, writable: bool },
+    /// The writable snapshot of a workspace, which outlives the step.
+    Workspace(&'a Workspace),
+}
+
+/// How a step ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepOutcome {
+    pub exit_code: u32,
+    /// Killed because it ran past its timeout (exit code 137).
+    pub timed_out: bool,
+    /// The kernel's OOM killer ended a process of the step (memory limit).
+    pub out_of_memory: bool,
+    pub elapsed: Duration,
+}
+
+impl StepOutcome {
+    pub fn success(&self) -> bool {
+        self.exit_code == 0 && !self.timed_out
+    }
+
+    /// A sentence for a build log.
+    pub fn describe(&self) -> String {
+        if self.timed_out {
+            format!(
+                "killed after its time limit ({:.1} s)",
+                self.elapsed.as_secs_f64()
+            )
+        } else if self.out_of_memory {
+            format!(
+                "killed for exceeding its memory limit (exit code {})",
+                self.exit_code
+            )
+        } else {
+            format!("exited with code {}", self.exit_code)
+        }
+    }
+}
+
+/// A writable snapshot of an image that steps run on one after another and
+/// that can then be frozen into a new image.
+#[derive(Debug)]
+pub struct Workspace {
+    pub(crate) engine: Engine,
+    pub(crate) lease: Lease,
+    pub(crate) key: String,
+    pub(crate) image: Image,
+    pub(crate) finished: bool,
+}
+
+impl Workspace {
+    /// The image the workspace started from.
+    pub fn base(&self) -> &Image {
+        &self.image
+    }
+
+    /// Removes the snapshot and its lease.
+    pub async fn discard(mut self) -> Result<()> {
+        self.finished = true;
+        let removed = self.engine.remove_snapshot(&self.key).await;
+        let released = self.engine.delete_lease(&self.lease, false).await;
+        removed.and(released)
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let engine = self.engine.clone();
+            let key = self.key.clone();
+            let lease = self.lease.clone();
+            runtime.spawn(async move {
+                let _ = engine.remove_snapshot(&key).await;
+                let _ = engine.delete_lease(&lease, false).await;
+            });
+        }
+    }
+}
+
+/// Everything a step made, undone in reverse order.
+#[derive(Debug)]
+struct Leftovers {
+    engine: Engine,
+    id: String,
+    lease: Option<Lease>,
+    snapshot: Option<String>,
+    container: bool,
+    task: bool,
+    fifo_dir: Option<tempfile::TempDir>,
+}
+
+impl Leftovers {
+    async fn clean(&mut self) -> Result<()> {
+        let engine = self.engine.clone();
+        let mut first_error = None;
+        let mut note = |result: Result<()>| {
+            if let Err(error) = result {
+                tracing::warn!(step = %self.id, %error, "cleaning up a step");
+                first_error.get_or_insert(error);
+            }
+        };
+        if self.task {
+            note(remove_task(&engine, &self.id).await);
+            self.task = false;
+        }
+        if self.container {
+            note(
+                match engine
+                    .containers()
+                    .delete(engine.request(DeleteContainerRequest {
+                        id: self.id.clone(),
+                    }))
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
+                    Err(status) => Err(EngineError::rpc(
+                        "container delete",
+                        || format!("container {}", self.id),
+                        status,
+                    )),
+                },
+            );
+            self.container = false;
+        }
+        if let Some(key) = self.snapshot.take() {
+            note(engine.remove_snapshot(&key).await);
+        }
+        if let Some(lease) = self.lease.take() {
+            note(engine.delete_lease(&lease, false).await);
+        }
+        self.fifo_dir = None;
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        if !self.task && !self.container && self.snapshot.is_none() && self.lease.is_none() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut rest = Leftovers {
+            engine: self.engine.clone(),
+            id: self.id.clone(),
+            lease: self.lease.take(),
+            snapshot: self.snapshot.take(),
+            container: std::mem::take(&mut self.container),
+            task: std::mem::take(&mut self.task),
+            fifo_dir: self.fifo_dir.take(),
+        };
+        runtime.spawn(async move {
+            let _ = rest.clean().await;
+        });
+    }
+}
+
+/// Kills (if still running), waits for and deletes the task of `id`.
+async fn remove_task(engine: &Engine, id: &str) -> Result<()> {
+    let _ = engine
+        .tasks()
+        .kill(engine.request(KillRequest {
+            container_id: id.to_string(),
+            exec_id: String::new(),
+            signal: KILL,
+            all: true,
+        }))
+        .await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        engine.tasks().wait(engine.request(WaitRequest {
+            container_id: id.to_string(),
+            exec_id: String::new(),
+        })),
+    )
+    .await;
+    match engine
+        .tasks()
+        .delete(engine.request(DeleteTaskRequest {
+            container_id: id.to_string(),
+        }))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
+        Err(status) => Err(EngineError::rpc(
+            "task delete",
+            || format!("task {id}"),
+            status,
+        )),
+    }
+}
+
+/// Reads a FIFO to its end, sending each line (or `MAX_LINE` piece).
+async fn pump(
+    mut receiver: tokio::net::unix::pipe::Receiver,
+    stream: OutputStream,
+    sender: mpsc::Sender<OutputLine>,
+) {
+    let mut pending: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut receiver_gone = false;
+    let send = async |bytes: &[u8], receiver_gone: &mut bool| {
+        if *receiver_gone {
+            return;
+        }
+        let line = OutputLine {
+            stream,
+            line: String::from_utf8_lossy(bytes).into_owned(),
+        };
+        if sender.send(line).await.is_err() {
+            *receiver_gone = true;
+        }
+    };
+    loop {
+        let read = match receiver.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        pending.extend_from_slice(&chunk[..read]);
+        let mut start = 0;
+        while let Some(position) = pending[start..].iter().position(|&b| b == b'\n') {
+            let end = start + position;
+            send(&pending[start..end], &mut receiver_gone).await;
+            start = end + 1;
+        }
+        pending.drain(..start);
+        while pending.len() >= MAX_LINE {
+            let piece: Vec<u8> = pending.drain(..MAX_LINE).collect();
+            send(&piece, &mut receiver_gone).await;
+        }
+    }
+    if !pending.is_empty() {
+        send(&pending, &mut receiver_gone).await;
+    }
+}
+
+/// Whether the kernel OOM-killed a process in the step's memory cgroup.
+/// Read between exit and task delete, while the cgroup still exists.
+fn oom_killed(namespace: &str, id: &str) -> bool {
+    let v2 = PathBuf::from(format!("/sys/fs/cgroup/{namespace}/{id}/memory.events"));
+    let v1 = PathBuf::from(format!(
+        "/sys/fs/cgroup/memory/{namespace}/{id}/memory.oom_control"
+    ));
+    [v2, v1].iter().any(|path| {
+        std::fs::read_to_string(path).is_ok_and(|text| {
+            text.lines().any(|line| {
+                line.strip_prefix("oom_kill ")
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .is_some_and(|n| n > 0)
+            })
+        })
+    })
+}
+
+fn make_fifo(dir: &Path, name: &str) -> Result<PathBuf> {
+    let path = dir.join(name);
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(
+        |errno| EngineError::io(format!("creating FIFO {}", path.display()), errno.into()),
+    )?;
+    Ok(path)
+}
+
+fn open_fifo(path: &Path) -> Result<tokio::net::unix::pipe::Receiver> {
+    tokio::net::unix::pipe::OpenOptions::new()
+        .open_receiver(path)
+        .map_err(|error| EngineError::io(format!("opening FIFO {}", path.display()), error))
+}
+
+impl Engine {
+    /// Starts a workspace: a writable snapshot of image `image_name`.
+    pub async fn workspace(&self, image_name: &str) -> Result<Workspace> {
+        let image = self.image(image_name).await?;
+        let lease = self.create_lease("lw-workspace").await?;
+        let key = random_id("lw-workspace");
+        let prepared = async {
+            self.unpack(&lease, &image).await?;
+            self.prepare_snapshot(&lease, &key, &image.chain_id).await
+        }
+        .await;
+        if let Err(error) = prepared {
+            let _ = self.delete_lease(&lease, false).await;
+            return Err(error);
+        }
+        Ok(Workspace {
+            engine: self.clone(),
+            lease,
+            key,
+            image,
+            finished: false,
+        })
+    }
+
+    /// Runs one step to its end and removes everything it made. Returns how
+    /// it ended; `Err(Cancelled)` when `cancel` fired first (the process is
+    /// killed and cleaned up before this returns).
+    pub async fn run_step(
+        &self,
+        rootfs: Rootfs<'_>,
+        step: &StepSpec,
+        output: Output,
+        cancel: &CancellationToken,
+    ) -> Result<StepOutcome> {
+        let id = random_id("step");
+        let mut leftovers = Leftovers {
+            engine: self.clone(),
+            id: id.clone(),
+            lease: None,
+            snapshot: None,
+            container: false,
+            task: false,
+            fifo_dir: None,
+        };
+        let outcome = self
+            .run_in(&mut leftovers, rootfs, step, output, cancel)
+            .await;
+        let cleaned = leftovers.clean().await;
+        let outcome = outcome?;
+        cleaned?;
+        Ok(outcome)
+    }
+
+    async fn run_in(
+        &self,
+        leftovers: &mut Leftovers,
+        rootfs: Rootfs<'_>,
+        step: &StepSpec,
+        output: Output,
+        cancel: &CancellationToken,
+    ) -> Result<StepOutcome> {
+        let id = leftovers.id.clone();
+        let lease = self.create_lease("lw-step").await?;
+        leftovers.lease = Some(lease.clone());
+
+        let (image, mounts, readonly, snapshot_key) = match rootfs {
+            Rootfs::Image { name, writable } => {
+                let image = self.image(name).await?;
+                self.unpack(&lease, &image).await?;
+                leftovers.snapshot = Some(id.clone());
+                let mounts = if writable {
+                    self.prepare_snapshot(&lease, &id, &image.chain_id).await?
+                } else {
+                    self.view_snapshot(&lease, &id, &image.chain_id).await?
+                };
+                (image, mounts, !writable, id.clone())
+            }
+            Rootfs::Workspace(workspace) => {
+                let mounts = self.snapshot_mounts(&workspace.key).await?;
+                (
+                    workspace.image.clone(),
+                    mounts,
+                    false,
+                    workspace.key.clone(),
+                )
+            }
+        };
+
+        let spec = runtime_spec(step, readonly, self.namespace(), &id, &image.env())?;
+        let spec_json = serde_json::to_vec(&spec).map_err(|error| EngineError::Invalid {
+            what: "container spec",
+            reason: error.to_string(),
+        })?;
+        let container = Container {
+            id: id.clone(),
+            image: image.name.clone(),
+            runtime: Some(Runtime {
+                name: RUNTIME.into(),
+                options: None,
+            }),
+            spec: Some(prost_types::Any {
+                type_url: SPEC_TYPE_URL.into(),
+                value: spec_json,
+            }),
+            snapshotter: crate::engine::SNAPSHOTTER.into(),
+            snapshot_key,
+            ..Default::default()
+        };
+        self.containers()
+            .create(self.leased(
+                CreateContainerRequest {
+                    container: Some(container),
+                },
+                &lease,
+            ))
+            .await
+            .map_err(|status| {
+                EngineError::rpc("container create", || format!("container {id}"), status)
+            })?;
+        leftovers.container = true;
+
+        // stdio: FIFOs are opened for reading before the task exists; reading
+        // starts once containerd has opened the write ends (Tasks.Create).
+        let mut readers = Vec::new();
+        let (stdout, stderr, sender) = match output {
+            Output::Lines(sender) => {
+                let dir = tempfile::Builder::new()
+                    .prefix(&id)
+                    .tempdir_in(self.scratch())
+                    .map_err(|error| EngineError::io("creating a FIFO directory", error))?;
+                let out = make_fifo(dir.path(), "stdout")?;
+                let err = make_fifo(dir.path(), "stderr")?;
+                readers.push((open_fifo(&out)?, OutputStream::Stdout));
+                readers.push((open_fifo(&err)?, OutputStream::Stderr));
+                leftovers.fifo_dir = Some(dir);
+                (
+                    out.display().to_string(),
+                    err.display().to_string(),
+                    Some(sender),
+                )
+            }
+            Output::File(path) => {
+                let path = path.display().to_string();
+                (path.clone(), path, None)
+            }
+            Output::Discard => (String::new(), String::new(), None),
+        };
+
+        self.tasks()
+            .create(self.leased(
+                CreateTaskRequest {
+                    container_id: id.clone(),
+                    rootfs: mounts,
+                    stdin: String::new(),
+                    stdout,
+                    stderr,
+                    terminal: false,
+                    ..Default::default()
+                },
+                &lease,
+            ))
+            .await
+            .map_err(|status| EngineError::rpc("task create", || format!("task {id}"), status))?;
+        leftovers.task = true;
+
+        let pumps: Vec<_> = match sender {
+            Some(sender) => readers
+                .into_iter()
+                .map(|(reader, stream)| tokio::spawn(pump(reader, stream, sender.clone())))
+                .collect(),
+            None => Vec::new(),
+        };
+
+        let started = Instant::now();
+        self.tasks()
+            .start(self.request(StartRequest {
+                container_id: id.clone(),
+                exec_id: String::new(),
+            }))
+            .await
+            .map_err(|status| EngineError::rpc("task start", || format!("task {id}"), status))?;
+
+        let wait = || {
+            let mut tasks = self.tasks();
+            let request = self.request(WaitRequest {
+                container_id: id.clone(),
+                exec_id: String::new(),
+            });
+            async move {
+                tasks
+                    .wait(request)
+                    .await
+                    .map(|response| response.into_inner().exit_status)
+                    .map_err(|status| EngineError::rpc("task wait", || "task".into(), status))
+            }
+        };
+        let kill = || {
+            let mut tasks = self.tasks();
+            let request = self.request(KillRequest {
+                container_id: id.clone(),
+                exec_id: String::new(),
+                signal: KILL,
+                all: true,
+            });
+            async move {
+                let _ = tasks.kill(request).await;
+            }
+        };
+        let deadline = async {
+            match step.timeout {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
+
+        let mut timed_out = false;
+        let exit_code = tokio::select! {
+            exit = wait() => exit?,
+            () = deadline => {
+                timed_out = true;
+                kill().await;
+                wait().await?
+            }
+            () = cancel.cancelled() => {
+                kill().await;
+                let _ = wait().await;
+                for pump in pumps {
+                    let _ = pump.await;
+                }
+                return Err(EngineError::Cancelled);
+            }
+        };
+        let elapsed = started.elapsed();
+        let out_of_memory =
+            step.limits.memory_bytes.is_some() && !timed_out && oom_killed(self.namespace(), &id);
+        for pump in pumps {
+            let _ = pump.await;
+        }
+        Ok(StepOutcome {
+            exit_code,
+            timed_out,
+            out_of_memory,
+            elapsed,
+        })
+    }
+}
