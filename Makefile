@@ -48,3 +48,4 @@ clean:
 bench:
 	$(CARGO) build --release -q -p launchway -p launchway-bench
 	./target/release/push-bench ./target/release/launchway 5
+	./scripts/with-containerd.sh ./target/release/engine-bench

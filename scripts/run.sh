@@ -54,5 +54,8 @@ echo "\$ git push $REMOTE main"
 git push --force "$REMOTE" main
 echo
 echo "Pushed. The daemon keeps serving $REMOTE; its log is $RUN_DIR/serve.log."
+echo
+echo "\$ launchway runtimes list"
+"$BIN" runtimes list
 echo "Try: $BIN activities -p sample    (Ctrl-C stops the daemon)"
 wait $DAEMON

@@ -65,10 +65,19 @@ impl Daemon {
     pub fn start_with(extra: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let settings = dir.path().join("launchway.toml");
+        // The containerd `make test` provides, in a namespace of this daemon's own.
+        let containerd = match containerd_socket() {
+            Some(socket) if !extra.contains("[containerd]") => format!(
+                "[containerd]\nsocket = \"{}\"\nnamespace = \"lwit-{}\"\n",
+                socket.display(),
+                random_hex()
+            ),
+            _ => String::new(),
+        };
         std::fs::write(
             &settings,
             format!(
-                "data_dir = \"{}\"\n{extra}\n[ssh]\nlisten = \"127.0.0.1:0\"\n",
+                "data_dir = \"{}\"\n{extra}\n[ssh]\nlisten = \"127.0.0.1:0\"\n{containerd}",
                 dir.path().join("data").display()
             ),
         )
@@ -82,6 +91,14 @@ impl Daemon {
         };
         daemon.spawn();
         daemon
+    }
+
+    /// The containerd namespace this daemon uses (from its settings).
+    pub fn containerd_namespace(&self) -> Option<String> {
+        let text = std::fs::read_to_string(&self.settings).ok()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix("namespace = \""))
+            .map(|rest| rest.trim_end_matches('"').to_string())
     }
 
     /// Starts a daemon with the default settings.
@@ -429,4 +446,15 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     }
     bytes.truncate(len);
     bytes
+}
+
+/// The containerd socket `make test` provides (`LAUNCHWAY_CONTAINERD_SOCKET`).
+pub fn containerd_socket() -> Option<PathBuf> {
+    std::env::var_os("LAUNCHWAY_CONTAINERD_SOCKET").map(PathBuf::from)
+}
+
+/// 12 random hex digits.
+pub fn random_hex() -> String {
+    let bytes: [u8; 6] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

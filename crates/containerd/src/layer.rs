@@ -1,1 +1,257 @@
-//! (in progress)
+//! A root filesystem tar (what mmdebstrap writes) into a one-layer image:
+//! the tar is hashed (diff id) and gzip-compressed on a blocking thread into
+//! a scratch file, the compressed layer streamed into the content store,
+//! then config, manifest and image record are written and the layer
+//! unpacked — all under one lease, deleted synchronously if anything fails.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::Path;
+
+use oci_spec::image::{
+    ConfigBuilder, DescriptorBuilder, ImageConfigurationBuilder, ImageManifestBuilder, MediaType,
+    RootFsBuilder, SCHEMA_VERSION,
+};
+use tokio::io::AsyncReadExt;
+
+use crate::digest::Hasher;
+use crate::engine::{Engine, Lease};
+use crate::error::{EngineError, Result};
+use crate::image::{Image, MANIFEST_OCI, descriptor, host_architecture, snapshot_gc_label};
+
+/// What goes into the image config besides the layer.
+#[derive(Clone, Debug, Default)]
+pub struct ImageSettings {
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    /// Labels on the config and the image record (and manifest annotations).
+    pub labels: HashMap<String, String>,
+}
+
+fn invalid(reason: impl Into<String>) -> EngineError {
+    EngineError::Invalid {
+        what: "root filesystem image",
+        reason: reason.into(),
+    }
+}
+
+/// Counts and hashes what passes through to the inner writer.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Hasher,
+    written: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(bytes)?;
+        self.hasher.update(&bytes[..written]);
+        self.written += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+struct Compressed {
+    diff_id: String,
+    digest: String,
+    size: u64,
+    file: tempfile::NamedTempFile,
+}
+
+fn compress(tar: &Path, scratch: &Path) -> std::io::Result<Compressed> {
+    let mut input = std::fs::File::open(tar)?;
+    let file = tempfile::NamedTempFile::new_in(scratch)?;
+    let output = HashingWriter {
+        inner: std::io::BufWriter::new(file.reopen()?),
+        hasher: Hasher::default(),
+        written: 0,
+    };
+    let mut encoder = flate2::write::GzEncoder::new(output, flate2::Compression::fast());
+    let mut uncompressed = Hasher::default();
+    let mut buffer = vec![0u8; 1024 * 1024];
+    loop {
+        let read = input.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        uncompressed.update(&buffer[..read]);
+        encoder.write_all(&buffer[..read])?;
+    }
+    let mut output = encoder.finish()?;
+    output.flush()?;
+    Ok(Compressed {
+        diff_id: uncompressed.finish(),
+        digest: output.hasher.finish(),
+        size: output.written,
+        file,
+    })
+}
+
+impl Engine {
+    /// Makes image `name` from the root filesystem in the tar at `tar`.
+    pub async fn import_rootfs(
+        &self,
+        tar: &Path,
+        name: &str,
+        settings: &ImageSettings,
+    ) -> Result<Image> {
+        let scratch = self.scratch().to_path_buf();
+        let source = tar.to_path_buf();
+        let compressed = tokio::task::spawn_blocking(move || compress(&source, &scratch))
+            .await
+            .map_err(|error| invalid(error.to_string()))?
+            .map_err(|error| EngineError::io(format!("compressing {}", tar.display()), error))?;
+        let lease = self.create_lease("lw-rootfs").await?;
+        match self
+            .import_rootfs_in(&lease, &compressed, name, settings)
+            .await
+        {
+            Ok(image) => {
+                self.delete_lease(&lease, false).await?;
+                Ok(image)
+            }
+            Err(error) => {
+                let _ = self.delete_lease(&lease, true).await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn import_rootfs_in(
+        &self,
+        lease: &Lease,
+        layer: &Compressed,
+        name: &str,
+        settings: &ImageSettings,
+    ) -> Result<Image> {
+        let file = tokio::fs::File::from_std(
+            layer
+                .file
+                .reopen()
+                .map_err(|error| EngineError::io("reopening the compressed layer", error))?,
+        );
+        let chunks = futures_util::stream::unfold(file, |mut file| async move {
+            let mut buffer = vec![0u8; 1024 * 1024];
+            match file.read(&mut buffer).await {
+                Ok(0) => None,
+                Ok(read) => {
+                    buffer.truncate(read);
+                    Some((Ok(buffer), file))
+                }
+                Err(error) => Some((
+                    Err(EngineError::io("reading the compressed layer", error)),
+                    file,
+                )),
+            }
+        });
+        let mut chunks = Box::pin(chunks);
+        self.write_content(
+            lease,
+            &layer.digest,
+            layer.size,
+            &mut chunks,
+            HashMap::new(),
+        )
+        .await?;
+
+        let oci = |error: oci_spec::OciSpecError| invalid(error.to_string());
+        let mut config = ConfigBuilder::default()
+            .env(settings.env.clone())
+            .labels(settings.labels.clone());
+        if let Some(dir) = &settings.working_dir {
+            config = config.working_dir(dir.clone());
+        }
+        if let Some(user) = &settings.user {
+            config = config.user(user.clone());
+        }
+        let architecture: oci_spec::image::Arch = host_architecture().into();
+        let image_config = ImageConfigurationBuilder::default()
+            .architecture(architecture)
+            .os(oci_spec::image::Os::Linux)
+            .config(config.build().map_err(oci)?)
+            .rootfs(
+                RootFsBuilder::default()
+                    .typ("layers")
+                    .diff_ids(vec![layer.diff_id.clone()])
+                    .build()
+                    .map_err(oci)?,
+            )
+            .build()
+            .map_err(oci)?;
+        let config_bytes =
+            serde_json::to_vec(&image_config).map_err(|error| invalid(error.to_string()))?;
+        let mut config_labels = HashMap::new();
+        config_labels.insert(snapshot_gc_label(), layer.diff_id.clone());
+        let config_blob = self
+            .write_small_blob(lease, config_bytes, config_labels)
+            .await?;
+
+        let digest = |value: &str| -> Result<oci_spec::image::Digest> {
+            value
+                .parse()
+                .map_err(|error: oci_spec::OciSpecError| invalid(error.to_string()))
+        };
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(SCHEMA_VERSION)
+            .media_type(MediaType::ImageManifest)
+            .config(
+                DescriptorBuilder::default()
+                    .media_type(MediaType::ImageConfig)
+                    .digest(digest(&config_blob.digest)?)
+                    .size(config_blob.size)
+                    .build()
+                    .map_err(oci)?,
+            )
+            .layers(vec![
+                DescriptorBuilder::default()
+                    .media_type(MediaType::ImageLayerGzip)
+                    .digest(digest(&layer.digest)?)
+                    .size(layer.size)
+                    .build()
+                    .map_err(oci)?,
+            ])
+            .annotations(settings.labels.clone())
+            .build()
+            .map_err(oci)?;
+        let manifest_bytes =
+            serde_json::to_vec(&manifest).map_err(|error| invalid(error.to_string()))?;
+        let mut manifest_labels = HashMap::new();
+        manifest_labels.insert(
+            "containerd.io/gc.ref.content.config".to_string(),
+            config_blob.digest.clone(),
+        );
+        manifest_labels.insert(
+            "containerd.io/gc.ref.content.l.0".to_string(),
+            layer.digest.clone(),
+        );
+        let manifest_blob = self
+            .write_small_blob(lease, manifest_bytes, manifest_labels)
+            .await?;
+        let image = Image {
+            name: name.to_string(),
+            manifest_descriptor: descriptor(
+                MANIFEST_OCI,
+                &manifest_blob.digest,
+                manifest_blob.size,
+            ),
+            manifest,
+            config: image_config,
+            chain_id: layer.diff_id.clone(),
+            labels: settings.labels.clone(),
+        };
+        self.unpack(lease, &image).await?;
+        self.put_image(
+            lease,
+            name,
+            image.manifest_descriptor.clone(),
+            settings.labels.clone(),
+        )
+        .await?;
+        Ok(image)
+    }
+}

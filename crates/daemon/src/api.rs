@@ -101,6 +101,37 @@ impl ApiService {
 
 #[tonic::async_trait]
 impl launchway_api::Launchway for ApiService {
+    type BuildRuntimeStream = crate::runtimes::ProgressStream;
+
+    async fn list_runtimes(
+        &self,
+        _request: Request<proto::ListRuntimesRequest>,
+    ) -> Result<Response<proto::RuntimeList>, Status> {
+        Ok(Response::new(self.daemon.list_runtimes().await?))
+    }
+
+    async fn build_runtime(
+        &self,
+        request: Request<proto::BuildRuntimeRequest>,
+    ) -> Result<Response<Self::BuildRuntimeStream>, Status> {
+        let request = request.into_inner();
+        Ok(Response::new(
+            self.daemon.build_runtime(request.r#type, request.rebuild),
+        ))
+    }
+
+    async fn import_runtime(
+        &self,
+        request: Request<proto::ImportRuntimeRequest>,
+    ) -> Result<Response<proto::RuntimeInfo>, Status> {
+        let request = request.into_inner();
+        Ok(Response::new(
+            self.daemon
+                .import_runtime(&request.r#type, &request.archive_path)
+                .await?,
+        ))
+    }
+
     async fn create_project(
         &self,
         request: Request<proto::CreateProjectRequest>,

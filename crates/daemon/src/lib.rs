@@ -22,6 +22,7 @@ mod gate;
 mod policy;
 mod push;
 mod queue;
+mod runtimes;
 mod settings;
 
 use std::collections::HashMap;
@@ -32,6 +33,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use launchway_containerd::Engine;
+use launchway_containerd::embedded::EmbeddedContainerd;
 use launchway_git::{Git, PushLimits};
 use launchway_store::{Role, Store};
 use tokio::sync::mpsc;
@@ -40,7 +43,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use settings::{
-    ApiSettings, DEFAULT_SETTINGS_PATH, GitSettings, Settings, SettingsError, SshSettings,
+    ApiSettings, ContainerdSettings, DEFAULT_SETTINGS_PATH, GitSettings, RuntimeSettings, Settings,
+    SettingsError, SshSettings,
 };
 
 /// What starting or running the daemon can fail with.
@@ -79,6 +83,9 @@ pub enum DaemonError {
     /// The API server stopped with an error.
     #[error("the API server failed")]
     Api(#[source] tonic::transport::Error),
+    /// No containerd to run containers with.
+    #[error("no containerd: {0}")]
+    Containerd(#[source] launchway_containerd::EngineError),
 }
 
 fn io_error(path: &Path) -> impl Fn(std::io::Error) -> DaemonError + '_ {
@@ -120,6 +127,8 @@ pub(crate) struct Daemon {
     /// Per environment, activities run one at a time, in creation order.
     pub(crate) queues: queue::Queues,
     pub(crate) tasks: TaskTracker,
+    /// containerd, in the configured namespace.
+    pub(crate) engine: Engine,
 }
 
 impl Daemon {
@@ -186,6 +195,8 @@ pub async fn serve(
         },
     ));
 
+    let (engine, mut embedded) = connect_containerd(&settings).await?;
+
     let listener = tokio::net::TcpListener::bind(settings.ssh.listen)
         .await
         .map_err(|source| DaemonError::Bind {
@@ -209,6 +220,7 @@ pub async fn serve(
         sessions: std::sync::Mutex::new(HashMap::new()),
         queues: queue::Queues::default(),
         tasks: TaskTracker::new(),
+        engine,
     });
     daemon.reconcile()?;
     info!(ssh = %ssh_addr, api = %socket.display(), data = %data.display(), "launchway is serving");
@@ -254,7 +266,40 @@ pub async fn serve(
     }
     let _ = std::fs::remove_file(&socket);
     daemon.store.flush()?;
+    if let Some(containerd) = embedded.as_mut() {
+        info!("stopping the embedded containerd");
+        if let Err(error) = containerd.stop().await {
+            warn!(%error, "stopping the embedded containerd");
+        }
+    }
     early.unwrap_or(Ok(()))
+}
+
+/// The configured containerd if it answers, otherwise the embedded default
+/// started under the data directory.
+async fn connect_containerd(
+    settings: &Settings,
+) -> Result<(Engine, Option<EmbeddedContainerd>), DaemonError> {
+    let scratch = settings.data_dir.join("scratch");
+    let namespace = &settings.containerd.namespace;
+    match Engine::connect(&settings.containerd.socket, namespace, &scratch).await {
+        Ok(engine) => {
+            info!(socket = %settings.containerd.socket.display(), "using containerd");
+            return Ok((engine, None));
+        }
+        Err(error @ launchway_containerd::EngineError::Invalid { .. }) => {
+            return Err(DaemonError::Containerd(error));
+        }
+        Err(error) => info!(%error, "starting the embedded containerd"),
+    }
+    let embedded = EmbeddedContainerd::start(&settings.data_dir, &settings.containerd.binary)
+        .await
+        .map_err(DaemonError::Containerd)?;
+    let engine = Engine::connect(embedded.socket(), namespace, &scratch)
+        .await
+        .map_err(DaemonError::Containerd)?;
+    info!(socket = %embedded.socket().display(), "embedded containerd is up");
+    Ok((engine, Some(embedded)))
 }
 
 /// Binds the admin socket with mode 0600, replacing a stale one.

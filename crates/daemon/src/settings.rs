@@ -13,6 +13,15 @@
 //!
 //! [git]
 //! max_push_bytes = 2147483648           # the largest pack one push may send
+//!
+//! [containerd]
+//! socket = "/run/containerd/containerd.sock"  # when nothing answers there, an embedded
+//!                                       # containerd is started under <data_dir>/containerd
+//! namespace = "launchway"               # the containerd namespace for everything Launchway makes
+//! binary = "containerd"                 # what the embedded default runs
+//!
+//! [runtimes]
+//! mirror = ""                           # Debian mirror for runtime builds; deb.debian.org when empty
 //! ```
 //!
 //! Unknown keys are errors, reported with their line and column.
@@ -59,6 +68,40 @@ pub struct Settings {
     pub api: ApiSettings,
     /// git.
     pub git: GitSettings,
+    /// containerd.
+    pub containerd: ContainerdSettings,
+    /// Runtime images.
+    pub runtimes: RuntimeSettings,
+}
+
+/// `[containerd]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContainerdSettings {
+    /// The socket of the containerd to use.
+    pub socket: PathBuf,
+    /// The namespace Launchway's images and containers live in.
+    pub namespace: String,
+    /// The containerd program the embedded default starts.
+    pub binary: PathBuf,
+}
+
+impl Default for ContainerdSettings {
+    fn default() -> Self {
+        ContainerdSettings {
+            socket: PathBuf::from("/run/containerd/containerd.sock"),
+            namespace: launchway_containerd::DEFAULT_NAMESPACE.to_string(),
+            binary: PathBuf::from("containerd"),
+        }
+    }
+}
+
+/// `[runtimes]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeSettings {
+    /// A Debian mirror URI for runtime builds.
+    pub mirror: String,
 }
 
 /// `[ssh]`.
@@ -94,6 +137,8 @@ impl Default for Settings {
             ssh: SshSettings::default(),
             api: ApiSettings::default(),
             git: GitSettings::default(),
+            containerd: ContainerdSettings::default(),
+            runtimes: RuntimeSettings::default(),
         }
     }
 }

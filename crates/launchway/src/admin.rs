@@ -68,7 +68,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Runs `body` with a client of the daemon named by the settings.
-fn with_client<T>(
+pub(crate) fn with_client<T>(
     settings_path: Option<&Path>,
     body: impl AsyncFnOnce(
         &mut launchway_api::LaunchwayClient<tonic::transport::Channel>,
@@ -114,7 +114,7 @@ async fn shutdown_signal() {
 }
 
 /// Prints rows as columns separated by two spaces.
-fn print_table(header: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {

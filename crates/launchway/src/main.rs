@@ -5,6 +5,7 @@
 mod admin;
 mod checkout;
 mod hook;
+mod runtimes;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -76,6 +77,11 @@ enum Command {
         #[command(subcommand)]
         command: admin::ActivityCommand,
     },
+    /// List, build and import runtime images.
+    Runtimes {
+        #[command(subcommand)]
+        command: runtimes::RuntimesCommand,
+    },
     /// Run by git inside a push (Launchway installs these hooks itself).
     #[command(hide = true)]
     Hook {
@@ -138,6 +144,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => admin::activities(settings_path.as_deref(), project, environment, limit, json),
         Command::Activity { command } => admin::activity(settings_path.as_deref(), command),
+        Command::Runtimes { command } => runtimes::runtimes(settings_path.as_deref(), command),
         Command::Config {
             command: ConfigCommand::Schema,
         } => {
