@@ -6,15 +6,12 @@
 
 use std::collections::HashMap;
 
-use oci_spec::image::{
-    DescriptorBuilder, Digest, HistoryBuilder, ImageConfiguration, ImageManifestBuilder, MediaType,
-    SCHEMA_VERSION,
-};
+use oci_spec::image::{HistoryBuilder, ImageConfiguration};
 
 use crate::digest::chain_ids;
 use crate::engine::random_id;
 use crate::error::{EngineError, Result};
-use crate::image::{CONFIG_OCI, Image, LAYER_GZIP, MANIFEST_OCI, descriptor, snapshot_gc_label};
+use crate::image::{Image, gzip_layer};
 use crate::step::Workspace;
 
 fn invalid(reason: impl Into<String>) -> EngineError {
@@ -22,12 +19,6 @@ fn invalid(reason: impl Into<String>) -> EngineError {
         what: "frozen image",
         reason: reason.into(),
     }
-}
-
-fn digest(value: &str) -> Result<Digest> {
-    value
-        .parse()
-        .map_err(|error: oci_spec::OciSpecError| invalid(error.to_string()))
 }
 
 /// The base image's config with one more layer on top.
@@ -102,69 +93,12 @@ impl Workspace {
         }
         self.finished = true;
 
-        let config_bytes =
-            serde_json::to_vec(&config).map_err(|error| invalid(error.to_string()))?;
-        let mut config_labels = HashMap::new();
-        config_labels.insert(snapshot_gc_label(), chain_id.clone());
-        let config_blob = engine
-            .write_small_blob(&lease, config_bytes, config_labels)
-            .await?;
-
         let mut layers = base.manifest.layers().clone();
-        layers.push(
-            DescriptorBuilder::default()
-                .media_type(MediaType::ImageLayerGzip)
-                .digest(digest(&layer.digest)?)
-                .size(layer.size as u64)
-                .build()
-                .map_err(|error| invalid(error.to_string()))?,
-        );
-        let mut manifest_labels = HashMap::new();
-        manifest_labels.insert(
-            "containerd.io/gc.ref.content.config".to_string(),
-            config_blob.digest.clone(),
-        );
-        for (i, layer) in layers.iter().enumerate() {
-            manifest_labels.insert(
-                format!("containerd.io/gc.ref.content.l.{i}"),
-                layer.digest().to_string(),
-            );
-        }
-        let manifest = ImageManifestBuilder::default()
-            .schema_version(SCHEMA_VERSION)
-            .media_type(MediaType::ImageManifest)
-            .config(
-                DescriptorBuilder::default()
-                    .media_type(MediaType::ImageConfig)
-                    .digest(digest(&config_blob.digest)?)
-                    .size(config_blob.size)
-                    .build()
-                    .map_err(|error| invalid(error.to_string()))?,
-            )
-            .layers(layers)
-            .annotations(annotations.clone())
-            .build()
-            .map_err(|error| invalid(error.to_string()))?;
-        let manifest_bytes =
-            serde_json::to_vec(&manifest).map_err(|error| invalid(error.to_string()))?;
-        let manifest_blob = engine
-            .write_small_blob(&lease, manifest_bytes, manifest_labels)
-            .await?;
-        debug_assert_eq!(LAYER_GZIP, MediaType::ImageLayerGzip.to_string());
-        debug_assert_eq!(CONFIG_OCI, MediaType::ImageConfig.to_string());
-
-        let target = descriptor(MANIFEST_OCI, &manifest_blob.digest, manifest_blob.size);
-        engine
-            .put_image(&lease, name, target.clone(), annotations.clone())
+        layers.push(gzip_layer(&layer.digest, layer.size as u64)?);
+        let image = engine
+            .store_image(&lease, name, config, layers, annotations)
             .await?;
         engine.delete_lease(&lease, false).await?;
-        Ok(Image {
-            name: name.to_string(),
-            manifest_descriptor: target,
-            manifest,
-            config,
-            chain_id,
-            labels: annotations,
-        })
+        Ok(image)
     }
 }

@@ -137,7 +137,90 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
         .map_err(|error| invalid(image, format!("its {what} is not valid: {error}")))
 }
 
+/// A gzip layer descriptor for a manifest.
+pub(crate) fn gzip_layer(digest: &str, size: u64) -> Result<oci_spec::image::Descriptor> {
+    let parsed: oci_spec::image::Digest = digest
+        .parse()
+        .map_err(|error: oci_spec::OciSpecError| invalid(digest, error.to_string()))?;
+    oci_spec::image::DescriptorBuilder::default()
+        .media_type(oci_spec::image::MediaType::ImageLayerGzip)
+        .digest(parsed)
+        .size(size)
+        .build()
+        .map_err(|error| invalid(digest, error.to_string()))
+}
+
 impl Engine {
+    /// Writes `config` and a manifest of `layers` (whose blobs are stored
+    /// already) with the GC labels that keep layers, config and the unpacked
+    /// snapshot alive, then points image `name` at them with `annotations` on
+    /// the manifest and as record labels.
+    pub(crate) async fn store_image(
+        &self,
+        lease: &Lease,
+        name: &str,
+        config: ImageConfiguration,
+        layers: Vec<oci_spec::image::Descriptor>,
+        annotations: HashMap<String, String>,
+    ) -> Result<Image> {
+        use oci_spec::image::{DescriptorBuilder, ImageManifestBuilder, MediaType, SCHEMA_VERSION};
+        let fail = |error: &dyn std::fmt::Display| invalid(name, error.to_string());
+        let chain_id = chain_ids(config.rootfs().diff_ids())
+            .pop()
+            .ok_or_else(|| invalid(name, "it has no layers"))?;
+        let config_bytes = serde_json::to_vec(&config).map_err(|e| fail(&e))?;
+        let config_labels = HashMap::from([(snapshot_gc_label(), chain_id.clone())]);
+        let config_blob = self
+            .write_small_blob(lease, config_bytes, config_labels)
+            .await?;
+        let config_digest: oci_spec::image::Digest = config_blob
+            .digest
+            .parse()
+            .map_err(|e: oci_spec::OciSpecError| fail(&e))?;
+
+        let mut manifest_labels = HashMap::from([(
+            "containerd.io/gc.ref.content.config".to_string(),
+            config_blob.digest.clone(),
+        )]);
+        for (i, layer) in layers.iter().enumerate() {
+            manifest_labels.insert(
+                format!("containerd.io/gc.ref.content.l.{i}"),
+                layer.digest().to_string(),
+            );
+        }
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(SCHEMA_VERSION)
+            .media_type(MediaType::ImageManifest)
+            .config(
+                DescriptorBuilder::default()
+                    .media_type(MediaType::ImageConfig)
+                    .digest(config_digest)
+                    .size(config_blob.size)
+                    .build()
+                    .map_err(|e| fail(&e))?,
+            )
+            .layers(layers)
+            .annotations(annotations.clone())
+            .build()
+            .map_err(|e| fail(&e))?;
+        let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| fail(&e))?;
+        let manifest_blob = self
+            .write_small_blob(lease, manifest_bytes, manifest_labels)
+            .await?;
+        let target = descriptor(MANIFEST_OCI, &manifest_blob.digest, manifest_blob.size);
+        let image = Image {
+            name: name.to_string(),
+            manifest_descriptor: target.clone(),
+            manifest,
+            config,
+            chain_id,
+            labels: annotations.clone(),
+        };
+        self.unpack(lease, &image).await?;
+        self.put_image(lease, name, target, annotations).await?;
+        Ok(image)
+    }
+
     /// Reads image `name`: its manifest for this host and its config.
     pub async fn image(&self, name: &str) -> Result<Image> {
         let record = self.get_image(name).await?;

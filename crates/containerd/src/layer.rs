@@ -8,16 +8,13 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::Path;
 
-use oci_spec::image::{
-    ConfigBuilder, DescriptorBuilder, ImageConfigurationBuilder, ImageManifestBuilder, MediaType,
-    RootFsBuilder, SCHEMA_VERSION,
-};
+use oci_spec::image::{ConfigBuilder, ImageConfigurationBuilder, RootFsBuilder};
 use tokio::io::AsyncReadExt;
 
 use crate::digest::Hasher;
 use crate::engine::{Engine, Lease};
 use crate::error::{EngineError, Result};
-use crate::image::{Image, MANIFEST_OCI, descriptor, host_architecture, snapshot_gc_label};
+use crate::image::{Image, gzip_layer, host_architecture};
 
 /// What goes into the image config besides the layer.
 #[derive(Clone, Debug, Default)]
@@ -183,75 +180,8 @@ impl Engine {
             )
             .build()
             .map_err(oci)?;
-        let config_bytes =
-            serde_json::to_vec(&image_config).map_err(|error| invalid(error.to_string()))?;
-        let mut config_labels = HashMap::new();
-        config_labels.insert(snapshot_gc_label(), layer.diff_id.clone());
-        let config_blob = self
-            .write_small_blob(lease, config_bytes, config_labels)
-            .await?;
-
-        let digest = |value: &str| -> Result<oci_spec::image::Digest> {
-            value
-                .parse()
-                .map_err(|error: oci_spec::OciSpecError| invalid(error.to_string()))
-        };
-        let manifest = ImageManifestBuilder::default()
-            .schema_version(SCHEMA_VERSION)
-            .media_type(MediaType::ImageManifest)
-            .config(
-                DescriptorBuilder::default()
-                    .media_type(MediaType::ImageConfig)
-                    .digest(digest(&config_blob.digest)?)
-                    .size(config_blob.size)
-                    .build()
-                    .map_err(oci)?,
-            )
-            .layers(vec![
-                DescriptorBuilder::default()
-                    .media_type(MediaType::ImageLayerGzip)
-                    .digest(digest(&layer.digest)?)
-                    .size(layer.size)
-                    .build()
-                    .map_err(oci)?,
-            ])
-            .annotations(settings.labels.clone())
-            .build()
-            .map_err(oci)?;
-        let manifest_bytes =
-            serde_json::to_vec(&manifest).map_err(|error| invalid(error.to_string()))?;
-        let mut manifest_labels = HashMap::new();
-        manifest_labels.insert(
-            "containerd.io/gc.ref.content.config".to_string(),
-            config_blob.digest.clone(),
-        );
-        manifest_labels.insert(
-            "containerd.io/gc.ref.content.l.0".to_string(),
-            layer.digest.clone(),
-        );
-        let manifest_blob = self
-            .write_small_blob(lease, manifest_bytes, manifest_labels)
-            .await?;
-        let image = Image {
-            name: name.to_string(),
-            manifest_descriptor: descriptor(
-                MANIFEST_OCI,
-                &manifest_blob.digest,
-                manifest_blob.size,
-            ),
-            manifest,
-            config: image_config,
-            chain_id: layer.diff_id.clone(),
-            labels: settings.labels.clone(),
-        };
-        self.unpack(lease, &image).await?;
-        self.put_image(
-            lease,
-            name,
-            image.manifest_descriptor.clone(),
-            settings.labels.clone(),
-        )
-        .await?;
-        Ok(image)
+        let layers = vec![gzip_layer(&layer.digest, layer.size)?];
+        self.store_image(lease, name, image_config, layers, settings.labels.clone())
+            .await
     }
 }
