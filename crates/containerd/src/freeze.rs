@@ -71,8 +71,11 @@ impl Workspace {
         let _ = engine.remove_snapshot(&view_key).await;
         let (layer, diff_id) = diffed?;
 
+        // Sorted, so the same build gives the same config bytes and digest.
         let comment = annotations
             .iter()
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into_iter()
             .map(|(key, value)| format!("{key}={value}"))
             .collect::<Vec<_>>()
             .join(" ");

@@ -137,6 +137,26 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
         .map_err(|error| invalid(image, format!("its {what} is not valid: {error}")))
 }
 
+/// `value` as JSON with every object's keys sorted: labels and annotations
+/// are hash maps, and the same image must always get the same bytes (and so
+/// the same digest).
+pub(crate) fn canonical_json<T: serde::Serialize>(value: &T) -> serde_json::Result<Vec<u8>> {
+    fn sort(value: serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(map) => {
+                let mut entries: Vec<_> = map.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sort(v))).collect())
+            }
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.into_iter().map(sort).collect())
+            }
+            other => other,
+        }
+    }
+    serde_json::to_vec(&sort(serde_json::to_value(value)?))
+}
+
 /// A gzip layer descriptor for a manifest.
 pub(crate) fn gzip_layer(digest: &str, size: u64) -> Result<oci_spec::image::Descriptor> {
     let parsed: oci_spec::image::Digest = digest
@@ -168,7 +188,7 @@ impl Engine {
         let chain_id = chain_ids(config.rootfs().diff_ids())
             .pop()
             .ok_or_else(|| invalid(name, "it has no layers"))?;
-        let config_bytes = serde_json::to_vec(&config).map_err(|e| fail(&e))?;
+        let config_bytes = canonical_json(&config).map_err(|e| fail(&e))?;
         let config_labels = HashMap::from([(snapshot_gc_label(), chain_id.clone())]);
         let config_blob = self
             .write_small_blob(lease, config_bytes, config_labels)
@@ -203,7 +223,7 @@ impl Engine {
             .annotations(annotations.clone())
             .build()
             .map_err(|e| fail(&e))?;
-        let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| fail(&e))?;
+        let manifest_bytes = canonical_json(&manifest).map_err(|e| fail(&e))?;
         let manifest_blob = self
             .write_small_blob(lease, manifest_bytes, manifest_labels)
             .await?;
@@ -331,5 +351,20 @@ impl Engine {
             parent = chain_id.clone();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_level() {
+        let value = serde_json::json!({"b": {"z": 1, "a": [{"y": 2, "x": 3}]}, "a": 0});
+        let bytes = canonical_json(&value).expect("serializes");
+        assert_eq!(
+            String::from_utf8_lossy(&bytes),
+            r#"{"a":0,"b":{"a":[{"x":3,"y":2}],"z":1}}"#
+        );
     }
 }

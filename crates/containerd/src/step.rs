@@ -447,6 +447,9 @@ impl Engine {
             snapshot_key,
             ..Default::default()
         };
+        // Marked before the call: if this future is dropped while the call is
+        // in flight, the cleanup must still look for what it may have made.
+        leftovers.container = true;
         self.containers()
             .create(self.leased(
                 CreateContainerRequest {
@@ -458,7 +461,6 @@ impl Engine {
             .map_err(|status| {
                 EngineError::rpc("container create", || format!("container {id}"), status)
             })?;
-        leftovers.container = true;
 
         // stdio: FIFOs are opened for reading before the task exists; reading
         // starts once containerd has opened the write ends (Tasks.Create).
@@ -487,6 +489,7 @@ impl Engine {
             Output::Discard => (String::new(), String::new(), None),
         };
 
+        leftovers.task = true;
         self.tasks()
             .create(self.leased(
                 CreateTaskRequest {
@@ -502,7 +505,6 @@ impl Engine {
             ))
             .await
             .map_err(|status| EngineError::rpc("task create", || format!("task {id}"), status))?;
-        leftovers.task = true;
 
         let pumps: Vec<_> = match sender {
             Some(sender) => readers

@@ -69,7 +69,11 @@ impl Daemon {
             .runtimes()
             .await
             .map_err(|e| engine_status(&e))?;
-        let version = self.engine.version().await.unwrap_or_default();
+        let version = self
+            .engine
+            .version()
+            .await
+            .unwrap_or_else(|error| format!("of unknown version ({error})"));
         Ok(proto::RuntimeList {
             runtimes: entries.iter().map(info).collect(),
             containerd: format!(

@@ -129,8 +129,18 @@ async fn a_dropped_step_is_cleaned_up_in_the_background() {
     let running = ns
         .engine
         .run_step(busybox(), &step, Output::Discard, &cancel);
-    // Give it long enough to have created its container and task, then drop it.
-    let _ = tokio::time::timeout(Duration::from_secs(2), running).await;
+    // Drop it only once its task exists, so there is something to clean up.
+    let engine = ns.engine.clone();
+    let task_exists = async move {
+        while engine.list_tasks().await.expect("tasks").is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        outcome = running => panic!("the step ended on its own: {outcome:?}"),
+        () = task_exists => {}
+    }
+    assert_ne!(ns.engine.inventory().await.expect("inventory"), before);
     let mut clean = false;
     for _ in 0..100 {
         if ns.engine.inventory().await.expect("inventory") == before {
