@@ -118,6 +118,7 @@ async fn main() -> anyhow::Result<()> {
             std::fs::File::open(&archive)?,
             &ImportOptions {
                 name: Some(IMAGE.into()),
+                ..Default::default()
             },
         )
         .await?;

@@ -143,13 +143,53 @@ fn read_archive<R: Read>(reader: R, pieces: &mpsc::Sender<Piece>) {
         }
         // oci-layout, manifest.json (docker), repositories, directories: not needed.
     }
+    // Read to the end so that a compressed stream's own check (gzip's CRC and
+    // length) runs before anything is named; what follows the tar is padding.
+    let mut rest = archive.into_inner().take(MAX_TRAILER + 1);
+    match std::io::copy(&mut rest, &mut std::io::sink()) {
+        Ok(n) if n > MAX_TRAILER => {
+            send(Piece::Failed("data follows the end of the tar".into()));
+        }
+        Ok(_) => {}
+        Err(error) => {
+            send(Piece::Failed(format!("the archive is damaged: {error}")));
+        }
+    }
 }
 
-/// How to name what an archive holds.
+/// How many bytes may follow the tar's end (block padding) before the
+/// archive is refused.
+const MAX_TRAILER: u64 = 1024 * 1024;
+
+/// What an archive holds, shown to [`ImportOptions::accept`] once every
+/// blob is stored and checked and before any image is named.
 #[derive(Clone, Debug, Default)]
+pub struct ImportPreview {
+    /// The images and the manifest (or index) digest each would get.
+    pub images: Vec<Imported>,
+    /// The annotations of the archive's `index.json`.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Decides whether an archive may be imported; `Err` refuses it with a reason.
+pub type AcceptFn = dyn Fn(&ImportPreview) -> std::result::Result<(), String> + Send + Sync;
+
+/// How to name what an archive holds.
+#[derive(Clone, Default)]
 pub struct ImportOptions {
     /// Store the (single) image under this name instead of the archive's.
     pub name: Option<String>,
+    /// Called before any image is named; refusing stores nothing.
+    pub accept: Option<std::sync::Arc<AcceptFn>>,
+}
+
+impl std::fmt::Debug for ImportOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportOptions")
+            .field("name", &self.name)
+            .field("accept", &self.accept.is_some())
+            .finish()
+    }
 }
 
 /// An image an import stored.
@@ -385,6 +425,25 @@ where
         to_name.push((name, top));
     }
 
+    if let Some(accept) = &options.accept {
+        let preview = ImportPreview {
+            images: to_name
+                .iter()
+                .map(|(name, target)| Imported {
+                    name: name.clone(),
+                    digest: target.digest.clone(),
+                })
+                .collect(),
+            annotations: index
+                .annotations()
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+        };
+        accept(&preview).map_err(refused)?;
+    }
+
     let mut imported = Vec::new();
     for (name, target) in to_name {
         let digest = target.digest.clone();
@@ -479,6 +538,17 @@ pub async fn export<W: AsyncWrite + Unpin>(
     names: &[String],
     writer: &mut W,
 ) -> Result<()> {
+    export_annotated(engine, names, &BTreeMap::new(), writer).await
+}
+
+/// [`export`] with `annotations` on the archive's `index.json` (what
+/// [`ImportPreview::annotations`] shows on import).
+pub async fn export_annotated<W: AsyncWrite + Unpin>(
+    engine: &Engine,
+    names: &[String],
+    annotations: &BTreeMap<String, String>,
+    writer: &mut W,
+) -> Result<()> {
     let io = |error| EngineError::io("writing the archive", error);
     write_entry_bytes(writer, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#).await?;
     let mut written: HashSet<String> = HashSet::new();
@@ -520,11 +590,14 @@ pub async fn export<W: AsyncWrite + Unpin>(
             "platform": { "architecture": image.config.architecture().to_string(), "os": image.config.os().to_string() },
         }));
     }
-    let index = serde_json::json!({
+    let mut index = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": crate::image::INDEX_OCI,
         "manifests": manifests,
     });
+    if !annotations.is_empty() {
+        index["annotations"] = serde_json::json!(annotations);
+    }
     let index_bytes = serde_json::to_vec(&index).map_err(|error| EngineError::Invalid {
         what: "index.json",
         reason: error.to_string(),

@@ -15,6 +15,7 @@ pub const MANIFEST_OCI: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const INDEX_OCI: &str = "application/vnd.oci.image.index.v1+json";
 pub const CONFIG_OCI: &str = "application/vnd.oci.image.config.v1+json";
 pub const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const MANIFEST_DOCKER: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const INDEX_DOCKER: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 

@@ -14,7 +14,8 @@ use tokio::io::AsyncReadExt;
 use crate::digest::Hasher;
 use crate::engine::{Engine, Lease};
 use crate::error::{EngineError, Result};
-use crate::image::{Image, gzip_layer, host_architecture};
+use crate::image::{Image, LAYER_TAR, descriptor, gzip_layer, host_architecture};
+use crate::step::Workspace;
 
 /// What goes into the image config besides the layer.
 #[derive(Clone, Debug, Default)]
@@ -90,6 +91,32 @@ fn compress(tar: &Path, scratch: &Path) -> std::io::Result<Compressed> {
 }
 
 impl Engine {
+    /// Streams `file` (already hashed to `digest`) into the content store.
+    async fn write_file_content(
+        &self,
+        lease: &Lease,
+        file: std::fs::File,
+        digest: &str,
+        size: u64,
+    ) -> Result<()> {
+        let file = tokio::fs::File::from_std(file);
+        let chunks = futures_util::stream::unfold(file, |mut file| async move {
+            let mut buffer = vec![0u8; 1024 * 1024];
+            match file.read(&mut buffer).await {
+                Ok(0) => None,
+                Ok(read) => {
+                    buffer.truncate(read);
+                    Some((Ok(buffer), file))
+                }
+                Err(error) => Some((Err(EngineError::io("reading a layer file", error)), file)),
+            }
+        });
+        let mut chunks = Box::pin(chunks);
+        self.write_content(lease, digest, size, &mut chunks, HashMap::new())
+            .await?;
+        Ok(())
+    }
+
     /// Makes image `name` from the root filesystem in the tar at `tar`.
     pub async fn import_rootfs(
         &self,
@@ -126,35 +153,12 @@ impl Engine {
         name: &str,
         settings: &ImageSettings,
     ) -> Result<Image> {
-        let file = tokio::fs::File::from_std(
-            layer
-                .file
-                .reopen()
-                .map_err(|error| EngineError::io("reopening the compressed layer", error))?,
-        );
-        let chunks = futures_util::stream::unfold(file, |mut file| async move {
-            let mut buffer = vec![0u8; 1024 * 1024];
-            match file.read(&mut buffer).await {
-                Ok(0) => None,
-                Ok(read) => {
-                    buffer.truncate(read);
-                    Some((Ok(buffer), file))
-                }
-                Err(error) => Some((
-                    Err(EngineError::io("reading the compressed layer", error)),
-                    file,
-                )),
-            }
-        });
-        let mut chunks = Box::pin(chunks);
-        self.write_content(
-            lease,
-            &layer.digest,
-            layer.size,
-            &mut chunks,
-            HashMap::new(),
-        )
-        .await?;
+        let file = layer
+            .file
+            .reopen()
+            .map_err(|error| EngineError::io("reopening the compressed layer", error))?;
+        self.write_file_content(lease, file, &layer.digest, layer.size)
+            .await?;
 
         let oci = |error: oci_spec::OciSpecError| invalid(error.to_string());
         let mut config = ConfigBuilder::default()
@@ -183,5 +187,44 @@ impl Engine {
         let layers = vec![gzip_layer(&layer.digest, layer.size)?];
         self.store_image(lease, name, image_config, layers, settings.labels.clone())
             .await
+    }
+}
+
+fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut input = std::fs::File::open(path)?;
+    let mut hasher = Hasher::default();
+    let mut size = 0u64;
+    let mut buffer = vec![0u8; 1024 * 1024];
+    loop {
+        let read = input.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+        size += read as u64;
+    }
+    Ok((hasher.finish(), size))
+}
+
+impl Workspace {
+    /// Unpacks the (uncompressed) tar at `tar` onto the workspace, as a layer
+    /// would be: owners, modes and times as the tar says. The blob lives
+    /// under the workspace's lease and goes with it.
+    pub async fn apply_tar(&self, tar: &Path) -> Result<()> {
+        let source = tar.to_path_buf();
+        let (digest, size) = tokio::task::spawn_blocking(move || hash_file(&source))
+            .await
+            .map_err(|error| invalid(error.to_string()))?
+            .map_err(|error| EngineError::io(format!("reading {}", tar.display()), error))?;
+        let file = std::fs::File::open(tar)
+            .map_err(|error| EngineError::io(format!("reading {}", tar.display()), error))?;
+        self.engine
+            .write_file_content(&self.lease, file, &digest, size)
+            .await?;
+        let mounts = self.engine.snapshot_mounts(&self.key).await?;
+        self.engine
+            .apply(&self.lease, descriptor(LAYER_TAR, &digest, size), mounts)
+            .await?;
+        Ok(())
     }
 }

@@ -391,6 +391,7 @@ impl Engine {
             reader,
             &ImportOptions {
                 name: Some(name.clone()),
+                ..Default::default()
             },
         )
         .await?;

@@ -7,17 +7,21 @@
 //!   quarantine directory first, so a pushed commit can be checked before any
 //!   ref points at it. It is the config crate's [`launchway_config::RepoSource`]
 //!   for commits.
-//! - [`plan`] computes each app's build key at a commit.
+//! - [`plan`] reads each app's tree at a commit; [`build_key`] is what decides
+//!   whether its image can be reused.
+//! - [`write_tree_tar`] writes an app's tree as the tar the build unpacks.
 //! - [`RefUpdate`] is one line of what `pre-receive`/`post-receive` hooks read.
 
 mod command;
+mod export;
 mod objects;
 mod plan;
 mod refs;
 
 pub use command::{Git, GitService, PushLimits};
+pub use export::{TarOptions, TarStats, write_tree_tar};
 pub use objects::{CommitTree, Objects, count_new_commits};
-pub use plan::{AppPlan, BUILD_KEY_VERSION, Plan, build_key, plan, runtime_type};
+pub use plan::{AppPlan, BUILD_KEY_VERSION, Plan, build_config, build_key, plan, runtime_type};
 pub use refs::{RefUpdate, ZERO_ID};
 
 /// What reading or running git can fail with.

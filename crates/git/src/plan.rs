@@ -9,8 +9,9 @@
 //! Same key, same image: a push that only changes runtime config redeploys
 //! without rebuilding, across environments too.
 //!
-//! The runtime type stands in for the runtime image digest until runtime
-//! images exist; bumping [`BUILD_KEY_VERSION`] invalidates every key.
+//! The runtime enters the key as the digest of its image, so rebuilding a
+//! runtime image rebuilds the apps on it; bumping [`BUILD_KEY_VERSION`]
+//! invalidates every key.
 
 use std::collections::BTreeMap;
 
@@ -21,7 +22,7 @@ use sha2::{Digest as _, Sha256};
 use crate::{CommitTree, GitError};
 
 /// The version mixed into every build key.
-pub const BUILD_KEY_VERSION: u32 = 1;
+pub const BUILD_KEY_VERSION: u32 = 2;
 
 /// The top-level app keys that do not affect the build.
 const RUNTIME_ONLY_KEYS: &[&str] = &["web", "crons", "workers", "relationships", "timezone"];
@@ -31,7 +32,7 @@ const RUNTIME_ONLY_HOOKS: &[&str] = &["deploy", "post_deploy"];
 const RUNTIME_ONLY_KEPT: &[&str] = &["access", "firewall", "size", "resources"];
 
 /// One app's plan at a commit.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct AppPlan {
     /// The app's name.
     pub name: String,
@@ -41,12 +42,24 @@ pub struct AppPlan {
     pub source_root: String,
     /// The git tree id of `source.root`.
     pub tree_id: String,
-    /// The build key.
-    pub build_key: String,
+    /// The app's normalized config.
+    #[serde(skip)]
+    pub app: App,
+}
+
+impl AppPlan {
+    /// The build key, once the runtime image is known.
+    pub fn build_key(
+        &self,
+        build_variables: &BTreeMap<String, String>,
+        runtime_digest: &str,
+    ) -> String {
+        build_key(&self.app, &self.tree_id, build_variables, runtime_digest)
+    }
 }
 
 /// The plan of every app at one commit.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Plan {
     /// The commit.
     pub commit: String,
@@ -66,8 +79,9 @@ pub fn runtime_type(runtime: &Runtime) -> String {
     }
 }
 
-/// The build key of `app` whose `source.root` has the tree `tree_id`.
-pub fn build_key(app: &App, tree_id: &str, build_variables: &BTreeMap<String, String>) -> String {
+/// The app's config as the build sees it: without what only matters at run
+/// time. It is part of the build key and of `PLATFORM_APPLICATION`.
+pub fn build_config(app: &App) -> serde_json::Value {
     let mut config = serde_json::to_value(app).unwrap_or_default();
     if let Some(object) = config.as_object_mut() {
         for key in RUNTIME_ONLY_KEYS {
@@ -84,22 +98,30 @@ pub fn build_key(app: &App, tree_id: &str, build_variables: &BTreeMap<String, St
             }
         }
     }
+    config
+}
+
+/// The build key of `app` whose `source.root` has the tree `tree_id`, built
+/// on the runtime image `runtime_digest` with `build_variables` visible.
+pub fn build_key(
+    app: &App,
+    tree_id: &str,
+    build_variables: &BTreeMap<String, String>,
+    runtime_digest: &str,
+) -> String {
     let document = serde_json::json!({
         "version": BUILD_KEY_VERSION,
         "tree": tree_id,
-        "runtime": runtime_type(&app.runtime),
+        "runtime": runtime_digest,
         "variables": build_variables,
-        "config": config,
+        "config": build_config(app),
     });
     let digest = Sha256::digest(document.to_string().as_bytes());
     hex::encode(digest)
 }
 
 /// Reads and validates the config at `tree`'s commit and plans every app.
-pub fn plan(
-    tree: &CommitTree,
-    build_variables: &BTreeMap<String, String>,
-) -> Result<Plan, GitError> {
+pub fn plan(tree: &CommitTree) -> Result<Plan, GitError> {
     let loaded = launchway_config::load(tree);
     let Some(config) = loaded.config else {
         return Err(GitError::InvalidConfig {
@@ -122,8 +144,8 @@ pub fn plan(
             name: app.name.clone(),
             runtime: runtime_type(&app.runtime),
             source_root: app.source_root.clone(),
-            build_key: build_key(app, &tree_id, build_variables),
             tree_id,
+            app: app.clone(),
         });
     }
     Ok(Plan {

@@ -65,6 +65,7 @@ impl Ns {
             file,
             &ImportOptions {
                 name: Some(BUSYBOX.into()),
+                ..Default::default()
             },
         )
         .await

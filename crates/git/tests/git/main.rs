@@ -33,6 +33,16 @@ fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
+/// A stand-in runtime image digest per runtime type (what the daemon gets
+/// from containerd).
+fn runtime_digest(runtime: &str) -> String {
+    use sha2::Digest as _;
+    format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(runtime.as_bytes()))
+    )
+}
+
 struct Repo {
     _dir: tempfile::TempDir,
     work: PathBuf,
@@ -69,11 +79,14 @@ impl Repo {
     /// Each app's build key at `commit`.
     fn keys(&self, commit: &str) -> BTreeMap<String, String> {
         let tree = CommitTree::open(Objects::open(&self.git_dir(), None).unwrap(), commit).unwrap();
-        plan(&tree, &BTreeMap::new())
+        plan(&tree)
             .unwrap()
             .apps
             .into_iter()
-            .map(|app| (app.name, app.build_key))
+            .map(|app| {
+                let key = app.build_key(&BTreeMap::new(), &runtime_digest(&app.runtime));
+                (app.name, key)
+            })
             .collect()
     }
 }
@@ -229,11 +242,11 @@ fn the_flavor_changes_the_build_key() {
 fn plan_reports_each_apps_tree() {
     let (repo, base) = base_repo();
     let tree = CommitTree::open(Objects::open(&repo.git_dir(), None).unwrap(), &base).unwrap();
-    let plan = plan(&tree, &BTreeMap::new()).unwrap();
+    let plan = plan(&tree).unwrap();
     let web = plan.apps.iter().find(|a| a.name == "web").unwrap();
     assert_eq!(web.tree_id, git(&repo.work, &["rev-parse", "HEAD:web"]));
     assert_eq!(web.runtime, "python:3.11");
-    assert_eq!(web.build_key.len(), 64);
+    assert_eq!(web.build_key(&BTreeMap::new(), "sha256:x").len(), 64);
 }
 
 #[test]
@@ -245,7 +258,7 @@ fn invalid_config_is_reported_with_locations() {
     );
     let commit = repo.commit("bad");
     let tree = CommitTree::open(Objects::open(&repo.git_dir(), None).unwrap(), &commit).unwrap();
-    match plan(&tree, &BTreeMap::new()) {
+    match plan(&tree) {
         Err(GitError::InvalidConfig { diagnostics, .. }) => {
             assert!(
                 diagnostics.contains(".upsun/config.yaml:4:5: error:"),
@@ -277,14 +290,14 @@ fn quarantined_objects_are_read_before_the_repository() {
     let quarantine = quarantine_repo.join(".git/objects");
     let layered = Objects::open(&repo.git_dir(), Some(&quarantine)).unwrap();
     let tree = CommitTree::open(layered, &new).unwrap();
-    let planned = plan(&tree, &BTreeMap::new()).unwrap();
+    let planned = plan(&tree).unwrap();
     assert_ne!(
         planned
             .apps
             .iter()
             .find(|a| a.name == "web")
-            .unwrap()
-            .build_key,
+            .map(|a| a.build_key(&BTreeMap::new(), &runtime_digest(&a.runtime)))
+            .unwrap(),
         repo.keys(&base)["web"]
     );
     assert_eq!(
@@ -323,4 +336,83 @@ fn symlinks_and_oversized_files_are_not_read() {
             .unwrap(),
         None
     );
+}
+
+#[test]
+fn a_new_runtime_image_changes_every_key() {
+    let (repo, base) = base_repo();
+    let tree = CommitTree::open(Objects::open(&repo.git_dir(), None).unwrap(), &base).unwrap();
+    let planned = plan(&tree).unwrap();
+    let web = planned.apps.iter().find(|a| a.name == "web").unwrap();
+    let vars = BTreeMap::new();
+    assert_eq!(
+        web.build_key(&vars, "sha256:one"),
+        web.build_key(&vars, "sha256:one")
+    );
+    assert_ne!(
+        web.build_key(&vars, "sha256:one"),
+        web.build_key(&vars, "sha256:two")
+    );
+    let mut visible = BTreeMap::new();
+    visible.insert("PLATFORM_PROJECT".to_owned(), "shop".to_owned());
+    assert_ne!(
+        web.build_key(&vars, "sha256:one"),
+        web.build_key(&visible, "sha256:one")
+    );
+}
+
+#[test]
+fn a_tree_exports_as_a_tar_with_modes_links_and_owner() {
+    let (repo, _) = base_repo();
+    repo.write("web/bin/run", "#!/bin/sh\n");
+    std::fs::set_permissions(
+        repo.work.join("web/bin/run"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("app.py", repo.work.join("web/link.py")).unwrap();
+    let commit = repo.commit("more");
+    let tree = CommitTree::open(Objects::open(&repo.git_dir(), None).unwrap(), &commit).unwrap();
+    let web_tree = tree
+        .tree_id(&launchway_config::RepoPath::parse("web").unwrap())
+        .unwrap()
+        .unwrap();
+    let options = launchway_git::TarOptions {
+        prefix: "app".into(),
+        uid: 10000,
+        gid: 10000,
+        mtime: 1_700_000_000,
+        max_bytes: 1 << 20,
+    };
+    let objects = Objects::open(&repo.git_dir(), None).unwrap();
+    let mut bytes = Vec::new();
+    let stats = launchway_git::write_tree_tar(&objects, &web_tree, &mut bytes, &options).unwrap();
+    assert_eq!((stats.files, stats.submodules), (3, 0));
+    let mut again = Vec::new();
+    launchway_git::write_tree_tar(&objects, &web_tree, &mut again, &options).unwrap();
+    assert_eq!(bytes, again, "the same tree must give the same bytes");
+
+    let mut seen = BTreeMap::new();
+    for entry in tar::Archive::new(bytes.as_slice()).entries().unwrap() {
+        let entry = entry.unwrap();
+        let header = entry.header();
+        assert_eq!(
+            (header.uid().unwrap(), header.gid().unwrap()),
+            (10000, 10000)
+        );
+        let path = entry.path().unwrap().display().to_string();
+        let link = entry.link_name().unwrap().map(|l| l.display().to_string());
+        seen.insert(path, (header.mode().unwrap(), link));
+    }
+    assert_eq!(seen["app/"].0, 0o755);
+    assert_eq!(seen["app/app.py"], (0o644, None));
+    assert_eq!(seen["app/bin/run"], (0o755, None));
+    assert_eq!(seen["app/link.py"].1.as_deref(), Some("app.py"));
+
+    let small = launchway_git::TarOptions {
+        max_bytes: 4,
+        ..options
+    };
+    let refused = launchway_git::write_tree_tar(&objects, &web_tree, std::io::sink(), &small);
+    assert!(refused.unwrap_err().to_string().contains("exceed"));
 }

@@ -1,0 +1,695 @@
+//! Building one app: runtime image → cached dependencies step → cached
+//! flavor step → the app's tree unpacked into `/app` → the build hook with no
+//! network → freeze under the build key. Every step runs in containerd.
+//!
+//! Images this makes:
+//! - `launchway/build/<build key>`: an app's frozen build (reused by key);
+//! - `launchway/step/<step key>`: the output of a dependencies or flavor
+//!   step, the base the next step starts from.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use launchway_config::{RepoPath, RepoSource as _};
+use launchway_containerd::{
+    Bind, Engine, EngineError, Image, Limits, Network, Output, OutputLine, OutputStream, Rootfs,
+    StepSpec, WEB_UID, Workspace, runtimes,
+};
+use launchway_git::{AppPlan, CommitTree, Objects, TarOptions, write_tree_tar};
+use tokio::sync::{
+    OwnedRwLockReadGuard, OwnedRwLockWriteGuard, OwnedSemaphorePermit, RwLock, Semaphore, mpsc,
+};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::BuildError;
+use crate::env::{BuildContext, CACHE_DIR, build_env, key_variables};
+use crate::settings::{BuildSettings, DependencyNetwork};
+use crate::steps::{dependency_commands, env_bytes, flavor_step, step_key};
+
+/// Names of app builds: `launchway/build/<key>`.
+pub const BUILD_IMAGE_PREFIX: &str = "launchway/build/";
+/// Names of cached step outputs: `launchway/step/<key>`.
+pub const STEP_IMAGE_PREFIX: &str = "launchway/step/";
+/// Annotation: the build that made an image.
+pub const BUILD_ID_ANNOTATION: &str = "org.launchway.build.id";
+/// Annotation: the app an image is a build of.
+pub const APP_ANNOTATION: &str = "org.launchway.build.app";
+/// Annotation: the tree an image was built from.
+pub const TREE_ANNOTATION: &str = "org.launchway.build.tree";
+/// Annotation: the build key.
+pub const KEY_ANNOTATION: &str = "org.launchway.build.key";
+/// Annotation: the step cache images an app build started from (space-separated names).
+pub const STEPS_ANNOTATION: &str = "org.launchway.build.steps";
+/// The modification time of every file of the app's tree (the runtime
+/// images' `SOURCE_DATE_EPOCH`), so the same tree unpacks to the same bytes.
+pub const SOURCE_MTIME: u64 = 1_700_000_000;
+
+/// The image of the build under `key`.
+pub fn build_image_name(key: &str) -> String {
+    format!("{BUILD_IMAGE_PREFIX}{key}")
+}
+
+/// Where a build's log lines go (without their newline).
+pub type LogSender = mpsc::Sender<String>;
+
+async fn say(log: &LogSender, line: impl Into<String>) {
+    let _ = log.send(line.into()).await;
+}
+
+/// An app with its runtime image resolved and its build key known.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    /// The runtime image.
+    pub runtime: Image,
+    /// The build key.
+    pub key: String,
+}
+
+/// One app to build.
+#[derive(Clone, Copy, Debug)]
+pub struct AppJob<'a> {
+    /// The project.
+    pub project: &'a str,
+    /// The app at the commit.
+    pub plan: &'a AppPlan,
+    /// The bare repository.
+    pub repo: &'a Path,
+    /// The commit.
+    pub commit: &'a str,
+    /// The build this app is part of.
+    pub build_id: &'a str,
+}
+
+/// A finished app build.
+#[derive(Clone, Debug)]
+pub struct Built {
+    /// The frozen image.
+    pub image: Image,
+    /// The step cache images it started from.
+    pub steps: Vec<String>,
+}
+
+/// Runs builds: the queue, the caches, the steps.
+#[derive(Debug)]
+pub struct Builder {
+    engine: Engine,
+    settings: BuildSettings,
+    runtime_options: runtimes::BuildOptions,
+    cache_root: PathBuf,
+    scratch: PathBuf,
+    queue: Arc<Semaphore>,
+    project_locks: Mutex<HashMap<String, Arc<RwLock<()>>>>,
+}
+
+/// Holds a build slot and the project's cache directories for a build.
+#[derive(Debug)]
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _cache: OwnedRwLockReadGuard<()>,
+    deadline: Instant,
+}
+
+impl Slot {
+    /// When the build must be done.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
+
+impl Builder {
+    /// A builder on `engine`, with build caches under `cache_root` and
+    /// scratch files under `scratch`.
+    pub fn new(
+        engine: Engine,
+        settings: BuildSettings,
+        runtime_options: runtimes::BuildOptions,
+        cache_root: PathBuf,
+        scratch: PathBuf,
+    ) -> Builder {
+        let slots = settings.concurrency.max(1);
+        Builder {
+            engine,
+            settings,
+            runtime_options,
+            cache_root,
+            scratch,
+            queue: Arc::new(Semaphore::new(slots)),
+            project_locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &BuildSettings {
+        &self.settings
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn project_lock(&self, project: &str) -> Arc<RwLock<()>> {
+        let mut locks = match self.project_locks.lock() {
+            Ok(locks) => locks,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        locks.entry(project.to_owned()).or_default().clone()
+    }
+
+    /// Waits for a build slot (saying so when it has to wait), or for `cancel`.
+    pub async fn slot(
+        &self,
+        project: &str,
+        log: &LogSender,
+        cancel: &CancellationToken,
+    ) -> Result<Slot, BuildError> {
+        let permit = match self.queue.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                say(
+                    log,
+                    "    Waiting for a build slot (other builds are running)",
+                )
+                .await;
+                tokio::select! {
+                    permit = self.queue.clone().acquire_owned() => permit.map_err(|_| BuildError::Cancelled)?,
+                    () = cancel.cancelled() => return Err(BuildError::Cancelled),
+                }
+            }
+        };
+        let cache = tokio::select! {
+            guard = self.project_lock(project).read_owned() => guard,
+            () = cancel.cancelled() => return Err(BuildError::Cancelled),
+        };
+        Ok(Slot {
+            _permit: permit,
+            _cache: cache,
+            deadline: Instant::now() + self.settings.timeout(),
+        })
+    }
+
+    /// The runtime image of `plan` (built on first use) and its build key.
+    pub async fn resolve(
+        &self,
+        project: &str,
+        plan: &AppPlan,
+        log: &LogSender,
+    ) -> Result<Resolved, BuildError> {
+        let (progress, mut lines) = mpsc::channel::<String>(64);
+        let forward = {
+            let log = log.clone();
+            tokio::spawn(async move {
+                while let Some(line) = lines.recv().await {
+                    say(&log, format!("      {line}")).await;
+                }
+            })
+        };
+        let runtime = self
+            .engine
+            .ensure_runtime(&plan.runtime, &progress, &self.runtime_options)
+            .await;
+        drop(progress);
+        let _ = forward.await;
+        let runtime = runtime?;
+        let context = BuildContext {
+            project,
+            app: &plan.app,
+            tree_id: &plan.tree_id,
+        };
+        let key = plan.build_key(&key_variables(&context), runtime.digest());
+        Ok(Resolved { runtime, key })
+    }
+
+    /// The frozen image under `key`, if there is one.
+    pub async fn existing(&self, key: &str) -> Result<Option<Image>, BuildError> {
+        match self.engine.image(&build_image_name(key)).await {
+            Ok(image) => Ok(Some(image)),
+            Err(error) if error.is_not_found() => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The host directory behind `$PLATFORM_CACHE_DIR` for `app` of `project`.
+    pub fn cache_dir(&self, project: &str, app: &str) -> PathBuf {
+        self.cache_root.join(project).join(app)
+    }
+
+    /// Empties the build cache of `project` (one app, or all), once no build
+    /// of the project is using it. Returns the apps whose cache was removed.
+    pub async fn clear_cache(
+        &self,
+        project: &str,
+        app: Option<&str>,
+    ) -> Result<Vec<String>, BuildError> {
+        let _exclusive: OwnedRwLockWriteGuard<()> = self.project_lock(project).write_owned().await;
+        let root = self.cache_root.join(project);
+        let mut cleared = Vec::new();
+        let entries = match std::fs::read_dir(&root) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(cleared),
+            Err(error) => return Err(BuildError::io(&root, error)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|error| BuildError::io(&root, error))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if app.is_some_and(|app| app != name) {
+                continue;
+            }
+            let path = entry.path();
+            tokio::task::spawn_blocking({
+                let path = path.clone();
+                move || std::fs::remove_dir_all(&path)
+            })
+            .await
+            .map_err(|error| BuildError::io(&path, std::io::Error::other(error.to_string())))?
+            .map_err(|error| BuildError::io(&path, error))?;
+            cleared.push(name);
+        }
+        cleared.sort();
+        Ok(cleared)
+    }
+
+    /// Removes the build caches of a deleted project.
+    pub async fn remove_project_caches(&self, project: &str) -> Result<(), BuildError> {
+        self.clear_cache(project, None).await?;
+        let root = self.cache_root.join(project);
+        match std::fs::remove_dir(&root) {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(BuildError::io(&root, error)),
+        }
+    }
+
+    fn prepare_cache_dir(&self, project: &str, app: &str) -> Result<PathBuf, BuildError> {
+        let dir = self.cache_dir(project, app);
+        std::fs::create_dir_all(&dir).map_err(|error| BuildError::io(&dir, error))?;
+        let web = nix::unistd::Uid::from_raw(WEB_UID);
+        let web_group = nix::unistd::Gid::from_raw(WEB_UID);
+        if let Err(error) = nix::unistd::chown(&dir, Some(web), Some(web_group)) {
+            tracing::warn!(%error, dir = %dir.display(), "cannot hand the build cache to uid 10000");
+        }
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(|error| BuildError::io(&dir, error))?;
+        Ok(dir)
+    }
+
+    /// Builds one app into `launchway/build/<key>`.
+    pub async fn build(
+        &self,
+        job: AppJob<'_>,
+        resolved: &Resolved,
+        slot: &Slot,
+        log: &LogSender,
+        cancel: &CancellationToken,
+    ) -> Result<Built, BuildError> {
+        let plan = job.plan;
+        let context = BuildContext {
+            project: job.project,
+            app: &plan.app,
+            tree_id: &plan.tree_id,
+        };
+        let image_path = path_of(&resolved.runtime);
+        let env = build_env(&context, image_path.as_deref());
+        let mut base = runtimes::image_name(&plan.runtime);
+        let mut base_digest = resolved.runtime.digest().to_owned();
+        let mut steps = Vec::new();
+
+        // Dependencies, with network, cached by what they install.
+        let commands = dependency_commands(&plan.app.dependencies).map_err(BuildError::Config)?;
+        if !commands.is_empty() {
+            let mut parts: Vec<Vec<u8>> = vec![base_digest.clone().into_bytes(), env_bytes(&env)];
+            for command in &commands {
+                parts.push(command.args.join("\0").into_bytes());
+            }
+            let key = step_key(
+                "dependencies",
+                &parts.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+            );
+            let name = format!("{STEP_IMAGE_PREFIX}{key}");
+            let image = match self.step_image(&name).await? {
+                Some(image) => {
+                    say(
+                        log,
+                        "      Installing build dependencies... (reused: unchanged)",
+                    )
+                    .await;
+                    image
+                }
+                None => {
+                    say(log, "      Installing build dependencies...").await;
+                    let workspace = self.engine.workspace(&base).await?;
+                    for command in &commands {
+                        self.run(
+                            &workspace,
+                            &format!("installing {} dependencies", command.manager),
+                            command.args.clone(),
+                            &env,
+                            self.dependency_network(),
+                            Vec::new(),
+                            slot,
+                            log,
+                            cancel,
+                        )
+                        .await?;
+                    }
+                    freeze_step(workspace, &name, "dependencies").await?
+                }
+            };
+            base = name.clone();
+            base_digest = image.digest().to_owned();
+            steps.push(name);
+        }
+
+        // The flavor, with network, cached by the files it reads.
+        if let Some(flavor) = flavor_step(&plan.app.flavor) {
+            let inputs =
+                read_inputs(job.repo, job.commit, &plan.source_root, flavor.inputs).await?;
+            if inputs.iter().any(|(name, _)| *name == flavor.trigger) {
+                let mut parts: Vec<Vec<u8>> = vec![
+                    base_digest.clone().into_bytes(),
+                    env_bytes(&env),
+                    flavor.script.as_bytes().to_vec(),
+                ];
+                for (name, content) in &inputs {
+                    parts.push(name.as_bytes().to_vec());
+                    parts.push(content.clone());
+                }
+                let key = step_key(
+                    "flavor",
+                    &parts.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+                );
+                let name = format!("{STEP_IMAGE_PREFIX}{key}");
+                let image = match self.step_image(&name).await? {
+                    Some(image) => {
+                        say(
+                            log,
+                            format!(
+                                "      Running the {} flavor... (reused: {} unchanged)",
+                                flavor.name, flavor.trigger
+                            ),
+                        )
+                        .await;
+                        image
+                    }
+                    None => {
+                        say(log, format!("      Running the {} flavor...", flavor.name)).await;
+                        let workspace = self.engine.workspace(&base).await?;
+                        let tar = self.files_tar(&inputs).await?;
+                        workspace.apply_tar(tar.path()).await?;
+                        drop(tar);
+                        self.run(
+                            &workspace,
+                            &format!("the {} flavor", flavor.name),
+                            vec![
+                                "/bin/sh".into(),
+                                "-e".into(),
+                                "-c".into(),
+                                flavor.script.into(),
+                            ],
+                            &env,
+                            self.dependency_network(),
+                            Vec::new(),
+                            slot,
+                            log,
+                            cancel,
+                        )
+                        .await?;
+                        freeze_step(workspace, &name, "flavor").await?
+                    }
+                };
+                base = name.clone();
+                steps.push(name);
+                let _ = image;
+            }
+        }
+
+        // The app's tree, then the hook with no network.
+        let workspace = self.engine.workspace(&base).await?;
+        let tar = self.source_tar(job.repo, &plan.tree_id).await?;
+        workspace.apply_tar(tar.path()).await?;
+        drop(tar);
+        if let Some(hook) = plan
+            .app
+            .hooks
+            .build
+            .as_deref()
+            .filter(|h| !h.trim().is_empty())
+        {
+            say(log, "      Executing build hook...").await;
+            let cache = self.prepare_cache_dir(job.project, &plan.name)?;
+            self.run(
+                &workspace,
+                "the build hook",
+                vec!["/bin/sh".into(), "-e".into(), "-c".into(), hook.to_owned()],
+                &env,
+                Network::None,
+                vec![Bind {
+                    source: cache,
+                    target: CACHE_DIR.into(),
+                    writable: true,
+                }],
+                slot,
+                log,
+                cancel,
+            )
+            .await?;
+        }
+        if cancel.is_cancelled() {
+            return Err(BuildError::Cancelled);
+        }
+        say(log, "      Freezing the application...").await;
+        let mut annotations = HashMap::new();
+        annotations.insert(BUILD_ID_ANNOTATION.to_owned(), job.build_id.to_owned());
+        annotations.insert(APP_ANNOTATION.to_owned(), plan.name.clone());
+        annotations.insert(TREE_ANNOTATION.to_owned(), plan.tree_id.clone());
+        annotations.insert(KEY_ANNOTATION.to_owned(), resolved.key.clone());
+        if !steps.is_empty() {
+            annotations.insert(STEPS_ANNOTATION.to_owned(), steps.join(" "));
+        }
+        let image = workspace
+            .freeze(&build_image_name(&resolved.key), annotations)
+            .await?;
+        Ok(Built { image, steps })
+    }
+
+    fn dependency_network(&self) -> Network {
+        match self.settings.dependency_network {
+            DependencyNetwork::Host => Network::Host,
+            DependencyNetwork::None => Network::None,
+        }
+    }
+
+    async fn step_image(&self, name: &str) -> Result<Option<Image>, BuildError> {
+        match self.engine.image(name).await {
+            Ok(image) => Ok(Some(image)),
+            Err(error) if error.is_not_found() => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        &self,
+        workspace: &Workspace,
+        what: &str,
+        args: Vec<String>,
+        env: &[(String, String)],
+        network: Network,
+        binds: Vec<Bind>,
+        slot: &Slot,
+        log: &LogSender,
+        cancel: &CancellationToken,
+    ) -> Result<(), BuildError> {
+        let remaining = slot.deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(BuildError::TimedOut {
+                limit_secs: self.settings.timeout_secs,
+            });
+        }
+        let mut spec = StepSpec::new(args);
+        spec.env = env.to_vec();
+        spec.cwd = crate::env::APP_DIR.into();
+        spec.network = network;
+        spec.binds = binds;
+        spec.tmp_size_bytes = self.settings.tmp_mib.max(16) * 1024 * 1024;
+        spec.timeout = Some(remaining);
+        spec.hostname = "build".into();
+        spec.limits = Limits {
+            memory_bytes: (self.settings.memory_mib > 0)
+                .then(|| self.settings.memory_mib * 1024 * 1024),
+            cpu_shares: (self.settings.cpu_shares > 0).then_some(self.settings.cpu_shares),
+            pids: (self.settings.pids > 0).then_some(self.settings.pids),
+        };
+        let (lines, mut received) = mpsc::channel::<OutputLine>(256);
+        let forward = {
+            let log = log.clone();
+            tokio::spawn(async move {
+                while let Some(line) = received.recv().await {
+                    let text = match line.stream {
+                        OutputStream::Stdout => format!("        {}", line.line),
+                        OutputStream::Stderr => format!("        W: {}", line.line),
+                    };
+                    say(&log, text).await;
+                }
+            })
+        };
+        let outcome = self
+            .engine
+            .run_step(
+                Rootfs::Workspace(workspace),
+                &spec,
+                Output::Lines(lines),
+                cancel,
+            )
+            .await;
+        let _ = forward.await;
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(EngineError::Cancelled) => return Err(BuildError::Cancelled),
+            Err(error) => return Err(error.into()),
+        };
+        if outcome.timed_out {
+            return Err(BuildError::TimedOut {
+                limit_secs: self.settings.timeout_secs,
+            });
+        }
+        if !outcome.success() {
+            return Err(BuildError::StepFailed {
+                step: what.to_owned(),
+                how: outcome.describe(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn source_tar(
+        &self,
+        repo: &Path,
+        tree_id: &str,
+    ) -> Result<tempfile::NamedTempFile, BuildError> {
+        let scratch = self.scratch.clone();
+        let repo = repo.to_path_buf();
+        let tree_id = tree_id.to_owned();
+        let max_bytes = self.settings.max_source_mib.saturating_mul(1024 * 1024);
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&scratch).map_err(|error| BuildError::io(&scratch, error))?;
+            let file = tempfile::NamedTempFile::new_in(&scratch)
+                .map_err(|error| BuildError::io(&scratch, error))?;
+            let writer = std::io::BufWriter::new(
+                file.reopen()
+                    .map_err(|error| BuildError::io(file.path(), error))?,
+            );
+            let objects = Objects::open(&repo, None)?;
+            let options = TarOptions {
+                prefix: "app".into(),
+                uid: u64::from(WEB_UID),
+                gid: u64::from(WEB_UID),
+                mtime: SOURCE_MTIME,
+                max_bytes,
+            };
+            write_tree_tar(&objects, &tree_id, writer, &options)?;
+            Ok(file)
+        })
+        .await
+        .map_err(|error| BuildError::io(&self.scratch, std::io::Error::other(error.to_string())))?
+    }
+
+    async fn files_tar(
+        &self,
+        files: &[(&'static str, Vec<u8>)],
+    ) -> Result<tempfile::NamedTempFile, BuildError> {
+        let scratch = self.scratch.clone();
+        let files = files.to_vec();
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&scratch).map_err(|error| BuildError::io(&scratch, error))?;
+            let file = tempfile::NamedTempFile::new_in(&scratch)
+                .map_err(|error| BuildError::io(&scratch, error))?;
+            let writer = std::io::BufWriter::new(
+                file.reopen()
+                    .map_err(|error| BuildError::io(file.path(), error))?,
+            );
+            let mut builder = tar::Builder::new(writer);
+            let header = |kind: tar::EntryType, mode: u32, size: u64| {
+                let mut header = tar::Header::new_ustar();
+                header.set_entry_type(kind);
+                header.set_mode(mode);
+                header.set_size(size);
+                header.set_uid(u64::from(WEB_UID));
+                header.set_gid(u64::from(WEB_UID));
+                header.set_mtime(SOURCE_MTIME);
+                header
+            };
+            let io = |error| BuildError::io(Path::new("a flavor input"), error);
+            builder
+                .append_data(
+                    &mut header(tar::EntryType::Directory, 0o755, 0),
+                    "app/",
+                    std::io::empty(),
+                )
+                .map_err(io)?;
+            for (name, content) in &files {
+                builder
+                    .append_data(
+                        &mut header(tar::EntryType::Regular, 0o644, content.len() as u64),
+                        format!("app/{name}"),
+                        content.as_slice(),
+                    )
+                    .map_err(io)?;
+            }
+            builder.into_inner().map_err(io)?;
+            Ok(file)
+        })
+        .await
+        .map_err(|error| BuildError::io(&self.scratch, std::io::Error::other(error.to_string())))?
+    }
+}
+
+/// The image's `PATH`, if it sets one.
+fn path_of(image: &Image) -> Option<String> {
+    image
+        .env()
+        .into_iter()
+        .find_map(|entry| entry.strip_prefix("PATH=").map(str::to_owned))
+}
+
+async fn freeze_step(workspace: Workspace, name: &str, kind: &str) -> Result<Image, BuildError> {
+    let mut annotations = HashMap::new();
+    annotations.insert("org.launchway.step".to_owned(), kind.to_owned());
+    Ok(workspace.freeze(name, annotations).await?)
+}
+
+/// The files of `names` at the app root that exist at the commit.
+async fn read_inputs(
+    repo: &Path,
+    commit: &str,
+    source_root: &str,
+    names: &'static [&'static str],
+) -> Result<Vec<(&'static str, Vec<u8>)>, BuildError> {
+    let repo = repo.to_path_buf();
+    let commit = commit.to_owned();
+    let root = source_root.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let tree = CommitTree::open(Objects::open(&repo, None)?, &commit)?;
+        let mut found = Vec::new();
+        for name in names {
+            let path = if root.is_empty() {
+                (*name).to_owned()
+            } else {
+                format!("{}/{name}", root.trim_end_matches('/'))
+            };
+            let Ok(path) = RepoPath::parse(&path) else {
+                continue;
+            };
+            match tree.read(&path, 64 * 1024 * 1024) {
+                Ok(Some(content)) => found.push((*name, content)),
+                Ok(None) => {}
+                Err(error) => return Err(BuildError::Config(format!("reading {path}: {error}"))),
+            }
+        }
+        Ok(found)
+    })
+    .await
+    .map_err(|error| BuildError::Config(error.to_string()))?
+}

@@ -1,0 +1,157 @@
+//! What a build step sees: the `PLATFORM_*` build variables, the app's
+//! `variables`, and where global dependencies go. Pure.
+//!
+//! Global dependencies (`dependencies:`) are installed under `/app/.global`
+//! (`bin/` on `PATH`), as Platform.sh does, so they are part of the image and
+//! the app finds them at run time: pip with `PYTHONUSERBASE`, npm with
+//! `NPM_CONFIG_PREFIX`, gem with `GEM_HOME`, composer with `COMPOSER_HOME`.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use launchway_config::App;
+
+/// The app's directory in every container.
+pub const APP_DIR: &str = "/app";
+/// Where global dependencies are installed.
+pub const GLOBAL_DIR: &str = "/app/.global";
+/// `$PLATFORM_CACHE_DIR` inside the build container: under the `/tmp`
+/// tmpfs, so its mount point never lands in the image.
+pub const CACHE_DIR: &str = "/tmp/cache";
+
+/// Who and what a build is for.
+#[derive(Clone, Debug)]
+pub struct BuildContext<'a> {
+    /// The project.
+    pub project: &'a str,
+    /// The app, normalized.
+    pub app: &'a App,
+    /// The git tree id of its `source.root`.
+    pub tree_id: &'a str,
+}
+
+/// A config variable's value as an environment string: strings as written,
+/// anything else as JSON.
+fn variable_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The build-visible variables that enter the build key besides the config:
+/// the ones a build sees that the app's config does not already hold.
+pub fn key_variables(context: &BuildContext<'_>) -> BTreeMap<String, String> {
+    let mut variables = BTreeMap::new();
+    variables.insert("PLATFORM_PROJECT".to_owned(), context.project.to_owned());
+    variables
+}
+
+/// The environment of every build step of the app (the image's own
+/// environment comes underneath; these win).
+pub fn build_env(context: &BuildContext<'_>, image_path: Option<&str>) -> Vec<(String, String)> {
+    let base64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let app = context.app;
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+
+    // App-config variables: `env:` ones become variables, every prefix goes
+    // into PLATFORM_VARIABLES as `prefix:name`.
+    let mut all = serde_json::Map::new();
+    for (prefix, names) in &app.variables {
+        for (name, value) in names {
+            all.insert(format!("{prefix}:{name}"), value.clone());
+            if prefix == "env" {
+                env.insert(name.clone(), variable_text(value));
+            }
+        }
+    }
+
+    let path = image_path.unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    let platform = [
+        ("HOME", APP_DIR.to_owned()),
+        ("CI", "true".to_owned()),
+        (
+            "PATH",
+            format!("{GLOBAL_DIR}/bin:{GLOBAL_DIR}/composer/vendor/bin:{path}"),
+        ),
+        ("PYTHONUSERBASE", GLOBAL_DIR.to_owned()),
+        ("NPM_CONFIG_PREFIX", GLOBAL_DIR.to_owned()),
+        ("GEM_HOME", GLOBAL_DIR.to_owned()),
+        ("COMPOSER_HOME", format!("{GLOBAL_DIR}/composer")),
+        ("PLATFORM_APP_DIR", APP_DIR.to_owned()),
+        ("PLATFORM_APPLICATION_NAME", app.name.clone()),
+        ("PLATFORM_PROJECT", context.project.to_owned()),
+        ("PLATFORM_TREE_ID", context.tree_id.to_owned()),
+        ("PLATFORM_CACHE_DIR", CACHE_DIR.to_owned()),
+        (
+            "PLATFORM_APPLICATION",
+            base64(launchway_git::build_config(app).to_string().as_bytes()),
+        ),
+        (
+            "PLATFORM_VARIABLES",
+            base64(serde_json::Value::Object(all).to_string().as_bytes()),
+        ),
+    ];
+    // Platform-provided variables take precedence over the app's.
+    for (name, value) in platform {
+        env.insert(name.to_owned(), value);
+    }
+    env.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app_with(yaml: &str) -> App {
+        let source = launchway_config::MemSource::new().with(".upsun/config.yaml", yaml);
+        let loaded = launchway_config::load(&source);
+        let config = loaded
+            .config
+            .unwrap_or_else(|| panic!("{}", loaded.diagnostics));
+        config
+            .applications
+            .values()
+            .next()
+            .cloned()
+            .unwrap_or_else(|| panic!("no app"))
+    }
+
+    #[test]
+    fn platform_variables_win_and_env_variables_are_exported() {
+        let app = app_with(
+            "applications:\n  web:\n    type: python:3.11\n    variables:\n      env:\n        NODE_ENV: production\n        PLATFORM_PROJECT: mine\n        COUNT: 3\n      php:\n        memory_limit: 256M\n",
+        );
+        let context = BuildContext {
+            project: "shop",
+            app: &app,
+            tree_id: "abc",
+        };
+        let env: BTreeMap<String, String> = build_env(&context, Some("/usr/bin:/bin"))
+            .into_iter()
+            .collect();
+        assert_eq!(env["NODE_ENV"], "production");
+        assert_eq!(env["COUNT"], "3");
+        assert_eq!(env["PLATFORM_PROJECT"], "shop");
+        assert_eq!(env["PLATFORM_TREE_ID"], "abc");
+        assert_eq!(env["PLATFORM_CACHE_DIR"], CACHE_DIR);
+        assert!(env["PATH"].starts_with("/app/.global/bin:"));
+        assert!(env["PATH"].ends_with(":/usr/bin:/bin"));
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(&env["PLATFORM_VARIABLES"])
+            .unwrap_or_default();
+        let variables: serde_json::Value = serde_json::from_slice(&decoded).unwrap_or_default();
+        assert_eq!(variables["php:memory_limit"], "256M");
+        assert_eq!(variables["env:NODE_ENV"], "production");
+        let application = base64::engine::general_purpose::STANDARD
+            .decode(&env["PLATFORM_APPLICATION"])
+            .unwrap_or_default();
+        let application: serde_json::Value =
+            serde_json::from_slice(&application).unwrap_or_default();
+        assert_eq!(application["name"], "web");
+        assert!(
+            application.get("web").is_none(),
+            "runtime-only keys are left out"
+        );
+    }
+}

@@ -1,0 +1,77 @@
+//! `[build]` in the daemon's settings.
+//!
+//! ```toml
+//! [build]
+//! concurrency = 1          # builds at a time; the rest wait in line
+//! timeout_secs = 3600      # one build, every app and step included
+//! memory_mib = 4096        # per build container (0: no limit)
+//! cpu_shares = 512         # half the default weight: running apps come first
+//! pids = 4096              # processes per build container (0: no limit)
+//! tmp_mib = 4096           # the /tmp tmpfs of a build container
+//! max_source_mib = 2048    # the largest app tree a build unpacks
+//! keep_builds = 10         # per environment, the newest builds whose images `gc` keeps
+//! dependency_network = "host"  # "host" or "none": the network of dependency and flavor steps
+//! ```
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The network of the dependencies and flavor steps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DependencyNetwork {
+    /// The host's network (so a package registry, or a proxy on the host's
+    /// loopback, is reachable).
+    #[default]
+    Host,
+    /// No network: dependencies must come from the build cache.
+    None,
+}
+
+/// `[build]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BuildSettings {
+    /// Builds at a time.
+    pub concurrency: usize,
+    /// The time one build may take.
+    pub timeout_secs: u64,
+    /// Memory per build container, MiB (0: none).
+    pub memory_mib: u64,
+    /// CPU weight per build container (0: the default).
+    pub cpu_shares: u64,
+    /// Processes per build container (0: no limit).
+    pub pids: u64,
+    /// Size of `/tmp` in a build container, MiB.
+    pub tmp_mib: u64,
+    /// The largest app tree a build unpacks, MiB.
+    pub max_source_mib: u64,
+    /// Builds kept per environment by garbage collection.
+    pub keep_builds: usize,
+    /// The network of the dependencies and flavor steps.
+    pub dependency_network: DependencyNetwork,
+}
+
+impl Default for BuildSettings {
+    fn default() -> Self {
+        BuildSettings {
+            concurrency: 1,
+            timeout_secs: 3600,
+            memory_mib: 4096,
+            cpu_shares: 512,
+            pids: 4096,
+            tmp_mib: 4096,
+            max_source_mib: 2048,
+            keep_builds: 10,
+            dependency_network: DependencyNetwork::Host,
+        }
+    }
+}
+
+impl BuildSettings {
+    /// The time one build may take.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs.max(1))
+    }
+}
