@@ -458,3 +458,33 @@ pub fn random_hex() -> String {
     let bytes: [u8; 6] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The busybox runtime fixture as an OCI archive, made once per test process.
+pub fn busybox_archive() -> &'static Path {
+    static ARCHIVE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ARCHIVE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("launchway-it-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("fixture dir");
+        let path = dir.join("busybox.tar");
+        let status = Command::new(workspace().join("fixtures/runtimes/busybox-oci.sh"))
+            .arg(&path)
+            .status()
+            .expect("fixture script runs");
+        assert!(status.success(), "busybox-oci.sh failed");
+        path
+    })
+}
+
+impl Daemon {
+    /// Registers the busybox fixture as runtime `type_name` (e.g. `python:3.11`),
+    /// so builds run offline in a second instead of building a Debian image.
+    pub fn use_busybox_runtime(&self, type_name: &str) {
+        let archive = busybox_archive();
+        self.cli_ok(&[
+            "runtimes",
+            "import",
+            type_name,
+            archive.to_str().expect("utf-8 path"),
+        ]);
+    }
+}

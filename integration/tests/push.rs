@@ -4,6 +4,14 @@
 
 use launchway_integration::{Daemon, SAMPLE_CONFIG, Work, random_bytes};
 
+/// A daemon whose `python:3.11` is the busybox fixture, so that builds
+/// run offline in about a second.
+fn started() -> Daemon {
+    let daemon = Daemon::start();
+    daemon.use_busybox_runtime("python:3.11");
+    daemon
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -11,7 +19,7 @@ fn text(bytes: &[u8]) -> String {
 /// A daemon with project `shop`, an admin key `alice` and a work repository
 /// holding a valid config, its remote `launchway` set.
 fn setup() -> (Daemon, Work, String) {
-    let daemon = Daemon::start();
+    let daemon = started();
     let remote = daemon.project("shop");
     let alice = daemon.key("alice", "shop", "admin");
     let work = Work::init(daemon.scratch("work")).with_ssh(daemon.ssh_command(&alice));
@@ -401,7 +409,7 @@ fn fetches_speak_protocol_version_2() {
 
 #[test]
 fn hooks_outside_a_push_session_are_refused() {
-    let daemon = Daemon::start();
+    let daemon = started();
     let hook = |env: &[(&str, String)]| {
         let mut command = std::process::Command::new(launchway_integration::launchway_bin());
         command

@@ -7,6 +7,14 @@ use std::thread;
 
 use launchway_integration::{Daemon, SAMPLE_CONFIG, Work, random_bytes};
 
+/// A daemon whose `python:3.11` is the busybox fixture, so that builds
+/// run offline in about a second.
+fn started() -> Daemon {
+    let daemon = Daemon::start();
+    daemon.use_busybox_runtime("python:3.11");
+    daemon
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -25,13 +33,15 @@ fn project_with_work(daemon: &Daemon, project: &str) -> Work {
 
 #[test]
 fn a_100_mb_push_works_and_the_daemon_stays_small() {
-    let daemon = Daemon::start();
+    let daemon = started();
     let work = project_with_work(&daemon, "big");
     // Warm up: the first push loads everything a push needs.
     work.git_ok(&["push", "-q", "launchway", "main"]);
     let before = daemon.peak_rss_kib();
     assert!(before > 0, "cannot read the daemon's memory");
-    work.write("web/blob.bin", random_bytes(100 * 1024 * 1024, 42));
+    // Outside the app's source.root: this measures the push, not the build
+    // (which holds one file of the app in memory at a time).
+    work.write("assets/blob.bin", random_bytes(100 * 1024 * 1024, 42));
     let head = work.commit("100 MB");
     let out = work.git(&["push", "launchway", "main"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -49,7 +59,7 @@ fn a_100_mb_push_works_and_the_daemon_stays_small() {
 
 #[test]
 fn pushes_to_two_projects_at_once_both_succeed() {
-    let daemon = Daemon::start();
+    let daemon = started();
     let works = [
         project_with_work(&daemon, "one"),
         project_with_work(&daemon, "two"),
@@ -76,7 +86,7 @@ fn pushes_to_two_projects_at_once_both_succeed() {
 
 #[test]
 fn two_pushes_to_one_branch_never_interleave_their_activities() {
-    let daemon = Daemon::start();
+    let daemon = started();
     let work = project_with_work(&daemon, "shop");
     work.git_ok(&["push", "-q", "launchway", "main"]);
     // Two clones each force-push their own commit to `feature`.

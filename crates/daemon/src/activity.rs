@@ -2,9 +2,11 @@
 //! creation order, their log stored line by line and, while the pusher waits,
 //! streamed to the pusher's terminal.
 //!
-//! A push activity counts the new commits and plans each app (tree id and
-//! build key). Builds and deploys attach here in later versions; until then an
-//! activity ends after the plan.
+//! A push activity counts the new commits, plans each app (tree id) and, for
+//! an active environment, builds it (`builds.rs`). Deploys attach here in a
+//! later version. Every activity has a cancellation token
+//! (`activity cancel`): a pending one is cancelled before it starts, a
+//! running build is stopped and its containers removed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use launchway_store::{
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, warn};
 
 use crate::push::short;
@@ -27,15 +30,31 @@ pub(crate) struct Work {
     pub(crate) update: RefUpdate,
 }
 
+/// How an activity ended other than well.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// It failed; the message says why.
+    Failed(String),
+    /// `activity cancel` stopped it.
+    Cancelled,
+}
+
+impl From<String> for Ended {
+    fn from(message: String) -> Self {
+        Ended::Failed(message)
+    }
+}
+
 /// Where an activity's log goes: the store, and the pusher while they wait.
-struct Log {
+#[derive(Clone)]
+pub(crate) struct Log {
     daemon: Arc<Daemon>,
     id: u64,
     sink: Option<mpsc::Sender<Vec<u8>>>,
 }
 
 impl Log {
-    async fn line(&self, text: &str) {
+    pub(crate) async fn line(&self, text: &str) {
         let line = format!("{text}\n");
         if let Err(error) = self.daemon.store.append_log(self.id, &line) {
             warn!(%error, activity = self.id, "cannot store the activity log");
@@ -68,10 +87,14 @@ impl Daemon {
         let daemon = self.clone();
         let span = tracing::info_span!("activity", id = activity.id, %project, %environment);
         let running = activity.clone();
+        let cancel = CancellationToken::new();
+        self.lock_cancels().insert(activity.id, cancel.clone());
         let handle = self.tasks.spawn(
             async move {
                 turn.wait().await;
-                let result = daemon.run(running, work, sink).await;
+                let id = running.id;
+                let result = daemon.clone().run(running, work, sink, cancel).await;
+                daemon.lock_cancels().remove(&id);
                 turn.finish();
                 result
             }
@@ -80,13 +103,41 @@ impl Daemon {
         Ok((activity, handle))
     }
 
+    pub(crate) fn lock_cancels(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, CancellationToken>> {
+        match self.cancels.lock() {
+            Ok(cancels) => cancels,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
     async fn run(
         self: Arc<Self>,
         mut activity: Activity,
         work: Work,
         sink: Option<mpsc::Sender<Vec<u8>>>,
+        cancel: CancellationToken,
     ) -> ActivityResult {
         let started = now_ms();
+        let log = Log {
+            daemon: self.clone(),
+            id: activity.id,
+            sink,
+        };
+        if cancel.is_cancelled() {
+            activity.state = ActivityState::Cancelled;
+            activity.completed_at = Some(started);
+            log.line(&format!(
+                "Cancelled before it started: {}",
+                activity.description
+            ))
+            .await;
+            if let Err(error) = self.store.put_activity(&activity) {
+                warn!(%error, "cannot record the activity end");
+            }
+            return ActivityResult::Failure;
+        }
         activity.state = ActivityState::InProgress;
         activity.started_at = Some(started);
         activity
@@ -95,30 +146,30 @@ impl Daemon {
         if let Err(error) = self.store.put_activity(&activity) {
             warn!(%error, "cannot record the activity start");
         }
-        let log = Log {
-            daemon: self.clone(),
-            id: activity.id,
-            sink,
-        };
         log.line(&format!("Processing activity: {}", activity.description))
             .await;
         let result = match activity.kind {
-            ActivityKind::Push => self.push_activity(&activity, &work, &log).await,
+            ActivityKind::Push => self.push_activity(&activity, &work, &log, &cancel).await,
+            ActivityKind::Build => self.build_activity(&activity, &work, &log, &cancel).await,
             ActivityKind::BranchDelete => self.delete_activity(&activity, &log).await,
         };
-        let result = match result {
+        let (state, result) = match result {
             Ok(timings) => {
                 activity.timings.extend(timings);
-                ActivityResult::Success
+                (ActivityState::Complete, Some(ActivityResult::Success))
             }
-            Err(message) => {
+            Err(Ended::Failed(message)) => {
                 log.line(&format!("  E: {message}")).await;
-                ActivityResult::Failure
+                (ActivityState::Complete, Some(ActivityResult::Failure))
+            }
+            Err(Ended::Cancelled) => {
+                log.line("  Cancelled: nothing was changed").await;
+                (ActivityState::Cancelled, None)
             }
         };
         let completed = now_ms();
-        activity.state = ActivityState::Complete;
-        activity.result = Some(result);
+        activity.state = state;
+        activity.result = result;
         activity.completed_at = Some(completed);
         activity
             .timings
@@ -126,7 +177,7 @@ impl Daemon {
         if let Err(error) = self.store.put_activity(&activity) {
             warn!(%error, "cannot record the activity end");
         }
-        result
+        result.unwrap_or(ActivityResult::Failure)
     }
 
     async fn push_activity(
@@ -134,8 +185,9 @@ impl Daemon {
         activity: &Activity,
         work: &Work,
         log: &Log,
-    ) -> Result<BTreeMap<String, u64>, String> {
-        let mut timings = BTreeMap::new();
+        cancel: &CancellationToken,
+    ) -> Result<BTreeMap<String, u64>, Ended> {
+        let timings = BTreeMap::new();
         let repo = self.repo_path(&activity.project);
         let update = work.update.clone();
         let env = self
@@ -176,39 +228,80 @@ impl Daemon {
                 .await;
             return Ok(timings);
         }
+        self.build_and_report(activity, &env, &update.new, log, cancel, timings, started)
+            .await
+    }
+
+    /// `launchway build`: builds the environment's head (or a given commit)
+    /// without deploying.
+    async fn build_activity(
+        &self,
+        activity: &Activity,
+        work: &Work,
+        log: &Log,
+        cancel: &CancellationToken,
+    ) -> Result<BTreeMap<String, u64>, Ended> {
+        let env = self
+            .store
+            .environment(&activity.project, &activity.environment)
+            .map_err(|_| "the environment cannot be read".to_owned())?
+            .ok_or_else(|| format!("environment {} no longer exists", activity.environment))?;
+        self.build_and_report(
+            activity,
+            &env,
+            &work.update.new,
+            log,
+            cancel,
+            BTreeMap::new(),
+            Instant::now(),
+        )
+        .await
+    }
+
+    /// Plans and builds `commit` for `env`, then says where things stand.
+    #[allow(clippy::too_many_arguments)]
+    async fn build_and_report(
+        &self,
+        activity: &Activity,
+        env: &launchway_store::Environment,
+        commit: &str,
+        log: &Log,
+        cancel: &CancellationToken,
+        mut timings: BTreeMap<String, u64>,
+        started: Instant,
+    ) -> Result<BTreeMap<String, u64>, Ended> {
+        let repo = self.repo_path(&activity.project);
         let planned = {
-            let repo = repo.clone();
-            let commit = update.new.clone();
+            let commit = commit.to_owned();
             tokio::task::spawn_blocking(move || {
                 let objects = Objects::open(&repo, None)?;
                 let tree = CommitTree::open(objects, &commit)?;
-                plan(&tree, &BTreeMap::new())
+                let subject = tree.subject();
+                plan(&tree).map(|plan| (plan, subject))
             })
             .await
         };
-        let planned = match planned {
+        let (planned, subject) = match planned {
             Ok(Ok(planned)) => planned,
-            Ok(Err(error)) => return Err(error.to_string()),
-            Err(_) => return Err("planning stopped unexpectedly".into()),
+            Ok(Err(error)) => return Err(Ended::Failed(error.to_string())),
+            Err(_) => return Err(Ended::Failed("planning stopped unexpectedly".into())),
         };
         timings.insert("plan".into(), started.elapsed().as_millis() as u64);
-        for app in &planned.apps {
-            log.line(&format!(
-                "  Building application '{}' (runtime type: {}, tree: {})",
-                app.name,
-                app.runtime,
-                short(&app.tree_id)
-            ))
-            .await;
-            log.line(&format!("    Build key: {}", app.build_key)).await;
-        }
-        log.line("  Building and deploying are not enabled in this version; the plan is recorded")
-            .await;
+        let build_started = Instant::now();
+        let build = self
+            .build_commit(activity, &planned, &subject, log, cancel)
+            .await?;
+        timings.insert("build".into(), build_started.elapsed().as_millis() as u64);
+        log.line(&format!(
+            "  Build {} is complete; deploying is not enabled in this version",
+            build.id
+        ))
+        .await;
         log.line(&format!(
             "  Environment {} ({}) is at {}",
             env.name,
             env.kind.as_str(),
-            short(&update.new)
+            short(commit)
         ))
         .await;
         Ok(timings)
@@ -218,7 +311,7 @@ impl Daemon {
         &self,
         activity: &Activity,
         log: &Log,
-    ) -> Result<BTreeMap<String, u64>, String> {
+    ) -> Result<BTreeMap<String, u64>, Ended> {
         match self
             .store
             .delete_environment(&activity.project, &activity.environment)
@@ -228,7 +321,7 @@ impl Daemon {
                     .await;
                 Ok(BTreeMap::new())
             }
-            Err(_) => Err("the environment could not be deleted".into()),
+            Err(_) => Err(Ended::Failed("the environment could not be deleted".into())),
         }
     }
 }

@@ -1,6 +1,5 @@
 //! The admin API served on the unix socket.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use launchway_api::proto;
@@ -102,6 +101,96 @@ impl ApiService {
 #[tonic::async_trait]
 impl launchway_api::Launchway for ApiService {
     type BuildRuntimeStream = crate::runtimes::ProgressStream;
+    type BuildLogsStream = crate::build_api::LogStream;
+    type ExportBuildStream = crate::build_api::DataStream;
+    type StartBuildStream = crate::build_api::LogStream;
+
+    async fn list_builds(
+        &self,
+        request: Request<proto::ListBuildsRequest>,
+    ) -> Result<Response<proto::BuildList>, Status> {
+        let request = request.into_inner();
+        Ok(Response::new(
+            self.daemon.list_builds(&request.project, request.limit)?,
+        ))
+    }
+
+    async fn get_build(
+        &self,
+        request: Request<proto::GetBuildRequest>,
+    ) -> Result<Response<proto::BuildInfo>, Status> {
+        Ok(Response::new(
+            self.daemon.get_build(&request.into_inner().id)?,
+        ))
+    }
+
+    async fn build_logs(
+        &self,
+        request: Request<proto::BuildLogsRequest>,
+    ) -> Result<Response<Self::BuildLogsStream>, Status> {
+        let request = request.into_inner();
+        Ok(Response::new(
+            self.daemon.build_logs(&request.id, request.follow)?,
+        ))
+    }
+
+    async fn export_build(
+        &self,
+        request: Request<proto::ExportBuildRequest>,
+    ) -> Result<Response<Self::ExportBuildStream>, Status> {
+        Ok(Response::new(
+            self.daemon.export_build_stream(&request.into_inner().id)?,
+        ))
+    }
+
+    async fn import_build(
+        &self,
+        request: Request<tonic::Streaming<proto::ImportBuildChunk>>,
+    ) -> Result<Response<proto::BuildInfo>, Status> {
+        Ok(Response::new(
+            self.daemon
+                .import_build_stream(request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn start_build(
+        &self,
+        request: Request<proto::StartBuildRequest>,
+    ) -> Result<Response<Self::StartBuildStream>, Status> {
+        let request = request.into_inner();
+        Ok(Response::new(
+            self.daemon.start_build(&request.project, &request.branch)?,
+        ))
+    }
+
+    async fn cancel_activity(
+        &self,
+        request: Request<proto::CancelActivityRequest>,
+    ) -> Result<Response<proto::CancelActivityReply>, Status> {
+        Ok(Response::new(
+            self.daemon.cancel_activity(&request.into_inner().id)?,
+        ))
+    }
+
+    async fn clear_build_cache(
+        &self,
+        request: Request<proto::ClearBuildCacheRequest>,
+    ) -> Result<Response<proto::ClearBuildCacheReply>, Status> {
+        let request = request.into_inner();
+        Ok(Response::new(
+            self.daemon
+                .clear_build_cache(&request.project, &request.app)
+                .await?,
+        ))
+    }
+
+    async fn collect_garbage(
+        &self,
+        _request: Request<proto::CollectGarbageRequest>,
+    ) -> Result<Response<proto::CollectGarbageReply>, Status> {
+        Ok(Response::new(self.daemon.garbage().await?))
+    }
 
     async fn list_runtimes(
         &self,
@@ -291,7 +380,7 @@ impl launchway_api::Launchway for ApiService {
                 Objects::open(&repo, None).map_err(|e| Status::internal(e.to_string()))?;
             let tree = CommitTree::open(objects, &commit.id.to_string())
                 .map_err(|e| Status::internal(e.to_string()))?;
-            plan(&tree, &BTreeMap::new()).map_err(|e| match e {
+            plan(&tree).map_err(|e| match e {
                 GitError::InvalidConfig { diagnostics, .. } => {
                     Status::failed_precondition(diagnostics)
                 }
@@ -300,19 +389,37 @@ impl launchway_api::Launchway for ApiService {
         })
         .await
         .map_err(|_| Status::internal("planning stopped unexpectedly"))??;
+        // The key needs the runtime image; a runtime not built yet has none.
+        let mut apps = Vec::new();
+        for app in planned.apps {
+            let runtime = self
+                .daemon
+                .engine
+                .image(&launchway_containerd::runtimes::image_name(&app.runtime))
+                .await
+                .ok();
+            let build_key = runtime.map_or_else(String::new, |runtime| {
+                let context = launchway_build::env::BuildContext {
+                    project: &project.name,
+                    app: &app.app,
+                    tree_id: &app.tree_id,
+                };
+                app.build_key(
+                    &launchway_build::env::key_variables(&context),
+                    runtime.digest(),
+                )
+            });
+            apps.push(proto::AppPlan {
+                name: app.name,
+                runtime: app.runtime,
+                source_root: app.source_root,
+                tree_id: app.tree_id,
+                build_key,
+            });
+        }
         Ok(Response::new(proto::PlanReply {
             commit: planned.commit,
-            apps: planned
-                .apps
-                .into_iter()
-                .map(|app| proto::AppPlan {
-                    name: app.name,
-                    runtime: app.runtime,
-                    source_root: app.source_root,
-                    tree_id: app.tree_id,
-                    build_key: app.build_key,
-                })
-                .collect(),
+            apps,
         }))
     }
 

@@ -18,6 +18,8 @@
 
 mod activity;
 mod api;
+mod build_api;
+mod builds;
 mod gate;
 mod policy;
 mod push;
@@ -129,6 +131,12 @@ pub(crate) struct Daemon {
     pub(crate) tasks: TaskTracker,
     /// containerd, in the configured namespace.
     pub(crate) engine: Engine,
+    /// Builds: queue, caches, steps.
+    pub(crate) builder: launchway_build::Builder,
+    /// The cancellation tokens of pending and running activities.
+    pub(crate) cancels: std::sync::Mutex<HashMap<u64, CancellationToken>>,
+    /// Builds hold it shared; garbage collection exclusively.
+    pub(crate) gc_lock: tokio::sync::RwLock<()>,
 }
 
 impl Daemon {
@@ -210,7 +218,20 @@ pub async fn serve(
     let socket = settings.socket_path();
     let api_listener = bind_socket(&socket)?;
 
+    let builder = launchway_build::Builder::new(
+        engine.clone(),
+        settings.build.clone(),
+        launchway_containerd::runtimes::BuildOptions {
+            mirror: (!settings.runtimes.mirror.is_empty())
+                .then(|| settings.runtimes.mirror.clone()),
+        },
+        data.join("build-cache"),
+        data.join("scratch"),
+    );
     let daemon = Arc::new(Daemon {
+        builder,
+        cancels: std::sync::Mutex::new(HashMap::new()),
+        gc_lock: tokio::sync::RwLock::new(()),
         settings,
         store,
         git: git.clone(),
@@ -223,6 +244,7 @@ pub async fn serve(
         engine,
     });
     daemon.reconcile()?;
+    daemon.reconcile_builds()?;
     info!(ssh = %ssh_addr, api = %socket.display(), data = %data.display(), "launchway is serving");
 
     let stop = CancellationToken::new();

@@ -22,6 +22,13 @@
 //!
 //! [runtimes]
 //! mirror = ""                           # Debian mirror for runtime builds; deb.debian.org when empty
+//!
+//! [build]                               # see launchway_build::BuildSettings
+//! concurrency = 1                       # builds at a time
+//! timeout_secs = 3600                   # per build
+//! memory_mib = 4096                     # per build container
+//! cpu_shares = 512                      # below apps' default weight of 1024
+//! keep_builds = 10                      # per environment, kept by `launchway gc`
 //! ```
 //!
 //! Unknown keys are errors, reported with their line and column.
@@ -72,6 +79,8 @@ pub struct Settings {
     pub containerd: ContainerdSettings,
     /// Runtime images.
     pub runtimes: RuntimeSettings,
+    /// Builds.
+    pub build: launchway_build::BuildSettings,
 }
 
 /// `[containerd]`.
@@ -139,6 +148,7 @@ impl Default for Settings {
             git: GitSettings::default(),
             containerd: ContainerdSettings::default(),
             runtimes: RuntimeSettings::default(),
+            build: launchway_build::BuildSettings::default(),
         }
     }
 }

@@ -175,6 +175,16 @@ impl CommitTree {
         })
     }
 
+    /// The first line of the commit's message (empty when unreadable).
+    pub fn subject(&self) -> String {
+        let Ok((Kind::Commit, data)) = self.objects.read(&self.commit) else {
+            return String::new();
+        };
+        gix::objs::CommitRef::from_bytes(&data, gix::hash::Kind::Sha1)
+            .map(|commit| String::from_utf8_lossy(commit.message_summary().as_ref()).into_owned())
+            .unwrap_or_default()
+    }
+
     /// The commit's id.
     pub fn commit_id(&self) -> String {
         self.commit.to_string()

@@ -21,6 +21,15 @@ pub(crate) enum ProjectCommand {
     },
     /// List projects.
     List,
+    /// Empty the persistent build cache (`$PLATFORM_CACHE_DIR`) of a project.
+    ClearBuildCache {
+        /// The project.
+        #[arg(long, short = 'p')]
+        project: String,
+        /// Only this app's cache.
+        #[arg(long)]
+        app: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -58,6 +67,11 @@ pub(crate) enum ActivityCommand {
     Log {
         /// The activity's id.
         id: u64,
+    },
+    /// Cancel a pending or running activity (an activity number or a build id).
+    Cancel {
+        /// The activity's number or the build's id.
+        id: String,
     },
 }
 
@@ -139,7 +153,7 @@ pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-fn time(ms: u64) -> String {
+pub(crate) fn time(ms: u64) -> String {
     if ms == 0 {
         return "-".into();
     }
@@ -169,6 +183,9 @@ pub(crate) fn project(
                 project.name, project.default_branch
             );
             println!("{}", project.git_remote);
+        }
+        ProjectCommand::ClearBuildCache { project, app } => {
+            return crate::builds::clear_build_cache(settings_path, project, app);
         }
         ProjectCommand::List => {
             let list = with_client(settings_path, async |client| {
@@ -394,5 +411,6 @@ pub(crate) fn activity(
             print!("{}", reply.log);
             Ok(ExitCode::SUCCESS)
         }
+        ActivityCommand::Cancel { id } => crate::builds::cancel(settings_path, id),
     }
 }

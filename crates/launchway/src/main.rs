@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod admin;
+mod builds;
 mod checkout;
 mod hook;
 mod runtimes;
@@ -77,6 +78,28 @@ enum Command {
         #[command(subcommand)]
         command: admin::ActivityCommand,
     },
+    /// List builds (`-p P`), or show, follow, export and import one.
+    Builds {
+        /// The project.
+        #[arg(long, short = 'p', global = true)]
+        project: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(subcommand)]
+        command: Option<builds::BuildsCommand>,
+    },
+    /// Build an environment's head without deploying it.
+    Build {
+        /// The project.
+        #[arg(long, short = 'p')]
+        project: String,
+        /// The branch (the project's default branch when omitted).
+        #[arg(long = "ref")]
+        branch: Option<String>,
+    },
+    /// Delete build images no kept build uses (`[build] keep_builds`).
+    Gc,
     /// List, build and import runtime images.
     Runtimes {
         #[command(subcommand)]
@@ -145,6 +168,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => admin::activities(settings_path.as_deref(), project, environment, limit, json),
         Command::Activity { command } => admin::activity(settings_path.as_deref(), command),
         Command::Runtimes { command } => runtimes::runtimes(settings_path.as_deref(), command),
+        Command::Builds {
+            project,
+            limit,
+            command,
+        } => builds::builds(settings_path.as_deref(), project, limit, command),
+        Command::Build { project, branch } => {
+            builds::build(settings_path.as_deref(), project, branch)
+        }
+        Command::Gc => builds::gc(settings_path.as_deref()),
         Command::Config {
             command: ConfigCommand::Schema,
         } => {

@@ -15,8 +15,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use records::{
-    Activity, ActivityKind, ActivityResult, ActivityState, Environment, EnvironmentStatus,
-    EnvironmentType, KeyGrant, Project, Role,
+    Activity, ActivityKind, ActivityResult, ActivityState, Build, BuildApp, BuildStatus,
+    Environment, EnvironmentStatus, EnvironmentType, KeyGrant, Project, Role,
 };
 
 /// The encoding version written in front of every record.
@@ -70,6 +70,8 @@ pub struct Store {
     environments: sled::Tree,
     activities: sled::Tree,
     logs: sled::Tree,
+    builds: sled::Tree,
+    build_logs: sled::Tree,
 }
 
 const PROJECTS: &str = "projects";
@@ -77,6 +79,8 @@ const KEYS: &str = "keys";
 const ENVIRONMENTS: &str = "environments";
 const ACTIVITIES: &str = "activities";
 const LOGS: &str = "activity_logs";
+const BUILDS: &str = "builds";
+const BUILD_LOGS: &str = "build_logs";
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut bytes = vec![SCHEMA_VERSION];
@@ -138,6 +142,8 @@ impl Store {
             environments: db.open_tree(ENVIRONMENTS)?,
             activities: db.open_tree(ACTIVITIES)?,
             logs: db.open_tree(LOGS)?,
+            builds: db.open_tree(BUILDS)?,
+            build_logs: db.open_tree(BUILD_LOGS)?,
             db,
         })
     }
@@ -325,6 +331,79 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Creates or updates a build.
+    pub fn put_build(&self, build: &Build) -> Result<(), StoreError> {
+        self.builds.insert(build.id.as_bytes(), encode(build))?;
+        self.flush()
+    }
+
+    /// The build `id`.
+    pub fn build(&self, id: &str) -> Result<Option<Build>, StoreError> {
+        Self::get(&self.builds, BUILDS, id.as_bytes())
+    }
+
+    /// The builds of a project (every project when `None`), newest first.
+    pub fn builds(&self, project: Option<&str>) -> Result<Vec<Build>, StoreError> {
+        let mut found: Vec<Build> = Self::scan(&self.builds, BUILDS, b"")?
+            .into_iter()
+            .filter(|build: &Build| project.is_none_or(|p| p == build.project))
+            .collect();
+        found.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(b.id.cmp(&a.id)));
+        Ok(found)
+    }
+
+    /// Deletes a build record and its log.
+    pub fn delete_build(&self, id: &str) -> Result<(), StoreError> {
+        self.builds.remove(id.as_bytes())?;
+        for item in self.build_logs.scan_prefix(prefix_key(id)) {
+            let (key, _) = item?;
+            self.build_logs.remove(key)?;
+        }
+        self.flush()
+    }
+
+    /// Appends text to a build's log; returns its sequence number. Not
+    /// flushed (the build's next state change flushes it).
+    pub fn append_build_log(&self, id: &str, text: &str) -> Result<u64, StoreError> {
+        let sequence = self.db.generate_id()?;
+        let mut key = prefix_key(id);
+        key.extend_from_slice(&sequence.to_be_bytes());
+        self.build_logs.insert(key, text.as_bytes())?;
+        Ok(sequence)
+    }
+
+    /// A build's log pieces after sequence number `after` (all when `None`),
+    /// with the sequence number of the last one.
+    pub fn build_log_after(
+        &self,
+        id: &str,
+        after: Option<u64>,
+    ) -> Result<(String, Option<u64>), StoreError> {
+        let prefix = prefix_key(id);
+        let mut start = prefix.clone();
+        if let Some(after) = after {
+            start.extend_from_slice(&(after.saturating_add(1)).to_be_bytes());
+        }
+        let mut text = String::new();
+        let mut last = after;
+        for item in self.build_logs.range(start..) {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            if let Some(tail) = key
+                .get(prefix.len()..)
+                .and_then(|t| <[u8; 8]>::try_from(t).ok())
+            {
+                last = Some(u64::from_be_bytes(tail));
+            }
+            text.push_str(&String::from_utf8_lossy(&value));
+        }
+        Ok((text, last))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,5 +538,57 @@ mod tests {
         assert_eq!(store.environment("a", "main").unwrap(), Some(env));
         assert!(store.delete_environment("a", "main").unwrap());
         assert_eq!(store.environment("a", "main").unwrap(), None);
+    }
+
+    #[test]
+    fn builds_list_newest_first_and_logs_resume_after_a_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let build = |id: &str, project: &str, at: u64| Build {
+            id: id.into(),
+            project: project.into(),
+            environment: "main".into(),
+            commit: "c".repeat(40),
+            apps: vec![BuildApp {
+                name: "web".into(),
+                ..BuildApp::default()
+            }],
+            status: BuildStatus::Running,
+            release: None,
+            started_at: at,
+            elapsed_ms: None,
+            description: "first".into(),
+            activity: Some(1),
+            imported_from: None,
+        };
+        store.put_build(&build("BAAAAAAAAA", "shop", 1)).unwrap();
+        store.put_build(&build("BBBBBBBBBB", "shop", 2)).unwrap();
+        store.put_build(&build("BCCCCCCCCC", "blog", 3)).unwrap();
+        let ids: Vec<String> = store
+            .builds(Some("shop"))
+            .unwrap()
+            .into_iter()
+            .map(|b| b.id)
+            .collect();
+        assert_eq!(ids, ["BBBBBBBBBB", "BAAAAAAAAA"]);
+        assert_eq!(store.builds(None).unwrap().len(), 3);
+
+        store.append_build_log("BAAAAAAAAA", "one\n").unwrap();
+        let (text, last) = store.build_log_after("BAAAAAAAAA", None).unwrap();
+        assert_eq!(text, "one\n");
+        store.append_build_log("BAAAAAAAAA", "two\n").unwrap();
+        store
+            .append_build_log("BAAAAAAAAAX", "other build\n")
+            .unwrap();
+        let (text, _) = store.build_log_after("BAAAAAAAAA", last).unwrap();
+        assert_eq!(text, "two\n");
+
+        store.delete_build("BAAAAAAAAA").unwrap();
+        assert!(store.build("BAAAAAAAAA").unwrap().is_none());
+        assert_eq!(store.build_log_after("BAAAAAAAAA", None).unwrap().0, "");
+        assert_eq!(
+            store.build_log_after("BAAAAAAAAAX", None).unwrap().0,
+            "other build\n"
+        );
     }
 }

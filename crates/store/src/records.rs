@@ -174,6 +174,8 @@ pub enum ActivityKind {
     Push,
     /// A branch deleted by a push.
     BranchDelete,
+    /// A build asked for with `launchway build` (no deploy).
+    Build,
 }
 
 impl ActivityKind {
@@ -182,6 +184,7 @@ impl ActivityKind {
         match self {
             ActivityKind::Push => "environment.push",
             ActivityKind::BranchDelete => "environment.branch_delete",
+            ActivityKind::Build => "environment.build",
         }
     }
 }
@@ -284,4 +287,78 @@ impl Activity {
             timings: BTreeMap::new(),
         }
     }
+}
+
+/// Where a build is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildStatus {
+    /// Running (or waiting for a slot).
+    Running,
+    /// Every app has an image.
+    Complete,
+    /// An app failed to build.
+    Failed,
+    /// Stopped by `activity cancel` or a daemon stop.
+    Cancelled,
+}
+
+impl BuildStatus {
+    /// The status's name, as listed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildStatus::Running => "running",
+            BuildStatus::Complete => "complete",
+            BuildStatus::Failed => "failed",
+            BuildStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One app of a build.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildApp {
+    /// The app's name.
+    pub name: String,
+    /// `python:3.11`, …
+    pub runtime: String,
+    /// The git tree id of its `source.root`.
+    pub tree_id: String,
+    /// The build key, once the runtime image is known.
+    pub build_key: Option<String>,
+    /// The frozen image's name, once built or reused.
+    pub image: Option<String>,
+    /// The frozen image's manifest digest.
+    pub digest: Option<String>,
+    /// The build that made the image, when this one reused it.
+    pub reused_from: Option<String>,
+}
+
+/// One build: the apps of a commit turned into images.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Build {
+    /// `B` and nine capitals and digits.
+    pub id: String,
+    /// The project.
+    pub project: String,
+    /// The environment it was built for.
+    pub environment: String,
+    /// The commit.
+    pub commit: String,
+    /// The apps.
+    pub apps: Vec<BuildApp>,
+    /// Where it is.
+    pub status: BuildStatus,
+    /// The release that deployed it, once one did.
+    pub release: Option<String>,
+    /// When it started (ms since the epoch).
+    pub started_at: u64,
+    /// How long it took, once finished (ms).
+    pub elapsed_ms: Option<u64>,
+    /// The commit's subject.
+    pub description: String,
+    /// The activity that ran it.
+    pub activity: Option<u64>,
+    /// The build it was imported from (`builds import`), if any.
+    pub imported_from: Option<String>,
 }

@@ -1,0 +1,394 @@
+//! The admin API's build calls: list, info, logs, export, import, start,
+//! cancel, clear the build cache, collect garbage.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use launchway_api::proto;
+use launchway_git::RefUpdate;
+use launchway_store::{ActivityKind, ActivityResult, ActivityState, Build, BuildStatus};
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+use tracing::warn;
+
+use crate::Daemon;
+use crate::activity::Work;
+use crate::builds::is_build_id;
+
+/// A server stream of log text.
+pub(crate) type LogStream = Pin<Box<dyn Stream<Item = Result<proto::LogChunk, Status>> + Send>>;
+/// A server stream of bytes.
+pub(crate) type DataStream = Pin<Box<dyn Stream<Item = Result<proto::DataChunk, Status>> + Send>>;
+
+/// How often `builds logs -f` looks for more.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+/// Bytes per exported chunk.
+const CHUNK: usize = 256 * 1024;
+
+fn internal(error: impl std::fmt::Display) -> Status {
+    warn!(%error, "state error");
+    Status::internal(format!("the daemon cannot use its state: {error}"))
+}
+
+pub(crate) fn build_info(build: &Build) -> proto::BuildInfo {
+    proto::BuildInfo {
+        id: build.id.clone(),
+        project: build.project.clone(),
+        environment: build.environment.clone(),
+        commit: build.commit.clone(),
+        apps: build
+            .apps
+            .iter()
+            .map(|app| proto::BuildAppInfo {
+                name: app.name.clone(),
+                runtime: app.runtime.clone(),
+                tree_id: app.tree_id.clone(),
+                build_key: app.build_key.clone().unwrap_or_default(),
+                image: app.image.clone().unwrap_or_default(),
+                digest: app.digest.clone().unwrap_or_default(),
+                reused_from: app.reused_from.clone().unwrap_or_default(),
+            })
+            .collect(),
+        status: build.status.as_str().into(),
+        release: build.release.clone().unwrap_or_default(),
+        started_at: build.started_at,
+        elapsed_ms: build.elapsed_ms.unwrap_or_default(),
+        description: build.description.clone(),
+        activity: build.activity.unwrap_or_default(),
+        imported_from: build.imported_from.clone().unwrap_or_default(),
+    }
+}
+
+impl Daemon {
+    fn existing_build(&self, id: &str) -> Result<Build, Status> {
+        self.store
+            .build(id)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("there is no build {id}")))
+    }
+
+    pub(crate) fn list_builds(
+        &self,
+        project: &str,
+        limit: u32,
+    ) -> Result<proto::BuildList, Status> {
+        if self.store.project(project).map_err(internal)?.is_none() {
+            return Err(Status::not_found(format!(
+                "there is no project `{project}`"
+            )));
+        }
+        let limit = if limit == 0 { 20 } else { limit as usize };
+        let builds = self
+            .store
+            .builds(Some(project))
+            .map_err(internal)?
+            .iter()
+            .take(limit)
+            .map(build_info)
+            .collect();
+        Ok(proto::BuildList { builds })
+    }
+
+    pub(crate) fn get_build(&self, id: &str) -> Result<proto::BuildInfo, Status> {
+        Ok(build_info(&self.existing_build(id)?))
+    }
+
+    pub(crate) fn build_logs(
+        self: &Arc<Self>,
+        id: &str,
+        follow: bool,
+    ) -> Result<LogStream, Status> {
+        self.existing_build(id)?;
+        let (sender, receiver) = mpsc::channel(16);
+        let daemon = self.clone();
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            let mut after = None;
+            loop {
+                // Read the status before the log, so nothing written between is missed.
+                let running = matches!(
+                    daemon.store.build(&id),
+                    Ok(Some(Build {
+                        status: BuildStatus::Running,
+                        ..
+                    }))
+                );
+                let (text, last) = match daemon.store.build_log_after(&id, after) {
+                    Ok(piece) => piece,
+                    Err(error) => {
+                        let _ = sender.send(Err(internal(error))).await;
+                        return;
+                    }
+                };
+                after = last;
+                if !text.is_empty() {
+                    let chunk = proto::LogChunk {
+                        text,
+                        ..proto::LogChunk::default()
+                    };
+                    if sender.send(Ok(chunk)).await.is_err() {
+                        return;
+                    }
+                }
+                if !follow || !running {
+                    return;
+                }
+                tokio::time::sleep(FOLLOW_POLL).await;
+            }
+        });
+        Ok(Box::pin(ReceiverStream::new(receiver)))
+    }
+
+    pub(crate) fn export_build_stream(self: &Arc<Self>, id: &str) -> Result<DataStream, Status> {
+        let build = self.existing_build(id)?;
+        if build.status != BuildStatus::Complete {
+            return Err(Status::failed_precondition(format!(
+                "build {id} is {}; only complete builds can be exported",
+                build.status.as_str()
+            )));
+        }
+        let (sender, receiver) = mpsc::channel::<Result<proto::DataChunk, Status>>(8);
+        let (mut writer, mut reader) = tokio::io::duplex(CHUNK);
+        let daemon = self.clone();
+        let errors = sender.clone();
+        tokio::spawn(async move {
+            if let Err(message) = daemon.export_build(&build, &mut writer).await {
+                let _ = errors.send(Err(Status::failed_precondition(message))).await;
+            }
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut writer).await;
+        });
+        tokio::spawn(async move {
+            let mut buffer = vec![0u8; CHUNK];
+            loop {
+                match tokio::io::AsyncReadExt::read(&mut reader, &mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(read) => {
+                        let chunk = proto::DataChunk {
+                            data: buffer[..read].to_vec(),
+                        };
+                        if sender.send(Ok(chunk)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(ReceiverStream::new(receiver)))
+    }
+
+    pub(crate) async fn import_build_stream(
+        &self,
+        mut stream: Streaming<proto::ImportBuildChunk>,
+    ) -> Result<proto::BuildInfo, Status> {
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("nothing was sent"))?;
+        let project = first.project.clone();
+        if self.store.project(&project).map_err(internal)?.is_none() {
+            return Err(Status::not_found(format!(
+                "there is no project `{project}`"
+            )));
+        }
+        // The archive is read on a blocking thread; chunks reach it through a channel.
+        let (sender, receiver) = mpsc::channel::<Vec<u8>>(8);
+        let feeding = tokio::spawn(async move {
+            if !first.data.is_empty() && sender.send(first.data).await.is_err() {
+                return Ok(());
+            }
+            while let Some(chunk) = stream.message().await? {
+                if sender.send(chunk.data).await.is_err() {
+                    break;
+                }
+            }
+            Ok::<(), Status>(())
+        });
+        let reader = ChannelReader {
+            receiver,
+            current: Vec::new(),
+            position: 0,
+        };
+        let imported = self.import_build(&project, reader).await;
+        let fed = feeding.await;
+        let build = imported.map_err(Status::invalid_argument)?;
+        if let Ok(Err(status)) = fed {
+            return Err(status);
+        }
+        Ok(build_info(&build))
+    }
+
+    pub(crate) fn start_build(
+        self: &Arc<Self>,
+        project: &str,
+        branch: &str,
+    ) -> Result<LogStream, Status> {
+        let project = self
+            .store
+            .project(project)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("there is no project `{project}`")))?;
+        let branch = if branch.is_empty() {
+            project.default_branch.clone()
+        } else {
+            branch.to_owned()
+        };
+        let env = self
+            .store
+            .environment(&project.name, &branch)
+            .map_err(internal)?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "there is no environment `{branch}`; push the branch first"
+                ))
+            })?;
+        let head = env.head.clone().ok_or_else(|| {
+            Status::failed_precondition(format!("environment `{branch}` has no commit yet"))
+        })?;
+        let (sink, mut lines) = mpsc::channel::<Vec<u8>>(64);
+        let work = Work {
+            update: RefUpdate {
+                old: head.clone(),
+                new: head,
+                name: format!("refs/heads/{branch}"),
+            },
+        };
+        let (activity, handle) = self
+            .schedule(
+                &project.name,
+                &branch,
+                ActivityKind::Build,
+                &format!("build of {branch} requested"),
+                work,
+                Some(sink),
+            )
+            .map_err(internal)?;
+        let (sender, receiver) = mpsc::channel(64);
+        tokio::spawn(async move {
+            let start = proto::LogChunk {
+                text: String::new(),
+                activity: activity.id,
+                ..proto::LogChunk::default()
+            };
+            let _ = sender.send(Ok(start)).await;
+            let forwarding = {
+                let sender = sender.clone();
+                tokio::spawn(async move {
+                    while let Some(bytes) = lines.recv().await {
+                        let chunk = proto::LogChunk {
+                            text: String::from_utf8_lossy(&bytes).into_owned(),
+                            ..proto::LogChunk::default()
+                        };
+                        let _ = sender.send(Ok(chunk)).await;
+                    }
+                })
+            };
+            let result = handle.await.unwrap_or(ActivityResult::Failure);
+            let _ = forwarding.await;
+            let done = proto::LogChunk {
+                text: String::new(),
+                done: true,
+                failed: result == ActivityResult::Failure,
+                activity: activity.id,
+            };
+            let _ = sender.send(Ok(done)).await;
+        });
+        Ok(Box::pin(ReceiverStream::new(receiver)))
+    }
+
+    pub(crate) fn cancel_activity(&self, id: &str) -> Result<proto::CancelActivityReply, Status> {
+        let activity_id = if is_build_id(id) {
+            self.existing_build(id)?.activity.ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "build {id} was imported; there is nothing to cancel"
+                ))
+            })?
+        } else {
+            id.parse::<u64>().map_err(|_| {
+                Status::invalid_argument(format!(
+                    "`{id}` is neither an activity number nor a build id"
+                ))
+            })?
+        };
+        let activity = self
+            .store
+            .activity(activity_id)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("there is no activity {activity_id}")))?;
+        if !matches!(
+            activity.state,
+            ActivityState::Pending | ActivityState::InProgress
+        ) {
+            return Err(Status::failed_precondition(format!(
+                "activity {activity_id} is {}; only pending and running activities can be cancelled",
+                activity.state.as_str()
+            )));
+        }
+        let token = self.lock_cancels().get(&activity_id).cloned();
+        let Some(token) = token else {
+            return Err(Status::failed_precondition(format!(
+                "activity {activity_id} is finishing; it can no longer be cancelled"
+            )));
+        };
+        token.cancel();
+        Ok(proto::CancelActivityReply {
+            activity: activity_id,
+            state: activity.state.as_str().into(),
+        })
+    }
+
+    pub(crate) async fn clear_build_cache(
+        &self,
+        project: &str,
+        app: &str,
+    ) -> Result<proto::ClearBuildCacheReply, Status> {
+        if self.store.project(project).map_err(internal)?.is_none() {
+            return Err(Status::not_found(format!(
+                "there is no project `{project}`"
+            )));
+        }
+        let app = (!app.is_empty()).then_some(app);
+        let cleared = self
+            .builder
+            .clear_cache(project, app)
+            .await
+            .map_err(|error| Status::internal(error.to_string()))?;
+        Ok(proto::ClearBuildCacheReply { cleared })
+    }
+
+    pub(crate) async fn garbage(&self) -> Result<proto::CollectGarbageReply, Status> {
+        let (removed, kept) = self.collect_garbage().await.map_err(Status::unavailable)?;
+        Ok(proto::CollectGarbageReply {
+            removed,
+            kept: u32::try_from(kept).unwrap_or(u32::MAX),
+        })
+    }
+}
+
+/// A blocking `Read` over chunks arriving on a channel.
+struct ChannelReader {
+    receiver: mpsc::Receiver<Vec<u8>>,
+    current: Vec<u8>,
+    position: usize,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        while self.position >= self.current.len() {
+            match self.receiver.blocking_recv() {
+                Some(chunk) => {
+                    self.current = chunk;
+                    self.position = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let available = &self.current[self.position..];
+        let count = available.len().min(buffer.len());
+        buffer[..count].copy_from_slice(&available[..count]);
+        self.position += count;
+        Ok(count)
+    }
+}

@@ -1,0 +1,528 @@
+//! Builds: records, the per-app build-or-reuse loop, garbage collection,
+//! export and import.
+//!
+//! A build record is written (running) before any container starts, updated
+//! after each app and finished with its status; its log is stored line by
+//! line (capped at [`MAX_BUILD_LOG`]) and streamed into the push.
+//! Garbage collection keeps the images of the newest `[build] keep_builds`
+//! complete builds of each environment, of running builds and of builds a
+//! release uses, plus the step images those were built from; everything
+//! else named `launchway/build/…` or `launchway/step/…` is deleted, and
+//! containerd collects the content.
+//! An export is an OCI image layout (the apps' images) whose `index.json`
+//! carries the build record in the annotation [`BUILD_ANNOTATION`]; an import
+//! checks every blob's digest and that the record names exactly the images
+//! the archive holds before anything is named.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Instant;
+
+use launchway_build::{
+    AppJob, BUILD_ID_ANNOTATION, BUILD_IMAGE_PREFIX, BuildError, STEP_IMAGE_PREFIX,
+    STEPS_ANNOTATION, Slot,
+};
+use launchway_containerd::archive::{self, ImportOptions, ImportPreview};
+use launchway_git::Plan;
+use launchway_store::{Activity, Build, BuildApp, BuildStatus};
+use rand::RngExt as _;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::activity::{Ended, Log};
+use crate::push::short;
+use crate::{Daemon, now_ms};
+
+/// The index annotation holding the exported build record (JSON).
+pub(crate) const BUILD_ANNOTATION: &str = "org.launchway.build";
+/// The most log a build stores.
+pub(crate) const MAX_BUILD_LOG: usize = 16 * 1024 * 1024;
+
+/// A new build id: `B` and nine capitals or digits.
+pub(crate) fn new_build_id() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut rng = rand::rng();
+    let mut id = String::from("B");
+    for _ in 0..9 {
+        let index = rng.random_range(0..ALPHABET.len());
+        id.push(char::from(ALPHABET[index]));
+    }
+    id
+}
+
+/// Is `text` shaped like a build id?
+pub(crate) fn is_build_id(text: &str) -> bool {
+    text.len() == 10
+        && text.starts_with('B')
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+}
+
+fn failed(error: BuildError) -> Ended {
+    match error {
+        BuildError::Cancelled => Ended::Cancelled,
+        other => Ended::Failed(other.to_string()),
+    }
+}
+
+impl Daemon {
+    /// Builds (or reuses) every app of `planned` for the activity's
+    /// environment, recording a build.
+    pub(crate) async fn build_commit(
+        &self,
+        activity: &Activity,
+        planned: &Plan,
+        subject: &str,
+        log: &Log,
+        cancel: &CancellationToken,
+    ) -> Result<Build, Ended> {
+        let mut id = new_build_id();
+        while matches!(self.store.build(&id), Ok(Some(_))) {
+            id = new_build_id();
+        }
+        let mut build = Build {
+            id: id.clone(),
+            project: activity.project.clone(),
+            environment: activity.environment.clone(),
+            commit: planned.commit.clone(),
+            apps: planned
+                .apps
+                .iter()
+                .map(|app| BuildApp {
+                    name: app.name.clone(),
+                    runtime: app.runtime.clone(),
+                    tree_id: app.tree_id.clone(),
+                    ..BuildApp::default()
+                })
+                .collect(),
+            status: BuildStatus::Running,
+            release: None,
+            started_at: now_ms(),
+            elapsed_ms: None,
+            description: subject.to_owned(),
+            activity: Some(activity.id),
+            imported_from: None,
+        };
+        self.store
+            .put_build(&build)
+            .map_err(|e| Ended::Failed(format!("the build cannot be recorded: {e}")))?;
+
+        // Lines from the builder go to the activity's log, the pusher and the build's log.
+        let (lines, mut received) = mpsc::channel::<String>(256);
+        let forward = {
+            let log = log.clone();
+            let store = self.store.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                let mut stored = 0usize;
+                while let Some(line) = received.recv().await {
+                    log.line(&line).await;
+                    if stored < MAX_BUILD_LOG {
+                        stored += line.len() + 1;
+                        let text = if stored < MAX_BUILD_LOG {
+                            format!("{line}\n")
+                        } else {
+                            "  (the rest of this build's log was not stored: it exceeds 16 MiB)\n"
+                                .to_owned()
+                        };
+                        if let Err(error) = store.append_build_log(&id, &text) {
+                            warn!(%error, "cannot store the build log");
+                        }
+                    }
+                }
+            })
+        };
+        let started = Instant::now();
+        let outcome = {
+            let _gc = self.gc_lock.read().await;
+            self.build_apps(&mut build, planned, &lines, cancel).await
+        };
+        drop(lines);
+        let _ = forward.await;
+        build.elapsed_ms = Some(started.elapsed().as_millis() as u64);
+        build.status = match &outcome {
+            Ok(()) => BuildStatus::Complete,
+            Err(BuildError::Cancelled) => BuildStatus::Cancelled,
+            Err(_) => BuildStatus::Failed,
+        };
+        if let Err(error) = self.store.put_build(&build) {
+            warn!(%error, "cannot record the build's end");
+        }
+        outcome.map_err(failed)?;
+        if let Err(error) = self.collect_garbage().await {
+            warn!(%error, "garbage collection after a build");
+        }
+        Ok(build)
+    }
+
+    async fn build_apps(
+        &self,
+        build: &mut Build,
+        planned: &Plan,
+        log: &mpsc::Sender<String>,
+        cancel: &CancellationToken,
+    ) -> Result<(), BuildError> {
+        let repo = self.repo_path(&build.project);
+        let mut slot: Option<Slot> = None;
+        for (index, app) in planned.apps.iter().enumerate() {
+            if cancel.is_cancelled() {
+                return Err(BuildError::Cancelled);
+            }
+            let _ = log
+                .send(format!(
+                    "  Building application '{}' (runtime type: {}, tree: {})",
+                    app.name,
+                    app.runtime,
+                    short(&app.tree_id)
+                ))
+                .await;
+            let resolved = tokio::select! {
+                resolved = self.builder.resolve(&build.project, app, log) => resolved?,
+                () = cancel.cancelled() => return Err(BuildError::Cancelled),
+            };
+            build.apps[index].build_key = Some(resolved.key.clone());
+            let image = match self.builder.existing(&resolved.key).await? {
+                Some(image) => {
+                    let _ = log
+                        .send("    Reusing existing build for this tree ID".to_owned())
+                        .await;
+                    build.apps[index].reused_from =
+                        image.annotations().get(BUILD_ID_ANNOTATION).cloned();
+                    image
+                }
+                None => {
+                    if slot.is_none() {
+                        slot = Some(self.builder.slot(&build.project, log, cancel).await?);
+                    }
+                    let Some(slot) = slot.as_ref() else {
+                        return Err(BuildError::Cancelled);
+                    };
+                    let job = AppJob {
+                        project: &build.project,
+                        plan: app,
+                        repo: &repo,
+                        commit: &planned.commit,
+                        build_id: &build.id,
+                    };
+                    let built = self.builder.build(job, &resolved, slot, log, cancel).await;
+                    match built {
+                        Ok(built) => built.image,
+                        Err(BuildError::Cancelled) => return Err(BuildError::Cancelled),
+                        Err(error) => {
+                            return Err(BuildError::Config(format!(
+                                "application '{}': {error}",
+                                app.name
+                            )));
+                        }
+                    }
+                }
+            };
+            build.apps[index].image = Some(image.name.clone());
+            build.apps[index].digest = Some(image.digest().to_owned());
+            if let Err(error) = self.store.put_build(build) {
+                warn!(%error, "cannot record the build's progress");
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes build and step images no kept build uses. Returns the names
+    /// removed and how many were kept.
+    pub(crate) async fn collect_garbage(&self) -> Result<(Vec<String>, usize), String> {
+        let _exclusive = self.gc_lock.write().await;
+        let builds = self.store.builds(None).map_err(|e| e.to_string())?;
+        let keep_per_env = self.builder.settings().keep_builds.max(1);
+        let mut complete_seen: HashMap<(String, String), usize> = HashMap::new();
+        let mut keep: BTreeSet<String> = BTreeSet::new();
+        // Newest first.
+        for build in &builds {
+            let kept = match build.status {
+                BuildStatus::Running => true,
+                BuildStatus::Complete => {
+                    let seen = complete_seen
+                        .entry((build.project.clone(), build.environment.clone()))
+                        .or_default();
+                    *seen += 1;
+                    *seen <= keep_per_env || build.release.is_some()
+                }
+                BuildStatus::Failed | BuildStatus::Cancelled => false,
+            };
+            if kept {
+                keep.extend(build.apps.iter().filter_map(|app| app.image.clone()));
+            }
+        }
+        let engine = self.builder.engine();
+        let images = engine.list_images().await.map_err(|e| e.to_string())?;
+        // The step images the kept builds started from.
+        let mut steps = BTreeSet::new();
+        for name in &keep {
+            if let Ok(image) = engine.image(name).await
+                && let Some(list) = image.annotations().get(STEPS_ANNOTATION)
+            {
+                steps.extend(list.split(' ').map(str::to_owned));
+            }
+        }
+        let mut removed = Vec::new();
+        let mut kept = 0;
+        for image in images {
+            let ours = image.name.starts_with(BUILD_IMAGE_PREFIX)
+                || image.name.starts_with(STEP_IMAGE_PREFIX);
+            if !ours {
+                continue;
+            }
+            if keep.contains(&image.name) || steps.contains(&image.name) {
+                kept += 1;
+                continue;
+            }
+            match engine.delete_image(&image.name).await {
+                Ok(()) => removed.push(image.name),
+                Err(error) if error.is_not_found() => {}
+                Err(error) => return Err(error.to_string()),
+            }
+        }
+        Ok((removed, kept))
+    }
+
+    /// Marks builds a crash or stop left running as cancelled.
+    pub(crate) fn reconcile_builds(&self) -> Result<(), launchway_store::StoreError> {
+        for mut build in self.store.builds(None)? {
+            if build.status == BuildStatus::Running {
+                build.status = BuildStatus::Cancelled;
+                self.store.append_build_log(
+                    &build.id,
+                    "Cancelled: the daemon stopped before this build finished\n",
+                )?;
+                self.store.put_build(&build)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes build `id` (record and images) as an OCI archive to `writer`.
+    pub(crate) async fn export_build<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        build: &Build,
+        writer: &mut W,
+    ) -> Result<(), String> {
+        let mut names = Vec::new();
+        for app in &build.apps {
+            let Some(image) = &app.image else {
+                return Err(format!(
+                    "build {} has no image for app {} (status {})",
+                    build.id,
+                    app.name,
+                    build.status.as_str()
+                ));
+            };
+            names.push(image.clone());
+        }
+        let record = serde_json::to_string(build).map_err(|e| e.to_string())?;
+        let mut annotations = BTreeMap::new();
+        annotations.insert(BUILD_ANNOTATION.to_owned(), record);
+        archive::export_annotated(self.builder.engine(), &names, &annotations, writer)
+            .await
+            .map_err(|error| {
+                if error.is_not_found() {
+                    format!(
+                        "the images of build {} were collected (`launchway gc`); it cannot be exported",
+                        build.id
+                    )
+                } else {
+                    error.to_string()
+                }
+            })
+    }
+
+    /// Imports a build archive (plain or gzip) into `project` as a new build.
+    pub(crate) async fn import_build<R: Read + Send + 'static>(
+        &self,
+        project: &str,
+        reader: R,
+    ) -> Result<Build, String> {
+        let record: Arc<std::sync::Mutex<Option<Build>>> = Arc::default();
+        let seen = record.clone();
+        let accept = move |preview: &ImportPreview| -> Result<(), String> {
+            let text = preview
+                .annotations
+                .get(BUILD_ANNOTATION)
+                .ok_or("it is not a Launchway build export (no build record in index.json)")?;
+            let build: Build = serde_json::from_str(text)
+                .map_err(|e| format!("its build record is unreadable: {e}"))?;
+            check_record(&build, preview)?;
+            if let Ok(mut slot) = seen.lock() {
+                *slot = Some(build);
+            }
+            Ok(())
+        };
+        let options = ImportOptions {
+            name: None,
+            accept: Some(Arc::new(accept)),
+        };
+        // Sniffing reads the first bytes, which may block on the client: not on this thread.
+        let reader = tokio::task::spawn_blocking(move || decompress(reader))
+            .await
+            .map_err(|e| format!("cannot read the archive: {e}"))?
+            .map_err(|e| format!("cannot read the archive: {e}"))?;
+        let _gc = self.gc_lock.read().await;
+        archive::import(self.builder.engine(), reader, &options)
+            .await
+            .map_err(|error| format!("the archive was refused, nothing was stored: {error}"))?;
+        let original = record
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take())
+            .ok_or("the archive's build record was lost")?;
+        let mut id = new_build_id();
+        while matches!(self.store.build(&id), Ok(Some(_))) {
+            id = new_build_id();
+        }
+        let build = Build {
+            id,
+            project: project.to_owned(),
+            environment: original.environment.clone(),
+            commit: original.commit.clone(),
+            apps: original.apps.clone(),
+            status: BuildStatus::Complete,
+            release: None,
+            started_at: now_ms(),
+            elapsed_ms: original.elapsed_ms,
+            description: original.description.clone(),
+            activity: None,
+            imported_from: Some(original.id.clone()),
+        };
+        self.store
+            .put_build(&build)
+            .map_err(|e| format!("the build cannot be recorded: {e}"))?;
+        let _ = self.store.append_build_log(
+            &build.id,
+            &format!(
+                "Imported from build {} of project {}\n",
+                original.id, original.project
+            ),
+        );
+        Ok(build)
+    }
+}
+
+/// The record must name exactly the images the archive holds, with their digests.
+fn check_record(build: &Build, preview: &ImportPreview) -> Result<(), String> {
+    if !is_build_id(&build.id) {
+        return Err("its build record has no valid build id".into());
+    }
+    if build.status != BuildStatus::Complete {
+        return Err(format!(
+            "build {} is {}, only complete builds can be imported",
+            build.id,
+            build.status.as_str()
+        ));
+    }
+    let archived: BTreeMap<&str, &str> = preview
+        .images
+        .iter()
+        .map(|image| (image.name.as_str(), image.digest.as_str()))
+        .collect();
+    let mut named = BTreeSet::new();
+    for app in &build.apps {
+        let (Some(image), Some(digest)) = (&app.image, &app.digest) else {
+            return Err(format!("app {} has no image in the build record", app.name));
+        };
+        if !image.starts_with(BUILD_IMAGE_PREFIX) {
+            return Err(format!(
+                "app {} names the image {image}, not a build image",
+                app.name
+            ));
+        }
+        match archived.get(image.as_str()) {
+            Some(found) if found == digest => {}
+            Some(found) => {
+                return Err(format!(
+                    "app {}: the record says {digest}, the archive holds {found}",
+                    app.name
+                ));
+            }
+            None => return Err(format!("app {}: the image {image} is missing", app.name)),
+        }
+        named.insert(image.as_str());
+    }
+    if let Some(extra) = archived.keys().find(|name| !named.contains(*name)) {
+        return Err(format!(
+            "the archive holds {extra}, which the record does not name"
+        ));
+    }
+    Ok(())
+}
+
+/// The archive's bytes, gunzipped when they are gzip.
+fn decompress<R: Read + Send + 'static>(reader: R) -> std::io::Result<Box<dyn Read + Send>> {
+    let mut buffered = std::io::BufReader::new(reader);
+    let head = std::io::BufRead::fill_buf(&mut buffered)?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Ok(Box::new(flate2::read::MultiGzDecoder::new(buffered)))
+    } else {
+        Ok(Box::new(buffered))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_ids_look_like_convox_ones() {
+        for _ in 0..100 {
+            let id = new_build_id();
+            assert!(is_build_id(&id), "{id}");
+        }
+        assert!(!is_build_id("B123"));
+        assert!(!is_build_id("Babcdefghi"));
+        assert!(!is_build_id("12"));
+    }
+
+    #[test]
+    fn records_must_match_the_archived_images() {
+        let build = Build {
+            id: "BABCDEFGHI".into(),
+            project: "shop".into(),
+            environment: "main".into(),
+            commit: "c".into(),
+            apps: vec![BuildApp {
+                name: "web".into(),
+                image: Some("launchway/build/k1".into()),
+                digest: Some("sha256:aa".into()),
+                ..BuildApp::default()
+            }],
+            status: BuildStatus::Complete,
+            release: None,
+            started_at: 1,
+            elapsed_ms: Some(1),
+            description: String::new(),
+            activity: None,
+            imported_from: None,
+        };
+        let preview = |images: &[(&str, &str)]| ImportPreview {
+            images: images
+                .iter()
+                .map(|(name, digest)| archive::Imported {
+                    name: (*name).into(),
+                    digest: (*digest).into(),
+                })
+                .collect(),
+            annotations: BTreeMap::new(),
+        };
+        assert!(check_record(&build, &preview(&[("launchway/build/k1", "sha256:aa")])).is_ok());
+        let wrong = check_record(&build, &preview(&[("launchway/build/k1", "sha256:bb")]));
+        assert!(wrong.unwrap_err().contains("the archive holds sha256:bb"));
+        let extra = check_record(
+            &build,
+            &preview(&[
+                ("launchway/build/k1", "sha256:aa"),
+                ("launchway/runtime/x", "sha256:cc"),
+            ]),
+        );
+        assert!(extra.unwrap_err().contains("launchway/runtime/x"));
+        assert!(check_record(&build, &preview(&[])).is_err());
+    }
+}
