@@ -47,5 +47,5 @@ clean:
 # Benchmarks of the real thing (release build; sshd needs root).
 bench:
 	$(CARGO) build --release -q -p launchway -p launchway-bench
-	./target/release/push-bench ./target/release/launchway 5
+	./scripts/with-containerd.sh ./target/release/push-bench ./target/release/launchway 5
 	./scripts/with-containerd.sh ./target/release/engine-bench

@@ -1,11 +1,19 @@
-//! `make bench`: the time to push a 50 MB repository through Launchway, and
-//! through OpenSSH's `sshd` running plain `git receive-pack` on the same kind
-//! of bare repository, measured in the same run, and their ratio.
+//! `make bench`: pushes through Launchway against the same pushes through
+//! OpenSSH's `sshd` running plain `git receive-pack`, measured in the same run:
 //!
-//! Both sides get the same client (the stock `ssh` with a pinned host key),
-//! the same fresh repository content, and an empty bare repository per run.
-//! Launchway's time includes what it adds to a push: the config check on the
-//! quarantined objects and the activity streamed back to the pusher.
+//! 1. a 50 MB repository into an empty repository, to an inactive
+//!    environment (transport, config check, activity; no build);
+//! 2. a one-commit push whose apps are all reused (the commit changes a file
+//!    outside `source.root`), from `git push` start to its exit;
+//! 3. the overhead of a cold build around a build hook of `sleep 1`: the
+//!    build's own time minus 1 s, and the push's time minus 1 s minus the
+//!    baseline push of the same commit.
+//!
+//! Both sides get the same client (the stock `ssh` with a pinned host key)
+//! and the same commits. `python:3.11` is the busybox runtime fixture, so a
+//! build runs on a warm runtime image. Launchway uses the containerd in
+//! `LAUNCHWAY_CONTAINERD_SOCKET` (as `make bench` sets it), in a namespace of
+//! its own.
 //!
 //! Usage: `push-bench LAUNCHWAY_BINARY [RUNS]` (run as root: sshd needs it).
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)]
@@ -39,6 +47,14 @@ fn main() -> anyhow::Result<()> {
     make_repo(&work)?;
 
     let mut launchway = LaunchwayServer::start(&launchway, root, &key)?;
+    launchway.cli(&[
+        "runtimes",
+        "import",
+        "python:3.11",
+        &launchway_integration::busybox_archive()
+            .display()
+            .to_string(),
+    ])?;
     let sshd = Sshd::start(root, &key)?;
 
     let mut launchway_times = Vec::new();
@@ -56,7 +72,12 @@ fn main() -> anyhow::Result<()> {
                 let project = format!("bench{run_index}");
                 let remote = launchway.project(&project)?;
                 let before = launchway.peak_rss_kib();
-                let elapsed = push(&work, &remote, &launchway.ssh_command)?;
+                let elapsed = push_with(
+                    &work,
+                    &remote,
+                    &launchway.ssh_command,
+                    &["-o", "environment.status=inactive"],
+                )?;
                 launchway_growth.push(launchway.peak_rss_kib().saturating_sub(before));
                 launchway_times.push(elapsed);
             } else {
@@ -87,8 +108,160 @@ fn main() -> anyhow::Result<()> {
         "  launchway daemon peak memory growth per push: max {} KiB",
         launchway_growth.iter().max().copied().unwrap_or(0)
     );
+
+    reused_and_cold_builds(&launchway, &sshd, root, runs)?;
     launchway.stop();
     Ok(())
+}
+
+const BUILD_CONFIG: &str = r#"applications:
+  web:
+    type: "python:3.11"
+    source:
+      root: web
+    hooks:
+      build: sleep 1
+    web:
+      commands:
+        start: python3 -m http.server $PORT
+"#;
+
+/// Measures (a) all-reused pushes and (b) cold builds, against sshd pushes
+/// of the same commits.
+fn reused_and_cold_builds(
+    launchway: &LaunchwayServer,
+    sshd: &Sshd,
+    root: &Path,
+    runs: usize,
+) -> anyhow::Result<()> {
+    let work = root.join("build-work");
+    std::fs::create_dir_all(work.join("web"))?;
+    std::fs::create_dir_all(work.join(".upsun"))?;
+    std::fs::write(work.join(".upsun/config.yaml"), BUILD_CONFIG)?;
+    std::fs::write(work.join("web/app.py"), "print('v0')\n")?;
+    run(git(&work).args(["init", "-q", "--initial-branch=main"]))?;
+    run(git(&work).args(["add", "-A"]))?;
+    run(git(&work).args(["commit", "-q", "-m", "v0"]))?;
+    let launchway_remote = launchway.project("builds")?;
+    let sshd_remote = sshd.new_repo("builds")?;
+    // Warm up: the first build, and the baseline's first push.
+    push(&work, &launchway_remote, &launchway.ssh_command)?;
+    push(&work, &sshd_remote, &sshd.ssh_command)?;
+
+    let commit = |path: &str, content: String, message: &str| -> anyhow::Result<()> {
+        std::fs::write(work.join(path), content)?;
+        run(git(&work).args(["commit", "-q", "-am", message]))?;
+        Ok(())
+    };
+    let mut reused = Vec::new();
+    let mut reused_base = Vec::new();
+    let mut cold = Vec::new();
+    let mut cold_base = Vec::new();
+    let mut cold_build = Vec::new();
+    std::fs::write(work.join("README.md"), "docs\n")?;
+    run(git(&work).args(["add", "README.md"]))?;
+    for index in 0..runs {
+        // (a) Outside web/: every app reused.
+        commit("README.md", format!("docs {index}\n"), "docs")?;
+        let pair = timed_pair(
+            index,
+            &work,
+            launchway,
+            &launchway_remote,
+            sshd,
+            &sshd_remote,
+        )?;
+        reused.push(pair.0);
+        reused_base.push(pair.1);
+        // (b) Inside web/: a cold build of a `sleep 1` hook.
+        commit("web/app.py", format!("print('v{}')\n", index + 1), "code")?;
+        let pair = timed_pair(
+            index,
+            &work,
+            launchway,
+            &launchway_remote,
+            sshd,
+            &sshd_remote,
+        )?;
+        cold.push(pair.0);
+        cold_base.push(pair.1);
+        cold_build.push(last_build_elapsed(launchway, "builds")?);
+    }
+    let (reused_median, reused_base_median) = (median(&mut reused), median(&mut reused_base));
+    println!("push of one commit whose apps are all reused, {runs} runs each, median:");
+    println!(
+        "  launchway (validate, plan, resolve, reuse):    {:>8.3} s   runs: {}",
+        reused_median.as_secs_f64(),
+        list(&reused)
+    );
+    println!(
+        "  openssh sshd + git receive-pack (baseline):    {:>8.3} s   runs: {}",
+        reused_base_median.as_secs_f64(),
+        list(&reused_base)
+    );
+    println!(
+        "  ratio launchway / baseline: {:.3} (target <= 1.5)",
+        reused_median.as_secs_f64() / reused_base_median.as_secs_f64()
+    );
+    let one = Duration::from_secs(1);
+    let build_median = median(&mut cold_build);
+    let cold_median = median(&mut cold);
+    let cold_base_median = median(&mut cold_base);
+    println!("cold build around a `sleep 1` build hook (warm runtime image), {runs} runs, median:");
+    println!(
+        "  build time (record's elapsed) - 1 s:           {:>8.3} s   builds: {} (target <= 1.5)",
+        build_median.saturating_sub(one).as_secs_f64(),
+        list(&cold_build)
+    );
+    println!(
+        "  push time - 1 s:                               {:>8.3} s   pushes: {}",
+        cold_median.saturating_sub(one).as_secs_f64(),
+        list(&cold)
+    );
+    println!(
+        "  push time - 1 s - baseline push:               {:>8.3} s   baseline: {}",
+        cold_median.as_secs_f64() - 1.0 - cold_base_median.as_secs_f64(),
+        list(&cold_base)
+    );
+    Ok(())
+}
+
+/// Pushes HEAD to both remotes, alternating which goes first.
+fn timed_pair(
+    index: usize,
+    work: &Path,
+    launchway: &LaunchwayServer,
+    launchway_remote: &str,
+    sshd: &Sshd,
+    sshd_remote: &str,
+) -> anyhow::Result<(Duration, Duration)> {
+    if index.is_multiple_of(2) {
+        let a = push(work, launchway_remote, &launchway.ssh_command)?;
+        let b = push(work, sshd_remote, &sshd.ssh_command)?;
+        Ok((a, b))
+    } else {
+        let b = push(work, sshd_remote, &sshd.ssh_command)?;
+        let a = push(work, launchway_remote, &launchway.ssh_command)?;
+        Ok((a, b))
+    }
+}
+
+/// The elapsed time of the newest build of `project` (from `builds info`).
+fn last_build_elapsed(launchway: &LaunchwayServer, project: &str) -> anyhow::Result<Duration> {
+    let list = launchway.cli(&["builds", "-p", project, "--limit", "1"])?;
+    let id = list
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .context("no build listed")?;
+    let info = launchway.cli(&["builds", "info", id])?;
+    let seconds: f64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("Elapsed"))
+        .map(|rest| rest.trim().trim_end_matches('s').to_owned())
+        .context("no elapsed time")?
+        .parse()?;
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 fn list(times: &[Duration]) -> String {
@@ -148,11 +321,36 @@ fn make_repo(work: &Path) -> anyhow::Result<()> {
 }
 
 fn push(work: &Path, remote: &str, ssh_command: &str) -> anyhow::Result<Duration> {
+    push_with(work, remote, ssh_command, &[])
+}
+
+fn push_with(
+    work: &Path,
+    remote: &str,
+    ssh_command: &str,
+    options: &[&str],
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     run(git(work)
         .env("GIT_SSH_COMMAND", ssh_command)
-        .args(["push", "-q", remote, "main"]))?;
+        .arg("push")
+        .arg("-q")
+        .args(options)
+        .args([remote, "main"]))?;
     Ok(started.elapsed())
+}
+
+/// `[containerd]` for the containerd `make bench` provides, in a namespace
+/// of this run's own.
+fn containerd_settings() -> String {
+    match launchway_integration::containerd_socket() {
+        Some(socket) => format!(
+            "[containerd]\nsocket = \"{}\"\nnamespace = \"lwbench-{}\"\n",
+            socket.display(),
+            launchway_integration::random_hex()
+        ),
+        None => String::new(),
+    }
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -194,8 +392,9 @@ impl LaunchwayServer {
         std::fs::write(
             &settings,
             format!(
-                "data_dir = \"{}\"\n[ssh]\nlisten = \"127.0.0.1:{port}\"\n",
-                data.display()
+                "data_dir = \"{}\"\n[ssh]\nlisten = \"127.0.0.1:{port}\"\n{}",
+                data.display(),
+                containerd_settings()
             ),
         )?;
         let child = Command::new(binary)

@@ -149,6 +149,8 @@ fn python_runtime_builds_from_debian_and_runs_as_web() {
         "{again}"
     );
 
+    dependencies_are_installed_over_the_network_and_cached(&daemon);
+
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let engine = engine_of(&daemon).await;
@@ -219,4 +221,182 @@ fn serve_starts_an_embedded_containerd_when_none_answers_and_stops_it() {
         processes_mentioning(&needle).is_empty(),
         "containerd still runs after shutdown"
     );
+}
+
+/// CRC-32 (IEEE), for the test wheel's zip entries.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A zip archive of `files`, stored uncompressed.
+fn zip(files: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    for (name, content) in files {
+        let offset = out.len() as u32;
+        let crc = crc32(content.as_bytes());
+        let size = content.len() as u32;
+        let fields = |sig: u32, central: bool| {
+            let mut h = Vec::new();
+            h.extend(sig.to_le_bytes());
+            if central {
+                h.extend(20u16.to_le_bytes());
+            }
+            h.extend(20u16.to_le_bytes()); // version needed
+            h.extend(0u16.to_le_bytes()); // flags
+            h.extend(0u16.to_le_bytes()); // stored
+            h.extend(0u16.to_le_bytes()); // time
+            h.extend(0x21u16.to_le_bytes()); // date: 1980-01-01
+            h.extend(crc.to_le_bytes());
+            h.extend(size.to_le_bytes());
+            h.extend(size.to_le_bytes());
+            h.extend((name.len() as u16).to_le_bytes());
+            h.extend(0u16.to_le_bytes()); // extra
+            if central {
+                h.extend(0u16.to_le_bytes()); // comment
+                h.extend(0u16.to_le_bytes()); // disk
+                h.extend(0u16.to_le_bytes()); // internal attributes
+                h.extend(0u32.to_le_bytes()); // external attributes
+                h.extend(offset.to_le_bytes());
+            }
+            h.extend(name.as_bytes());
+            h
+        };
+        out.extend(fields(0x0403_4b50, false));
+        out.extend(content.as_bytes());
+        central.extend(fields(0x0201_4b50, true));
+    }
+    let central_offset = out.len() as u32;
+    out.extend(&central);
+    out.extend(0x0605_4b50u32.to_le_bytes());
+    out.extend([0u8; 4]);
+    out.extend((files.len() as u16).to_le_bytes());
+    out.extend((files.len() as u16).to_le_bytes());
+    out.extend((central.len() as u32).to_le_bytes());
+    out.extend(central_offset.to_le_bytes());
+    out.extend(0u16.to_le_bytes());
+    out
+}
+
+/// A PEP 503 index on the host's loopback serving one wheel, `lwdemo 1.0`;
+/// returns its URL and the number of requests it answered.
+fn serve_index() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead as _, Write as _};
+    let wheel = zip(&[
+        ("lwdemo/__init__.py", "VALUE = 42\n"),
+        (
+            "lwdemo-1.0.dist-info/METADATA",
+            "Metadata-Version: 2.1\nName: lwdemo\nVersion: 1.0\n",
+        ),
+        (
+            "lwdemo-1.0.dist-info/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: launchway-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        ),
+        (
+            "lwdemo-1.0.dist-info/RECORD",
+            "lwdemo/__init__.py,,\nlwdemo-1.0.dist-info/METADATA,,\nlwdemo-1.0.dist-info/WHEEL,,\nlwdemo-1.0.dist-info/RECORD,,\n",
+        ),
+    ]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = served.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) <= 2 {
+                    break;
+                }
+            }
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let path = request.split_whitespace().nth(1).unwrap_or("/").to_owned();
+            let (status, kind, body): (&str, &str, Vec<u8>) = if path.starts_with("/simple/lwdemo")
+            {
+                let html = "<!DOCTYPE html><html><body><a href=\"/files/lwdemo-1.0-py3-none-any.whl\">lwdemo-1.0-py3-none-any.whl</a></body></html>";
+                ("200 OK", "text/html", html.as_bytes().to_vec())
+            } else if path == "/files/lwdemo-1.0-py3-none-any.whl" {
+                ("200 OK", "application/octet-stream", wheel.clone())
+            } else {
+                ("404 Not Found", "text/plain", b"not found".to_vec())
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(&body);
+        }
+    });
+    (format!("http://127.0.0.1:{port}/simple/"), served)
+}
+
+/// A push whose `dependencies:` come from an index on the host's loopback:
+/// the dependencies step reaches it, the build hook imports what it
+/// installed, and a second build with the same dependencies asks nothing.
+fn dependencies_are_installed_over_the_network_and_cached(daemon: &Daemon) {
+    let (index, served) = serve_index();
+    let remote = daemon.project("deps");
+    let key = daemon.key("dev", "deps", "admin");
+    let work = launchway_integration::Work::init(daemon.scratch("deps-work"))
+        .with_ssh(daemon.ssh_command(&key));
+    work.git_ok(&["remote", "add", "launchway", &remote]);
+    work.write(
+        ".upsun/config.yaml",
+        format!(
+            r#"applications:
+  app:
+    type: "python:3.11"
+    dependencies:
+      python3:
+        lwdemo: "1.0"
+    variables:
+      env:
+        PIP_INDEX_URL: "{index}"
+    hooks:
+      build: python3 -c "import lwdemo; print('lwdemo says', lwdemo.VALUE)"
+    web:
+      commands:
+        start: python3 -m http.server $PORT
+"#
+        ),
+    );
+    work.write("app.py", "print('v1')\n");
+    work.commit("first");
+    let out = work.git(&["push", "launchway", "HEAD:main"]);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("Installing build dependencies..."), "{log}");
+    assert!(log.contains("lwdemo says 42"), "{log}");
+    let asked = served.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(asked >= 2, "the index answered {asked} requests");
+
+    work.write("app.py", "print('v2')\n");
+    work.commit("second");
+    let out = work.git(&["push", "launchway", "HEAD:main"]);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("Installing build dependencies... (reused: unchanged)"),
+        "{log}"
+    );
+    assert!(log.contains("lwdemo says 42"), "{log}");
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), asked);
 }

@@ -46,6 +46,9 @@ pub const STEPS_ANNOTATION: &str = "org.launchway.build.steps";
 /// images' `SOURCE_DATE_EPOCH`), so the same tree unpacks to the same bytes.
 pub const SOURCE_MTIME: u64 = 1_700_000_000;
 
+/// Build variables the dependencies and flavor steps do not get.
+const TREE_SPECIFIC: &[&str] = &["PLATFORM_TREE_ID", "PLATFORM_APPLICATION"];
+
 /// The image of the build under `key`.
 pub fn build_image_name(key: &str) -> String {
     format!("{BUILD_IMAGE_PREFIX}{key}")
@@ -311,7 +314,14 @@ impl Builder {
             tree_id: &plan.tree_id,
         };
         let image_path = path_of(&resolved.runtime);
-        let env = build_env(&context, image_path.as_deref());
+        let hook_env = build_env(&context, image_path.as_deref());
+        // The cached steps do not see what changes with every tree or hook,
+        // so their key (which hashes their environment) survives those changes.
+        let env: Vec<(String, String)> = hook_env
+            .iter()
+            .filter(|(name, _)| !TREE_SPECIFIC.contains(&name.as_str()))
+            .cloned()
+            .collect();
         let mut base = runtimes::image_name(&plan.runtime);
         let mut base_digest = resolved.runtime.digest().to_owned();
         let mut steps = Vec::new();
@@ -443,7 +453,7 @@ impl Builder {
                 &workspace,
                 "the build hook",
                 vec!["/bin/sh".into(), "-e".into(), "-c".into(), hook.to_owned()],
-                &env,
+                &hook_env,
                 Network::None,
                 vec![Bind {
                     source: cache,

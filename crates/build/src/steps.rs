@@ -83,6 +83,7 @@ pub fn dependency_commands(
                 "--no-warn-script-location",
                 "--disable-pip-version-check",
                 "--no-input",
+                "--no-cache-dir",
             ]
             .map(str::to_owned)
             .to_vec(),

@@ -123,7 +123,11 @@ pub(crate) fn builds(
             writeln!(out, "Status       {}", build.status)?;
             writeln!(out, "Release      {}", or_dash(&build.release))?;
             writeln!(out, "Started      {}", time(build.started_at))?;
-            writeln!(out, "Elapsed      {}", elapsed(&build))?;
+            if build.status == "running" {
+                writeln!(out, "Elapsed      -")?;
+            } else {
+                writeln!(out, "Elapsed      {:.3}s", build.elapsed_ms as f64 / 1000.0)?;
+            }
             writeln!(out, "Description  {}", build.description)?;
             if build.activity > 0 {
                 writeln!(out, "Activity     {}", build.activity)?;
