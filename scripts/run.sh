@@ -57,5 +57,8 @@ echo "Pushed. The daemon keeps serving $REMOTE; its log is $RUN_DIR/serve.log."
 echo
 echo "\$ launchway runtimes list"
 "$BIN" runtimes list
-echo "Try: $BIN activities -p sample    (Ctrl-C stops the daemon)"
+echo
+echo "\$ launchway builds -p sample"
+"$BIN" builds -p sample
+echo "Try: $BIN builds info ID, $BIN activities -p sample    (Ctrl-C stops the daemon)"
 wait $DAEMON

@@ -306,7 +306,12 @@ pub(crate) fn plan(
             } else {
                 a.source_root
             };
-            vec![a.name, a.runtime, root, a.tree_id, a.build_key]
+            let key = if a.build_key.is_empty() {
+                "(runtime image not built yet)".to_owned()
+            } else {
+                a.build_key
+            };
+            vec![a.name, a.runtime, root, a.tree_id, key]
         })
         .collect();
     print_table(
