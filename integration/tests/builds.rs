@@ -559,3 +559,61 @@ fn push_ok_after_noop(work: &Work) -> String {
     work.commit("docs");
     push_ok(work)
 }
+
+#[test]
+fn builds_wait_for_a_slot_and_stop_at_their_time_limit() {
+    let (daemon, work) = setup_with("[build]\nconcurrency = 1\ntimeout_secs = 4\n");
+    // Over the limit: the hook is killed and the build fails with the reason.
+    work.write(".upsun/config.yaml", one_app("echo long hook\nsleep 30"));
+    work.write("web/app.py", "print('v1')\n");
+    work.commit("slow");
+    let started = Instant::now();
+    let out = push(&work);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(25), "{stderr}");
+    assert!(stderr.contains("longer than its limit of 4 s"), "{stderr}");
+    assert_nothing_running(&daemon);
+
+    // One slot: a second project's build waits for the first one's.
+    work.write(".upsun/config.yaml", one_app("sleep 2"));
+    work.commit("two seconds");
+    let remote = daemon.project("blog");
+    daemon.grant(&daemon.existing_key("alice"), "blog", "admin");
+    let first = {
+        let dir = work.dir.clone();
+        let ssh = daemon.ssh_command(&daemon.existing_key("alice"));
+        std::thread::spawn(move || {
+            Work::open(dir)
+                .with_ssh(ssh)
+                .git(&["push", "launchway", "HEAD:main"])
+        })
+    };
+    // Let the first build take the slot.
+    let waited = Instant::now();
+    while !daemon
+        .cli_ok(&["builds", "-p", "shop"])
+        .lines()
+        .any(|l| l.contains("running"))
+    {
+        assert!(waited.elapsed() < Duration::from_secs(30));
+        pause();
+    }
+    let second = work.git(&["push", &remote, "HEAD:main"]);
+    let second_log = text(&second.stderr);
+    assert!(second.status.success(), "{second_log}");
+    assert!(
+        second_log.contains("Waiting for a build slot"),
+        "{second_log}"
+    );
+    assert!(first.join().unwrap().status.success());
+
+    // `launchway build` builds a head again without a push: here, a reuse.
+    let built = daemon.cli(&["build", "-p", "blog"]);
+    assert!(built.status.success(), "{}", text(&built.stderr));
+    assert!(
+        text(&built.stderr).contains("Reusing existing build for this tree ID"),
+        "{}",
+        text(&built.stderr)
+    );
+}
