@@ -30,6 +30,13 @@ fn push(work: &Work) -> Output {
     work.git(&["push", "launchway", "HEAD:main"])
 }
 
+/// `push` on another thread (as alice), to act on the daemon meanwhile.
+fn push_in_background(daemon: &Daemon, work: &Work) -> std::thread::JoinHandle<Output> {
+    let dir = work.dir.clone();
+    let ssh = daemon.ssh_command(&daemon.existing_key("alice"));
+    std::thread::spawn(move || push(&Work::open(dir).with_ssh(ssh)))
+}
+
 fn push_ok(work: &Work) -> String {
     let out = push(work);
     let stderr = text(&out.stderr);
@@ -381,15 +388,7 @@ fn a_running_build_is_cancelled_mid_hook() {
     );
     work.write("web/app.py", "print('v1')\n");
     work.commit("slow");
-    let pushing = {
-        let dir = work.dir.clone();
-        let ssh = daemon.ssh_command(&daemon.existing_key("alice"));
-        std::thread::spawn(move || {
-            Work::open(dir)
-                .with_ssh(ssh)
-                .git(&["push", "launchway", "HEAD:main"])
-        })
-    };
+    let pushing = push_in_background(&daemon, &work);
     let started = Instant::now();
     let build = loop {
         if let Some((id, _)) = builds(&daemon).into_iter().next() {
@@ -580,15 +579,7 @@ fn builds_wait_for_a_slot_and_stop_at_their_time_limit() {
     work.commit("two seconds");
     let remote = daemon.project("blog");
     daemon.grant(&daemon.existing_key("alice"), "blog", "admin");
-    let first = {
-        let dir = work.dir.clone();
-        let ssh = daemon.ssh_command(&daemon.existing_key("alice"));
-        std::thread::spawn(move || {
-            Work::open(dir)
-                .with_ssh(ssh)
-                .git(&["push", "launchway", "HEAD:main"])
-        })
-    };
+    let first = push_in_background(&daemon, &work);
     // Let the first build take the slot.
     let waited = Instant::now();
     while !daemon

@@ -227,11 +227,7 @@ impl Builder {
 
     /// The frozen image under `key`, if there is one.
     pub async fn existing(&self, key: &str) -> Result<Option<Image>, BuildError> {
-        match self.engine.image(&build_image_name(key)).await {
-            Ok(image) => Ok(Some(image)),
-            Err(error) if error.is_not_found() => Ok(None),
-            Err(error) => Err(error.into()),
-        }
+        self.find_image(&build_image_name(key)).await
     }
 
     /// The host directory behind `$PLATFORM_CACHE_DIR` for `app` of `project`.
@@ -274,17 +270,6 @@ impl Builder {
         Ok(cleared)
     }
 
-    /// Removes the build caches of a deleted project.
-    pub async fn remove_project_caches(&self, project: &str) -> Result<(), BuildError> {
-        self.clear_cache(project, None).await?;
-        let root = self.cache_root.join(project);
-        match std::fs::remove_dir(&root) {
-            Ok(()) => Ok(()),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(error) => Err(BuildError::io(&root, error)),
-        }
-    }
-
     fn prepare_cache_dir(&self, project: &str, app: &str) -> Result<PathBuf, BuildError> {
         let dir = self.cache_dir(project, app);
         std::fs::create_dir_all(&dir).map_err(|error| BuildError::io(&dir, error))?;
@@ -325,114 +310,46 @@ impl Builder {
         let mut base = runtimes::image_name(&plan.runtime);
         let mut base_digest = resolved.runtime.digest().to_owned();
         let mut steps = Vec::new();
+        let mut cached = Vec::new();
 
-        // Dependencies, with network, cached by what they install.
+        // Dependencies, with network.
         let commands = dependency_commands(&plan.app.dependencies).map_err(BuildError::Config)?;
         if !commands.is_empty() {
-            let mut parts: Vec<Vec<u8>> = vec![base_digest.clone().into_bytes(), env_bytes(&env)];
-            for command in &commands {
-                parts.push(command.args.join("\0").into_bytes());
-            }
-            let key = step_key(
-                "dependencies",
-                &parts.iter().map(Vec::as_slice).collect::<Vec<_>>(),
-            );
-            let name = format!("{STEP_IMAGE_PREFIX}{key}");
-            let image = match self.step_image(&name).await? {
-                Some(image) => {
-                    say(
-                        log,
-                        "      Installing build dependencies... (reused: unchanged)",
-                    )
-                    .await;
-                    image
-                }
-                None => {
-                    say(log, "      Installing build dependencies...").await;
-                    let workspace = self.engine.workspace(&base).await?;
-                    for command in &commands {
-                        self.run(
-                            &workspace,
-                            &format!("installing {} dependencies", command.manager),
-                            command.args.clone(),
-                            &env,
-                            self.dependency_network(),
-                            Vec::new(),
-                            slot,
-                            log,
-                            cancel,
-                        )
-                        .await?;
-                    }
-                    freeze_step(workspace, &name, "dependencies").await?
-                }
-            };
-            base = name.clone();
-            base_digest = image.digest().to_owned();
-            steps.push(name);
+            cached.push(CachedStep {
+                kind: "dependencies",
+                title: "Installing build dependencies...".into(),
+                files: Vec::new(),
+                commands: commands
+                    .into_iter()
+                    .map(|c| (format!("installing {} dependencies", c.manager), c.args))
+                    .collect(),
+            });
         }
-
-        // The flavor, with network, cached by the files it reads.
+        // The flavor, with network, when its trigger file exists.
         if let Some(flavor) = flavor_step(&plan.app.flavor) {
-            let inputs =
-                read_inputs(job.repo, job.commit, &plan.source_root, flavor.inputs).await?;
-            if inputs.iter().any(|(name, _)| *name == flavor.trigger) {
-                let mut parts: Vec<Vec<u8>> = vec![
-                    base_digest.clone().into_bytes(),
-                    env_bytes(&env),
-                    flavor.script.as_bytes().to_vec(),
+            let files = read_inputs(job.repo, job.commit, &plan.source_root, flavor.inputs).await?;
+            if files.iter().any(|(name, _)| *name == flavor.trigger) {
+                let script = vec![
+                    "/bin/sh".into(),
+                    "-e".into(),
+                    "-c".into(),
+                    flavor.script.into(),
                 ];
-                for (name, content) in &inputs {
-                    parts.push(name.as_bytes().to_vec());
-                    parts.push(content.clone());
-                }
-                let key = step_key(
-                    "flavor",
-                    &parts.iter().map(Vec::as_slice).collect::<Vec<_>>(),
-                );
-                let name = format!("{STEP_IMAGE_PREFIX}{key}");
-                let image = match self.step_image(&name).await? {
-                    Some(image) => {
-                        say(
-                            log,
-                            format!(
-                                "      Running the {} flavor... (reused: {} unchanged)",
-                                flavor.name, flavor.trigger
-                            ),
-                        )
-                        .await;
-                        image
-                    }
-                    None => {
-                        say(log, format!("      Running the {} flavor...", flavor.name)).await;
-                        let workspace = self.engine.workspace(&base).await?;
-                        let tar = self.files_tar(&inputs).await?;
-                        workspace.apply_tar(tar.path()).await?;
-                        drop(tar);
-                        self.run(
-                            &workspace,
-                            &format!("the {} flavor", flavor.name),
-                            vec![
-                                "/bin/sh".into(),
-                                "-e".into(),
-                                "-c".into(),
-                                flavor.script.into(),
-                            ],
-                            &env,
-                            self.dependency_network(),
-                            Vec::new(),
-                            slot,
-                            log,
-                            cancel,
-                        )
-                        .await?;
-                        freeze_step(workspace, &name, "flavor").await?
-                    }
-                };
-                base = name.clone();
-                steps.push(name);
-                let _ = image;
+                cached.push(CachedStep {
+                    kind: "flavor",
+                    title: format!("Running the {} flavor...", flavor.name),
+                    files,
+                    commands: vec![(format!("the {} flavor", flavor.name), script)],
+                });
             }
+        }
+        for step in &cached {
+            let image = self
+                .cached_step(step, &base, &base_digest, &env, slot, log, cancel)
+                .await?;
+            base = image.name.clone();
+            base_digest = image.digest().to_owned();
+            steps.push(image.name);
         }
 
         // The app's tree, then the hook with no network.
@@ -491,12 +408,70 @@ impl Builder {
         }
     }
 
-    async fn step_image(&self, name: &str) -> Result<Option<Image>, BuildError> {
+    async fn find_image(&self, name: &str) -> Result<Option<Image>, BuildError> {
         match self.engine.image(name).await {
             Ok(image) => Ok(Some(image)),
             Err(error) if error.is_not_found() => Ok(None),
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// The image of `step` on top of `base`: reused when the same step on the
+    /// same base already ran, otherwise run (with the dependency network) and
+    /// frozen as `launchway/step/<key>`.
+    #[allow(clippy::too_many_arguments)]
+    async fn cached_step(
+        &self,
+        step: &CachedStep,
+        base: &str,
+        base_digest: &str,
+        env: &[(String, String)],
+        slot: &Slot,
+        log: &LogSender,
+        cancel: &CancellationToken,
+    ) -> Result<Image, BuildError> {
+        let mut parts: Vec<&[u8]> = Vec::new();
+        let env_part = env_bytes(env);
+        let joined: Vec<String> = step
+            .commands
+            .iter()
+            .map(|(_, args)| args.join("\0"))
+            .collect();
+        parts.push(base_digest.as_bytes());
+        parts.push(&env_part);
+        parts.extend(joined.iter().map(|c| c.as_bytes()));
+        for (name, content) in &step.files {
+            parts.push(name.as_bytes());
+            parts.push(content);
+        }
+        let name = format!("{STEP_IMAGE_PREFIX}{}", step_key(step.kind, &parts));
+        if let Some(image) = self.find_image(&name).await? {
+            say(log, format!("      {} (reused: unchanged)", step.title)).await;
+            return Ok(image);
+        }
+        say(log, format!("      {}", step.title)).await;
+        let workspace = self.engine.workspace(base).await?;
+        if !step.files.is_empty() {
+            let tar = self.files_tar(&step.files).await?;
+            workspace.apply_tar(tar.path()).await?;
+        }
+        for (what, args) in &step.commands {
+            self.run(
+                &workspace,
+                what,
+                args.clone(),
+                env,
+                self.dependency_network(),
+                Vec::new(),
+                slot,
+                log,
+                cancel,
+            )
+            .await?;
+        }
+        let mut annotations = HashMap::new();
+        annotations.insert("org.launchway.step".to_owned(), step.kind.to_owned());
+        Ok(workspace.freeze(&name, annotations).await?)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -664,10 +639,13 @@ fn path_of(image: &Image) -> Option<String> {
         .find_map(|entry| entry.strip_prefix("PATH=").map(str::to_owned))
 }
 
-async fn freeze_step(workspace: Workspace, name: &str, kind: &str) -> Result<Image, BuildError> {
-    let mut annotations = HashMap::new();
-    annotations.insert("org.launchway.step".to_owned(), kind.to_owned());
-    Ok(workspace.freeze(name, annotations).await?)
+/// A dependencies or flavor step: the files it reads (put in `/app`) and
+/// the commands it runs, each with what to call it when it fails.
+struct CachedStep {
+    kind: &'static str,
+    title: String,
+    files: Vec<(&'static str, Vec<u8>)>,
+    commands: Vec<(String, Vec<String>)>,
 }
 
 /// The files of `names` at the app root that exist at the commit.

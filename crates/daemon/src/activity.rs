@@ -190,11 +190,7 @@ impl Daemon {
         let timings = BTreeMap::new();
         let repo = self.repo_path(&activity.project);
         let update = work.update.clone();
-        let env = self
-            .store
-            .environment(&activity.project, &activity.environment)
-            .map_err(|_| "the environment cannot be read".to_owned())?
-            .ok_or_else(|| format!("environment {} no longer exists", activity.environment))?;
+        let env = self.activity_environment(activity)?;
         let other_heads: Vec<String> = self
             .store
             .environments(&activity.project)
@@ -232,6 +228,22 @@ impl Daemon {
             .await
     }
 
+    /// The environment an activity acts on.
+    fn activity_environment(
+        &self,
+        activity: &Activity,
+    ) -> Result<launchway_store::Environment, Ended> {
+        self.store
+            .environment(&activity.project, &activity.environment)
+            .map_err(|_| Ended::Failed("the environment cannot be read".into()))?
+            .ok_or_else(|| {
+                Ended::Failed(format!(
+                    "environment {} no longer exists",
+                    activity.environment
+                ))
+            })
+    }
+
     /// `launchway build`: builds the environment's head (or a given commit)
     /// without deploying.
     async fn build_activity(
@@ -241,11 +253,7 @@ impl Daemon {
         log: &Log,
         cancel: &CancellationToken,
     ) -> Result<BTreeMap<String, u64>, Ended> {
-        let env = self
-            .store
-            .environment(&activity.project, &activity.environment)
-            .map_err(|_| "the environment cannot be read".to_owned())?
-            .ok_or_else(|| format!("environment {} no longer exists", activity.environment))?;
+        let env = self.activity_environment(activity)?;
         self.build_and_report(
             activity,
             &env,

@@ -22,7 +22,8 @@ impl ApiService {
     }
 }
 
-fn internal(error: StoreError) -> Status {
+/// A state error as a status (logged here, said briefly to the client).
+pub(crate) fn internal(error: impl std::fmt::Display) -> Status {
     warn!(%error, "state error");
     Status::internal(format!("the daemon cannot use its state: {error}"))
 }
@@ -90,11 +91,7 @@ impl ApiService {
     }
 
     fn existing_project(&self, name: &str) -> Result<Project, Status> {
-        self.daemon
-            .store
-            .project(name)
-            .map_err(internal)?
-            .ok_or_else(|| Status::not_found(format!("there is no project `{name}`")))
+        self.daemon.existing_project(name)
     }
 }
 

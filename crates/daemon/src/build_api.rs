@@ -7,15 +7,15 @@ use std::time::Duration;
 
 use launchway_api::proto;
 use launchway_git::RefUpdate;
-use launchway_store::{ActivityKind, ActivityResult, ActivityState, Build, BuildStatus};
+use launchway_store::{ActivityKind, ActivityResult, ActivityState, Build, BuildStatus, Project};
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
-use tracing::warn;
 
 use crate::Daemon;
 use crate::activity::Work;
+use crate::api::internal;
 use crate::builds::is_build_id;
 
 /// A server stream of log text.
@@ -27,11 +27,6 @@ pub(crate) type DataStream = Pin<Box<dyn Stream<Item = Result<proto::DataChunk, 
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 /// Bytes per exported chunk.
 const CHUNK: usize = 256 * 1024;
-
-fn internal(error: impl std::fmt::Display) -> Status {
-    warn!(%error, "state error");
-    Status::internal(format!("the daemon cannot use its state: {error}"))
-}
 
 pub(crate) fn build_info(build: &Build) -> proto::BuildInfo {
     proto::BuildInfo {
@@ -63,6 +58,14 @@ pub(crate) fn build_info(build: &Build) -> proto::BuildInfo {
 }
 
 impl Daemon {
+    /// The project `name`, or a not-found status naming it.
+    pub(crate) fn existing_project(&self, name: &str) -> Result<Project, Status> {
+        self.store
+            .project(name)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("there is no project `{name}`")))
+    }
+
     fn existing_build(&self, id: &str) -> Result<Build, Status> {
         self.store
             .build(id)
@@ -75,11 +78,7 @@ impl Daemon {
         project: &str,
         limit: u32,
     ) -> Result<proto::BuildList, Status> {
-        if self.store.project(project).map_err(internal)?.is_none() {
-            return Err(Status::not_found(format!(
-                "there is no project `{project}`"
-            )));
-        }
+        self.existing_project(project)?;
         let limit = if limit == 0 { 20 } else { limit as usize };
         let builds = self
             .store
@@ -188,11 +187,7 @@ impl Daemon {
             .await?
             .ok_or_else(|| Status::invalid_argument("nothing was sent"))?;
         let project = first.project.clone();
-        if self.store.project(&project).map_err(internal)?.is_none() {
-            return Err(Status::not_found(format!(
-                "there is no project `{project}`"
-            )));
-        }
+        self.existing_project(&project)?;
         // The archive is read on a blocking thread; chunks reach it through a channel.
         let (sender, receiver) = mpsc::channel::<Vec<u8>>(8);
         let feeding = tokio::spawn(async move {
@@ -225,11 +220,7 @@ impl Daemon {
         project: &str,
         branch: &str,
     ) -> Result<LogStream, Status> {
-        let project = self
-            .store
-            .project(project)
-            .map_err(internal)?
-            .ok_or_else(|| Status::not_found(format!("there is no project `{project}`")))?;
+        let project = self.existing_project(project)?;
         let branch = if branch.is_empty() {
             project.default_branch.clone()
         } else {
@@ -344,11 +335,7 @@ impl Daemon {
         project: &str,
         app: &str,
     ) -> Result<proto::ClearBuildCacheReply, Status> {
-        if self.store.project(project).map_err(internal)?.is_none() {
-            return Err(Status::not_found(format!(
-                "there is no project `{project}`"
-            )));
-        }
+        self.existing_project(project)?;
         let app = (!app.is_empty()).then_some(app);
         let cleared = self
             .builder

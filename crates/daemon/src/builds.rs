@@ -69,6 +69,16 @@ fn failed(error: BuildError) -> Ended {
 }
 
 impl Daemon {
+    /// A build id no build has.
+    fn fresh_build_id(&self) -> String {
+        loop {
+            let id = new_build_id();
+            if !matches!(self.store.build(&id), Ok(Some(_))) {
+                return id;
+            }
+        }
+    }
+
     /// Builds (or reuses) every app of `planned` for the activity's
     /// environment, recording a build.
     pub(crate) async fn build_commit(
@@ -79,10 +89,7 @@ impl Daemon {
         log: &Log,
         cancel: &CancellationToken,
     ) -> Result<Build, Ended> {
-        let mut id = new_build_id();
-        while matches!(self.store.build(&id), Ok(Some(_))) {
-            id = new_build_id();
-        }
+        let id = self.fresh_build_id();
         let mut build = Build {
             id: id.clone(),
             project: activity.project.clone(),
@@ -189,17 +196,20 @@ impl Daemon {
                     let _ = log
                         .send("    Reusing existing build for this tree ID".to_owned())
                         .await;
-                    build.apps[index].reused_from =
-                        image.annotations().get(BUILD_ID_ANNOTATION).cloned();
+                    let annotations = image.annotations();
+                    build.apps[index].reused_from = annotations.get(BUILD_ID_ANNOTATION).cloned();
+                    build.apps[index].steps = annotations
+                        .get(STEPS_ANNOTATION)
+                        .map(|list| list.split(' ').map(str::to_owned).collect())
+                        .unwrap_or_default();
                     image
                 }
                 None => {
-                    if slot.is_none() {
-                        slot = Some(self.builder.slot(&build.project, log, cancel).await?);
-                    }
-                    let Some(slot) = slot.as_ref() else {
-                        return Err(BuildError::Cancelled);
+                    let held = match slot.take() {
+                        Some(held) => held,
+                        None => self.builder.slot(&build.project, log, cancel).await?,
                     };
+                    let slot = slot.insert(held);
                     let job = AppJob {
                         project: &build.project,
                         plan: app,
@@ -209,7 +219,10 @@ impl Daemon {
                     };
                     let built = self.builder.build(job, &resolved, slot, log, cancel).await;
                     match built {
-                        Ok(built) => built.image,
+                        Ok(built) => {
+                            build.apps[index].steps = built.steps;
+                            built.image
+                        }
                         Err(BuildError::Cancelled) => return Err(BuildError::Cancelled),
                         Err(error) => {
                             return Err(BuildError::Config(format!(
@@ -251,20 +264,15 @@ impl Daemon {
                 BuildStatus::Failed | BuildStatus::Cancelled => false,
             };
             if kept {
-                keep.extend(build.apps.iter().filter_map(|app| app.image.clone()));
+                for app in &build.apps {
+                    keep.extend(app.image.iter().cloned());
+                    // The step images the kept builds started from.
+                    keep.extend(app.steps.iter().cloned());
+                }
             }
         }
         let engine = self.builder.engine();
         let images = engine.list_images().await.map_err(|e| e.to_string())?;
-        // The step images the kept builds started from.
-        let mut steps = BTreeSet::new();
-        for name in &keep {
-            if let Ok(image) = engine.image(name).await
-                && let Some(list) = image.annotations().get(STEPS_ANNOTATION)
-            {
-                steps.extend(list.split(' ').map(str::to_owned));
-            }
-        }
         let mut removed = Vec::new();
         let mut kept = 0;
         for image in images {
@@ -273,7 +281,7 @@ impl Daemon {
             if !ours {
                 continue;
             }
-            if keep.contains(&image.name) || steps.contains(&image.name) {
+            if keep.contains(&image.name) {
                 kept += 1;
                 continue;
             }
@@ -375,12 +383,8 @@ impl Daemon {
             .ok()
             .and_then(|mut slot| slot.take())
             .ok_or("the archive's build record was lost")?;
-        let mut id = new_build_id();
-        while matches!(self.store.build(&id), Ok(Some(_))) {
-            id = new_build_id();
-        }
         let build = Build {
-            id,
+            id: self.fresh_build_id(),
             project: project.to_owned(),
             environment: original.environment.clone(),
             commit: original.commit.clone(),

@@ -332,6 +332,9 @@ pub struct BuildApp {
     pub digest: Option<String>,
     /// The build that made the image, when this one reused it.
     pub reused_from: Option<String>,
+    /// The cached step images (dependencies, flavor) the image was built on.
+    #[serde(default)]
+    pub steps: Vec<String>,
 }
 
 /// One build: the apps of a commit turned into images.
