@@ -10,6 +10,7 @@
 //! - [`runtimes`]: the runtime image catalog built with mmdebstrap.
 //! - [`embedded`]: a private containerd when none answers.
 
+mod app;
 pub mod archive;
 mod content;
 pub mod digest;
@@ -23,6 +24,7 @@ pub mod runtimes;
 pub mod spec;
 mod step;
 
+pub use app::{AppLabels, OWNER_LABEL, TaskState};
 pub use engine::{Blob, DEFAULT_NAMESPACE, Engine, Inventory, Lease, SNAPSHOTTER, is_identifier};
 pub use error::{EngineError, Result};
 pub use image::Image;

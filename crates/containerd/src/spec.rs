@@ -19,7 +19,7 @@ use std::time::Duration;
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
     LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder,
-    LinuxSeccomp, MountBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder,
+    LinuxSeccomp, MountBuilder, Process, ProcessBuilder, RootBuilder, Spec, UserBuilder,
 };
 
 use crate::error::{EngineError, Result};
@@ -161,15 +161,9 @@ fn oci(error: oci_spec::OciSpecError) -> EngineError {
     invalid("container spec", error.to_string())
 }
 
-/// The OCI runtime spec of `step`, its root read-only or not, its cgroup at
-/// `/<namespace>/<id>`, with `image_env` under the step's own variables.
-pub fn runtime_spec(
-    step: &StepSpec,
-    readonly_root: bool,
-    namespace: &str,
-    id: &str,
-    image_env: &[String],
-) -> Result<Spec> {
+/// The process of `step` (user, command, environment over `image_env`,
+/// capabilities, limits): the container's own or one executed in it.
+pub fn process_spec(step: &StepSpec, image_env: &[String]) -> Result<Process> {
     if step.args.is_empty() {
         return Err(invalid("step", "no command to run"));
     }
@@ -181,7 +175,7 @@ pub fn runtime_spec(
     }
 
     let capabilities: HashSet<Capability> = step.capabilities.iter().copied().collect();
-    let process = ProcessBuilder::default()
+    ProcessBuilder::default()
         .terminal(false)
         .user(
             UserBuilder::default()
@@ -214,7 +208,19 @@ pub fn runtime_spec(
         ])
         .no_new_privileges(true)
         .build()
-        .map_err(oci)?;
+        .map_err(oci)
+}
+
+/// The OCI runtime spec of `step`, its root read-only or not, its cgroup at
+/// `/<namespace>/<id>`, with `image_env` under the step's own variables.
+pub fn runtime_spec(
+    step: &StepSpec,
+    readonly_root: bool,
+    namespace: &str,
+    id: &str,
+    image_env: &[String],
+) -> Result<Spec> {
+    let process = process_spec(step, image_env)?;
 
     let mut mounts = oci_spec::runtime::get_default_mounts();
     mounts.push(

@@ -264,7 +264,7 @@ async fn remove_task(engine: &Engine, id: &str) -> Result<()> {
 }
 
 /// Reads a FIFO to its end, sending each line (or `MAX_LINE` piece).
-async fn pump(
+pub(crate) async fn pump(
     mut receiver: tokio::net::unix::pipe::Receiver,
     stream: OutputStream,
     sender: mpsc::Sender<OutputLine>,
@@ -325,7 +325,7 @@ fn oom_killed(namespace: &str, id: &str) -> bool {
     })
 }
 
-fn make_fifo(dir: &Path, name: &str) -> Result<PathBuf> {
+pub(crate) fn make_fifo(dir: &Path, name: &str) -> Result<PathBuf> {
     let path = dir.join(name);
     nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(
         |errno| EngineError::io(format!("creating FIFO {}", path.display()), errno.into()),
@@ -333,7 +333,7 @@ fn make_fifo(dir: &Path, name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn open_fifo(path: &Path) -> Result<tokio::net::unix::pipe::Receiver> {
+pub(crate) fn open_fifo(path: &Path) -> Result<tokio::net::unix::pipe::Receiver> {
     tokio::net::unix::pipe::OpenOptions::new()
         .open_receiver(path)
         .map_err(|error| EngineError::io(format!("opening FIFO {}", path.display()), error))

@@ -1,0 +1,431 @@
+//! Long-running containers: the processes of a deployed app.
+//!
+//! Unlike a step, an app container outlives the call that made it: its
+//! record, its snapshot and its task stay until [`Engine::remove_app`]. The
+//! snapshot is a writable one under a read-only root (as `docker
+//! --read-only` does) so runc can create bind-mount targets the image lacks;
+//! the process sees nothing writable but its binds and `/tmp`. Output goes to
+//! a file the shim appends to (`file://`), so an app never blocks on a reader.
+//! Processes run inside it later (`exec`: hooks, `post_start`) stream their
+//! output line by line.
+//!
+//! The records are labelled ([`AppLabels`]), so what the daemon made can be
+//! found again after a crash.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use containerd_client::services::v1::{
+    Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
+    DeleteProcessRequest, ExecProcessRequest, GetRequest, KillRequest, ListContainersRequest,
+    StartRequest, WaitRequest, container::Runtime,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Engine, random_id};
+use crate::error::{EngineError, Result};
+use crate::spec::{StepSpec, process_spec, runtime_spec};
+use crate::step::{Output, OutputStream, StepOutcome};
+
+const RUNTIME: &str = "io.containerd.runc.v2";
+const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+const SIGKILL: u32 = 9;
+const SIGTERM: u32 = 15;
+
+/// The label every app container carries, with its owner as value
+/// (`<project>/<environment>`).
+pub const OWNER_LABEL: &str = "org.launchway.environment";
+
+/// What an app container is, for finding it again.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AppLabels {
+    /// `<project>/<environment>`.
+    pub owner: String,
+    /// Extra labels (app, process, release).
+    pub extra: HashMap<String, String>,
+}
+
+/// How a task is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskState {
+    Running,
+    /// Stopped, or created and never started, or gone.
+    Stopped,
+}
+
+impl Engine {
+    /// Creates (not starts) a container `id` running `process` on image
+    /// `image_name`, read-only root, labelled.
+    pub async fn create_app(
+        &self,
+        id: &str,
+        image_name: &str,
+        process: &StepSpec,
+        labels: &AppLabels,
+    ) -> Result<()> {
+        let image = self.image(image_name).await?;
+        let lease = self.create_lease("lw-app").await?;
+        let made = async {
+            self.unpack(&lease, &image).await?;
+            self.prepare_snapshot(&lease, id, &image.chain_id).await?;
+            let spec = runtime_spec(process, true, self.namespace(), id, &image.env())?;
+            let spec_json = serde_json::to_vec(&spec).map_err(|error| EngineError::Invalid {
+                what: "container spec",
+                reason: error.to_string(),
+            })?;
+            let mut all_labels = labels.extra.clone();
+            all_labels.insert(OWNER_LABEL.into(), labels.owner.clone());
+            let container = Container {
+                id: id.to_string(),
+                image: image.name.clone(),
+                labels: all_labels,
+                runtime: Some(Runtime {
+                    name: RUNTIME.into(),
+                    options: None,
+                }),
+                spec: Some(prost_types::Any {
+                    type_url: SPEC_TYPE_URL.into(),
+                    value: spec_json,
+                }),
+                snapshotter: crate::engine::SNAPSHOTTER.into(),
+                snapshot_key: id.to_string(),
+                ..Default::default()
+            };
+            self.containers()
+                .create(self.leased(
+                    CreateContainerRequest {
+                        container: Some(container),
+                    },
+                    &lease,
+                ))
+                .await
+                .map_err(|status| {
+                    EngineError::rpc("container create", || format!("container {id}"), status)
+                })?;
+            Ok(())
+        }
+        .await;
+        if made.is_err() {
+            let _ = self.remove_snapshot(id).await;
+        }
+        // The container record now holds the snapshot (and through it the
+        // image's layers); the lease only covered the making.
+        let released = self.delete_lease(&lease, false).await;
+        made.and(released)
+    }
+
+    /// Starts the container's process, its stdout and stderr appended to `log`.
+    pub async fn start_app(&self, id: &str, log: &std::path::Path) -> Result<()> {
+        let mounts = self.snapshot_mounts(id).await?;
+        let uri = format!("file://{}", log.display());
+        self.tasks()
+            .create(self.request(CreateTaskRequest {
+                container_id: id.to_string(),
+                rootfs: mounts,
+                stdout: uri.clone(),
+                stderr: uri,
+                terminal: false,
+                ..Default::default()
+            }))
+            .await
+            .map_err(|status| EngineError::rpc("task create", || format!("task {id}"), status))?;
+        self.tasks()
+            .start(self.request(StartRequest {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+            }))
+            .await
+            .map_err(|status| EngineError::rpc("task start", || format!("task {id}"), status))?;
+        Ok(())
+    }
+
+    /// Whether the container's process runs.
+    pub async fn app_state(&self, id: &str) -> Result<TaskState> {
+        match self
+            .tasks()
+            .get(self.request(GetRequest {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+            }))
+            .await
+        {
+            Ok(response) => {
+                let running = response
+                    .into_inner()
+                    .process
+                    .is_some_and(|p| p.status == 2 /* RUNNING */);
+                Ok(if running {
+                    TaskState::Running
+                } else {
+                    TaskState::Stopped
+                })
+            }
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(TaskState::Stopped),
+            Err(status) => Err(EngineError::rpc(
+                "task get",
+                || format!("task {id}"),
+                status,
+            )),
+        }
+    }
+
+    /// Stops the container's processes: SIGTERM to all of them, SIGKILL
+    /// after `grace`, then deletes the task. No task is not an error.
+    pub async fn stop_app(&self, id: &str, grace: Duration) -> Result<()> {
+        let signal = |signal: u32| {
+            let mut tasks = self.tasks();
+            let request = self.request(KillRequest {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+                signal,
+                all: true,
+            });
+            async move { tasks.kill(request).await }
+        };
+        match signal(SIGTERM).await {
+            Ok(_) => {}
+            Err(status) if status.code() == tonic::Code::NotFound => return Ok(()),
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => {}
+            Err(status) => {
+                return Err(EngineError::rpc(
+                    "task kill",
+                    || format!("task {id}"),
+                    status,
+                ));
+            }
+        }
+        let wait = || {
+            let mut tasks = self.tasks();
+            let request = self.request(WaitRequest {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+            });
+            async move { tasks.wait(request).await }
+        };
+        if tokio::time::timeout(grace, wait()).await.is_err() {
+            let _ = signal(SIGKILL).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), wait()).await;
+        }
+        match self
+            .tasks()
+            .delete(
+                self.request(containerd_client::services::v1::DeleteTaskRequest {
+                    container_id: id.to_string(),
+                }),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
+            Err(status) => Err(EngineError::rpc(
+                "task delete",
+                || format!("task {id}"),
+                status,
+            )),
+        }
+    }
+
+    /// Stops (at once) and deletes the container and its snapshot. A
+    /// container that is already gone is not an error.
+    pub async fn remove_app(&self, id: &str) -> Result<()> {
+        self.stop_app(id, Duration::ZERO).await?;
+        match self
+            .containers()
+            .delete(self.request(DeleteContainerRequest { id: id.to_string() }))
+            .await
+        {
+            Ok(_) => {}
+            Err(status) if status.code() == tonic::Code::NotFound => {}
+            Err(status) => {
+                return Err(EngineError::rpc(
+                    "container delete",
+                    || format!("container {id}"),
+                    status,
+                ));
+            }
+        }
+        self.remove_snapshot(id).await
+    }
+
+    /// The ids of the app containers of `owner` (`<project>/<environment>`),
+    /// or of every owner when `None`.
+    pub async fn app_containers(&self, owner: Option<&str>) -> Result<Vec<String>> {
+        let filter = match owner {
+            Some(owner) => format!("labels.\"{OWNER_LABEL}\"=={owner}"),
+            None => format!("labels.\"{OWNER_LABEL}\""),
+        };
+        let response = self
+            .containers()
+            .list(self.request(ListContainersRequest {
+                filters: vec![filter],
+            }))
+            .await
+            .map_err(|status| EngineError::rpc("container list", || "containers".into(), status))?;
+        Ok(response
+            .into_inner()
+            .containers
+            .into_iter()
+            .map(|c| c.id)
+            .collect())
+    }
+
+    /// Runs `process` inside the running container `id` (its args, env,
+    /// cwd and user; its binds, network and limits are the container's) to
+    /// its end or its timeout. Output lines go to `output`.
+    pub async fn exec_in_app(
+        &self,
+        id: &str,
+        process: &StepSpec,
+        output: Output,
+        cancel: &CancellationToken,
+    ) -> Result<StepOutcome> {
+        let image_env: Vec<String> = Vec::new();
+        let mut spec = process_spec(process, &image_env)?;
+        // The container's own environment (the image's PATH and the app's
+        // variables) is not inherited by an exec: give the full list.
+        spec.set_env(Some(
+            process
+                .env
+                .iter()
+                .map(|(key, value)| format!("{key}={value}"))
+                .collect(),
+        ));
+        let spec_json = serde_json::to_vec(&spec).map_err(|error| EngineError::Invalid {
+            what: "process spec",
+            reason: error.to_string(),
+        })?;
+        let exec_id = random_id("exec");
+        let fifo_dir = tempfile::Builder::new()
+            .prefix(&exec_id)
+            .tempdir_in(self.scratch())
+            .map_err(|error| EngineError::io("creating a FIFO directory", error))?;
+        let (stdout, stderr, readers, sender) = match output {
+            Output::Lines(sender) => {
+                let out = crate::step::make_fifo(fifo_dir.path(), "stdout")?;
+                let err = crate::step::make_fifo(fifo_dir.path(), "stderr")?;
+                let readers = vec![
+                    (crate::step::open_fifo(&out)?, OutputStream::Stdout),
+                    (crate::step::open_fifo(&err)?, OutputStream::Stderr),
+                ];
+                (
+                    out.display().to_string(),
+                    err.display().to_string(),
+                    readers,
+                    Some(sender),
+                )
+            }
+            Output::File(path) => {
+                let uri = format!("file://{}", path.display());
+                (uri.clone(), uri, Vec::new(), None)
+            }
+            Output::Discard => (String::new(), String::new(), Vec::new(), None),
+        };
+        self.tasks()
+            .exec(self.request(ExecProcessRequest {
+                container_id: id.to_string(),
+                stdin: String::new(),
+                stdout,
+                stderr,
+                terminal: false,
+                spec: Some(prost_types::Any {
+                    type_url: PROCESS_TYPE_URL.into(),
+                    value: spec_json,
+                }),
+                exec_id: exec_id.clone(),
+            }))
+            .await
+            .map_err(|status| EngineError::rpc("task exec", || format!("task {id}"), status))?;
+        let pumps: Vec<_> = match sender {
+            Some(sender) => readers
+                .into_iter()
+                .map(|(reader, stream)| {
+                    tokio::spawn(crate::step::pump(reader, stream, sender.clone()))
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let outcome = self.run_exec(id, &exec_id, process.timeout, cancel).await;
+        for pump in pumps {
+            let _ = pump.await;
+        }
+        let _ = self
+            .tasks()
+            .delete_process(self.request(DeleteProcessRequest {
+                container_id: id.to_string(),
+                exec_id,
+            }))
+            .await;
+        drop(fifo_dir);
+        outcome
+    }
+
+    async fn run_exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        timeout: Option<Duration>,
+        cancel: &CancellationToken,
+    ) -> Result<StepOutcome> {
+        let started = Instant::now();
+        self.tasks()
+            .start(self.request(StartRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+            }))
+            .await
+            .map_err(|status| EngineError::rpc("exec start", || format!("task {id}"), status))?;
+        let wait = || {
+            let mut tasks = self.tasks();
+            let request = self.request(WaitRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+            });
+            async move {
+                tasks
+                    .wait(request)
+                    .await
+                    .map(|response| response.into_inner().exit_status)
+                    .map_err(|status| EngineError::rpc("exec wait", || "exec".into(), status))
+            }
+        };
+        let kill = || {
+            let mut tasks = self.tasks();
+            let request = self.request(KillRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+                signal: SIGKILL,
+                all: false,
+            });
+            async move {
+                let _ = tasks.kill(request).await;
+            }
+        };
+        let deadline = async {
+            match timeout {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut timed_out = false;
+        let exit_code = tokio::select! {
+            exit = wait() => exit?,
+            () = deadline => {
+                timed_out = true;
+                kill().await;
+                wait().await?
+            }
+            () = cancel.cancelled() => {
+                kill().await;
+                let _ = wait().await;
+                return Err(EngineError::Cancelled);
+            }
+        };
+        Ok(StepOutcome {
+            exit_code,
+            timed_out,
+            out_of_memory: false,
+            elapsed: started.elapsed(),
+        })
+    }
+}

@@ -1,0 +1,186 @@
+//! Dialing backends: the connector the pooled HTTP client uses.
+//!
+//! A request's URI authority names a backend generation (`g<n>`); the
+//! registry maps it to where the app listens. A new deploy registers new
+//! generations, so pooled connections to a stopped version are never reused.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use hyper::Uri;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::netns::SocketFactory;
+
+/// Where an app listens.
+#[derive(Clone, Debug)]
+pub enum Endpoint {
+    /// `127.0.0.1:port`, inside a network namespace (or the router's own
+    /// when `None`).
+    Tcp {
+        netns: Option<Arc<SocketFactory>>,
+        port: u16,
+    },
+    /// A unix socket path on the host (a directory bind-mounted in the app).
+    Unix(PathBuf),
+}
+
+/// Backend generations by authority.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Registry {
+    endpoints: Arc<Mutex<HashMap<String, Endpoint>>>,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Endpoint>> {
+        match self.endpoints.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    pub(crate) fn insert(&self, authority: String, endpoint: Endpoint) {
+        self.lock().insert(authority, endpoint);
+    }
+
+    pub(crate) fn remove(&self, authority: &str) {
+        self.lock().remove(authority);
+    }
+
+    fn get(&self, authority: &str) -> Option<Endpoint> {
+        self.lock().get(authority).cloned()
+    }
+}
+
+/// A connection to a backend.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Connection for Stream {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(stream) => Pin::new(stream).poll_read(cx, buf),
+            Stream::Unix(stream) => Pin::new(stream).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(stream) => Pin::new(stream).poll_write(cx, buf),
+            Stream::Unix(stream) => Pin::new(stream).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(stream) => Pin::new(stream).poll_flush(cx),
+            Stream::Unix(stream) => Pin::new(stream).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(stream) => Pin::new(stream).poll_shutdown(cx),
+            Stream::Unix(stream) => Pin::new(stream).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Stream::Unix(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Tcp(stream) => stream.is_write_vectored(),
+            Stream::Unix(stream) => stream.is_write_vectored(),
+        }
+    }
+}
+
+/// Opens a connection to `endpoint`.
+pub async fn dial(endpoint: &Endpoint) -> io::Result<tokio::net::TcpStream> {
+    match endpoint {
+        Endpoint::Tcp { netns, port } => {
+            let socket = match netns {
+                Some(factory) => factory.socket().await?,
+                None => tokio::net::TcpSocket::new_v4()?,
+            };
+            let stream = socket
+                .connect(std::net::SocketAddr::from(([127, 0, 0, 1], *port)))
+                .await?;
+            stream.set_nodelay(true)?;
+            Ok(stream)
+        }
+        Endpoint::Unix(_) => Err(io::Error::other("a unix endpoint has no TCP stream")),
+    }
+}
+
+/// Whether something accepts connections at `endpoint` (a readiness probe).
+pub async fn accepts(endpoint: &Endpoint) -> bool {
+    match endpoint {
+        Endpoint::Tcp { .. } => dial(endpoint).await.is_ok(),
+        Endpoint::Unix(path) => tokio::net::UnixStream::connect(path).await.is_ok(),
+    }
+}
+
+/// The `tower::Service<Uri>` the client dials with.
+#[derive(Clone, Debug)]
+pub(crate) struct Connector {
+    pub(crate) registry: Registry,
+}
+
+impl tower::Service<Uri> for Connector {
+    type Response = TokioIo<Stream>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<Stream>>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let endpoint = uri.host().and_then(|host| self.registry.get(host));
+        Box::pin(async move {
+            let endpoint = endpoint
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "backend is gone"))?;
+            let stream = match &endpoint {
+                Endpoint::Unix(path) => Stream::Unix(tokio::net::UnixStream::connect(path).await?),
+                Endpoint::Tcp { .. } => Stream::Tcp(dial(&endpoint).await?),
+            };
+            Ok(TokioIo::new(stream))
+        })
+    }
+}

@@ -1,0 +1,667 @@
+//! Launchway's HTTP router (hyper): the one way into environments.
+//!
+//! - Routes: a host (exact, case-insensitive, port ignored) and a path
+//!   prefix (matched on `/` boundaries, the longest wins) lead to an app of an
+//!   environment or to a redirect. Environments set their routes as a whole.
+//! - Gates: each environment is *open* (its apps' backends known) or *held*
+//!   (a deploy runs). A held request waits, unread, until the environment
+//!   opens again (then it goes to the new version) or its wait runs out
+//!   (`503` with `Retry-After`). Nothing is sent to a backend before the gate
+//!   lets it through, so holding is safe for every method.
+//! - Drain: requests sent to a backend are counted per environment; a deploy
+//!   holds the gate, then waits (bounded) for that count to reach zero before
+//!   stopping the old containers.
+//! - Forwarding: a pooled HTTP/1.1 client whose connector dials into the
+//!   environment's network namespace or a unix socket ([`Endpoint`]); bodies
+//!   stream both ways; hop-by-hop headers are dropped; `X-Forwarded-For`,
+//!   `-Proto` and `-Host` are set; WebSocket (any `Upgrade`) is tunnelled.
+//! - `GET /health` on a host with no route answers the router's own health.
+
+mod connect;
+pub mod netns;
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, combinators::BoxBody};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+pub use connect::{Endpoint, accepts, dial};
+pub use netns::SocketFactory;
+
+type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// What a route does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Served by the environment's app of this name.
+    Upstream { app: String },
+    /// Answered with a redirect to `to`.
+    Redirect { to: String, code: u16 },
+}
+
+/// One route of an environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteEntry {
+    /// Lowercase host name, no port.
+    pub host: String,
+    /// Path prefix, starting with `/`.
+    pub path: String,
+    pub action: Action,
+}
+
+/// Router settings.
+#[derive(Clone, Debug)]
+pub struct RouterSettings {
+    /// How long a request may wait at a held gate before a 503.
+    pub hold_timeout: Duration,
+    /// How long a client may take to send its request headers.
+    pub header_timeout: Duration,
+}
+
+impl Default for RouterSettings {
+    fn default() -> Self {
+        RouterSettings {
+            hold_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Phase {
+    Held,
+    /// App name → backend authority.
+    Open(Arc<HashMap<String, String>>),
+}
+
+#[derive(Debug)]
+struct Gate {
+    phase: watch::Sender<Phase>,
+    in_flight: AtomicUsize,
+    idle: Notify,
+    /// The authorities this environment registered, to unregister.
+    authorities: std::sync::Mutex<Vec<String>>,
+}
+
+impl Gate {
+    fn new() -> Gate {
+        Gate {
+            phase: watch::Sender::new(Phase::Held),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+            authorities: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn take_authorities(&self) -> Vec<String> {
+        match self.authorities.lock() {
+            Ok(mut list) => std::mem::take(&mut *list),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        }
+    }
+}
+
+/// Counts a request sent to an environment's backend until dropped.
+#[derive(Debug)]
+struct InFlight(Arc<Gate>);
+
+impl InFlight {
+    fn enter(gate: &Arc<Gate>) -> InFlight {
+        gate.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(gate.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// A response body that keeps its request counted until it is done.
+struct Tracked {
+    inner: Incoming,
+    _in_flight: InFlight,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    /// Host → (path prefix, action, environment), longest prefix first.
+    hosts: HashMap<String, Vec<(String, Action, String)>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    settings: RouterSettings,
+    routes: std::sync::Mutex<BTreeMap<String, Vec<RouteEntry>>>,
+    table: RwLock<Arc<Table>>,
+    gates: std::sync::Mutex<HashMap<String, Arc<Gate>>>,
+    registry: connect::Registry,
+    client: Client<connect::Connector, Incoming>,
+    generation: AtomicU64,
+}
+
+/// The router: cheap to clone, shared by the server and the deployer.
+#[derive(Clone, Debug)]
+pub struct Router {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+impl Router {
+    pub fn new(settings: RouterSettings) -> Router {
+        let registry = connect::Registry::default();
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .pool_timer(TokioTimer::new())
+            .build(connect::Connector {
+                registry: registry.clone(),
+            });
+        Router {
+            inner: Arc::new(Inner {
+                settings,
+                routes: std::sync::Mutex::new(BTreeMap::new()),
+                table: RwLock::new(Arc::new(Table::default())),
+                gates: std::sync::Mutex::new(HashMap::new()),
+                registry,
+                client,
+                generation: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    fn gate(&self, environment: &str) -> Arc<Gate> {
+        lock(&self.inner.gates)
+            .entry(environment.to_string())
+            .or_insert_with(|| Arc::new(Gate::new()))
+            .clone()
+    }
+
+    /// Replaces the routes of `environment`. A host another environment
+    /// already routes stays with that one (the first by name).
+    pub fn set_routes(&self, environment: &str, routes: Vec<RouteEntry>) {
+        let _ = self.gate(environment);
+        let mut all = lock(&self.inner.routes);
+        all.insert(environment.to_string(), routes);
+        self.rebuild(&all);
+    }
+
+    fn rebuild(&self, all: &BTreeMap<String, Vec<RouteEntry>>) {
+        let mut table = Table::default();
+        for (environment, routes) in all {
+            for route in routes {
+                let entries = table.hosts.entry(route.host.clone()).or_default();
+                if let Some((_, _, owner)) = entries.first()
+                    && owner != environment
+                {
+                    warn!(host = %route.host, %environment, %owner, "host already routed to another environment");
+                    continue;
+                }
+                if entries.iter().any(|(path, _, _)| *path == route.path) {
+                    continue;
+                }
+                entries.push((
+                    route.path.clone(),
+                    route.action.clone(),
+                    environment.clone(),
+                ));
+            }
+        }
+        for entries in table.hosts.values_mut() {
+            entries.sort_by_key(|entry| std::cmp::Reverse(entry.0.len()));
+        }
+        let mut current = match self.inner.table.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *current = Arc::new(table);
+    }
+
+    /// Holds new requests to `environment` until [`Router::open`].
+    pub fn hold(&self, environment: &str) {
+        self.gate(environment).phase.send_replace(Phase::Held);
+    }
+
+    /// Sends `environment`'s requests (held ones first) to these backends.
+    pub fn open(&self, environment: &str, backends: HashMap<String, Endpoint>) {
+        let gate = self.gate(environment);
+        let mut authorities = HashMap::new();
+        let mut registered = Vec::new();
+        for (app, endpoint) in backends {
+            let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
+            let authority = format!("g{generation}");
+            self.inner.registry.insert(authority.clone(), endpoint);
+            registered.push(authority.clone());
+            authorities.insert(app, authority);
+        }
+        let old = {
+            let mut list = lock(&gate.authorities);
+            std::mem::replace(&mut *list, registered)
+        };
+        gate.phase.send_replace(Phase::Open(Arc::new(authorities)));
+        for authority in old {
+            self.inner.registry.remove(&authority);
+        }
+    }
+
+    /// Waits until no request is being served by `environment`'s backends,
+    /// for at most `limit`. Returns whether it drained.
+    pub async fn drain(&self, environment: &str, limit: Duration) -> bool {
+        let gate = self.gate(environment);
+        tokio::time::timeout(limit, async {
+            loop {
+                let idle = gate.idle.notified();
+                if gate.in_flight.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+
+    /// Requests being served by `environment`'s backends now.
+    pub fn in_flight(&self, environment: &str) -> usize {
+        self.gate(environment).in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Forgets `environment`: its routes go; waiting requests get a 503.
+    pub fn remove(&self, environment: &str) {
+        let mut all = lock(&self.inner.routes);
+        all.remove(environment);
+        self.rebuild(&all);
+        if let Some(gate) = lock(&self.inner.gates).remove(environment) {
+            gate.phase.send_replace(Phase::Held);
+            for authority in gate.take_authorities() {
+                self.inner.registry.remove(&authority);
+            }
+        }
+    }
+
+    /// Serves HTTP on `listener` until `stop` fires.
+    pub async fn serve(&self, listener: tokio::net::TcpListener, stop: CancellationToken) {
+        loop {
+            let accepted = tokio::select! {
+                () = stop.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    debug!(%error, "accept");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let router = self.clone();
+            let stop = stop.clone();
+            let header_timeout = self.inner.settings.header_timeout;
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let router = router.clone();
+                    async move { Ok::<_, Infallible>(router.handle(request, peer).await) }
+                });
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Some(header_timeout))
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades();
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    result = connection => {
+                        if let Err(error) = result {
+                            debug!(%error, "client connection");
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    fn lookup(&self, host: &str, path: &str) -> Option<(Action, String)> {
+        let table = match self.inner.table.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let entries = table.hosts.get(host)?;
+        entries
+            .iter()
+            .find(|(prefix, _, _)| path_matches(prefix, path))
+            .map(|(_, action, environment)| (action.clone(), environment.clone()))
+    }
+
+    async fn handle(
+        &self,
+        mut request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
+        let host = request_host(&request);
+        let path = request.uri().path().to_string();
+        let Some((action, environment)) = self.lookup(&host, &path) else {
+            if path == "/health" {
+                return text(StatusCode::OK, "ok\n");
+            }
+            return text(
+                StatusCode::NOT_FOUND,
+                &format!("no route for host '{host}'\n"),
+            );
+        };
+        let app = match action {
+            Action::Redirect { to, code } => {
+                let status = StatusCode::from_u16(code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+                let mut response = text(status, "");
+                if let Ok(location) = HeaderValue::from_str(&to) {
+                    response.headers_mut().insert(header::LOCATION, location);
+                }
+                return response;
+            }
+            Action::Upstream { app } => app,
+        };
+        let gate = self.gate(&environment);
+        let (authority, in_flight) = match self.pass_gate(&gate, &app).await {
+            Ok(passed) => passed,
+            Err(response) => return response,
+        };
+
+        let upgrade = request.headers().contains_key(header::UPGRADE);
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+        prepare_headers(request.headers_mut(), &host, peer, upgrade);
+        let path_and_query = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let Ok(uri) = Uri::builder()
+            .scheme("http")
+            .authority(authority.as_str())
+            .path_and_query(path_and_query)
+            .build()
+        else {
+            return text(StatusCode::BAD_REQUEST, "bad request target\n");
+        };
+        *request.uri_mut() = uri;
+        *request.version_mut() = hyper::Version::HTTP_11;
+
+        let mut response = match self.inner.client.request(request).await {
+            Ok(response) => response,
+            Err(error) => {
+                debug!(%error, %app, %environment, "backend request failed");
+                return text(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("app '{app}' did not answer\n"),
+                );
+            }
+        };
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client_upgrade) = client_upgrade
+        {
+            let backend_upgrade = hyper::upgrade::on(&mut response);
+            let tunnel_in_flight = InFlight::enter(&in_flight.0);
+            tokio::spawn(async move {
+                let _counted = tunnel_in_flight;
+                if let (Ok(client), Ok(backend)) = tokio::join!(client_upgrade, backend_upgrade) {
+                    let mut client = TokioIo::new(client);
+                    let mut backend = TokioIo::new(backend);
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+                }
+            });
+        }
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        strip_hop_by_hop(response.headers_mut(), switching);
+        response.map(|body| {
+            Tracked {
+                inner: body,
+                _in_flight: in_flight,
+            }
+            .boxed()
+        })
+    }
+
+    /// Waits at `gate` until it is open (bounded); then the request counts
+    /// as in flight. The count is taken *before* the phase is read, so a
+    /// deploy that holds and then drains sees every request already past.
+    async fn pass_gate(
+        &self,
+        gate: &Arc<Gate>,
+        app: &str,
+    ) -> Result<(String, InFlight), Response<ProxyBody>> {
+        let mut waiting = gate.phase.subscribe();
+        let deadline = tokio::time::Instant::now() + self.inner.settings.hold_timeout;
+        loop {
+            let counted = InFlight::enter(gate);
+            let phase = waiting.borrow_and_update().clone();
+            if let Phase::Open(backends) = phase {
+                return match backends.get(app) {
+                    Some(authority) => Ok((authority.clone(), counted)),
+                    None => Err(text(
+                        StatusCode::BAD_GATEWAY,
+                        &format!("app '{app}' is not running\n"),
+                    )),
+                };
+            }
+            drop(counted);
+            match tokio::time::timeout_at(deadline, waiting.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => {
+                    let mut response = text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the environment is being deployed; retry shortly\n",
+                    );
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                    return Err(response);
+                }
+            }
+        }
+    }
+}
+
+/// Whether `path` is under the route prefix `prefix` (on `/` boundaries).
+fn path_matches(prefix: &str, path: &str) -> bool {
+    if prefix == "/" || prefix.is_empty() {
+        return true;
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// The request's host, lowercase, without port.
+fn request_host(request: &Request<Incoming>) -> String {
+    let raw = request
+        .uri()
+        .host()
+        .map(str::to_string)
+        .or_else(|| {
+            request
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    strip_port(&raw).to_ascii_lowercase()
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        if keep_upgrade && name == header::UPGRADE {
+            continue;
+        }
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        if keep_upgrade && (*name == "upgrade" || *name == "connection") {
+            continue;
+        }
+        headers.remove(*name);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+fn prepare_headers(headers: &mut HeaderMap, host: &str, peer: SocketAddr, upgrade: bool) {
+    strip_hop_by_hop(headers, upgrade);
+    let client = peer.ip().to_string();
+    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(previous) => format!("{previous}, {client}"),
+        None => client,
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert("x-forwarded-for", value);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if let Some(original) = headers.get(header::HOST).cloned() {
+        headers.insert("x-forwarded-host", original);
+    } else if let Ok(value) = HeaderValue::from_str(host) {
+        headers.insert("x-forwarded-host", value.clone());
+        headers.insert(header::HOST, value);
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<ProxyBody> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(body.to_string()))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    if !body.is_empty() {
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_match_on_segment_boundaries() {
+        assert!(path_matches("/", "/anything"));
+        assert!(path_matches("/api", "/api"));
+        assert!(path_matches("/api", "/api/x"));
+        assert!(!path_matches("/api", "/apix"));
+        assert!(path_matches("/api/", "/api/x"));
+        assert!(!path_matches("/api/", "/api"));
+    }
+
+    #[test]
+    fn ports_are_stripped_from_hosts() {
+        assert_eq!(strip_port("main.p.localhost:8080"), "main.p.localhost");
+        assert_eq!(strip_port("main.p.localhost"), "main.p.localhost");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_and_listed_ones_too() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers, false);
+        assert!(headers.get("x-secret").is_none());
+        assert!(headers.get("keep-alive").is_none());
+        assert!(headers.get(header::CONNECTION).is_none());
+        assert!(headers.get("x-kept").is_some());
+    }
+
+    #[test]
+    fn forwarded_headers_append_the_client() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("a.example:8080"));
+        headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        prepare_headers(
+            &mut headers,
+            "a.example",
+            "127.0.0.2:5555".parse().expect("addr"),
+            false,
+        );
+        assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
+        assert_eq!(headers["x-forwarded-host"], "a.example:8080");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+    }
+}
