@@ -47,29 +47,45 @@ pub fn key_variables(context: &BuildContext<'_>) -> BTreeMap<String, String> {
     variables
 }
 
-/// The environment of every build step of the app (the image's own
-/// environment comes underneath; these win).
-pub fn build_env(context: &BuildContext<'_>, image_path: Option<&str>) -> Vec<(String, String)> {
-    let base64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
-    let app = context.app;
-    let mut env: BTreeMap<String, String> = BTreeMap::new();
+/// The `env:` entries of a `variables` block, as variables.
+pub fn env_variables(
+    variables: &BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+) -> BTreeMap<String, String> {
+    variables
+        .get("env")
+        .map(|names| {
+            names
+                .iter()
+                .map(|(name, value)| (name.clone(), variable_text(value)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
-    // App-config variables: `env:` ones become variables, every prefix goes
-    // into PLATFORM_VARIABLES as `prefix:name`.
+/// The app-config `variables`: the `env:` ones as variables, and every
+/// prefix as `prefix:name` for `PLATFORM_VARIABLES`.
+pub fn config_variables(
+    app: &App,
+) -> (
+    BTreeMap<String, String>,
+    serde_json::Map<String, serde_json::Value>,
+) {
     let mut all = serde_json::Map::new();
     for (prefix, names) in &app.variables {
         for (name, value) in names {
             all.insert(format!("{prefix}:{name}"), value.clone());
-            if prefix == "env" {
-                env.insert(name.clone(), variable_text(value));
-            }
         }
     }
+    (env_variables(&app.variables), all)
+}
 
+/// Where the app's tools are found, at build and at run time: `HOME`,
+/// `PATH` with the global dependencies first, and each package manager's
+/// global prefix.
+pub fn tool_env(image_path: Option<&str>) -> Vec<(&'static str, String)> {
     let path = image_path.unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-    let platform = [
+    vec![
         ("HOME", APP_DIR.to_owned()),
-        ("CI", "true".to_owned()),
         (
             "PATH",
             format!("{GLOBAL_DIR}/bin:{GLOBAL_DIR}/composer/vendor/bin:{path}"),
@@ -79,19 +95,35 @@ pub fn build_env(context: &BuildContext<'_>, image_path: Option<&str>) -> Vec<(S
         ("GEM_HOME", GLOBAL_DIR.to_owned()),
         ("COMPOSER_HOME", format!("{GLOBAL_DIR}/composer")),
         ("PLATFORM_APP_DIR", APP_DIR.to_owned()),
+    ]
+}
+
+/// Base64 of bytes, as the `PLATFORM_*` JSON variables are encoded.
+pub fn base64_text(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The environment of every build step of the app (the image's own
+/// environment comes underneath; these win).
+pub fn build_env(context: &BuildContext<'_>, image_path: Option<&str>) -> Vec<(String, String)> {
+    let app = context.app;
+    let (mut env, all) = config_variables(app);
+    let mut platform = tool_env(image_path);
+    platform.extend([
+        ("CI", "true".to_owned()),
         ("PLATFORM_APPLICATION_NAME", app.name.clone()),
         ("PLATFORM_PROJECT", context.project.to_owned()),
         ("PLATFORM_TREE_ID", context.tree_id.to_owned()),
         ("PLATFORM_CACHE_DIR", CACHE_DIR.to_owned()),
         (
             "PLATFORM_APPLICATION",
-            base64(launchway_git::build_config(app).to_string().as_bytes()),
+            base64_text(launchway_git::build_config(app).to_string().as_bytes()),
         ),
         (
             "PLATFORM_VARIABLES",
-            base64(serde_json::Value::Object(all).to_string().as_bytes()),
+            base64_text(serde_json::Value::Object(all).to_string().as_bytes()),
         ),
-    ];
+    ]);
     // Platform-provided variables take precedence over the app's.
     for (name, value) in platform {
         env.insert(name.to_owned(), value);

@@ -65,6 +65,9 @@ pub struct Plan {
     pub commit: String,
     /// The apps, by name.
     pub apps: Vec<AppPlan>,
+    /// The routes, normalized (defaults added).
+    #[serde(skip)]
+    pub routes: Vec<launchway_config::Route>,
 }
 
 /// The runtime as written in `type:`.
@@ -151,5 +154,6 @@ pub fn plan(tree: &CommitTree) -> Result<Plan, GitError> {
     Ok(Plan {
         commit: tree.commit_id(),
         apps,
+        routes: config.routes.clone(),
     })
 }

@@ -16,7 +16,8 @@ use serde::de::DeserializeOwned;
 
 pub use records::{
     Activity, ActivityKind, ActivityResult, ActivityState, Build, BuildApp, BuildStatus,
-    Environment, EnvironmentStatus, EnvironmentType, KeyGrant, Project, Role,
+    Deployment, Environment, EnvironmentStatus, EnvironmentType, KeyGrant, Project, Release,
+    ReleaseStatus, Role,
 };
 
 /// The encoding version written in front of every record.
@@ -72,6 +73,8 @@ pub struct Store {
     logs: sled::Tree,
     builds: sled::Tree,
     build_logs: sled::Tree,
+    releases: sled::Tree,
+    deployments: sled::Tree,
 }
 
 const PROJECTS: &str = "projects";
@@ -81,6 +84,8 @@ const ACTIVITIES: &str = "activities";
 const LOGS: &str = "activity_logs";
 const BUILDS: &str = "builds";
 const BUILD_LOGS: &str = "build_logs";
+const RELEASES: &str = "releases";
+const DEPLOYMENTS: &str = "deployments";
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut bytes = vec![SCHEMA_VERSION];
@@ -144,6 +149,8 @@ impl Store {
             logs: db.open_tree(LOGS)?,
             builds: db.open_tree(BUILDS)?,
             build_logs: db.open_tree(BUILD_LOGS)?,
+            releases: db.open_tree(RELEASES)?,
+            deployments: db.open_tree(DEPLOYMENTS)?,
             db,
         })
     }
@@ -404,6 +411,70 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Creates or updates a release.
+    pub fn put_release(&self, release: &Release) -> Result<(), StoreError> {
+        self.releases
+            .insert(release.id.as_bytes(), encode(release))?;
+        self.flush()
+    }
+
+    /// The release `id`.
+    pub fn release(&self, id: &str) -> Result<Option<Release>, StoreError> {
+        Self::get(&self.releases, RELEASES, id.as_bytes())
+    }
+
+    /// The releases of a project's environment (every one when `None`),
+    /// newest first.
+    pub fn releases(
+        &self,
+        project: &str,
+        environment: Option<&str>,
+    ) -> Result<Vec<Release>, StoreError> {
+        let mut found: Vec<Release> = Self::scan(&self.releases, RELEASES, b"")?
+            .into_iter()
+            .filter(|r: &Release| {
+                r.project == project && environment.is_none_or(|e| e == r.environment)
+            })
+            .collect();
+        found.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        Ok(found)
+    }
+
+    /// Records an environment's deploy state (before its effect runs).
+    pub fn put_deployment(&self, deployment: &Deployment) -> Result<(), StoreError> {
+        self.deployments.insert(
+            pair_key(&deployment.project, &deployment.environment),
+            encode(deployment),
+        )?;
+        self.flush()
+    }
+
+    /// An environment's deploy state.
+    pub fn deployment(
+        &self,
+        project: &str,
+        environment: &str,
+    ) -> Result<Option<Deployment>, StoreError> {
+        Self::get(
+            &self.deployments,
+            DEPLOYMENTS,
+            &pair_key(project, environment),
+        )
+    }
+
+    /// Every environment's deploy state.
+    pub fn deployments(&self) -> Result<Vec<Deployment>, StoreError> {
+        Self::scan(&self.deployments, DEPLOYMENTS, b"")
+    }
+
+    /// Forgets an environment's deploy state.
+    pub fn delete_deployment(&self, project: &str, environment: &str) -> Result<(), StoreError> {
+        self.deployments.remove(pair_key(project, environment))?;
+        self.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -538,6 +609,47 @@ mod tests {
         assert_eq!(store.environment("a", "main").unwrap(), Some(env));
         assert!(store.delete_environment("a", "main").unwrap());
         assert_eq!(store.environment("a", "main").unwrap(), None);
+    }
+
+    #[test]
+    fn releases_and_deployments_round_trip() {
+        let (_dir, store) = store();
+        let release = |id: &str, at| Release {
+            id: id.into(),
+            project: "p".into(),
+            environment: "main".into(),
+            build: "B1".into(),
+            commit: "c".into(),
+            created_at: at,
+            description: String::new(),
+            status: ReleaseStatus::Active,
+            spec: serde_json::json!({"apps": []}),
+            activity: None,
+        };
+        store.put_release(&release("R1", 1)).unwrap();
+        store.put_release(&release("R2", 2)).unwrap();
+        let ids: Vec<String> = store
+            .releases("p", Some("main"))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, ["R2", "R1"]);
+        assert!(store.releases("p", Some("dev")).unwrap().is_empty());
+        let deployment = Deployment {
+            project: "p".into(),
+            environment: "main".into(),
+            release: "R2".into(),
+            previous: Some("R1".into()),
+            phase: "starting".into(),
+            containers: vec!["c1".into()],
+            updated_at: 3,
+        };
+        store.put_deployment(&deployment).unwrap();
+        assert_eq!(store.deployment("p", "main").unwrap(), Some(deployment));
+        assert_eq!(store.deployments().unwrap().len(), 1);
+        store.delete_deployment("p", "main").unwrap();
+        assert!(store.deployment("p", "main").unwrap().is_none());
     }
 
     #[test]

@@ -365,3 +365,64 @@ pub struct Build {
     /// The build it was imported from (`builds import`), if any.
     pub imported_from: Option<String>,
 }
+
+/// Where a release stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseStatus {
+    /// Being deployed.
+    Deploying,
+    /// Serving its environment.
+    Active,
+    /// Served once; another one serves now.
+    Superseded,
+    /// Its deploy failed; it never served.
+    Failed,
+}
+
+impl ReleaseStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleaseStatus::Deploying => "deploying",
+            ReleaseStatus::Active => "active",
+            ReleaseStatus::Superseded => "superseded",
+            ReleaseStatus::Failed => "failed",
+        }
+    }
+}
+
+/// A deployable whole: a build and what its apps run with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    /// `R` and nine capitals and digits.
+    pub id: String,
+    pub project: String,
+    pub environment: String,
+    /// The build it runs.
+    pub build: String,
+    pub commit: String,
+    pub created_at: u64,
+    pub description: String,
+    pub status: ReleaseStatus,
+    /// The deploy spec (apps, processes, mounts, routes, variables), as
+    /// `launchway-deploy` writes it.
+    pub spec: serde_json::Value,
+    /// The activity that deployed it.
+    pub activity: Option<u64>,
+}
+
+/// An environment's deploy state: what serves, and how far a deploy got.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub project: String,
+    pub environment: String,
+    /// The release serving (or, mid-deploy, the one being deployed).
+    pub release: String,
+    /// The release that served before this deploy began.
+    pub previous: Option<String>,
+    /// The deploy phase (`launchway-deploy`'s `Phase`, as text).
+    pub phase: String,
+    /// The containers that belong to the environment now.
+    pub containers: Vec<String>,
+    pub updated_at: u64,
+}

@@ -1,0 +1,21 @@
+//! Launchway's deploy logic, pure (no I/O, no async): what a deploy does is
+//! decided here and carried out by the daemon.
+//!
+//! - [`routes`]: the config's route templates resolved for one environment
+//!   (host names, redirects, `PLATFORM_ROUTES`);
+//! - [`spec`]: a [`DeploySpec`] — per app its image, listen address,
+//!   processes (web and workers), mounts, runtime variables and hooks —
+//!   stored with the release so it can be started again without git;
+//! - [`phase`]: the deploy's phases in order, each persisted before its
+//!   effect runs.
+
+pub mod phase;
+pub mod routes;
+pub mod spec;
+
+pub use phase::Phase;
+pub use routes::{ResolvedRoute, RouteContext, RouteKind, resolve_routes, routes_json};
+pub use spec::{
+    AppInput, AppSpec, DeploySpec, EnvironmentInput, Listen, MountKind, MountSpec, ProcessSpec,
+    SUPERVISOR, deploy_spec, environment_id, hosts_file,
+};

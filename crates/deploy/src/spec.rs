@@ -1,0 +1,394 @@
+//! What a deploy starts: per app its image, where it listens, its processes,
+//! its mounts and its runtime variables. Made once from the config at the
+//! deployed commit and stored with the release, so a rollback or a restart
+//! starts exactly the same thing without reading git again.
+//!
+//! Choices:
+//! - apps of an environment share its network namespace; the app at index
+//!   `i` (by name) gets `PORT` `8888 + i`, or `SOCKET=/run/app.sock` with
+//!   `socket_family: unix`; workers get no `PORT`;
+//! - every process container gets its own run directory on `/run` (so
+//!   `/run/app.sock` is a host path the router dials), a generated
+//!   `/etc/hosts` and the app's mounts;
+//! - a process is the [`SUPERVISOR`] script as PID 1: it sources
+//!   `/app/.environment` before each command, runs `pre_start` once, then
+//!   runs `start` and restarts it when it exits (1 s doubling to 60 s,
+//!   reset after a minute of running), forwards SIGTERM, and records what it
+//!   does in `/run/.launchway-*` files the daemon reads;
+//! - mounts: `local`, `storage` and `instance` are persistent per app
+//!   (`volumes/<app>/<source_path>`), `service` per service
+//!   (`services/<service>/<source_path>`), `tmp` under `tmp/<app>/…`, emptied
+//!   on each deploy.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use launchway_build::env::{APP_DIR, base64_text, config_variables, env_variables, tool_env};
+use launchway_config::App;
+use launchway_config::model::{MountSource, SocketFamily};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::routes::{ResolvedRoute, routes_json};
+
+/// The first app's port.
+pub const FIRST_PORT: u16 = 8888;
+/// The web process's socket with `socket_family: unix`.
+pub const SOCKET_PATH: &str = "/run/app.sock";
+/// Written by the supervisor once `pre_start` is done and `start` begins.
+pub const STARTED_MARKER: &str = ".launchway-started";
+/// One line per exit of `start`: its status.
+pub const EXITS_FILE: &str = ".launchway-exits";
+
+/// PID 1 of every app process container. `$1` = pre_start, `$2` = start.
+pub const SUPERVISOR: &str = r#"
+stopping=
+child=
+trap 'stopping=1; [ -n "$child" ] && kill -TERM "$child" 2>/dev/null' TERM INT
+in_env() {
+  sh -c 'if [ -r /app/.environment ]; then . /app/.environment; fi; eval "$1"' launchway "$1"
+}
+if [ -n "$1" ]; then
+  in_env "$1" || echo "launchway: pre_start exited with status $?" >&2
+fi
+: > /run/.launchway-started
+delay=1
+while [ -z "$stopping" ]; do
+  began=$(date +%s)
+  in_env "$2" &
+  child=$!
+  wait "$child"
+  status=$?
+  while kill -0 "$child" 2>/dev/null; do wait "$child"; status=$?; done
+  child=
+  [ -n "$stopping" ] && exit 0
+  echo "$status" >> /run/.launchway-exits
+  if [ $(( $(date +%s) - began )) -ge 60 ]; then delay=1; fi
+  echo "launchway: the start command exited with status $status; restarting in ${delay}s" >&2
+  sleep "$delay" &
+  child=$!
+  wait "$child"
+  child=
+  delay=$(( delay * 2 ))
+  if [ "$delay" -gt 60 ]; then delay=60; fi
+done
+"#;
+
+/// Where an app's web process listens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Listen {
+    /// `127.0.0.1:PORT` (or `0.0.0.0`) inside the environment's namespace.
+    Port(u16),
+    /// A unix socket: the container path (on `/run`).
+    Socket(String),
+}
+
+/// Persistent or emptied on each deploy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountKind {
+    Persistent,
+    Temporary,
+}
+
+/// One mount of a process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountSpec {
+    /// `/app/<path>`.
+    pub target: String,
+    pub kind: MountKind,
+    /// The host directory, relative to the environment's directory.
+    pub volume: String,
+}
+
+/// One supervised process (its own container).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessSpec {
+    /// `web`, or `worker-<name>`.
+    pub name: String,
+    pub pre_start: Option<String>,
+    pub start: String,
+    pub post_start: Option<String>,
+    /// Whether this process takes the app's traffic.
+    pub web: bool,
+    pub mounts: Vec<MountSpec>,
+    /// Added to the app's variables (a worker's own).
+    pub extra_env: Vec<(String, String)>,
+}
+
+/// One app of a deploy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppSpec {
+    pub name: String,
+    pub runtime: String,
+    /// The frozen image (`launchway/build/<key>`).
+    pub image: String,
+    pub tree_id: String,
+    pub listen: Listen,
+    /// The runtime variables (without `PORT`/`SOCKET`, which depend on the process).
+    pub env: Vec<(String, String)>,
+    pub processes: Vec<ProcessSpec>,
+    pub deploy_hook: Option<String>,
+    pub post_deploy_hook: Option<String>,
+    /// `<relationship>.internal` names for `/etc/hosts`.
+    pub internal_hosts: Vec<String>,
+}
+
+impl AppSpec {
+    /// The web process, if the app has one.
+    pub fn web(&self) -> Option<&ProcessSpec> {
+        self.processes.iter().find(|p| p.web)
+    }
+
+    /// The variables of `process`.
+    pub fn process_env(&self, process: &ProcessSpec) -> Vec<(String, String)> {
+        let mut env = self.env.clone();
+        env.extend(process.extra_env.iter().cloned());
+        if process.web {
+            match &self.listen {
+                Listen::Port(port) => env.push(("PORT".into(), port.to_string())),
+                Listen::Socket(path) => env.push(("SOCKET".into(), path.clone())),
+            }
+        }
+        env
+    }
+}
+
+/// Everything a deploy of one environment starts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploySpec {
+    pub project: String,
+    pub environment: String,
+    pub routes: Vec<ResolvedRoute>,
+    pub apps: Vec<AppSpec>,
+    /// What the config asks for that is not provided (services, …).
+    pub notes: Vec<String>,
+}
+
+/// An app to deploy: its config, tree and built image.
+#[derive(Clone, Debug)]
+pub struct AppInput<'a> {
+    pub app: &'a App,
+    /// `python:3.11`, …
+    pub runtime: String,
+    pub tree_id: &'a str,
+    pub image: String,
+}
+
+/// The environment a deploy is for.
+#[derive(Clone, Debug)]
+pub struct EnvironmentInput<'a> {
+    pub project: &'a str,
+    pub environment: &'a str,
+    /// `production`, `staging` or `development`.
+    pub kind: &'a str,
+    pub routes: Vec<ResolvedRoute>,
+    pub route_notes: Vec<String>,
+}
+
+/// A short, stable id for an environment's directories and namespace.
+pub fn environment_id(project: &str, environment: &str) -> String {
+    let digest = Sha256::digest(format!("{project}\0{environment}").as_bytes());
+    hex::encode(&digest[..6])
+}
+
+/// `/etc/hosts` for an app's containers.
+pub fn hosts_file(app: &AppSpec) -> String {
+    let mut text =
+        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    for name in &app.internal_hosts {
+        text.push_str(&format!("127.0.0.1\t{name}\n"));
+    }
+    text
+}
+
+fn mount_specs(app: &str, mounts: &BTreeMap<String, launchway_config::Mount>) -> Vec<MountSpec> {
+    mounts
+        .iter()
+        .map(|(path, mount)| {
+            let path = path.trim_matches('/');
+            let source_path = mount.source_path.trim_matches('/');
+            let join = |base: String| {
+                if source_path.is_empty() {
+                    base
+                } else {
+                    format!("{base}/{source_path}")
+                }
+            };
+            let (kind, volume) = match mount.source {
+                MountSource::Tmp | MountSource::Temporary => {
+                    (MountKind::Temporary, join(format!("tmp/{app}")))
+                }
+                MountSource::Service => (
+                    MountKind::Persistent,
+                    join(format!(
+                        "services/{}",
+                        mount.service.as_deref().unwrap_or("storage")
+                    )),
+                ),
+                _ => (MountKind::Persistent, join(format!("volumes/{app}"))),
+            };
+            MountSpec {
+                target: format!("{APP_DIR}/{path}"),
+                kind,
+                volume,
+            }
+        })
+        .collect()
+}
+
+/// The deploy of `apps` (all of the environment's) into `environment`.
+pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) -> DeploySpec {
+    let mut sorted: Vec<&AppInput<'_>> = apps.iter().collect();
+    sorted.sort_by(|a, b| a.app.name.cmp(&b.app.name));
+    let listens: BTreeMap<String, Listen> = sorted
+        .iter()
+        .enumerate()
+        .map(|(index, input)| {
+            let listen = match input.app.web.socket_family {
+                SocketFamily::Unix => Listen::Socket(SOCKET_PATH.into()),
+                SocketFamily::Tcp => Listen::Port(FIRST_PORT.saturating_add(index as u16)),
+            };
+            (input.app.name.clone(), listen)
+        })
+        .collect();
+    let app_names: BTreeSet<&str> = sorted.iter().map(|a| a.app.name.as_str()).collect();
+    let routes = routes_json(&environment.routes).to_string();
+    let mut notes = environment.route_notes.clone();
+
+    let specs = sorted
+        .iter()
+        .map(|input| {
+            let app = input.app;
+            let mut relationships = serde_json::Map::new();
+            let mut internal_hosts = Vec::new();
+            for (name, relationship) in &app.relationships {
+                match listens.get(&relationship.service) {
+                    Some(Listen::Port(port))
+                        if app_names.contains(relationship.service.as_str()) =>
+                    {
+                        let host = format!("{name}.internal");
+                        internal_hosts.push(host.clone());
+                        relationships.insert(
+                            name.clone(),
+                            serde_json::json!([{
+                                "scheme": "http",
+                                "host": host,
+                                "port": port,
+                                "username": null,
+                                "password": null,
+                                "path": null,
+                                "query": {},
+                                "fragment": null,
+                                "rel": relationship.endpoint,
+                                "service": relationship.service,
+                                "type": "app",
+                                "ip": "127.0.0.1",
+                                "hostname": host,
+                                "cluster": environment.environment,
+                                "public": false,
+                                "host_mapped": false,
+                            }]),
+                        );
+                    }
+                    _ => notes.push(format!(
+                        "app '{}': relationship '{name}' to '{}' is not provided yet",
+                        app.name, relationship.service
+                    )),
+                }
+            }
+            let (variables, all_variables) = config_variables(app);
+            let mut env: BTreeMap<String, String> = variables;
+            let mut platform: Vec<(&str, String)> = tool_env(None)
+                .into_iter()
+                .filter(|(name, _)| *name != "PATH")
+                .collect();
+            let application = serde_json::to_value(app).unwrap_or_default();
+            platform.extend([
+                (
+                    "PLATFORM_APPLICATION",
+                    base64_text(application.to_string().as_bytes()),
+                ),
+                ("PLATFORM_APPLICATION_NAME", app.name.clone()),
+                ("PLATFORM_PROJECT", environment.project.to_string()),
+                ("PLATFORM_TREE_ID", input.tree_id.to_string()),
+                ("PLATFORM_BRANCH", environment.environment.to_string()),
+                ("PLATFORM_ENVIRONMENT", environment.environment.to_string()),
+                ("PLATFORM_ENVIRONMENT_TYPE", environment.kind.to_string()),
+                ("PLATFORM_ROUTES", base64_text(routes.as_bytes())),
+                (
+                    "PLATFORM_RELATIONSHIPS",
+                    base64_text(
+                        serde_json::Value::Object(relationships)
+                            .to_string()
+                            .as_bytes(),
+                    ),
+                ),
+                (
+                    "PLATFORM_VARIABLES",
+                    base64_text(
+                        serde_json::Value::Object(all_variables)
+                            .to_string()
+                            .as_bytes(),
+                    ),
+                ),
+            ]);
+            for (name, value) in platform {
+                env.insert(name.to_string(), value);
+            }
+
+            let app_mounts = mount_specs(&app.name, &app.mounts);
+            let mut processes = Vec::new();
+            if let Some(start) = &app.web.start {
+                processes.push(ProcessSpec {
+                    name: "web".into(),
+                    pre_start: app.web.pre_start.clone(),
+                    start: start.clone(),
+                    post_start: app.web.post_start.clone(),
+                    web: true,
+                    mounts: app_mounts.clone(),
+                    extra_env: Vec::new(),
+                });
+            }
+            for (name, worker) in &app.workers {
+                let mut mounts = app_mounts.clone();
+                for extra in mount_specs(&app.name, &worker.mounts) {
+                    mounts.retain(|m| m.target != extra.target);
+                    mounts.push(extra);
+                }
+                let worker_env = env_variables(&worker.variables);
+                processes.push(ProcessSpec {
+                    name: format!("worker-{}", crate::routes::host_label(name)),
+                    pre_start: worker.pre_start.clone(),
+                    start: worker.start.clone(),
+                    post_start: worker.post_start.clone(),
+                    web: false,
+                    mounts,
+                    extra_env: worker_env.into_iter().collect(),
+                });
+            }
+            AppSpec {
+                name: app.name.clone(),
+                runtime: input.runtime.clone(),
+                image: input.image.clone(),
+                tree_id: input.tree_id.to_string(),
+                listen: listens
+                    .get(&app.name)
+                    .cloned()
+                    .unwrap_or(Listen::Port(FIRST_PORT)),
+                env: env.into_iter().collect(),
+                processes,
+                deploy_hook: app.hooks.deploy.clone(),
+                post_deploy_hook: app.hooks.post_deploy.clone(),
+                internal_hosts,
+            }
+        })
+        .collect();
+    DeploySpec {
+        project: environment.project.to_string(),
+        environment: environment.environment.to_string(),
+        routes: environment.routes.clone(),
+        apps: specs,
+        notes,
+    }
+}
