@@ -74,10 +74,15 @@ impl Daemon {
             ),
             _ => String::new(),
         };
+        let router = if extra.contains("[router]") {
+            String::new()
+        } else {
+            "[router]\nlisten = \"127.0.0.1:0\"\n".to_string()
+        };
         std::fs::write(
             &settings,
             format!(
-                "data_dir = \"{}\"\n{extra}\n[ssh]\nlisten = \"127.0.0.1:0\"\n{containerd}",
+                "data_dir = \"{}\"\n{extra}\n[ssh]\nlisten = \"127.0.0.1:0\"\n{router}{containerd}",
                 dir.path().join("data").display()
             ),
         )
@@ -312,6 +317,47 @@ fn proc_status_kib(pid: u32, field: &str) -> u64 {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
+        self.remove_environments();
+    }
+}
+
+impl Daemon {
+    /// Removes what deploys left running (apps outlive the daemon by
+    /// design): the app containers in the daemon's namespace and the
+    /// pinned network namespaces under its data directory.
+    pub fn remove_environments(&self) {
+        if let (Some(socket), Some(namespace)) = (containerd_socket(), self.containerd_namespace())
+            && let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        {
+            let scratch = self.scratch("cleanup");
+            runtime.block_on(async {
+                let Ok(engine) =
+                    launchway_containerd::Engine::connect(&socket, &namespace, &scratch).await
+                else {
+                    return;
+                };
+                for id in engine.app_containers(None).await.unwrap_or_default() {
+                    let _ = engine.remove_app(&id).await;
+                }
+            });
+        }
+        if let Ok(entries) = std::fs::read_dir(self.data_dir().join("netns")) {
+            for entry in entries.flatten() {
+                let _ = launchway_router::netns::remove(&entry.path());
+            }
+        }
+    }
+
+    /// The router's address (from the daemon's log).
+    pub fn router_addr(&self) -> std::net::SocketAddr {
+        let log = self.log();
+        log.split("router=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|address| address.parse().ok())
+            .unwrap_or_else(|| panic!("no router address in the log:\n{log}"))
     }
 }
 

@@ -69,7 +69,7 @@ fn two_apps(start: &str) -> String {
       build: echo run >> "$PLATFORM_CACHE_DIR/runs"
     web:
       commands:
-        start: sleep infinity
+        start: httpd -f -p $PORT -h /app
 "#
     )
 }
@@ -147,10 +147,7 @@ fn assert_nothing_running(daemon: &Daemon) {
 #[test]
 fn unchanged_trees_reuse_their_build_and_changed_ones_rebuild_alone() {
     let (daemon, work) = setup_with("");
-    work.write(
-        ".upsun/config.yaml",
-        two_apps("python3 -m http.server $PORT"),
-    );
+    work.write(".upsun/config.yaml", two_apps("httpd -f -p $PORT -h /app"));
     work.write("web/app.py", "print('v1')\n");
     work.write("api/server.py", "print('api')\n");
     work.write("README.md", "one\n");
@@ -191,7 +188,10 @@ fn unchanged_trees_reuse_their_build_and_changed_ones_rebuild_alone() {
     );
 
     // Only web.commands.start: a runtime-only change, reused.
-    work.write(".upsun/config.yaml", two_apps("python3 app.py"));
+    work.write(
+        ".upsun/config.yaml",
+        two_apps("httpd -f -v -p $PORT -h /app"),
+    );
     work.commit("start command");
     let third = push_ok(&work);
     assert_eq!(
@@ -327,7 +327,7 @@ fn one_app(hook: &str) -> String {
         {hook}
     web:
       commands:
-        start: sleep infinity
+        start: httpd -f -p $PORT -h /app
 "#
     )
 }

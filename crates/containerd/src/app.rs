@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use containerd_client::services::v1::{
     Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
-    DeleteProcessRequest, ExecProcessRequest, GetRequest, KillRequest, ListContainersRequest,
-    StartRequest, WaitRequest, container::Runtime,
+    DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, GetRequest, KillRequest,
+    ListContainersRequest, StartRequest, WaitRequest, container::Runtime,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -280,17 +280,21 @@ impl Engine {
         output: Output,
         cancel: &CancellationToken,
     ) -> Result<StepOutcome> {
-        let image_env: Vec<String> = Vec::new();
-        let mut spec = process_spec(process, &image_env)?;
-        // The container's own environment (the image's PATH and the app's
-        // variables) is not inherited by an exec: give the full list.
-        spec.set_env(Some(
-            process
-                .env
-                .iter()
-                .map(|(key, value)| format!("{key}={value}"))
-                .collect(),
-        ));
+        // An exec does not inherit the container's environment: start from
+        // the image's, as the container did.
+        let container = self
+            .containers()
+            .get(self.request(GetContainerRequest { id: id.to_string() }))
+            .await
+            .map_err(|status| {
+                EngineError::rpc("container get", || format!("container {id}"), status)
+            })?
+            .into_inner()
+            .container
+            .map(|c| c.image)
+            .unwrap_or_default();
+        let image_env = self.image(&container).await?.env();
+        let spec = process_spec(process, &image_env)?;
         let spec_json = serde_json::to_vec(&spec).map_err(|error| EngineError::Invalid {
             what: "process spec",
             reason: error.to_string(),

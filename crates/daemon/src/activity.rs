@@ -3,8 +3,8 @@
 //! streamed to the pusher's terminal.
 //!
 //! A push activity counts the new commits, plans each app (tree id) and, for
-//! an active environment, builds it (`builds.rs`). Deploys attach here in a
-//! later version. Every activity has a cancellation token
+//! an active environment, builds it (`builds.rs`) and deploys the build
+//! (`deploy.rs`); `launchway build` only builds. Every activity has a cancellation token
 //! (`activity cancel`): a pending one is cancelled before it starts, a
 //! running build is stopped and its containers removed.
 
@@ -224,8 +224,17 @@ impl Daemon {
                 .await;
             return Ok(timings);
         }
-        self.build_and_report(activity, &env, &update.new, log, cancel, timings, started)
-            .await
+        self.build_and_report(
+            activity,
+            &env,
+            &update.new,
+            log,
+            cancel,
+            timings,
+            started,
+            true,
+        )
+        .await
     }
 
     /// The environment an activity acts on.
@@ -262,6 +271,7 @@ impl Daemon {
             cancel,
             BTreeMap::new(),
             Instant::now(),
+            false,
         )
         .await
     }
@@ -277,6 +287,7 @@ impl Daemon {
         cancel: &CancellationToken,
         mut timings: BTreeMap<String, u64>,
         started: Instant,
+        deploy: bool,
     ) -> Result<BTreeMap<String, u64>, Ended> {
         let repo = self.repo_path(&activity.project);
         let planned = {
@@ -300,16 +311,26 @@ impl Daemon {
             .build_commit(activity, &planned, &subject, log, cancel)
             .await?;
         timings.insert("build".into(), build_started.elapsed().as_millis() as u64);
+        if !deploy {
+            log.line(&format!(
+                "  Build {} is complete (not deployed: `launchway build` builds only)",
+                build.id
+            ))
+            .await;
+            return Ok(timings);
+        }
+        let deploy_started = Instant::now();
+        let release = self
+            .deploy_build(activity, env, &build, &planned, log, cancel)
+            .await;
+        timings.insert("deploy".into(), deploy_started.elapsed().as_millis() as u64);
+        let release = release?;
         log.line(&format!(
-            "  Build {} is complete; deploying is not enabled in this version",
-            build.id
-        ))
-        .await;
-        log.line(&format!(
-            "  Environment {} ({}) is at {}",
+            "  Environment {} ({}) is at {}, release {}",
             env.name,
             env.kind.as_str(),
-            short(commit)
+            short(commit),
+            release.id
         ))
         .await;
         Ok(timings)
@@ -320,6 +341,8 @@ impl Daemon {
         activity: &Activity,
         log: &Log,
     ) -> Result<BTreeMap<String, u64>, Ended> {
+        self.stop_environment(&activity.project, &activity.environment)
+            .await;
         match self
             .store
             .delete_environment(&activity.project, &activity.environment)

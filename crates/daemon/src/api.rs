@@ -99,6 +99,14 @@ impl ApiService {
 impl launchway_api::Launchway for ApiService {
     type BuildRuntimeStream = crate::runtimes::ProgressStream;
     type BuildLogsStream = crate::build_api::LogStream;
+    type AppLogsStream = crate::build_api::LogStream;
+
+    async fn app_logs(
+        &self,
+        request: Request<proto::AppLogsRequest>,
+    ) -> Result<Response<Self::AppLogsStream>, Status> {
+        Ok(Response::new(self.daemon.app_logs(&request.into_inner())?))
+    }
     type ExportBuildStream = crate::build_api::DataStream;
     type StartBuildStream = crate::build_api::LogStream;
 

@@ -42,9 +42,14 @@ pub(crate) const MAX_BUILD_LOG: usize = 16 * 1024 * 1024;
 
 /// A new build id: `B` and nine capitals or digits.
 pub(crate) fn new_build_id() -> String {
+    new_record_id('B')
+}
+
+/// `prefix` and nine capitals and digits (Convox's shape for builds and releases).
+pub(crate) fn new_record_id(prefix: char) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     let mut rng = rand::rng();
-    let mut id = String::from("B");
+    let mut id = String::from(prefix);
     for _ in 0..9 {
         let index = rng.random_range(0..ALPHABET.len());
         id.push(char::from(ALPHABET[index]));

@@ -20,7 +20,9 @@ mod activity;
 mod api;
 mod build_api;
 mod builds;
+mod deploy;
 mod gate;
+mod logs;
 mod policy;
 mod push;
 mod queue;
@@ -137,6 +139,12 @@ pub(crate) struct Daemon {
     pub(crate) cancels: std::sync::Mutex<HashMap<u64, CancellationToken>>,
     /// Builds hold it shared; garbage collection exclusively.
     pub(crate) gc_lock: tokio::sync::RwLock<()>,
+    /// The HTTP router.
+    pub(crate) router: launchway_router::Router,
+    /// Where the router listens.
+    pub(crate) router_addr: SocketAddr,
+    /// Per environment (`project/env`), the socket factory of its namespace.
+    pub(crate) factories: std::sync::Mutex<HashMap<String, Arc<launchway_router::SocketFactory>>>,
 }
 
 impl Daemon {
@@ -217,6 +225,22 @@ pub async fn serve(
     })?;
     let socket = settings.socket_path();
     let api_listener = bind_socket(&socket)?;
+    let router_listener = tokio::net::TcpListener::bind(settings.router.listen)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            address: settings.router.listen.to_string(),
+            source,
+        })?;
+    let router_addr = router_listener
+        .local_addr()
+        .map_err(|source| DaemonError::Bind {
+            address: settings.router.listen.to_string(),
+            source,
+        })?;
+    let router = launchway_router::Router::new(launchway_router::RouterSettings {
+        hold_timeout: Duration::from_secs(settings.router.hold_timeout_secs),
+        ..Default::default()
+    });
 
     let builder = launchway_build::Builder::new(
         engine.clone(),
@@ -232,6 +256,9 @@ pub async fn serve(
         builder,
         cancels: std::sync::Mutex::new(HashMap::new()),
         gc_lock: tokio::sync::RwLock::new(()),
+        router: router.clone(),
+        router_addr,
+        factories: std::sync::Mutex::new(HashMap::new()),
         settings,
         store,
         git: git.clone(),
@@ -245,9 +272,15 @@ pub async fn serve(
     });
     daemon.reconcile()?;
     daemon.reconcile_builds()?;
-    info!(ssh = %ssh_addr, api = %socket.display(), data = %data.display(), "launchway is serving");
+    daemon.restore_routing().await;
+    info!(ssh = %ssh_addr, api = %socket.display(), router = %router_addr, data = %data.display(), "launchway is serving");
 
     let stop = CancellationToken::new();
+    let router_task = {
+        let stop = stop.clone();
+        tokio::spawn(async move { router.serve(router_listener, stop).await })
+    };
+    let rotation = tokio::spawn(logs::rotate_forever(daemon.clone(), stop.clone()));
     let ssh = launchway_ssh::SshServer::new(
         daemon.clone(),
         git,
@@ -287,6 +320,8 @@ pub async fn serve(
         .await;
     }
     let _ = std::fs::remove_file(&socket);
+    let _ = router_task.await;
+    rotation.abort();
     daemon.store.flush()?;
     if let Some(containerd) = embedded.as_mut() {
         info!("stopping the embedded containerd");

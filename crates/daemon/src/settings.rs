@@ -29,6 +29,20 @@
 //! memory_mib = 4096                     # per build container
 //! cpu_shares = 512                      # below apps' default weight of 1024
 //! keep_builds = 10                      # per environment, kept by `launchway gc`
+//!
+//! [router]
+//! listen = "127.0.0.1:8080"             # the HTTP router
+//! base_domain = "localhost"             # {default} = <branch>.<project>.<base_domain>
+//! public_port = 0                       # the port in printed URLs; the listen port when 0
+//! hold_timeout_secs = 30                # a request held during a deploy waits this long, then 503
+//!
+//! [deploy]
+//! start_timeout_secs = 60               # an app must accept connections within this
+//! stop_grace_secs = 10                  # SIGTERM, then SIGKILL after this
+//! drain_timeout_secs = 10               # in-flight requests to the old version may finish
+//! memory_mib = 0                        # per app container; 0 = no limit
+//! pids = 4096                           # per app container
+//! log_max_mib = 10                      # app logs rotate at this size (3 kept)
 //! ```
 //!
 //! Unknown keys are errors, reported with their line and column.
@@ -81,6 +95,66 @@ pub struct Settings {
     pub runtimes: RuntimeSettings,
     /// Builds.
     pub build: launchway_build::BuildSettings,
+    /// The HTTP router.
+    pub router: RouterConfig,
+    /// Deploys.
+    pub deploy: DeploySettings,
+}
+
+/// `[router]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterConfig {
+    /// The listen address.
+    pub listen: SocketAddr,
+    /// `{default}` = `<branch>.<project>.<base_domain>`.
+    pub base_domain: String,
+    /// The port in printed URLs (0: the listen port).
+    pub public_port: u16,
+    /// How long a held request waits.
+    pub hold_timeout_secs: u64,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            base_domain: "localhost".into(),
+            public_port: 0,
+            hold_timeout_secs: 30,
+        }
+    }
+}
+
+/// `[deploy]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeploySettings {
+    /// How long an app has to accept connections.
+    pub start_timeout_secs: u64,
+    /// SIGTERM, then SIGKILL after this.
+    pub stop_grace_secs: u64,
+    /// How long in-flight requests to the old version may take.
+    pub drain_timeout_secs: u64,
+    /// Memory per app container (0: no limit).
+    pub memory_mib: u64,
+    /// Processes per app container.
+    pub pids: u64,
+    /// App log size before rotation.
+    pub log_max_mib: u64,
+}
+
+impl Default for DeploySettings {
+    fn default() -> Self {
+        DeploySettings {
+            start_timeout_secs: 60,
+            stop_grace_secs: 10,
+            drain_timeout_secs: 10,
+            memory_mib: 0,
+            pids: 4096,
+            log_max_mib: 10,
+        }
+    }
 }
 
 /// `[containerd]`.
@@ -149,6 +223,8 @@ impl Default for Settings {
             containerd: ContainerdSettings::default(),
             runtimes: RuntimeSettings::default(),
             build: launchway_build::BuildSettings::default(),
+            router: RouterConfig::default(),
+            deploy: DeploySettings::default(),
         }
     }
 }

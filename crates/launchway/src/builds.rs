@@ -339,3 +339,20 @@ pub(crate) fn gc(settings_path: Option<&Path>) -> anyhow::Result<ExitCode> {
     );
     Ok(ExitCode::SUCCESS)
 }
+
+/// `launchway logs`.
+pub(crate) fn app_logs(
+    settings_path: Option<&Path>,
+    request: proto::AppLogsRequest,
+) -> anyhow::Result<ExitCode> {
+    with_client(settings_path, async |client| {
+        let mut stream = client.app_logs(request).await?.into_inner();
+        while let Some(chunk) = stream.message().await? {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(chunk.text.as_bytes());
+            let _ = out.flush();
+        }
+        Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

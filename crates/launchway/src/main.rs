@@ -100,6 +100,23 @@ enum Command {
     },
     /// Delete build images no kept build uses (`[build] keep_builds`).
     Gc,
+    /// Print an environment's app logs (every app when APP is omitted).
+    Logs {
+        /// The project.
+        #[arg(long, short = 'p')]
+        project: String,
+        /// The environment.
+        #[arg(long, short = 'e')]
+        environment: String,
+        /// Only this app.
+        app: Option<String>,
+        /// Keep printing what the apps write.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Lines of tail to start with.
+        #[arg(long, short = 'n', default_value_t = 100)]
+        lines: u32,
+    },
     /// List, build and import runtime images.
     Runtimes {
         #[command(subcommand)]
@@ -177,6 +194,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             builds::build(settings_path.as_deref(), project, branch)
         }
         Command::Gc => builds::gc(settings_path.as_deref()),
+        Command::Logs {
+            project,
+            environment,
+            app,
+            follow,
+            lines,
+        } => builds::app_logs(
+            settings_path.as_deref(),
+            launchway_api::proto::AppLogsRequest {
+                project,
+                environment,
+                app: app.unwrap_or_default(),
+                follow,
+                lines,
+            },
+        ),
         Command::Config {
             command: ConfigCommand::Schema,
         } => {

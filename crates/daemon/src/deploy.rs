@@ -1,0 +1,968 @@
+//! Deploys: a build becomes a release that serves (product.md, pipeline
+//! step 4; config-reference §3.4).
+//!
+//! Order, each phase written to the environment's `Deployment` record
+//! before its effect: hold requests → drain and stop the old containers
+//! (SIGTERM, grace, SIGKILL) → make and attach mounts (`tmp` emptied) →
+//! start each process (`pre_start` and `start` under the supervisor),
+//! `post_start`, then wait until the web process accepts connections → the
+//! deploy hook (requests still held; a failure is reported, the deploy goes
+//! on) → release the held requests → the post_deploy hook.
+//!
+//! If the new version does not become ready, its containers are removed and
+//! the previous release is started again and served; the push fails. Old
+//! and new of one app never run side by side. Every push deploys, even when
+//! nothing changed (Platform.sh redeploys too).
+//!
+//! Directories: `<data>/environments/<id>/` holds `volumes/`, `services/`,
+//! `tmp/`, `run/<app>-<process>/` (each process's `/run`), `hosts/<app>` and
+//! `logs/`; `<data>/netns/<id>` pins the environment's network namespace.
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use launchway_containerd::{AppLabels, Bind, Limits, Network, Output, StepSpec, WEB_UID};
+use launchway_deploy::{
+    AppInput, AppSpec, DeploySpec, EnvironmentInput, Listen, MountKind, Phase, ProcessSpec,
+    RouteContext, RouteKind, SUPERVISOR, deploy_spec, environment_id, hosts_file, resolve_routes,
+};
+use launchway_git::Plan;
+use launchway_router::{Action, Endpoint, RouteEntry, SocketFactory, netns};
+use launchway_store::{
+    Activity, Build, Deployment, Environment, EnvironmentType, Release, ReleaseStatus,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::activity::{Ended, Log};
+use crate::builds::new_record_id;
+use crate::{Daemon, now_ms};
+
+/// Lines of an app's log shown when it fails to start.
+const LOG_TAIL_LINES: usize = 15;
+
+/// `<project>/<environment>`: the router's and containers' name for an environment.
+pub(crate) fn environment_key(project: &str, environment: &str) -> String {
+    format!("{project}/{environment}")
+}
+
+/// Why a release did not start, and what of it is running.
+#[derive(Debug)]
+struct StartFailure {
+    message: String,
+    containers: Vec<String>,
+}
+
+/// A process container of a release.
+#[derive(Clone, Debug)]
+struct Started {
+    app: String,
+    process: String,
+    id: String,
+}
+
+fn container_of<'a>(started: &'a [Started], app: &str, process: &str) -> Option<&'a str> {
+    started
+        .iter()
+        .find(|s| s.app == app && s.process == process)
+        .map(|s| s.id.as_str())
+}
+
+fn ids(started: &[Started]) -> Vec<String> {
+    started.iter().map(|s| s.id.clone()).collect()
+}
+
+impl Daemon {
+    pub(crate) fn environment_dir(&self, project: &str, environment: &str) -> PathBuf {
+        self.settings
+            .data_dir
+            .join("environments")
+            .join(environment_id(project, environment))
+    }
+
+    fn netns_path(&self, project: &str, environment: &str) -> PathBuf {
+        self.settings
+            .data_dir
+            .join("netns")
+            .join(environment_id(project, environment))
+    }
+
+    /// The environment's namespace (made if needed) and the socket factory
+    /// that dials into it.
+    fn socket_factory(
+        &self,
+        project: &str,
+        environment: &str,
+    ) -> Result<Arc<SocketFactory>, String> {
+        let key = environment_key(project, environment);
+        let mut factories = match self.factories.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(factory) = factories.get(&key) {
+            return Ok(factory.clone());
+        }
+        let path = self.netns_path(project, environment);
+        let made = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| netns::create(&path))
+            .and_then(|()| SocketFactory::start(&path));
+        let factory = Arc::new(made.map_err(|error| {
+            warn!(%error, path = %path.display(), "network namespace");
+            format!("cannot create the environment's network namespace: {error}")
+        })?);
+        factories.insert(key, factory.clone());
+        Ok(factory)
+    }
+
+    /// The routes the router serves for `spec`.
+    fn router_entries(spec: &DeploySpec) -> Vec<RouteEntry> {
+        spec.routes
+            .iter()
+            .filter_map(|route| {
+                let action = match route.kind {
+                    RouteKind::Upstream => Action::Upstream {
+                        app: route.upstream.clone()?,
+                    },
+                    RouteKind::Redirect => Action::Redirect {
+                        to: route.to.clone()?,
+                        code: 301,
+                    },
+                };
+                Some(RouteEntry {
+                    host: route.host.clone(),
+                    path: route.path.clone(),
+                    action,
+                })
+            })
+            .collect()
+    }
+
+    fn run_dir(&self, spec: &DeploySpec, app: &str, process: &str) -> PathBuf {
+        self.environment_dir(&spec.project, &spec.environment)
+            .join("run")
+            .join(format!("{app}-{process}"))
+    }
+
+    pub(crate) fn log_path(
+        &self,
+        project: &str,
+        environment: &str,
+        app: &str,
+        process: &str,
+    ) -> PathBuf {
+        let name = if process == "web" {
+            format!("{app}.log")
+        } else {
+            format!("{app}--{process}.log")
+        };
+        self.environment_dir(project, environment)
+            .join("logs")
+            .join(name)
+    }
+
+    /// Where each app of `spec` takes its traffic.
+    fn backends(
+        &self,
+        spec: &DeploySpec,
+        factory: &Arc<SocketFactory>,
+    ) -> HashMap<String, Endpoint> {
+        spec.apps
+            .iter()
+            .filter(|app| app.web().is_some())
+            .map(|app| {
+                let endpoint = match &app.listen {
+                    Listen::Port(port) => Endpoint::Tcp {
+                        netns: Some(factory.clone()),
+                        port: *port,
+                    },
+                    Listen::Socket(path) => {
+                        let name = Path::new(path)
+                            .file_name()
+                            .map_or_else(|| "app.sock".into(), |n| n.to_os_string());
+                        Endpoint::Unix(self.run_dir(spec, &app.name, "web").join(name))
+                    }
+                };
+                (app.name.clone(), endpoint)
+            })
+            .collect()
+    }
+
+    /// The deploy spec of `build` (a complete build of `plan`) for `env`.
+    fn plan_deploy(&self, env: &Environment, build: &Build, plan: &Plan) -> DeploySpec {
+        let apps: std::collections::BTreeSet<String> =
+            plan.apps.iter().map(|a| a.name.clone()).collect();
+        let (routes, route_notes) = resolve_routes(
+            &plan.routes,
+            &apps,
+            &RouteContext {
+                project: &env.project,
+                branch: &env.name,
+                base_domain: &self.settings.router.base_domain,
+                port: self.public_router_port(),
+                production: env.kind == EnvironmentType::Production,
+            },
+        );
+        let inputs: Vec<AppInput<'_>> = plan
+            .apps
+            .iter()
+            .map(|app| AppInput {
+                app: &app.app,
+                runtime: app.runtime.clone(),
+                tree_id: &app.tree_id,
+                image: build
+                    .apps
+                    .iter()
+                    .find(|b| b.name == app.name)
+                    .and_then(|b| b.image.clone())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        deploy_spec(
+            &EnvironmentInput {
+                project: &env.project,
+                environment: &env.name,
+                kind: env.kind.as_str(),
+                routes,
+                route_notes,
+            },
+            &inputs,
+        )
+    }
+
+    pub(crate) fn public_router_port(&self) -> u16 {
+        if self.settings.router.public_port != 0 {
+            self.settings.router.public_port
+        } else {
+            self.router_addr.port()
+        }
+    }
+
+    fn put_deployment_phase(&self, deployment: &mut Deployment, phase: Phase) -> Result<(), Ended> {
+        deployment.phase = phase.as_str().to_string();
+        deployment.updated_at = now_ms();
+        self.store
+            .put_deployment(deployment)
+            .map_err(|_| Ended::Failed("the deploy state cannot be recorded".into()))
+    }
+
+    /// Deploys `build` of `plan` to `env` and reports how it went.
+    pub(crate) async fn deploy_build(
+        &self,
+        activity: &Activity,
+        env: &Environment,
+        build: &Build,
+        plan: &Plan,
+        log: &Log,
+        cancel: &CancellationToken,
+    ) -> Result<Release, Ended> {
+        let spec = self.plan_deploy(env, build, plan);
+        for note in &spec.notes {
+            log.line(&format!("  W: {note}")).await;
+        }
+        let spec_json = serde_json::to_value(&spec)
+            .map_err(|_| Ended::Failed("the deploy spec cannot be recorded".into()))?;
+        let release_id = loop {
+            let id = new_record_id('R');
+            if !matches!(self.store.release(&id), Ok(Some(_))) {
+                break id;
+            }
+        };
+        let mut release = Release {
+            id: release_id.clone(),
+            project: env.project.clone(),
+            environment: env.name.clone(),
+            build: build.id.clone(),
+            commit: build.commit.clone(),
+            created_at: now_ms(),
+            description: build.description.clone(),
+            status: ReleaseStatus::Deploying,
+            spec: spec_json,
+            activity: Some(activity.id),
+        };
+        self.store
+            .put_release(&release)
+            .map_err(|_| Ended::Failed("the release cannot be recorded".into()))?;
+        let current = self
+            .store
+            .deployment(&env.project, &env.name)
+            .ok()
+            .flatten();
+        let previous_release = current
+            .as_ref()
+            .filter(|d| d.phase != Phase::Failed.as_str())
+            .map(|d| d.release.clone());
+        let old_containers = current.map(|d| d.containers).unwrap_or_default();
+        let mut deployment = Deployment {
+            project: env.project.clone(),
+            environment: env.name.clone(),
+            release: release_id.clone(),
+            previous: previous_release.clone(),
+            phase: String::new(),
+            containers: old_containers.clone(),
+            updated_at: now_ms(),
+        };
+        let key = environment_key(&env.project, &env.name);
+        let factory = self
+            .socket_factory(&env.project, &env.name)
+            .map_err(Ended::Failed)?;
+
+        // Hold.
+        self.put_deployment_phase(&mut deployment, Phase::Holding)?;
+        self.router.hold(&key);
+        let held_at = Instant::now();
+        self.router.set_routes(&key, Self::router_entries(&spec));
+        log.line(&format!(
+            "  Deploying release {release_id} (build {})",
+            build.id
+        ))
+        .await;
+
+        // Stop the old version once its in-flight requests are done.
+        self.put_deployment_phase(&mut deployment, Phase::StoppingOld)?;
+        if !self
+            .router
+            .drain(
+                &key,
+                Duration::from_secs(self.settings.deploy.drain_timeout_secs),
+            )
+            .await
+        {
+            log.line(
+                "    W: requests to the previous version were still running; stopping it anyway",
+            )
+            .await;
+        }
+        self.stop_containers(&old_containers).await;
+        deployment.containers.clear();
+
+        // Mounts, start, readiness.
+        self.put_deployment_phase(&mut deployment, Phase::AttachingMounts)?;
+        self.put_deployment_phase(&mut deployment, Phase::Starting)?;
+        let started = self.start_release(&spec, log, &factory, cancel).await;
+        let started = match started {
+            Ok(started) => started,
+            Err(failure) => {
+                log.line(&format!("    E: {}", failure.message)).await;
+                deployment.containers = failure.containers.clone();
+                self.put_deployment_phase(&mut deployment, Phase::RollingBack)?;
+                self.stop_containers(&failure.containers).await;
+                deployment.containers.clear();
+                release.status = ReleaseStatus::Failed;
+                let _ = self.store.put_release(&release);
+                let restored = self
+                    .restore_previous(previous_release.as_deref(), &key, &factory, log, cancel)
+                    .await;
+                match restored {
+                    Some((previous, containers)) => {
+                        deployment.release = previous;
+                        deployment.containers = containers;
+                        deployment.previous = None;
+                        self.put_deployment_phase(&mut deployment, Phase::Complete)?;
+                    }
+                    None => {
+                        self.put_deployment_phase(&mut deployment, Phase::Failed)?;
+                    }
+                }
+                return Err(Ended::Failed(format!(
+                    "the deploy of release {release_id} failed: {}",
+                    failure.message
+                )));
+            }
+        };
+        deployment.containers = ids(&started);
+
+        // The deploy hook, requests still held.
+        self.put_deployment_phase(&mut deployment, Phase::DeployHook)?;
+        for app in &spec.apps {
+            if let Some(hook) = &app.deploy_hook {
+                log.line(&format!(
+                    "    Executing deploy hook for application {}",
+                    app.name
+                ))
+                .await;
+                self.run_hook(&spec, app, &started, hook, "deploy", log, cancel)
+                    .await;
+            }
+        }
+
+        // Release.
+        self.put_deployment_phase(&mut deployment, Phase::Released)?;
+        self.router.open(&key, self.backends(&spec, &factory));
+        let held = held_at.elapsed();
+        release.status = ReleaseStatus::Active;
+        let _ = self.store.put_release(&release);
+        if let Some(previous) = previous_release.as_deref()
+            && previous != release_id
+            && let Ok(Some(mut old)) = self.store.release(previous)
+        {
+            old.status = ReleaseStatus::Superseded;
+            let _ = self.store.put_release(&old);
+        }
+        if let Ok(Some(mut record)) = self.store.build(&build.id) {
+            record.release = Some(release_id.clone());
+            let _ = self.store.put_build(&record);
+        }
+        log.line("  Opening environment").await;
+        log.line(&format!(
+            "    Requests were held for {:.2} s",
+            held.as_secs_f64()
+        ))
+        .await;
+
+        // post_deploy, traffic flowing.
+        self.put_deployment_phase(&mut deployment, Phase::PostDeploy)?;
+        for app in &spec.apps {
+            if let Some(hook) = &app.post_deploy_hook {
+                log.line(&format!(
+                    "    Executing post_deploy hook for application {}",
+                    app.name
+                ))
+                .await;
+                self.run_hook(&spec, app, &started, hook, "post_deploy", log, cancel)
+                    .await;
+            }
+        }
+        deployment.previous = None;
+        self.put_deployment_phase(&mut deployment, Phase::Complete)?;
+        self.report_routes(&spec, log).await;
+        Ok(release)
+    }
+
+    async fn report_routes(&self, spec: &DeploySpec, log: &Log) {
+        log.line("  Environment configuration").await;
+        for app in &spec.apps {
+            log.line(&format!("    {} (type: {})", app.name, app.runtime))
+                .await;
+        }
+        log.line("  Environment routes").await;
+        for route in &spec.routes {
+            match route.kind {
+                RouteKind::Upstream => {
+                    log.line(&format!(
+                        "    {} is served by application `{}`",
+                        route.url,
+                        route.upstream.as_deref().unwrap_or_default()
+                    ))
+                    .await;
+                }
+                RouteKind::Redirect => {
+                    log.line(&format!(
+                        "    {} redirects to {}",
+                        route.url,
+                        route.to.as_deref().unwrap_or_default()
+                    ))
+                    .await;
+                }
+            }
+        }
+    }
+
+    /// Starts the release that served before a failed deploy, and serves it.
+    async fn restore_previous(
+        &self,
+        previous: Option<&str>,
+        key: &str,
+        factory: &Arc<SocketFactory>,
+        log: &Log,
+        cancel: &CancellationToken,
+    ) -> Option<(String, Vec<String>)> {
+        let Some(previous) = previous else {
+            log.line("    No previous release to go back to").await;
+            self.router.open(key, HashMap::new());
+            return None;
+        };
+        let spec = self
+            .store
+            .release(previous)
+            .ok()
+            .flatten()
+            .and_then(|r| serde_json::from_value::<DeploySpec>(r.spec).ok());
+        let Some(spec) = spec else {
+            log.line(&format!("    E: release {previous} cannot be read"))
+                .await;
+            self.router.open(key, HashMap::new());
+            return None;
+        };
+        log.line(&format!(
+            "    Starting the previous release {previous} again"
+        ))
+        .await;
+        self.router.set_routes(key, Self::router_entries(&spec));
+        match self.start_release(&spec, log, factory, cancel).await {
+            Ok(started) => {
+                self.router.open(key, self.backends(&spec, factory));
+                log.line(&format!("    Release {previous} is serving again"))
+                    .await;
+                Some((previous.to_string(), ids(&started)))
+            }
+            Err(failure) => {
+                log.line(&format!(
+                    "    E: the previous release did not start either: {}",
+                    failure.message
+                ))
+                .await;
+                self.stop_containers(&failure.containers).await;
+                self.router.open(key, HashMap::new());
+                None
+            }
+        }
+    }
+
+    /// Stops and removes containers (SIGTERM, grace, SIGKILL).
+    async fn stop_containers(&self, ids: &[String]) {
+        let grace = Duration::from_secs(self.settings.deploy.stop_grace_secs);
+        let stops = ids.iter().map(|id| async move {
+            if let Err(error) = self.engine.stop_app(id, grace).await {
+                warn!(%error, container = %id, "stopping");
+            }
+            if let Err(error) = self.engine.remove_app(id).await {
+                warn!(%error, container = %id, "removing");
+            }
+        });
+        futures_util::future::join_all(stops).await;
+    }
+
+    /// Makes mounts, starts every process of `spec` and waits until each web
+    /// process is ready.
+    async fn start_release(
+        &self,
+        spec: &DeploySpec,
+        log: &Log,
+        factory: &Arc<SocketFactory>,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Started>, StartFailure> {
+        let mut containers: Vec<Started> = Vec::new();
+        let fail = |message: String, containers: &Vec<Started>| StartFailure {
+            message,
+            containers: ids(containers),
+        };
+        let env_dir = self.environment_dir(&spec.project, &spec.environment);
+        let owner = environment_key(&spec.project, &spec.environment);
+        let netns_path = factory.path().to_path_buf();
+        for app in &spec.apps {
+            log.line(&format!(
+                "    Opening application {} and its relationships",
+                app.name
+            ))
+            .await;
+            let image = match self.engine.image(&app.image).await {
+                Ok(image) => image,
+                Err(error) => {
+                    return Err(fail(
+                        format!("the image of app '{}' is not available: {error}", app.name),
+                        &containers,
+                    ));
+                }
+            };
+            let image_path = image
+                .env()
+                .iter()
+                .find_map(|e| e.strip_prefix("PATH=").map(str::to_string));
+            let path = launchway_build::env::tool_env(image_path.as_deref())
+                .into_iter()
+                .find(|(name, _)| *name == "PATH")
+                .map(|(_, value)| value)
+                .unwrap_or_default();
+            let hosts = env_dir.join("hosts").join(&app.name);
+            if let Err(error) = write_file(&hosts, hosts_file(app).as_bytes()) {
+                return Err(fail(
+                    format!("cannot write /etc/hosts: {error}"),
+                    &containers,
+                ));
+            }
+            for process in &app.processes {
+                let run_dir = self.run_dir(spec, &app.name, &process.name);
+                let log_path =
+                    self.log_path(&spec.project, &spec.environment, &app.name, &process.name);
+                let mut binds = match prepare_mounts(&env_dir, process, &run_dir, &log_path) {
+                    Ok(binds) => binds,
+                    Err(error) => {
+                        return Err(fail(
+                            format!("cannot prepare the mounts of app '{}': {error}", app.name),
+                            &containers,
+                        ));
+                    }
+                };
+                binds.push(Bind {
+                    source: hosts.clone(),
+                    target: "/etc/hosts".into(),
+                    writable: false,
+                });
+                let mut env = app.process_env(process);
+                env.push(("PATH".into(), path.clone()));
+                let mut step = StepSpec::new([
+                    "/bin/sh".to_string(),
+                    "-c".to_string(),
+                    SUPERVISOR.to_string(),
+                    "launchway-supervise".to_string(),
+                    process.pre_start.clone().unwrap_or_default(),
+                    process.start.clone(),
+                ]);
+                step.env = env;
+                step.cwd = launchway_build::env::APP_DIR.into();
+                step.binds = binds;
+                step.network = Network::Join(netns_path.clone());
+                step.hostname = launchway_deploy::routes::host_label(&app.name);
+                step.limits = Limits {
+                    memory_bytes: (self.settings.deploy.memory_mib > 0)
+                        .then_some(self.settings.deploy.memory_mib << 20),
+                    cpu_shares: None,
+                    pids: Some(self.settings.deploy.pids),
+                };
+                let id = format!(
+                    "lw-{}-{}-{}-{}",
+                    environment_id(&spec.project, &spec.environment),
+                    launchway_deploy::routes::host_label(&app.name),
+                    process.name,
+                    &new_record_id('x')[1..7].to_ascii_lowercase()
+                );
+                let labels = AppLabels {
+                    owner: owner.clone(),
+                    extra: HashMap::from([
+                        ("org.launchway.app".to_string(), app.name.clone()),
+                        ("org.launchway.process".to_string(), process.name.clone()),
+                    ]),
+                };
+                if let Err(error) = self
+                    .engine
+                    .create_app(&id, &app.image, &step, &labels)
+                    .await
+                {
+                    return Err(fail(
+                        format!("cannot create the container of app '{}': {error}", app.name),
+                        &containers,
+                    ));
+                }
+                containers.push(Started {
+                    app: app.name.clone(),
+                    process: process.name.clone(),
+                    id: id.clone(),
+                });
+                if let Err(error) = self.engine.start_app(&id, &log_path).await {
+                    return Err(fail(
+                        format!("cannot start app '{}': {error}", app.name),
+                        &containers,
+                    ));
+                }
+            }
+        }
+        for app in &spec.apps {
+            if let Some(web) = app.web() {
+                let Some(id) = container_of(&containers, &app.name, "web") else {
+                    continue;
+                };
+                if let Err(message) = self
+                    .wait_ready(spec, app, web, id, factory, log, cancel)
+                    .await
+                {
+                    let log_path =
+                        self.log_path(&spec.project, &spec.environment, &app.name, "web");
+                    for line in tail_lines(&log_path, LOG_TAIL_LINES) {
+                        log.line(&format!("      | {line}")).await;
+                    }
+                    return Err(fail(message, &containers));
+                }
+            }
+        }
+        Ok(containers)
+    }
+
+    /// Waits until `pre_start` is done, runs `post_start`, then waits until
+    /// the web process accepts connections, failing early if `start` exits.
+    #[allow(clippy::too_many_arguments)]
+    async fn wait_ready(
+        &self,
+        spec: &DeploySpec,
+        app: &AppSpec,
+        web: &ProcessSpec,
+        container: &str,
+        factory: &Arc<SocketFactory>,
+        log: &Log,
+        cancel: &CancellationToken,
+    ) -> Result<(), String> {
+        let run_dir = self.run_dir(spec, &app.name, "web");
+        let deadline =
+            Instant::now() + Duration::from_secs(self.settings.deploy.start_timeout_secs);
+        let exits = run_dir.join(launchway_deploy::spec::EXITS_FILE);
+        let crashed = || {
+            std::fs::read_to_string(&exits)
+                .ok()
+                .and_then(|text| text.lines().next().map(str::to_string))
+        };
+        let started = run_dir.join(launchway_deploy::spec::STARTED_MARKER);
+        while !started.exists() {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "app '{}': pre_start did not finish in time",
+                    app.name
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if let Some(post_start) = &web.post_start {
+            let outcome = self
+                .exec_logged(spec, app, web, container, post_start, log, cancel)
+                .await;
+            match outcome {
+                Ok(true) => {}
+                Ok(false) => return Err(format!("app '{}': post_start failed", app.name)),
+                Err(message) => return Err(message),
+            }
+        }
+        let endpoint = self
+            .backends(spec, factory)
+            .remove(&app.name)
+            .ok_or_else(|| format!("app '{}' has no web process", app.name))?;
+        let what = match &app.listen {
+            Listen::Port(port) => format!("port {port}"),
+            Listen::Socket(path) => format!("socket {path}"),
+        };
+        loop {
+            if let Some(status) = crashed() {
+                return Err(format!(
+                    "app '{}' exited with status {status} before accepting connections on {what} (see `launchway logs`)",
+                    app.name
+                ));
+            }
+            if launchway_router::accepts(&endpoint).await {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "app '{}' did not accept connections on {what} within {} s",
+                    app.name, self.settings.deploy.start_timeout_secs
+                ));
+            }
+            if cancel.is_cancelled() {
+                return Err("cancelled".into());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Runs `command` in `container` with the app's environment, its output
+    /// in the activity log; `Ok(success)`.
+    #[allow(clippy::too_many_arguments)]
+    async fn exec_logged(
+        &self,
+        _spec: &DeploySpec,
+        app: &AppSpec,
+        process: &ProcessSpec,
+        container: &str,
+        command: &str,
+        log: &Log,
+        cancel: &CancellationToken,
+    ) -> Result<bool, String> {
+        let mut step = StepSpec::new([
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            "if [ -r /app/.environment ]; then . /app/.environment; fi; set -e; eval \"$1\""
+                .to_string(),
+            "launchway".to_string(),
+            command.to_string(),
+        ]);
+        step.env = app.process_env(process);
+        if let Ok(image) = self.engine.image(&app.image).await
+            && let Some(path) = image.env().iter().find_map(|e| e.strip_prefix("PATH="))
+            && let Some((_, value)) = launchway_build::env::tool_env(Some(path))
+                .into_iter()
+                .find(|(name, _)| *name == "PATH")
+        {
+            step.env.push(("PATH".into(), value));
+        }
+        step.cwd = launchway_build::env::APP_DIR.into();
+        let (sender, mut lines) =
+            tokio::sync::mpsc::channel::<launchway_containerd::OutputLine>(256);
+        let forward = {
+            let log = log.clone();
+            async move {
+                while let Some(line) = lines.recv().await {
+                    let prefix = match line.stream {
+                        launchway_containerd::OutputStream::Stdout => "",
+                        launchway_containerd::OutputStream::Stderr => "W: ",
+                    };
+                    log.line(&format!("      {prefix}{}", line.line)).await;
+                }
+            }
+        };
+        let run = self
+            .engine
+            .exec_in_app(container, &step, Output::Lines(sender), cancel);
+        let (outcome, ()) = tokio::join!(run, forward);
+        match outcome {
+            Ok(outcome) => Ok(outcome.success()),
+            Err(error) => Err(format!("app '{}': {error}", app.name)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_hook(
+        &self,
+        spec: &DeploySpec,
+        app: &AppSpec,
+        started: &[Started],
+        hook: &str,
+        name: &str,
+        log: &Log,
+        cancel: &CancellationToken,
+    ) {
+        let Some(process) = app.web().or_else(|| app.processes.first()) else {
+            log.line(&format!(
+                "      W: app '{}' runs no process; its {name} hook was skipped",
+                app.name
+            ))
+            .await;
+            return;
+        };
+        let Some(container) = container_of(started, &app.name, &process.name) else {
+            return;
+        };
+        match self
+            .exec_logged(spec, app, process, container, hook, log, cancel)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                log.line(&format!(
+                    "      W: the {name} hook of application {} failed; the deploy goes on",
+                    app.name
+                ))
+                .await;
+            }
+            Err(message) => {
+                log.line(&format!(
+                    "      W: the {name} hook could not run: {message}"
+                ))
+                .await;
+            }
+        }
+    }
+
+    /// At start-up: serve every environment whose release was serving.
+    pub(crate) async fn restore_routing(&self) {
+        let Ok(deployments) = self.store.deployments() else {
+            return;
+        };
+        for deployment in deployments {
+            let Ok(phase) = serde_json::from_value::<Phase>(serde_json::Value::String(
+                deployment.phase.clone(),
+            )) else {
+                continue;
+            };
+            if !phase.is_released() {
+                warn!(project = %deployment.project, environment = %deployment.environment, phase = %deployment.phase,
+                    "a deploy was interrupted; redeploy the environment");
+                continue;
+            }
+            let Some(spec) = self
+                .store
+                .release(&deployment.release)
+                .ok()
+                .flatten()
+                .and_then(|r| serde_json::from_value::<DeploySpec>(r.spec).ok())
+            else {
+                continue;
+            };
+            let key = environment_key(&deployment.project, &deployment.environment);
+            match self.socket_factory(&deployment.project, &deployment.environment) {
+                Ok(factory) => {
+                    self.router.set_routes(&key, Self::router_entries(&spec));
+                    self.router.open(&key, self.backends(&spec, &factory));
+                }
+                Err(message) => warn!(%message, %key, "cannot serve the environment"),
+            }
+        }
+    }
+
+    /// Stops an environment's containers and forgets its namespace (its
+    /// data stays).
+    pub(crate) async fn stop_environment(&self, project: &str, environment: &str) {
+        let key = environment_key(project, environment);
+        self.router.remove(&key);
+        if let Ok(ids) = self.engine.app_containers(Some(&key)).await {
+            self.stop_containers(&ids).await;
+        }
+        let _ = self.store.delete_deployment(project, environment);
+        let factory = match self.factories.lock() {
+            Ok(mut guard) => guard.remove(&key),
+            Err(poisoned) => poisoned.into_inner().remove(&key),
+        };
+        drop(factory);
+        let _ = netns::remove(&self.netns_path(project, environment));
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, bytes)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+}
+
+/// A directory owned by the app's user.
+fn app_dir(path: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(path)?;
+    nix::unistd::chown(
+        path,
+        Some(nix::unistd::Uid::from_raw(WEB_UID)),
+        Some(nix::unistd::Gid::from_raw(WEB_UID)),
+    )
+    .map_err(|errno| std::io::Error::from_raw_os_error(errno as i32))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+}
+
+/// Makes (and for `tmp`, empties) the mount directories of `process`, a
+/// fresh run directory and the log directory; returns the binds.
+fn prepare_mounts(
+    env_dir: &Path,
+    process: &ProcessSpec,
+    run_dir: &Path,
+    log_path: &Path,
+) -> std::io::Result<Vec<Bind>> {
+    let mut binds = Vec::new();
+    for mount in &process.mounts {
+        let source = env_dir.join(&mount.volume);
+        if mount.kind == MountKind::Temporary && source.exists() {
+            std::fs::remove_dir_all(&source)?;
+        }
+        app_dir(&source)?;
+        binds.push(Bind {
+            source,
+            target: mount.target.clone(),
+            writable: true,
+        });
+    }
+    if run_dir.exists() {
+        std::fs::remove_dir_all(run_dir)?;
+    }
+    app_dir(run_dir)?;
+    binds.push(Bind {
+        source: run_dir.to_path_buf(),
+        target: "/run".into(),
+        writable: true,
+    });
+    if let Some(parent) = log_path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    Ok(binds)
+}
+
+/// The last `count` lines of a file.
+fn tail_lines(path: &Path, count: usize) -> Vec<String> {
+    let Ok(text) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    let start = text.len().saturating_sub(64 * 1024);
+    let text = String::from_utf8_lossy(&text[start..]);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(count)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
+}

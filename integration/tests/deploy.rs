@@ -1,0 +1,266 @@
+//! Deploys end to end: real git pushes, containerd, the router over HTTP.
+//! The runtime is the busybox fixture (its `httpd` serves the app).
+#![allow(clippy::tests_outside_test_module, clippy::unwrap_used)]
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use launchway_integration::{Daemon, Work};
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn setup() -> (Daemon, Work) {
+    let daemon = Daemon::start_with("[deploy]\nstart_timeout_secs = 20\nstop_grace_secs = 2\n");
+    daemon.use_busybox_runtime("python:3.11");
+    let remote = daemon.project("shop");
+    let alice = daemon.key("alice", "shop", "admin");
+    let work = Work::init(daemon.scratch("work")).with_ssh(daemon.ssh_command(&alice));
+    work.git_ok(&["remote", "add", "launchway", &remote]);
+    (daemon, work)
+}
+
+fn push(work: &Work, branch: &str, options: &[&str]) -> Output {
+    let mut args = vec!["push".to_string(), "launchway".into()];
+    for option in options {
+        args.push("-o".into());
+        args.push((*option).into());
+    }
+    args.push(format!("HEAD:{branch}"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    work.git(&args)
+}
+
+fn push_ok(work: &Work) -> String {
+    let out = push(work, "main", &[]);
+    let log = text(&out.stderr);
+    assert!(out.status.success(), "push failed:\n{log}");
+    log
+}
+
+/// One HTTP/1.1 request through the router; `(status, body)`.
+fn get(router: SocketAddr, host: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(router)?;
+    stream.set_read_timeout(Some(Duration::from_secs(40)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let response = text(&response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not HTTP: {response:?}")))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// An app served by busybox httpd from `public/`, built from `version`.
+fn app_config(start: &str) -> String {
+    format!(
+        r#"applications:
+  web:
+    type: "python:3.11"
+    hooks:
+      build: |
+        mkdir -p public
+        cp version public/index.html
+      deploy: |
+        echo "deploy hook ran for $PLATFORM_APPLICATION_NAME on $PLATFORM_BRANCH ($PLATFORM_ENVIRONMENT_TYPE)"
+        date >> data/deploys
+        echo "deploys so far: $(wc -l < data/deploys)"
+        if touch /app/outside-mounts 2>/dev/null; then echo ROOTFS-WRITABLE; else echo ROOTFS-READONLY; fi
+        echo "interfaces: $(ip -o link | wc -l)"
+        if printf 'GET /health HTTP/1.0\r\n\r\n' | nc -w 2 127.0.0.1 "$LW_HOST_PORT" 2>/dev/null | grep -q 200; then echo HOST-REACHED; else echo HOST-UNREACHABLE; fi
+        echo "self: $(printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 2 127.0.0.1 "$PORT" | tail -n 1)"
+    mounts:
+      data:
+        source: local
+        source_path: data
+      scratch:
+        source: tmp
+    variables:
+      env:
+        LW_HOST_PORT: "__ROUTER_PORT__"
+    web:
+      commands:
+        start: {start}
+"#
+    )
+}
+
+const SERVE: &str = "echo web starting; exec httpd -f -vv -p 127.0.0.1:$PORT -h /app/public";
+
+fn write_app(daemon: &Daemon, work: &Work, version: &str, start: &str) {
+    let config =
+        app_config(start).replace("__ROUTER_PORT__", &daemon.router_addr().port().to_string());
+    work.write(".upsun/config.yaml", config);
+    work.write("version", format!("{version}\n"));
+    work.commit(version);
+}
+
+const HOST: &str = "main.shop.localhost";
+
+#[test]
+fn a_push_serves_its_commit_with_persistent_mounts_and_an_isolated_network() {
+    let (daemon, work) = setup();
+    let router = daemon.router_addr();
+    write_app(&daemon, &work, "v1", SERVE);
+    let log = push_ok(&work);
+    assert!(
+        log.contains("Executing deploy hook for application web"),
+        "{log}"
+    );
+    assert!(
+        log.contains("deploy hook ran for web on main (production)"),
+        "{log}"
+    );
+    assert!(log.contains("deploys so far: 1"), "{log}");
+    assert!(log.contains("ROOTFS-READONLY"), "{log}");
+    assert!(log.contains("interfaces: 1"), "{log}");
+    assert!(log.contains("HOST-UNREACHABLE"), "{log}");
+    // The same probe from the host's network does reach the router.
+    let probe = std::process::Command::new("/bin/busybox")
+        .args([
+            "sh",
+            "-c",
+            &format!(
+                "if printf 'GET /health HTTP/1.0\\r\\n\\r\\n' | nc -w 2 127.0.0.1 {} | grep -q 200; then echo HOST-REACHED; fi",
+                router.port()
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(text(&probe.stdout).trim(), "HOST-REACHED");
+    let url = format!("http://{HOST}:{}/", router.port());
+    assert!(
+        log.contains(&format!("{url} is served by application `web`")),
+        "{log}"
+    );
+    assert_eq!(get(router, HOST, "/").unwrap(), (200, "v1\n".into()));
+    // The mount is a host directory that outlives containers.
+    let deploys = std::fs::read_dir(daemon.data_dir().join("environments"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("volumes/web/data/deploys"))
+        .find(|p| p.exists())
+        .expect("the data mount on the host");
+
+    write_app(&daemon, &work, "v2", SERVE);
+    let log = push_ok(&work);
+    assert!(log.contains("deploys so far: 2"), "{log}");
+    assert_eq!(get(router, HOST, "/").unwrap(), (200, "v2\n".into()));
+    assert_eq!(
+        std::fs::read_to_string(&deploys).unwrap().lines().count(),
+        2
+    );
+
+    // A push with nothing new still deploys (Platform.sh redeploy semantics).
+    let out = work.git(&["commit", "--allow-empty", "-m", "again"]);
+    assert!(out.status.success());
+    let log = push_ok(&work);
+    assert!(log.contains("Reusing existing build"), "{log}");
+    assert!(log.contains("deploys so far: 3"), "{log}");
+
+    // Another environment: its own namespace, its own app on the same port.
+    work.write("version", "other\n");
+    work.commit("other");
+    let out = push(&work, "other", &["environment.status=active"]);
+    let log = text(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("self: other"), "{log}");
+    assert!(log.contains("deploys so far: 1"), "{log}");
+    assert_eq!(
+        get(router, "other.shop.localhost", "/").unwrap(),
+        (200, "other\n".into())
+    );
+    assert_eq!(get(router, HOST, "/").unwrap(), (200, "v2\n".into()));
+
+    let logs = daemon.cli_ok(&["logs", "-p", "shop", "-e", "main", "web"]);
+    assert!(logs.contains("web starting"), "{logs}");
+    let missing = daemon.cli(&["logs", "-p", "shop", "-e", "main", "nope"]);
+    assert!(!missing.status.success());
+}
+
+#[test]
+fn an_app_that_crashes_on_start_fails_the_push_and_the_previous_release_serves() {
+    let (daemon, work) = setup();
+    let router = daemon.router_addr();
+    write_app(&daemon, &work, "v1", SERVE);
+    push_ok(&work);
+    write_app(&daemon, &work, "v2", "echo about to fail; exit 3");
+    let out = push(&work, "main", &[]);
+    let log = text(&out.stderr);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("exited with status 3"), "{log}");
+    assert!(
+        log.contains("about to fail"),
+        "the app's output is shown:\n{log}"
+    );
+    assert!(log.contains("is serving again"), "{log}");
+    assert_eq!(get(router, HOST, "/").unwrap(), (200, "v1\n".into()));
+}
+
+#[test]
+fn requests_through_ten_deploys_never_fail_and_held_ones_reach_the_new_version() {
+    let (daemon, work) = setup();
+    let router = daemon.router_addr();
+    write_app(&daemon, &work, "v0", SERVE);
+    push_ok(&work);
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut seen: Vec<u32> = Vec::new();
+                let mut failures: Vec<String> = Vec::new();
+                let mut after_stop = 0;
+                loop {
+                    if stop.load(Ordering::SeqCst) {
+                        after_stop += 1;
+                        if seen.last() == Some(&10) || after_stop > 100 {
+                            break;
+                        }
+                    }
+                    match get(router, HOST, "/") {
+                        Ok((200, body)) => match body.trim().strip_prefix('v') {
+                            Some(n) => seen.push(n.parse().unwrap_or(u32::MAX)),
+                            None => failures.push(format!("body {body:?}")),
+                        },
+                        Ok((status, body)) => failures.push(format!("{status} {body}")),
+                        Err(error) => failures.push(error.to_string()),
+                    }
+                }
+                (seen, failures)
+            })
+        })
+        .collect();
+    for version in 1..=10 {
+        write_app(&daemon, &work, &format!("v{version}"), SERVE);
+        push_ok(&work);
+    }
+    stop.store(true, Ordering::SeqCst);
+    for client in clients {
+        let (seen, failures) = client.join().unwrap();
+        assert!(failures.is_empty(), "failed requests: {failures:?}");
+        assert!(seen.len() > 20, "too few requests: {}", seen.len());
+        assert!(seen.iter().all(|v| *v <= 10), "unknown versions: {seen:?}");
+        // One client's requests are sequential: versions never go back.
+        assert!(
+            seen.windows(2).all(|w| w[0] <= w[1]),
+            "a response came from an older version after a newer one: {seen:?}"
+        );
+        assert_eq!(seen.last(), Some(&10));
+    }
+}
