@@ -1,5 +1,6 @@
 #!/bin/sh
-# `make run`: start Launchway on its embedded defaults and push the sample app.
+# `make run`: start Launchway on its embedded defaults, push the sample app
+# and show the page it serves through the router.
 #
 # The daemon uses the built-in settings (data in /var/lib/launchway, SSH on
 # 127.0.0.1:2222) unless LAUNCHWAY_CONFIG names a settings file. A key for the
@@ -53,12 +54,15 @@ git commit -q -m "Sample app ($(date -u +%FT%TZ))"
 echo "\$ git push $REMOTE main"
 git push --force "$REMOTE" main
 echo
-echo "Pushed. The daemon keeps serving $REMOTE; its log is $RUN_DIR/serve.log."
-echo
-echo "\$ launchway runtimes list"
-"$BIN" runtimes list
+ROUTER=$(sed -n 's/.*router=\([0-9.]*:[0-9]*\).*/\1/p' "$RUN_DIR/serve.log" | head -n 1)
+URL="http://main.sample.localhost:${ROUTER##*:}/"
+echo "\$ curl --resolve main.sample.localhost:${ROUTER##*:}:${ROUTER%:*} $URL"
+curl -sS --resolve "main.sample.localhost:${ROUTER##*:}:${ROUTER%:*}" "$URL"
 echo
 echo "\$ launchway builds -p sample"
 "$BIN" builds -p sample
-echo "Try: $BIN builds info ID, $BIN activities -p sample    (Ctrl-C stops the daemon)"
+echo
+echo "The sample app is live at $URL (served by Launchway's router)."
+echo "Try: $BIN logs -p sample -e main -f, $BIN activities -p sample,"
+echo "     or edit $WORK/app/server.py, commit and git push again (Ctrl-C stops the daemon)."
 wait $DAEMON

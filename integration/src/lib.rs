@@ -467,7 +467,7 @@ pub const SAMPLE_CONFIG: &str = r#"applications:
       root: web
     web:
       commands:
-        start: python3 -m http.server $PORT
+        start: httpd -f -p 127.0.0.1:$PORT -h /app
 routes:
   "https://{default}/":
     type: upstream

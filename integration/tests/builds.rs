@@ -123,15 +123,29 @@ async fn engine_of(daemon: &Daemon) -> Engine {
     .unwrap()
 }
 
-/// No containers, tasks or active snapshots left behind in the daemon's namespace.
+/// No build containers or tasks left behind in the daemon's namespace
+/// (deployed apps' containers aside).
 fn assert_nothing_running(daemon: &Daemon) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let engine = engine_of(daemon).await;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let containers = engine.list_containers().await.unwrap();
-            let tasks = engine.list_tasks().await.unwrap();
+            let apps = engine.app_containers(None).await.unwrap();
+            let containers: Vec<String> = engine
+                .list_containers()
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|c| !apps.contains(c))
+                .collect();
+            let tasks: Vec<String> = engine
+                .list_tasks()
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|t| !apps.contains(t))
+                .collect();
             if containers.is_empty() && tasks.is_empty() {
                 break;
             }

@@ -191,6 +191,15 @@ fn a_push_serves_its_commit_with_persistent_mounts_and_an_isolated_network() {
     assert!(logs.contains("web starting"), "{logs}");
     let missing = daemon.cli(&["logs", "-p", "shop", "-e", "main", "nope"]);
     assert!(!missing.status.success());
+
+    // Apps outlive the daemon; a restarted one serves them again at once.
+    let mut daemon = daemon;
+    daemon.stop();
+    daemon.spawn();
+    assert_eq!(
+        get(daemon.router_addr(), HOST, "/").unwrap(),
+        (200, "v2\n".into())
+    );
 }
 
 #[test]

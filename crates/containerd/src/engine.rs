@@ -800,7 +800,14 @@ impl Engine {
             .into_inner()
             .tasks
             .into_iter()
-            .map(|t| t.container_id)
+            // containerd fills `id` (the container's) in task listings.
+            .map(|t| {
+                if t.container_id.is_empty() {
+                    t.id
+                } else {
+                    t.container_id
+                }
+            })
             .collect())
     }
 

@@ -5,8 +5,8 @@
 //! after each app and finished with its status; its log is stored line by
 //! line (capped at [`MAX_BUILD_LOG`]) and streamed into the push.
 //! Garbage collection keeps the images of the newest `[build] keep_builds`
-//! complete builds of each environment, of running builds and of builds a
-//! release uses, plus the step images those were built from; everything
+//! complete builds of each environment, of running builds and of builds an
+//! active (or deploying) release runs, plus the step images those were built from; everything
 //! else named `launchway/build/…` or `launchway/step/…` is deleted, and
 //! containerd collects the content.
 //! An export is an OCI image layout (the apps' images) whose `index.json`
@@ -25,7 +25,7 @@ use launchway_build::{
 };
 use launchway_containerd::archive::{self, ImportOptions, ImportPreview};
 use launchway_git::Plan;
-use launchway_store::{Activity, Build, BuildApp, BuildStatus};
+use launchway_store::{Activity, Build, BuildApp, BuildStatus, ReleaseStatus};
 use rand::RngExt as _;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -253,6 +253,15 @@ impl Daemon {
         let _exclusive = self.gc_lock.write().await;
         let builds = self.store.builds(None).map_err(|e| e.to_string())?;
         let keep_per_env = self.builder.settings().keep_builds.max(1);
+        // Builds that serve (or are being deployed) stay whatever their age.
+        let serving: BTreeSet<String> = self
+            .store
+            .all_releases()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|r| matches!(r.status, ReleaseStatus::Active | ReleaseStatus::Deploying))
+            .map(|r| r.build)
+            .collect();
         let mut complete_seen: HashMap<(String, String), usize> = HashMap::new();
         let mut keep: BTreeSet<String> = BTreeSet::new();
         // Newest first.
@@ -264,7 +273,7 @@ impl Daemon {
                         .entry((build.project.clone(), build.environment.clone()))
                         .or_default();
                     *seen += 1;
-                    *seen <= keep_per_env || build.release.is_some()
+                    *seen <= keep_per_env || serving.contains(&build.id)
                 }
                 BuildStatus::Failed | BuildStatus::Cancelled => false,
             };

@@ -441,6 +441,11 @@ impl Store {
         Ok(found)
     }
 
+    /// Every release of every project.
+    pub fn all_releases(&self) -> Result<Vec<Release>, StoreError> {
+        Self::scan(&self.releases, RELEASES, b"")
+    }
+
     /// Records an environment's deploy state (before its effect runs).
     pub fn put_deployment(&self, deployment: &Deployment) -> Result<(), StoreError> {
         self.deployments.insert(
