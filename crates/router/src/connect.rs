@@ -130,21 +130,42 @@ impl AsyncWrite for Stream {
     }
 }
 
+/// How long one connection attempt may wait for the handshake. A backend
+/// whose accept queue is full (a burst of released requests meeting an app
+/// with a small listen backlog, as busybox httpd or Python's `http.server`
+/// have) drops the SYN, and the kernel would retry only after a second, then
+/// two, four…; a fresh attempt after this short wait gets in as soon as the
+/// app has accepted what was queued.
+const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(25);
+/// How long dialing keeps trying before the request fails (502).
+const DIAL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Opens a connection to `endpoint`.
 pub async fn dial(endpoint: &Endpoint) -> io::Result<tokio::net::TcpStream> {
-    match endpoint {
-        Endpoint::Tcp { netns, port } => {
-            let socket = match netns {
-                Some(factory) => factory.socket().await?,
-                None => tokio::net::TcpSocket::new_v4()?,
-            };
-            let stream = socket
-                .connect(std::net::SocketAddr::from(([127, 0, 0, 1], *port)))
-                .await?;
-            stream.set_nodelay(true)?;
-            Ok(stream)
+    let Endpoint::Tcp { netns, port } = endpoint else {
+        return Err(io::Error::other("a unix endpoint has no TCP stream"));
+    };
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], *port));
+    let deadline = tokio::time::Instant::now() + DIAL_DEADLINE;
+    loop {
+        let socket = match netns {
+            Some(factory) => factory.socket().await?,
+            None => tokio::net::TcpSocket::new_v4()?,
+        };
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, socket.connect(address)).await {
+            Ok(Ok(stream)) => {
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            Ok(Err(error)) => return Err(error),
+            Err(_) if tokio::time::Instant::now() < deadline => continue,
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the app did not accept the connection",
+                ));
+            }
         }
-        Endpoint::Unix(_) => Err(io::Error::other("a unix endpoint has no TCP stream")),
     }
 }
 
@@ -176,10 +197,14 @@ impl tower::Service<Uri> for Connector {
         Box::pin(async move {
             let endpoint = endpoint
                 .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "backend is gone"))?;
+            let started = std::time::Instant::now();
             let stream = match &endpoint {
                 Endpoint::Unix(path) => Stream::Unix(tokio::net::UnixStream::connect(path).await?),
                 Endpoint::Tcp { .. } => Stream::Tcp(dial(&endpoint).await?),
             };
+            if started.elapsed() > std::time::Duration::from_millis(200) {
+                tracing::debug!(?uri, elapsed = ?started.elapsed(), "slow connect");
+            }
             Ok(TokioIo::new(stream))
         })
     }

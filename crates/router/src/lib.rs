@@ -426,8 +426,14 @@ impl Router {
         *request.uri_mut() = uri;
         *request.version_mut() = hyper::Version::HTTP_11;
 
+        let sent_at = std::time::Instant::now();
         let mut response = match self.inner.client.request(request).await {
-            Ok(response) => response,
+            Ok(response) => {
+                if sent_at.elapsed() > Duration::from_millis(500) {
+                    debug!(%app, %environment, %authority, elapsed = ?sent_at.elapsed(), "slow backend response");
+                }
+                response
+            }
             Err(error) => {
                 debug!(%error, %app, %environment, "backend request failed");
                 return text(

@@ -1,0 +1,322 @@
+//! What the benchmarks share: the Launchway daemon and OpenSSH's sshd as
+//! child processes, git, timing helpers.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+pub(crate) fn list(times: &[Duration]) -> String {
+    times
+        .iter()
+        .map(|t| format!("{:.3}", t.as_secs_f64()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub(crate) fn median(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+pub(crate) fn run(command: &mut Command) -> anyhow::Result<String> {
+    let out = command
+        .output()
+        .with_context(|| format!("cannot run {command:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{command:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub(crate) fn git(dir: &Path) -> Command {
+    let mut command = Command::new("git");
+    command
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "Bench")
+        .env("GIT_AUTHOR_EMAIL", "bench@example.com")
+        .env("GIT_COMMITTER_NAME", "Bench")
+        .env("GIT_COMMITTER_EMAIL", "bench@example.com");
+    command
+}
+
+pub(crate) fn push(work: &Path, remote: &str, ssh_command: &str) -> anyhow::Result<Duration> {
+    push_with(work, remote, ssh_command, &[])
+}
+
+pub(crate) fn push_with(
+    work: &Path,
+    remote: &str,
+    ssh_command: &str,
+    options: &[&str],
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    run(git(work)
+        .env("GIT_SSH_COMMAND", ssh_command)
+        .arg("push")
+        .arg("-q")
+        .args(options)
+        .args([remote, "main"]))?;
+    Ok(started.elapsed())
+}
+
+/// `[containerd]` for the containerd `make bench` provides, in a namespace
+/// of this run's own.
+pub(crate) fn containerd_settings() -> String {
+    match launchway_integration::containerd_socket() {
+        Some(socket) => format!(
+            "[containerd]\nsocket = \"{}\"\nnamespace = \"lwbench-{}\"\n",
+            socket.display(),
+            launchway_integration::random_hex()
+        ),
+        None => String::new(),
+    }
+}
+
+pub(crate) fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+pub(crate) fn ssh_command(key: &Path, known_hosts: &Path) -> String {
+    format!(
+        "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o IdentityAgent=none -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null",
+        key.display(),
+        known_hosts.display()
+    )
+}
+
+pub(crate) fn wait_for(what: &str, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        if Instant::now() > deadline {
+            bail!("{what} did not start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+pub(crate) struct LaunchwayServer {
+    binary: PathBuf,
+    settings: PathBuf,
+    child: Child,
+    key: PathBuf,
+    pub(crate) ssh_command: String,
+    /// The HTTP router's address.
+    pub(crate) router: std::net::SocketAddr,
+    /// The data directory.
+    pub(crate) data: PathBuf,
+    namespace: Option<String>,
+    stopped: bool,
+}
+
+impl LaunchwayServer {
+    pub(crate) fn start(binary: &Path, root: &Path, key: &Path) -> anyhow::Result<LaunchwayServer> {
+        let port = free_port()?;
+        let router = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let data = root.join("launchway");
+        let settings = root.join("launchway.toml");
+        let containerd = containerd_settings();
+        let namespace = containerd
+            .lines()
+            .find_map(|l| l.strip_prefix("namespace = \""))
+            .map(|n| n.trim_end_matches('"').to_string());
+        std::fs::write(
+            &settings,
+            format!(
+                "data_dir = \"{}\"\n[ssh]\nlisten = \"127.0.0.1:{port}\"\n[router]\nlisten = \"{router}\"\n[deploy]\nstop_grace_secs = 5\n{containerd}",
+                data.display(),
+            ),
+        )?;
+        let child = Command::new(binary)
+            .arg("--config")
+            .arg(&settings)
+            .arg("serve")
+            .env(
+                "RUST_LOG",
+                std::env::var("LW_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .spawn()?;
+        wait_for("launchway", || data.join("launchway.sock").exists())?;
+        let host_key = std::fs::read_to_string(data.join("ssh_host_ed25519_key.pub"))?;
+        let known_hosts = root.join("known_hosts_launchway");
+        let key_fields: Vec<&str> = host_key.split_whitespace().take(2).collect();
+        std::fs::write(
+            &known_hosts,
+            format!("[127.0.0.1]:{port} {}\n", key_fields.join(" ")),
+        )?;
+        Ok(LaunchwayServer {
+            binary: binary.to_path_buf(),
+            settings,
+            child,
+            key: key.to_path_buf(),
+            ssh_command: ssh_command(key, &known_hosts),
+            router,
+            data,
+            namespace,
+            stopped: false,
+        })
+    }
+
+    pub(crate) fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        run(Command::new(&self.binary)
+            .arg("--config")
+            .arg(&self.settings)
+            .args(args))
+    }
+
+    pub(crate) fn project(&self, name: &str) -> anyhow::Result<String> {
+        let remote = self.cli(&["project", "create", name])?.trim().to_owned();
+        self.cli(&[
+            "keys",
+            "add",
+            "--project",
+            name,
+            "--role",
+            "admin",
+            &self.key.with_extension("pub").display().to_string(),
+        ])?;
+        Ok(remote)
+    }
+
+    pub(crate) fn peak_rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Stops the daemon, then removes the apps it deployed (they outlive
+    /// it by design) and their network namespaces.
+    pub(crate) fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        if let (Some(socket), Some(namespace)) =
+            (launchway_integration::containerd_socket(), &self.namespace)
+            && let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        {
+            let scratch = self.data.join("scratch");
+            runtime.block_on(async {
+                if let Ok(engine) =
+                    launchway_containerd::Engine::connect(&socket, namespace, &scratch).await
+                {
+                    for id in engine.app_containers(None).await.unwrap_or_default() {
+                        let _ = engine.remove_app(&id).await;
+                    }
+                }
+            });
+        }
+        if let Ok(entries) = std::fs::read_dir(self.data.join("netns")) {
+            for entry in entries.flatten() {
+                let _ = launchway_router::netns::remove(&entry.path());
+            }
+        }
+    }
+}
+
+pub(crate) struct Sshd {
+    child: Child,
+    port: u16,
+    repos: PathBuf,
+    pub(crate) ssh_command: String,
+}
+
+impl Sshd {
+    pub(crate) fn start(root: &Path, key: &Path) -> anyhow::Result<Sshd> {
+        let sshd = Path::new("/usr/sbin/sshd");
+        if !sshd.exists() {
+            bail!("/usr/sbin/sshd is missing: install openssh-server");
+        }
+        // Debian's sshd wants its privilege separation directory.
+        std::fs::create_dir_all("/run/sshd")?;
+        let port = free_port()?;
+        let host_key = root.join("sshd_host_ed25519_key");
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&host_key))?;
+        let authorized = root.join("authorized_keys");
+        std::fs::copy(key.with_extension("pub"), &authorized)?;
+        let config = root.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile none\nPermitRootLogin prohibit-password\nAcceptEnv GIT_PROTOCOL\n",
+                host_key.display(),
+                authorized.display()
+            ),
+        )?;
+        let child = Command::new(sshd)
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        wait_for("sshd", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })?;
+        let known_hosts = root.join("known_hosts_sshd");
+        let public = std::fs::read_to_string(host_key.with_extension("pub"))?;
+        let key_fields: Vec<&str> = public.split_whitespace().take(2).collect();
+        std::fs::write(
+            &known_hosts,
+            format!("[127.0.0.1]:{port} {}\n", key_fields.join(" ")),
+        )?;
+        let repos = root.join("sshd-repos");
+        std::fs::create_dir_all(&repos)?;
+        Ok(Sshd {
+            child,
+            port,
+            repos,
+            ssh_command: ssh_command(key, &known_hosts),
+        })
+    }
+
+    pub(crate) fn new_repo(&self, name: &str) -> anyhow::Result<String> {
+        let path = self.repos.join(format!("{name}.git"));
+        run(git(&self.repos)
+            .args(["init", "-q", "--bare", "--initial-branch=main"])
+            .arg(&path))?;
+        let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+        Ok(format!(
+            "ssh://{user}@127.0.0.1:{}{}",
+            self.port,
+            path.display()
+        ))
+    }
+}
+
+impl Drop for LaunchwayServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
