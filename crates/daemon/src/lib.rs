@@ -225,18 +225,20 @@ pub async fn serve(
     })?;
     let socket = settings.socket_path();
     let api_listener = bind_socket(&socket)?;
-    let router_listener = tokio::net::TcpListener::bind(settings.router.listen)
-        .await
-        .map_err(|source| DaemonError::Bind {
-            address: settings.router.listen.to_string(),
-            source,
-        })?;
-    let router_addr = router_listener
-        .local_addr()
-        .map_err(|source| DaemonError::Bind {
-            address: settings.router.listen.to_string(),
-            source,
-        })?;
+    let router_threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let router_listen = settings.router.listen.to_string();
+    let bind_error = move |source| DaemonError::Bind {
+        address: router_listen.clone(),
+        source,
+    };
+    let router_listeners = launchway_router::bind_listeners(settings.router.listen, router_threads)
+        .map_err(&bind_error)?;
+    let router_addr = router_listeners
+        .first()
+        .map(std::net::TcpListener::local_addr)
+        .transpose()
+        .map_err(&bind_error)?
+        .unwrap_or(settings.router.listen);
     let router = launchway_router::Router::new(launchway_router::RouterSettings {
         hold_timeout: Duration::from_secs(settings.router.hold_timeout_secs),
         ..Default::default()
@@ -276,10 +278,9 @@ pub async fn serve(
     info!(ssh = %ssh_addr, api = %socket.display(), router = %router_addr, data = %data.display(), "launchway is serving");
 
     let stop = CancellationToken::new();
-    let router_task = {
-        let stop = stop.clone();
-        tokio::spawn(async move { router.serve(router_listener, stop).await })
-    };
+    let router_threads = router
+        .serve_threads(router_listeners, stop.clone())
+        .map_err(&bind_error)?;
     let rotation = tokio::spawn(logs::rotate_forever(daemon.clone(), stop.clone()));
     let ssh = launchway_ssh::SshServer::new(
         daemon.clone(),
@@ -320,7 +321,9 @@ pub async fn serve(
         .await;
     }
     let _ = std::fs::remove_file(&socket);
-    let _ = router_task.await;
+    for thread in router_threads {
+        let _ = thread.join();
+    }
     rotation.abort();
     daemon.store.flush()?;
     if let Some(containerd) = embedded.as_mut() {
@@ -380,7 +383,7 @@ fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, DaemonError> {
         address: path.display().to_string(),
         source,
     };
-    let listener = tokio::net::UnixListener::bind(path).map_err(bind_error)?;
+    let listener = tokio::net::UnixListener::bind(path).map_err(&bind_error)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(io_error(path))?;
     Ok(listener)

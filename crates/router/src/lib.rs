@@ -42,6 +42,40 @@ pub use connect::{Endpoint, accepts, dial};
 pub use netns::SocketFactory;
 
 type ProxyBody = BoxBody<Bytes, hyper::Error>;
+type BackendClient = Client<connect::Connector, Incoming>;
+
+/// Binds `count` listeners to `address` with `SO_REUSEPORT` (the kernel
+/// spreads connections over them), for [`Router::serve_threads`]. Port 0
+/// picks one port for all.
+pub fn bind_listeners(
+    address: SocketAddr,
+    count: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, bind, listen, setsockopt,
+        socket, sockopt,
+    };
+    use std::os::fd::AsRawFd as _;
+    let errno = |error: nix::Error| std::io::Error::from_raw_os_error(error as i32);
+    let mut listeners = Vec::new();
+    let mut address = address;
+    for _ in 0..count.max(1) {
+        let family = if address.is_ipv4() {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).map_err(errno)?;
+        setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(errno)?;
+        setsockopt(&fd, sockopt::ReusePort, &true).map_err(errno)?;
+        bind(fd.as_raw_fd(), &SockaddrStorage::from(address)).map_err(errno)?;
+        listen(&fd, Backlog::new(1024).map_err(errno)?).map_err(errno)?;
+        let listener = std::net::TcpListener::from(fd);
+        address = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
 
 /// What a route does.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,7 +206,6 @@ struct Inner {
     table: RwLock<Arc<Table>>,
     gates: std::sync::Mutex<HashMap<String, Arc<Gate>>>,
     registry: connect::Registry,
-    client: Client<connect::Connector, Incoming>,
     generation: AtomicU64,
 }
 
@@ -192,13 +225,6 @@ fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Router {
     pub fn new(settings: RouterSettings) -> Router {
         let registry = connect::Registry::default();
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .pool_timer(TokioTimer::new())
-            .build(connect::Connector {
-                registry: registry.clone(),
-            });
         Router {
             inner: Arc::new(Inner {
                 settings,
@@ -206,7 +232,6 @@ impl Router {
                 table: RwLock::new(Arc::new(Table::default())),
                 gates: std::sync::Mutex::new(HashMap::new()),
                 registry,
-                client,
                 generation: AtomicU64::new(0),
             }),
         }
@@ -321,8 +346,55 @@ impl Router {
         }
     }
 
+    /// A pooled client for the current runtime (connections to backends
+    /// live on the runtime that made them).
+    fn client(&self) -> BackendClient {
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .pool_timer(TokioTimer::new())
+            .build(connect::Connector {
+                registry: self.inner.registry.clone(),
+            })
+    }
+
+    /// Serves HTTP on `listeners` (bound with `SO_REUSEPORT` to one
+    /// address), one thread with its own single-threaded runtime each, as
+    /// nginx runs a worker per core: a request, its client connection and
+    /// its backend connection stay on one thread, with no cross-thread
+    /// wakeups. Returns when `stop` fires and every thread is done.
+    pub fn serve_threads(
+        &self,
+        listeners: Vec<std::net::TcpListener>,
+        stop: CancellationToken,
+    ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+        let mut threads = Vec::new();
+        for (index, listener) in listeners.into_iter().enumerate() {
+            listener.set_nonblocking(true)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let router = self.clone();
+            let stop = stop.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("lw-router-{index}"))
+                    .spawn(move || {
+                        runtime.block_on(async move {
+                            match tokio::net::TcpListener::from_std(listener) {
+                                Ok(listener) => router.serve(listener, stop).await,
+                                Err(error) => warn!(%error, "router listener"),
+                            }
+                        });
+                    })?,
+            );
+        }
+        Ok(threads)
+    }
+
     /// Serves HTTP on `listener` until `stop` fires.
     pub async fn serve(&self, listener: tokio::net::TcpListener, stop: CancellationToken) {
+        let client = self.client();
         loop {
             let accepted = tokio::select! {
                 () = stop.cancelled() => return,
@@ -339,11 +411,13 @@ impl Router {
             let _ = stream.set_nodelay(true);
             let router = self.clone();
             let stop = stop.clone();
+            let client = client.clone();
             let header_timeout = self.inner.settings.header_timeout;
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request| {
                     let router = router.clone();
-                    async move { Ok::<_, Infallible>(router.handle(request, peer).await) }
+                    let client = client.clone();
+                    async move { Ok::<_, Infallible>(router.handle(request, peer, &client).await) }
                 });
                 let connection = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -378,6 +452,7 @@ impl Router {
         &self,
         mut request: Request<Incoming>,
         peer: SocketAddr,
+        client: &BackendClient,
     ) -> Response<ProxyBody> {
         let host = request_host(&request);
         let path = request.uri().path().to_string();
@@ -427,7 +502,7 @@ impl Router {
         *request.version_mut() = hyper::Version::HTTP_11;
 
         let sent_at = std::time::Instant::now();
-        let mut response = match self.inner.client.request(request).await {
+        let mut response = match client.request(request).await {
             Ok(response) => {
                 if sent_at.elapsed() > Duration::from_millis(500) {
                     debug!(%app, %environment, %authority, elapsed = ?sent_at.elapsed(), "slow backend response");
