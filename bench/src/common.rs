@@ -198,6 +198,11 @@ impl LaunchwayServer {
             .unwrap_or(0)
     }
 
+    /// The containerd namespace it uses.
+    pub(crate) fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
     /// Stops the daemon, then removes the apps it deployed (they outlive
     /// it by design) and their network namespaces.
     pub(crate) fn stop(&mut self) {

@@ -3,11 +3,13 @@
 //!
 //! 1. a 50 MB repository into an empty repository, to an inactive
 //!    environment (transport, config check, activity; no build);
-//! 2. a one-commit push whose apps are all reused (the commit changes a file
-//!    outside `source.root`), from `git push` start to its exit;
+//! 2. push-to-serving of a one-commit push whose build is reused (the commit
+//!    changes a file outside `source.root`): from `git push` start until the
+//!    router serves the redeployed app, against a plain push to sshd plus
+//!    starting the same image with `ctr run` until it serves;
 //! 3. the overhead of a cold build around a build hook of `sleep 1`: the
-//!    build's own time minus 1 s, and the push's time minus 1 s minus the
-//!    baseline push of the same commit.
+//!    build's own time minus 1 s, and the push's time (build and deploy)
+//!    minus 1 s minus the baseline push of the same commit.
 //!
 //! Both sides get the same client (the stock `ssh` with a pinned host key)
 //! and the same commits. `python:3.11` is the busybox runtime fixture, so a
@@ -163,18 +165,38 @@ fn reused_and_cold_builds(
     std::fs::write(work.join("README.md"), "docs\n")?;
     run(git(&work).args(["add", "README.md"]))?;
     for index in 0..runs {
-        // (a) Outside web/: every app reused.
+        // (a) Outside web/: every app reused; Launchway deploys it and
+        // serves it; the baseline pushes and starts the same image.
         commit("README.md", format!("docs {index}\n"), "docs")?;
-        let pair = timed_pair(
-            index,
-            &work,
-            launchway,
-            &launchway_remote,
-            sshd,
-            &sshd_remote,
-        )?;
-        reused.push(pair.0);
-        reused_base.push(pair.1);
+        let image = last_build_image(launchway, "builds")?;
+        let to_serving = |launchway_side: bool| -> anyhow::Result<Duration> {
+            if launchway_side {
+                let started = std::time::Instant::now();
+                push(&work, &launchway_remote, &launchway.ssh_command)?;
+                wait_serving(launchway.router, "main.builds.localhost")?;
+                Ok(started.elapsed())
+            } else {
+                let started = std::time::Instant::now();
+                push(&work, &sshd_remote, &sshd.ssh_command)?;
+                let container = BaselineContainer::start(launchway, &image)?;
+                let elapsed = started.elapsed();
+                drop(container);
+                Ok(elapsed)
+            }
+        };
+        let order = if index % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for launchway_side in order {
+            let elapsed = to_serving(launchway_side)?;
+            if launchway_side {
+                reused.push(elapsed);
+            } else {
+                reused_base.push(elapsed);
+            }
+        }
         // (b) Inside web/: a cold build of a `sleep 1` hook.
         commit("web/app.py", format!("print('v{}')\n", index + 1), "code")?;
         let pair = timed_pair(
@@ -190,14 +212,16 @@ fn reused_and_cold_builds(
         cold_build.push(last_build_elapsed(launchway, "builds")?);
     }
     let (reused_median, reused_base_median) = (median(&mut reused), median(&mut reused_base));
-    println!("push of one commit whose apps are all reused, {runs} runs each, median:");
     println!(
-        "  launchway (validate, plan, resolve, reuse):    {:>8.3} s   runs: {}",
+        "push of one commit whose build is reused, until the app serves it, {runs} runs each, median:"
+    );
+    println!(
+        "  launchway (reuse, deploy, router serves):      {:>8.3} s   runs: {}",
         reused_median.as_secs_f64(),
         list(&reused)
     );
     println!(
-        "  openssh sshd + git receive-pack (baseline):    {:>8.3} s   runs: {}",
+        "  sshd push + `ctr run` of the image until it serves (baseline): {:>8.3} s   runs: {}",
         reused_base_median.as_secs_f64(),
         list(&reused_base)
     );
@@ -226,6 +250,127 @@ fn reused_and_cold_builds(
         list(&cold_base)
     );
     Ok(())
+}
+
+/// The image of the newest build of `project`'s app `web`.
+fn last_build_image(launchway: &LaunchwayServer, project: &str) -> anyhow::Result<String> {
+    let list = launchway.cli(&["builds", "-p", project, "--limit", "1"])?;
+    let id = list
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .context("no build listed")?;
+    let info = launchway.cli(&["builds", "info", id])?;
+    // APP RUNTIME TREE KEY (12 characters) …; images are `launchway/build/<key>`.
+    let key = info
+        .lines()
+        .find(|l| l.starts_with("web "))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .context("no web app in the build")?
+        .to_string();
+    let socket = launchway_integration::containerd_socket()
+        .context("LAUNCHWAY_CONTAINERD_SOCKET is not set")?;
+    let images = run(Command::new("ctr")
+        .arg("--address")
+        .arg(&socket)
+        .args(["-n", launchway.namespace().context("no namespace")?])
+        .args(["images", "ls", "-q"]))?;
+    images
+        .lines()
+        .find(|name| name.starts_with(&format!("launchway/build/{key}")))
+        .map(str::to_string)
+        .context("the build's image is not in containerd")
+}
+
+/// Waits until the router answers 200 for `host`.
+fn wait_serving(router: std::net::SocketAddr, host: &str) -> anyhow::Result<()> {
+    common::wait_for("the app", || http_ok(router, host))
+}
+
+/// One `GET /` with `Host: host`; true when the app answered (the router
+/// says 502 or 503 when it cannot; busybox httpd says 404 for `/` here).
+fn http_ok(address: std::net::SocketAddr, host: &str) -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+        return false;
+    };
+    if write!(
+        stream,
+        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok()
+        && head.starts_with(b"HTTP/1.")
+        && !head.ends_with(b"502")
+        && !head.ends_with(b"503")
+}
+
+/// The baseline's container: the same image and command, started with
+/// containerd's own client (`ctr run`: the host's network, a read-only
+/// root; ctr 1.6 cannot pick a user, so it runs as root).
+struct BaselineContainer {
+    ctr: Vec<String>,
+    id: String,
+}
+
+impl BaselineContainer {
+    fn start(launchway: &LaunchwayServer, image: &str) -> anyhow::Result<BaselineContainer> {
+        let socket = launchway_integration::containerd_socket()
+            .context("LAUNCHWAY_CONTAINERD_SOCKET is not set")?;
+        let ctr = vec![
+            "--address".to_string(),
+            socket.display().to_string(),
+            "-n".to_string(),
+            launchway.namespace().context("no namespace")?.to_string(),
+        ];
+        let port = common::free_port()?;
+        let id = format!("baseline-{}", launchway_integration::random_hex());
+        run(Command::new("ctr").args(&ctr).args([
+            "run",
+            "-d",
+            "--net-host",
+            "--read-only",
+            image,
+            &id,
+            "httpd",
+            "-f",
+            "-p",
+            &format!("127.0.0.1:{port}"),
+            "-h",
+            "/app",
+        ]))?;
+        let container = BaselineContainer { ctr, id };
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        common::wait_for("the baseline container", || http_ok(address, "localhost"))?;
+        Ok(container)
+    }
+}
+
+impl Drop for BaselineContainer {
+    fn drop(&mut self) {
+        let _ = Command::new("ctr")
+            .args(&self.ctr)
+            .args(["task", "kill", "-s", "SIGKILL", &self.id])
+            .output();
+        for _ in 0..50 {
+            let removed = Command::new("ctr")
+                .args(&self.ctr)
+                .args(["task", "rm", &self.id])
+                .output();
+            if removed.is_ok_and(|o| o.status.success()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = Command::new("ctr")
+            .args(&self.ctr)
+            .args(["container", "rm", &self.id])
+            .output();
+    }
 }
 
 /// Pushes HEAD to both remotes, alternating which goes first.
