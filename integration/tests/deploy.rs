@@ -273,3 +273,68 @@ fn requests_through_ten_deploys_never_fail_and_held_ones_reach_the_new_version()
         assert_eq!(seen.last(), Some(&10));
     }
 }
+
+#[test]
+fn workers_environment_file_tmp_mounts_and_hook_failures() {
+    let (daemon, work) = setup();
+    let router = daemon.router_addr();
+    let config = r#"applications:
+  web:
+    type: "python:3.11"
+    hooks:
+      build: |
+        mkdir -p public
+        echo built > public/index.html
+      deploy: |
+        echo "greeting: $GREETING"
+        echo "tmp entries: $(ls scratch | wc -l)"
+        touch scratch/leftover
+        echo "routes: $(echo "$PLATFORM_ROUTES" | base64 -d)"
+        exit 1
+      post_deploy: echo "post_deploy ran with $GREETING"
+    mounts:
+      scratch:
+        source: tmp
+    web:
+      commands:
+        start: exec httpd -f -p 127.0.0.1:$PORT -h /app/public
+    workers:
+      queue:
+        commands:
+          start: echo "worker up $GREETING"; sleep 1; exit 4
+"#;
+    work.write(".upsun/config.yaml", config);
+    work.write(".environment", "export GREETING=\"from .environment\"\n");
+    work.commit("workers");
+    for round in 0..2 {
+        if round > 0 {
+            work.git_ok(&["commit", "--allow-empty", "-m", "again"]);
+        }
+        let log = push_ok(&work);
+        assert!(log.contains("greeting: from .environment"), "{log}");
+        assert!(log.contains("tmp entries: 0"), "round {round}: {log}");
+        assert!(
+            log.contains("the deploy hook of application web failed; the deploy goes on"),
+            "{log}"
+        );
+        assert!(
+            log.contains("post_deploy ran with from .environment"),
+            "{log}"
+        );
+        assert!(log.contains("\"type\":\"upstream\""), "{log}");
+        assert_eq!(get(router, HOST, "/").unwrap(), (200, "built\n".into()));
+    }
+    // The worker runs in its own container and is restarted when it exits.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let logs = daemon.cli_ok(&["logs", "-p", "shop", "-e", "main"]);
+        let ups = logs
+            .matches("[web/worker-queue] worker up from .environment")
+            .count();
+        if ups >= 2 && logs.contains("exited with status 4; restarting") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{logs}");
+        launchway_integration::pause();
+    }
+}

@@ -568,6 +568,12 @@ impl Daemon {
                 .find(|(name, _)| *name == "PATH")
                 .map(|(_, value)| value)
                 .unwrap_or_default();
+            if let Err(error) = empty_tmp_mounts(&env_dir, app) {
+                return Err(fail(
+                    format!("cannot empty the tmp mounts of app '{}': {error}", app.name),
+                    &containers,
+                ));
+            }
             let hosts = env_dir.join("hosts").join(&app.name);
             if let Err(error) = write_file(&hosts, hosts_file(app).as_bytes()) {
                 return Err(fail(
@@ -917,8 +923,27 @@ fn app_dir(path: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
 }
 
-/// Makes (and for `tmp`, empties) the mount directories of `process`, a
-/// fresh run directory and the log directory; returns the binds.
+/// Empties the `tmp` mounts of `app`, once for all its processes (they
+/// share them), before any of its containers starts.
+fn empty_tmp_mounts(env_dir: &Path, app: &AppSpec) -> std::io::Result<()> {
+    let volumes: std::collections::BTreeSet<&str> = app
+        .processes
+        .iter()
+        .flat_map(|p| p.mounts.iter())
+        .filter(|m| m.kind == MountKind::Temporary)
+        .map(|m| m.volume.as_str())
+        .collect();
+    for volume in volumes {
+        let source = env_dir.join(volume);
+        if source.exists() {
+            std::fs::remove_dir_all(&source)?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes the mount directories of `process`, a fresh run directory and
+/// the log directory; returns the binds.
 fn prepare_mounts(
     env_dir: &Path,
     process: &ProcessSpec,
@@ -928,9 +953,6 @@ fn prepare_mounts(
     let mut binds = Vec::new();
     for mount in &process.mounts {
         let source = env_dir.join(&mount.volume);
-        if mount.kind == MountKind::Temporary && source.exists() {
-            std::fs::remove_dir_all(&source)?;
-        }
         app_dir(&source)?;
         binds.push(Bind {
             source,

@@ -261,3 +261,60 @@ async fn backends_inside_a_namespace_are_reached_only_through_the_router() {
     netns::remove(&path).unwrap();
     assert!(!path.exists());
 }
+
+#[tokio::test]
+async fn upgrades_are_tunnelled_both_ways() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // A backend that switches protocols, then echoes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        assert!(head.contains("upgrade: websocket"), "{head}");
+        stream
+            .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buffer = [0u8; 64];
+        loop {
+            let read = stream.read(&mut buffer).await.unwrap();
+            if read == 0 {
+                return;
+            }
+            stream.write_all(&buffer[..read]).await.unwrap();
+        }
+    });
+    let (router, address, _stop) = start_router(RouterSettings::default()).await;
+    router.set_routes("p/ws", vec![upstream("ws.p.localhost", "/", "app")]);
+    router.open(
+        "p/ws",
+        HashMap::from([("app".to_string(), Endpoint::Tcp { netns: None, port })]),
+    );
+    let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
+    client
+        .write_all(b"GET /chat HTTP/1.1\r\nHost: ws.p.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        client.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    client.write_all(b"ping").await.unwrap();
+    let mut echo = [0u8; 4];
+    client.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"ping");
+}
