@@ -198,6 +198,20 @@ impl LaunchwayServer {
             .unwrap_or(0)
     }
 
+    /// Registers the busybox fixture as `python:3.11`: builds run on a warm,
+    /// tiny runtime image, offline.
+    pub(crate) fn use_busybox_runtime(&self) -> anyhow::Result<()> {
+        self.cli(&[
+            "runtimes",
+            "import",
+            "python:3.11",
+            &launchway_integration::busybox_archive()
+                .display()
+                .to_string(),
+        ])?;
+        Ok(())
+    }
+
     /// The containerd namespace it uses.
     pub(crate) fn namespace(&self) -> Option<&str> {
         self.namespace.as_deref()

@@ -78,14 +78,7 @@ fn main() -> anyhow::Result<()> {
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f"])
         .arg(&key))?;
     let mut server = LaunchwayServer::start(&launchway, root, &key)?;
-    server.cli(&[
-        "runtimes",
-        "import",
-        "python:3.11",
-        &launchway_integration::busybox_archive()
-            .display()
-            .to_string(),
-    ])?;
+    server.use_busybox_runtime()?;
     let remote = server.project("deploys")?;
     let work = root.join("work");
     for sub in ["web/public", "fast", ".upsun"] {

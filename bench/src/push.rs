@@ -51,14 +51,7 @@ fn main() -> anyhow::Result<()> {
     make_repo(&work)?;
 
     let mut launchway = LaunchwayServer::start(&launchway, root, &key)?;
-    launchway.cli(&[
-        "runtimes",
-        "import",
-        "python:3.11",
-        &launchway_integration::busybox_archive()
-            .display()
-            .to_string(),
-    ])?;
+    launchway.use_busybox_runtime()?;
     let sshd = Sshd::start(root, &key)?;
 
     let mut launchway_times = Vec::new();

@@ -16,19 +16,16 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use containerd_client::services::v1::{
-    Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
-    DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, GetRequest, KillRequest,
-    ListContainersRequest, StartRequest, WaitRequest, container::Runtime,
+    CreateTaskRequest, DeleteContainerRequest, DeleteProcessRequest, ExecProcessRequest,
+    GetContainerRequest, GetRequest, KillRequest, ListContainersRequest, StartRequest, WaitRequest,
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, random_id};
 use crate::error::{EngineError, Result};
 use crate::spec::{StepSpec, process_spec, runtime_spec};
-use crate::step::{Output, OutputStream, StepOutcome};
+use crate::step::{Output, OutputStream, StepOutcome, Waited};
 
-const RUNTIME: &str = "io.containerd.runc.v2";
-const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 const SIGKILL: u32 = 9;
 const SIGTERM: u32 = 15;
@@ -69,40 +66,17 @@ impl Engine {
         let made = async {
             self.unpack(&lease, &image).await?;
             self.prepare_snapshot(&lease, id, &image.chain_id).await?;
-            let spec = runtime_spec(process, true, self.namespace(), id, &image.env())?;
-            let spec_json = serde_json::to_vec(&spec).map_err(|error| EngineError::Invalid {
-                what: "container spec",
-                reason: error.to_string(),
-            })?;
             let mut all_labels = labels.extra.clone();
             all_labels.insert(OWNER_LABEL.into(), labels.owner.clone());
-            let container = Container {
-                id: id.to_string(),
-                image: image.name.clone(),
-                labels: all_labels,
-                runtime: Some(Runtime {
-                    name: RUNTIME.into(),
-                    options: None,
-                }),
-                spec: Some(prost_types::Any {
-                    type_url: SPEC_TYPE_URL.into(),
-                    value: spec_json,
-                }),
-                snapshotter: crate::engine::SNAPSHOTTER.into(),
-                snapshot_key: id.to_string(),
-                ..Default::default()
-            };
-            self.containers()
-                .create(self.leased(
-                    CreateContainerRequest {
-                        container: Some(container),
-                    },
-                    &lease,
-                ))
-                .await
-                .map_err(|status| {
-                    EngineError::rpc("container create", || format!("container {id}"), status)
-                })?;
+            self.create_container(
+                &lease,
+                id,
+                &image,
+                runtime_spec(process, true, self.namespace(), id, &image.env())?,
+                id,
+                all_labels,
+            )
+            .await?;
             Ok(())
         }
         .await;
@@ -379,51 +353,13 @@ impl Engine {
             }))
             .await
             .map_err(|status| EngineError::rpc("exec start", || format!("task {id}"), status))?;
-        let wait = || {
-            let mut tasks = self.tasks();
-            let request = self.request(WaitRequest {
-                container_id: id.to_string(),
-                exec_id: exec_id.to_string(),
-            });
-            async move {
-                tasks
-                    .wait(request)
-                    .await
-                    .map(|response| response.into_inner().exit_status)
-                    .map_err(|status| EngineError::rpc("exec wait", || "exec".into(), status))
-            }
-        };
-        let kill = || {
-            let mut tasks = self.tasks();
-            let request = self.request(KillRequest {
-                container_id: id.to_string(),
-                exec_id: exec_id.to_string(),
-                signal: SIGKILL,
-                all: false,
-            });
-            async move {
-                let _ = tasks.kill(request).await;
-            }
-        };
-        let deadline = async {
-            match timeout {
-                Some(limit) => tokio::time::sleep(limit).await,
-                None => std::future::pending().await,
-            }
-        };
-        let mut timed_out = false;
-        let exit_code = tokio::select! {
-            exit = wait() => exit?,
-            () = deadline => {
-                timed_out = true;
-                kill().await;
-                wait().await?
-            }
-            () = cancel.cancelled() => {
-                kill().await;
-                let _ = wait().await;
-                return Err(EngineError::Cancelled);
-            }
+        let (exit_code, timed_out) = match self
+            .wait_process(id, exec_id, timeout, false, cancel)
+            .await?
+        {
+            Waited::Exited(code) => (code, false),
+            Waited::TimedOut(code) => (code, true),
+            Waited::Cancelled => return Err(EngineError::Cancelled),
         };
         Ok(StepOutcome {
             exit_code,

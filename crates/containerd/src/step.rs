@@ -10,6 +10,7 @@
 //! drained → Tasks.Delete → Containers.Delete → snapshot removed → lease
 //! deleted.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -340,6 +341,119 @@ pub(crate) fn open_fifo(path: &Path) -> Result<tokio::net::unix::pipe::Receiver>
 }
 
 impl Engine {
+    /// Creates the container record `id`: `spec` on `image`, its root the
+    /// snapshot `snapshot_key`, with `labels`, under `lease`.
+    pub(crate) async fn create_container(
+        &self,
+        lease: &Lease,
+        id: &str,
+        image: &Image,
+        spec: oci_spec::runtime::Spec,
+        snapshot_key: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<()> {
+        let spec_json = serde_json::to_vec(&spec).map_err(|error| EngineError::Invalid {
+            what: "container spec",
+            reason: error.to_string(),
+        })?;
+        let container = Container {
+            id: id.to_string(),
+            image: image.name.clone(),
+            labels,
+            runtime: Some(Runtime {
+                name: RUNTIME.into(),
+                options: None,
+            }),
+            spec: Some(prost_types::Any {
+                type_url: SPEC_TYPE_URL.into(),
+                value: spec_json,
+            }),
+            snapshotter: crate::engine::SNAPSHOTTER.into(),
+            snapshot_key: snapshot_key.to_string(),
+            ..Default::default()
+        };
+        self.containers()
+            .create(self.leased(
+                CreateContainerRequest {
+                    container: Some(container),
+                },
+                lease,
+            ))
+            .await
+            .map_err(|status| {
+                EngineError::rpc("container create", || format!("container {id}"), status)
+            })?;
+        Ok(())
+    }
+}
+
+/// How waiting for a process ended.
+#[derive(Debug)]
+pub(crate) enum Waited {
+    Exited(u32),
+    /// Killed at its time limit; the exit code it then had.
+    TimedOut(u32),
+    Cancelled,
+}
+
+impl Engine {
+    /// Waits for the process `exec_id` of task `id` (`""` for the task's
+    /// own) to exit; kills it (all of the task's processes with
+    /// `kill_all`) at `timeout` or when `cancel` fires.
+    pub(crate) async fn wait_process(
+        &self,
+        id: &str,
+        exec_id: &str,
+        timeout: Option<Duration>,
+        kill_all: bool,
+        cancel: &CancellationToken,
+    ) -> Result<Waited> {
+        let wait = || {
+            let mut tasks = self.tasks();
+            let request = self.request(WaitRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+            });
+            async move {
+                tasks
+                    .wait(request)
+                    .await
+                    .map(|response| response.into_inner().exit_status)
+                    .map_err(|status| EngineError::rpc("task wait", || "task".into(), status))
+            }
+        };
+        let kill = || {
+            let mut tasks = self.tasks();
+            let request = self.request(KillRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+                signal: KILL,
+                all: kill_all,
+            });
+            async move {
+                let _ = tasks.kill(request).await;
+            }
+        };
+        let deadline = async {
+            match timeout {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            exit = wait() => Ok(Waited::Exited(exit?)),
+            () = deadline => {
+                kill().await;
+                Ok(Waited::TimedOut(wait().await?))
+            }
+            () = cancel.cancelled() => {
+                kill().await;
+                let _ = wait().await;
+                Ok(Waited::Cancelled)
+            }
+        }
+    }
+
     /// Starts a workspace: a writable snapshot of image `image_name`.
     pub async fn workspace(&self, image_name: &str) -> Result<Workspace> {
         let image = self.image(image_name).await?;
@@ -427,40 +541,18 @@ impl Engine {
             }
         };
 
-        let spec = runtime_spec(step, readonly, self.namespace(), &id, &image.env())?;
-        let spec_json = serde_json::to_vec(&spec).map_err(|error| EngineError::Invalid {
-            what: "container spec",
-            reason: error.to_string(),
-        })?;
-        let container = Container {
-            id: id.clone(),
-            image: image.name.clone(),
-            runtime: Some(Runtime {
-                name: RUNTIME.into(),
-                options: None,
-            }),
-            spec: Some(prost_types::Any {
-                type_url: SPEC_TYPE_URL.into(),
-                value: spec_json,
-            }),
-            snapshotter: crate::engine::SNAPSHOTTER.into(),
-            snapshot_key,
-            ..Default::default()
-        };
         // Marked before the call: if this future is dropped while the call is
         // in flight, the cleanup must still look for what it may have made.
         leftovers.container = true;
-        self.containers()
-            .create(self.leased(
-                CreateContainerRequest {
-                    container: Some(container),
-                },
-                &lease,
-            ))
-            .await
-            .map_err(|status| {
-                EngineError::rpc("container create", || format!("container {id}"), status)
-            })?;
+        self.create_container(
+            &lease,
+            &id,
+            &image,
+            runtime_spec(step, readonly, self.namespace(), &id, &image.env())?,
+            &snapshot_key,
+            HashMap::new(),
+        )
+        .await?;
 
         // stdio: FIFOs are opened for reading before the task exists; reading
         // starts once containerd has opened the write ends (Tasks.Create).
@@ -523,50 +615,13 @@ impl Engine {
             .await
             .map_err(|status| EngineError::rpc("task start", || format!("task {id}"), status))?;
 
-        let wait = || {
-            let mut tasks = self.tasks();
-            let request = self.request(WaitRequest {
-                container_id: id.clone(),
-                exec_id: String::new(),
-            });
-            async move {
-                tasks
-                    .wait(request)
-                    .await
-                    .map(|response| response.into_inner().exit_status)
-                    .map_err(|status| EngineError::rpc("task wait", || "task".into(), status))
-            }
-        };
-        let kill = || {
-            let mut tasks = self.tasks();
-            let request = self.request(KillRequest {
-                container_id: id.clone(),
-                exec_id: String::new(),
-                signal: KILL,
-                all: true,
-            });
-            async move {
-                let _ = tasks.kill(request).await;
-            }
-        };
-        let deadline = async {
-            match step.timeout {
-                Some(limit) => tokio::time::sleep(limit).await,
-                None => std::future::pending().await,
-            }
-        };
-
-        let mut timed_out = false;
-        let exit_code = tokio::select! {
-            exit = wait() => exit?,
-            () = deadline => {
-                timed_out = true;
-                kill().await;
-                wait().await?
-            }
-            () = cancel.cancelled() => {
-                kill().await;
-                let _ = wait().await;
+        let (exit_code, timed_out) = match self
+            .wait_process(&id, "", step.timeout, true, cancel)
+            .await?
+        {
+            Waited::Exited(code) => (code, false),
+            Waited::TimedOut(code) => (code, true),
+            Waited::Cancelled => {
                 for pump in pumps {
                     let _ = pump.await;
                 }

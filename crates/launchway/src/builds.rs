@@ -167,12 +167,7 @@ pub(crate) fn builds(
                     })
                     .await?
                     .into_inner();
-                while let Some(chunk) = stream.message().await? {
-                    let mut out = std::io::stdout().lock();
-                    let _ = out.write_all(chunk.text.as_bytes());
-                    let _ = out.flush();
-                }
-                Ok(())
+                print_chunks(&mut stream).await
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -347,12 +342,17 @@ pub(crate) fn app_logs(
 ) -> anyhow::Result<ExitCode> {
     with_client(settings_path, async |client| {
         let mut stream = client.app_logs(request).await?.into_inner();
-        while let Some(chunk) = stream.message().await? {
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(chunk.text.as_bytes());
-            let _ = out.flush();
-        }
-        Ok(())
+        print_chunks(&mut stream).await
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Copies a stream of log chunks to stdout as they come.
+async fn print_chunks(stream: &mut tonic::Streaming<proto::LogChunk>) -> Result<(), tonic::Status> {
+    while let Some(chunk) = stream.message().await? {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(chunk.text.as_bytes());
+        let _ = out.flush();
+    }
+    Ok(())
 }
