@@ -392,3 +392,154 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
         notes,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routes::{RouteContext, resolve_routes};
+
+    fn config(yaml: &str) -> launchway_config::Config {
+        let source = launchway_config::MemSource::new().with(".upsun/config.yaml", yaml);
+        let loaded = launchway_config::load(&source);
+        loaded
+            .config
+            .unwrap_or_else(|| panic!("{}", loaded.diagnostics))
+    }
+
+    fn decode(value: &str) -> serde_json::Value {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .unwrap_or_default();
+        serde_json::from_slice(&bytes).unwrap_or_default()
+    }
+
+    #[test]
+    fn apps_get_ports_sockets_processes_mounts_and_variables() {
+        let config = config(
+            r#"applications:
+  web:
+    type: python:3.11
+    relationships:
+      backend: "api:http"
+      db: "database:postgresql"
+    mounts:
+      uploads: {source: local, source_path: files}
+      cache: {source: tmp}
+    variables:
+      env:
+        MODE: live
+    web:
+      commands:
+        start: serve
+        post_start: check
+    workers:
+      queue:
+        commands:
+          start: work
+  api:
+    type: python:3.11
+    web:
+      commands:
+        start: api
+  files:
+    type: python:3.11
+    web:
+      upstream:
+        socket_family: unix
+      commands:
+        start: files
+services:
+  database:
+    type: postgresql:15
+"#,
+        );
+        let apps: std::collections::BTreeSet<String> =
+            config.applications.keys().cloned().collect();
+        let (routes, route_notes) = resolve_routes(
+            &config.routes,
+            &apps,
+            &RouteContext {
+                project: "shop",
+                branch: "main",
+                base_domain: "localhost",
+                port: 80,
+                production: true,
+            },
+        );
+        let inputs: Vec<AppInput<'_>> = config
+            .applications
+            .values()
+            .map(|app| AppInput {
+                app,
+                runtime: "python:3.11".into(),
+                tree_id: "t1",
+                image: format!("launchway/build/{}", app.name),
+            })
+            .collect();
+        let spec = deploy_spec(
+            &EnvironmentInput {
+                project: "shop",
+                environment: "main",
+                kind: "production",
+                routes,
+                route_notes,
+            },
+            &inputs,
+        );
+        // Sorted by name: api, files (on a socket), web (the third port).
+        assert_eq!(spec.apps[0].listen, Listen::Port(FIRST_PORT));
+        assert_eq!(spec.apps[1].listen, Listen::Socket(SOCKET_PATH.into()));
+        let web = &spec.apps[2];
+        assert_eq!(web.listen, Listen::Port(FIRST_PORT + 2));
+        assert_eq!(web.processes.len(), 2);
+        assert_eq!(web.processes[1].name, "worker-queue");
+        let env: BTreeMap<String, String> = web
+            .process_env(web.web().expect("web"))
+            .into_iter()
+            .collect();
+        assert_eq!(env["PORT"], (FIRST_PORT + 2).to_string());
+        assert_eq!(env["MODE"], "live");
+        assert_eq!(env["PLATFORM_ENVIRONMENT_TYPE"], "production");
+        assert_eq!(env["PLATFORM_APP_DIR"], "/app");
+        let worker_env: BTreeMap<String, String> =
+            web.process_env(&web.processes[1]).into_iter().collect();
+        assert!(!worker_env.contains_key("PORT"));
+        let relationships = decode(&env["PLATFORM_RELATIONSHIPS"]);
+        // App-to-app: reachable; the service: not provided yet, and said so.
+        assert_eq!(relationships["backend"][0]["host"], "backend.internal");
+        assert_eq!(relationships["backend"][0]["port"], FIRST_PORT);
+        assert!(relationships.get("db").is_none());
+        assert!(
+            spec.notes.iter().any(|n| n.contains("'db'")),
+            "{:?}",
+            spec.notes
+        );
+        assert!(hosts_file(web).contains("127.0.0.1\tbackend.internal"));
+        let routes = decode(&env["PLATFORM_ROUTES"]);
+        assert!(routes.is_object(), "{routes}");
+        let uploads = web.processes[0]
+            .mounts
+            .iter()
+            .find(|m| m.target == "/app/uploads")
+            .expect("uploads");
+        assert_eq!(
+            (uploads.kind, uploads.volume.as_str()),
+            (MountKind::Persistent, "volumes/web/files")
+        );
+        let cache = web.processes[0]
+            .mounts
+            .iter()
+            .find(|m| m.target == "/app/cache")
+            .expect("cache");
+        assert_eq!(
+            (cache.kind, cache.volume.as_str()),
+            (MountKind::Temporary, "tmp/web/cache")
+        );
+        assert_eq!(environment_id("shop", "main").len(), 12);
+        assert_ne!(
+            environment_id("shop", "main"),
+            environment_id("shop", "dev")
+        );
+    }
+}
