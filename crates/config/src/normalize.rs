@@ -613,6 +613,12 @@ impl Normalizer<'_> {
             };
             let mount = match config {
                 MountConfig::Legacy(text) => match text.strip_prefix("shared:files") {
+                    Some(rest) if rest.split('/').any(|c| c == "..") => {
+                        let span = self.value_span(&key_path);
+                        self.diags
+                            .error(span, format!("mount `{text}` must not contain `..`"));
+                        continue;
+                    }
                     Some(rest) if rest.is_empty() || rest.starts_with('/') => Mount {
                         source: MountSource::Local,
                         source_path: rest.trim_matches('/').to_owned(),

@@ -324,8 +324,15 @@ impl Engine {
             None => Vec::new(),
         };
         let outcome = self.run_exec(id, &exec_id, process.timeout, cancel).await;
-        for pump in pumps {
-            let _ = pump.await;
+        // A background child the command left keeps the output open: give
+        // the readers a moment to finish, then stop reading.
+        for mut pump in pumps {
+            if tokio::time::timeout(Duration::from_secs(2), &mut pump)
+                .await
+                .is_err()
+            {
+                pump.abort();
+            }
         }
         let _ = self
             .tasks()

@@ -49,6 +49,23 @@ pub(crate) fn environment_key(project: &str, environment: &str) -> String {
     format!("{project}/{environment}")
 }
 
+/// Opens a held environment (with no backends: 502 rather than waiting
+/// for nothing) if a deploy leaves early without releasing it.
+struct HeldGate<'a> {
+    router: &'a launchway_router::Router,
+    key: &'a str,
+    released: bool,
+}
+
+impl Drop for HeldGate<'_> {
+    fn drop(&mut self) {
+        if !self.released {
+            warn!(environment = %self.key, "a deploy stopped early; its requests are no longer held");
+            self.router.open(self.key, HashMap::new());
+        }
+    }
+}
+
 /// Why a release did not start, and what of it is running.
 #[derive(Debug)]
 struct StartFailure {
@@ -184,7 +201,10 @@ impl Daemon {
                         let name = Path::new(path)
                             .file_name()
                             .map_or_else(|| "app.sock".into(), |n| n.to_os_string());
-                        Endpoint::Unix(self.run_dir(spec, &app.name, "web").join(name))
+                        Endpoint::Unix {
+                            path: self.run_dir(spec, &app.name, "web").join(name),
+                            peer_uid: Some(WEB_UID),
+                        }
                     }
                 };
                 (app.name.clone(), endpoint)
@@ -296,7 +316,20 @@ impl Daemon {
             .as_ref()
             .filter(|d| d.phase != Phase::Failed.as_str())
             .map(|d| d.release.clone());
-        let old_containers = current.map(|d| d.containers).unwrap_or_default();
+        let key = environment_key(&env.project, &env.name);
+        // The record, plus anything labelled for the environment that a
+        // crash left unrecorded: nothing old may run beside the new version.
+        let mut old_containers = current.map(|d| d.containers).unwrap_or_default();
+        for id in self
+            .engine
+            .app_containers(Some(&key))
+            .await
+            .unwrap_or_default()
+        {
+            if !old_containers.contains(&id) {
+                old_containers.push(id);
+            }
+        }
         let mut deployment = Deployment {
             project: env.project.clone(),
             environment: env.name.clone(),
@@ -314,6 +347,11 @@ impl Daemon {
         // Hold.
         self.put_deployment_phase(&mut deployment, Phase::Holding)?;
         self.router.hold(&key);
+        let mut held = HeldGate {
+            router: &self.router,
+            key: &key,
+            released: false,
+        };
         let held_at = Instant::now();
         self.router.set_routes(&key, Self::router_entries(&spec));
         log.line(&format!(
@@ -357,6 +395,7 @@ impl Daemon {
                 let restored = self
                     .restore_previous(previous_release.as_deref(), &key, &factory, log, cancel)
                     .await;
+                held.released = true;
                 match restored {
                     Some((previous, containers)) => {
                         deployment.release = previous;
@@ -385,7 +424,7 @@ impl Daemon {
                     app.name
                 ))
                 .await;
-                self.run_hook(&spec, app, &started, hook, "deploy", log, cancel)
+                self.run_hook(app, &started, hook, "deploy", log, cancel)
                     .await;
             }
         }
@@ -393,7 +432,8 @@ impl Daemon {
         // Release.
         self.put_deployment_phase(&mut deployment, Phase::Released)?;
         self.router.open(&key, self.backends(&spec, &factory));
-        let held = held_at.elapsed();
+        held.released = true;
+        let held_for = held_at.elapsed();
         release.status = ReleaseStatus::Active;
         let _ = self.store.put_release(&release);
         if let Some(previous) = previous_release.as_deref()
@@ -410,7 +450,7 @@ impl Daemon {
         log.line("  Opening environment").await;
         log.line(&format!(
             "    Requests were held for {:.2} s",
-            held.as_secs_f64()
+            held_for.as_secs_f64()
         ))
         .await;
 
@@ -423,7 +463,7 @@ impl Daemon {
                     app.name
                 ))
                 .await;
-                self.run_hook(&spec, app, &started, hook, "post_deploy", log, cancel)
+                self.run_hook(app, &started, hook, "post_deploy", log, cancel)
                     .await;
             }
         }
@@ -695,10 +735,14 @@ impl Daemon {
         let deadline =
             Instant::now() + Duration::from_secs(self.settings.deploy.start_timeout_secs);
         let exits = run_dir.join(launchway_deploy::spec::EXITS_FILE);
+        // The app can write its /run: never follow a link it planted.
         let crashed = || {
-            std::fs::read_to_string(&exits)
-                .ok()
-                .and_then(|text| text.lines().next().map(str::to_string))
+            read_no_follow(&exits).and_then(|text| {
+                text.lines()
+                    .next()
+                    .filter(|l| l.chars().all(|c| c.is_ascii_digit()))
+                    .map(str::to_string)
+            })
         };
         let started = run_dir.join(launchway_deploy::spec::STARTED_MARKER);
         while !started.exists() {
@@ -711,8 +755,17 @@ impl Daemon {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         if let Some(post_start) = &web.post_start {
+            let remaining = deadline.saturating_duration_since(Instant::now());
             let outcome = self
-                .exec_logged(spec, app, web, container, post_start, log, cancel)
+                .exec_logged(
+                    app,
+                    web,
+                    container,
+                    post_start,
+                    Some(remaining),
+                    log,
+                    cancel,
+                )
                 .await;
             match outcome {
                 Ok(true) => {}
@@ -756,18 +809,18 @@ impl Daemon {
     #[allow(clippy::too_many_arguments)]
     async fn exec_logged(
         &self,
-        _spec: &DeploySpec,
         app: &AppSpec,
         process: &ProcessSpec,
         container: &str,
         command: &str,
+        timeout: Option<Duration>,
         log: &Log,
         cancel: &CancellationToken,
     ) -> Result<bool, String> {
         let mut step = StepSpec::new([
             "/bin/sh".to_string(),
             "-c".to_string(),
-            "if [ -r /app/.environment ]; then . /app/.environment; fi; set -e; eval \"$1\""
+            "lw_command=$1; if [ -r /app/.environment ]; then . /app/.environment; fi; set -e; eval \"$lw_command\""
                 .to_string(),
             "launchway".to_string(),
             command.to_string(),
@@ -782,6 +835,7 @@ impl Daemon {
             step.env.push(("PATH".into(), value));
         }
         step.cwd = launchway_build::env::APP_DIR.into();
+        step.timeout = timeout;
         let (sender, mut lines) =
             tokio::sync::mpsc::channel::<launchway_containerd::OutputLine>(256);
         let forward = {
@@ -809,7 +863,6 @@ impl Daemon {
     #[allow(clippy::too_many_arguments)]
     async fn run_hook(
         &self,
-        spec: &DeploySpec,
         app: &AppSpec,
         started: &[Started],
         hook: &str,
@@ -829,7 +882,7 @@ impl Daemon {
             return;
         };
         match self
-            .exec_logged(spec, app, process, container, hook, log, cancel)
+            .exec_logged(app, process, container, hook, None, log, cancel)
             .await
         {
             Ok(true) => {}
@@ -911,16 +964,57 @@ fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
 }
 
-/// A directory owned by the app's user.
-fn app_dir(path: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(path)?;
-    nix::unistd::chown(
-        path,
-        Some(nix::unistd::Uid::from_raw(WEB_UID)),
-        Some(nix::unistd::Gid::from_raw(WEB_UID)),
-    )
-    .map_err(|errno| std::io::Error::from_raw_os_error(errno as i32))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+/// `env_dir/relative` as a directory, missing parts made and owned by the
+/// app's user. Only plain components are allowed, and no part below
+/// `env_dir` may be a symbolic link: apps write into their volumes and could
+/// plant a link to a host path for the next deploy to chown or bind.
+fn safe_app_dir(env_dir: &Path, relative: &str) -> std::io::Result<PathBuf> {
+    let refuse = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
+    let mut path = env_dir.to_path_buf();
+    for component in Path::new(relative).components() {
+        let std::path::Component::Normal(part) = component else {
+            return Err(refuse(format!(
+                "volume path `{relative}` is not a plain path"
+            )));
+        };
+        path.push(part);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(refuse(format!(
+                    "{} is a symbolic link; remove it",
+                    path.display()
+                )));
+            }
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(refuse(format!("{} is not a directory", path.display()))),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&path)?;
+                nix::unistd::chown(
+                    &path,
+                    Some(nix::unistd::Uid::from_raw(WEB_UID)),
+                    Some(nix::unistd::Gid::from_raw(WEB_UID)),
+                )
+                .map_err(|errno| std::io::Error::from_raw_os_error(errno as i32))?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(path)
+}
+
+/// A small file's text, refusing a symbolic link.
+fn read_no_follow(path: &Path) -> Option<String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)
+        .ok()?;
+    let mut text = String::new();
+    file.take(4096).read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 /// Empties the `tmp` mounts of `app`, once for all its processes (they
@@ -935,8 +1029,9 @@ fn empty_tmp_mounts(env_dir: &Path, app: &AppSpec) -> std::io::Result<()> {
         .collect();
     for volume in volumes {
         let source = env_dir.join(volume);
-        if source.exists() {
-            std::fs::remove_dir_all(&source)?;
+        // Not following a link: remove_dir_all removes a link, not its target.
+        if std::fs::symlink_metadata(&source).is_ok() {
+            std::fs::remove_dir_all(&source).or_else(|_| std::fs::remove_file(&source))?;
         }
     }
     Ok(())
@@ -952,8 +1047,7 @@ fn prepare_mounts(
 ) -> std::io::Result<Vec<Bind>> {
     let mut binds = Vec::new();
     for mount in &process.mounts {
-        let source = env_dir.join(&mount.volume);
-        app_dir(&source)?;
+        let source = safe_app_dir(env_dir, &mount.volume)?;
         binds.push(Bind {
             source,
             target: mount.target.clone(),
@@ -963,7 +1057,10 @@ fn prepare_mounts(
     if run_dir.exists() {
         std::fs::remove_dir_all(run_dir)?;
     }
-    app_dir(run_dir)?;
+    let run_relative = run_dir
+        .strip_prefix(env_dir)
+        .map_err(|_| std::io::Error::other("the run directory is outside the environment"))?;
+    safe_app_dir(env_dir, &run_relative.to_string_lossy())?;
     binds.push(Bind {
         source: run_dir.to_path_buf(),
         target: "/run".into(),
@@ -987,4 +1084,34 @@ fn tail_lines(path: &Path, count: usize) -> Vec<String> {
         .iter()
         .map(|l| l.to_string())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt as _;
+
+    #[test]
+    fn volume_directories_never_follow_links_or_leave_the_environment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let env_dir = dir.path().join("env");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&outside).expect("outside");
+        std::fs::create_dir_all(&env_dir).expect("env");
+        let data = safe_app_dir(&env_dir, "volumes/web/data").expect("made");
+        assert_eq!(std::fs::metadata(&data).expect("data").uid(), WEB_UID);
+        // A link the app planted in a volume it can write.
+        std::os::unix::fs::symlink(&outside, env_dir.join("volumes/web/evil")).expect("link");
+        assert!(safe_app_dir(&env_dir, "volumes/web/evil").is_err());
+        assert!(safe_app_dir(&env_dir, "volumes/web/evil/x").is_err());
+        assert_ne!(std::fs::metadata(&outside).expect("outside").uid(), WEB_UID);
+        assert!(!outside.join("x").exists());
+        for bad in ["../x", "/etc", "volumes/../../x"] {
+            assert!(safe_app_dir(&env_dir, bad).is_err(), "{bad}");
+        }
+        std::fs::write(data.join("planted"), "").expect("file");
+        std::os::unix::fs::symlink("/etc/passwd", data.join("exits")).expect("link");
+        assert_eq!(read_no_follow(&data.join("exits")), None);
+        assert_eq!(read_no_follow(&data.join("planted")), Some(String::new()));
+    }
 }

@@ -200,7 +200,10 @@ impl Daemon {
                 return;
             }
             loop {
-                tokio::time::sleep(FOLLOW_POLL).await;
+                tokio::select! {
+                    () = tokio::time::sleep(FOLLOW_POLL) => {}
+                    () = sender.closed() => return,
+                }
                 for ((name, path), offset) in files.iter().zip(offsets.iter_mut()) {
                     let text = read_from(path, offset);
                     if text.is_empty() {

@@ -13,8 +13,9 @@
 //! - a process is the [`SUPERVISOR`] script as PID 1: it sources
 //!   `/app/.environment` before each command, runs `pre_start` once, then
 //!   runs `start` and restarts it when it exits (1 s doubling to 60 s,
-//!   reset after a minute of running), forwards SIGTERM, and records what it
-//!   does in `/run/.launchway-*` files the daemon reads;
+//!   reset after a minute of running); on SIGTERM it signals every process
+//!   and waits until they are gone (the stop grace period bounds it); it
+//!   records what it does in `/run/.launchway-*` files the daemon reads;
 //! - mounts: `local`, `storage` and `instance` are persistent per app
 //!   (`volumes/<app>/<source_path>`), `service` per service
 //!   (`services/<service>/<source_path>`), `tmp` under `tmp/<app>/…`, emptied
@@ -43,13 +44,20 @@ pub const EXITS_FILE: &str = ".launchway-exits";
 pub const SUPERVISOR: &str = r#"
 stopping=
 child=
-trap 'stopping=1; [ -n "$child" ] && kill -TERM "$child" 2>/dev/null' TERM INT
+trap 'stopping=1; kill -TERM -1 2>/dev/null' TERM INT
 in_env() {
-  sh -c 'if [ -r /app/.environment ]; then . /app/.environment; fi; eval "$1"' launchway "$1"
+  sh -c 'lw_command=$1; if [ -r /app/.environment ]; then . /app/.environment; fi; eval "$lw_command"' launchway "$1"
+}
+stop() {
+  # Every process got SIGTERM; wait for them (the stop grace period bounds
+  # this), so PID 1 leaving does not SIGKILL an app still shutting down.
+  while kill -0 -1 2>/dev/null; do sleep 0.1; wait 2>/dev/null; done
+  exit 0
 }
 if [ -n "$1" ]; then
   in_env "$1" || echo "launchway: pre_start exited with status $?" >&2
 fi
+[ -n "$stopping" ] && stop
 : > /run/.launchway-started
 delay=1
 while [ -z "$stopping" ]; do
@@ -58,9 +66,9 @@ while [ -z "$stopping" ]; do
   child=$!
   wait "$child"
   status=$?
-  while kill -0 "$child" 2>/dev/null; do wait "$child"; status=$?; done
+  while [ -z "$stopping" ] && kill -0 "$child" 2>/dev/null; do wait "$child"; status=$?; done
   child=
-  [ -n "$stopping" ] && exit 0
+  [ -n "$stopping" ] && stop
   echo "$status" >> /run/.launchway-exits
   if [ $(( $(date +%s) - began )) -ge 60 ]; then delay=1; fi
   echo "launchway: the start command exited with status $status; restarting in ${delay}s" >&2
@@ -68,9 +76,11 @@ while [ -z "$stopping" ]; do
   child=$!
   wait "$child"
   child=
+  [ -n "$stopping" ] && stop
   delay=$(( delay * 2 ))
   if [ "$delay" -gt 60 ]; then delay=60; fi
 done
+stop
 "#;
 
 /// Where an app's web process listens.

@@ -28,8 +28,14 @@ pub enum Endpoint {
         netns: Option<Arc<SocketFactory>>,
         port: u16,
     },
-    /// A unix socket path on the host (a directory bind-mounted in the app).
-    Unix(PathBuf),
+    /// A unix socket path on the host (a directory bind-mounted in the
+    /// app). The app can write that directory, so it could replace the
+    /// socket with a link to a host socket: with `peer_uid`, a connection
+    /// whose peer is another user is refused.
+    Unix {
+        path: PathBuf,
+        peer_uid: Option<u32>,
+    },
 }
 
 /// Backend generations by authority.
@@ -169,11 +175,29 @@ pub async fn dial(endpoint: &Endpoint) -> io::Result<tokio::net::TcpStream> {
     }
 }
 
+/// Connects to a unix socket, checking who listens on it.
+async fn dial_unix(
+    path: &std::path::Path,
+    peer_uid: Option<u32>,
+) -> io::Result<tokio::net::UnixStream> {
+    let stream = tokio::net::UnixStream::connect(path).await?;
+    if let Some(expected) = peer_uid {
+        let uid = stream.peer_cred()?.uid();
+        if uid != expected {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{} is served by uid {uid}, not the app's", path.display()),
+            ));
+        }
+    }
+    Ok(stream)
+}
+
 /// Whether something accepts connections at `endpoint` (a readiness probe).
 pub async fn accepts(endpoint: &Endpoint) -> bool {
     match endpoint {
         Endpoint::Tcp { .. } => dial(endpoint).await.is_ok(),
-        Endpoint::Unix(path) => tokio::net::UnixStream::connect(path).await.is_ok(),
+        Endpoint::Unix { path, peer_uid } => dial_unix(path, *peer_uid).await.is_ok(),
     }
 }
 
@@ -199,7 +223,9 @@ impl tower::Service<Uri> for Connector {
                 .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "backend is gone"))?;
             let started = std::time::Instant::now();
             let stream = match &endpoint {
-                Endpoint::Unix(path) => Stream::Unix(tokio::net::UnixStream::connect(path).await?),
+                Endpoint::Unix { path, peer_uid } => {
+                    Stream::Unix(dial_unix(path, *peer_uid).await?)
+                }
                 Endpoint::Tcp { .. } => Stream::Tcp(dial(&endpoint).await?),
             };
             if started.elapsed() > std::time::Duration::from_millis(200) {
