@@ -51,7 +51,7 @@ in_env() {
 stop() {
   # Every process got SIGTERM; wait for them (the stop grace period bounds
   # this), so PID 1 leaving does not SIGKILL an app still shutting down.
-  while kill -0 -1 2>/dev/null; do sleep 0.1; wait 2>/dev/null; done
+  while kill -0 -1 2>/dev/null; do sleep 0.02; wait 2>/dev/null; done
   exit 0
 }
 if [ -n "$1" ]; then
