@@ -16,8 +16,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use containerd_client::services::v1::{
-    CreateTaskRequest, DeleteContainerRequest, DeleteProcessRequest, ExecProcessRequest,
-    GetContainerRequest, GetRequest, KillRequest, ListContainersRequest, StartRequest, WaitRequest,
+    CreateTaskRequest, DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, GetRequest,
+    KillRequest, ListContainersRequest, StartRequest, WaitRequest,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -181,44 +181,14 @@ impl Engine {
             let _ = signal(SIGKILL).await;
             let _ = tokio::time::timeout(Duration::from_secs(10), wait()).await;
         }
-        match self
-            .tasks()
-            .delete(
-                self.request(containerd_client::services::v1::DeleteTaskRequest {
-                    container_id: id.to_string(),
-                }),
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
-            Err(status) => Err(EngineError::rpc(
-                "task delete",
-                || format!("task {id}"),
-                status,
-            )),
-        }
+        self.delete_task(id).await
     }
 
     /// Stops (at once) and deletes the container and its snapshot. A
     /// container that is already gone is not an error.
     pub async fn remove_app(&self, id: &str) -> Result<()> {
         self.stop_app(id, Duration::ZERO).await?;
-        match self
-            .containers()
-            .delete(self.request(DeleteContainerRequest { id: id.to_string() }))
-            .await
-        {
-            Ok(_) => {}
-            Err(status) if status.code() == tonic::Code::NotFound => {}
-            Err(status) => {
-                return Err(EngineError::rpc(
-                    "container delete",
-                    || format!("container {id}"),
-                    status,
-                ));
-            }
-        }
+        self.delete_container(id).await?;
         self.remove_snapshot(id).await
     }
 

@@ -175,23 +175,7 @@ impl Leftovers {
             self.task = false;
         }
         if self.container {
-            note(
-                match engine
-                    .containers()
-                    .delete(engine.request(DeleteContainerRequest {
-                        id: self.id.clone(),
-                    }))
-                    .await
-                {
-                    Ok(_) => Ok(()),
-                    Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
-                    Err(status) => Err(EngineError::rpc(
-                        "container delete",
-                        || format!("container {}", self.id),
-                        status,
-                    )),
-                },
-            );
+            note(engine.delete_container(&self.id).await);
             self.container = false;
         }
         if let Some(key) = self.snapshot.take() {
@@ -247,21 +231,7 @@ async fn remove_task(engine: &Engine, id: &str) -> Result<()> {
         })),
     )
     .await;
-    match engine
-        .tasks()
-        .delete(engine.request(DeleteTaskRequest {
-            container_id: id.to_string(),
-        }))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
-        Err(status) => Err(EngineError::rpc(
-            "task delete",
-            || format!("task {id}"),
-            status,
-        )),
-    }
+    engine.delete_task(id).await
 }
 
 /// Reads a FIFO to its end, sending each line (or `MAX_LINE` piece).
@@ -341,6 +311,42 @@ pub(crate) fn open_fifo(path: &Path) -> Result<tokio::net::unix::pipe::Receiver>
 }
 
 impl Engine {
+    /// Deletes the (stopped) task of container `id`; none is not an error.
+    pub(crate) async fn delete_task(&self, id: &str) -> Result<()> {
+        match self
+            .tasks()
+            .delete(self.request(DeleteTaskRequest {
+                container_id: id.to_string(),
+            }))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
+            Err(status) => Err(EngineError::rpc(
+                "task delete",
+                || format!("task {id}"),
+                status,
+            )),
+        }
+    }
+
+    /// Deletes the container record `id`; one already gone is not an error.
+    pub(crate) async fn delete_container(&self, id: &str) -> Result<()> {
+        match self
+            .containers()
+            .delete(self.request(DeleteContainerRequest { id: id.to_string() }))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
+            Err(status) => Err(EngineError::rpc(
+                "container delete",
+                || format!("container {id}"),
+                status,
+            )),
+        }
+    }
+
     /// Creates the container record `id`: `spec` on `image`, its root the
     /// snapshot `snapshot_key`, with `labels`, under `lease`.
     pub(crate) async fn create_container(
