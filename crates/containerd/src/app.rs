@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use containerd_client::services::v1::{
     CreateTaskRequest, DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, GetRequest,
-    KillRequest, ListContainersRequest, StartRequest, WaitRequest,
+    KillRequest, StartRequest, WaitRequest,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -199,19 +199,7 @@ impl Engine {
             Some(owner) => format!("labels.\"{OWNER_LABEL}\"=={owner}"),
             None => format!("labels.\"{OWNER_LABEL}\""),
         };
-        let response = self
-            .containers()
-            .list(self.request(ListContainersRequest {
-                filters: vec![filter],
-            }))
-            .await
-            .map_err(|status| EngineError::rpc("container list", || "containers".into(), status))?;
-        Ok(response
-            .into_inner()
-            .containers
-            .into_iter()
-            .map(|c| c.id)
-            .collect())
+        self.find_containers(vec![filter]).await
     }
 
     /// Runs `process` inside the running container `id` (its args, env,

@@ -774,9 +774,14 @@ impl Engine {
 
     /// Ids of the container records in this namespace.
     pub async fn list_containers(&self) -> Result<Vec<String>> {
+        self.find_containers(Vec::new()).await
+    }
+
+    /// Ids of the container records matching containerd `filters` (any of them).
+    pub(crate) async fn find_containers(&self, filters: Vec<String>) -> Result<Vec<String>> {
         let response = self
             .containers()
-            .list(self.request(api::ListContainersRequest { filters: vec![] }))
+            .list(self.request(api::ListContainersRequest { filters }))
             .await
             .map_err(|status| EngineError::rpc("container list", || "containers".into(), status))?;
         Ok(response

@@ -19,3 +19,13 @@ pub use spec::{
     AppInput, AppSpec, DeploySpec, EnvironmentInput, Listen, MountKind, MountSpec, ProcessSpec,
     SUPERVISOR, deploy_spec, environment_id, hosts_file,
 };
+
+/// The config of a one-file Upsun repository, for tests.
+#[cfg(test)]
+pub(crate) fn test_config(yaml: &str) -> launchway_config::Config {
+    let source = launchway_config::MemSource::new().with(".upsun/config.yaml", yaml);
+    let loaded = launchway_config::load(&source);
+    loaded
+        .config
+        .unwrap_or_else(|| panic!("{}", loaded.diagnostics))
+}

@@ -252,13 +252,7 @@ pub fn routes_json(routes: &[ResolvedRoute]) -> serde_json::Value {
 mod tests {
     use super::*;
 
-    fn config(yaml: &str) -> launchway_config::Config {
-        let source = launchway_config::MemSource::new().with(".upsun/config.yaml", yaml);
-        let loaded = launchway_config::load(&source);
-        loaded
-            .config
-            .unwrap_or_else(|| panic!("{}", loaded.diagnostics))
-    }
+    use crate::test_config as config;
 
     fn resolve(yaml: &str, production: bool) -> (Vec<ResolvedRoute>, Vec<String>) {
         let config = config(yaml);

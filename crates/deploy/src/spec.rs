@@ -408,13 +408,7 @@ mod tests {
     use super::*;
     use crate::routes::{RouteContext, resolve_routes};
 
-    fn config(yaml: &str) -> launchway_config::Config {
-        let source = launchway_config::MemSource::new().with(".upsun/config.yaml", yaml);
-        let loaded = launchway_config::load(&source);
-        loaded
-            .config
-            .unwrap_or_else(|| panic!("{}", loaded.diagnostics))
-    }
+    use crate::test_config as config;
 
     fn decode(value: &str) -> serde_json::Value {
         use base64::Engine as _;
