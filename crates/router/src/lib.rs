@@ -419,7 +419,11 @@ impl Router {
                     let client = client.clone();
                     async move { Ok::<_, Infallible>(router.handle(request, peer, &client).await) }
                 });
+                // half_close: a client may shut down its sending side and
+                // still wait for the answer (nc, some proxies); without it
+                // hyper drops such a connection unanswered when it sees EOF.
                 let connection = hyper::server::conn::http1::Builder::new()
+                    .half_close(true)
                     .timer(TokioTimer::new())
                     .header_read_timeout(Some(header_timeout))
                     .serve_connection(TokioIo::new(stream), service)

@@ -318,3 +318,20 @@ async fn upgrades_are_tunnelled_both_ways() {
     client.read_exact(&mut echo).await.unwrap();
     assert_eq!(&echo, b"ping");
 }
+
+#[tokio::test]
+async fn a_client_that_half_closes_still_gets_its_answer() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (_router, address, _stop) = start_router(RouterSettings::default()).await;
+    for _ in 0..20 {
+        let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
+        client
+            .write_all(b"GET /health HTTP/1.0\r\n\r\n")
+            .await
+            .unwrap();
+        client.shutdown().await.unwrap();
+        let mut response = String::new();
+        client.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with("HTTP/1.0 200"), "{response:?}");
+    }
+}
