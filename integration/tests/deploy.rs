@@ -210,6 +210,29 @@ fn an_app_that_crashes_on_start_fails_the_push_and_the_previous_release_serves()
     );
     assert!(log.contains("is serving again"), "{log}");
     assert_eq!(get(router, HOST, "/").unwrap(), (200, "v1\n".into()));
+
+    // Two releases: the failed one and the one serving again.
+    let listed = daemon.cli_ok(&["releases", "-p", "shop", "-e", "main"]);
+    let rows: Vec<&str> = listed.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{listed}");
+    assert!(
+        rows[0].contains("failed") && rows[0].contains("v2"),
+        "{listed}"
+    );
+    assert!(
+        rows[1].contains("active *") && rows[1].contains("v1"),
+        "{listed}"
+    );
+    let id = rows[1].split_whitespace().next().unwrap();
+    let info = daemon.cli_ok(&["releases", "info", id]);
+    assert!(info.contains("port 8888") && info.contains("web"), "{info}");
+    assert!(info.contains(&format!("route http://{HOST}:")), "{info}");
+    assert!(
+        !daemon
+            .cli(&["releases", "info", "RNOSUCH0000"])
+            .status
+            .success()
+    );
 }
 
 #[test]

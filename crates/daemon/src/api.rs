@@ -101,6 +101,24 @@ impl launchway_api::Launchway for ApiService {
     type BuildLogsStream = crate::build_api::LogStream;
     type AppLogsStream = crate::build_api::LogStream;
 
+    async fn list_releases(
+        &self,
+        request: Request<proto::ListReleasesRequest>,
+    ) -> Result<Response<proto::ReleaseList>, Status> {
+        Ok(Response::new(
+            self.daemon.list_releases(&request.into_inner())?,
+        ))
+    }
+
+    async fn get_release(
+        &self,
+        request: Request<proto::GetReleaseRequest>,
+    ) -> Result<Response<proto::ReleaseInfo>, Status> {
+        Ok(Response::new(
+            self.daemon.get_release(&request.into_inner().id)?,
+        ))
+    }
+
     async fn app_logs(
         &self,
         request: Request<proto::AppLogsRequest>,

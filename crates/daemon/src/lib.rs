@@ -26,6 +26,7 @@ mod logs;
 mod policy;
 mod push;
 mod queue;
+mod release_api;
 mod runtimes;
 mod settings;
 

@@ -6,6 +6,7 @@ mod admin;
 mod builds;
 mod checkout;
 mod hook;
+mod releases;
 mod runtimes;
 
 use std::io::Write as _;
@@ -100,6 +101,20 @@ enum Command {
     },
     /// Delete build images no kept build uses (`[build] keep_builds`).
     Gc,
+    /// List releases (`-p P [-e ENV]`; `*` marks the serving one), or show one.
+    Releases {
+        /// The project.
+        #[arg(long, short = 'p', global = true)]
+        project: Option<String>,
+        /// Only this environment.
+        #[arg(long, short = 'e', global = true)]
+        environment: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(subcommand)]
+        command: Option<releases::ReleasesCommand>,
+    },
     /// Print an environment's app logs (every app when APP is omitted).
     Logs {
         /// The project.
@@ -194,6 +209,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             builds::build(settings_path.as_deref(), project, branch)
         }
         Command::Gc => builds::gc(settings_path.as_deref()),
+        Command::Releases {
+            project,
+            environment,
+            limit,
+            command,
+        } => releases::releases(
+            settings_path.as_deref(),
+            project,
+            environment,
+            limit,
+            command,
+        ),
         Command::Logs {
             project,
             environment,
