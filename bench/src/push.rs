@@ -247,13 +247,7 @@ fn reused_and_cold_builds(
 
 /// The image of the newest build of `project`'s app `web`.
 fn last_build_image(launchway: &LaunchwayServer, project: &str) -> anyhow::Result<String> {
-    let list = launchway.cli(&["builds", "-p", project, "--limit", "1"])?;
-    let id = list
-        .lines()
-        .nth(1)
-        .and_then(|l| l.split_whitespace().next())
-        .context("no build listed")?;
-    let info = launchway.cli(&["builds", "info", id])?;
+    let info = launchway.cli(&["builds", "info", &last_build_id(launchway, project)?])?;
     // APP RUNTIME TREE KEY (12 characters) …; images are `launchway/build/<key>`.
     let key = info
         .lines()
@@ -386,15 +380,19 @@ fn timed_pair(
     }
 }
 
-/// The elapsed time of the newest build of `project` (from `builds info`).
-fn last_build_elapsed(launchway: &LaunchwayServer, project: &str) -> anyhow::Result<Duration> {
+/// The id of the newest build of `project`.
+fn last_build_id(launchway: &LaunchwayServer, project: &str) -> anyhow::Result<String> {
     let list = launchway.cli(&["builds", "-p", project, "--limit", "1"])?;
-    let id = list
-        .lines()
+    list.lines()
         .nth(1)
         .and_then(|l| l.split_whitespace().next())
-        .context("no build listed")?;
-    let info = launchway.cli(&["builds", "info", id])?;
+        .map(str::to_string)
+        .context("no build listed")
+}
+
+/// The elapsed time of the newest build of `project` (from `builds info`).
+fn last_build_elapsed(launchway: &LaunchwayServer, project: &str) -> anyhow::Result<Duration> {
+    let info = launchway.cli(&["builds", "info", &last_build_id(launchway, project)?])?;
     let seconds: f64 = info
         .lines()
         .find_map(|l| l.strip_prefix("Elapsed"))

@@ -16,8 +16,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use containerd_client::services::v1::{
-    CreateTaskRequest, DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, GetRequest,
-    KillRequest, StartRequest, WaitRequest,
+    CreateTaskRequest, DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, KillRequest,
+    StartRequest, WaitRequest,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -41,14 +41,6 @@ pub struct AppLabels {
     pub owner: String,
     /// Extra labels (app, process, release).
     pub extra: HashMap<String, String>,
-}
-
-/// How a task is doing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TaskState {
-    Running,
-    /// Stopped, or created and never started, or gone.
-    Stopped,
 }
 
 impl Engine {
@@ -112,36 +104,6 @@ impl Engine {
             .await
             .map_err(|status| EngineError::rpc("task start", || format!("task {id}"), status))?;
         Ok(())
-    }
-
-    /// Whether the container's process runs.
-    pub async fn app_state(&self, id: &str) -> Result<TaskState> {
-        match self
-            .tasks()
-            .get(self.request(GetRequest {
-                container_id: id.to_string(),
-                exec_id: String::new(),
-            }))
-            .await
-        {
-            Ok(response) => {
-                let running = response
-                    .into_inner()
-                    .process
-                    .is_some_and(|p| p.status == 2 /* RUNNING */);
-                Ok(if running {
-                    TaskState::Running
-                } else {
-                    TaskState::Stopped
-                })
-            }
-            Err(status) if status.code() == tonic::Code::NotFound => Ok(TaskState::Stopped),
-            Err(status) => Err(EngineError::rpc(
-                "task get",
-                || format!("task {id}"),
-                status,
-            )),
-        }
     }
 
     /// Stops the container's processes: SIGTERM to all of them, SIGKILL

@@ -79,13 +79,15 @@ struct Started {
     app: String,
     process: String,
     id: String,
+    /// `PATH` in it: the global dependencies, then the image's own (the
+    /// environment processes executed in it need too).
+    path: String,
 }
 
-fn container_of<'a>(started: &'a [Started], app: &str, process: &str) -> Option<&'a str> {
+fn container_of<'a>(started: &'a [Started], app: &str, process: &str) -> Option<&'a Started> {
     started
         .iter()
         .find(|s| s.app == app && s.process == process)
-        .map(|s| s.id.as_str())
 }
 
 fn ids(started: &[Started]) -> Vec<String> {
@@ -688,6 +690,7 @@ impl Daemon {
                     app: app.name.clone(),
                     process: process.name.clone(),
                     id: id.clone(),
+                    path: path.clone(),
                 });
                 if let Err(error) = self.engine.start_app(&id, &log_path).await {
                     return Err(fail(
@@ -699,16 +702,17 @@ impl Daemon {
         }
         for app in &spec.apps {
             if let Some(web) = app.web() {
-                let Some(id) = container_of(&containers, &app.name, "web") else {
+                let Some(container) = container_of(&containers, &app.name, "web") else {
                     continue;
                 };
                 if let Err(message) = self
-                    .wait_ready(spec, app, web, id, factory, log, cancel)
+                    .wait_ready(spec, app, web, container, factory, log, cancel)
                     .await
                 {
                     let log_path =
                         self.log_path(&spec.project, &spec.environment, &app.name, "web");
-                    for line in tail_lines(&log_path, LOG_TAIL_LINES) {
+                    let (tail, _) = crate::logs::tail(&log_path, LOG_TAIL_LINES);
+                    for line in tail.lines() {
                         log.line(&format!("      | {line}")).await;
                     }
                     return Err(fail(message, &containers));
@@ -726,7 +730,7 @@ impl Daemon {
         spec: &DeploySpec,
         app: &AppSpec,
         web: &ProcessSpec,
-        container: &str,
+        container: &Started,
         factory: &Arc<SocketFactory>,
         log: &Log,
         cancel: &CancellationToken,
@@ -811,7 +815,7 @@ impl Daemon {
         &self,
         app: &AppSpec,
         process: &ProcessSpec,
-        container: &str,
+        container: &Started,
         command: &str,
         timeout: Option<Duration>,
         log: &Log,
@@ -826,14 +830,7 @@ impl Daemon {
             command.to_string(),
         ]);
         step.env = app.process_env(process);
-        if let Ok(image) = self.engine.image(&app.image).await
-            && let Some(path) = image.env().iter().find_map(|e| e.strip_prefix("PATH="))
-            && let Some((_, value)) = launchway_build::env::tool_env(Some(path))
-                .into_iter()
-                .find(|(name, _)| *name == "PATH")
-        {
-            step.env.push(("PATH".into(), value));
-        }
+        step.env.push(("PATH".into(), container.path.clone()));
         step.cwd = launchway_build::env::APP_DIR.into();
         step.timeout = timeout;
         let (sender, mut lines) =
@@ -852,7 +849,7 @@ impl Daemon {
         };
         let run = self
             .engine
-            .exec_in_app(container, &step, Output::Lines(sender), cancel);
+            .exec_in_app(&container.id, &step, Output::Lines(sender), cancel);
         let (outcome, ()) = tokio::join!(run, forward);
         match outcome {
             Ok(outcome) => Ok(outcome.success()),
@@ -1070,20 +1067,6 @@ fn prepare_mounts(
         std::fs::create_dir_all(parent)?;
     }
     Ok(binds)
-}
-
-/// The last `count` lines of a file.
-fn tail_lines(path: &Path, count: usize) -> Vec<String> {
-    let Ok(text) = std::fs::read(path) else {
-        return Vec::new();
-    };
-    let start = text.len().saturating_sub(64 * 1024);
-    let text = String::from_utf8_lossy(&text[start..]);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(count)..]
-        .iter()
-        .map(|l| l.to_string())
-        .collect()
 }
 
 #[cfg(test)]

@@ -79,8 +79,8 @@ pub(crate) fn rotate(path: &Path) -> std::io::Result<()> {
         .set_len(0)
 }
 
-/// The last `count` lines of `path`.
-fn tail(path: &Path, count: usize) -> (String, u64) {
+/// The last `count` lines of `path`, and the offset it was read to.
+pub(crate) fn tail(path: &Path, count: usize) -> (String, u64) {
     let Ok(mut file) = std::fs::File::open(path) else {
         return (String::new(), 0);
     };

@@ -127,6 +127,13 @@ async fn shutdown_signal() {
     }
 }
 
+/// Prints one record as `Label        value` lines.
+pub(crate) fn print_fields(fields: &[(&str, String)]) {
+    for (label, value) in fields {
+        println!("{label:<12} {value}");
+    }
+}
+
 /// Prints rows as columns separated by two spaces.
 pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();

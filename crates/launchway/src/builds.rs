@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use launchway_api::proto;
 
-use crate::admin::{print_table, time, with_client};
+use crate::admin::{print_fields, print_table, time, with_client};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum BuildsCommand {
@@ -115,28 +115,32 @@ pub(crate) fn builds(
                     .await?
                     .into_inner())
             })?;
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "Id           {}", build.id)?;
-            writeln!(out, "Project      {}", build.project)?;
-            writeln!(out, "Environment  {}", build.environment)?;
-            writeln!(out, "Commit       {}", build.commit)?;
-            writeln!(out, "Status       {}", build.status)?;
-            writeln!(out, "Release      {}", or_dash(&build.release))?;
-            writeln!(out, "Started      {}", time(build.started_at))?;
-            if build.status == "running" {
-                writeln!(out, "Elapsed      -")?;
-            } else {
-                writeln!(out, "Elapsed      {:.3}s", build.elapsed_ms as f64 / 1000.0)?;
-            }
-            writeln!(out, "Description  {}", build.description)?;
+            let mut fields = vec![
+                ("Id", build.id.clone()),
+                ("Project", build.project.clone()),
+                ("Environment", build.environment.clone()),
+                ("Commit", build.commit.clone()),
+                ("Status", build.status.clone()),
+                ("Release", or_dash(&build.release)),
+                ("Started", time(build.started_at)),
+                (
+                    "Elapsed",
+                    if build.status == "running" {
+                        "-".to_owned()
+                    } else {
+                        format!("{:.3}s", build.elapsed_ms as f64 / 1000.0)
+                    },
+                ),
+                ("Description", build.description.clone()),
+            ];
             if build.activity > 0 {
-                writeln!(out, "Activity     {}", build.activity)?;
+                fields.push(("Activity", build.activity.to_string()));
             }
             if !build.imported_from.is_empty() {
-                writeln!(out, "Imported     from build {}", build.imported_from)?;
+                fields.push(("Imported", format!("from build {}", build.imported_from)));
             }
-            writeln!(out)?;
-            drop(out);
+            print_fields(&fields);
+            println!();
             let rows: Vec<Vec<String>> = build
                 .apps
                 .iter()

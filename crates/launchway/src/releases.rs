@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use launchway_api::proto;
 
-use crate::admin::{print_table, time, with_client};
+use crate::admin::{print_fields, print_table, time, with_client};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ReleasesCommand {
@@ -78,8 +78,7 @@ pub(crate) fn releases(
                     .await?
                     .into_inner())
             })?;
-            let mut out = String::new();
-            for (label, value) in [
+            print_fields(&[
                 ("Id", release.id.clone()),
                 ("Project", release.project.clone()),
                 ("Environment", release.environment.clone()),
@@ -89,10 +88,7 @@ pub(crate) fn releases(
                 ("Created", time(release.created_at)),
                 ("Description", release.description.clone()),
                 ("Activity", release.activity.to_string()),
-            ] {
-                out.push_str(&format!("{label:<12} {value}\n"));
-            }
-            print!("{out}");
+            ]);
             let rows: Vec<Vec<String>> = release
                 .apps
                 .iter()
