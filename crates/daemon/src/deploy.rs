@@ -264,6 +264,14 @@ impl Daemon {
         }
     }
 
+    /// A record update the deploy goes on without: logged, not fatal (the
+    /// serving state is the `Deployment` record, which is checked).
+    fn note_store(&self, what: &str, result: Result<(), launchway_store::StoreError>) {
+        if let Err(error) = result {
+            warn!(%error, record = what, "cannot update a record");
+        }
+    }
+
     fn put_deployment_phase(&self, deployment: &mut Deployment, phase: Phase) -> Result<(), Ended> {
         deployment.phase = phase.as_str().to_string();
         deployment.updated_at = now_ms();
@@ -393,7 +401,7 @@ impl Daemon {
                 self.stop_containers(&failure.containers).await;
                 deployment.containers.clear();
                 release.status = ReleaseStatus::Failed;
-                let _ = self.store.put_release(&release);
+                self.note_store("release", self.store.put_release(&release));
                 let restored = self
                     .restore_previous(previous_release.as_deref(), &key, &factory, log, cancel)
                     .await;
@@ -437,17 +445,17 @@ impl Daemon {
         held.released = true;
         let held_for = held_at.elapsed();
         release.status = ReleaseStatus::Active;
-        let _ = self.store.put_release(&release);
+        self.note_store("release", self.store.put_release(&release));
         if let Some(previous) = previous_release.as_deref()
             && previous != release_id
             && let Ok(Some(mut old)) = self.store.release(previous)
         {
             old.status = ReleaseStatus::Superseded;
-            let _ = self.store.put_release(&old);
+            self.note_store("release", self.store.put_release(&old));
         }
         if let Ok(Some(mut record)) = self.store.build(&build.id) {
             record.release = Some(release_id.clone());
-            let _ = self.store.put_build(&record);
+            self.note_store("build", self.store.put_build(&record));
         }
         log.line("  Opening environment").await;
         log.line(&format!(
@@ -943,13 +951,18 @@ impl Daemon {
         if let Ok(ids) = self.engine.app_containers(Some(&key)).await {
             self.stop_containers(&ids).await;
         }
-        let _ = self.store.delete_deployment(project, environment);
+        self.note_store(
+            "deployment",
+            self.store.delete_deployment(project, environment),
+        );
         let factory = match self.factories.lock() {
             Ok(mut guard) => guard.remove(&key),
             Err(poisoned) => poisoned.into_inner().remove(&key),
         };
         drop(factory);
-        let _ = netns::remove(&self.netns_path(project, environment));
+        if let Err(error) = netns::remove(&self.netns_path(project, environment)) {
+            warn!(%error, %key, "cannot remove the environment's network namespace");
+        }
     }
 }
 
