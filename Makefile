@@ -46,12 +46,16 @@ clean:
 
 # Benchmarks of the real thing (release build; sshd needs root).
 # deploy-bench deploys a static std-only backend (bench/backend) and compares
-# the router with Debian's nginx (installed here when missing).
+# the router with Debian's nginx (installed here when missing); activate-bench
+# clones 1 GiB on the host disk and on an XFS loop mount (xfsprogs installed
+# here when missing).
 HOST_TRIPLE = $(shell rustc -vV | sed -n 's/host: //p')
 bench:
 	$(CARGO) build --release -q -p launchway -p launchway-bench
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release -q --target $(HOST_TRIPLE) -p launchway-bench-backend
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt-get install -y -qq --no-install-recommends nginx-light >/dev/null
+	command -v mkfs.xfs >/dev/null || [ -x /usr/sbin/mkfs.xfs ] || apt-get install -y -qq --no-install-recommends xfsprogs >/dev/null
 	./scripts/with-containerd.sh ./target/release/push-bench ./target/release/launchway 5
 	./scripts/with-containerd.sh ./target/release/deploy-bench ./target/release/launchway ./target/$(HOST_TRIPLE)/release/launchway-bench-backend 3
 	./scripts/with-containerd.sh ./target/release/engine-bench
+	./scripts/with-containerd.sh ./target/release/activate-bench ./target/release/launchway

@@ -81,6 +81,19 @@ pub(crate) fn containerd_settings() -> String {
     }
 }
 
+/// The body of a 200 answer to `GET path` with `Host: host`.
+pub(crate) fn http_get(
+    addr: std::net::SocketAddr,
+    host: &str,
+    path: &str,
+) -> anyhow::Result<String> {
+    let (status, body) = launchway_integration::http_get(addr, host, path)?;
+    if status != 200 {
+        bail!("GET {host}{path}: {status} {body}");
+    }
+    Ok(body)
+}
+
 pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -172,6 +185,24 @@ impl LaunchwayServer {
             .arg("--config")
             .arg(&self.settings)
             .args(args))
+    }
+
+    /// Runs the CLI; its log (stderr, where activity logs go) and stdout.
+    pub(crate) fn cli_log(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new(&self.binary)
+            .arg("--config")
+            .arg(&self.settings)
+            .args(args)
+            .output()?;
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        if !out.status.success() {
+            bail!("launchway {args:?} failed:\n{log}");
+        }
+        Ok(log)
     }
 
     pub(crate) fn project(&self, name: &str) -> anyhow::Result<String> {

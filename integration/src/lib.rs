@@ -350,6 +350,25 @@ impl Daemon {
         }
     }
 
+    /// The app containers of `owner` (`project/environment`; all when `None`).
+    pub fn app_containers(&self, owner: Option<&str>) -> Vec<String> {
+        let (Some(socket), Some(namespace)) = (containerd_socket(), self.containerd_namespace())
+        else {
+            panic!("no containerd for this test");
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let scratch = self.scratch("containers");
+        runtime.block_on(async {
+            let engine = launchway_containerd::Engine::connect(&socket, &namespace, &scratch)
+                .await
+                .expect("containerd");
+            engine.app_containers(owner).await.expect("containers")
+        })
+    }
+
     /// The router's address (from the daemon's log).
     pub fn router_addr(&self) -> std::net::SocketAddr {
         let log = self.log();
@@ -359,6 +378,34 @@ impl Daemon {
             .and_then(|address| address.parse().ok())
             .unwrap_or_else(|| panic!("no router address in the log:\n{log}"))
     }
+}
+
+/// One HTTP/1.1 request (`GET path`, `Host: host`) to `addr`; `(status, body)`.
+pub fn http_get(
+    addr: std::net::SocketAddr,
+    host: &str,
+    path: &str,
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(40)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not HTTP: {response:?}")))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
 }
 
 /// A git working repository driven by the real `git`, hermetic (no system or
@@ -412,6 +459,18 @@ impl Work {
     /// `git rev-parse HEAD`.
     pub fn head(&self) -> String {
         self.git_ok(&["rev-parse", "HEAD"]).trim().to_owned()
+    }
+
+    /// `git push launchway [-o OPTION]… HEAD:branch`.
+    pub fn push(&self, branch: &str, options: &[&str]) -> Output {
+        let mut args = vec!["push".to_string(), "launchway".into()];
+        for option in options {
+            args.push("-o".into());
+            args.push((*option).into());
+        }
+        args.push(format!("HEAD:{branch}"));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.git(&args)
     }
 
     /// Runs git in the repository.

@@ -2,14 +2,11 @@
 //! The runtime is the busybox fixture (its `httpd` serves the app).
 #![allow(clippy::tests_outside_test_module, clippy::unwrap_used)]
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
-use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use launchway_integration::{Daemon, Work};
+use launchway_integration::{Daemon, Work, http_get as get};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -25,45 +22,11 @@ fn setup() -> (Daemon, Work) {
     (daemon, work)
 }
 
-fn push(work: &Work, branch: &str, options: &[&str]) -> Output {
-    let mut args = vec!["push".to_string(), "launchway".into()];
-    for option in options {
-        args.push("-o".into());
-        args.push((*option).into());
-    }
-    args.push(format!("HEAD:{branch}"));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    work.git(&args)
-}
-
 fn push_ok(work: &Work) -> String {
-    let out = push(work, "main", &[]);
+    let out = work.push("main", &[]);
     let log = text(&out.stderr);
     assert!(out.status.success(), "push failed:\n{log}");
     log
-}
-
-/// One HTTP/1.1 request through the router; `(status, body)`.
-fn get(router: SocketAddr, host: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(router)?;
-    stream.set_read_timeout(Some(Duration::from_secs(40)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let response = text(&response);
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not HTTP: {response:?}")))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
 }
 
 /// An app served by busybox httpd from `public/`, built from `version`.
@@ -164,14 +127,15 @@ fn a_push_serves_its_commit_with_persistent_mounts_and_an_isolated_network() {
     assert!(log.contains("Reusing existing build"), "{log}");
     assert!(log.contains("deploys so far: 3"), "{log}");
 
-    // Another environment: its own namespace, its own app on the same port.
+    // Another environment: its own namespace, its own app on the same port,
+    // a copy of main's data (three deploys) to which its own is added.
     work.write("version", "other\n");
     work.commit("other");
-    let out = push(&work, "other", &["environment.status=active"]);
+    let out = work.push("other", &["environment.status=active"]);
     let log = text(&out.stderr);
     assert!(out.status.success(), "{log}");
     assert!(log.contains("self: other"), "{log}");
-    assert!(log.contains("deploys so far: 1"), "{log}");
+    assert!(log.contains("deploys so far: 4"), "{log}");
     assert_eq!(
         get(router, "other.shop.localhost", "/").unwrap(),
         (200, "other\n".into())
@@ -200,7 +164,7 @@ fn an_app_that_crashes_on_start_fails_the_push_and_the_previous_release_serves()
     write_app(&daemon, &work, "v1", SERVE);
     push_ok(&work);
     write_app(&daemon, &work, "v2", "echo about to fail; exit 3");
-    let out = push(&work, "main", &[]);
+    let out = work.push("main", &[]);
     let log = text(&out.stderr);
     assert!(!out.status.success(), "{log}");
     assert!(log.contains("exited with status 3"), "{log}");

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::BuildError;
-use crate::env::{BuildContext, CACHE_DIR, build_env, key_variables};
+use crate::env::{BuildContext, CACHE_DIR, UserVariable, build_env, key_variables};
 use crate::settings::{BuildSettings, DependencyNetwork};
 use crate::steps::{dependency_commands, env_bytes, flavor_step, step_key};
 
@@ -83,6 +83,8 @@ pub struct AppJob<'a> {
     pub commit: &'a str,
     /// The build this app is part of.
     pub build_id: &'a str,
+    /// The build-visible project and environment variables.
+    pub variables: &'a [UserVariable],
 }
 
 /// A finished app build.
@@ -198,6 +200,7 @@ impl Builder {
         &self,
         project: &str,
         plan: &AppPlan,
+        variables: &[UserVariable],
         log: &LogSender,
     ) -> Result<Resolved, BuildError> {
         let (progress, mut lines) = mpsc::channel::<String>(64);
@@ -220,6 +223,7 @@ impl Builder {
             project,
             app: &plan.app,
             tree_id: &plan.tree_id,
+            variables,
         };
         let key = plan.build_key(&key_variables(&context), runtime.digest());
         Ok(Resolved { runtime, key })
@@ -297,6 +301,7 @@ impl Builder {
             project: job.project,
             app: &plan.app,
             tree_id: &plan.tree_id,
+            variables: job.variables,
         };
         let image_path = path_of(&resolved.runtime);
         let hook_env = build_env(&context, image_path.as_deref());

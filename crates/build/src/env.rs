@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use launchway_config::App;
+use serde::{Deserialize, Serialize};
 
 /// The app's directory in every container.
 pub const APP_DIR: &str = "/app";
@@ -28,6 +29,53 @@ pub struct BuildContext<'a> {
     pub app: &'a App,
     /// The git tree id of its `source.root`.
     pub tree_id: &'a str,
+    /// The project and environment variables visible to builds, already
+    /// resolved by level (config-reference §2.3).
+    pub variables: &'a [UserVariable],
+}
+
+/// A project or environment variable as a stage sees it: the level that
+/// won has been chosen, visibility already applied.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserVariable {
+    /// `env:NAME` (exported as `NAME`) or any other name
+    /// (`PLATFORM_VARIABLES` only).
+    pub name: String,
+    pub value: String,
+    /// The value is JSON: decoded in `PLATFORM_VARIABLES`.
+    pub json: bool,
+}
+
+impl UserVariable {
+    /// The value as `PLATFORM_VARIABLES` holds it.
+    fn json_value(&self) -> serde_json::Value {
+        if self.json
+            && let Ok(value) = serde_json::from_str(&self.value)
+        {
+            return value;
+        }
+        serde_json::Value::String(self.value.clone())
+    }
+}
+
+/// The variables a stage sees apart from the platform's: the app config's
+/// `variables`, then the user variables over them (they take precedence).
+/// Returns the exported ones and the `PLATFORM_VARIABLES` map.
+pub fn merged_variables(
+    app: &App,
+    user: &[UserVariable],
+) -> (
+    BTreeMap<String, String>,
+    serde_json::Map<String, serde_json::Value>,
+) {
+    let (mut env, mut all) = config_variables(app);
+    for variable in user {
+        if let Some(name) = variable.name.strip_prefix("env:") {
+            env.insert(name.to_owned(), variable.value.clone());
+        }
+        all.insert(variable.name.clone(), variable.json_value());
+    }
+    (env, all)
 }
 
 /// A config variable's value as an environment string: strings as written,
@@ -44,6 +92,13 @@ fn variable_text(value: &serde_json::Value) -> String {
 pub fn key_variables(context: &BuildContext<'_>) -> BTreeMap<String, String> {
     let mut variables = BTreeMap::new();
     variables.insert("PLATFORM_PROJECT".to_owned(), context.project.to_owned());
+    for variable in context.variables {
+        let kind = if variable.json { "json" } else { "text" };
+        variables.insert(
+            format!("variable:{}", variable.name),
+            format!("{kind}:{}", variable.value),
+        );
+    }
     variables
 }
 
@@ -107,7 +162,7 @@ pub fn base64_text(bytes: &[u8]) -> String {
 /// environment comes underneath; these win).
 pub fn build_env(context: &BuildContext<'_>, image_path: Option<&str>) -> Vec<(String, String)> {
     let app = context.app;
-    let (mut env, all) = config_variables(app);
+    let (mut env, all) = merged_variables(app, context.variables);
     let mut platform = tool_env(image_path);
     platform.extend([
         ("CI", "true".to_owned()),
@@ -154,15 +209,36 @@ mod tests {
         let app = app_with(
             "applications:\n  web:\n    type: python:3.11\n    variables:\n      env:\n        NODE_ENV: production\n        PLATFORM_PROJECT: mine\n        COUNT: 3\n      php:\n        memory_limit: 256M\n",
         );
+        let user = [
+            UserVariable {
+                name: "env:NODE_ENV".into(),
+                value: "staging".into(),
+                json: false,
+            },
+            UserVariable {
+                name: "env:PLATFORM_TREE_ID".into(),
+                value: "mine".into(),
+                json: false,
+            },
+            UserVariable {
+                name: "limits".into(),
+                value: "{\"max\": 3}".into(),
+                json: true,
+            },
+        ];
         let context = BuildContext {
             project: "shop",
             app: &app,
             tree_id: "abc",
+            variables: &user,
         };
         let env: BTreeMap<String, String> = build_env(&context, Some("/usr/bin:/bin"))
             .into_iter()
             .collect();
-        assert_eq!(env["NODE_ENV"], "production");
+        assert_eq!(
+            env["NODE_ENV"], "staging",
+            "a user variable beats the config"
+        );
         assert_eq!(env["COUNT"], "3");
         assert_eq!(env["PLATFORM_PROJECT"], "shop");
         assert_eq!(env["PLATFORM_TREE_ID"], "abc");
@@ -174,7 +250,17 @@ mod tests {
             .unwrap_or_default();
         let variables: serde_json::Value = serde_json::from_slice(&decoded).unwrap_or_default();
         assert_eq!(variables["php:memory_limit"], "256M");
-        assert_eq!(variables["env:NODE_ENV"], "production");
+        assert_eq!(variables["env:NODE_ENV"], "staging");
+        assert_eq!(variables["limits"]["max"], 3);
+        let bare = BuildContext {
+            variables: &[],
+            ..context.clone()
+        };
+        assert_ne!(
+            key_variables(&bare),
+            key_variables(&context),
+            "build-visible variables are part of the key"
+        );
         let application = base64::engine::general_purpose::STANDARD
             .decode(&env["PLATFORM_APPLICATION"])
             .unwrap_or_default();

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use containerd_client::services::v1::{
     CreateTaskRequest, DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, KillRequest,
-    StartRequest, WaitRequest,
+    PauseTaskRequest, ResumeTaskRequest, StartRequest, WaitRequest,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -144,6 +144,40 @@ impl Engine {
             let _ = tokio::time::timeout(Duration::from_secs(10), wait()).await;
         }
         self.delete_task(id).await
+    }
+
+    /// Freezes every process of the container (the cgroup freezer), so its
+    /// files stop changing; [`Engine::resume_app`] thaws it. No task is not
+    /// an error (there is nothing to freeze).
+    pub async fn pause_app(&self, id: &str) -> Result<()> {
+        let request = self.request(PauseTaskRequest {
+            container_id: id.to_string(),
+        });
+        match self.tasks().pause(request).await {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
+            Err(status) => Err(EngineError::rpc(
+                "task pause",
+                || format!("task {id}"),
+                status,
+            )),
+        }
+    }
+
+    /// Thaws a container [`Engine::pause_app`] froze.
+    pub async fn resume_app(&self, id: &str) -> Result<()> {
+        let request = self.request(ResumeTaskRequest {
+            container_id: id.to_string(),
+        });
+        match self.tasks().resume(request).await {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
+            Err(status) => Err(EngineError::rpc(
+                "task resume",
+                || format!("task {id}"),
+                status,
+            )),
+        }
     }
 
     /// Stops (at once) and deletes the container and its snapshot. A

@@ -24,10 +24,28 @@ use tracing::{Instrument as _, warn};
 use crate::push::short;
 use crate::{Daemon, now_ms};
 
-/// What an activity works on.
+/// What an activity does.
 #[derive(Clone, Debug)]
-pub(crate) struct Work {
-    pub(crate) update: RefUpdate,
+pub(crate) enum Work {
+    /// Commits pushed; `activate` when the push asked an inactive
+    /// environment to become active (`-o environment.status=active`).
+    Push { update: RefUpdate, activate: bool },
+    /// `launchway build`: build a commit, deploy nothing.
+    Build { commit: String },
+    /// Build the branch head and deploy it (`launchway deploy`, and a
+    /// variable change: the build is reused unless a build-visible one changed).
+    DeployHead,
+    /// Clone the parent's data, build and deploy.
+    Activate,
+    /// Stop the containers and delete the data.
+    Deactivate,
+    /// Deactivate and forget the environment; `remove_branch` unless a push
+    /// already deleted it.
+    Delete { remove_branch: bool },
+    /// Deploy the serving release again.
+    Redeploy,
+    /// Deploy a recorded release again.
+    Promote { release: String },
 }
 
 /// How an activity ended other than well.
@@ -46,16 +64,23 @@ impl From<String> for Ended {
 }
 
 /// Where an activity's log goes: the store, and the pusher while they wait.
+/// Every line is masked: no sensitive variable's value is stored or sent.
 #[derive(Clone)]
 pub(crate) struct Log {
     daemon: Arc<Daemon>,
     id: u64,
     sink: Option<mpsc::Sender<Vec<u8>>>,
+    secrets: Arc<Vec<String>>,
 }
 
 impl Log {
+    /// `text` with the sensitive values of the project masked.
+    pub(crate) fn mask(&self, text: &str) -> String {
+        crate::variables::mask(text, &self.secrets)
+    }
+
     pub(crate) async fn line(&self, text: &str) {
-        let line = format!("{text}\n");
+        let line = format!("{}\n", self.mask(text));
         if let Err(error) = self.daemon.store.append_log(self.id, &line) {
             warn!(%error, activity = self.id, "cannot store the activity log");
         }
@@ -120,10 +145,16 @@ impl Daemon {
         cancel: CancellationToken,
     ) -> ActivityResult {
         let started = now_ms();
+        let secrets = self
+            .store
+            .variables(&activity.project)
+            .map(|all| crate::variables::secrets(&all))
+            .unwrap_or_default();
         let log = Log {
             daemon: self.clone(),
             id: activity.id,
             sink,
+            secrets: Arc::new(secrets),
         };
         if cancel.is_cancelled() {
             activity.state = ActivityState::Cancelled;
@@ -148,10 +179,23 @@ impl Daemon {
         }
         log.line(&format!("Processing activity: {}", activity.description))
             .await;
-        let result = match activity.kind {
-            ActivityKind::Push => self.push_activity(&activity, &work, &log, &cancel).await,
-            ActivityKind::Build => self.build_activity(&activity, &work, &log, &cancel).await,
-            ActivityKind::BranchDelete => self.delete_activity(&activity, &log).await,
+        let result = match &work {
+            Work::Push { update, activate } => {
+                self.push_activity(&activity, update, *activate, &log, &cancel)
+                    .await
+            }
+            Work::Build { commit } => self.build_activity(&activity, commit, &log, &cancel).await,
+            Work::DeployHead => self.deploy_head_activity(&activity, &log, &cancel).await,
+            Work::Activate => self.activate_activity(&activity, &log, &cancel).await,
+            Work::Deactivate => self.deactivate_activity(&activity, &log).await,
+            Work::Delete { remove_branch } => {
+                self.delete_activity(&activity, *remove_branch, &log).await
+            }
+            Work::Redeploy => self.redeploy_activity(&activity, &log, &cancel).await,
+            Work::Promote { release } => {
+                self.promote_activity(&activity, release, &log, &cancel)
+                    .await
+            }
         };
         let (state, result) = match result {
             Ok(timings) => {
@@ -183,13 +227,14 @@ impl Daemon {
     async fn push_activity(
         &self,
         activity: &Activity,
-        work: &Work,
+        update: &RefUpdate,
+        activate: bool,
         log: &Log,
         cancel: &CancellationToken,
     ) -> Result<BTreeMap<String, u64>, Ended> {
         let timings = BTreeMap::new();
         let repo = self.repo_path(&activity.project);
-        let update = work.update.clone();
+        let update = update.clone();
         let env = self.activity_environment(activity)?;
         let other_heads: Vec<String> = self
             .store
@@ -213,6 +258,9 @@ impl Daemon {
             Ok(Ok(1)) => log.line("  Found 1 new commit").await,
             Ok(Ok(n)) => log.line(&format!("  Found {n} new commits")).await,
             _ => log.line("  Could not count the new commits").await,
+        }
+        if env.status == EnvironmentStatus::Inactive && activate {
+            return self.activate_activity(activity, log, cancel).await;
         }
         if env.status == EnvironmentStatus::Inactive {
             log.line(&format!(
@@ -238,7 +286,7 @@ impl Daemon {
     }
 
     /// The environment an activity acts on.
-    fn activity_environment(
+    pub(crate) fn activity_environment(
         &self,
         activity: &Activity,
     ) -> Result<launchway_store::Environment, Ended> {
@@ -258,7 +306,7 @@ impl Daemon {
     async fn build_activity(
         &self,
         activity: &Activity,
-        work: &Work,
+        commit: &str,
         log: &Log,
         cancel: &CancellationToken,
     ) -> Result<BTreeMap<String, u64>, Ended> {
@@ -266,7 +314,7 @@ impl Daemon {
         self.build_and_report(
             activity,
             &env,
-            &work.update.new,
+            commit,
             log,
             cancel,
             BTreeMap::new(),
@@ -276,9 +324,43 @@ impl Daemon {
         .await
     }
 
+    /// `launchway deploy` and variable changes: the head of an active
+    /// environment's branch, built (or reused) and deployed.
+    async fn deploy_head_activity(
+        &self,
+        activity: &Activity,
+        log: &Log,
+        cancel: &CancellationToken,
+    ) -> Result<BTreeMap<String, u64>, Ended> {
+        let env = self.activity_environment(activity)?;
+        if env.status == EnvironmentStatus::Inactive {
+            log.line(&format!(
+                "  Environment {} is inactive: nothing to deploy",
+                env.name
+            ))
+            .await;
+            return Ok(BTreeMap::new());
+        }
+        let head = env
+            .head
+            .clone()
+            .ok_or_else(|| Ended::Failed(format!("environment {} has no commit yet", env.name)))?;
+        self.build_and_report(
+            activity,
+            &env,
+            &head,
+            log,
+            cancel,
+            BTreeMap::new(),
+            Instant::now(),
+            true,
+        )
+        .await
+    }
+
     /// Plans and builds `commit` for `env`, then says where things stand.
     #[allow(clippy::too_many_arguments)]
-    async fn build_and_report(
+    pub(crate) async fn build_and_report(
         &self,
         activity: &Activity,
         env: &launchway_store::Environment,
@@ -306,9 +388,11 @@ impl Daemon {
             Err(_) => return Err(Ended::Failed("planning stopped unexpectedly".into())),
         };
         timings.insert("plan".into(), started.elapsed().as_millis() as u64);
+        let variables = self.environment_variables(env);
+        let build_visible = crate::variables::build_visible(&variables);
         let build_started = Instant::now();
         let build = self
-            .build_commit(activity, &planned, &subject, log, cancel)
+            .build_commit(activity, &planned, &subject, &build_visible, log, cancel)
             .await?;
         timings.insert("build".into(), build_started.elapsed().as_millis() as u64);
         if !deploy {
@@ -321,7 +405,7 @@ impl Daemon {
         }
         let deploy_started = Instant::now();
         let release = self
-            .deploy_build(activity, env, &build, &planned, log, cancel)
+            .deploy_build(activity, env, &build, &planned, &variables, log, cancel)
             .await;
         timings.insert("deploy".into(), deploy_started.elapsed().as_millis() as u64);
         let release = release?;
@@ -334,25 +418,5 @@ impl Daemon {
         ))
         .await;
         Ok(timings)
-    }
-
-    async fn delete_activity(
-        &self,
-        activity: &Activity,
-        log: &Log,
-    ) -> Result<BTreeMap<String, u64>, Ended> {
-        self.stop_environment(&activity.project, &activity.environment)
-            .await;
-        match self
-            .store
-            .delete_environment(&activity.project, &activity.environment)
-        {
-            Ok(_) => {
-                log.line(&format!("  Deleted environment {}", activity.environment))
-                    .await;
-                Ok(BTreeMap::new())
-            }
-            Err(_) => Err(Ended::Failed("the environment could not be deleted".into())),
-        }
     }
 }

@@ -215,6 +215,110 @@ impl launchway_api::Launchway for ApiService {
         Ok(Response::new(self.daemon.garbage().await?))
     }
 
+    type ActivateEnvironmentStream = crate::build_api::LogStream;
+    type DeactivateEnvironmentStream = crate::build_api::LogStream;
+    type DeleteEnvironmentStream = crate::build_api::LogStream;
+    type DeployStream = crate::build_api::LogStream;
+    type RedeployStream = crate::build_api::LogStream;
+    type PromoteReleaseStream = crate::build_api::LogStream;
+    type SetVariableStream = crate::build_api::LogStream;
+    type DeleteVariableStream = crate::build_api::LogStream;
+
+    async fn list_environments(
+        &self,
+        request: Request<proto::ListEnvironmentsRequest>,
+    ) -> Result<Response<proto::EnvironmentList>, Status> {
+        Ok(Response::new(
+            self.daemon
+                .list_environments(&request.into_inner().project)?,
+        ))
+    }
+
+    async fn activate_environment(
+        &self,
+        request: Request<proto::ActivateEnvironmentRequest>,
+    ) -> Result<Response<Self::ActivateEnvironmentStream>, Status> {
+        Ok(Response::new(
+            self.daemon.activate_environment(&request.into_inner())?,
+        ))
+    }
+
+    async fn deactivate_environment(
+        &self,
+        request: Request<proto::EnvironmentRequest>,
+    ) -> Result<Response<Self::DeactivateEnvironmentStream>, Status> {
+        Ok(Response::new(
+            self.daemon
+                .remove_environment(&request.into_inner(), false)?,
+        ))
+    }
+
+    async fn delete_environment(
+        &self,
+        request: Request<proto::EnvironmentRequest>,
+    ) -> Result<Response<Self::DeleteEnvironmentStream>, Status> {
+        Ok(Response::new(
+            self.daemon
+                .remove_environment(&request.into_inner(), true)?,
+        ))
+    }
+
+    async fn deploy(
+        &self,
+        request: Request<proto::EnvironmentRequest>,
+    ) -> Result<Response<Self::DeployStream>, Status> {
+        Ok(Response::new(
+            self.daemon
+                .deploy_environment(&request.into_inner(), false)?,
+        ))
+    }
+
+    async fn redeploy(
+        &self,
+        request: Request<proto::EnvironmentRequest>,
+    ) -> Result<Response<Self::RedeployStream>, Status> {
+        Ok(Response::new(
+            self.daemon
+                .deploy_environment(&request.into_inner(), true)?,
+        ))
+    }
+
+    async fn promote_release(
+        &self,
+        request: Request<proto::PromoteReleaseRequest>,
+    ) -> Result<Response<Self::PromoteReleaseStream>, Status> {
+        Ok(Response::new(
+            self.daemon.promote_release(&request.into_inner().id)?,
+        ))
+    }
+
+    async fn list_variables(
+        &self,
+        request: Request<proto::ListVariablesRequest>,
+    ) -> Result<Response<proto::VariableList>, Status> {
+        Ok(Response::new(
+            self.daemon.list_variables(&request.into_inner())?,
+        ))
+    }
+
+    async fn set_variable(
+        &self,
+        request: Request<proto::SetVariableRequest>,
+    ) -> Result<Response<Self::SetVariableStream>, Status> {
+        Ok(Response::new(
+            self.daemon.set_variable(&request.into_inner())?,
+        ))
+    }
+
+    async fn delete_variable(
+        &self,
+        request: Request<proto::DeleteVariableRequest>,
+    ) -> Result<Response<Self::DeleteVariableStream>, Status> {
+        Ok(Response::new(
+            self.daemon.delete_variable(&request.into_inner())?,
+        ))
+    }
+
     async fn list_runtimes(
         &self,
         _request: Request<proto::ListRuntimesRequest>,
@@ -388,6 +492,25 @@ impl launchway_api::Launchway for ApiService {
         let project = self.existing_project(&request.project)?;
         let repo = self.daemon.repo_path(&project.name);
         let spec = request.r#ref;
+        // The build-visible variables of the branch's environment (the
+        // default one's for a commit): they are part of the key.
+        let branch = spec.strip_prefix("refs/heads/").unwrap_or(&spec);
+        let environment = self
+            .daemon
+            .store
+            .environment(&project.name, branch)
+            .ok()
+            .flatten()
+            .or_else(|| {
+                self.daemon
+                    .store
+                    .environment(&project.name, &project.default_branch)
+                    .ok()
+                    .flatten()
+            });
+        let variables = environment
+            .map(|env| crate::variables::build_visible(&self.daemon.environment_variables(&env)))
+            .unwrap_or_default();
         let planned = tokio::task::spawn_blocking(move || -> Result<_, Status> {
             let repository = gix::open_opts(&repo, gix::open::Options::isolated())
                 .map_err(|e| Status::internal(format!("cannot open the repository: {e}")))?;
@@ -426,6 +549,7 @@ impl launchway_api::Launchway for ApiService {
                     project: &project.name,
                     app: &app.app,
                     tree_id: &app.tree_id,
+                    variables: &variables,
                 };
                 app.build_key(
                     &launchway_build::env::key_variables(&context),

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use launchway_api::proto;
-use launchway_git::RefUpdate;
 use launchway_store::{ActivityKind, ActivityResult, ActivityState, Build, BuildStatus, Project};
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -17,6 +16,15 @@ use crate::Daemon;
 use crate::activity::Work;
 use crate::api::internal;
 use crate::builds::is_build_id;
+
+/// An activity to record and run.
+pub(crate) struct Scheduled {
+    pub(crate) project: String,
+    pub(crate) environment: String,
+    pub(crate) kind: ActivityKind,
+    pub(crate) description: String,
+    pub(crate) work: Work,
+}
 
 /// A server stream of log text.
 pub(crate) type LogStream = Pin<Box<dyn Stream<Item = Result<proto::LogChunk, Status>> + Send>>;
@@ -238,29 +246,55 @@ impl Daemon {
         let head = env.head.clone().ok_or_else(|| {
             Status::failed_precondition(format!("environment `{branch}` has no commit yet"))
         })?;
+        self.run_activities(
+            String::new(),
+            vec![Scheduled {
+                project: project.name.clone(),
+                environment: branch.clone(),
+                kind: ActivityKind::Build,
+                description: format!("build of {branch} requested"),
+                work: Work::Build { commit: head },
+            }],
+        )
+    }
+
+    /// Records and runs `scheduled` activities and streams their logs
+    /// (after `preface`); the last chunk says whether any failed. A client
+    /// that goes away does not stop them.
+    pub(crate) fn run_activities(
+        self: &Arc<Self>,
+        preface: String,
+        scheduled: Vec<Scheduled>,
+    ) -> Result<LogStream, Status> {
         let (sink, mut lines) = mpsc::channel::<Vec<u8>>(64);
-        let work = Work {
-            update: RefUpdate {
-                old: head.clone(),
-                new: head,
-                name: format!("refs/heads/{branch}"),
-            },
-        };
-        let (activity, handle) = self
-            .schedule(
-                &project.name,
-                &branch,
-                ActivityKind::Build,
-                &format!("build of {branch} requested"),
-                work,
-                Some(sink),
-            )
-            .map_err(internal)?;
+        let mut started = Vec::new();
+        for item in scheduled {
+            let (activity, handle) = self
+                .schedule(
+                    &item.project,
+                    &item.environment,
+                    item.kind,
+                    &item.description,
+                    item.work,
+                    Some(sink.clone()),
+                )
+                .map_err(internal)?;
+            started.push((activity, handle));
+        }
+        drop(sink);
         let (sender, receiver) = mpsc::channel(64);
         tokio::spawn(async move {
+            let first = started.first().map_or(0, |(activity, _)| activity.id);
+            let mut text = preface;
+            for (activity, _) in &started {
+                text.push_str(&format!(
+                    "Activity {}: {}\n",
+                    activity.id, activity.description
+                ));
+            }
             let start = proto::LogChunk {
-                text: String::new(),
-                activity: activity.id,
+                text,
+                activity: first,
                 ..proto::LogChunk::default()
             };
             let _ = sender.send(Ok(start)).await;
@@ -276,13 +310,17 @@ impl Daemon {
                     }
                 })
             };
-            let result = handle.await.unwrap_or(ActivityResult::Failure);
+            let mut failed = false;
+            for (_, handle) in started {
+                failed |=
+                    handle.await.unwrap_or(ActivityResult::Failure) == ActivityResult::Failure;
+            }
             let _ = forwarding.await;
             let done = proto::LogChunk {
                 text: String::new(),
                 done: true,
-                failed: result == ActivityResult::Failure,
-                activity: activity.id,
+                failed,
+                activity: first,
             };
             let _ = sender.send(Ok(done)).await;
         });

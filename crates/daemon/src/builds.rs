@@ -19,6 +19,7 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::Instant;
 
+use launchway_build::env::UserVariable;
 use launchway_build::{
     AppJob, BUILD_ID_ANNOTATION, BUILD_IMAGE_PREFIX, BuildError, STEP_IMAGE_PREFIX,
     STEPS_ANNOTATION, Slot,
@@ -91,6 +92,7 @@ impl Daemon {
         activity: &Activity,
         planned: &Plan,
         subject: &str,
+        variables: &[UserVariable],
         log: &Log,
         cancel: &CancellationToken,
     ) -> Result<Build, Ended> {
@@ -131,6 +133,7 @@ impl Daemon {
             tokio::spawn(async move {
                 let mut stored = 0usize;
                 while let Some(line) = received.recv().await {
+                    let line = log.mask(&line);
                     log.line(&line).await;
                     if stored < MAX_BUILD_LOG {
                         stored += line.len() + 1;
@@ -150,7 +153,8 @@ impl Daemon {
         let started = Instant::now();
         let outcome = {
             let _gc = self.gc_lock.read().await;
-            self.build_apps(&mut build, planned, &lines, cancel).await
+            self.build_apps(&mut build, planned, variables, &lines, cancel)
+                .await
         };
         drop(lines);
         let _ = forward.await;
@@ -174,6 +178,7 @@ impl Daemon {
         &self,
         build: &mut Build,
         planned: &Plan,
+        variables: &[UserVariable],
         log: &mpsc::Sender<String>,
         cancel: &CancellationToken,
     ) -> Result<(), BuildError> {
@@ -192,7 +197,7 @@ impl Daemon {
                 ))
                 .await;
             let resolved = tokio::select! {
-                resolved = self.builder.resolve(&build.project, app, log) => resolved?,
+                resolved = self.builder.resolve(&build.project, app, variables, log) => resolved?,
                 () = cancel.cancelled() => return Err(BuildError::Cancelled),
             };
             build.apps[index].build_key = Some(resolved.key.clone());
@@ -221,6 +226,7 @@ impl Daemon {
                         repo: &repo,
                         commit: &planned.commit,
                         build_id: &build.id,
+                        variables,
                     };
                     let built = self.builder.build(job, &resolved, slot, log, cancel).await;
                     match built {

@@ -39,7 +39,9 @@ use tracing::warn;
 
 use crate::activity::{Ended, Log};
 use crate::builds::new_record_id;
+use crate::variables::Effective;
 use crate::{Daemon, now_ms};
+use launchway_build::env::UserVariable;
 
 /// Lines of an app's log shown when it fails to start.
 const LOG_TAIL_LINES: usize = 15;
@@ -215,7 +217,13 @@ impl Daemon {
     }
 
     /// The deploy spec of `build` (a complete build of `plan`) for `env`.
-    fn plan_deploy(&self, env: &Environment, build: &Build, plan: &Plan) -> DeploySpec {
+    fn plan_deploy(
+        &self,
+        env: &Environment,
+        build: &Build,
+        plan: &Plan,
+        variables: &[UserVariable],
+    ) -> DeploySpec {
         let apps: std::collections::BTreeSet<String> =
             plan.apps.iter().map(|a| a.name.clone()).collect();
         let (routes, route_notes) = resolve_routes(
@@ -251,6 +259,7 @@ impl Daemon {
                 kind: env.kind.as_str(),
                 routes,
                 route_notes,
+                variables,
             },
             &inputs,
         )
@@ -280,30 +289,42 @@ impl Daemon {
             .map_err(|_| Ended::Failed("the deploy state cannot be recorded".into()))
     }
 
-    /// Deploys `build` of `plan` to `env` and reports how it went.
+    /// Deploys `build` of `plan` to `env` as a new release, with the
+    /// variables the environment sees now.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn deploy_build(
         &self,
         activity: &Activity,
         env: &Environment,
         build: &Build,
         plan: &Plan,
+        variables: &[Effective],
         log: &Log,
         cancel: &CancellationToken,
     ) -> Result<Release, Ended> {
-        let spec = self.plan_deploy(env, build, plan);
+        let runtime = crate::variables::runtime_visible(variables);
+        let spec = self.plan_deploy(env, build, plan, &runtime);
         for note in &spec.notes {
             log.line(&format!("  W: {note}")).await;
         }
         let spec_json = serde_json::to_value(&spec)
             .map_err(|_| Ended::Failed("the deploy spec cannot be recorded".into()))?;
+        let config = serde_json::json!({
+            "applications": plan
+                .apps
+                .iter()
+                .map(|app| (app.name.clone(), serde_json::to_value(&app.app).unwrap_or_default()))
+                .collect::<serde_json::Map<String, serde_json::Value>>(),
+            "routes": serde_json::to_value(&plan.routes).unwrap_or_default(),
+        });
         let release_id = loop {
             let id = new_record_id('R');
             if !matches!(self.store.release(&id), Ok(Some(_))) {
                 break id;
             }
         };
-        let mut release = Release {
-            id: release_id.clone(),
+        let release = Release {
+            id: release_id,
             project: env.project.clone(),
             environment: env.name.clone(),
             build: build.id.clone(),
@@ -313,10 +334,42 @@ impl Daemon {
             status: ReleaseStatus::Deploying,
             spec: spec_json,
             activity: Some(activity.id),
+            variables: crate::variables::release_variables(variables),
+            config,
         };
         self.store
             .put_release(&release)
             .map_err(|_| Ended::Failed("the release cannot be recorded".into()))?;
+        self.deploy_release(activity, env, release, true, log, cancel)
+            .await
+    }
+
+    /// Deploys `release` to `env` through the whole sequence (hold, stop,
+    /// mounts, start, hooks, release). `fresh` for a release never deployed
+    /// before; otherwise it is a promotion, a rollback or a redeploy.
+    pub(crate) async fn deploy_release(
+        &self,
+        activity: &Activity,
+        env: &Environment,
+        mut release: Release,
+        fresh: bool,
+        log: &Log,
+        cancel: &CancellationToken,
+    ) -> Result<Release, Ended> {
+        let release_id = release.id.clone();
+        let spec: DeploySpec = serde_json::from_value(release.spec.clone()).map_err(|_| {
+            Ended::Failed(format!(
+                "release {release_id} cannot be read (was it written by another version of Launchway?)"
+            ))
+        })?;
+        let status_before = release.status;
+        if !fresh {
+            release.status = ReleaseStatus::Deploying;
+            release.activity = Some(activity.id);
+            self.store
+                .put_release(&release)
+                .map_err(|_| Ended::Failed("the release cannot be recorded".into()))?;
+        }
         let current = self
             .store
             .deployment(&env.project, &env.name)
@@ -366,7 +419,7 @@ impl Daemon {
         self.router.set_routes(&key, Self::router_entries(&spec));
         log.line(&format!(
             "  Deploying release {release_id} (build {})",
-            build.id
+            release.build
         ))
         .await;
 
@@ -400,7 +453,11 @@ impl Daemon {
                 self.put_deployment_phase(&mut deployment, Phase::RollingBack)?;
                 self.stop_containers(&failure.containers).await;
                 deployment.containers.clear();
-                release.status = ReleaseStatus::Failed;
+                release.status = if fresh {
+                    ReleaseStatus::Failed
+                } else {
+                    status_before
+                };
                 self.note_store("release", self.store.put_release(&release));
                 let restored = self
                     .restore_previous(previous_release.as_deref(), &key, &factory, log, cancel)
@@ -408,6 +465,10 @@ impl Daemon {
                 held.released = true;
                 match restored {
                     Some((previous, containers)) => {
+                        if previous == release_id {
+                            release.status = ReleaseStatus::Active;
+                            self.note_store("release", self.store.put_release(&release));
+                        }
                         deployment.release = previous;
                         deployment.containers = containers;
                         deployment.previous = None;
@@ -453,7 +514,7 @@ impl Daemon {
             old.status = ReleaseStatus::Superseded;
             self.note_store("release", self.store.put_release(&old));
         }
-        if let Ok(Some(mut record)) = self.store.build(&build.id) {
+        if let Ok(Some(mut record)) = self.store.build(&release.build) {
             record.release = Some(release_id.clone());
             self.note_store("build", self.store.put_build(&record));
         }

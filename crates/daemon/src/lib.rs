@@ -21,6 +21,7 @@ mod api;
 mod build_api;
 mod builds;
 mod deploy;
+mod environments;
 mod gate;
 mod logs;
 mod policy;
@@ -29,6 +30,8 @@ mod queue;
 mod release_api;
 mod runtimes;
 mod settings;
+mod variable_api;
+mod variables;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -51,6 +51,8 @@ pub(crate) struct PushOptions {
     pub(crate) title: Option<String>,
     /// `launchway.wait=false` returns once refs moved.
     pub(crate) no_wait: bool,
+    /// `environment.clone_parent_on_create=False` activates with empty data.
+    pub(crate) clone_parent: Option<bool>,
 }
 
 /// Parsed options, plus warnings (unknown options) and errors (bad values).
@@ -90,6 +92,16 @@ pub(crate) fn parse_push_options(raw: &[String]) -> ParsedOptions {
             "environment.title" => {
                 parsed.options.title = Some(value.chars().take(200).collect());
             }
+            // Platform.sh's CLI sends Python booleans; accept either case.
+            "environment.clone_parent_on_create" => {
+                match value.to_ascii_lowercase().as_str() {
+                    "true" => parsed.options.clone_parent = Some(true),
+                    "false" => parsed.options.clone_parent = Some(false),
+                    _ => parsed.errors.push(format!(
+                        "push option `{shown}`: the value is `True` or `False`"
+                    )),
+                }
+            }
             "launchway.wait" => match value {
                 "false" => parsed.options.no_wait = true,
                 "true" => parsed.options.no_wait = false,
@@ -98,7 +110,7 @@ pub(crate) fn parse_push_options(raw: &[String]) -> ParsedOptions {
                     .push(format!("push option `{shown}`: the value is `true` or `false`")),
             },
             _ => parsed.warnings.push(format!(
-                "unknown push option `{shown}` ignored (known: environment.status, environment.parent, environment.type, environment.title, launchway.wait)"
+                "unknown push option `{shown}` ignored (known: environment.status, environment.parent, environment.type, environment.title, environment.clone_parent_on_create, launchway.wait)"
             )),
         }
     }
@@ -151,6 +163,7 @@ mod tests {
             "environment.type=staging",
             "environment.title=Review of x",
             "launchway.wait=false",
+            "environment.clone_parent_on_create=False",
             "colour=blue",
         ]
         .iter()
@@ -165,6 +178,7 @@ mod tests {
                 kind: Some(EnvironmentType::Staging),
                 title: Some("Review of x".into()),
                 no_wait: true,
+                clone_parent: Some(false),
             }
         );
         assert_eq!(parsed.warnings.len(), 1);
@@ -173,7 +187,8 @@ mod tests {
             "environment.type=prod".into(),
             "launchway.wait=maybe".into(),
             "environment.parent=".into(),
+            "environment.clone_parent_on_create=maybe".into(),
         ]);
-        assert_eq!(bad.errors.len(), 3, "{:?}", bad.errors);
+        assert_eq!(bad.errors.len(), 4, "{:?}", bad.errors);
     }
 }

@@ -64,6 +64,16 @@ impl Daemon {
             if let Err(reason) = check_ref(update, session.role, &project.default_branch) {
                 errors.push(reason);
             }
+            if let (Some(parent), Some(branch)) = (&parsed.options.parent, update.branch())
+                && self
+                    .environment_chain(&project.name, parent)
+                    .iter()
+                    .any(|name| name == branch)
+            {
+                errors.push(format!(
+                    "push option `environment.parent={parent}`: {branch} cannot be its own ancestor"
+                ));
+            }
         }
         for error in &errors {
             Self::tell(session, &format!("  E: {error}\n")).await;
@@ -147,29 +157,43 @@ impl Daemon {
             let Some(branch) = update.branch().map(str::to_owned) else {
                 continue;
             };
-            let (kind, description) = if update.is_delete() {
+            let (kind, description, work) = if update.is_delete() {
                 (
                     ActivityKind::BranchDelete,
                     format!("{} deleted branch {branch}", session.who),
+                    Work::Delete {
+                        remove_branch: false,
+                    },
                 )
             } else {
-                if let Err(error) = self.record_environment(&project, &branch, &update, &options) {
-                    warn!(%error, "cannot record environment");
+                let activate = match self.record_environment(&project, &branch, &update, &options) {
+                    Ok(activate) => activate,
+                    Err(error) => {
+                        warn!(%error, "cannot record environment");
+                        Self::tell(
+                            session,
+                            "  E: the server could not record the environment\n",
+                        )
+                        .await;
+                        session.failed.store(true, Ordering::SeqCst);
+                        continue;
+                    }
+                };
+                if options.status == Some(EnvironmentStatus::Inactive) {
                     Self::tell(
                         session,
-                        "  E: the server could not record the environment\n",
+                        "  W: environment.status=inactive is ignored; deactivate with `launchway environment deactivate`\n",
                     )
                     .await;
-                    session.failed.store(true, Ordering::SeqCst);
-                    continue;
                 }
                 (
                     ActivityKind::Push,
                     format!("{} pushed to {branch}", session.who),
+                    Work::Push {
+                        update: update.clone(),
+                        activate,
+                    },
                 )
-            };
-            let work = Work {
-                update: update.clone(),
             };
             let sink = (!options.no_wait).then(|| session.messages.clone());
             match self.schedule(&project.name, &branch, kind, &description, work, sink) {
@@ -205,14 +229,15 @@ impl Daemon {
     }
 
     /// Creates or updates the environment of a pushed branch (before its
-    /// activity runs).
+    /// activity runs). True when the push asked to activate an inactive
+    /// environment: its activity does that (the data is cloned first).
     fn record_environment(
         &self,
         project: &launchway_store::Project,
         branch: &str,
         update: &RefUpdate,
         options: &crate::policy::PushOptions,
-    ) -> Result<(), launchway_store::StoreError> {
+    ) -> Result<bool, launchway_store::StoreError> {
         let is_default = branch == project.default_branch;
         let mut env = match self.store.environment(&project.name, branch)? {
             Some(env) => env,
@@ -231,8 +256,10 @@ impl Daemon {
                 EnvironmentStatus::Inactive,
             ),
         };
-        if let Some(status) = options.status {
-            env.status = status;
+        let activate = options.status == Some(EnvironmentStatus::Active)
+            && env.status == EnvironmentStatus::Inactive;
+        if let Some(clone_parent) = options.clone_parent {
+            env.clone_parent = clone_parent;
         }
         if let Some(kind) = options.kind {
             env.kind = kind;
@@ -241,12 +268,17 @@ impl Daemon {
             env.title = Some(title.clone());
         }
         if let Some(parent) = &options.parent
-            && parent != branch
+            && !is_default
+            && !self
+                .environment_chain(&project.name, parent)
+                .iter()
+                .any(|name| name == branch)
         {
             env.parent = Some(parent.clone());
         }
         env.head = Some(update.new.clone());
-        self.store.put_environment(&env)
+        self.store.put_environment(&env)?;
+        Ok(activate)
     }
 
     /// Marks activities a crash or stop left unfinished as cancelled.

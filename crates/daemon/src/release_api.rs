@@ -1,12 +1,25 @@
-//! Releases over the API: what each deploy ran (`launchway releases`).
+//! Releases: what each deploy ran (`launchway releases`), and deploying
+//! one again (`releases promote`, `redeploy`).
+//!
+//! A promotion deploys a recorded release through the whole deploy
+//! sequence with no build: its images, processes, routes and variables are
+//! the ones it was made with (variables set since apply to the next
+//! `launchway deploy`). Its build's images must still exist: garbage
+//! collection keeps those of serving releases and the newest builds only.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use launchway_api::proto;
-use launchway_deploy::{DeploySpec, Listen, RouteKind};
-use launchway_store::Release;
+use launchway_deploy::{DeploySpec, Listen, Phase, RouteKind};
+use launchway_store::{Activity, ActivityKind, EnvironmentStatus, Release, ReleaseStatus};
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::Daemon;
+use crate::activity::{Ended, Log, Work};
 use crate::api::internal;
+use crate::build_api::{LogStream, Scheduled};
 
 pub(crate) fn release_info(release: &Release) -> proto::ReleaseInfo {
     // A spec written by another version still lists; only its details go.
@@ -61,6 +74,17 @@ pub(crate) fn release_info(release: &Release) -> proto::ReleaseInfo {
         activity: release.activity.unwrap_or_default(),
         apps,
         routes,
+        variables: release
+            .variables
+            .iter()
+            .map(|v| proto::ReleaseVariableInfo {
+                name: v.name.clone(),
+                level: v.level.clone(),
+                sensitive: v.sensitive,
+                visible_build: v.visible_build,
+                visible_runtime: v.visible_runtime,
+            })
+            .collect(),
     }
 }
 
@@ -93,5 +117,133 @@ impl Daemon {
             .map_err(internal)?
             .map(|release| release_info(&release))
             .ok_or_else(|| Status::not_found(format!("there is no release {id}")))
+    }
+
+    /// `launchway releases promote ID`.
+    pub(crate) fn promote_release(self: &Arc<Self>, id: &str) -> Result<LogStream, Status> {
+        let release = self
+            .store
+            .release(id)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("there is no release {id}")))?;
+        let env = self.existing_environment(&release.project, &release.environment)?;
+        if env.status != EnvironmentStatus::Active {
+            return Err(Status::failed_precondition(format!(
+                "environment {} is inactive; activate it first",
+                env.name
+            )));
+        }
+        if release.status == ReleaseStatus::Deploying {
+            return Err(Status::failed_precondition(format!(
+                "release {id} is being deployed"
+            )));
+        }
+        self.run_activities(
+            String::new(),
+            vec![Scheduled {
+                project: env.project.clone(),
+                environment: env.name.clone(),
+                kind: ActivityKind::Promote,
+                description: format!("promotion of release {id} in {}", env.name),
+                work: Work::Promote {
+                    release: id.to_owned(),
+                },
+            }],
+        )
+    }
+
+    pub(crate) async fn promote_activity(
+        &self,
+        activity: &Activity,
+        id: &str,
+        log: &Log,
+        cancel: &CancellationToken,
+    ) -> Result<BTreeMap<String, u64>, Ended> {
+        let release = self
+            .store
+            .release(id)
+            .ok()
+            .flatten()
+            .ok_or_else(|| Ended::Failed(format!("there is no release {id}")))?;
+        self.deploy_again(activity, release, log, cancel).await
+    }
+
+    /// Deploys the release serving the environment again.
+    pub(crate) async fn redeploy_activity(
+        &self,
+        activity: &Activity,
+        log: &Log,
+        cancel: &CancellationToken,
+    ) -> Result<BTreeMap<String, u64>, Ended> {
+        let serving = self
+            .store
+            .deployment(&activity.project, &activity.environment)
+            .ok()
+            .flatten()
+            .filter(|d| d.phase != Phase::Failed.as_str())
+            .and_then(|d| self.store.release(&d.release).ok().flatten())
+            .ok_or_else(|| {
+                Ended::Failed(format!(
+                    "environment {} has no release to redeploy; deploy it with `launchway deploy`",
+                    activity.environment
+                ))
+            })?;
+        self.deploy_again(activity, serving, log, cancel).await
+    }
+
+    async fn deploy_again(
+        &self,
+        activity: &Activity,
+        release: Release,
+        log: &Log,
+        cancel: &CancellationToken,
+    ) -> Result<BTreeMap<String, u64>, Ended> {
+        let env = self.activity_environment(activity)?;
+        if release.project != env.project || release.environment != env.name {
+            return Err(Ended::Failed(format!(
+                "release {} belongs to {}, not {}",
+                release.id, release.environment, env.name
+            )));
+        }
+        if env.status != EnvironmentStatus::Active {
+            return Err(Ended::Failed(format!(
+                "environment {} is inactive; activate it first",
+                env.name
+            )));
+        }
+        // Its images must still exist: nothing is built here.
+        let spec: DeploySpec = serde_json::from_value(release.spec.clone())
+            .map_err(|_| Ended::Failed(format!("release {} cannot be read", release.id)))?;
+        for app in &spec.apps {
+            if self.engine.image(&app.image).await.is_err() {
+                return Err(Ended::Failed(format!(
+                    "the image of app '{}' in release {} (build {}) was garbage-collected; build the commit again with `launchway deploy`",
+                    app.name, release.id, release.build
+                )));
+            }
+        }
+        log.line(&format!(
+            "  Deploying release {} again (build {}, commit {}): nothing is built",
+            release.id,
+            release.build,
+            crate::push::short(&release.commit)
+        ))
+        .await;
+        let started = std::time::Instant::now();
+        let deployed = self
+            .deploy_release(activity, &env, release, false, log, cancel)
+            .await?;
+        log.line(&format!(
+            "  Environment {} ({}) is at {}, release {}",
+            env.name,
+            env.kind.as_str(),
+            crate::push::short(&deployed.commit),
+            deployed.id
+        ))
+        .await;
+        Ok(BTreeMap::from([(
+            "deploy".to_owned(),
+            started.elapsed().as_millis() as u64,
+        )]))
     }
 }

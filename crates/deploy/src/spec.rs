@@ -23,7 +23,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use launchway_build::env::{APP_DIR, base64_text, config_variables, env_variables, tool_env};
+use launchway_build::env::{
+    APP_DIR, UserVariable, base64_text, env_variables, merged_variables, tool_env,
+};
 use launchway_config::App;
 use launchway_config::model::{MountSource, SocketFamily};
 use serde::{Deserialize, Serialize};
@@ -194,6 +196,9 @@ pub struct EnvironmentInput<'a> {
     pub kind: &'a str,
     pub routes: Vec<ResolvedRoute>,
     pub route_notes: Vec<String>,
+    /// The runtime-visible project and environment variables, resolved
+    /// by level; they beat the app config's and lose to the platform's.
+    pub variables: &'a [UserVariable],
 }
 
 /// A short, stable id for an environment's directories and namespace.
@@ -307,7 +312,7 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
                     )),
                 }
             }
-            let (variables, all_variables) = config_variables(app);
+            let (variables, all_variables) = merged_variables(app, environment.variables);
             let mut env: BTreeMap<String, String> = variables;
             let mut platform: Vec<(&str, String)> = tool_env(None)
                 .into_iter()
@@ -488,6 +493,18 @@ services:
                 kind: "production",
                 routes,
                 route_notes,
+                variables: &[
+                    UserVariable {
+                        name: "env:MODE".into(),
+                        value: "from the environment".into(),
+                        json: false,
+                    },
+                    UserVariable {
+                        name: "env:PLATFORM_BRANCH".into(),
+                        value: "spoofed".into(),
+                        json: false,
+                    },
+                ],
             },
             &inputs,
         );
@@ -503,7 +520,15 @@ services:
             .into_iter()
             .collect();
         assert_eq!(env["PORT"], (FIRST_PORT + 2).to_string());
-        assert_eq!(env["MODE"], "live");
+        assert_eq!(
+            env["MODE"], "from the environment",
+            "user variables beat the app config"
+        );
+        assert_eq!(env["PLATFORM_BRANCH"], "main", "the platform's win");
+        assert_eq!(
+            decode(&env["PLATFORM_VARIABLES"])["env:MODE"],
+            "from the environment"
+        );
         assert_eq!(env["PLATFORM_ENVIRONMENT_TYPE"], "production");
         assert_eq!(env["PLATFORM_APP_DIR"], "/app");
         let worker_env: BTreeMap<String, String> =

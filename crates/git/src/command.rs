@@ -131,6 +131,24 @@ impl Git {
         self.run(command, "init --bare").await
     }
 
+    /// Deletes the branch `branch` of `repo` if it still points at
+    /// `expected` (a branch moved since is left alone: git refuses).
+    pub async fn delete_branch(
+        &self,
+        repo: &Path,
+        branch: &str,
+        expected: &str,
+    ) -> Result<(), GitError> {
+        let mut command = self.hermetic();
+        command
+            .arg("--git-dir")
+            .arg(repo)
+            .args(["update-ref", "-d"])
+            .arg(format!("refs/heads/{branch}"))
+            .arg(expected);
+        self.run(command, "update-ref -d").await
+    }
+
     async fn run(&self, mut command: tokio::process::Command, name: &str) -> Result<(), GitError> {
         let output = command
             .stdout(Stdio::null())

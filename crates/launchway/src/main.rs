@@ -5,6 +5,7 @@
 mod admin;
 mod builds;
 mod checkout;
+mod environments;
 mod hook;
 mod releases;
 mod runtimes;
@@ -15,6 +16,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use launchway_config::Severity;
+
+/// The largest variable value read from standard input (the daemon
+/// refuses more than 64 KiB; reading a little past shows the error).
+pub(crate) const MAX_VARIABLE_INPUT: u64 = 65 * 1024;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -98,6 +103,40 @@ enum Command {
         /// The branch (the project's default branch when omitted).
         #[arg(long = "ref")]
         branch: Option<String>,
+    },
+    /// Build an environment's head (reusing builds) and deploy it.
+    Deploy {
+        /// The project.
+        #[arg(long, short = 'p')]
+        project: String,
+        /// The environment.
+        #[arg(long, short = 'e')]
+        environment: String,
+    },
+    /// Deploy the serving release again (nothing is built).
+    Redeploy {
+        /// The project.
+        #[arg(long, short = 'p')]
+        project: String,
+        /// The environment.
+        #[arg(long, short = 'e')]
+        environment: String,
+    },
+    /// List a project's environments.
+    Environments {
+        /// The project.
+        #[arg(long, short = 'p')]
+        project: String,
+    },
+    /// Activate, deactivate or delete an environment.
+    Environment {
+        #[command(subcommand)]
+        command: environments::EnvironmentCommand,
+    },
+    /// Set, list and delete project and environment variables.
+    Variable {
+        #[command(subcommand)]
+        command: environments::VariableCommand,
     },
     /// Delete build images no kept build uses (`[build] keep_builds`).
     Gc,
@@ -209,6 +248,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             builds::build(settings_path.as_deref(), project, branch)
         }
         Command::Gc => builds::gc(settings_path.as_deref()),
+        Command::Deploy {
+            project,
+            environment,
+        } => environments::deploy(settings_path.as_deref(), project, environment, false),
+        Command::Redeploy {
+            project,
+            environment,
+        } => environments::deploy(settings_path.as_deref(), project, environment, true),
+        Command::Environments { project } => environments::list(settings_path.as_deref(), project),
+        Command::Environment { command } => {
+            environments::environment(settings_path.as_deref(), command)
+        }
+        Command::Variable { command } => environments::variable(settings_path.as_deref(), command),
         Command::Releases {
             project,
             environment,

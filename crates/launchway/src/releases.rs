@@ -10,8 +10,13 @@ use crate::admin::{print_fields, print_table, time, with_client};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ReleasesCommand {
-    /// Show one release: its build, apps and routes.
+    /// Show one release: its build, apps, routes and variables.
     Info {
+        /// The release id (`R…`).
+        id: String,
+    },
+    /// Deploy a release again, with no build: a rollback, or a promotion.
+    Promote {
         /// The release id (`R…`).
         id: String,
     },
@@ -106,7 +111,26 @@ pub(crate) fn releases(
             for route in &release.routes {
                 println!("route {route}");
             }
+            for variable in &release.variables {
+                let mut seen = Vec::new();
+                if variable.visible_build {
+                    seen.push("build");
+                }
+                if variable.visible_runtime {
+                    seen.push("runtime");
+                }
+                if variable.sensitive {
+                    seen.push("sensitive");
+                }
+                println!(
+                    "variable {} ({}; {})",
+                    variable.name,
+                    variable.level,
+                    seen.join(", ")
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
+        Some(ReleasesCommand::Promote { id }) => crate::environments::promote(settings_path, id),
     }
 }

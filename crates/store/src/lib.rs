@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 pub use records::{
     Activity, ActivityKind, ActivityResult, ActivityState, Build, BuildApp, BuildStatus,
     Deployment, Environment, EnvironmentStatus, EnvironmentType, KeyGrant, Project, Release,
-    ReleaseStatus, Role,
+    ReleaseStatus, ReleaseVariable, Role, Variable,
 };
 
 /// The encoding version written in front of every record.
@@ -75,6 +75,7 @@ pub struct Store {
     build_logs: sled::Tree,
     releases: sled::Tree,
     deployments: sled::Tree,
+    variables: sled::Tree,
 }
 
 const PROJECTS: &str = "projects";
@@ -86,6 +87,7 @@ const BUILDS: &str = "builds";
 const BUILD_LOGS: &str = "build_logs";
 const RELEASES: &str = "releases";
 const DEPLOYMENTS: &str = "deployments";
+const VARIABLES: &str = "variables";
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut bytes = vec![SCHEMA_VERSION];
@@ -151,6 +153,7 @@ impl Store {
             build_logs: db.open_tree(BUILD_LOGS)?,
             releases: db.open_tree(RELEASES)?,
             deployments: db.open_tree(DEPLOYMENTS)?,
+            variables: db.open_tree(VARIABLES)?,
             db,
         })
     }
@@ -480,6 +483,64 @@ impl Store {
     }
 }
 
+/// `project\0environment\0name`, the environment empty for a project variable.
+fn variable_key(project: &str, environment: Option<&str>, name: &str) -> Vec<u8> {
+    let mut key = pair_key(project, environment.unwrap_or(""));
+    key.push(0);
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+impl Store {
+    /// Creates or replaces a variable.
+    pub fn put_variable(&self, variable: &Variable) -> Result<(), StoreError> {
+        self.variables.insert(
+            variable_key(
+                &variable.project,
+                variable.environment.as_deref(),
+                &variable.name,
+            ),
+            encode(variable),
+        )?;
+        self.flush()
+    }
+
+    /// One variable of a project (`environment` `None`) or an environment.
+    pub fn variable(
+        &self,
+        project: &str,
+        environment: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Variable>, StoreError> {
+        Self::get(
+            &self.variables,
+            VARIABLES,
+            &variable_key(project, environment, name),
+        )
+    }
+
+    /// Removes a variable; false when there was none.
+    pub fn delete_variable(
+        &self,
+        project: &str,
+        environment: Option<&str>,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        let removed = self
+            .variables
+            .remove(variable_key(project, environment, name))?
+            .is_some();
+        self.flush()?;
+        Ok(removed)
+    }
+
+    /// Every variable of a project, its own and its environments', by
+    /// environment then name.
+    pub fn variables(&self, project: &str) -> Result<Vec<Variable>, StoreError> {
+        Self::scan(&self.variables, VARIABLES, &prefix_key(project))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -617,6 +678,54 @@ mod tests {
     }
 
     #[test]
+    fn variables_by_level_and_project() {
+        let (_dir, store) = store();
+        let variable = |project: &str, environment: Option<&str>, name: &str| Variable {
+            project: project.into(),
+            environment: environment.map(str::to_owned),
+            name: name.into(),
+            value: "v".into(),
+            sensitive: false,
+            visible_build: true,
+            visible_runtime: true,
+            inheritable: true,
+            json: false,
+            updated_at: 1,
+        };
+        store.put_variable(&variable("p", None, "env:A")).unwrap();
+        store
+            .put_variable(&variable("p", Some("main"), "env:A"))
+            .unwrap();
+        store
+            .put_variable(&variable("p", Some("dev"), "b"))
+            .unwrap();
+        store.put_variable(&variable("pp", None, "env:A")).unwrap();
+        let listed: Vec<(Option<String>, String)> = store
+            .variables("p")
+            .unwrap()
+            .into_iter()
+            .map(|v| (v.environment, v.name))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                (None, "env:A".to_owned()),
+                (Some("dev".to_owned()), "b".to_owned()),
+                (Some("main".to_owned()), "env:A".to_owned()),
+            ]
+        );
+        assert!(
+            store
+                .variable("p", Some("main"), "env:A")
+                .unwrap()
+                .is_some()
+        );
+        assert!(store.delete_variable("p", Some("main"), "env:A").unwrap());
+        assert!(!store.delete_variable("p", Some("main"), "env:A").unwrap());
+        assert!(store.variable("p", None, "env:A").unwrap().is_some());
+    }
+
+    #[test]
     fn releases_and_deployments_round_trip() {
         let (_dir, store) = store();
         let release = |id: &str, at| Release {
@@ -630,6 +739,8 @@ mod tests {
             status: ReleaseStatus::Active,
             spec: serde_json::json!({"apps": []}),
             activity: None,
+            variables: Vec::new(),
+            config: serde_json::Value::Null,
         };
         store.put_release(&release("R1", 1)).unwrap();
         store.put_release(&release("R2", 2)).unwrap();

@@ -143,6 +143,13 @@ pub struct Environment {
     pub title: Option<String>,
     /// The commit its branch points at.
     pub head: Option<String>,
+    /// Whether activation copies the parent's data (`clone_parent_on_create`).
+    #[serde(default = "yes")]
+    pub clone_parent: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Environment {
@@ -162,6 +169,7 @@ impl Environment {
             status,
             title: None,
             head: None,
+            clone_parent: true,
         }
     }
 }
@@ -176,6 +184,22 @@ pub enum ActivityKind {
     BranchDelete,
     /// A build asked for with `launchway build` (no deploy).
     Build,
+    /// `launchway deploy`: the branch head built and deployed.
+    Deploy,
+    /// An inactive environment made active (data cloned, built, deployed).
+    Activate,
+    /// An active environment's containers and data removed.
+    Deactivate,
+    /// An environment and its branch removed.
+    Delete,
+    /// The current release deployed again.
+    Redeploy,
+    /// A recorded release deployed again (a rollback, or a promotion).
+    Promote,
+    /// A variable created or changed, and the environment redeployed.
+    VariableUpdate,
+    /// A variable removed, and the environment redeployed.
+    VariableDelete,
 }
 
 impl ActivityKind {
@@ -185,6 +209,14 @@ impl ActivityKind {
             ActivityKind::Push => "environment.push",
             ActivityKind::BranchDelete => "environment.branch_delete",
             ActivityKind::Build => "environment.build",
+            ActivityKind::Deploy => "environment.deploy",
+            ActivityKind::Activate => "environment.activate",
+            ActivityKind::Deactivate => "environment.deactivate",
+            ActivityKind::Delete => "environment.delete",
+            ActivityKind::Redeploy => "environment.redeploy",
+            ActivityKind::Promote => "release.promote",
+            ActivityKind::VariableUpdate => "environment.variable.update",
+            ActivityKind::VariableDelete => "environment.variable.delete",
         }
     }
 }
@@ -407,8 +439,49 @@ pub struct Release {
     /// The deploy spec (apps, processes, mounts, routes, variables), as
     /// `launchway-deploy` writes it.
     pub spec: serde_json::Value,
-    /// The activity that deployed it.
+    /// The activity that deployed it (last, when promoted again).
     pub activity: Option<u64>,
+    /// The user variables it runs with: names and where they come from,
+    /// never values (those are in `spec`, which is never printed).
+    #[serde(default)]
+    pub variables: Vec<ReleaseVariable>,
+    /// The normalized config of its apps and its routes, as deployed.
+    #[serde(default)]
+    pub config: serde_json::Value,
+}
+
+/// A variable a release runs with, without its value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseVariable {
+    pub name: String,
+    /// `project` or `environment <name>` (the one it is inherited from).
+    pub level: String,
+    pub sensitive: bool,
+    pub visible_build: bool,
+    pub visible_runtime: bool,
+}
+
+/// A user variable of a project or of one environment (config-reference §2.3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Variable {
+    pub project: String,
+    /// `None` for a project variable.
+    pub environment: Option<String>,
+    /// `env:NAME` becomes the environment variable `NAME`; every name is in
+    /// `PLATFORM_VARIABLES`.
+    pub name: String,
+    pub value: String,
+    /// Never printed back once set.
+    pub sensitive: bool,
+    /// Seen by builds (and part of the build key).
+    pub visible_build: bool,
+    /// Seen by the running app and its hooks.
+    pub visible_runtime: bool,
+    /// An environment variable reaches the environment's children too.
+    pub inheritable: bool,
+    /// `value` is JSON, decoded in `PLATFORM_VARIABLES`.
+    pub json: bool,
+    pub updated_at: u64,
 }
 
 /// An environment's deploy state: what serves, and how far a deploy got.

@@ -1,0 +1,644 @@
+//! Environments (config-reference §3.5): activation, deactivation,
+//! deletion, the listing.
+//!
+//! Activation clones the parent's persistent data (`volumes/` and
+//! `services/` of its directory) into the child, then builds the child's
+//! head (reusing every build whose key matches, the parent's included) and
+//! deploys it. The clone is consistent without stopping the parent: a first
+//! pass copies while the parent serves (reflinks where the filesystem has
+//! them); then, in the parent's activity queue (so no deploy of the parent
+//! runs), the parent's containers are frozen (cgroup freezer), a second pass
+//! copies what changed since the first began, and they are thawed. Requests
+//! to the parent wait for that second pass; none fail.
+//!
+//! Anything that fails during an activation leaves the environment inactive
+//! with no data and no containers, as before. Deactivation stops the
+//! containers and deletes the environment's directory (data and logs); its
+//! releases stay listed. Deletion also removes the branch (unless a push
+//! already did), the environment's own variables and its record; its
+//! children are handed to its parent.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use launchway_api::proto;
+use launchway_deploy::DeploySpec;
+use launchway_store::{
+    Activity, ActivityKind, Environment, EnvironmentStatus, ReleaseStatus, StoreError,
+};
+use launchway_volumes::{SyncMode, SyncReport};
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use tracing::warn;
+
+use crate::Daemon;
+use crate::activity::{Ended, Log, Work};
+use crate::api::internal;
+use crate::build_api::{LogStream, Scheduled};
+use crate::deploy::environment_key;
+use crate::variables::Effective;
+
+/// The directories of an environment that hold data worth cloning.
+const PERSISTENT_DIRS: [&str; 2] = ["volumes", "services"];
+/// How far back the second pass trusts nothing: timestamps are coarse
+/// (a jiffy on ext4) and clocks drift a little.
+const RACY_MARGIN: Duration = Duration::from_secs(2);
+
+/// The queue key of an environment's activities.
+pub(crate) fn queue_key(project: &str, environment: &str) -> String {
+    format!("{project}\0{environment}")
+}
+
+type Timings = BTreeMap<String, u64>;
+
+impl Daemon {
+    /// `name`, then its parent, its parent's parent… (a loop in the
+    /// parent links ends the chain).
+    pub(crate) fn environment_chain(&self, project: &str, name: &str) -> Vec<String> {
+        let environments: BTreeMap<String, Environment> = self
+            .store
+            .environments(project)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| (e.name.clone(), e))
+            .collect();
+        let mut chain = vec![name.to_owned()];
+        let mut current = environments.get(name).and_then(|e| e.parent.clone());
+        while let Some(parent) = current {
+            if chain.contains(&parent) {
+                break;
+            }
+            current = environments.get(&parent).and_then(|e| e.parent.clone());
+            chain.push(parent);
+        }
+        chain
+    }
+
+    /// The project and environment variables `env` sees.
+    pub(crate) fn environment_variables(&self, env: &Environment) -> Vec<Effective> {
+        let all = self.store.variables(&env.project).unwrap_or_else(|error| {
+            warn!(%error, "cannot read the variables");
+            Vec::new()
+        });
+        crate::variables::effective(&all, &self.environment_chain(&env.project, &env.name))
+    }
+
+    /// Makes an inactive environment active: data cloned from the parent,
+    /// then built and deployed.
+    pub(crate) async fn activate_activity(
+        &self,
+        activity: &Activity,
+        log: &Log,
+        cancel: &CancellationToken,
+    ) -> Result<Timings, Ended> {
+        let mut env = self.activity_environment(activity)?;
+        if env.status == EnvironmentStatus::Active {
+            log.line(&format!("  Environment {} is already active", env.name))
+                .await;
+            return Ok(Timings::new());
+        }
+        let head = env.head.clone().ok_or_else(|| {
+            Ended::Failed(format!(
+                "environment {} has no commit yet; push its branch first",
+                env.name
+            ))
+        })?;
+        env.status = EnvironmentStatus::Active;
+        self.store
+            .put_environment(&env)
+            .map_err(|_| Ended::Failed("the environment cannot be recorded".into()))?;
+        let outcome = async {
+            let mut timings = Timings::new();
+            let cloning = Instant::now();
+            self.clone_parent_data(&env, log, cancel).await?;
+            timings.insert("clone".into(), cloning.elapsed().as_millis() as u64);
+            self.build_and_report(
+                activity,
+                &env,
+                &head,
+                log,
+                cancel,
+                timings,
+                Instant::now(),
+                true,
+            )
+            .await
+        }
+        .await;
+        if outcome.is_err() {
+            log.line(&format!(
+                "  Activation failed: environment {} stays inactive",
+                env.name
+            ))
+            .await;
+            if let Err(message) = self.deactivate_environment(&env.project, &env.name).await {
+                log.line(&format!("  E: {message}")).await;
+            }
+        }
+        outcome
+    }
+
+    /// Replaces the environment's data by a copy of its parent's.
+    async fn clone_parent_data(
+        &self,
+        env: &Environment,
+        log: &Log,
+        cancel: &CancellationToken,
+    ) -> Result<(), Ended> {
+        let target = self.environment_dir(&env.project, &env.name);
+        remove_data(&target).await.map_err(Ended::Failed)?;
+        let parent = match env.parent.as_deref() {
+            Some(parent) => self.store.environment(&env.project, parent).ok().flatten(),
+            None => None,
+        };
+        let Some(parent) = parent else {
+            log.line(&format!(
+                "  Activating environment {} with empty data (it has no parent)",
+                env.name
+            ))
+            .await;
+            return Ok(());
+        };
+        if !env.clone_parent {
+            log.line(&format!(
+                "  Activating environment {} with empty data (clone_parent_on_create is off)",
+                env.name
+            ))
+            .await;
+            return Ok(());
+        }
+        if parent.status != EnvironmentStatus::Active {
+            log.line(&format!(
+                "  W: the parent {} is inactive and has no data; {} starts empty",
+                parent.name, env.name
+            ))
+            .await;
+            return Ok(());
+        }
+        log.line(&format!(
+            "  Activating environment {}, as a clone of {}",
+            env.name, parent.name
+        ))
+        .await;
+        let source = self.environment_dir(&env.project, &parent.name);
+        let started = Instant::now();
+        let first_pass_began = SystemTime::now();
+        let copied = sync_data(&source, &target, SyncMode::Full).await;
+        let copied = match copied {
+            Ok(report) => report,
+            Err(message) => {
+                let _ = remove_data(&target).await;
+                return Err(Ended::Failed(format!(
+                    "cannot clone the data of {}: {message}",
+                    parent.name
+                )));
+            }
+        };
+
+        // The second pass, with nothing of the parent running or changing.
+        let (_, mut turn) = self
+            .queues
+            .join(&queue_key(&env.project, &parent.name), || {
+                Ok::<_, StoreError>(())
+            })
+            .map_err(|_| Ended::Failed("the parent's queue cannot be joined".into()))?;
+        tokio::select! {
+            () = turn.wait() => {}
+            () = cancel.cancelled() => {
+                let _ = remove_data(&target).await;
+                return Err(Ended::Cancelled);
+            }
+        }
+        let parent_key = environment_key(&env.project, &parent.name);
+        let containers = self
+            .engine
+            .app_containers(Some(&parent_key))
+            .await
+            .unwrap_or_default();
+        let frozen_at = Instant::now();
+        let mut paused = Vec::new();
+        let mut pause_error = None;
+        for id in &containers {
+            match self.engine.pause_app(id).await {
+                Ok(()) => paused.push(id.clone()),
+                Err(error) => {
+                    pause_error = Some(error.to_string());
+                    break;
+                }
+            }
+        }
+        let delta = match &pause_error {
+            None => {
+                sync_data(
+                    &source,
+                    &target,
+                    SyncMode::Delta {
+                        unchanged_before: first_pass_began
+                            .checked_sub(RACY_MARGIN)
+                            .unwrap_or(first_pass_began),
+                    },
+                )
+                .await
+            }
+            Some(error) => Err(format!(
+                "cannot freeze the parent's containers for a consistent copy: {error}"
+            )),
+        };
+        for id in &paused {
+            if let Err(error) = self.engine.resume_app(id).await {
+                warn!(%error, container = %id, "cannot thaw a container of the parent");
+                log.line(&format!(
+                    "  E: a container of {} could not be thawed: redeploy it",
+                    parent.name
+                ))
+                .await;
+            }
+        }
+        let frozen_for = frozen_at.elapsed();
+        turn.finish();
+        let delta = match delta {
+            Ok(report) => report,
+            Err(message) => {
+                let _ = remove_data(&target).await;
+                return Err(Ended::Failed(format!(
+                    "cannot clone the data of {}: {message}",
+                    parent.name
+                )));
+            }
+        };
+        let how = if copied.reflinked > 0 && copied.copied == 0 {
+            "copy-on-write"
+        } else if copied.reflinked > 0 {
+            "partly copy-on-write"
+        } else {
+            "copied"
+        };
+        log.line(&format!(
+            "    Cloned {} files ({:.1} MiB, {how}) from {} in {:.2} s; {} changed while copying (the parent was paused {:.0} ms)",
+            copied.files,
+            copied.bytes as f64 / 1_048_576.0,
+            parent.name,
+            started.elapsed().as_secs_f64(),
+            delta.copied + delta.reflinked + delta.removed,
+            frozen_for.as_secs_f64() * 1000.0,
+        ))
+        .await;
+        Ok(())
+    }
+
+    /// Stops the environment, deletes its data and marks it inactive (the
+    /// status first: a crash half way leaves an inactive environment).
+    pub(crate) async fn deactivate_environment(
+        &self,
+        project: &str,
+        name: &str,
+    ) -> Result<(), String> {
+        if let Ok(Some(mut env)) = self.store.environment(project, name)
+            && env.status != EnvironmentStatus::Inactive
+        {
+            env.status = EnvironmentStatus::Inactive;
+            self.store
+                .put_environment(&env)
+                .map_err(|_| "the environment cannot be recorded".to_owned())?;
+        }
+        self.stop_environment(project, name).await;
+        let dir = self.environment_dir(project, name);
+        remove_tree(&dir).await?;
+        for mut release in self.store.releases(project, Some(name)).unwrap_or_default() {
+            if matches!(
+                release.status,
+                ReleaseStatus::Active | ReleaseStatus::Deploying
+            ) {
+                release.status = ReleaseStatus::Superseded;
+                if let Err(error) = self.store.put_release(&release) {
+                    warn!(%error, "cannot record a release");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn deactivate_activity(
+        &self,
+        activity: &Activity,
+        log: &Log,
+    ) -> Result<Timings, Ended> {
+        let env = self.activity_environment(activity)?;
+        if self.is_default_environment(&env) {
+            return Err(Ended::Failed(format!(
+                "{} is the default environment; it cannot be deactivated",
+                env.name
+            )));
+        }
+        self.deactivate_environment(&env.project, &env.name)
+            .await
+            .map_err(Ended::Failed)?;
+        log.line(&format!(
+            "  Deactivated environment {}: its containers and data are gone (reactivating clones {} again)",
+            env.name,
+            env.parent.as_deref().unwrap_or("nothing")
+        ))
+        .await;
+        Ok(Timings::new())
+    }
+
+    pub(crate) async fn delete_activity(
+        &self,
+        activity: &Activity,
+        remove_branch: bool,
+        log: &Log,
+    ) -> Result<Timings, Ended> {
+        let project = &activity.project;
+        let name = &activity.environment;
+        let env = self.store.environment(project, name).ok().flatten();
+        if let Some(env) = &env
+            && self.is_default_environment(env)
+        {
+            return Err(Ended::Failed(format!(
+                "{name} is the default environment; it cannot be deleted"
+            )));
+        }
+        self.deactivate_environment(project, name)
+            .await
+            .map_err(Ended::Failed)?;
+        if remove_branch && let Some(head) = env.as_ref().and_then(|e| e.head.as_deref()) {
+            self.git
+                .delete_branch(&self.repo_path(project), name, head)
+                .await
+                .map_err(|error| {
+                    warn!(%error, "cannot delete a branch");
+                    Ended::Failed(format!(
+                        "the branch {name} could not be deleted (was it pushed to meanwhile?)"
+                    ))
+                })?;
+        }
+        let parent = env.as_ref().and_then(|e| e.parent.clone());
+        let failed = |_| Ended::Failed("the environment could not be deleted".into());
+        for mut child in self.store.environments(project).map_err(failed)? {
+            if child.parent.as_deref() == Some(name.as_str()) {
+                child.parent = parent.clone();
+                self.store.put_environment(&child).map_err(failed)?;
+            }
+        }
+        for variable in self.store.variables(project).map_err(failed)? {
+            if variable.environment.as_deref() == Some(name.as_str()) {
+                self.store
+                    .delete_variable(project, Some(name), &variable.name)
+                    .map_err(failed)?;
+            }
+        }
+        self.store
+            .delete_environment(project, name)
+            .map_err(failed)?;
+        log.line(&format!("  Deleted environment {name}")).await;
+        Ok(Timings::new())
+    }
+
+    fn is_default_environment(&self, env: &Environment) -> bool {
+        self.store
+            .project(&env.project)
+            .ok()
+            .flatten()
+            .is_some_and(|p| p.default_branch == env.name)
+    }
+
+    /// The environment `name` of `project`, or a status saying there is none.
+    pub(crate) fn existing_environment(
+        &self,
+        project: &str,
+        name: &str,
+    ) -> Result<Environment, Status> {
+        self.existing_project(project)?;
+        self.store
+            .environment(project, name)
+            .map_err(internal)?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "there is no environment `{name}` in {project}; push its branch first"
+                ))
+            })
+    }
+
+    /// `launchway environments`.
+    pub(crate) fn list_environments(
+        &self,
+        project: &str,
+    ) -> Result<proto::EnvironmentList, Status> {
+        self.existing_project(project)?;
+        let environments = self
+            .store
+            .environments(project)
+            .map_err(internal)?
+            .iter()
+            .map(|env| self.environment_info(env))
+            .collect();
+        Ok(proto::EnvironmentList { environments })
+    }
+
+    fn environment_info(&self, env: &Environment) -> proto::EnvironmentInfo {
+        let deployment = self
+            .store
+            .deployment(&env.project, &env.name)
+            .ok()
+            .flatten();
+        let release = deployment
+            .as_ref()
+            .and_then(|d| self.store.release(&d.release).ok().flatten())
+            .filter(|r| r.status == ReleaseStatus::Active);
+        let url = release
+            .as_ref()
+            .and_then(|r| serde_json::from_value::<DeploySpec>(r.spec.clone()).ok())
+            .and_then(|spec| {
+                spec.routes
+                    .iter()
+                    .find(|r| r.primary)
+                    .or_else(|| spec.routes.first())
+                    .map(|r| r.url.clone())
+            })
+            .unwrap_or_default();
+        proto::EnvironmentInfo {
+            name: env.name.clone(),
+            title: env.title.clone().unwrap_or_default(),
+            r#type: env.kind.as_str().into(),
+            status: env.status.as_str().into(),
+            parent: env.parent.clone().unwrap_or_default(),
+            url,
+            release: release.map(|r| r.id).unwrap_or_default(),
+            head: env.head.clone().unwrap_or_default(),
+        }
+    }
+
+    /// `launchway environment activate`: an activity that clones, builds
+    /// and deploys.
+    pub(crate) fn activate_environment(
+        self: &Arc<Self>,
+        request: &proto::ActivateEnvironmentRequest,
+    ) -> Result<LogStream, Status> {
+        let mut env = self.existing_environment(&request.project, &request.environment)?;
+        if !request.parent.is_empty() && env.parent.as_deref() != Some(request.parent.as_str()) {
+            self.existing_environment(&request.project, &request.parent)?;
+            if self
+                .environment_chain(&request.project, &request.parent)
+                .contains(&env.name)
+            {
+                return Err(Status::invalid_argument(format!(
+                    "{} cannot be its own ancestor: choose another parent than {}",
+                    env.name, request.parent
+                )));
+            }
+            if self.is_default_environment(&env) {
+                return Err(Status::invalid_argument(
+                    "the default environment has no parent",
+                ));
+            }
+            env.parent = Some(request.parent.clone());
+        }
+        if request.no_clone {
+            env.clone_parent = false;
+        }
+        self.store.put_environment(&env).map_err(internal)?;
+        let description = match &env.parent {
+            Some(parent) if env.clone_parent => {
+                format!("activation of {} as a clone of {parent}", env.name)
+            }
+            _ => format!("activation of {}", env.name),
+        };
+        self.run_activities(
+            String::new(),
+            vec![Scheduled {
+                project: env.project.clone(),
+                environment: env.name.clone(),
+                kind: ActivityKind::Activate,
+                description,
+                work: Work::Activate,
+            }],
+        )
+    }
+
+    /// `launchway environment deactivate|delete`.
+    pub(crate) fn remove_environment(
+        self: &Arc<Self>,
+        request: &proto::EnvironmentRequest,
+        delete: bool,
+    ) -> Result<LogStream, Status> {
+        let env = self.existing_environment(&request.project, &request.environment)?;
+        if self.is_default_environment(&env) {
+            return Err(Status::failed_precondition(format!(
+                "{} is the default environment; it cannot be {}",
+                env.name,
+                if delete { "deleted" } else { "deactivated" }
+            )));
+        }
+        let (kind, description, work) = if delete {
+            (
+                ActivityKind::Delete,
+                format!("deletion of {}", env.name),
+                Work::Delete {
+                    remove_branch: true,
+                },
+            )
+        } else {
+            (
+                ActivityKind::Deactivate,
+                format!("deactivation of {}", env.name),
+                Work::Deactivate,
+            )
+        };
+        self.run_activities(
+            String::new(),
+            vec![Scheduled {
+                project: env.project.clone(),
+                environment: env.name.clone(),
+                kind,
+                description,
+                work,
+            }],
+        )
+    }
+
+    /// `launchway deploy` and `launchway redeploy`.
+    pub(crate) fn deploy_environment(
+        self: &Arc<Self>,
+        request: &proto::EnvironmentRequest,
+        redeploy: bool,
+    ) -> Result<LogStream, Status> {
+        let env = self.existing_environment(&request.project, &request.environment)?;
+        if env.status != EnvironmentStatus::Active {
+            return Err(Status::failed_precondition(format!(
+                "environment {} is inactive; activate it with `launchway environment activate -p {} {}`",
+                env.name, env.project, env.name
+            )));
+        }
+        let (kind, description, work) = if redeploy {
+            (
+                ActivityKind::Redeploy,
+                format!("redeploy of {}", env.name),
+                Work::Redeploy,
+            )
+        } else {
+            (
+                ActivityKind::Deploy,
+                format!("deploy of {} requested", env.name),
+                Work::DeployHead,
+            )
+        };
+        self.run_activities(
+            String::new(),
+            vec![Scheduled {
+                project: env.project.clone(),
+                environment: env.name.clone(),
+                kind,
+                description,
+                work,
+            }],
+        )
+    }
+}
+
+/// Syncs every persistent directory of an environment from `source` to
+/// `target` (environment directories) off the runtime's threads.
+async fn sync_data(source: &Path, target: &Path, mode: SyncMode) -> Result<SyncReport, String> {
+    let source = source.to_path_buf();
+    let target = target.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+        let mut total = SyncReport::default();
+        for dir in PERSISTENT_DIRS {
+            let report = launchway_volumes::sync_tree(&source.join(dir), &target.join(dir), mode)
+                .map_err(|e| e.to_string())?;
+            total.files += report.files;
+            total.directories += report.directories;
+            total.bytes += report.bytes;
+            total.reflinked += report.reflinked;
+            total.copied += report.copied;
+            total.kept += report.kept;
+            total.removed += report.removed;
+            total.skipped += report.skipped;
+        }
+        Ok(total)
+    })
+    .await
+    .map_err(|_| "the copy stopped unexpectedly".to_owned())?
+}
+
+/// Removes an environment's persistent data.
+async fn remove_data(env_dir: &Path) -> Result<(), String> {
+    for dir in PERSISTENT_DIRS {
+        remove_tree(&env_dir.join(dir)).await?;
+    }
+    Ok(())
+}
+
+/// Removes a directory tree (never following links), if it exists.
+async fn remove_tree(path: &Path) -> Result<(), String> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&path) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(format!("cannot remove {}: {error}", path.display())),
+    })
+    .await
+    .map_err(|_| "the removal stopped unexpectedly".to_owned())?
+}
