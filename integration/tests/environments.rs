@@ -49,7 +49,7 @@ const CONFIG: &str = r#"applications:
         source: tmp
     web:
       commands:
-        start: env | sort > public/run/env.txt; exec httpd -f -p 127.0.0.1:$PORT -h /app/public
+        start: echo "app sees ${SECRET:-no secret}"; env | sort > public/run/env.txt; exec httpd -f -p 127.0.0.1:$PORT -h /app/public
 "#;
 
 fn commit_version(work: &Work, version: &str) {
@@ -432,6 +432,9 @@ fn variables_reach_builds_and_apps_by_precedence_and_sensitive_ones_are_never_sh
         let id = line.split_whitespace().next().unwrap();
         seen.push_str(&cli_ok(&daemon, &["builds", "logs", id]));
     }
+    let app_log = cli_ok(&daemon, &["logs", "-p", "shop", "-e", "main", "web"]);
+    assert!(app_log.contains("app sees ******"), "{app_log}");
+    seen.push_str(&app_log);
     seen.push_str(&daemon.log());
     assert!(seen.contains("env:SECRET"), "the listing names it");
     assert!(

@@ -172,9 +172,16 @@ impl Daemon {
         };
         let label = files.len() > 1;
         let follow = request.follow;
+        // What the app prints of its sensitive variables is masked too.
+        let secrets = self
+            .store
+            .variables(&environment.project)
+            .map(|all| crate::variables::secrets(&all))
+            .unwrap_or_default();
         let (sender, receiver) = mpsc::channel(16);
         tokio::spawn(async move {
             let prefix = |name: &str, text: String| -> String {
+                let text = crate::variables::mask(&text, &secrets);
                 if !label {
                     return text;
                 }
