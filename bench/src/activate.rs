@@ -152,6 +152,10 @@ fn activation(
         "[{label}] wrote the parent's data in {:.1} s",
         filled.elapsed().as_secs_f64()
     );
+    // Files changed in the 2 s before a clone are copied again with the
+    // parent frozen (timestamps are too coarse to trust); data written by
+    // an app is normally older than that.
+    std::thread::sleep(Duration::from_secs(3));
 
     let probe = Probe::start(server.router, "main.clones.localhost");
     let started = Instant::now();

@@ -278,7 +278,6 @@ pub fn sync_tree(source: &Path, target: &Path, mode: SyncMode) -> Result<SyncRep
     let threads = std::thread::available_parallelism()
         .map_or(2, NonZero::get)
         .clamp(2, 8);
-    let threads = std::env::var("VOLBENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(threads); // TEMP-BENCH
     let prepare = |action, errno: Errno| VolumeError::PrepareTarget {
         path: target.to_owned(),
         action,
@@ -314,8 +313,8 @@ pub fn sync_tree(source: &Path, target: &Path, mode: SyncMode) -> Result<SyncRep
             let dst = open_or_create_dir(parent.as_fd(), &name).map_err(|e| prepare("open", e))?;
             match src {
                 Some(src) => {
-                    let cutoff = nanos_since_epoch(unchanged_before)
-                        - i128::try_from(CTIME_MARGIN.as_nanos()).unwrap_or(i128::MAX);
+                    let margin = i128::try_from(CTIME_MARGIN.as_nanos()).unwrap_or(i128::MAX);
+                    let cutoff = nanos_since_epoch(unchanged_before).saturating_sub(margin);
                     walk::run(source, target, src, dst, Some(cutoff), threads)
                 }
                 None => {
