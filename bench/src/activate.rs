@@ -170,6 +170,9 @@ fn activation(
                 .then(|| rest.split_whitespace().next()?.parse::<f64>().ok())?
         })
         .context("no `Cloned … in X s` line in the activation log")?;
+    if let Some(line) = log.lines().find(|line| line.contains("Cloned ")) {
+        println!("[{label}] {}", line.trim());
+    }
     let child_page = common::http_get(server.router, "feature.clones.localhost", "/")?;
     if child_page != "parent\n" {
         bail!("the child does not serve: {child_page:?}");
