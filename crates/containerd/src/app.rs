@@ -22,6 +22,9 @@ use containerd_client::services::v1::{
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, random_id};
+
+/// The longest a pause or resume may take.
+pub(crate) const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
 use crate::error::{EngineError, Result};
 use crate::spec::{StepSpec, process_spec, runtime_spec};
 use crate::step::{Output, OutputStream, StepOutcome, Waited};
@@ -147,16 +150,33 @@ impl Engine {
     }
 
     /// Freezes every process of the container (the cgroup freezer), so its
-    /// files stop changing; [`Engine::resume_app`] thaws it. No task is not
-    /// an error (there is nothing to freeze).
+    /// files stop changing; [`Engine::resume_app`] thaws it. A container
+    /// with no running task is not an error (there is nothing to freeze).
+    /// Bounded by [`FREEZE_TIMEOUT`].
     pub async fn pause_app(&self, id: &str) -> Result<()> {
         let request = self.request(PauseTaskRequest {
             container_id: id.to_string(),
         });
-        match self.tasks().pause(request).await {
-            Ok(_) => Ok(()),
-            Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
-            Err(status) => Err(EngineError::rpc(
+        let mut tasks = self.tasks();
+        match tokio::time::timeout(FREEZE_TIMEOUT, tasks.pause(request)).await {
+            Err(_) => Err(EngineError::Rpc {
+                operation: "task pause",
+                code: tonic::Code::DeadlineExceeded,
+                message: format!(
+                    "pausing {id} took longer than {} s",
+                    FREEZE_TIMEOUT.as_secs()
+                ),
+            }),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(status))
+                if matches!(
+                    status.code(),
+                    tonic::Code::NotFound | tonic::Code::FailedPrecondition
+                ) =>
+            {
+                Ok(())
+            }
+            Ok(Err(status)) => Err(EngineError::rpc(
                 "task pause",
                 || format!("task {id}"),
                 status,
@@ -164,15 +184,32 @@ impl Engine {
         }
     }
 
-    /// Thaws a container [`Engine::pause_app`] froze.
+    /// Thaws a container [`Engine::pause_app`] froze; one that is not
+    /// paused (or has no task) is left as it is.
     pub async fn resume_app(&self, id: &str) -> Result<()> {
         let request = self.request(ResumeTaskRequest {
             container_id: id.to_string(),
         });
-        match self.tasks().resume(request).await {
-            Ok(_) => Ok(()),
-            Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
-            Err(status) => Err(EngineError::rpc(
+        let mut tasks = self.tasks();
+        match tokio::time::timeout(FREEZE_TIMEOUT, tasks.resume(request)).await {
+            Err(_) => Err(EngineError::Rpc {
+                operation: "task resume",
+                code: tonic::Code::DeadlineExceeded,
+                message: format!(
+                    "resuming {id} took longer than {} s",
+                    FREEZE_TIMEOUT.as_secs()
+                ),
+            }),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(status))
+                if matches!(
+                    status.code(),
+                    tonic::Code::NotFound | tonic::Code::FailedPrecondition
+                ) =>
+            {
+                Ok(())
+            }
+            Ok(Err(status)) => Err(EngineError::rpc(
                 "task resume",
                 || format!("task {id}"),
                 status,

@@ -70,13 +70,28 @@ pub(crate) struct Log {
     daemon: Arc<Daemon>,
     id: u64,
     sink: Option<mpsc::Sender<Vec<u8>>>,
-    secrets: Arc<Vec<String>>,
+    secrets: Arc<std::sync::RwLock<Vec<String>>>,
 }
 
 impl Log {
     /// `text` with the sensitive values of the project masked.
     pub(crate) fn mask(&self, text: &str) -> String {
-        crate::variables::mask(text, &self.secrets)
+        match self.secrets.read() {
+            Ok(secrets) => crate::variables::mask(text, &secrets),
+            Err(poisoned) => crate::variables::mask(text, &poisoned.into_inner()),
+        }
+    }
+
+    /// Masks `values` too from now on (the variables a build or deploy is
+    /// about to use, read after the activity started; a promoted release's).
+    pub(crate) fn add_secrets(&self, values: Vec<String>) {
+        let mut secrets = match self.secrets.write() {
+            Ok(secrets) => secrets,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        secrets.extend(values);
+        let all = std::mem::take(&mut *secrets);
+        *secrets = crate::variables::secret_values(all);
     }
 
     pub(crate) async fn line(&self, text: &str) {
@@ -145,16 +160,16 @@ impl Daemon {
         cancel: CancellationToken,
     ) -> ActivityResult {
         let started = now_ms();
-        let secrets = self
-            .store
-            .variables(&activity.project)
-            .map(|all| crate::variables::secrets(&all))
+        let variables = self.store.variables(&activity.project);
+        let secrets = variables
+            .as_ref()
+            .map(|all| crate::variables::secrets(all))
             .unwrap_or_default();
         let log = Log {
             daemon: self.clone(),
             id: activity.id,
             sink,
-            secrets: Arc::new(secrets),
+            secrets: Arc::new(std::sync::RwLock::new(secrets)),
         };
         if cancel.is_cancelled() {
             activity.state = ActivityState::Cancelled;
@@ -180,6 +195,10 @@ impl Daemon {
         log.line(&format!("Processing activity: {}", activity.description))
             .await;
         let result = match &work {
+            // Without them nothing can be masked: do nothing.
+            _ if variables.is_err() => Err(Ended::Failed(
+                "the project's variables cannot be read; nothing was done".into(),
+            )),
             Work::Push { update, activate } => {
                 self.push_activity(&activity, update, *activate, &log, &cancel)
                     .await
@@ -388,7 +407,13 @@ impl Daemon {
             Err(_) => return Err(Ended::Failed("planning stopped unexpectedly".into())),
         };
         timings.insert("plan".into(), started.elapsed().as_millis() as u64);
-        let variables = self.environment_variables(env);
+        let all = self
+            .store
+            .variables(&env.project)
+            .map_err(|_| Ended::Failed("the project's variables cannot be read".into()))?;
+        log.add_secrets(crate::variables::secrets(&all));
+        let variables =
+            crate::variables::effective(&all, &self.environment_chain(&env.project, &env.name));
         let build_visible = crate::variables::build_visible(&variables);
         let build_started = Instant::now();
         let build = self

@@ -508,9 +508,12 @@ impl launchway_api::Launchway for ApiService {
                     .ok()
                     .flatten()
             });
-        let variables = environment
-            .map(|env| crate::variables::build_visible(&self.daemon.environment_variables(&env)))
-            .unwrap_or_default();
+        let variables = match environment {
+            Some(env) => crate::variables::build_visible(
+                &self.daemon.environment_variables(&env).map_err(internal)?,
+            ),
+            None => Vec::new(),
+        };
         let planned = tokio::task::spawn_blocking(move || -> Result<_, Status> {
             let repository = gix::open_opts(&repo, gix::open::Options::isolated())
                 .map_err(|e| Status::internal(format!("cannot open the repository: {e}")))?;

@@ -265,6 +265,26 @@ impl Daemon {
         )
     }
 
+    /// Marks every other active (or deploying) release of the environment
+    /// superseded: one release serves at a time.
+    fn supersede_others(&self, project: &str, environment: &str, serving: &str) {
+        for mut other in self
+            .store
+            .releases(project, Some(environment))
+            .unwrap_or_default()
+        {
+            if other.id != serving
+                && matches!(
+                    other.status,
+                    ReleaseStatus::Active | ReleaseStatus::Deploying
+                )
+            {
+                other.status = ReleaseStatus::Superseded;
+                self.note_store("release", self.store.put_release(&other));
+            }
+        }
+    }
+
     pub(crate) fn public_router_port(&self) -> u16 {
         if self.settings.router.public_port != 0 {
             self.settings.router.public_port
@@ -475,6 +495,12 @@ impl Daemon {
                         self.put_deployment_phase(&mut deployment, Phase::Complete)?;
                     }
                     None => {
+                        // Nothing serves: no release of the environment is active.
+                        if release.status == ReleaseStatus::Active {
+                            release.status = ReleaseStatus::Superseded;
+                            self.note_store("release", self.store.put_release(&release));
+                        }
+                        self.supersede_others(&env.project, &env.name, &release_id);
                         self.put_deployment_phase(&mut deployment, Phase::Failed)?;
                     }
                 }
@@ -507,13 +533,7 @@ impl Daemon {
         let held_for = held_at.elapsed();
         release.status = ReleaseStatus::Active;
         self.note_store("release", self.store.put_release(&release));
-        if let Some(previous) = previous_release.as_deref()
-            && previous != release_id
-            && let Ok(Some(mut old)) = self.store.release(previous)
-        {
-            old.status = ReleaseStatus::Superseded;
-            self.note_store("release", self.store.put_release(&old));
-        }
+        self.supersede_others(&env.project, &env.name, &release_id);
         if let Ok(Some(mut record)) = self.store.build(&release.build) {
             record.release = Some(release_id.clone());
             self.note_store("build", self.store.put_build(&record));
@@ -970,9 +990,33 @@ impl Daemon {
 
     /// At start-up: serve every environment whose release was serving.
     pub(crate) async fn restore_routing(&self) {
+        // A clone interrupted by a stop can have left a parent frozen.
+        for id in self.engine.app_containers(None).await.unwrap_or_default() {
+            let _ = self.engine.resume_app(&id).await;
+        }
         let Ok(deployments) = self.store.deployments() else {
             return;
         };
+        // A release a stop caught mid-deploy: active if its deploy got as far
+        // as serving, else superseded (it can be promoted again).
+        for mut release in self.store.all_releases().unwrap_or_default() {
+            if release.status != ReleaseStatus::Deploying {
+                continue;
+            }
+            let served = deployments.iter().any(|d| {
+                d.project == release.project
+                    && d.environment == release.environment
+                    && d.release == release.id
+                    && serde_json::from_value::<Phase>(serde_json::Value::String(d.phase.clone()))
+                        .is_ok_and(|phase| phase.is_released())
+            });
+            release.status = if served {
+                ReleaseStatus::Active
+            } else {
+                ReleaseStatus::Superseded
+            };
+            self.note_store("release", self.store.put_release(&release));
+        }
         for deployment in deployments {
             let Ok(phase) = serde_json::from_value::<Phase>(serde_json::Value::String(
                 deployment.phase.clone(),

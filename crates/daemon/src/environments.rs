@@ -77,12 +77,15 @@ impl Daemon {
     }
 
     /// The project and environment variables `env` sees.
-    pub(crate) fn environment_variables(&self, env: &Environment) -> Vec<Effective> {
-        let all = self.store.variables(&env.project).unwrap_or_else(|error| {
-            warn!(%error, "cannot read the variables");
-            Vec::new()
-        });
-        crate::variables::effective(&all, &self.environment_chain(&env.project, &env.name))
+    pub(crate) fn environment_variables(
+        &self,
+        env: &Environment,
+    ) -> Result<Vec<Effective>, StoreError> {
+        let all = self.store.variables(&env.project)?;
+        Ok(crate::variables::effective(
+            &all,
+            &self.environment_chain(&env.project, &env.name),
+        ))
     }
 
     /// Makes an inactive environment active: data cloned from the parent,
@@ -211,22 +214,41 @@ impl Daemon {
                 return Err(Ended::Cancelled);
             }
         }
+        // The parent may have been deactivated or deleted meanwhile.
+        let still_there = matches!(
+            self.store.environment(&env.project, &parent.name),
+            Ok(Some(p)) if p.status == EnvironmentStatus::Active
+        );
+        if !still_there {
+            turn.finish();
+            let _ = remove_data(&target).await;
+            return Err(Ended::Failed(format!(
+                "{} was deactivated or deleted while it was cloned",
+                parent.name
+            )));
+        }
         let parent_key = environment_key(&env.project, &parent.name);
-        let containers = self
-            .engine
-            .app_containers(Some(&parent_key))
-            .await
-            .unwrap_or_default();
+        let containers = match self.engine.app_containers(Some(&parent_key)).await {
+            Ok(containers) => containers,
+            Err(error) => {
+                turn.finish();
+                let _ = remove_data(&target).await;
+                return Err(Ended::Failed(format!(
+                    "cannot list the containers of {} to freeze them: {error}",
+                    parent.name
+                )));
+            }
+        };
         let frozen_at = Instant::now();
-        let mut paused = Vec::new();
+        // Every container a pause was asked of is resumed, even one whose
+        // pause reported an error (it may have frozen anyway).
+        let mut attempted = Vec::new();
         let mut pause_error = None;
         for id in &containers {
-            match self.engine.pause_app(id).await {
-                Ok(()) => paused.push(id.clone()),
-                Err(error) => {
-                    pause_error = Some(error.to_string());
-                    break;
-                }
+            attempted.push(id.clone());
+            if let Err(error) = self.engine.pause_app(id).await {
+                pause_error = Some(error.to_string());
+                break;
             }
         }
         let delta = match &pause_error {
@@ -246,18 +268,27 @@ impl Daemon {
                 "cannot freeze the parent's containers for a consistent copy: {error}"
             )),
         };
-        for id in &paused {
-            if let Err(error) = self.engine.resume_app(id).await {
+        let mut still_frozen = Vec::new();
+        for id in &attempted {
+            if self.engine.resume_app(id).await.is_err()
+                && let Err(error) = self.engine.resume_app(id).await
+            {
                 warn!(%error, container = %id, "cannot thaw a container of the parent");
-                log.line(&format!(
-                    "  E: a container of {} could not be thawed: redeploy it",
-                    parent.name
-                ))
-                .await;
+                still_frozen.push(id.clone());
             }
         }
         let frozen_for = frozen_at.elapsed();
         turn.finish();
+        if !still_frozen.is_empty() {
+            log.line(&format!(
+                "  E: {} container(s) of {} could not be thawed; redeploy it: launchway redeploy -p {} -e {}",
+                still_frozen.len(),
+                parent.name,
+                env.project,
+                parent.name
+            ))
+            .await;
+        }
         let delta = match delta {
             Ok(report) => report,
             Err(message) => {
@@ -477,6 +508,12 @@ impl Daemon {
         request: &proto::ActivateEnvironmentRequest,
     ) -> Result<LogStream, Status> {
         let mut env = self.existing_environment(&request.project, &request.environment)?;
+        if env.status == EnvironmentStatus::Active {
+            return Err(Status::failed_precondition(format!(
+                "environment {} is already active (deactivate it first to clone it again)",
+                env.name
+            )));
+        }
         if !request.parent.is_empty() && env.parent.as_deref() != Some(request.parent.as_str()) {
             self.existing_environment(&request.project, &request.parent)?;
             if self
@@ -495,9 +532,7 @@ impl Daemon {
             }
             env.parent = Some(request.parent.clone());
         }
-        if request.no_clone {
-            env.clone_parent = false;
-        }
+        env.clone_parent = !request.no_clone;
         self.store.put_environment(&env).map_err(internal)?;
         let description = match &env.parent {
             Some(parent) if env.clone_parent => {

@@ -103,6 +103,18 @@ fn io_error(path: &Path) -> impl Fn(std::io::Error) -> DaemonError + '_ {
     }
 }
 
+/// Raises the soft limit on open files to the hard one: the daemon holds
+/// many sockets, repositories and, while it clones a volume, directories.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        warn!(%error, "cannot raise the open files limit");
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
@@ -194,6 +206,7 @@ pub async fn serve(
     settings: Settings,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), DaemonError> {
+    raise_open_file_limit();
     let data = settings.data_dir.clone();
     create_dir(&data, 0o700)?;
     let repos = data.join("repos");
@@ -276,8 +289,14 @@ pub async fn serve(
         tasks: TaskTracker::new(),
         engine,
     });
-    daemon.reconcile()?;
+    let interrupted = daemon.reconcile()?;
     daemon.reconcile_builds()?;
+    for (project, environment) in interrupted {
+        warn!(%project, %environment, "an activation was interrupted; the environment is deactivated");
+        if let Err(message) = daemon.deactivate_environment(&project, &environment).await {
+            warn!(%message, %project, %environment, "cannot deactivate");
+        }
+    }
     daemon.restore_routing().await;
     info!(ssh = %ssh_addr, api = %socket.display(), router = %router_addr, data = %data.display(), "launchway is serving");
 

@@ -282,13 +282,22 @@ impl Daemon {
     }
 
     /// Marks activities a crash or stop left unfinished as cancelled.
-    pub(crate) fn reconcile(&self) -> Result<(), launchway_store::StoreError> {
+    /// Returns the environments whose activation was interrupted: they are
+    /// deactivated before anything serves (an activation that did not
+    /// finish stores nothing).
+    pub(crate) fn reconcile(&self) -> Result<Vec<(String, String)>, launchway_store::StoreError> {
+        let mut interrupted = Vec::new();
         for mut activity in self.store.activities(None, usize::MAX)? {
             if matches!(
                 activity.state,
                 launchway_store::ActivityState::Pending
                     | launchway_store::ActivityState::InProgress
             ) {
+                if activity.state == launchway_store::ActivityState::InProgress
+                    && matches!(activity.kind, ActivityKind::Activate | ActivityKind::Push)
+                {
+                    interrupted.push((activity.project.clone(), activity.environment.clone()));
+                }
                 activity.state = launchway_store::ActivityState::Cancelled;
                 activity.completed_at = Some(now_ms());
                 self.store.append_log(
@@ -298,7 +307,16 @@ impl Daemon {
                 self.store.put_activity(&activity)?;
             }
         }
-        Ok(())
+        // A push only activates when its environment has no deployment yet.
+        interrupted.retain(|(project, environment)| {
+            !matches!(self.store.deployment(project, environment), Ok(Some(_)))
+                && matches!(
+                    self.store.environment(project, environment),
+                    Ok(Some(env)) if env.status == EnvironmentStatus::Active
+                        && env.parent.is_some()
+                )
+        });
+        Ok(interrupted)
     }
 }
 

@@ -10,9 +10,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use base64::Engine as _;
 use launchway_api::proto;
 use launchway_deploy::{DeploySpec, Listen, Phase, RouteKind};
-use launchway_store::{Activity, ActivityKind, EnvironmentStatus, Release, ReleaseStatus};
+use launchway_store::{Activity, ActivityKind, EnvironmentStatus, Release};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
@@ -133,11 +134,6 @@ impl Daemon {
                 env.name
             )));
         }
-        if release.status == ReleaseStatus::Deploying {
-            return Err(Status::failed_precondition(format!(
-                "release {id} is being deployed"
-            )));
-        }
         self.run_activities(
             String::new(),
             vec![Scheduled {
@@ -191,7 +187,7 @@ impl Daemon {
         self.deploy_again(activity, serving, log, cancel).await
     }
 
-    async fn deploy_again(
+    pub(crate) async fn deploy_again(
         &self,
         activity: &Activity,
         release: Release,
@@ -211,15 +207,28 @@ impl Daemon {
                 env.name
             )));
         }
-        // Its images must still exist: nothing is built here.
         let spec: DeploySpec = serde_json::from_value(release.spec.clone())
             .map_err(|_| Ended::Failed(format!("release {} cannot be read", release.id)))?;
+        // Its sensitive values may differ from today's (rotated, deleted).
+        log.add_secrets(release_secrets(&release, &spec));
+        // Its images must still exist (nothing is built here), and stay
+        // while it deploys: garbage collection waits.
+        let _gc = self.gc_lock.read().await;
         for app in &spec.apps {
-            if self.engine.image(&app.image).await.is_err() {
-                return Err(Ended::Failed(format!(
-                    "the image of app '{}' in release {} (build {}) was garbage-collected; build the commit again with `launchway deploy`",
-                    app.name, release.id, release.build
-                )));
+            match self.engine.image(&app.image).await {
+                Ok(_) => {}
+                Err(error) if error.is_not_found() => {
+                    return Err(Ended::Failed(format!(
+                        "the image of app '{}' in release {} (build {}) was garbage-collected; build the commit again with `launchway deploy`",
+                        app.name, release.id, release.build
+                    )));
+                }
+                Err(error) => {
+                    return Err(Ended::Failed(format!(
+                        "the image of app '{}' cannot be read: {error}",
+                        app.name
+                    )));
+                }
             }
         }
         log.line(&format!(
@@ -246,4 +255,43 @@ impl Daemon {
             started.elapsed().as_millis() as u64,
         )]))
     }
+}
+
+/// The values of a release's sensitive variables, from its spec: the
+/// exported `env:` ones, and every one in `PLATFORM_VARIABLES`.
+fn release_secrets(release: &Release, spec: &DeploySpec) -> Vec<String> {
+    let sensitive: Vec<&str> = release
+        .variables
+        .iter()
+        .filter(|v| v.sensitive)
+        .map(|v| v.name.as_str())
+        .collect();
+    if sensitive.is_empty() {
+        return Vec::new();
+    }
+    let mut values = Vec::new();
+    for app in &spec.apps {
+        for (name, value) in &app.env {
+            if sensitive
+                .iter()
+                .any(|s| s.strip_prefix("env:") == Some(name.as_str()))
+            {
+                values.push(value.clone());
+            }
+            if name == "PLATFORM_VARIABLES"
+                && let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(value)
+                && let Ok(serde_json::Value::Object(map)) =
+                    serde_json::from_slice::<serde_json::Value>(&bytes)
+            {
+                for name in &sensitive {
+                    match map.get(*name) {
+                        Some(serde_json::Value::String(text)) => values.push(text.clone()),
+                        Some(other) => values.push(other.to_string()),
+                        None => {}
+                    }
+                }
+            }
+        }
+    }
+    values
 }

@@ -58,6 +58,7 @@ impl Daemon {
         } else {
             let env = self.existing_environment(&request.project, &request.environment)?;
             self.environment_variables(&env)
+                .map_err(internal)?
                 .iter()
                 .map(|e| variable_info(&e.variable, &e.level))
                 .collect()

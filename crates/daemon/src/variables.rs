@@ -149,10 +149,27 @@ pub(crate) fn check(name: &str, value: &str, json: bool) -> Result<(), String> {
 /// shorter than [`MIN_MASKED`] are not masked (masking `1` everywhere would
 /// make logs unreadable); Launchway itself never prints any of them.
 pub(crate) fn secrets(all: &[Variable]) -> Vec<String> {
-    let mut values: Vec<String> = all
+    secret_values(
+        all.iter()
+            .filter(|v| v.sensitive)
+            .map(|v| v.value.clone())
+            .collect(),
+    )
+}
+
+/// The strings to mask for `values`: each value, and each line of a
+/// multi-line one (logs are masked line by line), longest first.
+pub(crate) fn secret_values(values: Vec<String>) -> Vec<String> {
+    let mut values: Vec<String> = values
         .iter()
-        .filter(|v| v.sensitive && v.value.len() >= MIN_MASKED)
-        .map(|v| v.value.clone())
+        .flat_map(|value| {
+            let mut parts = vec![value.clone()];
+            if value.contains('\n') {
+                parts.extend(value.lines().map(|line| line.trim().to_owned()));
+            }
+            parts
+        })
+        .filter(|part| part.len() >= MIN_MASKED)
         .collect();
     // Longest first, so a secret containing another is masked whole.
     values.sort_by_key(|v| std::cmp::Reverse(v.len()));
@@ -278,10 +295,17 @@ mod tests {
         let mut short = variable(None, "env:ONE", "1");
         short.sensitive = true;
         let plain = variable(None, "env:PLAIN", "visible");
-        let secrets = secrets(&[secret, longer, short, plain]);
+        let mut pem = variable(
+            None,
+            "env:KEY_PEM",
+            "-----BEGIN-----\nc2VjcmV0\n-----END-----",
+        );
+        pem.sensitive = true;
+        let secrets = secrets(&[secret, longer, short, plain, pem]);
         assert_eq!(
             mask("a hunter2-extended b hunter2 c 1 visible", &secrets),
             "a ****** b ****** c 1 visible"
         );
+        assert_eq!(mask("line: c2VjcmV0", &secrets), "line: ******");
     }
 }

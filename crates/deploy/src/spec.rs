@@ -348,7 +348,16 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
                     ),
                 ),
             ]);
+            // A worker's own `variables` are app config: they beat the
+            // app's, not the user's nor the platform's.
+            let mut protected: BTreeSet<String> = environment
+                .variables
+                .iter()
+                .filter_map(|v| v.name.strip_prefix("env:").map(str::to_owned))
+                .collect();
+            protected.extend(["PORT".to_owned(), "SOCKET".to_owned()]);
             for (name, value) in platform {
+                protected.insert(name.to_string());
                 env.insert(name.to_string(), value);
             }
 
@@ -371,7 +380,8 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
                     mounts.retain(|m| m.target != extra.target);
                     mounts.push(extra);
                 }
-                let worker_env = env_variables(&worker.variables);
+                let mut worker_env = env_variables(&worker.variables);
+                worker_env.retain(|name, _| !protected.contains(name));
                 processes.push(ProcessSpec {
                     name: format!("worker-{}", crate::routes::host_label(name)),
                     pre_start: worker.pre_start.clone(),
@@ -446,6 +456,11 @@ mod tests {
       queue:
         commands:
           start: work
+        variables:
+          env:
+            MODE: worker
+            PLATFORM_BRANCH: spoofed
+            QUEUE: jobs
   api:
     type: python:3.11
     web:
@@ -534,6 +549,12 @@ services:
         let worker_env: BTreeMap<String, String> =
             web.process_env(&web.processes[1]).into_iter().collect();
         assert!(!worker_env.contains_key("PORT"));
+        assert_eq!(worker_env["QUEUE"], "jobs");
+        assert_eq!(
+            worker_env["MODE"], "from the environment",
+            "a worker's config variables lose to user variables"
+        );
+        assert_eq!(worker_env["PLATFORM_BRANCH"], "main");
         let relationships = decode(&env["PLATFORM_RELATIONSHIPS"]);
         // App-to-app: reachable; the service: not provided yet, and said so.
         assert_eq!(relationships["backend"][0]["host"], "backend.internal");
