@@ -382,6 +382,8 @@ impl Daemon {
                 "release {release_id} cannot be read (was it written by another version of Launchway?)"
             ))
         })?;
+        // The values it runs with (today's, or older ones for a promotion).
+        log.add_secrets(crate::release_api::release_secrets(&release, &spec));
         let status_before = release.status;
         if !fresh {
             release.status = ReleaseStatus::Deploying;

@@ -6,10 +6,11 @@
 //! head (reusing every build whose key matches, the parent's included) and
 //! deploys it. The clone is consistent without stopping the parent: a first
 //! pass copies while the parent serves (reflinks where the filesystem has
-//! them); then, in the parent's activity queue (so no deploy of the parent
-//! runs), the parent's containers are frozen (cgroup freezer), a second pass
-//! copies what changed since the first began, and they are thawed. Requests
-//! to the parent wait for that second pass; none fail.
+//! them), a second pass recopies what changed meanwhile; then, in the
+//! parent's activity queue (so no deploy of the parent runs), the parent's
+//! containers are frozen (cgroup freezer), a last pass copies what changed
+//! since the second began, and they are thawed. Requests to the parent
+//! wait for that last pass; none fail.
 //!
 //! Anything that fails during an activation leaves the environment inactive
 //! with no data and no containers, as before. Deactivation stops the
@@ -42,7 +43,7 @@ use crate::variables::Effective;
 
 /// The directories of an environment that hold data worth cloning.
 const PERSISTENT_DIRS: [&str; 2] = ["volumes", "services"];
-/// How far back the second pass trusts nothing: timestamps are coarse
+/// How far back the catch-up and last passes trust nothing: timestamps are coarse
 /// (a jiffy on ext4) and clocks drift a little.
 const RACY_MARGIN: Duration = Duration::from_secs(2);
 
@@ -200,7 +201,28 @@ impl Daemon {
             }
         };
 
-        // The second pass, with nothing of the parent running or changing.
+        // Catch up unfrozen with what changed during the first pass (long
+        // without reflinks), so the frozen pass has little left to copy.
+        let catch_up_began = SystemTime::now();
+        if let Err(message) = sync_data(
+            &source,
+            &target,
+            SyncMode::Delta {
+                unchanged_before: first_pass_began
+                    .checked_sub(RACY_MARGIN)
+                    .unwrap_or(first_pass_began),
+            },
+        )
+        .await
+        {
+            let _ = remove_data(&target).await;
+            return Err(Ended::Failed(format!(
+                "cannot clone the data of {}: {message}",
+                parent.name
+            )));
+        }
+
+        // The last pass, with nothing of the parent running or changing.
         let (_, mut turn) = self
             .queues
             .join(&queue_key(&env.project, &parent.name), || {
@@ -257,9 +279,9 @@ impl Daemon {
                     &source,
                     &target,
                     SyncMode::Delta {
-                        unchanged_before: first_pass_began
+                        unchanged_before: catch_up_began
                             .checked_sub(RACY_MARGIN)
-                            .unwrap_or(first_pass_began),
+                            .unwrap_or(catch_up_began),
                     },
                 )
                 .await

@@ -209,8 +209,6 @@ impl Daemon {
         }
         let spec: DeploySpec = serde_json::from_value(release.spec.clone())
             .map_err(|_| Ended::Failed(format!("release {} cannot be read", release.id)))?;
-        // Its sensitive values may differ from today's (rotated, deleted).
-        log.add_secrets(release_secrets(&release, &spec));
         // Its images must still exist (nothing is built here), and stay
         // while it deploys: garbage collection waits.
         let _gc = self.gc_lock.read().await;
@@ -258,8 +256,10 @@ impl Daemon {
 }
 
 /// The values of a release's sensitive variables, from its spec: the
-/// exported `env:` ones, and every one in `PLATFORM_VARIABLES`.
-fn release_secrets(release: &Release, spec: &DeploySpec) -> Vec<String> {
+/// exported `env:` ones, every one in `PLATFORM_VARIABLES`, and the
+/// encoded `PLATFORM_VARIABLES` itself when it holds one (an app that
+/// prints its environment prints it).
+pub(crate) fn release_secrets(release: &Release, spec: &DeploySpec) -> Vec<String> {
     let sensitive: Vec<&str> = release
         .variables
         .iter()
@@ -287,8 +287,9 @@ fn release_secrets(release: &Release, spec: &DeploySpec) -> Vec<String> {
                     match map.get(*name) {
                         Some(serde_json::Value::String(text)) => values.push(text.clone()),
                         Some(other) => values.push(other.to_string()),
-                        None => {}
+                        None => continue,
                     }
+                    values.push(value.clone());
                 }
             }
         }
