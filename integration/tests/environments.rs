@@ -152,6 +152,15 @@ fn a_branch_is_activated_with_a_copy_of_its_parents_data_deactivated_and_deleted
     assert!(row[4].contains("feature.shop.localhost"), "{row:?}");
     assert!(row[5].starts_with('R'), "{row:?}");
     assert_eq!(daemon.app_containers(Some("shop/feature")).len(), 1);
+    // Refused, changing nothing: activating it again, an unknown one.
+    for args in [
+        ["environment", "activate", "-p", "shop", "feature"],
+        ["environment", "activate", "-p", "shop", "nope"],
+    ] {
+        let (ok, output) = cli(&daemon, &args);
+        assert!(!ok, "{args:?} was accepted:\n{output}");
+    }
+    assert_eq!(body(&daemon, "feature", "/data/child-deploys"), "x\n");
 
     // Deactivation: containers and data gone; the default one refuses.
     cli_ok(
