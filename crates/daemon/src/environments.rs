@@ -20,7 +20,7 @@
 //! children are handed to its parent.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -661,10 +661,30 @@ async fn sync_data(source: &Path, target: &Path, mode: SyncMode) -> Result<SyncR
     let target = target.to_path_buf();
     tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+        // Never fill the host's disk: at most 90 % of what is free (holes
+        // and reflinked data cost nothing).
+        let budget = nix::sys::statvfs::statvfs(&target)
+            .ok()
+            .map(|fs| fs.blocks_available().saturating_mul(fs.fragment_size()) / 10 * 9);
         let mut total = SyncReport::default();
         for dir in PERSISTENT_DIRS {
-            let report = launchway_volumes::sync_tree(&source.join(dir), &target.join(dir), mode)
-                .map_err(|e| e.to_string())?;
+            // A directory the parent never had (no service mounts) is
+            // absent from both sides; one it lost meanwhile is an error.
+            let absent = |path: PathBuf| {
+                matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+            };
+            if absent(source.join(dir))
+                && (matches!(mode, SyncMode::Full) || absent(target.join(dir)))
+            {
+                continue;
+            }
+            let report = launchway_volumes::sync_tree_limited(
+                &source.join(dir),
+                &target.join(dir),
+                mode,
+                budget.map(|b| b.saturating_sub(total.bytes)),
+            )
+            .map_err(|e| e.to_string())?;
             total.files += report.files;
             total.directories += report.directories;
             total.bytes += report.bytes;

@@ -3,26 +3,28 @@
 
 use std::ffi::{CStr, CString};
 use std::fs::File;
-use std::io::{Read as _, Write as _};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::unix::fs::FileExt as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use nix::dir::Dir;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{
     FchmodatFlags, FileStat, Mode, SFlag, UtimensatFlags, fchmod, fchmodat, futimens, utimensat,
 };
 use nix::sys::time::TimeSpec;
-use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, unlinkat};
+use nix::unistd::{Gid, Uid, UnlinkatFlags, Whence, fchown, fchownat, lseek, unlinkat};
 
 /// Flags every open adds.
 const BASE: OFlag = OFlag::O_CLOEXEC.union(OFlag::O_NOFOLLOW);
 
 /// How deep [`remove_tree`] descends before it moves a subtree up to the
-/// directory being removed (so removing any depth needs a bounded number of
-/// fds and stack frames).
-const REMOVE_DEPTH: usize = 64;
+/// directory being removed, so removing any depth holds at most this many
+/// fds (plus one for a listing) and stack frames.
+pub(crate) const REMOVE_DEPTH: usize = 8;
+
+/// How many names [`remove_tree`] reads from a directory at a time.
+const REMOVE_BATCH: usize = 10_000;
 
 /// The kind of an entry, from `st_mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,20 +90,51 @@ pub(crate) fn create_file(dir: BorrowedFd<'_>, name: &CStr) -> nix::Result<File>
     openat(dir, name, flags, Mode::from_bits_truncate(0o600)).map(File::from)
 }
 
-/// The names in directory `dir` (without `.` and `..`), read through a new
-/// open file description so the read offset of `dir` is never shared.
-pub(crate) fn read_names(dir: BorrowedFd<'_>) -> nix::Result<Vec<CString>> {
-    let fd = open_dir(dir, c".")?;
-    let mut listing = Dir::from_fd(fd)?;
+/// Up to `max` names of directory `dir` (without `.` and `..`).
+#[derive(Debug)]
+pub(crate) struct Names {
+    pub(crate) names: Vec<CString>,
+    /// Whether `dir` has more names than were returned.
+    pub(crate) truncated: bool,
+}
+
+/// The names in directory `dir` (without `.` and `..`), at most `max` of
+/// them, read through a new open file description so the read offset of
+/// `dir` is never shared.
+pub(crate) fn read_names(dir: BorrowedFd<'_>, max: usize) -> nix::Result<Names> {
+    list(open_dir(dir, c".")?, max)
+}
+
+/// Reads the names of the directory open as `fd`, then closes it.
+///
+/// rustix's `Dir` takes the fd as an `OwnedFd` and closes it on every path,
+/// failure included. (nix 0.31's `Dir::from_fd` turns it into a raw fd
+/// before `fdopendir` and does not close it when that fails: a leak.)
+fn list(fd: OwnedFd, max: usize) -> nix::Result<Names> {
+    let mut listing = rustix::fs::Dir::new(fd).map_err(errno)?;
     let mut names = Vec::new();
-    for entry in listing.iter() {
-        let entry = entry?;
+    while let Some(entry) = listing.read() {
+        let entry = entry.map_err(errno)?;
         let name = entry.file_name();
-        if name != c"." && name != c".." {
-            names.push(name.to_owned());
+        if name == c"." || name == c".." {
+            continue;
         }
+        if names.len() == max {
+            return Ok(Names {
+                names,
+                truncated: true,
+            });
+        }
+        names.push(name.to_owned());
     }
-    Ok(names)
+    Ok(Names {
+        names,
+        truncated: false,
+    })
+}
+
+fn errno(e: rustix::io::Errno) -> Errno {
+    Errno::from_raw(e.raw_os_error())
 }
 
 /// Sets owner, permissions and times of an open file or directory from `st`.
@@ -164,15 +197,81 @@ fn unsupported(errno: Errno) -> bool {
     )
 }
 
-/// Copies the data of `src` into the empty `dst`: a reflink (FICLONE) when
-/// the filesystem shares extents, else `copy_file_range`, else read/write.
-/// Returns the method and the bytes copied (the source's size for a reflink).
+/// A limit on the data [`copy_data`] writes, shared by the walk's threads.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    limit: Option<u64>,
+    used: AtomicU64,
+}
+
+impl Budget {
+    pub(crate) const fn new(limit: Option<u64>) -> Self {
+        Self {
+            limit,
+            used: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) const fn limit(&self) -> Option<u64> {
+        self.limit
+    }
+
+    /// Takes `n` bytes from the budget, or fails if that would exceed it.
+    fn take(&self, n: u64) -> Result<(), CopyError> {
+        let Some(limit) = self.limit else {
+            return Ok(());
+        };
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                used.checked_add(n).filter(|total| *total <= limit)
+            })
+            .map(drop)
+            .map_err(|_| CopyError::TooLarge)
+    }
+
+    /// Gives back `n` bytes taken but not written.
+    fn give_back(&self, n: u64) {
+        if self.limit.is_some() && n > 0 {
+            self.used.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Why [`copy_data`] failed.
+#[derive(Debug)]
+pub(crate) enum CopyError {
+    Io(std::io::Error),
+    /// The data would exceed the [`Budget`].
+    TooLarge,
+}
+
+impl From<std::io::Error> for CopyError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+impl From<Errno> for CopyError {
+    fn from(e: Errno) -> Self {
+        Self::Io(e.into())
+    }
+}
+
+/// Copies the data of `src`, `size` bytes long, into the empty `dst`: a
+/// reflink (FICLONE) when the filesystem shares extents, else only the
+/// ranges holding data (holes stay holes) with `copy_file_range`, else with
+/// reads and writes; `dst` is then made `size` long. Bytes written are taken
+/// from `budget` before they are written; a reflink writes none.
+///
+/// Returns the method and the bytes of data written (the source's size for a
+/// reflink).
 pub(crate) fn copy_data(
-    src: &mut File,
-    dst: &mut File,
+    src: &File,
+    dst: &File,
     size: u64,
     fallbacks: &Fallbacks,
-) -> std::io::Result<(Method, u64)> {
+    budget: &Budget,
+) -> Result<(Method, u64), CopyError> {
     if !fallbacks.no_reflink.load(Ordering::Relaxed) {
         match rustix::fs::ioctl_ficlone(dst.as_fd(), src.as_fd()) {
             Ok(()) => return Ok((Method::Reflink, size)),
@@ -180,17 +279,95 @@ pub(crate) fn copy_data(
                 tracing::debug!(error = %e, "reflink not supported here; copying data instead");
                 fallbacks.no_reflink.store(true, Ordering::Relaxed);
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(std::io::Error::from(e).into()),
         }
     }
-    let mut copied = 0_u64;
+    // Data ranges of [0, size): what the file holds past `size` was written
+    // after the copy began, and the delta pass copies it.
+    let mut written = 0_u64;
+    // `dst` is as long as the end of the last range written to it.
+    let mut length = 0_u64;
+    let mut pos = 0_u64;
+    while pos < size {
+        let start = match lseek(src.as_fd(), offset(pos)?, Whence::SeekData) {
+            Ok(start) => u64::try_from(start).unwrap_or(u64::MAX),
+            // No data after `pos`.
+            Err(Errno::ENXIO) => break,
+            Err(e) if unsupported(e) => pos,
+            Err(e) => return Err(e.into()),
+        };
+        if start >= size {
+            break;
+        }
+        let end = match lseek(src.as_fd(), offset(start)?, Whence::SeekHole) {
+            Ok(end) => u64::try_from(end).unwrap_or(u64::MAX).min(size),
+            // Truncated meanwhile.
+            Err(Errno::ENXIO) => break,
+            Err(e) if unsupported(e) => size,
+            Err(e) => return Err(e.into()),
+        };
+        let copied = copy_range(src, dst, start, end, fallbacks, budget)?;
+        written += copied;
+        if copied > 0 {
+            length = start + copied;
+        }
+        if copied < end - start {
+            // The file ended early: it was truncated meanwhile.
+            break;
+        }
+        pos = end;
+    }
+    // Trailing holes (and what a truncation meanwhile removed).
+    if length != size {
+        dst.set_len(size)?;
+    }
+    Ok((Method::Copy, written))
+}
+
+fn offset(n: u64) -> std::io::Result<i64> {
+    i64::try_from(n).map_err(|_| std::io::Error::from(Errno::EFBIG))
+}
+
+/// Copies bytes `start..end` of `src` to the same offsets of `dst`, or up to
+/// the end of `src` if that comes first; returns how many.
+fn copy_range(
+    src: &File,
+    dst: &File,
+    start: u64,
+    end: u64,
+    fallbacks: &Fallbacks,
+    budget: &Budget,
+) -> Result<u64, CopyError> {
+    let wanted = end - start;
+    budget.take(wanted)?;
+    let mut pos = start;
+    let result = copy_range_taken(src, dst, &mut pos, end, fallbacks);
+    budget.give_back(end - pos);
+    result.map(|()| pos - start)
+}
+
+/// [`copy_range`] once the budget is taken; `pos` advances with the copy.
+fn copy_range_taken(
+    src: &File,
+    dst: &File,
+    pos: &mut u64,
+    end: u64,
+    fallbacks: &Fallbacks,
+) -> Result<(), CopyError> {
     if !fallbacks.no_copy_file_range.load(Ordering::Relaxed) {
-        loop {
-            // Offsets `None`: the file positions advance, so the read/write
-            // fallback below continues where this stopped.
-            match nix::fcntl::copy_file_range(src.as_fd(), None, dst.as_fd(), None, 1 << 30) {
-                Ok(0) => return Ok((Method::Copy, copied)),
-                Ok(n) => copied += n as u64,
+        while *pos < end {
+            let len = usize::try_from((end - *pos).min(1 << 30)).unwrap_or(1 << 30);
+            let mut off_in = offset(*pos)?;
+            let mut off_out = off_in;
+            match nix::fcntl::copy_file_range(
+                src.as_fd(),
+                Some(&mut off_in),
+                dst.as_fd(),
+                Some(&mut off_out),
+                len,
+            ) {
+                Ok(0) => return Ok(()),
+                Ok(n) => *pos += n as u64,
                 Err(Errno::EINTR) => {}
                 Err(e) if unsupported(e) => {
                     tracing::debug!(error = %e, "copy_file_range not supported here; reading and writing instead");
@@ -202,16 +379,18 @@ pub(crate) fn copy_data(
         }
     }
     let mut buffer = vec![0_u8; 256 * 1024];
-    loop {
-        let n = match src.read(&mut buffer) {
-            Ok(0) => return Ok((Method::Copy, copied)),
+    while *pos < end {
+        let len = usize::try_from(end - *pos).map_or(buffer.len(), |n| n.min(buffer.len()));
+        let n = match src.read_at(&mut buffer[..len], *pos) {
+            Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
-        dst.write_all(&buffer[..n])?;
-        copied += n as u64;
+        dst.write_all_at(&buffer[..n], *pos)?;
+        *pos += n as u64;
     }
+    Ok(())
 }
 
 /// Removes `name` from `dir` whatever it is, a whole tree included, without
@@ -226,12 +405,14 @@ pub(crate) fn remove_tree(dir: BorrowedFd<'_>, name: &CStr) -> nix::Result<u64> 
     let top = open_dir(dir, name)?;
     let mut removed = 0;
     let mut moved = 0_u64;
+    // Each batch read is removed (or moved up into `top`, read again later)
+    // before the next, so the batches end.
     loop {
-        let names = read_names(top.as_fd())?;
-        if names.is_empty() {
+        let batch = read_names(top.as_fd(), REMOVE_BATCH)?.names;
+        if batch.is_empty() {
             break;
         }
-        for child in names {
+        for child in batch {
             removed += remove_below(top.as_fd(), top.as_fd(), &child, 1, &mut moved)?;
         }
     }
@@ -270,9 +451,123 @@ fn remove_below(
     }
     let sub = open_dir(dir, name)?;
     let mut removed = 0;
-    for child in read_names(sub.as_fd())? {
-        removed += remove_below(top, sub.as_fd(), &child, depth + 1, moved)?;
+    loop {
+        let batch = read_names(sub.as_fd(), REMOVE_BATCH)?.names;
+        if batch.is_empty() {
+            break;
+        }
+        for child in batch {
+            removed += remove_below(top, sub.as_fd(), &child, depth + 1, moved)?;
+        }
     }
     unlinkat(dir, name, UnlinkatFlags::RemoveDir)?;
     Ok(removed + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::fs::MetadataExt as _;
+
+    use super::*;
+
+    #[test]
+    fn a_listing_that_fails_closes_its_fd() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("not-a-directory");
+        std::fs::write(&path, "x").unwrap();
+        let file = OwnedFd::from(File::open(&path).unwrap());
+        let raw = file.as_raw_fd();
+
+        assert_eq!(list(file, 10).unwrap_err(), Errno::ENOTDIR);
+
+        // Closed: the number is free, or another test's fd took it since.
+        match std::fs::read_link(format!("/proc/self/fd/{raw}")) {
+            Ok(target) => assert_ne!(target, path, "fd {raw} leaked"),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
+        }
+    }
+
+    #[test]
+    fn read_names_stops_at_the_limit_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..5 {
+            std::fs::write(dir.path().join(format!("f{i}")), "").unwrap();
+        }
+        let fd = OwnedFd::from(File::open(dir.path()).unwrap());
+
+        let all = read_names(fd.as_fd(), 5).unwrap();
+        assert_eq!((all.names.len(), all.truncated), (5, false));
+        let some = read_names(fd.as_fd(), 4).unwrap();
+        assert_eq!((some.names.len(), some.truncated), (4, true));
+    }
+
+    /// A sparse file: `data` at each offset, `len` long.
+    fn sparse(path: &std::path::Path, len: u64, data: &[(u64, &[u8])]) -> File {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .unwrap();
+        file.set_len(len).unwrap();
+        for (at, bytes) in data {
+            file.write_all_at(bytes, *at).unwrap();
+        }
+        file
+    }
+
+    #[test]
+    fn reads_and_writes_keep_holes_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let block = vec![7_u8; 8192];
+        let src = sparse(
+            &dir.path().join("src"),
+            64 << 20,
+            &[(0, &block), (20 << 20, &block), (40 << 20, b"tail")],
+        );
+        let dst = File::create_new(dir.path().join("dst")).unwrap();
+        let fallbacks = Fallbacks::default();
+        fallbacks.no_reflink.store(true, Ordering::Relaxed);
+        fallbacks.no_copy_file_range.store(true, Ordering::Relaxed);
+
+        let (method, written) =
+            copy_data(&src, &dst, 64 << 20, &fallbacks, &Budget::new(None)).unwrap();
+
+        assert_eq!(method, Method::Copy);
+        assert!(written < 1 << 20, "{written} bytes written");
+        let meta = dst.metadata().unwrap();
+        assert_eq!(meta.len(), 64 << 20);
+        assert!(meta.blocks() * 512 < 1 << 20, "{} blocks", meta.blocks());
+        assert!(
+            std::fs::read(dir.path().join("src")).unwrap()
+                == std::fs::read(dir.path().join("dst")).unwrap()
+        );
+    }
+
+    #[test]
+    fn the_budget_counts_data_only_and_stops_before_writing_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // Block-aligned, so the data range is exactly this.
+        let data = vec![1_u8; 65_536];
+        let src = sparse(&dir.path().join("src"), 1 << 30, &[(1 << 29, &data)]);
+        let fallbacks = Fallbacks::default();
+        fallbacks.no_reflink.store(true, Ordering::Relaxed);
+
+        // Room for two copies and a half.
+        let budget = Budget::new(Some(163_840));
+        let dst = File::create_new(dir.path().join("a")).unwrap();
+        copy_data(&src, &dst, 1 << 30, &fallbacks, &budget).unwrap();
+        let dst = File::create_new(dir.path().join("b")).unwrap();
+        copy_data(&src, &dst, 1 << 30, &fallbacks, &budget).unwrap();
+        let dst = File::create_new(dir.path().join("c")).unwrap();
+        assert!(matches!(
+            copy_data(&src, &dst, 1 << 30, &fallbacks, &budget),
+            Err(CopyError::TooLarge)
+        ));
+        assert_eq!(dst.metadata().unwrap().blocks(), 0, "nothing written");
+        assert_eq!(budget.used.load(Ordering::Relaxed), 131_072);
+    }
 }

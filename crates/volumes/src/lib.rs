@@ -1,8 +1,9 @@
 //! Launchway's volume cloning: an environment's persistent data directory
 //! (the app-writable mounts) copied into a new child environment.
 //!
-//! [`sync_tree`] copies a tree with blocking std I/O on a few threads of its
-//! own; the daemon calls it when an environment is activated.
+//! [`sync_tree`] (or [`sync_tree_limited`], with a limit on the data written)
+//! copies a tree with blocking std I/O on a few threads of its own; the
+//! daemon calls it when an environment is activated.
 //!
 //! # Two passes
 //!
@@ -17,7 +18,9 @@
 //!
 //! Entries that vanish or change type during pass 1 are expected with a live
 //! app: they are skipped or looked at again, not errors, and pass 2 repairs
-//! them.
+//! them. A source root missing at pass 2 is an error
+//! ([`VolumeError::SourceMissing`]): the parent's data went away between the
+//! passes.
 //!
 //! # The source is hostile
 //!
@@ -31,6 +34,11 @@
 //!   entry below it is opened with `openat` relative to its parent's fd and
 //!   `O_NOFOLLOW`; no path below a root is ever resolved. The paths *above*
 //!   the roots are the caller's and are trusted;
+//! - a directory opened again later (the walk keeps no fds while work waits
+//!   in its queue) is reached the same way, one `openat` per level, and must
+//!   still have the device and inode the walk first found: one moved or
+//!   replaced meanwhile is looked at again or skipped, never read in the
+//!   place of the other;
 //! - a symlink is recreated as a symlink with the same text, never followed;
 //! - a regular file's type is checked again with `fstat` on the opened fd
 //!   (opened `O_NONBLOCK`, so a FIFO swapped in cannot block the walk), and
@@ -46,23 +54,28 @@
 //!
 //! Regular files are reflinked (`FICLONE`) where the filesystem shares
 //! extents (XFS with `reflink=1`, btrfs), which costs the same whatever the
-//! size; else copied in the kernel with `copy_file_range`; else read and
-//! written. A method that fails as unsupported is not tried again in the same
-//! run. Directories and chunks of entries are spread over up to eight
-//! threads.
+//! size; else their data ranges (found with `SEEK_DATA`/`SEEK_HOLE`) are
+//! copied in the kernel with `copy_file_range`, else read and written, and
+//! holes stay holes: a 1 TiB sparse file costs what its data does. A method
+//! that fails as unsupported is not tried again in the same run. Directories
+//! and chunks of entries are spread over up to eight threads.
 //!
 //! # Limits
 //!
 //! - Hard links become separate copies: link counts are not preserved.
 //! - Extended attributes and ACLs are not copied.
-//! - Holes in sparse files are kept by a reflink only.
+//! - Preallocated but unwritten ranges (`fallocate`) are copied as holes
+//!   unless reflinked.
 //! - Reading a symlink updates its atime in the source (Linux has no
 //!   `O_NOATIME` for `readlink`); files and directories are read with
 //!   `O_NOATIME`.
 //! - Nothing is `fsync`ed; call `syncfs` on the target if the copy must
 //!   survive a crash.
-//! - Directories nest at most [`MAX_DEPTH`] levels: each level being copied
-//!   holds two fds.
+//! - Directories nest at most [`MAX_DEPTH`] levels, and hold at most
+//!   [`MAX_ENTRIES`] entries each (a listing is held in memory).
+//! - Open fds: at most `3 + 17 × threads` (139 with eight threads) at any
+//!   time, whatever the width and depth of the tree; no work waiting in the
+//!   queue holds one (see the `walk` module).
 
 mod fsops;
 mod walk;
@@ -78,10 +91,14 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, open};
 use nix::sys::stat::{Mode, fchmod, mkdirat};
 
-use crate::fsops::{open_dir, read_names, remove_tree};
+use crate::fsops::{open_dir, remove_tree};
 
 /// The deepest directory nesting [`sync_tree`] copies.
 pub const MAX_DEPTH: usize = 256;
+
+/// The most entries one directory may hold for [`sync_tree`] to copy it (or,
+/// in delta mode, to compare it with an existing copy).
+pub const MAX_ENTRIES: usize = 1_000_000;
 
 /// How much earlier than [`SyncMode::Delta`]'s `unchanged_before` a source
 /// ctime must be for its entry to be kept: the kernel stamps ctime from a
@@ -97,9 +114,9 @@ pub enum SyncMode {
     /// mode, owner and mtime match and whose source ctime is before
     /// `unchanged_before` (less [`CTIME_MARGIN`]) are kept; everything else
     /// is copied again; entries of `target` missing from `source` are
-    /// removed. A missing `target` is created; a missing `source` empties
-    /// `target`. On error `target` is left half-synced: sync again, or
-    /// discard it.
+    /// removed. A missing `target` is created. A missing `source` is an
+    /// error ([`VolumeError::SourceMissing`]), `target` untouched. On error
+    /// `target` is left half-synced: sync again, or discard it.
     Delta {
         /// Typically the time taken just before the full pass started.
         unchanged_before: SystemTime,
@@ -114,7 +131,8 @@ pub struct SyncReport {
     pub files: u64,
     /// Directories created or walked.
     pub directories: u64,
-    /// Bytes of regular files written (a reflinked file counts its size).
+    /// Bytes of regular file data written: the data ranges copied (holes are
+    /// not written), or a reflinked file's size.
     pub bytes: u64,
     /// Regular files reflinked.
     pub reflinked: u64,
@@ -125,8 +143,9 @@ pub struct SyncReport {
     /// Target entries removed because the source no longer has them
     /// ([`SyncMode::Delta`]); every entry of a removed directory counts.
     pub removed: u64,
-    /// Sockets and device nodes, and entries that vanished from the source
-    /// during the walk.
+    /// Sockets and device nodes, entries that vanished from the source
+    /// during the walk, and ([`SyncMode::Full`]) entries of directories that
+    /// were moved or replaced during it.
     pub skipped: u64,
 }
 
@@ -137,6 +156,15 @@ pub enum VolumeError {
     /// The source root is a symlink, which is never followed.
     #[error("source {path} is a symlink; pass the real data directory")]
     SourceSymlink {
+        /// The source root.
+        path: PathBuf,
+    },
+    /// [`SyncMode::Delta`] found no source root: the data was removed after
+    /// the full pass.
+    #[error(
+        "source {path} no longer exists; the parent's data was removed while it was cloned, so clone again from an active parent"
+    )]
+    SourceMissing {
         /// The source root.
         path: PathBuf,
     },
@@ -243,9 +271,10 @@ pub enum VolumeError {
         /// [`MAX_DEPTH`].
         limit: usize,
     },
-    /// An entry kept changing type while the walk looked at it.
+    /// An entry kept changing type while the walk looked at it, or (delta
+    /// mode) a directory was moved or replaced during the walk.
     #[error(
-        "{path} in source {source_root} kept changing type during the copy; pause the app, then clone again"
+        "{path} in source {source_root} kept changing during the copy; pause the app, then clone again"
     )]
     Unstable {
         /// The source root.
@@ -253,23 +282,92 @@ pub enum VolumeError {
         /// The entry, relative to `source_root`.
         path: PathBuf,
     },
+    /// A directory holds more than [`MAX_ENTRIES`] entries.
+    #[error(
+        "directory {path} in {root} has more than {limit} entries; spread them over subdirectories, then clone again"
+    )]
+    TooManyEntries {
+        /// The source or target root.
+        root: PathBuf,
+        /// The directory, relative to `root`.
+        path: PathBuf,
+        /// [`MAX_ENTRIES`].
+        limit: usize,
+    },
+    /// The data to write exceeds the limit given to [`sync_tree_limited`].
+    #[error(
+        "the data to clone exceeds {limit} bytes (holes in sparse files and reflinked files not counted); remove data from the source or raise the limit, then clone again"
+    )]
+    TooLarge {
+        /// The limit, in bytes.
+        limit: u64,
+    },
 }
 
-/// Copies the tree at `source` to `target` as [`SyncMode`] says.
+/// Copies the tree at `source` to `target` as [`SyncMode`] says, with no
+/// limit on the data written: [`sync_tree_limited`] with `None`.
 ///
-/// Copies regular files (reflinked where possible), directories, symlinks (as
-/// symlinks) and FIFOs with their owner, permissions (setuid and setgid
-/// dropped) and atime/mtime in nanoseconds; skips sockets and device nodes.
-/// A missing `source` counts as an empty directory. `target`'s parent must
-/// exist. If a [`SyncMode::Full`] copy fails, `target` is removed.
+/// # Errors
+///
+/// As [`sync_tree_limited`].
+pub fn sync_tree(source: &Path, target: &Path, mode: SyncMode) -> Result<SyncReport, VolumeError> {
+    sync_tree_limited(source, target, mode, None)
+}
+
+/// Copies the tree at `source` to `target` as [`SyncMode`] says, writing at
+/// most `max_bytes` bytes of file data if given.
+///
+/// Copies regular files (reflinked where possible; else their data, holes
+/// kept as holes), directories, symlinks (as symlinks) and FIFOs with their
+/// owner, permissions (setuid and setgid dropped) and atime/mtime in
+/// nanoseconds; skips sockets and device nodes. [`SyncMode::Full`] treats a
+/// missing `source` as an empty directory; [`SyncMode::Delta`] fails.
+/// `target`'s parent must exist. If a [`SyncMode::Full`] copy fails,
+/// `target` is removed.
+///
+/// `max_bytes` counts the data this call writes: the data ranges of files
+/// copied, not their apparent size (a hole costs nothing), and nothing for a
+/// reflinked file (it shares the source's extents). Exceeding it fails with
+/// [`VolumeError::TooLarge`] before the data past it is written. In delta
+/// mode it counts that pass's writes only.
 ///
 /// Blocks; runs on up to eight threads of its own.
 ///
 /// # Errors
 ///
-/// The source root is a symlink or not a directory, source and target
-/// overlap, or an entry cannot be read or written (see [`VolumeError`]).
-pub fn sync_tree(source: &Path, target: &Path, mode: SyncMode) -> Result<SyncReport, VolumeError> {
+/// The source root is a symlink or not a directory (or, in delta mode,
+/// missing), source and target overlap, an entry cannot be read or written,
+/// or a limit is exceeded (see [`VolumeError`]).
+pub fn sync_tree_limited(
+    source: &Path,
+    target: &Path,
+    mode: SyncMode,
+    max_bytes: Option<u64>,
+) -> Result<SyncReport, VolumeError> {
+    sync_tree_with(
+        source,
+        target,
+        mode,
+        Limits {
+            max_bytes,
+            max_entries: MAX_ENTRIES,
+        },
+    )
+}
+
+/// Limits on one [`sync_tree`] run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) max_bytes: Option<u64>,
+    pub(crate) max_entries: usize,
+}
+
+fn sync_tree_with(
+    source: &Path,
+    target: &Path,
+    mode: SyncMode,
+    limits: Limits,
+) -> Result<SyncReport, VolumeError> {
     let src = open_source(source)?;
     let (parent, name) = open_target_parent(target)?;
     if src.is_some() {
@@ -295,7 +393,7 @@ pub fn sync_tree(source: &Path, target: &Path, mode: SyncMode) -> Result<SyncRep
             let result = open_dir(parent.as_fd(), &name)
                 .map_err(|e| prepare("open", e))
                 .and_then(|dst| match src {
-                    Some(src) => walk::run(source, target, src, dst, None, threads),
+                    Some(src) => walk::run(source, target, src, dst, None, limits, threads),
                     None => {
                         fchmod(dst.as_fd(), Mode::from_bits_truncate(0o755))
                             .map_err(|e| prepare("set the mode of", e))?;
@@ -310,23 +408,15 @@ pub fn sync_tree(source: &Path, target: &Path, mode: SyncMode) -> Result<SyncRep
             result
         }
         SyncMode::Delta { unchanged_before } => {
+            let Some(src) = src else {
+                return Err(VolumeError::SourceMissing {
+                    path: source.to_owned(),
+                });
+            };
             let dst = open_or_create_dir(parent.as_fd(), &name).map_err(|e| prepare("open", e))?;
-            match src {
-                Some(src) => {
-                    let margin = i128::try_from(CTIME_MARGIN.as_nanos()).unwrap_or(i128::MAX);
-                    let cutoff = nanos_since_epoch(unchanged_before).saturating_sub(margin);
-                    walk::run(source, target, src, dst, Some(cutoff), threads)
-                }
-                None => {
-                    let mut report = SyncReport::default();
-                    let names = read_names(dst.as_fd()).map_err(|e| prepare("list", e))?;
-                    for entry in names {
-                        report.removed +=
-                            remove_tree(dst.as_fd(), &entry).map_err(|e| prepare("empty", e))?;
-                    }
-                    Ok(report)
-                }
-            }
+            let margin = i128::try_from(CTIME_MARGIN.as_nanos()).unwrap_or(i128::MAX);
+            let cutoff = nanos_since_epoch(unchanged_before).saturating_sub(margin);
+            walk::run(source, target, src, dst, Some(cutoff), limits, threads)
         }
     }
 }
@@ -480,5 +570,45 @@ fn nanos_since_epoch(time: SystemTime) -> i128 {
     match time.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(after) => i128::try_from(after.as_nanos()).unwrap_or(i128::MAX),
         Err(before) => -i128::try_from(before.duration().as_nanos()).unwrap_or(i128::MAX),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_directory_over_the_entry_limit_fails_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        for i in 0..11 {
+            std::fs::write(src.join("sub").join(format!("f{i}")), "").unwrap();
+        }
+        let dst = dir.path().join("dst");
+        let limits = Limits {
+            max_bytes: None,
+            max_entries: 10,
+        };
+
+        let error = sync_tree_with(&src, &dst, SyncMode::Full, limits).unwrap_err();
+
+        assert!(
+            matches!(&error, VolumeError::TooManyEntries { root, path, limit: 10 }
+                if root == &src && path == Path::new("sub")),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().contains("more than 10 entries"),
+            "{error}"
+        );
+        assert!(!dst.exists());
+        let limits = Limits {
+            max_bytes: None,
+            max_entries: 11,
+        };
+        sync_tree_with(&src, &dst, SyncMode::Full, limits).unwrap();
     }
 }

@@ -1,21 +1,41 @@
 //! The parallel, fd-relative walk behind [`crate::sync_tree`].
 //!
-//! Each directory being copied is a [`Node`] holding an fd on the source
-//! directory and one on its copy. Work is a shared LIFO stack of jobs: list a
-//! directory, or copy a chunk of its entries. A LIFO keeps the walk close to
-//! depth-first, so the fds held stay proportional to depth × threads rather
-//! than to the width of the tree. A node counts its unfinished jobs and
-//! subdirectories; when that reaches zero its owner, mode and times are set
-//! (after everything inside it exists, so a read-only directory can still be
-//! filled and its mtime is the source's) and its parent is told.
+//! Each directory being copied is a [`Node`]: its name in its parent, the
+//! device and inode the walk found it as, and a count of unfinished work.
+//! Work is a shared LIFO stack of jobs (list a directory, or copy a chunk of
+//! its entries), which keeps the walk close to depth-first.
+//!
+//! # Open fds
+//!
+//! Nodes and queued jobs hold no fds, so a wide tree cannot make the queue
+//! park fds by the hundred. Only the two roots stay open for the whole walk.
+//! A thread running a job opens the node's source and target directories
+//! from the deepest directory it still has open, or from the roots, one
+//! level at a time (`openat` with `O_NOFOLLOW`), checking each source
+//! directory's device and inode against what the walk found there; a
+//! directory replaced or moved meanwhile is never read as if it were the
+//! one found (see [`Reach`]). Each thread keeps the last [`CURSOR_LEVELS`]
+//! levels it opened, so moving to a child or a sibling costs one `openat`
+//! per tree. While a job runs a thread holds at most, besides those: two
+//! fds for a file being copied, one for a listing, or
+//! [`REMOVE_DEPTH`](crate::fsops::REMOVE_DEPTH)` + 1` while removing a target
+//! subtree. The walk therefore holds at most
+//! `2 + threads × (2 × CURSOR_LEVELS + REMOVE_DEPTH + 1)` fds (138 with eight
+//! threads; [`crate::sync_tree`] adds one, the target's parent), whatever the
+//! width and depth of the tree.
+//!
+//! A node counts its unfinished jobs and subdirectories; when that reaches
+//! zero its owner, mode and times are set (after everything inside it
+//! exists, so a read-only directory can still be filled and its mtime is the
+//! source's) and its parent is told.
 
 use std::collections::HashSet;
 use std::ffi::{CStr, CString, OsStr};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, readlinkat};
@@ -23,10 +43,10 @@ use nix::sys::stat::{FileStat, Mode, fstat, fstatat, mkdirat};
 use nix::unistd::{mkfifoat, symlinkat};
 
 use crate::fsops::{
-    self, Fallbacks, Kind, Method, create_file, kind, open_dir, open_read, permissions, read_names,
-    remove_tree, set_meta, set_meta_at,
+    self, Budget, CopyError, Fallbacks, Kind, Method, create_file, kind, open_dir, open_read,
+    permissions, read_names, remove_tree, set_meta, set_meta_at,
 };
-use crate::{MAX_DEPTH, SyncReport, VolumeError};
+use crate::{Limits, MAX_DEPTH, SyncReport, VolumeError};
 
 /// Entries per copy job: small enough that a flat directory of many files
 /// spreads over the threads, large enough that the queue is not the cost.
@@ -36,16 +56,27 @@ const CHUNK: usize = 64;
 /// swapping a file for a symlink, say) is looked at again before giving up.
 const ATTEMPTS: usize = 3;
 
-/// One directory being copied.
+/// How many levels of open directories (a source and a target fd each) a
+/// thread keeps between jobs.
+const CURSOR_LEVELS: usize = 4;
+
+/// One directory being copied. Holds no fds.
 struct Node {
     /// Its path relative to the roots, for messages; empty for the root.
     rel: PathBuf,
-    src: OwnedFd,
-    dst: OwnedFd,
-    /// The source directory's metadata, taken from its open fd.
-    stat: FileStat,
-    depth: usize,
+    /// Its name in its parent; empty for the root.
+    name: CString,
     parent: Option<Arc<Node>>,
+    depth: usize,
+    /// Device and inode of the source directory when the walk found it;
+    /// every time it is opened again it must still be that one.
+    ident: (u64, u64),
+    /// The source directory's metadata, from its open fd when it was listed;
+    /// unset if it never was (it changed before, and was looked at again or
+    /// skipped).
+    stat: OnceLock<FileStat>,
+    /// Which attempt at its entry in the parent made this node.
+    attempt: usize,
     /// Unfinished jobs for this directory plus unfinished subdirectories.
     pending: AtomicUsize,
 }
@@ -110,12 +141,65 @@ impl From<VolumeError> for Step {
     }
 }
 
+/// A source and a target directory, open.
+#[derive(Clone, Copy)]
+struct Dirs<'a> {
+    src: BorrowedFd<'a>,
+    dst: BorrowedFd<'a>,
+}
+
+/// One level a thread has open.
+struct Open {
+    node: Arc<Node>,
+    src: OwnedFd,
+    dst: OwnedFd,
+    /// `fstat` of `src` when it was opened.
+    stat: FileStat,
+}
+
+/// The directories one thread has open between jobs: a chain of at most
+/// [`CURSOR_LEVELS`] nodes, each the parent of the next.
+#[derive(Default)]
+struct Cursor {
+    chain: Vec<Open>,
+}
+
+impl Cursor {
+    fn position(&self, node: &Arc<Node>) -> Option<usize> {
+        self.chain.iter().position(|o| Arc::ptr_eq(&o.node, node))
+    }
+
+    fn push(&mut self, open: Open) {
+        self.chain.push(open);
+        if self.chain.len() > CURSOR_LEVELS {
+            self.chain.remove(0);
+        }
+    }
+}
+
+/// What opening a node's directories again found.
+enum Reach {
+    /// They are open: the node is the root, or at the end of the cursor.
+    Open,
+    /// The node's source directory is gone, or is another directory than the
+    /// one the walk found there. Its parent's directories are open.
+    Changed,
+    /// The directory at this path (relative to the roots), above the node,
+    /// is gone or is another one.
+    AncestorChanged(PathBuf),
+}
+
 struct Walk<'a> {
     source: &'a Path,
     target: &'a Path,
+    /// The roots, open for the whole walk.
+    root_src: OwnedFd,
+    root_dst: OwnedFd,
     /// Delta mode: entries whose source ctime (ns since the epoch) is before
     /// this may be kept.
     cutoff: Option<i128>,
+    max_entries: usize,
+    budget: Budget,
     fallbacks: Fallbacks,
     stats: Stats,
     stop: AtomicBool,
@@ -131,12 +215,23 @@ pub(crate) fn run(
     src: OwnedFd,
     dst: OwnedFd,
     cutoff: Option<i128>,
+    limits: Limits,
     threads: usize,
 ) -> Result<SyncReport, VolumeError> {
+    let stat = fstat(src.as_fd()).map_err(|e| VolumeError::Source {
+        root: source.to_owned(),
+        path: PathBuf::from("."),
+        action: "inspect",
+        source: e.into(),
+    })?;
     let walk = Walk {
         source,
         target,
+        root_src: src,
+        root_dst: dst,
         cutoff,
+        max_entries: limits.max_entries,
+        budget: Budget::new(limits.max_bytes),
         fallbacks: Fallbacks::default(),
         stats: Stats::default(),
         stop: AtomicBool::new(false),
@@ -147,14 +242,14 @@ pub(crate) fn run(
         }),
         wake: Condvar::new(),
     };
-    let stat = fstat(src.as_fd()).map_err(|e| walk.source_error(Path::new(""), "inspect", e))?;
     let root = Node {
         rel: PathBuf::new(),
-        src,
-        dst,
-        stat,
-        depth: 0,
+        name: CString::default(),
         parent: None,
+        depth: 0,
+        ident: (stat.st_dev, stat.st_ino),
+        stat: OnceLock::from(stat),
+        attempt: 0,
         pending: AtomicUsize::new(1),
     };
     walk.push(Job::List(Arc::new(root)));
@@ -207,14 +302,13 @@ impl Walk<'_> {
     }
 
     fn work(&self) {
+        let mut cursor = Cursor::default();
         while let Some(job) = self.next_job() {
             let result = {
                 let _guard = PanicGuard(self);
                 match job {
-                    Job::List(node) => self.list(node),
-                    Job::Entries(node, names) => self
-                        .entries(&node, &names)
-                        .and_then(|()| self.release(node)),
+                    Job::List(node) => self.list(&mut cursor, node),
+                    Job::Entries(node, names) => self.entries_job(&mut cursor, node, &names),
                 }
             };
             let mut queue = self.lock();
@@ -252,18 +346,142 @@ impl Walk<'_> {
         }
     }
 
+    /// The open directories of `node`, which [`Self::reach`] opened (or the
+    /// roots).
+    fn dirs<'c>(&'c self, cursor: &'c Cursor, node: &Arc<Node>) -> Dirs<'c> {
+        match cursor.chain.last() {
+            Some(open) if node.parent.is_some() => {
+                debug_assert!(Arc::ptr_eq(&open.node, node), "the cursor ends at the node");
+                Dirs {
+                    src: open.src.as_fd(),
+                    dst: open.dst.as_fd(),
+                }
+            }
+            _ => Dirs {
+                src: self.root_src.as_fd(),
+                dst: self.root_dst.as_fd(),
+            },
+        }
+    }
+
+    /// Opens the directories of `node` at the end of `cursor`, down from the
+    /// deepest of its ancestors the cursor has open (or the roots), checking
+    /// that each source directory is still the one the walk found.
+    fn reach(&self, cursor: &mut Cursor, node: &Arc<Node>) -> Result<Reach, VolumeError> {
+        // The nodes to open, deepest first.
+        let mut path: Vec<&Arc<Node>> = Vec::new();
+        let mut at = node;
+        let keep = loop {
+            if let Some(i) = cursor.position(at) {
+                break i + 1;
+            }
+            match &at.parent {
+                Some(parent) => {
+                    path.push(at);
+                    at = parent;
+                }
+                // The roots stay open and need no cursor.
+                None if path.is_empty() => return Ok(Reach::Open),
+                None => break 0,
+            }
+        };
+        cursor.chain.truncate(keep);
+        while let Some(next) = path.pop() {
+            let changed = || {
+                if path.is_empty() {
+                    Reach::Changed
+                } else {
+                    Reach::AncestorChanged(next.rel.clone())
+                }
+            };
+            let parent = match cursor.chain.last() {
+                Some(open) => Dirs {
+                    src: open.src.as_fd(),
+                    dst: open.dst.as_fd(),
+                },
+                None => Dirs {
+                    src: self.root_src.as_fd(),
+                    dst: self.root_dst.as_fd(),
+                },
+            };
+            let src = match open_dir(parent.src, &next.name) {
+                Ok(fd) => fd,
+                Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR) => return Ok(changed()),
+                Err(e) => return Err(self.source_error(&next.rel, "open", e)),
+            };
+            let stat =
+                fstat(src.as_fd()).map_err(|e| self.source_error(&next.rel, "inspect", e))?;
+            if (stat.st_dev, stat.st_ino) != next.ident {
+                return Ok(changed());
+            }
+            let dst = open_dir(parent.dst, &next.name)
+                .map_err(|e| self.target_error(&next.rel, "open", e))?;
+            cursor.push(Open {
+                node: Arc::clone(next),
+                src,
+                dst,
+                stat,
+            });
+        }
+        Ok(Reach::Open)
+    }
+
+    /// Calls `f` with the target directory of `node`, opened (without the
+    /// source) down from the deepest of its ancestors `cursor` has open.
+    fn at_target<R>(
+        &self,
+        cursor: &Cursor,
+        node: &Arc<Node>,
+        f: impl FnOnce(BorrowedFd<'_>) -> nix::Result<R>,
+    ) -> nix::Result<R> {
+        let mut path: Vec<&CStr> = Vec::new();
+        let mut at = node;
+        let base = loop {
+            if let Some(i) = cursor.position(at) {
+                break cursor.chain[i].dst.as_fd();
+            }
+            match &at.parent {
+                Some(parent) => {
+                    path.push(&at.name);
+                    at = parent;
+                }
+                None => break self.root_dst.as_fd(),
+            }
+        };
+        let Some(first) = path.pop() else {
+            return f(base);
+        };
+        let mut fd = open_dir(base, first)?;
+        while let Some(name) = path.pop() {
+            fd = open_dir(fd.as_fd(), name)?;
+        }
+        f(fd.as_fd())
+    }
+
     /// Lists `node`, removes (delta mode) what the target has and the source
     /// does not, queues all chunks of entries but the first and copies that
     /// one itself.
-    fn list(&self, node: Arc<Node>) -> Result<(), VolumeError> {
-        let names =
-            read_names(node.src.as_fd()).map_err(|e| self.source_error(&node.rel, "list", e))?;
+    fn list(&self, cursor: &mut Cursor, node: Arc<Node>) -> Result<(), VolumeError> {
+        match self.reach(cursor, &node)? {
+            Reach::Open => {}
+            Reach::Changed => return self.look_again(cursor, node),
+            Reach::AncestorChanged(rel) => {
+                self.changed_under(&rel, 1)?;
+                return self.release(cursor, node);
+            }
+        }
+        if let Some(open) = cursor.chain.last()
+            && node.parent.is_some()
+        {
+            let _ = node.stat.set(open.stat);
+        }
+        let dirs = self.dirs(cursor, &node);
+        let names = self.names(dirs.src, &node.rel, true)?;
         if self.cutoff.is_some() {
             let wanted: HashSet<&CStr> = names.iter().map(CString::as_c_str).collect();
-            let existing = read_names(node.dst.as_fd())
-                .map_err(|e| self.target_error(&node.rel, "list", e))?;
+            let existing = self.names(dirs.dst, &node.rel, false)?;
             for name in existing.iter().filter(|n| !wanted.contains(n.as_c_str())) {
-                let removed = remove_tree(node.dst.as_fd(), name)
+                let removed = remove_tree(dirs.dst, name)
                     .map_err(|e| self.target_error(&join(&node.rel, name), "remove", e))?;
                 add(&self.stats.removed, removed);
             }
@@ -275,32 +493,121 @@ impl Walk<'_> {
             self.push(Job::Entries(Arc::clone(&node), chunk.to_vec()));
         }
         if let Some(first) = first {
-            self.entries(&node, first)?;
+            self.entries(&node, dirs, first)?;
         }
-        self.release(node)
+        self.release(cursor, node)
     }
 
-    fn entries(&self, node: &Arc<Node>, names: &[CString]) -> Result<(), VolumeError> {
+    /// The names in a directory of the source (`in_source`) or the target,
+    /// refusing more than the limit.
+    fn names(
+        &self,
+        dir: BorrowedFd<'_>,
+        rel: &Path,
+        in_source: bool,
+    ) -> Result<Vec<CString>, VolumeError> {
+        let listing = read_names(dir, self.max_entries).map_err(|e| {
+            if in_source {
+                self.source_error(rel, "list", e)
+            } else {
+                self.target_error(rel, "list", e)
+            }
+        })?;
+        if listing.truncated {
+            return Err(VolumeError::TooManyEntries {
+                root: if in_source { self.source } else { self.target }.to_owned(),
+                path: display(rel),
+                limit: self.max_entries,
+            });
+        }
+        Ok(listing.names)
+    }
+
+    /// A directory changed between the moment the walk found it and the
+    /// moment it was opened to be listed: its entry in the parent is looked
+    /// at again, from scratch, up to [`ATTEMPTS`] times in all, after which
+    /// it is treated as one moved away ([`Self::changed_under`]).
+    fn look_again(&self, cursor: &Cursor, node: Arc<Node>) -> Result<(), VolumeError> {
+        let Some(parent) = node.parent.clone() else {
+            // The roots are never opened again.
+            return self.release(cursor, node);
+        };
+        tracing::debug!(path = %node.rel.display(), "directory changed before it was listed; looking again");
+        let dirs = self.dirs(cursor, &parent);
+        // Nothing else writes into the copy: its only job is this one.
+        remove_tree(dirs.dst, &node.name)
+            .map_err(|e| self.target_error(&node.rel, "replace", e))?;
+        self.stats.directories.fetch_sub(1, Ordering::Relaxed);
+        if node.attempt + 1 < ATTEMPTS {
+            self.entry(&parent, dirs, &node.name, node.attempt + 1)?;
+        } else {
+            // Replaced again and again: as if moved away.
+            self.changed_under(&node.rel, 1)?;
+        }
+        self.release(cursor, node)
+    }
+
+    /// Directory `rel` changed after the walk listed it, under `entries`
+    /// entries still to copy. A live app moving directories around during
+    /// the full pass: those entries are skipped, and the delta pass copies
+    /// them. During the delta pass the app must be paused: an error.
+    fn changed_under(&self, rel: &Path, entries: usize) -> Result<(), VolumeError> {
+        if self.cutoff.is_some() {
+            return Err(VolumeError::Unstable {
+                source_root: self.source.to_owned(),
+                path: display(rel),
+            });
+        }
+        tracing::debug!(path = %rel.display(), entries, "directory moved or replaced during the copy; skipping entries below it");
+        add(&self.stats.skipped, entries as u64);
+        Ok(())
+    }
+
+    fn entries_job(
+        &self,
+        cursor: &mut Cursor,
+        node: Arc<Node>,
+        names: &[CString],
+    ) -> Result<(), VolumeError> {
+        match self.reach(cursor, &node)? {
+            Reach::Open => {
+                let dirs = self.dirs(cursor, &node);
+                self.entries(&node, dirs, names)?;
+            }
+            Reach::Changed => self.changed_under(&node.rel, names.len())?,
+            Reach::AncestorChanged(rel) => self.changed_under(&rel, names.len())?,
+        }
+        self.release(cursor, node)
+    }
+
+    fn entries(
+        &self,
+        node: &Arc<Node>,
+        dirs: Dirs<'_>,
+        names: &[CString],
+    ) -> Result<(), VolumeError> {
         for name in names {
             if self.stop.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            self.entry(node, name)?;
+            self.entry(node, dirs, name, 0)?;
         }
         Ok(())
     }
 
     /// One job of `node` is done; when it was the last, sets the directory's
     /// metadata and tells its parent, up the tree.
-    fn release(&self, node: Arc<Node>) -> Result<(), VolumeError> {
+    fn release(&self, cursor: &Cursor, node: Arc<Node>) -> Result<(), VolumeError> {
         let mut node = node;
         loop {
             if node.pending.fetch_sub(1, Ordering::AcqRel) != 1 || self.stop.load(Ordering::Relaxed)
             {
                 return Ok(());
             }
-            set_meta(node.dst.as_fd(), &node.stat)
-                .map_err(|e| self.target_error(&node.rel, "set owner, mode and times of", e))?;
+            if let Some(stat) = node.stat.get() {
+                self.at_target(cursor, &node, |fd| set_meta(fd, stat))
+                    .map_err(|e| self.target_error(&node.rel, "set owner, mode and times of", e))?;
+            }
             match node.parent.clone() {
                 Some(parent) => node = parent,
                 None => return Ok(()),
@@ -308,19 +615,25 @@ impl Walk<'_> {
         }
     }
 
-    /// Copies entry `name` of `node`, looking again if it changes type under
-    /// the walk.
-    fn entry(&self, node: &Arc<Node>, name: &CStr) -> Result<(), VolumeError> {
+    /// Copies entry `name` of `node` (open as `dirs`), looking again if it
+    /// changes type under the walk; `attempt` attempts were made already.
+    fn entry(
+        &self,
+        node: &Arc<Node>,
+        dirs: Dirs<'_>,
+        name: &CStr,
+        attempt: usize,
+    ) -> Result<(), VolumeError> {
         let rel = join(&node.rel, name);
-        for _ in 0..ATTEMPTS {
-            let st = match fstatat(node.src.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        for attempt in attempt..ATTEMPTS {
+            let st = match fstatat(dirs.src, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
-                Err(Errno::ENOENT) => return self.vanished(node, name, &rel),
+                Err(Errno::ENOENT) => return self.vanished(dirs, name, &rel),
                 Err(e) => return Err(self.source_error(&rel, "inspect", e)),
             };
             let mut reuse_dir = false;
             if let Some(cutoff) = self.cutoff {
-                match fstatat(node.dst.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                match fstatat(dirs.dst, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
                     Ok(existing) if kind(&st) == Kind::Dir && kind(&existing) == Kind::Dir => {
                         reuse_dir = true;
                     }
@@ -330,7 +643,7 @@ impl Walk<'_> {
                         return Ok(());
                     }
                     Ok(_) => {
-                        remove_tree(node.dst.as_fd(), name)
+                        remove_tree(dirs.dst, name)
                             .map_err(|e| self.target_error(&rel, "replace", e))?;
                     }
                     Err(Errno::ENOENT) => {}
@@ -338,10 +651,10 @@ impl Walk<'_> {
                 }
             }
             let step = match kind(&st) {
-                Kind::File => self.copy_file(node, name, &rel),
-                Kind::Dir => self.enter_dir(node, name, &rel, reuse_dir),
-                Kind::Symlink => self.copy_symlink(node, name, &rel, &st),
-                Kind::Fifo => self.make_fifo(node, name, &rel, &st),
+                Kind::File => self.copy_file(dirs, name, &rel),
+                Kind::Dir => self.enter_dir(node, dirs, name, rel.clone(), &st, reuse_dir, attempt),
+                Kind::Symlink => self.copy_symlink(dirs, name, &rel, &st),
+                Kind::Fifo => self.make_fifo(dirs, name, &rel, &st),
                 Kind::Other => {
                     tracing::debug!(path = %rel.display(), "skipping a socket or device node");
                     add(&self.stats.skipped, 1);
@@ -351,7 +664,7 @@ impl Walk<'_> {
             match step {
                 Ok(()) => return Ok(()),
                 Err(Step::Raced) => {}
-                Err(Step::Vanished) => return self.vanished(node, name, &rel),
+                Err(Step::Vanished) => return self.vanished(dirs, name, &rel),
                 Err(Step::Failed(e)) => return Err(e),
             }
         }
@@ -364,19 +677,19 @@ impl Walk<'_> {
     /// An entry disappeared from the source while the walk was at it (a live
     /// app deleting a temporary file): not an error; delta mode removes it
     /// from the target too.
-    fn vanished(&self, node: &Node, name: &CStr, rel: &Path) -> Result<(), VolumeError> {
+    fn vanished(&self, dirs: Dirs<'_>, name: &CStr, rel: &Path) -> Result<(), VolumeError> {
         tracing::debug!(path = %rel.display(), "entry vanished from the source during the copy");
         add(&self.stats.skipped, 1);
         if self.cutoff.is_some() {
-            let removed = remove_tree(node.dst.as_fd(), name)
-                .map_err(|e| self.target_error(rel, "remove", e))?;
+            let removed =
+                remove_tree(dirs.dst, name).map_err(|e| self.target_error(rel, "remove", e))?;
             add(&self.stats.removed, removed);
         }
         Ok(())
     }
 
-    fn copy_file(&self, node: &Node, name: &CStr, rel: &Path) -> Result<(), Step> {
-        let mut src = match open_read(node.src.as_fd(), name) {
+    fn copy_file(&self, dirs: Dirs<'_>, name: &CStr, rel: &Path) -> Result<(), Step> {
+        let src = match open_read(dirs.src, name) {
             Ok(file) => file,
             Err(Errno::ENOENT) => return Err(Step::Vanished),
             // Now a symlink (ELOOP) or a socket (ENXIO).
@@ -387,17 +700,19 @@ impl Walk<'_> {
         if kind(&st) != Kind::File {
             return Err(Step::Raced);
         }
-        let mut dst =
-            create_file(node.dst.as_fd(), name).map_err(|e| self.target_error(rel, "create", e))?;
+        let dst = create_file(dirs.dst, name).map_err(|e| self.target_error(rel, "create", e))?;
         let size = u64::try_from(st.st_size).unwrap_or(0);
-        let (method, bytes) =
-            fsops::copy_data(&mut src, &mut dst, size, &self.fallbacks).map_err(|source| {
-                VolumeError::Copy {
+        let (method, bytes) = fsops::copy_data(&src, &dst, size, &self.fallbacks, &self.budget)
+            .map_err(|e| match e {
+                CopyError::TooLarge => VolumeError::TooLarge {
+                    limit: self.budget.limit().unwrap_or(0),
+                },
+                CopyError::Io(source) => VolumeError::Copy {
                     source_root: self.source.to_owned(),
                     target_root: self.target.to_owned(),
                     path: display(rel),
                     source,
-                }
+                },
             })?;
         set_meta(dst.as_fd(), &st)
             .map_err(|e| self.target_error(rel, "set owner, mode and times of", e))?;
@@ -410,43 +725,43 @@ impl Walk<'_> {
         Ok(())
     }
 
+    /// Creates the copy of directory `name` (unless `reuse`: delta mode, it
+    /// exists) and queues its listing. Opens nothing: the job opens the
+    /// directory when it runs, and checks that it is still the one `st`
+    /// describes.
+    #[allow(clippy::too_many_arguments)]
     fn enter_dir(
         &self,
         node: &Arc<Node>,
+        dirs: Dirs<'_>,
         name: &CStr,
-        rel: &Path,
+        rel: PathBuf,
+        st: &FileStat,
         reuse: bool,
+        attempt: usize,
     ) -> Result<(), Step> {
-        let src = match open_dir(node.src.as_fd(), name) {
-            Ok(fd) => fd,
-            Err(Errno::ENOENT) => return Err(Step::Vanished),
-            Err(Errno::ELOOP | Errno::ENOTDIR) => return Err(Step::Raced),
-            Err(e) => return Err(self.source_error(rel, "open", e).into()),
-        };
-        let stat = fstat(src.as_fd()).map_err(|e| self.source_error(rel, "inspect", e))?;
         let depth = node.depth + 1;
         if depth > MAX_DEPTH {
             return Err(Step::Failed(VolumeError::TooDeep {
                 source_root: self.source.to_owned(),
-                path: display(rel),
+                path: display(&rel),
                 limit: MAX_DEPTH,
             }));
         }
         if !reuse {
-            mkdirat(node.dst.as_fd(), name, Mode::from_bits_truncate(0o700))
-                .map_err(|e| self.target_error(rel, "create", e))?;
+            mkdirat(dirs.dst, name, Mode::from_bits_truncate(0o700))
+                .map_err(|e| self.target_error(&rel, "create", e))?;
         }
-        let dst =
-            open_dir(node.dst.as_fd(), name).map_err(|e| self.target_error(rel, "open", e))?;
         add(&self.stats.directories, 1);
         node.pending.fetch_add(1, Ordering::AcqRel);
         let child = Node {
-            rel: rel.to_owned(),
-            src,
-            dst,
-            stat,
-            depth,
+            rel,
+            name: name.to_owned(),
             parent: Some(Arc::clone(node)),
+            depth,
+            ident: (st.st_dev, st.st_ino),
+            stat: OnceLock::new(),
+            attempt,
             pending: AtomicUsize::new(1),
         };
         self.push(Job::List(Arc::new(child)));
@@ -456,31 +771,37 @@ impl Walk<'_> {
     /// Recreates a symlink with the same text; it is never followed.
     fn copy_symlink(
         &self,
-        node: &Node,
+        dirs: Dirs<'_>,
         name: &CStr,
         rel: &Path,
         st: &FileStat,
     ) -> Result<(), Step> {
-        let text = match readlinkat(node.src.as_fd(), name) {
+        let text = match readlinkat(dirs.src, name) {
             Ok(text) => text,
             Err(Errno::ENOENT) => return Err(Step::Vanished),
             // No longer a symlink.
             Err(Errno::EINVAL) => return Err(Step::Raced),
             Err(e) => return Err(self.source_error(rel, "read the symlink", e).into()),
         };
-        symlinkat(text.as_os_str(), node.dst.as_fd(), name)
+        symlinkat(text.as_os_str(), dirs.dst, name)
             .map_err(|e| self.target_error(rel, "create", e))?;
-        set_meta_at(node.dst.as_fd(), name, st)
+        set_meta_at(dirs.dst, name, st)
             .map_err(|e| self.target_error(rel, "set owner and times of", e))?;
         add(&self.stats.files, 1);
         Ok(())
     }
 
     /// Makes a new FIFO; the source one is never opened.
-    fn make_fifo(&self, node: &Node, name: &CStr, rel: &Path, st: &FileStat) -> Result<(), Step> {
-        mkfifoat(node.dst.as_fd(), name, permissions(st))
+    fn make_fifo(
+        &self,
+        dirs: Dirs<'_>,
+        name: &CStr,
+        rel: &Path,
+        st: &FileStat,
+    ) -> Result<(), Step> {
+        mkfifoat(dirs.dst, name, permissions(st))
             .map_err(|e| self.target_error(rel, "create", e))?;
-        set_meta_at(node.dst.as_fd(), name, st)
+        set_meta_at(dirs.dst, name, st)
             .map_err(|e| self.target_error(rel, "set owner, mode and times of", e))?;
         add(&self.stats.files, 1);
         Ok(())

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _, chown, lchown, symlink};
+use std::os::unix::fs::{
+    FileExt as _, MetadataExt as _, PermissionsExt as _, chown, lchown, symlink,
+};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use launchway_volumes::{
     CTIME_MARGIN, MAX_DEPTH, SyncMode, SyncReport, VolumeError, supports_reflink, sync_tree,
+    sync_tree_limited,
 };
 use nix::fcntl::AT_FDCWD;
 use nix::sys::stat::{Mode, UtimensatFlags, utimensat};
@@ -30,7 +33,8 @@ struct Entry {
     /// Not for directories and symlinks: listing or reading one updates its
     /// atime, and there is no `O_NOATIME` for `readlink`.
     atime: Option<(i64, i64)>,
-    /// A hash of a regular file's content.
+    /// A hash of a regular file's content, up to 256 MiB (tests check the
+    /// content of larger, sparse files themselves).
     content: Option<u64>,
     link: Option<PathBuf>,
 }
@@ -79,7 +83,7 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, Entry> {
     let mut out = BTreeMap::new();
     walk(root, root, &mut out);
     for (rel, entry) in &mut out {
-        if entry.kind == "file" {
+        if entry.kind == "file" && entry.size.unwrap_or(0) <= 256 << 20 {
             let mut hasher = std::hash::DefaultHasher::new();
             std::hash::Hash::hash(&fs::read(root.join(rel)).unwrap(), &mut hasher);
             entry.content = Some(std::hash::Hasher::finish(&hasher));
@@ -321,7 +325,7 @@ fn a_directory_swapped_for_a_symlink_mid_copy_is_never_followed() {
                 assert_eq!(entry.link.as_deref(), Some(Path::new("/etc")));
                 as_link += 1;
             }
-            if entry.kind == "file" {
+            if entry.kind == "file" && entry.size.unwrap_or(0) <= 256 << 20 {
                 let content = fs::read(dst.join(&path)).unwrap();
                 assert!(content.starts_with(b"app-data"), "{}", path.display());
             }
@@ -334,6 +338,77 @@ fn a_directory_swapped_for_a_symlink_mid_copy_is_never_followed() {
         "{ok} copies ({as_link} caught `d` as a link), {failed} gave up on an unstable entry, \
          {swaps} swaps"
     );
+}
+
+/// An app swapping two directories while the copy runs: the walk opens
+/// directories again by name when it gets to them, and must never list one in
+/// the place of the other. Each copied directory holds the files of one
+/// source directory only (more than one chunk of them, so several jobs open
+/// it).
+#[test]
+fn directories_swapped_mid_copy_are_never_mixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    for side in ["a", "b"] {
+        for sub in ["", "/sub", "/sub/deeper"] {
+            let d = src.join(format!("{side}{sub}"));
+            fs::create_dir_all(&d).unwrap();
+            for i in 0..150 {
+                fs::write(d.join(format!("{side}{i}")), side).unwrap();
+            }
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let (src, stop) = (src.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut swaps = 0_u64;
+            while !stop.load(Ordering::Relaxed) {
+                fs::rename(src.join("a"), src.join("t")).unwrap();
+                fs::rename(src.join("b"), src.join("a")).unwrap();
+                fs::rename(src.join("t"), src.join("b")).unwrap();
+                fs::rename(src.join("a/sub"), src.join("a/t")).unwrap();
+                fs::rename(src.join("a/t"), src.join("a/sub")).unwrap();
+                swaps += 1;
+            }
+            swaps
+        })
+    };
+    let (mut skipped, mut unstable) = (0, 0);
+    for round in 0..30 {
+        let dst = dir.path().join(format!("dst{round}"));
+        match sync_tree(&src, &dst, SyncMode::Full) {
+            Ok(report) => skipped += report.skipped,
+            Err(VolumeError::Unstable { .. }) => {
+                unstable += 1;
+                continue;
+            }
+            Err(e) => panic!("{e}"),
+        }
+        let mut by_dir: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
+        for (path, entry) in snapshot(&dst) {
+            if entry.kind == "file" {
+                let side = fs::read_to_string(dst.join(&path)).unwrap();
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                assert!(name.starts_with(&side), "{}", path.display());
+                by_dir
+                    .entry(path.parent().unwrap().to_owned())
+                    .or_default()
+                    .push(side);
+            }
+        }
+        for (parent, sides) in by_dir {
+            assert!(
+                sides.iter().all(|s| *s == sides[0]),
+                "{} mixes directories",
+                parent.display()
+            );
+        }
+        fs::remove_dir_all(&dst).unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    println!("{skipped} entries skipped, {unstable} copies gave up, {swaps} swaps");
 }
 
 /// Lets the clock move past `CTIME_MARGIN` so what was written before counts
@@ -431,7 +506,7 @@ fn full_replaces_an_existing_target_without_following_its_links() {
 }
 
 #[test]
-fn a_missing_source_gives_an_empty_target() {
+fn a_missing_source_gives_an_empty_target_in_full_and_an_error_in_delta() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("never-written");
     let dst = dir.path().join("dst");
@@ -447,17 +522,27 @@ fn a_missing_source_gives_an_empty_target() {
     assert!(fs::metadata(&dst).unwrap().is_dir());
     assert_eq!(fs::read_dir(&dst).unwrap().count(), 0);
 
+    // The parent's data removed between the passes: an error, and the
+    // target is left as it was.
     fs::create_dir_all(dst.join("x/y")).unwrap();
-    let report = sync_tree(
-        &src,
-        &dst,
-        SyncMode::Delta {
-            unchanged_before: SystemTime::now(),
-        },
-    )
-    .unwrap();
-    assert_eq!(report.removed, 2, "{report:?}");
-    assert_eq!(fs::read_dir(&dst).unwrap().count(), 0);
+    let delta = SyncMode::Delta {
+        unchanged_before: SystemTime::now(),
+    };
+    let error = sync_tree(&src, &dst, delta).unwrap_err();
+    assert!(
+        matches!(&error, VolumeError::SourceMissing { path } if path == &src),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("no longer exists"), "{error}");
+    assert!(dst.join("x/y").is_dir());
+
+    let missing = dir.path().join("never-made");
+    let error = sync_tree(&src, &missing, delta).unwrap_err();
+    assert!(
+        matches!(error, VolumeError::SourceMissing { .. }),
+        "{error:?}"
+    );
+    assert!(!missing.exists());
 }
 
 #[test]
@@ -660,4 +745,91 @@ fn without_reflinks_files_are_copied() {
     let src = populate(dir.path());
     let report = sync_tree(&src, &dir.path().join("dst"), SyncMode::Full).unwrap();
     assert_eq!((report.reflinked, report.copied), (0, 8), "{report:?}");
+}
+
+const TIB: u64 = 1 << 40;
+
+/// A 1 TiB file holding 4 KiB of data at 512 GiB, owned by someone else.
+fn terabyte_sparse_file(path: &Path) -> Vec<u8> {
+    let data: Vec<u8> = (0..4096_u32).map(|i| (i % 253) as u8).collect();
+    let file = fs::File::create_new(path).unwrap();
+    file.set_len(TIB).unwrap();
+    file.write_all_at(&data, TIB / 2).unwrap();
+    drop(file);
+    chown(path, Some(10000), Some(10000)).unwrap();
+    data
+}
+
+#[test]
+fn a_terabyte_sparse_file_is_cloned_with_its_holes() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let data = terabyte_sparse_file(&src.join("huge"));
+    // Data, hole, data, and a trailing hole.
+    let mixed = fs::File::create_new(src.join("mixed")).unwrap();
+    mixed.set_len(64 << 20).unwrap();
+    mixed.write_all_at(b"head", 0).unwrap();
+    mixed.write_all_at(&[9; 10_000], 30 << 20).unwrap();
+    drop(mixed);
+    let dst = dir.path().join("dst");
+    let started = Instant::now();
+
+    let report = sync_tree(&src, &dst, SyncMode::Full).unwrap();
+
+    let elapsed = started.elapsed();
+    println!("{report:?} in {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
+    // Before reading the copy, which moves its atime.
+    assert_same_tree(&src, &dst);
+    let copy = fs::File::open(dst.join("huge")).unwrap();
+    let meta = copy.metadata().unwrap();
+    assert_eq!(meta.len(), TIB);
+    assert!(
+        meta.blocks() * 512 <= 1 << 20,
+        "{} blocks allocated",
+        meta.blocks()
+    );
+    let mut back = vec![0; 4096];
+    copy.read_exact_at(&mut back, TIB / 2).unwrap();
+    assert_eq!(back, data);
+    let mut before = vec![1; 4096];
+    copy.read_exact_at(&mut before, TIB / 2 - 4096).unwrap();
+    assert!(before.iter().all(|b| *b == 0));
+    if report.copied > 0 {
+        assert!(report.bytes < 1 << 20, "holes are not written: {report:?}");
+    }
+    assert!(fs::metadata(dst.join("mixed")).unwrap().blocks() * 512 < 1 << 20);
+}
+
+#[test]
+fn the_byte_limit_counts_data_not_holes_and_a_failed_full_copy_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    terabyte_sparse_file(&src.join("huge"));
+    fs::write(src.join("small"), [5; 1000]).unwrap();
+    let dst = dir.path().join("dst");
+
+    let report = sync_tree_limited(&src, &dst, SyncMode::Full, Some(1 << 20)).unwrap();
+    assert_eq!(report.files, 2, "{report:?}");
+    assert_same_tree(&src, &dst);
+
+    if supports_reflink(dir.path()) {
+        println!("SKIPPED the over-limit half: reflinked files cost nothing here");
+        return;
+    }
+    fs::write(src.join("sub/dense"), vec![3; 3 << 20]).unwrap();
+    let error = sync_tree_limited(&src, &dst, SyncMode::Full, Some(2 << 20)).unwrap_err();
+    assert!(
+        matches!(error, VolumeError::TooLarge { limit } if limit == 2 << 20),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("the data to clone exceeds 2097152 bytes"),
+        "{error}"
+    );
+    assert!(!dst.exists(), "the partial copy is gone");
 }
