@@ -28,6 +28,34 @@ pub fn launchway_bin() -> &'static Path {
     })
 }
 
+/// The `launchway` binary with failpoints compiled in (the crash tests),
+/// built once per test run in a target directory of its own so that the
+/// plain binary never has them.
+pub fn failpoints_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace().join("target"))
+            .join("failpoints");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-q", "-p", "launchway", "--features", "failpoints"])
+            .arg("--target-dir")
+            .arg(&target)
+            // A build of its own: no incremental cache to keep on disk.
+            .env("CARGO_INCREMENTAL", "0")
+            .current_dir(workspace())
+            .status()
+            .expect("cargo runs");
+        assert!(
+            status.success(),
+            "building launchway with failpoints failed"
+        );
+        target.join("debug/launchway")
+    })
+}
+
 /// Runs `launchway ARGS…` and returns its output.
 pub fn launchway(args: &[&str]) -> Output {
     Command::new(launchway_bin())
@@ -49,6 +77,10 @@ pub struct Daemon {
     pub port: u16,
     /// `known_hosts` with the daemon's host key.
     pub known_hosts: PathBuf,
+    /// The binary `spawn` runs.
+    binary: PathBuf,
+    /// `$LAUNCHWAY_FAILPOINT` for the next `spawn`.
+    failpoint: Option<String>,
 }
 
 /// A user's SSH key pair.
@@ -63,6 +95,11 @@ pub struct Key {
 impl Daemon {
     /// Starts a daemon with the default settings plus `extra` TOML lines.
     pub fn start_with(extra: &str) -> Daemon {
+        Daemon::start_binary(launchway_bin(), extra)
+    }
+
+    /// [`Daemon::start_with`] running `binary` (e.g. [`failpoints_bin`]).
+    pub fn start_binary(binary: &Path, extra: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let settings = dir.path().join("launchway.toml");
         // The containerd `make test` provides, in a namespace of this daemon's own.
@@ -93,6 +130,8 @@ impl Daemon {
             port: 0,
             child: None,
             dir,
+            binary: binary.to_path_buf(),
+            failpoint: None,
         };
         daemon.spawn();
         daemon
@@ -118,7 +157,11 @@ impl Daemon {
     /// Starts (or restarts) the process and waits until it serves.
     pub fn spawn(&mut self) {
         let log = std::fs::File::create(self.log_path()).expect("log file");
-        let child = Command::new(launchway_bin())
+        let mut command = Command::new(&self.binary);
+        if let Some(failpoint) = &self.failpoint {
+            command.env("LAUNCHWAY_FAILPOINT", failpoint);
+        }
+        let child = command
             .arg("--config")
             .arg(&self.settings)
             .arg("serve")
@@ -155,6 +198,27 @@ impl Daemon {
             format!("[127.0.0.1]:{} {kind} {base64}\n", self.port),
         )
         .expect("known_hosts written");
+    }
+
+    /// The failpoint the next [`Daemon::spawn`] arms (`None`: none).
+    pub fn set_failpoint(&mut self, failpoint: Option<&str>) {
+        self.failpoint = failpoint.map(str::to_owned);
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            pause();
+        }
     }
 
     /// Sends SIGTERM and waits for the exit status.

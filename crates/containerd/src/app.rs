@@ -225,6 +225,27 @@ impl Engine {
         self.remove_snapshot(id).await
     }
 
+    /// At start-up, when nothing of Launchway's runs: removes every
+    /// container that is not an app's (build steps and workspaces a crash
+    /// left, with their snapshots), then every lease, so that containerd
+    /// collects what only they held (half-imported blobs, unfrozen layers).
+    /// Returns the containers and leases removed.
+    pub async fn remove_leftovers(&self) -> Result<(Vec<String>, usize)> {
+        let apps = self.app_containers(None).await?;
+        let mut removed = Vec::new();
+        for id in self.list_containers().await? {
+            if !apps.contains(&id) {
+                self.remove_app(&id).await?;
+                removed.push(id);
+            }
+        }
+        let leases = self.list_leases().await?;
+        for (index, id) in leases.iter().enumerate() {
+            self.delete_lease_id(id, index + 1 == leases.len()).await?;
+        }
+        Ok((removed, leases.len()))
+    }
+
     /// The ids of the app containers of `owner` (`<project>/<environment>`),
     /// or of every owner when `None`.
     pub async fn app_containers(&self, owner: Option<&str>) -> Result<Vec<String>> {

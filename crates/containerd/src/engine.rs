@@ -252,9 +252,14 @@ impl Engine {
     /// Deletes a lease; with `sync` the garbage collector runs before this
     /// returns, so what only the lease held is gone (space freed at once).
     pub async fn delete_lease(&self, lease: &Lease, sync: bool) -> Result<()> {
+        self.delete_lease_id(&lease.id, sync).await
+    }
+
+    /// [`Engine::delete_lease`] by the lease's id.
+    pub(crate) async fn delete_lease_id(&self, id: &str, sync: bool) -> Result<()> {
         match LeasesClient::new(self.channel.clone())
             .delete(self.request(api::DeleteRequest {
-                id: lease.id.clone(),
+                id: id.to_string(),
                 sync,
             }))
             .await
@@ -263,7 +268,7 @@ impl Engine {
             Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
             Err(status) => Err(EngineError::rpc(
                 "lease delete",
-                || format!("lease {}", lease.id),
+                || format!("lease {id}"),
                 status,
             )),
         }

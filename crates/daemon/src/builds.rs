@@ -123,6 +123,7 @@ impl Daemon {
         self.store
             .put_build(&build)
             .map_err(|e| Ended::Failed(format!("the build cannot be recorded: {e}")))?;
+        crate::failpoint::reached("build.recorded");
 
         // Lines from the builder go to the activity's log, the pusher and the build's log.
         let (lines, mut received) = mpsc::channel::<String>(256);
@@ -132,7 +133,13 @@ impl Daemon {
             let id = id.clone();
             tokio::spawn(async move {
                 let mut stored = 0usize;
+                let mut in_hook = false;
                 while let Some(line) = received.recv().await {
+                    // The hook's first output: its container is running.
+                    if in_hook {
+                        crate::failpoint::reached("build.hook");
+                    }
+                    in_hook = line.contains("Executing build hook...");
                     let line = log.mask(&line);
                     log.line(&line).await;
                     if stored < MAX_BUILD_LOG {
@@ -168,6 +175,7 @@ impl Daemon {
             warn!(%error, "cannot record the build's end");
         }
         outcome.map_err(failed)?;
+        crate::failpoint::reached("build.complete");
         if let Err(error) = self.collect_garbage().await {
             warn!(%error, "garbage collection after a build");
         }
@@ -231,6 +239,7 @@ impl Daemon {
                     let built = self.builder.build(job, &resolved, slot, log, cancel).await;
                     match built {
                         Ok(built) => {
+                            crate::failpoint::reached("build.frozen");
                             build.apps[index].steps = built.steps;
                             built.image
                         }

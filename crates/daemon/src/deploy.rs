@@ -267,7 +267,7 @@ impl Daemon {
 
     /// Marks every other active (or deploying) release of the environment
     /// superseded: one release serves at a time.
-    fn supersede_others(&self, project: &str, environment: &str, serving: &str) {
+    pub(crate) fn supersede_others(&self, project: &str, environment: &str, serving: &str) {
         for mut other in self
             .store
             .releases(project, Some(environment))
@@ -306,7 +306,9 @@ impl Daemon {
         deployment.updated_at = now_ms();
         self.store
             .put_deployment(deployment)
-            .map_err(|_| Ended::Failed("the deploy state cannot be recorded".into()))
+            .map_err(|_| Ended::Failed("the deploy state cannot be recorded".into()))?;
+        crate::failpoint::reached(&format!("deploy.{}", phase.as_str()));
+        Ok(())
     }
 
     /// Deploys `build` of `plan` to `env` as a new release, with the
@@ -360,6 +362,7 @@ impl Daemon {
         self.store
             .put_release(&release)
             .map_err(|_| Ended::Failed("the release cannot be recorded".into()))?;
+        crate::failpoint::reached("deploy.release_recorded");
         self.deploy_release(activity, env, release, true, log, cancel)
             .await
     }
@@ -397,10 +400,13 @@ impl Daemon {
             .deployment(&env.project, &env.name)
             .ok()
             .flatten();
-        let previous_release = current
-            .as_ref()
-            .filter(|d| d.phase != Phase::Failed.as_str())
-            .map(|d| d.release.clone());
+        // What serves now: the recorded release once released; before that
+        // (a deploy a crash interrupted) the one that served before it.
+        let previous_release = current.as_ref().and_then(|d| match parse_phase(&d.phase) {
+            Some(phase) if phase.is_released() => Some(d.release.clone()),
+            Some(Phase::Failed) | None => None,
+            Some(_) => d.previous.clone(),
+        });
         let key = environment_key(&env.project, &env.name);
         // The record, plus anything labelled for the environment that a
         // crash left unrecorded: nothing old may run beside the new version.
@@ -513,6 +519,7 @@ impl Daemon {
             }
         };
         deployment.containers = ids(&started);
+        crate::failpoint::reached("deploy.started");
 
         // The deploy hook, requests still held.
         self.put_deployment_phase(&mut deployment, Phase::DeployHook)?;
@@ -647,7 +654,7 @@ impl Daemon {
     }
 
     /// Stops and removes containers (SIGTERM, grace, SIGKILL).
-    async fn stop_containers(&self, ids: &[String]) {
+    pub(crate) async fn stop_containers(&self, ids: &[String]) {
         let grace = Duration::from_secs(self.settings.deploy.stop_grace_secs);
         let stops = ids.iter().map(|id| async move {
             if let Err(error) = self.engine.stop_app(id, grace).await {
@@ -1026,8 +1033,21 @@ impl Daemon {
                 continue;
             };
             if !phase.is_released() {
-                warn!(project = %deployment.project, environment = %deployment.environment, phase = %deployment.phase,
-                    "a deploy was interrupted; redeploy the environment");
+                // Finished by a recovery activity; until then its requests
+                // are held (bounded by the hold timeout), never sent to a
+                // half-started version.
+                if phase != Phase::Failed
+                    && let Some(spec) = self
+                        .store
+                        .release(&deployment.release)
+                        .ok()
+                        .flatten()
+                        .and_then(|r| serde_json::from_value::<DeploySpec>(r.spec).ok())
+                {
+                    let key = environment_key(&deployment.project, &deployment.environment);
+                    self.router.set_routes(&key, Self::router_entries(&spec));
+                    self.router.hold(&key);
+                }
                 continue;
             }
             let Some(spec) = self
@@ -1071,6 +1091,11 @@ impl Daemon {
             warn!(%error, %key, "cannot remove the environment's network namespace");
         }
     }
+}
+
+/// A phase as recorded (`None`: written by another version).
+pub(crate) fn parse_phase(text: &str) -> Option<Phase> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned())).ok()
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

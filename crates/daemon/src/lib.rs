@@ -22,11 +22,13 @@ mod build_api;
 mod builds;
 mod deploy;
 mod environments;
+pub mod failpoint;
 mod gate;
 mod logs;
 mod policy;
 mod push;
 mod queue;
+mod reconcile;
 mod release_api;
 mod runtimes;
 mod settings;
@@ -289,15 +291,7 @@ pub async fn serve(
         tasks: TaskTracker::new(),
         engine,
     });
-    let interrupted = daemon.reconcile()?;
-    daemon.reconcile_builds()?;
-    for (project, environment) in interrupted {
-        warn!(%project, %environment, "an activation was interrupted; the environment is deactivated");
-        if let Err(message) = daemon.deactivate_environment(&project, &environment).await {
-            warn!(%message, %project, %environment, "cannot deactivate");
-        }
-    }
-    daemon.restore_routing().await;
+    daemon.reconcile_at_start().await?;
     info!(ssh = %ssh_addr, api = %socket.display(), router = %router_addr, data = %data.display(), "launchway is serving");
 
     let stop = CancellationToken::new();

@@ -298,12 +298,21 @@ impl Daemon {
                 {
                     interrupted.push((activity.project.clone(), activity.environment.clone()));
                 }
-                activity.state = launchway_store::ActivityState::Cancelled;
                 activity.completed_at = Some(now_ms());
-                self.store.append_log(
-                    activity.id,
-                    "Cancelled: the daemon stopped before this activity finished\n",
-                )?;
+                if activity.state == launchway_store::ActivityState::InProgress {
+                    activity.state = launchway_store::ActivityState::Complete;
+                    activity.result = Some(ActivityResult::Failure);
+                    self.store.append_log(
+                        activity.id,
+                        "  E: the daemon stopped while this activity ran; what it started was undone at restart\n",
+                    )?;
+                } else {
+                    activity.state = launchway_store::ActivityState::Cancelled;
+                    self.store.append_log(
+                        activity.id,
+                        "Cancelled: the daemon stopped before this activity started\n",
+                    )?;
+                }
                 self.store.put_activity(&activity)?;
             }
         }

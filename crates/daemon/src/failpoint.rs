@@ -1,0 +1,46 @@
+//! Failpoints for the crash tests: with the `failpoints` feature (test
+//! builds only), the daemon kills itself with SIGKILL when it reaches the
+//! step named in `$LAUNCHWAY_FAILPOINT`. Without the feature every call is
+//! empty and the variable is never read.
+//!
+//! Steps: `build.recorded`, `build.hook`, `build.frozen`, `build.complete`,
+//! `deploy.release_recorded`, `deploy.<phase>` for every phase the deploy
+//! records (`holding`, `stopping_old`, `attaching_mounts`, `starting`,
+//! `deploy_hook`, `released`, `post_deploy`, `complete`, `rolling_back`),
+//! and `deploy.started` (the new containers run, before the hook).
+
+/// Every step a failpoint can name, in the order a push reaches them.
+pub const STEPS: &[&str] = &[
+    "build.recorded",
+    "build.hook",
+    "build.frozen",
+    "build.complete",
+    "deploy.release_recorded",
+    "deploy.holding",
+    "deploy.stopping_old",
+    "deploy.attaching_mounts",
+    "deploy.starting",
+    "deploy.started",
+    "deploy.deploy_hook",
+    "deploy.released",
+    "deploy.post_deploy",
+    "deploy.complete",
+];
+
+/// Dies here if the failpoint names `step`.
+#[cfg(feature = "failpoints")]
+pub(crate) fn reached(step: &str) {
+    if std::env::var("LAUNCHWAY_FAILPOINT").is_ok_and(|name| name == step) {
+        tracing::error!(failpoint = step, "failpoint reached: killing the daemon");
+        let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL);
+        // SIGKILL cannot be caught; this only waits for it to land.
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
+/// Dies here if the failpoint names `step` (not compiled in: nothing).
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub(crate) fn reached(_step: &str) {}

@@ -1,0 +1,170 @@
+//! Start-up repair: the store against containerd and the data directory,
+//! before anything is served (issue 8).
+//!
+//! In order:
+//! 1. activities a stop interrupted are ended (`push.rs` `reconcile`):
+//!    running ones failed, pending ones cancelled; builds left running are
+//!    cancelled and name no image;
+//! 2. containerd: every container that is not an app's (build steps and
+//!    workspaces) is removed, then every lease, so what only they held
+//!    (half-imported blobs, unfrozen layers, their snapshots) is collected;
+//! 3. an interrupted activation is undone (the environment goes back to
+//!    inactive, no data);
+//! 4. each environment's deployment: one whose environment is gone or
+//!    inactive is stopped; a released one keeps exactly its recorded
+//!    containers (strays from an interrupted deploy are removed); one a
+//!    stop caught mid-deploy is finished by a recovery activity that
+//!    deploys its release again (which rolls back to the previous release
+//!    if that fails), its requests held meanwhile;
+//! 5. app containers of environments without a deployment, and network
+//!    namespaces nothing uses, are removed;
+//! 6. routing is restored and the recovery activities are scheduled.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use launchway_deploy::{Phase, environment_id};
+use launchway_store::{ActivityKind, EnvironmentStatus};
+use tracing::{info, warn};
+
+use crate::Daemon;
+use crate::activity::Work;
+use crate::deploy::{environment_key, parse_phase};
+
+impl Daemon {
+    /// Repairs what a crash or a stop left (see the module doc).
+    pub(crate) async fn reconcile_at_start(self: &Arc<Self>) -> Result<(), crate::DaemonError> {
+        let interrupted_activations = self.reconcile()?;
+        self.reconcile_builds()?;
+        match self.engine.remove_leftovers().await {
+            Ok((containers, leases)) => {
+                if !containers.is_empty() || leases > 0 {
+                    info!(
+                        containers = containers.len(),
+                        leases, "removed what interrupted builds left in containerd"
+                    );
+                }
+            }
+            Err(error) => warn!(%error, "cannot remove leftovers in containerd"),
+        }
+        for (project, environment) in interrupted_activations {
+            warn!(%project, %environment, "an activation was interrupted; the environment is deactivated");
+            if let Err(message) = self.deactivate_environment(&project, &environment).await {
+                warn!(%message, %project, %environment, "cannot deactivate");
+            }
+        }
+
+        let mut recover = Vec::new();
+        let mut deployed = BTreeSet::new();
+        for mut deployment in self.store.deployments().unwrap_or_default() {
+            let key = environment_key(&deployment.project, &deployment.environment);
+            let active = matches!(
+                self.store.environment(&deployment.project, &deployment.environment),
+                Ok(Some(env)) if env.status == EnvironmentStatus::Active
+            );
+            if !active {
+                self.stop_environment(&deployment.project, &deployment.environment)
+                    .await;
+                continue;
+            }
+            deployed.insert(key.clone());
+            let labelled = self
+                .engine
+                .app_containers(Some(&key))
+                .await
+                .unwrap_or_default();
+            match parse_phase(&deployment.phase) {
+                Some(phase) if phase.is_released() => {
+                    let strays: Vec<String> = labelled
+                        .into_iter()
+                        .filter(|id| !deployment.containers.contains(id))
+                        .collect();
+                    if !strays.is_empty() {
+                        warn!(%key, strays = strays.len(), "removing containers no release owns");
+                        self.stop_containers(&strays).await;
+                    }
+                    // A stop between `released` and the release records.
+                    if let Ok(Some(mut release)) = self.store.release(&deployment.release)
+                        && release.status != launchway_store::ReleaseStatus::Active
+                    {
+                        release.status = launchway_store::ReleaseStatus::Active;
+                        if let Err(error) = self.store.put_release(&release) {
+                            warn!(%error, %key, "cannot record the release");
+                        }
+                    }
+                    self.supersede_others(
+                        &deployment.project,
+                        &deployment.environment,
+                        &deployment.release,
+                    );
+                    if phase != Phase::Complete {
+                        // post_deploy was interrupted; the release serves.
+                        deployment.phase = Phase::Complete.as_str().into();
+                        deployment.previous = None;
+                        if let Err(error) = self.store.put_deployment(&deployment) {
+                            warn!(%error, %key, "cannot record the deployment");
+                        }
+                    }
+                }
+                Some(Phase::Failed) | None => {}
+                Some(_) => recover.push(deployment.clone()),
+            }
+        }
+
+        // Containers of environments that have no deployment at all.
+        let mut owned = BTreeSet::new();
+        for key in &deployed {
+            owned.extend(
+                self.engine
+                    .app_containers(Some(key))
+                    .await
+                    .unwrap_or_default(),
+            );
+        }
+        for id in self.engine.app_containers(None).await.unwrap_or_default() {
+            if !owned.contains(&id) {
+                warn!(container = %id, "removing an app container of no deployed environment");
+                self.stop_containers(std::slice::from_ref(&id)).await;
+            }
+        }
+        // Network namespaces nothing deploys into.
+        let wanted: BTreeSet<String> = deployed
+            .iter()
+            .filter_map(|key| key.split_once('/'))
+            .map(|(project, environment)| environment_id(project, environment))
+            .collect();
+        if let Ok(entries) = std::fs::read_dir(self.settings.data_dir.join("netns")) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !wanted.contains(&name)
+                    && let Err(error) = launchway_router::netns::remove(&entry.path())
+                {
+                    warn!(%error, namespace = %name, "cannot remove a network namespace");
+                }
+            }
+        }
+
+        self.restore_routing().await;
+        for deployment in recover {
+            warn!(project = %deployment.project, environment = %deployment.environment,
+                phase = %deployment.phase, "a deploy was interrupted; finishing it");
+            let scheduled = self.schedule(
+                &deployment.project,
+                &deployment.environment,
+                ActivityKind::Redeploy,
+                &format!(
+                    "recovery: the daemon stopped while release {} was being deployed ({})",
+                    deployment.release, deployment.phase
+                ),
+                Work::Promote {
+                    release: deployment.release.clone(),
+                },
+                None,
+            );
+            if let Err(error) = scheduled {
+                warn!(%error, "cannot schedule the recovery");
+            }
+        }
+        Ok(())
+    }
+}

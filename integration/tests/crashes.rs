@@ -1,0 +1,180 @@
+//! The kill -9 matrix (issue 8): the daemon, built with failpoints, is
+//! killed with SIGKILL at every named step of a build and of a deploy,
+//! restarted without the failpoint, and checked: the environment serves
+//! exactly one release (the old one or the new one, whole), containerd
+//! holds no container but that release's, and the next push works.
+#![allow(clippy::tests_outside_test_module, clippy::unwrap_used)]
+
+use std::os::unix::process::ExitStatusExt as _;
+use std::time::{Duration, Instant};
+
+use launchway_daemon::failpoint::STEPS;
+use launchway_integration::{Daemon, Work, failpoints_bin, http_get, pause};
+
+const CONFIG: &str = r#"applications:
+  web:
+    type: "python:3.11"
+    hooks:
+      build: |
+        echo "building $(cat version)"
+        mkdir -p public
+        cp version public/index.html
+      deploy: echo "deploying $(cat public/index.html)"
+      post_deploy: echo "deployed"
+    web:
+      commands:
+        start: exec httpd -f -p 127.0.0.1:$PORT -h /app/public
+"#;
+
+const HOST: &str = "main.shop.localhost";
+
+fn commit(work: &Work, version: &str) {
+    work.write(".upsun/config.yaml", CONFIG);
+    work.write("version", version);
+    work.commit(version);
+}
+
+/// Waits until no activity of the project is pending or running.
+fn wait_idle(daemon: &Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let listed = daemon.cli_ok(&["activities", "-p", "shop", "--json", "--limit", "100"]);
+        let activities: serde_json::Value = serde_json::from_str(&listed).unwrap();
+        let busy = activities
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["state"] == "pending" || a["state"] == "in_progress");
+        if !busy {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "activities never ended:\n{listed}"
+        );
+        pause();
+    }
+}
+
+/// The serving releases of main: `(id, description)` of each `active *` row.
+fn active_releases(daemon: &Daemon) -> Vec<(String, String)> {
+    daemon
+        .cli_ok(&["releases", "-p", "shop", "-e", "main", "--limit", "100"])
+        .lines()
+        .skip(1)
+        .filter(|line| line.contains("active *"))
+        .map(|line| {
+            let cells: Vec<&str> = line.split_whitespace().collect();
+            (cells[0].to_owned(), cells.last().unwrap().to_string())
+        })
+        .collect()
+}
+
+/// Every container in the daemon's namespace (app or not).
+fn all_containers(daemon: &Daemon) -> Vec<String> {
+    let socket = launchway_integration::containerd_socket().unwrap();
+    let namespace = daemon.containerd_namespace().unwrap();
+    let scratch = daemon.scratch("inventory");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let engine = launchway_containerd::Engine::connect(&socket, &namespace, &scratch)
+                .await
+                .unwrap();
+            engine.inventory().await.unwrap().containers
+        })
+}
+
+/// The invariants after a restart: one whole release serves.
+fn check(daemon: &Daemon, step: &str, old: &str, new: &str) {
+    wait_idle(daemon);
+    let (status, body) = http_get(daemon.router_addr(), HOST, "/").unwrap();
+    assert_eq!(
+        status,
+        200,
+        "{step}: nothing serves: {body}\n{}",
+        daemon.log()
+    );
+    assert!(
+        body == old || body == new,
+        "{step}: serves {body:?}, neither {old} nor {new}"
+    );
+    let active = active_releases(daemon);
+    assert_eq!(active.len(), 1, "{step}: active releases {active:?}");
+    assert_eq!(
+        active[0].1, body,
+        "{step}: the active release is not what serves"
+    );
+    let row = daemon.cli_ok(&["environments", "-p", "shop"]);
+    assert!(row.contains(&active[0].0), "{step}: {row}");
+    let apps = daemon.app_containers(Some("shop/main"));
+    assert_eq!(apps.len(), 1, "{step}: app containers {apps:?}");
+    let everything = all_containers(daemon);
+    assert_eq!(everything, apps, "{step}: containers beyond the app's");
+}
+
+/// Points the work tree at the restarted daemon (a new SSH port).
+fn follow(work: &mut Work, daemon: &Daemon, key: &launchway_integration::Key) {
+    work.set_ssh(daemon.ssh_command(key));
+    work.git_ok(&[
+        "remote",
+        "set-url",
+        "launchway",
+        &format!("ssh://git@127.0.0.1:{}/shop.git", daemon.port),
+    ]);
+}
+
+#[test]
+fn a_kill_at_every_step_of_a_build_and_a_deploy_is_repaired_at_restart() {
+    let mut daemon = Daemon::start_binary(
+        failpoints_bin(),
+        "[deploy]\nstart_timeout_secs = 20\nstop_grace_secs = 2\n",
+    );
+    daemon.use_busybox_runtime("python:3.11");
+    let remote = daemon.project("shop");
+    let alice = daemon.key("alice", "shop", "admin");
+    let mut work = Work::init(daemon.scratch("work")).with_ssh(daemon.ssh_command(&alice));
+    work.git_ok(&["remote", "add", "launchway", &remote]);
+    commit(&work, "v0");
+    let out = work.push("main", &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut old = "v0".to_owned();
+    for (index, step) in STEPS.iter().enumerate() {
+        let new = format!("v{}", index + 1);
+        daemon.stop();
+        daemon.set_failpoint(Some(step));
+        daemon.spawn();
+        follow(&mut work, &daemon, &alice);
+        commit(&work, &new);
+        let out = work.push("main", &[]);
+        assert!(!out.status.success(), "{step}: the push succeeded");
+        let status = daemon
+            .wait_exit(Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("{step}: the failpoint was not reached:\n{}", daemon.log()));
+        assert_eq!(status.signal(), Some(9), "{step}: {status:?}");
+
+        daemon.set_failpoint(None);
+        daemon.spawn();
+        follow(&mut work, &daemon, &alice);
+        check(&daemon, step, &old, &new);
+        let (_, body) = http_get(daemon.router_addr(), HOST, "/").unwrap();
+        old = body;
+    }
+
+    // The next push works.
+    commit(&work, "after");
+    let out = work.push("main", &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check(&daemon, "after", "after", "after");
+}
