@@ -116,10 +116,22 @@ impl Daemon {
         } else {
             "[router]\nlisten = \"127.0.0.1:0\"\n".to_string()
         };
+        // An ephemeral SSH port, in the `[ssh]` table `extra` may already have.
+        let (extra, ssh) = if extra.contains("[ssh]") {
+            (
+                extra.replacen("[ssh]\n", "[ssh]\nlisten = \"127.0.0.1:0\"\n", 1),
+                String::new(),
+            )
+        } else {
+            (
+                extra.to_owned(),
+                "[ssh]\nlisten = \"127.0.0.1:0\"\n".to_owned(),
+            )
+        };
         std::fs::write(
             &settings,
             format!(
-                "data_dir = \"{}\"\n{extra}\n[ssh]\nlisten = \"127.0.0.1:0\"\n{router}{containerd}",
+                "data_dir = \"{}\"\n{extra}\n{ssh}{router}{containerd}",
                 dir.path().join("data").display()
             ),
         )

@@ -440,3 +440,62 @@ fn hooks_outside_a_push_session_are_refused() {
         text(&out.stderr)
     );
 }
+
+/// Reads what the server sends until it closes or `wait` passes.
+fn read_until_closed(
+    stream: &mut std::net::TcpStream,
+    wait: std::time::Duration,
+) -> Option<String> {
+    use std::io::Read as _;
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut answer = Vec::new();
+    match stream.read_to_end(&mut answer) {
+        Ok(_) => Some(text(&answer)),
+        Err(_) => None,
+    }
+}
+
+#[test]
+fn silent_and_surplus_ssh_connections_are_closed() {
+    use std::io::{BufRead as _, BufReader};
+    use std::time::{Duration, Instant};
+    let daemon = Daemon::start_with("[ssh]\nauth_timeout_secs = 2\nmax_connections_per_ip = 4\n");
+    let remote = daemon.project("shop");
+    let alice = daemon.key("alice", "shop", "admin");
+    let address = format!("127.0.0.1:{}", daemon.port);
+    // Four silent clients get the banner and hold their slots...
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        let stream = std::net::TcpStream::connect(&address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut banner = String::new();
+        BufReader::new(stream.try_clone().unwrap())
+            .read_line(&mut banner)
+            .unwrap();
+        assert!(banner.starts_with("SSH-2.0-Launchway"), "{banner:?}");
+        silent.push(stream);
+    }
+    // ...a fifth from the same address is closed at once, with no banner.
+    let mut surplus = std::net::TcpStream::connect(&address).unwrap();
+    let answer = read_until_closed(&mut surplus, Duration::from_secs(5));
+    assert_eq!(
+        answer.as_deref(),
+        Some(""),
+        "the fifth connection was served"
+    );
+    // The silent ones are closed once the authentication time is up.
+    let started = Instant::now();
+    for stream in &mut silent {
+        assert!(
+            read_until_closed(stream, Duration::from_secs(10)).is_some(),
+            "a silent client kept its connection"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(8));
+    // Their slots are free again: a real client gets in.
+    let work = Work::init(daemon.scratch("work")).with_ssh(daemon.ssh_command(&alice));
+    work.git_ok(&["remote", "add", "launchway", &remote]);
+    work.git_ok(&["ls-remote", "launchway"]);
+}

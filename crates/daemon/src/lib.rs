@@ -303,7 +303,11 @@ pub async fn serve(
         daemon.clone(),
         git,
         host_key,
-        &launchway_ssh::SshSettings::default(),
+        &launchway_ssh::SshSettings {
+            auth_timeout: Duration::from_secs(daemon.settings.ssh.auth_timeout_secs.max(1)),
+            max_connections_per_ip: daemon.settings.ssh.max_connections_per_ip,
+            ..launchway_ssh::SshSettings::default()
+        },
     );
     let ssh_task = tokio::spawn(ssh.run(listener, stop.clone().cancelled_owned()));
     let api_task = tokio::spawn(launchway_api::serve(

@@ -195,6 +195,10 @@ pub struct SshSettings {
     pub listen: SocketAddr,
     /// The host name printed in git remotes.
     pub public_host: String,
+    /// Seconds a connection has to authenticate before it is closed.
+    pub auth_timeout_secs: u64,
+    /// Connections one IP address may hold at once.
+    pub max_connections_per_ip: usize,
 }
 
 /// `[api]`.
@@ -234,6 +238,8 @@ impl Default for SshSettings {
         SshSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 2222)),
             public_host: String::new(),
+            auth_timeout_secs: 30,
+            max_connections_per_ip: 64,
         }
     }
 }

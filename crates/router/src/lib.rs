@@ -96,6 +96,9 @@ pub struct RouteEntry {
     pub action: Action,
 }
 
+/// The largest request line plus headers the router reads.
+pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
+
 /// Router settings.
 #[derive(Clone, Debug)]
 pub struct RouterSettings {
@@ -426,6 +429,8 @@ impl Router {
                     .half_close(true)
                     .timer(TokioTimer::new())
                     .header_read_timeout(Some(header_timeout))
+                    // Request heads beyond this get 431, not unbounded memory.
+                    .max_buf_size(MAX_REQUEST_HEAD)
                     .serve_connection(TokioIo::new(stream), service)
                     .with_upgrades();
                 tokio::select! {

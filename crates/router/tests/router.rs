@@ -335,3 +335,54 @@ async fn a_client_that_half_closes_still_gets_its_answer() {
         assert!(response.starts_with("HTTP/1.0 200"), "{response:?}");
     }
 }
+
+/// Sends `head` on a raw connection; what comes back before the router
+/// closes it (or `None` if it stays open past `wait`).
+async fn raw_exchange(
+    address: std::net::SocketAddr,
+    head: &[u8],
+    wait: Duration,
+) -> Option<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let _ = stream.write_all(head).await;
+    let mut answer = Vec::new();
+    match tokio::time::timeout(wait, stream.read_to_end(&mut answer)).await {
+        Ok(_) => Some(String::from_utf8_lossy(&answer).into_owned()),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn oversized_heads_are_refused_and_slow_ones_cut_off() {
+    let (_router, address, stop) = start_router(RouterSettings {
+        header_timeout: Duration::from_secs(1),
+        ..RouterSettings::default()
+    })
+    .await;
+    // A head past the limit: 431, not a read without end.
+    let mut head = b"GET / HTTP/1.1\r\nHost: a.localhost\r\nX-Big: ".to_vec();
+    head.extend(std::iter::repeat_n(
+        b'a',
+        launchway_router::MAX_REQUEST_HEAD * 2,
+    ));
+    head.extend_from_slice(b"\r\n\r\n");
+    let answer = raw_exchange(address, &head, Duration::from_secs(10))
+        .await
+        .expect("the connection is closed");
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+    // Slowloris: half a head, then silence; cut off after the header timeout.
+    let started = std::time::Instant::now();
+    let answer = raw_exchange(
+        address,
+        b"GET / HTTP/1.1\r\nHost: a.localhost\r\n",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(answer.is_some(), "a slow client kept its connection");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The router still answers.
+    let (status, _, _) = get(address, "a.localhost", "/health").await;
+    assert_eq!(status, 200);
+    stop.cancel();
+}

@@ -23,6 +23,11 @@ pub struct SshSettings {
     pub inactivity_timeout: Duration,
     /// Delay before answering a failed authentication.
     pub auth_rejection_time: Duration,
+    /// A connection not authenticated this long after it was accepted is
+    /// closed (OpenSSH's `LoginGraceTime`).
+    pub auth_timeout: Duration,
+    /// Connections one IP address may hold at once; more are closed at once.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for SshSettings {
@@ -30,6 +35,8 @@ impl Default for SshSettings {
         SshSettings {
             inactivity_timeout: Duration::from_secs(3600),
             auth_rejection_time: Duration::from_millis(300),
+            auth_timeout: Duration::from_secs(30),
+            max_connections_per_ip: 64,
         }
     }
 }
@@ -40,6 +47,50 @@ pub struct SshServer<G> {
     gate: Arc<G>,
     git: Arc<Git>,
     config: Arc<russh::server::Config>,
+    auth_timeout: Duration,
+    max_connections_per_ip: usize,
+}
+
+/// The open connections of each peer address.
+type PeerCounts = Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>>;
+
+/// One connection's place in its peer's count, given back when dropped.
+struct PeerSlot {
+    counts: PeerCounts,
+    ip: std::net::IpAddr,
+}
+
+impl PeerSlot {
+    fn take(counts: &PeerCounts, ip: std::net::IpAddr, limit: usize) -> Option<PeerSlot> {
+        let mut map = match counts.lock() {
+            Ok(map) => map,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let count = map.entry(ip).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(PeerSlot {
+            counts: counts.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut map = match self.counts.lock() {
+            Ok(map) => map,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(count) = map.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl<G: Gate> SshServer<G> {
@@ -61,26 +112,103 @@ impl<G: Gate> SshServer<G> {
             gate,
             git,
             config: Arc::new(config),
+            auth_timeout: settings.auth_timeout,
+            max_connections_per_ip: settings.max_connections_per_ip.max(1),
         }
     }
 
     /// Serves `listener` until `shutdown` resolves; open sessions are then
-    /// disconnected.
+    /// disconnected. Each peer address may hold `max_connections_per_ip`
+    /// connections; one that has not authenticated within `auth_timeout`
+    /// (a slow or silent client included) is closed.
     pub async fn run(
         mut self,
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> std::io::Result<()> {
-        let config = self.config.clone();
-        let running = self.run_on_socket(config, &listener);
-        let handle = running.handle();
-        tokio::select! {
-            result = running => result,
-            () = shutdown => {
-                handle.shutdown("the server is shutting down".into());
-                Ok(())
-            }
+        let counts: PeerCounts = Arc::default();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let sessions = tokio_util::task::TaskTracker::new();
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = &mut shutdown => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, most likely: let some close.
+                    warn!(%error, "cannot accept an SSH connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Some(slot) = PeerSlot::take(&counts, peer.ip(), self.max_connections_per_ip) else {
+                info!(%peer, "too many connections from this address; closed");
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let handler = self.new_client(Some(peer));
+            let authenticated = handler.authenticated.clone();
+            let config = self.config.clone();
+            let deadline = tokio::time::Instant::now() + self.auth_timeout;
+            let stop = stop.clone();
+            sessions.spawn(async move {
+                let _slot = slot;
+                let started = tokio::time::timeout_at(
+                    deadline,
+                    russh::server::run_stream(config, stream, handler),
+                )
+                .await;
+                let session = match started {
+                    Ok(Ok(session)) => session,
+                    Ok(Err(error)) => {
+                        debug!(%error, %peer, "ssh handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        info!(%peer, "no SSH handshake in time; closed");
+                        return;
+                    }
+                };
+                let handle = session.handle();
+                tokio::pin!(session);
+                let mut checked = false;
+                loop {
+                    tokio::select! {
+                        result = &mut session => {
+                            if let Err(error) = result {
+                                debug!(%error, %peer, "ssh session ended with an error");
+                            }
+                            return;
+                        }
+                        () = tokio::time::sleep_until(deadline), if !checked => {
+                            checked = true;
+                            if !authenticated.load(std::sync::atomic::Ordering::SeqCst) {
+                                info!(%peer, "not authenticated in time; closed");
+                                return;
+                            }
+                        }
+                        () = stop.cancelled() => {
+                            let _ = handle
+                                .disconnect(
+                                    russh::Disconnect::ByApplication,
+                                    "the server is shutting down".into(),
+                                    String::new(),
+                                )
+                                .await;
+                            return;
+                        }
+                    }
+                }
+            });
         }
+        stop.cancel();
+        sessions.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), sessions.wait()).await;
+        Ok(())
     }
 }
 
@@ -93,6 +221,7 @@ impl<G: Gate> Server for SshServer<G> {
             git: self.git.clone(),
             peer,
             fingerprint: None,
+            authenticated: Arc::default(),
             channels: HashMap::new(),
             git_protocol: HashMap::new(),
         }
@@ -110,6 +239,8 @@ pub struct Connection<G> {
     git: Arc<Git>,
     peer: Option<SocketAddr>,
     fingerprint: Option<String>,
+    /// Set once a key is accepted (the accept loop's deadline reads it).
+    authenticated: Arc<std::sync::atomic::AtomicBool>,
     channels: HashMap<ChannelId, Channel<Msg>>,
     git_protocol: HashMap<ChannelId, String>,
 }
@@ -167,6 +298,8 @@ impl<G: Gate> Handler for Connection<G> {
         if self.gate.authenticate(&fingerprint).await {
             info!(peer = ?self.peer, %fingerprint, "authenticated");
             self.fingerprint = Some(fingerprint);
+            self.authenticated
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             Ok(Auth::Accept)
         } else {
             info!(peer = ?self.peer, %fingerprint, "unknown key");
