@@ -23,6 +23,8 @@ mod builds;
 mod deploy;
 mod environments;
 pub mod failpoint;
+#[cfg(test)]
+mod fuzz;
 mod gate;
 mod logs;
 mod policy;

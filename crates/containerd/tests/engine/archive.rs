@@ -212,3 +212,118 @@ async fn corrupt_or_truncated_archives_are_refused_and_store_nothing() {
     let _ = elsewhere.delete_namespace().await;
     ns.finish().await;
 }
+
+/// A tar of `entries`: `(path, kind, bytes or link target, declared size)`.
+fn hostile_tar(entries: &[(&str, tar::EntryType, &[u8], Option<u64>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (path, kind, bytes, declared) in entries {
+        let mut header = tar::Header::new_gnu();
+        // Raw names: the tar crate refuses `..` when asked nicely.
+        let name = path.as_bytes();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name);
+        header.set_entry_type(*kind);
+        header.set_mode(0o644);
+        if *kind == tar::EntryType::Symlink {
+            header
+                .set_link_name(std::str::from_utf8(bytes).unwrap())
+                .unwrap();
+            header.set_size(0);
+        } else {
+            header.set_size(declared.unwrap_or(bytes.len() as u64));
+        }
+        header.set_cksum();
+        out.extend_from_slice(header.as_bytes());
+        if *kind != tar::EntryType::Symlink {
+            out.extend_from_slice(bytes);
+            out.resize(out.len().div_ceil(512) * 512, 0);
+        }
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+#[tokio::test]
+async fn hostile_archives_are_refused_and_store_nothing() {
+    let ns = Ns::new().await;
+    let elsewhere = other_namespace(&ns).await;
+    let before = elsewhere.inventory().await.expect("inventory");
+    let digest = "a".repeat(64);
+    let blob_path = format!("blobs/sha256/{digest}");
+    let index = br#"{"schemaVersion":2,"manifests":[]}"#;
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "path traversal",
+            hostile_tar(&[
+                (
+                    "../../../../tmp/launchway-evil",
+                    tar::EntryType::Regular,
+                    b"x",
+                    None,
+                ),
+                ("/etc/launchway-evil", tar::EntryType::Regular, b"x", None),
+                (
+                    "blobs/sha256/../../index.json",
+                    tar::EntryType::Regular,
+                    index,
+                    None,
+                ),
+            ]),
+        ),
+        (
+            "a symlink as index.json",
+            hostile_tar(&[("index.json", tar::EntryType::Symlink, b"/etc/passwd", None)]),
+        ),
+        (
+            "a symlink as a blob",
+            hostile_tar(&[
+                (&blob_path, tar::EntryType::Symlink, b"/etc/shadow", None),
+                ("index.json", tar::EntryType::Regular, index, None),
+            ]),
+        ),
+        (
+            "a blob not named by a digest",
+            hostile_tar(&[
+                ("blobs/sha256/not-hex", tar::EntryType::Regular, b"x", None),
+                ("index.json", tar::EntryType::Regular, index, None),
+            ]),
+        ),
+        (
+            "a huge index.json",
+            hostile_tar(&[("index.json", tar::EntryType::Regular, b"{", Some(1 << 40))]),
+        ),
+        (
+            "a huge blob that ends early",
+            hostile_tar(&[(&blob_path, tar::EntryType::Regular, b"x", Some(1 << 40))]),
+        ),
+        (
+            "a blob whose content is not its digest",
+            hostile_tar(&[
+                (
+                    &blob_path,
+                    tar::EntryType::Regular,
+                    b"not what the name says",
+                    None,
+                ),
+                ("index.json", tar::EntryType::Regular, index, None),
+            ]),
+        ),
+    ];
+    for (what, archive) in cases {
+        let refused = import(
+            &elsewhere,
+            std::io::Cursor::new(archive),
+            &ImportOptions::default(),
+        )
+        .await;
+        assert!(refused.is_err(), "{what}: accepted");
+        assert_eq!(
+            elsewhere.inventory().await.expect("inventory"),
+            before,
+            "{what}: something was stored"
+        );
+    }
+    assert!(!std::path::Path::new("/tmp/launchway-evil").exists());
+    assert!(!std::path::Path::new("/etc/launchway-evil").exists());
+    let _ = elsewhere.delete_namespace().await;
+    ns.finish().await;
+}
