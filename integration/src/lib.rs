@@ -100,6 +100,14 @@ impl Daemon {
 
     /// [`Daemon::start_with`] running `binary` (e.g. [`failpoints_bin`]).
     pub fn start_binary(binary: &Path, extra: &str) -> Daemon {
+        let mut daemon = Daemon::prepare(binary, extra);
+        daemon.spawn();
+        daemon
+    }
+
+    /// A daemon's settings and directories, not started yet (the caller may
+    /// put a filesystem at [`Daemon::data_dir`] first), then [`Daemon::spawn`].
+    pub fn prepare(binary: &Path, extra: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let settings = dir.path().join("launchway.toml");
         // The containerd `make test` provides, in a namespace of this daemon's own.
@@ -136,7 +144,7 @@ impl Daemon {
             ),
         )
         .expect("settings written");
-        let mut daemon = Daemon {
+        Daemon {
             known_hosts: dir.path().join("known_hosts"),
             settings,
             port: 0,
@@ -144,9 +152,7 @@ impl Daemon {
             dir,
             binary: binary.to_path_buf(),
             failpoint: None,
-        };
-        daemon.spawn();
-        daemon
+        }
     }
 
     /// The containerd namespace this daemon uses (from its settings).
