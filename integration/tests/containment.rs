@@ -120,3 +120,65 @@ fn builds_and_apps_cannot_escape_or_see_each_other() {
         "{beta}"
     );
 }
+
+const LIMIT_PROBES: &str = r#"
+        probe() { name=$1; shift; if out=$("$@" 2>&1); then echo "PROBE $name: ALLOWED $out"; else echo "PROBE $name: refused: $(echo "$out" | tail -n 1)"; fi; }
+        probe pids sh -c 'for i in $(seq 200); do sleep 3 & done; wait'
+        probe memory awk 'BEGIN { s = "x"; while (length(s) < 400000000) s = s s; print length(s) }'
+"#;
+
+#[test]
+fn fork_bombs_and_memory_hogs_hit_their_limits() {
+    let daemon = Daemon::start_with(
+        "[build]\nmemory_mib = 64\npids = 64\n[deploy]\nmemory_mib = 64\npids = 64\nstart_timeout_secs = 20\nstop_grace_secs = 2\n",
+    );
+    daemon.use_busybox_runtime("python:3.11");
+    daemon.project("hog");
+    let key = daemon.key("key-hog", "hog", "admin");
+    let work = Work::init(daemon.scratch("work-hog")).with_ssh(daemon.ssh_command(&key));
+    let remote = format!("ssh://git@127.0.0.1:{}/hog.git", daemon.port);
+    work.git_ok(&["remote", "add", "launchway", &remote]);
+    work.write(
+        ".upsun/config.yaml",
+        format!(
+            r#"applications:
+  web:
+    type: "python:3.11"
+    hooks:
+      build: |
+        mkdir -p public
+        echo ok > public/index.html
+        echo "PROBE phase: build"{LIMIT_PROBES}
+      deploy: |
+        echo "PROBE phase: deploy"{LIMIT_PROBES}
+    web:
+      commands:
+        start: exec httpd -f -p 127.0.0.1:$PORT -h /app/public
+"#
+        ),
+    );
+    work.commit("hogs");
+    let out = work.push("main", &[]);
+    let log = text(&out.stderr);
+    assert!(out.status.success(), "push failed:\n{log}");
+    for phase in ["build", "deploy"] {
+        let all = probes(&log);
+        let start = all
+            .iter()
+            .position(|(name, result)| name == "phase" && result == phase)
+            .unwrap_or_else(|| panic!("no {phase} probes:\n{log}"));
+        let tried: Vec<&(String, String)> = all[start + 1..]
+            .iter()
+            .take_while(|(name, _)| name != "phase")
+            .collect();
+        assert_eq!(tried.len(), 2, "{phase}:\n{log}");
+        for (name, result) in tried {
+            assert!(
+                result.starts_with("refused:"),
+                "{phase}: `{name}` was not limited: {result}\n{log}"
+            );
+        }
+    }
+    // The host and the daemon are fine.
+    daemon.cli_ok(&["activities", "-p", "hog"]);
+}
