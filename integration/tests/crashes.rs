@@ -126,6 +126,28 @@ fn follow(work: &mut Work, daemon: &Daemon, key: &launchway_integration::Key) {
     ]);
 }
 
+/// After a stop between `released` and `complete`, a recovery activity ran
+/// the post_deploy hook of the serving release.
+fn assert_post_deploy_recovered(daemon: &Daemon, step: &str) {
+    let listed = daemon.cli_ok(&["activities", "-p", "shop", "--json", "--limit", "5"]);
+    let activities: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let recovery = activities
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| {
+            a["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("post_deploy hooks"))
+        })
+        .unwrap_or_else(|| panic!("{step}: no post_deploy recovery:\n{listed}"));
+    let log = daemon.cli_ok(&["activity", "log", &recovery["id"].to_string()]);
+    assert!(
+        log.contains("Executing post_deploy hook") && log.contains("deployed"),
+        "{step}: {log}"
+    );
+}
+
 #[test]
 fn a_kill_at_every_step_of_a_build_and_a_deploy_is_repaired_at_restart() {
     let mut daemon = Daemon::start_binary(
@@ -164,6 +186,9 @@ fn a_kill_at_every_step_of_a_build_and_a_deploy_is_repaired_at_restart() {
         daemon.spawn();
         follow(&mut work, &daemon, &alice);
         check(&daemon, step, &old, &new);
+        if matches!(*step, "deploy.released" | "deploy.post_deploy") {
+            assert_post_deploy_recovered(&daemon, step);
+        }
         let (_, body) = http_get(daemon.router_addr(), HOST, "/").unwrap();
         old = body;
     }

@@ -256,6 +256,20 @@ impl Engine {
         self.find_containers(vec![filter]).await
     }
 
+    /// The container of `owner` running `process` of `app`, if any (the
+    /// deploy labels them `org.launchway.app` and `org.launchway.process`).
+    pub async fn app_container(
+        &self,
+        owner: &str,
+        app: &str,
+        process: &str,
+    ) -> Result<Option<String>> {
+        let filter = format!(
+            "labels.\"{OWNER_LABEL}\"=={owner},labels.\"org.launchway.app\"=={app},labels.\"org.launchway.process\"=={process}"
+        );
+        Ok(self.find_containers(vec![filter]).await?.into_iter().next())
+    }
+
     /// Runs `process` inside the running container `id` (its args, env,
     /// cwd and user; its binds, network and limits are the container's) to
     /// its end or its timeout. Output lines go to `output`.

@@ -46,6 +46,9 @@ pub(crate) enum Work {
     Redeploy,
     /// Deploy a recorded release again.
     Promote { release: String },
+    /// Run the post_deploy hooks of the serving release (after a stop
+    /// between its release and the hooks).
+    PostDeploy { release: String },
 }
 
 /// How an activity ended other than well.
@@ -211,6 +214,10 @@ impl Daemon {
                 self.delete_activity(&activity, *remove_branch, &log).await
             }
             Work::Redeploy => self.redeploy_activity(&activity, &log, &cancel).await,
+            Work::PostDeploy { release } => {
+                self.post_deploy_activity(&activity, release, &log, &cancel)
+                    .await
+            }
             Work::Promote { release } => {
                 self.promote_activity(&activity, release, &log, &cancel)
                     .await

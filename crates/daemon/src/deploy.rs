@@ -699,15 +699,7 @@ impl Daemon {
                     ));
                 }
             };
-            let image_path = image
-                .env()
-                .iter()
-                .find_map(|e| e.strip_prefix("PATH=").map(str::to_string));
-            let path = launchway_build::env::tool_env(image_path.as_deref())
-                .into_iter()
-                .find(|(name, _)| *name == "PATH")
-                .map(|(_, value)| value)
-                .unwrap_or_default();
+            let path = app_path(&image);
             if let Err(error) = empty_tmp_mounts(&env_dir, app) {
                 return Err(fail(
                     format!("cannot empty the tmp mounts of app '{}': {error}", app.name),
@@ -997,6 +989,72 @@ impl Daemon {
         }
     }
 
+    /// Runs the post_deploy hooks of the serving release again in its
+    /// running containers (a stop came between `released` and `complete`),
+    /// then records the deploy complete.
+    pub(crate) async fn post_deploy_activity(
+        &self,
+        activity: &Activity,
+        release_id: &str,
+        log: &Log,
+        cancel: &CancellationToken,
+    ) -> Result<std::collections::BTreeMap<String, u64>, Ended> {
+        let release = self
+            .store
+            .release(release_id)
+            .ok()
+            .flatten()
+            .ok_or_else(|| Ended::Failed(format!("there is no release {release_id}")))?;
+        let spec: DeploySpec = serde_json::from_value(release.spec.clone())
+            .map_err(|_| Ended::Failed(format!("release {release_id} cannot be read")))?;
+        log.add_secrets(crate::release_api::release_secrets(&release, &spec));
+        let owner = environment_key(&activity.project, &activity.environment);
+        for app in &spec.apps {
+            let Some(hook) = &app.post_deploy_hook else {
+                continue;
+            };
+            let Some(process) = app.web().or_else(|| app.processes.first()) else {
+                continue;
+            };
+            let id = self
+                .engine
+                .app_container(&owner, &app.name, &process.name)
+                .await
+                .ok()
+                .flatten();
+            let (Some(id), Ok(image)) = (id, self.engine.image(&app.image).await) else {
+                log.line(&format!(
+                    "    W: application {} is not running; its post_deploy hook was skipped",
+                    app.name
+                ))
+                .await;
+                continue;
+            };
+            let started = [Started {
+                app: app.name.clone(),
+                process: process.name.clone(),
+                id,
+                path: app_path(&image),
+            }];
+            log.line(&format!(
+                "    Executing post_deploy hook for application {}",
+                app.name
+            ))
+            .await;
+            self.run_hook(app, &started, hook, "post_deploy", log, cancel)
+                .await;
+        }
+        if let Ok(Some(mut deployment)) = self
+            .store
+            .deployment(&activity.project, &activity.environment)
+            && deployment.release == release_id
+        {
+            deployment.previous = None;
+            self.put_deployment_phase(&mut deployment, Phase::Complete)?;
+        }
+        Ok(std::collections::BTreeMap::new())
+    }
+
     /// At start-up: serve every environment whose release was serving.
     pub(crate) async fn restore_routing(&self) {
         // A clone interrupted by a stop can have left a parent frozen.
@@ -1091,6 +1149,19 @@ impl Daemon {
             warn!(%error, %key, "cannot remove the environment's network namespace");
         }
     }
+}
+
+/// `PATH` in an app's containers: the global dependencies, then the image's.
+fn app_path(image: &launchway_containerd::Image) -> String {
+    let image_path = image
+        .env()
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH=").map(str::to_string));
+    launchway_build::env::tool_env(image_path.as_deref())
+        .into_iter()
+        .find(|(name, _)| *name == "PATH")
+        .map(|(_, value)| value)
+        .unwrap_or_default()
 }
 
 /// A phase as recorded (`None`: written by another version).

@@ -12,7 +12,9 @@
 //!    inactive, no data);
 //! 4. each environment's deployment: one whose environment is gone or
 //!    inactive is stopped; a released one keeps exactly its recorded
-//!    containers (strays from an interrupted deploy are removed); one a
+//!    containers (strays from an interrupted deploy are removed), and if
+//!    the stop came before its post_deploy hooks ended, they are run again
+//!    by a recovery activity; one a
 //!    stop caught mid-deploy is finished by a recovery activity that
 //!    deploys its release again (which rolls back to the previous release
 //!    if that fails), its requests held meanwhile;
@@ -55,8 +57,9 @@ impl Daemon {
         }
 
         let mut recover = Vec::new();
+        let mut post_deploys = Vec::new();
         let mut deployed = BTreeSet::new();
-        for mut deployment in self.store.deployments().unwrap_or_default() {
+        for deployment in self.store.deployments().unwrap_or_default() {
             let key = environment_key(&deployment.project, &deployment.environment);
             let active = matches!(
                 self.store.environment(&deployment.project, &deployment.environment),
@@ -98,12 +101,9 @@ impl Daemon {
                         &deployment.release,
                     );
                     if phase != Phase::Complete {
-                        // post_deploy was interrupted; the release serves.
-                        deployment.phase = Phase::Complete.as_str().into();
-                        deployment.previous = None;
-                        if let Err(error) = self.store.put_deployment(&deployment) {
-                            warn!(%error, %key, "cannot record the deployment");
-                        }
+                        // The release serves; its post_deploy hooks may not
+                        // have run (or not to their end): run them.
+                        post_deploys.push(deployment.clone());
                     }
                 }
                 Some(Phase::Failed) | None => {}
@@ -145,6 +145,24 @@ impl Daemon {
         }
 
         self.restore_routing().await;
+        for deployment in post_deploys {
+            let scheduled = self.schedule(
+                &deployment.project,
+                &deployment.environment,
+                ActivityKind::Redeploy,
+                &format!(
+                    "recovery: the daemon stopped before the post_deploy hooks of release {} ran",
+                    deployment.release
+                ),
+                Work::PostDeploy {
+                    release: deployment.release.clone(),
+                },
+                None,
+            );
+            if let Err(error) = scheduled {
+                warn!(%error, "cannot schedule the post_deploy recovery");
+            }
+        }
         for deployment in recover {
             warn!(project = %deployment.project, environment = %deployment.environment,
                 phase = %deployment.phase, "a deploy was interrupted; finishing it");
