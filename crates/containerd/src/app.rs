@@ -158,30 +158,7 @@ impl Engine {
             container_id: id.to_string(),
         });
         let mut tasks = self.tasks();
-        match tokio::time::timeout(FREEZE_TIMEOUT, tasks.pause(request)).await {
-            Err(_) => Err(EngineError::Rpc {
-                operation: "task pause",
-                code: tonic::Code::DeadlineExceeded,
-                message: format!(
-                    "pausing {id} took longer than {} s",
-                    FREEZE_TIMEOUT.as_secs()
-                ),
-            }),
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(status))
-                if matches!(
-                    status.code(),
-                    tonic::Code::NotFound | tonic::Code::FailedPrecondition
-                ) =>
-            {
-                Ok(())
-            }
-            Ok(Err(status)) => Err(EngineError::rpc(
-                "task pause",
-                || format!("task {id}"),
-                status,
-            )),
-        }
+        Self::freeze_outcome(id, "task pause", tasks.pause(request)).await
     }
 
     /// Thaws a container [`Engine::pause_app`] froze; one that is not
@@ -191,14 +168,21 @@ impl Engine {
             container_id: id.to_string(),
         });
         let mut tasks = self.tasks();
-        match tokio::time::timeout(FREEZE_TIMEOUT, tasks.resume(request)).await {
+        Self::freeze_outcome(id, "task resume", tasks.resume(request)).await
+    }
+
+    /// A pause or resume bounded by [`FREEZE_TIMEOUT`]; no task, or one not
+    /// in the state to change, is nothing to do.
+    async fn freeze_outcome<T>(
+        id: &str,
+        operation: &'static str,
+        call: impl std::future::Future<Output = std::result::Result<T, tonic::Status>>,
+    ) -> Result<()> {
+        match tokio::time::timeout(FREEZE_TIMEOUT, call).await {
             Err(_) => Err(EngineError::Rpc {
-                operation: "task resume",
+                operation,
                 code: tonic::Code::DeadlineExceeded,
-                message: format!(
-                    "resuming {id} took longer than {} s",
-                    FREEZE_TIMEOUT.as_secs()
-                ),
+                message: format!("{id} did not answer within {} s", FREEZE_TIMEOUT.as_secs()),
             }),
             Ok(Ok(_)) => Ok(()),
             Ok(Err(status))
@@ -209,11 +193,7 @@ impl Engine {
             {
                 Ok(())
             }
-            Ok(Err(status)) => Err(EngineError::rpc(
-                "task resume",
-                || format!("task {id}"),
-                status,
-            )),
+            Ok(Err(status)) => Err(EngineError::rpc(operation, || format!("task {id}"), status)),
         }
     }
 

@@ -246,14 +246,32 @@ impl Daemon {
         let head = env.head.clone().ok_or_else(|| {
             Status::failed_precondition(format!("environment `{branch}` has no commit yet"))
         })?;
+        self.run_activity(
+            &project.name,
+            &branch,
+            ActivityKind::Build,
+            format!("build of {branch} requested"),
+            Work::Build { commit: head },
+        )
+    }
+
+    /// Records and runs one activity of `environment` and streams its log.
+    pub(crate) fn run_activity(
+        self: &Arc<Self>,
+        project: &str,
+        environment: &str,
+        kind: ActivityKind,
+        description: String,
+        work: Work,
+    ) -> Result<LogStream, Status> {
         self.run_activities(
             String::new(),
             vec![Scheduled {
-                project: project.name.clone(),
-                environment: branch.clone(),
-                kind: ActivityKind::Build,
-                description: format!("build of {branch} requested"),
-                work: Work::Build { commit: head },
+                project: project.to_owned(),
+                environment: environment.to_owned(),
+                kind,
+                description,
+                work,
             }],
         )
     }

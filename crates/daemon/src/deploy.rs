@@ -525,11 +525,6 @@ impl Daemon {
         self.put_deployment_phase(&mut deployment, Phase::DeployHook)?;
         for app in &spec.apps {
             if let Some(hook) = &app.deploy_hook {
-                log.line(&format!(
-                    "    Executing deploy hook for application {}",
-                    app.name
-                ))
-                .await;
                 self.run_hook(app, &started, hook, "deploy", log, cancel)
                     .await;
             }
@@ -558,11 +553,6 @@ impl Daemon {
         self.put_deployment_phase(&mut deployment, Phase::PostDeploy)?;
         for app in &spec.apps {
             if let Some(hook) = &app.post_deploy_hook {
-                log.line(&format!(
-                    "    Executing post_deploy hook for application {}",
-                    app.name
-                ))
-                .await;
                 self.run_hook(app, &started, hook, "post_deploy", log, cancel)
                     .await;
             }
@@ -968,6 +958,11 @@ impl Daemon {
         let Some(container) = container_of(started, &app.name, &process.name) else {
             return;
         };
+        log.line(&format!(
+            "    Executing {name} hook for application {}",
+            app.name
+        ))
+        .await;
         match self
             .exec_logged(app, process, container, hook, None, log, cancel)
             .await
@@ -1036,11 +1031,6 @@ impl Daemon {
                 id,
                 path: app_path(&image),
             }];
-            log.line(&format!(
-                "    Executing post_deploy hook for application {}",
-                app.name
-            ))
-            .await;
             self.run_hook(app, &started, hook, "post_deploy", log, cancel)
                 .await;
         }
@@ -1074,8 +1064,7 @@ impl Daemon {
                 d.project == release.project
                     && d.environment == release.environment
                     && d.release == release.id
-                    && serde_json::from_value::<Phase>(serde_json::Value::String(d.phase.clone()))
-                        .is_ok_and(|phase| phase.is_released())
+                    && parse_phase(&d.phase).is_some_and(Phase::is_released)
             });
             release.status = if served {
                 ReleaseStatus::Active
@@ -1085,9 +1074,7 @@ impl Daemon {
             self.note_store("release", self.store.put_release(&release));
         }
         for deployment in deployments {
-            let Ok(phase) = serde_json::from_value::<Phase>(serde_json::Value::String(
-                deployment.phase.clone(),
-            )) else {
+            let Some(phase) = parse_phase(&deployment.phase) else {
                 continue;
             };
             if !phase.is_released() {

@@ -37,7 +37,7 @@ use tracing::warn;
 use crate::Daemon;
 use crate::activity::{Ended, Log, Work};
 use crate::api::internal;
-use crate::build_api::{LogStream, Scheduled};
+use crate::build_api::LogStream;
 use crate::deploy::environment_key;
 use crate::variables::Effective;
 
@@ -562,15 +562,12 @@ impl Daemon {
             }
             _ => format!("activation of {}", env.name),
         };
-        self.run_activities(
-            String::new(),
-            vec![Scheduled {
-                project: env.project.clone(),
-                environment: env.name.clone(),
-                kind: ActivityKind::Activate,
-                description,
-                work: Work::Activate,
-            }],
+        self.run_activity(
+            &env.project,
+            &env.name,
+            ActivityKind::Activate,
+            description,
+            Work::Activate,
         )
     }
 
@@ -603,16 +600,7 @@ impl Daemon {
                 Work::Deactivate,
             )
         };
-        self.run_activities(
-            String::new(),
-            vec![Scheduled {
-                project: env.project.clone(),
-                environment: env.name.clone(),
-                kind,
-                description,
-                work,
-            }],
-        )
+        self.run_activity(&env.project, &env.name, kind, description, work)
     }
 
     /// `launchway deploy` and `launchway redeploy`.
@@ -641,16 +629,7 @@ impl Daemon {
                 Work::DeployHead,
             )
         };
-        self.run_activities(
-            String::new(),
-            vec![Scheduled {
-                project: env.project.clone(),
-                environment: env.name.clone(),
-                kind,
-                description,
-                work,
-            }],
-        )
+        self.run_activity(&env.project, &env.name, kind, description, work)
     }
 }
 
@@ -685,14 +664,7 @@ async fn sync_data(source: &Path, target: &Path, mode: SyncMode) -> Result<SyncR
                 budget.map(|b| b.saturating_sub(total.bytes)),
             )
             .map_err(|e| e.to_string())?;
-            total.files += report.files;
-            total.directories += report.directories;
-            total.bytes += report.bytes;
-            total.reflinked += report.reflinked;
-            total.copied += report.copied;
-            total.kept += report.kept;
-            total.removed += report.removed;
-            total.skipped += report.skipped;
+            total += report;
         }
         Ok(total)
     })

@@ -59,7 +59,7 @@ impl Daemon {
         let mut recover = Vec::new();
         let mut post_deploys = Vec::new();
         let mut deployed = BTreeSet::new();
-        for deployment in self.store.deployments().unwrap_or_default() {
+        for deployment in self.store.deployments()? {
             let key = environment_key(&deployment.project, &deployment.environment);
             let active = matches!(
                 self.store.environment(&deployment.project, &deployment.environment),
@@ -112,19 +112,26 @@ impl Daemon {
         }
 
         // Containers of environments that have no deployment at all.
-        let mut owned = BTreeSet::new();
+        // Only when every deployed environment's containers are known: a
+        // lookup that failed must not make serving containers look orphaned.
+        let mut owned = Some(BTreeSet::new());
         for key in &deployed {
-            owned.extend(
-                self.engine
-                    .app_containers(Some(key))
-                    .await
-                    .unwrap_or_default(),
-            );
+            match self.engine.app_containers(Some(key)).await {
+                Ok(ids) => owned
+                    .iter_mut()
+                    .for_each(|set| set.extend(ids.iter().cloned())),
+                Err(error) => {
+                    warn!(%error, %key, "cannot list containers; orphans are left for the next start");
+                    owned = None;
+                }
+            }
         }
-        for id in self.engine.app_containers(None).await.unwrap_or_default() {
-            if !owned.contains(&id) {
-                warn!(container = %id, "removing an app container of no deployed environment");
-                self.stop_containers(std::slice::from_ref(&id)).await;
+        if let Some(owned) = owned {
+            for id in self.engine.app_containers(None).await.unwrap_or_default() {
+                if !owned.contains(&id) {
+                    warn!(container = %id, "removing an app container of no deployed environment");
+                    self.stop_containers(std::slice::from_ref(&id)).await;
+                }
             }
         }
         // Network namespaces nothing deploys into.

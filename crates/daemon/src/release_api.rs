@@ -20,7 +20,7 @@ use tonic::Status;
 use crate::Daemon;
 use crate::activity::{Ended, Log, Work};
 use crate::api::internal;
-use crate::build_api::{LogStream, Scheduled};
+use crate::build_api::LogStream;
 
 pub(crate) fn release_info(release: &Release) -> proto::ReleaseInfo {
     // A spec written by another version still lists; only its details go.
@@ -134,17 +134,14 @@ impl Daemon {
                 env.name
             )));
         }
-        self.run_activities(
-            String::new(),
-            vec![Scheduled {
-                project: env.project.clone(),
-                environment: env.name.clone(),
-                kind: ActivityKind::Promote,
-                description: format!("promotion of release {id} in {}", env.name),
-                work: Work::Promote {
-                    release: id.to_owned(),
-                },
-            }],
+        self.run_activity(
+            &env.project,
+            &env.name,
+            ActivityKind::Promote,
+            format!("promotion of release {id} in {}", env.name),
+            Work::Promote {
+                release: id.to_owned(),
+            },
         )
     }
 

@@ -134,6 +134,34 @@ pub(crate) fn print_fields(fields: &[(&str, String)]) {
     }
 }
 
+/// Prints the log of an activity stream (`StartBuild`, `Deploy`, …) to
+/// stderr as it comes; true when an activity failed (or the stream ended
+/// without saying).
+pub(crate) async fn follow_activities(
+    mut stream: tonic::Streaming<proto::LogChunk>,
+) -> Result<bool, tonic::Status> {
+    use std::io::Write as _;
+    let mut failed = true;
+    while let Some(chunk) = stream.message().await? {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(chunk.text.as_bytes());
+        let _ = err.flush();
+        if chunk.done {
+            failed = chunk.failed;
+        }
+    }
+    Ok(failed)
+}
+
+/// The exit code of a command that ran activities.
+pub(crate) fn exit_code(failed: bool) -> ExitCode {
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 /// Prints rows as columns separated by two spaces.
 pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();

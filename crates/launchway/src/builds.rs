@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use launchway_api::proto;
 
-use crate::admin::{print_fields, print_table, time, with_client};
+use crate::admin::{exit_code, follow_activities, print_fields, print_table, time, with_client};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum BuildsCommand {
@@ -257,29 +257,16 @@ pub(crate) fn build(
     branch: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let failed = with_client(settings_path, async |client| {
-        let mut stream = client
+        let stream = client
             .start_build(proto::StartBuildRequest {
                 project: project.clone(),
                 branch: branch.clone().unwrap_or_default(),
             })
             .await?
             .into_inner();
-        let mut failed = true;
-        while let Some(chunk) = stream.message().await? {
-            let mut err = std::io::stderr().lock();
-            let _ = err.write_all(chunk.text.as_bytes());
-            let _ = err.flush();
-            if chunk.done {
-                failed = chunk.failed;
-            }
-        }
-        Ok(failed)
+        follow_activities(stream).await
     })?;
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(exit_code(failed))
 }
 
 /// `launchway activity cancel ID`.

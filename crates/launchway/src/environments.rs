@@ -3,14 +3,14 @@
 //! the calls that run activities print their log as it comes and exit
 //! non-zero when one failed.
 
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Subcommand;
 use launchway_api::proto;
 
-use crate::admin::{print_table, time, with_client};
+use crate::admin::{exit_code, follow_activities, print_table, time, with_client};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum EnvironmentCommand {
@@ -100,28 +100,6 @@ pub(crate) enum VariableCommand {
     },
 }
 
-/// Prints an activity stream to stderr; true when an activity failed.
-async fn follow(mut stream: tonic::Streaming<proto::LogChunk>) -> Result<bool, tonic::Status> {
-    let mut failed = true;
-    while let Some(chunk) = stream.message().await? {
-        let mut err = std::io::stderr().lock();
-        let _ = err.write_all(chunk.text.as_bytes());
-        let _ = err.flush();
-        if chunk.done {
-            failed = chunk.failed;
-        }
-    }
-    Ok(failed)
-}
-
-fn exit(failed: bool) -> ExitCode {
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
 /// `launchway environments -p P`.
 pub(crate) fn list(settings_path: Option<&Path>, project: String) -> anyhow::Result<ExitCode> {
     let list = with_client(settings_path, async |client| {
@@ -202,9 +180,9 @@ pub(crate) fn environment(
                 .await?
                 .into_inner(),
         };
-        follow(stream).await
+        follow_activities(stream).await
     })?;
-    Ok(exit(failed))
+    Ok(exit_code(failed))
 }
 
 /// `launchway deploy -p P -e ENV` (build the head and deploy it) and
@@ -225,9 +203,9 @@ pub(crate) fn deploy(
         } else {
             client.deploy(request).await?.into_inner()
         };
-        follow(stream).await
+        follow_activities(stream).await
     })?;
-    Ok(exit(failed))
+    Ok(exit_code(failed))
 }
 
 /// `launchway releases promote ID`.
@@ -237,9 +215,9 @@ pub(crate) fn promote(settings_path: Option<&Path>, id: String) -> anyhow::Resul
             .promote_release(proto::PromoteReleaseRequest { id })
             .await?
             .into_inner();
-        follow(stream).await
+        follow_activities(stream).await
     })?;
-    Ok(exit(failed))
+    Ok(exit_code(failed))
 }
 
 /// `launchway variable …`.
@@ -284,9 +262,9 @@ pub(crate) fn variable(
                     })
                     .await?
                     .into_inner();
-                follow(stream).await
+                follow_activities(stream).await
             })?;
-            Ok(exit(failed))
+            Ok(exit_code(failed))
         }
         VariableCommand::Delete {
             project,
@@ -302,9 +280,9 @@ pub(crate) fn variable(
                     })
                     .await?
                     .into_inner();
-                follow(stream).await
+                follow_activities(stream).await
             })?;
-            Ok(exit(failed))
+            Ok(exit_code(failed))
         }
         VariableCommand::List {
             project,

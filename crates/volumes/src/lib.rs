@@ -149,6 +149,20 @@ pub struct SyncReport {
     pub skipped: u64,
 }
 
+impl std::ops::AddAssign for SyncReport {
+    /// Adds the counts of another sync (several trees cloned as one).
+    fn add_assign(&mut self, other: SyncReport) {
+        self.files += other.files;
+        self.directories += other.directories;
+        self.bytes += other.bytes;
+        self.reflinked += other.reflinked;
+        self.copied += other.copied;
+        self.kept += other.kept;
+        self.removed += other.removed;
+        self.skipped += other.skipped;
+    }
+}
+
 /// What cloning a volume can fail with. Paths inside the trees are relative
 /// to the root named beside them.
 #[derive(Debug, thiserror::Error)]
