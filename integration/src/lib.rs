@@ -432,8 +432,8 @@ impl Daemon {
         }
     }
 
-    /// The app containers of `owner` (`project/environment`; all when `None`).
-    pub fn app_containers(&self, owner: Option<&str>) -> Vec<String> {
+    /// Runs `body` with an engine on the daemon's containerd namespace.
+    fn with_engine<T>(&self, body: impl AsyncFnOnce(&launchway_containerd::Engine) -> T) -> T {
         let (Some(socket), Some(namespace)) = (containerd_socket(), self.containerd_namespace())
         else {
             panic!("no containerd for this test");
@@ -447,8 +447,18 @@ impl Daemon {
             let engine = launchway_containerd::Engine::connect(&socket, &namespace, &scratch)
                 .await
                 .expect("containerd");
-            engine.app_containers(owner).await.expect("containers")
+            body(&engine).await
         })
+    }
+
+    /// The app containers of `owner` (`project/environment`; all when `None`).
+    pub fn app_containers(&self, owner: Option<&str>) -> Vec<String> {
+        self.with_engine(async |engine| engine.app_containers(owner).await.expect("containers"))
+    }
+
+    /// Every container in the daemon's namespace, an app's or not.
+    pub fn all_containers(&self) -> Vec<String> {
+        self.with_engine(async |engine| engine.inventory().await.expect("inventory").containers)
     }
 
     /// The router's address (from the daemon's log).
@@ -553,6 +563,14 @@ impl Work {
         args.push(format!("HEAD:{branch}"));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.git(&args)
+    }
+
+    /// [`Work::push`] that must succeed; returns its log (git's stderr).
+    pub fn push_ok(&self, branch: &str, options: &[&str]) -> String {
+        let out = self.push(branch, options);
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "push failed:\n{log}");
+        log
     }
 
     /// Runs git in the repository.

@@ -5,10 +5,6 @@
 
 use launchway_integration::{Daemon, Work};
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 /// Probes that must be refused, in the build hook and in the deploy hook.
 const PROBES: &str = r#"
         probe() { name=$1; shift; if out=$("$@" 2>&1); then echo "PROBE $name: ALLOWED $out"; else echo "PROBE $name: refused: $out"; fi; }
@@ -63,10 +59,7 @@ fn push_project(daemon: &Daemon, project: &str, branch: &str, options: &[&str]) 
         config(&daemon.data_dir().display().to_string()),
     );
     work.commit("probe");
-    let out = work.push(branch, options);
-    let log = text(&out.stderr);
-    assert!(out.status.success(), "push failed:\n{log}");
-    log
+    work.push_ok(branch, options)
 }
 
 /// `(name, result)` of every probe line in `log`.
@@ -158,9 +151,7 @@ fn fork_bombs_and_memory_hogs_hit_their_limits() {
         ),
     );
     work.commit("hogs");
-    let out = work.push("main", &[]);
-    let log = text(&out.stderr);
-    assert!(out.status.success(), "push failed:\n{log}");
+    let log = work.push_ok("main", &[]);
     for phase in ["build", "deploy"] {
         let all = probes(&log);
         let start = all

@@ -70,23 +70,6 @@ fn active_releases(daemon: &Daemon) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Every container in the daemon's namespace (app or not).
-fn all_containers(daemon: &Daemon) -> Vec<String> {
-    let socket = launchway_integration::containerd_socket().unwrap();
-    let namespace = daemon.containerd_namespace().unwrap();
-    let scratch = daemon.scratch("inventory");
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let engine = launchway_containerd::Engine::connect(&socket, &namespace, &scratch)
-                .await
-                .unwrap();
-            engine.inventory().await.unwrap().containers
-        })
-}
-
 /// The invariants after a restart: one whole release serves.
 fn check(daemon: &Daemon, step: &str, old: &str, new: &str) {
     wait_idle(daemon);
@@ -111,7 +94,7 @@ fn check(daemon: &Daemon, step: &str, old: &str, new: &str) {
     assert!(row.contains(&active[0].0), "{step}: {row}");
     let apps = daemon.app_containers(Some("shop/main"));
     assert_eq!(apps.len(), 1, "{step}: app containers {apps:?}");
-    let everything = all_containers(daemon);
+    let everything = daemon.all_containers();
     assert_eq!(everything, apps, "{step}: containers beyond the app's");
 }
 
@@ -160,12 +143,7 @@ fn a_kill_at_every_step_of_a_build_and_a_deploy_is_repaired_at_restart() {
     let mut work = Work::init(daemon.scratch("work")).with_ssh(daemon.ssh_command(&alice));
     work.git_ok(&["remote", "add", "launchway", &remote]);
     commit(&work, "v0");
-    let out = work.push("main", &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    work.push_ok("main", &[]);
 
     let mut old = "v0".to_owned();
     for (index, step) in STEPS.iter().enumerate() {
@@ -195,11 +173,6 @@ fn a_kill_at_every_step_of_a_build_and_a_deploy_is_repaired_at_restart() {
 
     // The next push works.
     commit(&work, "after");
-    let out = work.push("main", &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    work.push_ok("main", &[]);
     check(&daemon, "after", "after", "after");
 }

@@ -22,13 +22,6 @@ fn setup() -> (Daemon, Work) {
     (daemon, work)
 }
 
-fn push_ok(work: &Work) -> String {
-    let out = work.push("main", &[]);
-    let log = text(&out.stderr);
-    assert!(out.status.success(), "push failed:\n{log}");
-    log
-}
-
 /// An app served by busybox httpd from `public/`, built from `version`.
 fn app_config(start: &str) -> String {
     format!(
@@ -80,7 +73,7 @@ fn a_push_serves_its_commit_with_persistent_mounts_and_an_isolated_network() {
     let (daemon, work) = setup();
     let router = daemon.router_addr();
     write_app(&daemon, &work, "v1", SERVE);
-    let log = push_ok(&work);
+    let log = work.push_ok("main", &[]);
     assert!(
         log.contains("Executing deploy hook for application web"),
         "{log}"
@@ -112,7 +105,7 @@ fn a_push_serves_its_commit_with_persistent_mounts_and_an_isolated_network() {
         .expect("the data mount on the host");
 
     write_app(&daemon, &work, "v2", SERVE);
-    let log = push_ok(&work);
+    let log = work.push_ok("main", &[]);
     assert!(log.contains("deploys so far: 2"), "{log}");
     assert_eq!(get(router, HOST, "/").unwrap(), (200, "v2\n".into()));
     assert_eq!(
@@ -123,7 +116,7 @@ fn a_push_serves_its_commit_with_persistent_mounts_and_an_isolated_network() {
     // A push with nothing new still deploys (Platform.sh redeploy semantics).
     let out = work.git(&["commit", "--allow-empty", "-m", "again"]);
     assert!(out.status.success());
-    let log = push_ok(&work);
+    let log = work.push_ok("main", &[]);
     assert!(log.contains("Reusing existing build"), "{log}");
     assert!(log.contains("deploys so far: 3"), "{log}");
 
@@ -162,7 +155,7 @@ fn an_app_that_crashes_on_start_fails_the_push_and_the_previous_release_serves()
     let (daemon, work) = setup();
     let router = daemon.router_addr();
     write_app(&daemon, &work, "v1", SERVE);
-    push_ok(&work);
+    work.push_ok("main", &[]);
     write_app(&daemon, &work, "v2", "echo about to fail; exit 3");
     let out = work.push("main", &[]);
     let log = text(&out.stderr);
@@ -204,7 +197,7 @@ fn requests_through_ten_deploys_never_fail_and_held_ones_reach_the_new_version()
     let (daemon, work) = setup();
     let router = daemon.router_addr();
     write_app(&daemon, &work, "v0", SERVE);
-    push_ok(&work);
+    work.push_ok("main", &[]);
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..3)
         .map(|_| {
@@ -235,7 +228,7 @@ fn requests_through_ten_deploys_never_fail_and_held_ones_reach_the_new_version()
         .collect();
     for version in 1..=10 {
         write_app(&daemon, &work, &format!("v{version}"), SERVE);
-        push_ok(&work);
+        work.push_ok("main", &[]);
     }
     stop.store(true, Ordering::SeqCst);
     for client in clients {
@@ -288,7 +281,7 @@ fn workers_environment_file_tmp_mounts_and_hook_failures() {
         if round > 0 {
             work.git_ok(&["commit", "--allow-empty", "-m", "again"]);
         }
-        let log = push_ok(&work);
+        let log = work.push_ok("main", &[]);
         assert!(log.contains("greeting: from .environment"), "{log}");
         assert!(log.contains("tmp entries: 0"), "round {round}: {log}");
         assert!(

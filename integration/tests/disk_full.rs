@@ -84,12 +84,7 @@ fn a_full_disk_fails_the_build_clearly_and_corrupts_nothing() {
     };
 
     commit(&work, "v1", false);
-    let out = work.push("main", &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    work.push_ok("main", &[]);
     assert_eq!(http_get(daemon.router_addr(), host, "/").unwrap().1, "v1");
 
     commit(&work, "v2", true);
@@ -112,12 +107,7 @@ fn a_full_disk_fails_the_build_clearly_and_corrupts_nothing() {
 
     daemon.cli_ok(&["project", "clear-build-cache", "-p", "shop"]);
     commit(&work, "v3", false);
-    let out = work.push("main", &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    work.push_ok("main", &[]);
     assert_eq!(http_get(daemon.router_addr(), host, "/").unwrap().1, "v3");
 
     // And after a restart.

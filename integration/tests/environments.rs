@@ -58,13 +58,6 @@ fn commit_version(work: &Work, version: &str) {
     work.commit(version);
 }
 
-fn push_ok(work: &Work, branch: &str, options: &[&str]) -> String {
-    let out = work.push(branch, options);
-    let log = text(&out.stderr);
-    assert!(out.status.success(), "push failed:\n{log}");
-    log
-}
-
 /// Runs the CLI; `(success, stdout + stderr)` (activity logs go to stderr).
 fn cli(daemon: &Daemon, args: &[&str]) -> (bool, String) {
     let out: Output = daemon.cli(args);
@@ -119,12 +112,12 @@ fn environment_dir(daemon: &Daemon, name: &str) -> std::path::PathBuf {
 fn a_branch_is_activated_with_a_copy_of_its_parents_data_deactivated_and_deleted() {
     let (daemon, work) = setup();
     commit_version(&work, "v1");
-    push_ok(&work, "main", &[]);
+    work.push_ok("main", &[]);
     assert_eq!(body(&daemon, "main", "/data/origin"), "main\n");
     let parent_blob = body(&daemon, "main", "/data/blob");
 
     // A plain push of a new branch: code only.
-    let log = push_ok(&work, "feature", &[]);
+    let log = work.push_ok("feature", &[]);
     assert!(log.contains("Environment feature is inactive"), "{log}");
     assert_eq!(environment_row(&daemon, "feature")[2], "inactive");
     assert!(daemon.app_containers(Some("shop/feature")).is_empty());
@@ -186,7 +179,7 @@ fn a_branch_is_activated_with_a_copy_of_its_parents_data_deactivated_and_deleted
     assert_eq!(body(&daemon, "feature", "/data/child-deploys"), "x\n");
 
     // Activation by push option, then deletion with the branch.
-    let log = push_ok(&work, "review", &["environment.status=active"]);
+    let log = work.push_ok("review", &["environment.status=active"]);
     assert!(log.contains("as a clone of main"), "{log}");
     assert_eq!(body(&daemon, "review", "/data/origin"), "main\n");
     cli_ok(&daemon, &["environment", "delete", "-p", "shop", "review"]);
@@ -225,9 +218,9 @@ fn releases(daemon: &Daemon) -> Vec<(String, String, String)> {
 fn an_older_release_is_promoted_without_a_build_and_redeploy_and_deploy_work() {
     let (daemon, work) = setup();
     commit_version(&work, "v1");
-    push_ok(&work, "main", &[]);
+    work.push_ok("main", &[]);
     commit_version(&work, "v2");
-    push_ok(&work, "main", &[]);
+    work.push_ok("main", &[]);
     assert_eq!(body(&daemon, "main", "/"), "v2\n");
     let listed = releases(&daemon);
     assert_eq!(listed.len(), 2, "{listed:?}");
@@ -278,7 +271,7 @@ fn app_env(daemon: &Daemon, environment: &str) -> String {
 fn variables_reach_builds_and_apps_by_precedence_and_sensitive_ones_are_never_shown() {
     let (daemon, work) = setup();
     commit_version(&work, "v1");
-    push_ok(&work, "main", &[]);
+    work.push_ok("main", &[]);
     assert!(app_env(&daemon, "main").contains("LEVEL=app\n"));
 
     // Runtime-only: a redeploy, no rebuild; project beats the app config.
@@ -369,7 +362,7 @@ fn variables_reach_builds_and_apps_by_precedence_and_sensitive_ones_are_never_sh
     assert!(!app_env(&daemon, "main").contains("BUILD_VAR"));
 
     // A child inherits what is inheritable; its push log masks the secret.
-    let log = push_ok(&work, "feature", &["environment.status=active"]);
+    let log = work.push_ok("feature", &["environment.status=active"]);
     assert!(log.contains("deploy sees ******"), "{log}");
     let child = app_env(&daemon, "feature");
     assert!(child.contains("LEVEL=main-env\n"), "{child}");
