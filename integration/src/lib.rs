@@ -81,6 +81,8 @@ pub struct Daemon {
     binary: PathBuf,
     /// `$LAUNCHWAY_FAILPOINT` for the next `spawn`.
     failpoint: Option<String>,
+    /// `$LAUNCHWAY_FAILPOINT_RUN` for the next `spawn`.
+    failpoint_command: Option<String>,
 }
 
 /// A user's SSH key pair.
@@ -152,15 +154,36 @@ impl Daemon {
             dir,
             binary: binary.to_path_buf(),
             failpoint: None,
+            failpoint_command: None,
         }
     }
 
     /// The containerd namespace this daemon uses (from its settings).
     pub fn containerd_namespace(&self) -> Option<String> {
+        self.containerd_endpoint().map(|(_, namespace)| namespace)
+    }
+
+    /// The containerd socket and namespace this daemon uses: the configured
+    /// socket, or its embedded containerd's when nothing answers there.
+    pub fn containerd_endpoint(&self) -> Option<(PathBuf, String)> {
         let text = std::fs::read_to_string(&self.settings).ok()?;
-        text.lines()
-            .find_map(|line| line.strip_prefix("namespace = \""))
-            .map(|rest| rest.trim_end_matches('"').to_string())
+        let settings: toml::Table = text.parse().ok()?;
+        let table = settings.get("containerd").and_then(toml::Value::as_table);
+        let field = |name: &str| {
+            table
+                .and_then(|t| t.get(name))
+                .and_then(toml::Value::as_str)
+                .map(str::to_owned)
+        };
+        let namespace = field("namespace").unwrap_or_else(|| "launchway".to_owned());
+        let configured = field("socket").map(PathBuf::from);
+        let embedded = self.data_dir().join("containerd/containerd.sock");
+        let socket = match configured {
+            Some(socket) if socket.exists() => socket,
+            _ if embedded.exists() => embedded,
+            _ => return None,
+        };
+        Some((socket, namespace))
     }
 
     /// Starts a daemon with the default settings.
@@ -178,6 +201,9 @@ impl Daemon {
         let mut command = Command::new(&self.binary);
         if let Some(failpoint) = &self.failpoint {
             command.env("LAUNCHWAY_FAILPOINT", failpoint);
+        }
+        if let Some(run) = &self.failpoint_command {
+            command.env("LAUNCHWAY_FAILPOINT_RUN", run);
         }
         let child = command
             .arg("--config")
@@ -221,6 +247,12 @@ impl Daemon {
     /// The failpoint the next [`Daemon::spawn`] arms (`None`: none).
     pub fn set_failpoint(&mut self, failpoint: Option<&str>) {
         self.failpoint = failpoint.map(str::to_owned);
+    }
+
+    /// Makes the failpoint the next [`Daemon::spawn`] arms run `command`
+    /// (a shell command) and go on, instead of killing the daemon.
+    pub fn set_failpoint_command(&mut self, command: Option<&str>) {
+        self.failpoint_command = command.map(str::to_owned);
     }
 
     /// Waits up to `timeout` for the process to exit by itself.
@@ -398,8 +430,17 @@ fn proc_status_kib(pid: u32, field: &str) -> u64 {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        self.stop();
-        self.remove_environments();
+        // An embedded containerd stops with the daemon: remove the apps first.
+        let embedded = self
+            .containerd_endpoint()
+            .is_some_and(|(socket, _)| socket.starts_with(self.data_dir()));
+        if embedded {
+            self.remove_environments();
+            self.stop();
+        } else {
+            self.stop();
+            self.remove_environments();
+        }
     }
 }
 
@@ -408,7 +449,7 @@ impl Daemon {
     /// design): the app containers in the daemon's namespace and the
     /// pinned network namespaces under its data directory.
     pub fn remove_environments(&self) {
-        if let (Some(socket), Some(namespace)) = (containerd_socket(), self.containerd_namespace())
+        if let Some((socket, namespace)) = self.containerd_endpoint()
             && let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -434,9 +475,11 @@ impl Daemon {
 
     /// Runs `body` with an engine on the daemon's containerd namespace.
     fn with_engine<T>(&self, body: impl AsyncFnOnce(&launchway_containerd::Engine) -> T) -> T {
-        let (Some(socket), Some(namespace)) = (containerd_socket(), self.containerd_namespace())
-        else {
-            panic!("no containerd for this test");
+        let Some((socket, namespace)) = self.containerd_endpoint() else {
+            panic!(
+                "no containerd answers for this test; settings:\n{}",
+                std::fs::read_to_string(&self.settings).unwrap_or_default()
+            );
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -4,7 +4,9 @@
 //! shutdown. Its log goes to `containerd/containerd.log` there.
 //!
 //! Tasks started by it keep running in their shims if it stops (containerd's
-//! own behaviour); the next start reconnects to them.
+//! own behaviour); the next start reconnects to them. If it dies while the
+//! daemon runs, the daemon's containerd watch restarts it
+//! ([`EmbeddedContainerd::restart`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -19,6 +21,44 @@ pub struct EmbeddedContainerd {
     child: tokio::process::Child,
     socket: PathBuf,
     log: PathBuf,
+    binary: PathBuf,
+    config_path: PathBuf,
+}
+
+/// Runs `binary` on `config_path`, its output appended to `log`.
+fn spawn(
+    binary: &Path,
+    config_path: &Path,
+    socket: &Path,
+    log: &Path,
+) -> Result<tokio::process::Child> {
+    let log_file = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|error| EngineError::io(format!("opening {}", log.display()), error))?;
+    let log_err = log_file
+        .try_clone()
+        .map_err(|error| EngineError::io("duplicating the containerd log", error))?;
+    // A socket a killed containerd left would refuse connections.
+    let _ = std::fs::remove_file(socket);
+    tokio::process::Command::new(binary)
+        .arg("--config")
+        .arg(config_path)
+        .stdin(Stdio::null())
+        .stdout(log_file)
+        .stderr(log_err)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| {
+            EngineError::io(
+                format!(
+                    "starting {} (apt-get install containerd runc)",
+                    binary.display()
+                ),
+                error,
+            )
+        })
 }
 
 /// The socket the embedded containerd of `data_dir` listens on.
@@ -60,60 +100,61 @@ impl EmbeddedContainerd {
         std::fs::write(&config_path, config(data_dir)).map_err(|error| {
             EngineError::io(format!("writing {}", config_path.display()), error)
         })?;
-        let log = base.join("containerd.log");
-        let log_file = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .map_err(|error| EngineError::io(format!("opening {}", log.display()), error))?;
-        let log_err = log_file
-            .try_clone()
-            .map_err(|error| EngineError::io("duplicating the containerd log", error))?;
         let socket = socket_path(data_dir);
-        let _ = std::fs::remove_file(&socket);
-        let child = tokio::process::Command::new(binary)
-            .arg("--config")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log_file)
-            .stderr(log_err)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|error| {
-                EngineError::io(
-                    format!(
-                        "starting {} (apt-get install containerd runc)",
-                        binary.display()
-                    ),
-                    error,
-                )
-            })?;
-        let mut embedded = EmbeddedContainerd { child, socket, log };
-        let scratch = base.join("probe");
+        let log = base.join("containerd.log");
+        let child = spawn(binary, &config_path, &socket, &log)?;
+        let mut embedded = EmbeddedContainerd {
+            child,
+            socket,
+            log,
+            binary: binary.to_path_buf(),
+            config_path,
+        };
+        embedded.wait_until_answering().await?;
+        Ok(embedded)
+    }
+
+    /// Its exit status, once it has exited (killed, crashed).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Starts it again (after it exited) and waits until it answers. Tasks
+    /// it started kept running in their shims; it reconnects to them.
+    pub async fn restart(&mut self) -> Result<()> {
+        if self.exited().is_none() {
+            let _ = self.stop().await;
+        }
+        self.child = spawn(&self.binary, &self.config_path, &self.socket, &self.log)?;
+        self.wait_until_answering().await
+    }
+
+    async fn wait_until_answering(&mut self) -> Result<()> {
+        let scratch = self.config_path.with_file_name("probe");
         for _ in 0..120 {
-            if let Ok(Some(status)) = embedded.child.try_wait() {
+            if let Some(status) = self.exited() {
                 return Err(EngineError::Unavailable {
-                    socket: embedded.socket.clone(),
+                    socket: self.socket.clone(),
                     reason: format!(
                         "the embedded containerd exited ({status}); see {}",
-                        embedded.log.display()
+                        self.log.display()
                     ),
                 });
             }
-            if Engine::connect(&embedded.socket, crate::DEFAULT_NAMESPACE, &scratch)
+            if Engine::connect(&self.socket, crate::DEFAULT_NAMESPACE, &scratch)
                 .await
                 .is_ok()
             {
-                return Ok(embedded);
+                return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        let _ = embedded.stop().await;
+        let _ = self.stop().await;
         Err(EngineError::Unavailable {
-            socket: socket_path(data_dir),
+            socket: self.socket.clone(),
             reason: format!(
                 "the embedded containerd did not answer within 30 s; see {}",
-                base.join("containerd.log").display()
+                self.log.display()
             ),
         })
     }

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use containerd_client::services::v1::{
@@ -42,6 +43,9 @@ pub struct Engine {
     namespace_header: AsciiMetadataValue,
     socket: PathBuf,
     scratch: PathBuf,
+    /// What steps and workspaces could not remove because containerd was
+    /// not answering; [`Engine::clean_deferred`] retries it.
+    pub(crate) deferred: Arc<std::sync::Mutex<Vec<crate::step::Deferred>>>,
 }
 
 /// A containerd lease: resources created while it is passed along are kept
@@ -131,6 +135,7 @@ impl Engine {
             namespace_header,
             socket: socket.to_path_buf(),
             scratch: scratch.to_path_buf(),
+            deferred: Arc::default(),
         };
         tokio::time::timeout(Duration::from_secs(5), engine.version())
             .await
@@ -148,6 +153,7 @@ impl Engine {
             });
         }
         let mut engine = self.clone();
+        engine.deferred = Arc::default();
         engine.namespace_header =
             MetadataValue::try_from(namespace).map_err(|error| EngineError::Invalid {
                 what: "containerd namespace",
@@ -176,6 +182,11 @@ impl Engine {
             .await
             .map_err(|status| EngineError::rpc("version", || "version".into(), status))?;
         Ok(response.into_inner().version)
+    }
+
+    /// Whether containerd answers within `limit` (the outage watch's probe).
+    pub async fn answers(&self, limit: Duration) -> bool {
+        matches!(tokio::time::timeout(limit, self.version()).await, Ok(Ok(_)))
     }
 
     pub(crate) fn request<T>(&self, message: T) -> Request<T> {

@@ -72,6 +72,19 @@ impl EngineError {
         matches!(self, EngineError::NotFound { .. })
     }
 
+    /// containerd did not answer (down, restarting, connection lost): not
+    /// the request's fault, worth retrying once it is back.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            EngineError::Unavailable { .. }
+                | EngineError::Rpc {
+                    code: tonic::Code::Unavailable,
+                    ..
+                }
+        )
+    }
+
     pub fn is_already_exists(&self) -> bool {
         matches!(self, EngineError::AlreadyExists { .. })
     }

@@ -125,9 +125,19 @@ impl Workspace {
     /// Removes the snapshot and its lease.
     pub async fn discard(mut self) -> Result<()> {
         self.finished = true;
-        let removed = self.engine.remove_snapshot(&self.key).await;
-        let released = self.engine.delete_lease(&self.lease, false).await;
-        removed.and(released)
+        self.leftovers().clean().await
+    }
+
+    fn leftovers(&self) -> Leftovers {
+        Leftovers {
+            engine: self.engine.clone(),
+            id: self.key.clone(),
+            lease: Some(self.lease.clone()),
+            snapshot: Some(self.key.clone()),
+            container: false,
+            task: false,
+            fifo_dir: None,
+        }
     }
 }
 
@@ -137,12 +147,9 @@ impl Drop for Workspace {
             return;
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let engine = self.engine.clone();
-            let key = self.key.clone();
-            let lease = self.lease.clone();
+            let mut leftovers = self.leftovers();
             runtime.spawn(async move {
-                let _ = engine.remove_snapshot(&key).await;
-                let _ = engine.delete_lease(&lease, false).await;
+                let _ = leftovers.clean().await;
             });
         }
     }
@@ -160,32 +167,90 @@ struct Leftovers {
     fifo_dir: Option<tempfile::TempDir>,
 }
 
+/// What a step or workspace could not remove while containerd was not
+/// answering, kept for [`Engine::clean_deferred`].
+#[derive(Debug)]
+pub(crate) struct Deferred {
+    id: String,
+    lease: Option<Lease>,
+    snapshot: Option<String>,
+    container: bool,
+    task: bool,
+}
+
 impl Leftovers {
+    /// Removes what is left. What fails because containerd is not
+    /// answering is kept on the engine for [`Engine::clean_deferred`].
     async fn clean(&mut self) -> Result<()> {
         let engine = self.engine.clone();
         let mut first_error = None;
-        let mut note = |result: Result<()>| {
-            if let Err(error) = result {
-                tracing::warn!(step = %self.id, %error, "cleaning up a step");
-                first_error.get_or_insert(error);
+        let mut later = Deferred {
+            id: self.id.clone(),
+            lease: None,
+            snapshot: None,
+            container: false,
+            task: false,
+        };
+        let mut note = |result: Result<()>| -> bool {
+            match result {
+                Ok(()) => false,
+                Err(error) => {
+                    tracing::warn!(step = %self.id, %error, "cleaning up a step");
+                    let unavailable = error.is_unavailable();
+                    first_error.get_or_insert(error);
+                    unavailable
+                }
             }
         };
         if self.task {
-            note(remove_task(&engine, &self.id).await);
+            later.task = note(remove_task(&engine, &self.id).await);
             self.task = false;
         }
         if self.container {
-            note(engine.delete_container(&self.id).await);
+            later.container = note(engine.delete_container(&self.id).await);
             self.container = false;
         }
-        if let Some(key) = self.snapshot.take() {
-            note(engine.remove_snapshot(&key).await);
+        if let Some(key) = self.snapshot.take()
+            && note(engine.remove_snapshot(&key).await)
+        {
+            later.snapshot = Some(key);
         }
-        if let Some(lease) = self.lease.take() {
-            note(engine.delete_lease(&lease, false).await);
+        if let Some(lease) = self.lease.take()
+            && note(engine.delete_lease(&lease, false).await)
+        {
+            later.lease = Some(lease);
         }
         self.fifo_dir = None;
+        let unfinished =
+            later.task || later.container || later.snapshot.is_some() || later.lease.is_some();
+        if unfinished && let Ok(mut deferred) = engine.deferred.lock() {
+            deferred.push(later);
+        }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Engine {
+    /// Retries the clean-ups containerd's outage deferred (build steps and
+    /// workspaces it could not remove). Returns how many are still pending.
+    pub async fn clean_deferred(&self) -> usize {
+        let pending = match self.deferred.lock() {
+            Ok(mut deferred) => std::mem::take(&mut *deferred),
+            Err(_) => return 0,
+        };
+        for entry in pending {
+            let mut leftovers = Leftovers {
+                engine: self.clone(),
+                id: entry.id,
+                lease: entry.lease,
+                snapshot: entry.snapshot,
+                container: entry.container,
+                task: entry.task,
+                fifo_dir: None,
+            };
+            let _ = leftovers.clean().await;
+        }
+        self.deferred.lock().map_or(0, |deferred| deferred.len())
     }
 }
 

@@ -46,6 +46,9 @@ pub(crate) enum Work {
     Redeploy,
     /// Deploy a recorded release again.
     Promote { release: String },
+    /// Deploy `release` again if containerd's outage interrupted its deploy
+    /// and nothing moved the environment on since (`outage.rs`).
+    Resume { release: String },
     /// Run the post_deploy hooks of the serving release (after a stop
     /// between its release and the hooks).
     PostDeploy { release: String },
@@ -220,6 +223,10 @@ impl Daemon {
             }
             Work::Promote { release } => {
                 self.promote_activity(&activity, release, &log, &cancel)
+                    .await
+            }
+            Work::Resume { release } => {
+                self.resume_activity(&activity, release, &log, &cancel)
                     .await
             }
         };

@@ -380,6 +380,7 @@ impl Daemon {
         cancel: &CancellationToken,
     ) -> Result<Release, Ended> {
         let release_id = release.id.clone();
+        let outages = self.containerd_outages();
         let spec: DeploySpec = serde_json::from_value(release.spec.clone()).map_err(|_| {
             Ended::Failed(format!(
                 "release {release_id} cannot be read (was it written by another version of Launchway?)"
@@ -466,7 +467,12 @@ impl Daemon {
             )
             .await;
         }
-        self.stop_containers(&old_containers).await;
+        let still_running = self.stop_containers(&old_containers).await;
+        if !still_running.is_empty() && self.containerd_lost(outages).await {
+            return Err(self
+                .defer_to_containerd(&mut deployment, still_running, &mut held, log)
+                .await);
+        }
         deployment.containers.clear();
 
         // Mounts, start, readiness.
@@ -477,6 +483,11 @@ impl Daemon {
             Ok(started) => started,
             Err(failure) => {
                 log.line(&format!("    E: {}", failure.message)).await;
+                if self.containerd_lost(outages).await {
+                    return Err(self
+                        .defer_to_containerd(&mut deployment, failure.containers, &mut held, log)
+                        .await);
+                }
                 deployment.containers = failure.containers.clone();
                 self.put_deployment_phase(&mut deployment, Phase::RollingBack)?;
                 self.stop_containers(&failure.containers).await;
@@ -501,6 +512,11 @@ impl Daemon {
                         deployment.containers = containers;
                         deployment.previous = None;
                         self.put_deployment_phase(&mut deployment, Phase::Complete)?;
+                    }
+                    None if self.containerd_lost(outages).await => {
+                        return Err(self
+                            .defer_to_containerd(&mut deployment, Vec::new(), &mut held, log)
+                            .await);
                     }
                     None => {
                         // Nothing serves: no release of the environment is active.
@@ -561,6 +577,38 @@ impl Daemon {
         self.put_deployment_phase(&mut deployment, Phase::Complete)?;
         self.report_routes(&spec, log).await;
         Ok(release)
+    }
+
+    /// Leaves a deploy that containerd's outage interrupted where it is (no
+    /// rollback: that needs containerd too), its requests held, for the
+    /// containerd watch to resume once containerd answers (`outage.rs`).
+    async fn defer_to_containerd(
+        &self,
+        deployment: &mut Deployment,
+        containers: Vec<String>,
+        held: &mut HeldGate<'_>,
+        log: &Log,
+    ) -> Ended {
+        for id in containers {
+            if !deployment.containers.contains(&id) {
+                deployment.containers.push(id);
+            }
+        }
+        deployment.updated_at = now_ms();
+        self.note_store("deployment", self.store.put_deployment(deployment));
+        self.router.hold(held.key);
+        held.released = true;
+        self.containerd_interrupted(deployment);
+        log.line(
+            "    E: containerd stopped answering; the deploy resumes as soon as it answers again \
+             (requests to the environment wait meanwhile, each up to the router's hold timeout)",
+        )
+        .await;
+        Ended::Failed(format!(
+            "containerd stopped answering while release {} was being deployed ({}); \
+             a recovery activity deploys it again once containerd is back",
+            deployment.release, deployment.phase
+        ))
     }
 
     async fn report_routes(&self, spec: &DeploySpec, log: &Log) {
@@ -643,18 +691,27 @@ impl Daemon {
         }
     }
 
-    /// Stops and removes containers (SIGTERM, grace, SIGKILL).
-    pub(crate) async fn stop_containers(&self, ids: &[String]) {
+    /// Stops and removes containers (SIGTERM, grace, SIGKILL). Returns
+    /// those that could not be removed (containerd down, for one).
+    pub(crate) async fn stop_containers(&self, ids: &[String]) -> Vec<String> {
         let grace = Duration::from_secs(self.settings.deploy.stop_grace_secs);
         let stops = ids.iter().map(|id| async move {
             if let Err(error) = self.engine.stop_app(id, grace).await {
                 warn!(%error, container = %id, "stopping");
             }
-            if let Err(error) = self.engine.remove_app(id).await {
-                warn!(%error, container = %id, "removing");
+            match self.engine.remove_app(id).await {
+                Err(error) if !error.is_not_found() => {
+                    warn!(%error, container = %id, "removing");
+                    Some(id.clone())
+                }
+                _ => None,
             }
         });
-        futures_util::future::join_all(stops).await;
+        futures_util::future::join_all(stops)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// Makes mounts, starts every process of `spec` and waits until each web
@@ -963,24 +1020,45 @@ impl Daemon {
             app.name
         ))
         .await;
-        match self
-            .exec_logged(app, process, container, hook, None, log, cancel)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                log.line(&format!(
-                    "      W: the {name} hook of application {} failed; the deploy goes on",
-                    app.name
-                ))
-                .await;
+        let outages = self.containerd_outages();
+        let mut waited = false;
+        loop {
+            match self
+                .exec_logged(app, process, container, hook, None, log, cancel)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    log.line(&format!(
+                        "      W: the {name} hook of application {} failed; the deploy goes on",
+                        app.name
+                    ))
+                    .await;
+                }
+                // The containers outlive containerd's outage: wait for it
+                // and run the hook (once more) rather than skip it.
+                Err(_) if !waited && self.containerd_lost(outages).await => {
+                    log.line(&format!(
+                        "      W: containerd stopped answering; the {name} hook runs again once it is back"
+                    ))
+                    .await;
+                    waited = true;
+                    if self.wait_for_containerd(cancel).await {
+                        continue;
+                    }
+                    log.line(&format!(
+                        "      W: containerd did not come back; the {name} hook was not run"
+                    ))
+                    .await;
+                }
+                Err(message) => {
+                    log.line(&format!(
+                        "      W: the {name} hook could not run: {message}"
+                    ))
+                    .await;
+                }
             }
-            Err(message) => {
-                log.line(&format!(
-                    "      W: the {name} hook could not run: {message}"
-                ))
-                .await;
-            }
+            return;
         }
     }
 

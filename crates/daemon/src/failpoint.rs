@@ -1,7 +1,10 @@
 //! Failpoints for the crash tests: with the `failpoints` feature (test
 //! builds only), the daemon kills itself with SIGKILL when it reaches the
-//! step named in `$LAUNCHWAY_FAILPOINT`. Without the feature every call is
-//! empty and the variable is never read.
+//! step named in `$LAUNCHWAY_FAILPOINT` (a step, or several separated by
+//! commas), or, when `$LAUNCHWAY_FAILPOINT_RUN` is set, runs that shell
+//! command there with `$LAUNCHWAY_FAILPOINT_STEP` naming the step (the
+//! outage tests kill containerd with it) and goes on. Without the feature every call is empty and the
+//! variables are never read.
 //!
 //! Steps: `build.recorded`, `build.hook`, `build.frozen`, `build.complete`,
 //! `deploy.release_recorded`, `deploy.<phase>` for every phase the deploy
@@ -30,7 +33,19 @@ pub const STEPS: &[&str] = &[
 /// Dies here if the failpoint names `step`.
 #[cfg(feature = "failpoints")]
 pub(crate) fn reached(step: &str) {
-    if std::env::var("LAUNCHWAY_FAILPOINT").is_ok_and(|name| name == step) {
+    if std::env::var("LAUNCHWAY_FAILPOINT")
+        .is_ok_and(|names| names.split(',').any(|name| name == step))
+    {
+        if let Ok(command) = std::env::var("LAUNCHWAY_FAILPOINT_RUN") {
+            tracing::warn!(failpoint = step, %command, "failpoint reached: running its command");
+            let status = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&command)
+                .env("LAUNCHWAY_FAILPOINT_STEP", step)
+                .status();
+            tracing::warn!(failpoint = step, ?status, "failpoint command ended");
+            return;
+        }
         tracing::error!(failpoint = step, "failpoint reached: killing the daemon");
         let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL);
         // SIGKILL cannot be caught; this only waits for it to land.

@@ -27,6 +27,7 @@ pub mod failpoint;
 mod fuzz;
 mod gate;
 mod logs;
+mod outage;
 mod policy;
 mod push;
 mod queue;
@@ -165,6 +166,8 @@ pub(crate) struct Daemon {
     pub(crate) router_addr: SocketAddr,
     /// Per environment (`project/env`), the socket factory of its namespace.
     pub(crate) factories: std::sync::Mutex<HashMap<String, Arc<launchway_router::SocketFactory>>>,
+    /// containerd outages and the deploys they interrupted.
+    pub(crate) containerd_watch: outage::ContainerdWatch,
 }
 
 impl Daemon {
@@ -232,7 +235,7 @@ pub async fn serve(
         },
     ));
 
-    let (engine, mut embedded) = connect_containerd(&settings).await?;
+    let (engine, embedded) = connect_containerd(&settings).await?;
 
     let listener = tokio::net::TcpListener::bind(settings.ssh.listen)
         .await
@@ -292,6 +295,7 @@ pub async fn serve(
         queues: queue::Queues::default(),
         tasks: TaskTracker::new(),
         engine,
+        containerd_watch: outage::ContainerdWatch::default(),
     });
     daemon.reconcile_at_start().await?;
     info!(ssh = %ssh_addr, api = %socket.display(), router = %router_addr, data = %data.display(), "launchway is serving");
@@ -301,6 +305,11 @@ pub async fn serve(
         .serve_threads(router_listeners, stop.clone())
         .map_err(&bind_error)?;
     let rotation = tokio::spawn(logs::rotate_forever(daemon.clone(), stop.clone()));
+    let containerd_watch = tokio::spawn(outage::watch_containerd(
+        daemon.clone(),
+        embedded,
+        stop.clone(),
+    ));
     let ssh = launchway_ssh::SshServer::new(
         daemon.clone(),
         git,
@@ -349,7 +358,7 @@ pub async fn serve(
     }
     rotation.abort();
     daemon.store.flush()?;
-    if let Some(containerd) = embedded.as_mut() {
+    if let Ok(Some(mut containerd)) = containerd_watch.await {
         info!("stopping the embedded containerd");
         if let Err(error) = containerd.stop().await {
             warn!(%error, "stopping the embedded containerd");

@@ -1,0 +1,239 @@
+//! containerd killed under a running daemon (issue 8). The daemon runs its
+//! own (embedded) containerd, so that killing it touches no other test; a
+//! failpoint command kills it with SIGKILL at a step of a push. The daemon
+//! starts it again, the interrupted deploy is finished (or the build fails
+//! with the old release serving), requests held meanwhile are served, no
+//! container is left over, and the next push works.
+#![allow(clippy::tests_outside_test_module, clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use launchway_integration::{Daemon, Work, failpoints_bin, http_get, pause};
+
+const CONFIG: &str = r#"applications:
+  web:
+    type: "python:3.11"
+    hooks:
+      build: |
+        echo "building $(cat version)"
+        mkdir -p public
+        cp version public/index.html
+      deploy: echo "deploying $(cat public/index.html)"
+      post_deploy: echo "deployed"
+    web:
+      commands:
+        start: exec httpd -f -p 127.0.0.1:$PORT -h /app/public
+"#;
+
+const HOST: &str = "main.shop.localhost";
+
+/// How a push containerd dies under ends.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Outcome {
+    /// The build fails; the previous release keeps serving.
+    BuildFails,
+    /// The deploy stops; a recovery activity deploys the release once
+    /// containerd is back.
+    DeployResumed,
+    /// The deploy waits for containerd and runs its hook then.
+    HookWaits,
+}
+
+/// The steps containerd is killed at.
+const OUTAGES: &[(&str, Outcome)] = &[
+    ("build.hook", Outcome::BuildFails),
+    ("deploy.stopping_old", Outcome::DeployResumed),
+    ("deploy.starting", Outcome::DeployResumed),
+    ("deploy.deploy_hook", Outcome::HookWaits),
+    ("deploy.post_deploy", Outcome::HookWaits),
+];
+
+fn commit(work: &Work, version: &str) {
+    work.write(".upsun/config.yaml", CONFIG);
+    work.write("version", version);
+    work.commit(version);
+}
+
+/// The pid of the daemon's embedded containerd.
+fn containerd_pid(daemon: &Daemon) -> u32 {
+    let config = daemon.data_dir().join("containerd/config.toml");
+    let wanted = format!("--config\0{}", config.display());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&wanted) {
+                return pid;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no embedded containerd runs:\n{}",
+            daemon.log()
+        );
+        pause();
+    }
+}
+
+/// Waits until no activity of the project is pending or running.
+fn wait_idle(daemon: &Daemon) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let listed = daemon.cli_ok(&["activities", "-p", "shop", "--json", "--limit", "100"]);
+        let activities: serde_json::Value = serde_json::from_str(&listed).unwrap();
+        let busy = activities
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["state"] == "pending" || a["state"] == "in_progress");
+        if !busy {
+            return activities;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "activities never ended:\n{listed}"
+        );
+        pause();
+    }
+}
+
+/// The descriptions of the `active *` releases of main.
+fn active_releases(daemon: &Daemon) -> Vec<String> {
+    daemon
+        .cli_ok(&["releases", "-p", "shop", "-e", "main", "--limit", "100"])
+        .lines()
+        .skip(1)
+        .filter(|line| line.contains("active *"))
+        .map(|line| line.split_whitespace().last().unwrap().to_owned())
+        .collect()
+}
+
+/// Waits (up to a minute) until `done`.
+fn wait_for(done: impl Fn() -> bool, what: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "{}", what());
+        pause();
+    }
+}
+
+fn arm(dir: &Path, step: &str, pid: u32) {
+    std::fs::write(dir.join(format!("arm-{step}")), pid.to_string()).unwrap();
+}
+
+#[test]
+fn containerd_killed_during_a_push_is_restarted_and_the_deploy_finished() {
+    let mut daemon = Daemon::prepare(
+        failpoints_bin(),
+        "[containerd]\nsocket = \"/nonexistent/containerd.sock\"\n\
+         [deploy]\nstart_timeout_secs = 20\nstop_grace_secs = 2\n",
+    );
+    // Each step kills containerd once, when the test has armed it.
+    let arms = daemon.scratch("arms");
+    let steps: Vec<&str> = OUTAGES.iter().map(|(step, _)| *step).collect();
+    daemon.set_failpoint(Some(&steps.join(",")));
+    daemon.set_failpoint_command(Some(&format!(
+        "f={}/arm-$LAUNCHWAY_FAILPOINT_STEP; pid=$(cat $f 2>/dev/null) && rm -f $f && kill -9 $pid",
+        arms.display()
+    )));
+    daemon.spawn();
+    daemon.use_busybox_runtime("python:3.11");
+    let remote = daemon.project("shop");
+    let alice = daemon.key("alice", "shop", "admin");
+    let work = Work::init(daemon.scratch("work")).with_ssh(daemon.ssh_command(&alice));
+    work.git_ok(&["remote", "add", "launchway", &remote]);
+    commit(&work, "v0");
+    work.push_ok("main", &[]);
+
+    let mut serving = "v0".to_owned();
+    for (index, &(step, outcome)) in OUTAGES.iter().enumerate() {
+        let version = format!("v{}", index + 1);
+        let killed = containerd_pid(&daemon);
+        arm(&arms, step, killed);
+        commit(&work, &version);
+        let out = work.push("main", &[]);
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !arms.join(format!("arm-{step}")).exists(),
+            "{step}: the failpoint was not reached:\n{said}"
+        );
+        match outcome {
+            Outcome::BuildFails => {
+                assert!(!out.status.success(), "{step}: the push succeeded:\n{said}");
+            }
+            Outcome::DeployResumed => {
+                assert!(!out.status.success(), "{step}: the push succeeded:\n{said}");
+                assert!(
+                    said.contains("containerd stopped answering"),
+                    "{step}: {said}"
+                );
+            }
+            Outcome::HookWaits => {
+                assert!(out.status.success(), "{step}: the push failed:\n{said}");
+                let listed = daemon.cli_ok(&["activities", "-p", "shop", "--json", "--limit", "1"]);
+                let latest: serde_json::Value = serde_json::from_str(&listed).unwrap();
+                let log = daemon.cli_ok(&["activity", "log", &latest[0]["id"].to_string()]);
+                let hook_ran = match step {
+                    "deploy.deploy_hook" => format!("deploying {version}"),
+                    _ => "deployed".to_owned(),
+                };
+                assert!(
+                    log.contains("runs again once it is back") && log.contains(&hook_ran),
+                    "{step}: {log}"
+                );
+            }
+        }
+        // A request now is held until the release serves again.
+        let (status, body) = http_get(daemon.router_addr(), HOST, "/").unwrap();
+        assert_eq!(status, 200, "{step}: {body}\n{}", daemon.log());
+
+        let activities = wait_idle(&daemon);
+        if outcome == Outcome::DeployResumed {
+            let resumed = activities.as_array().unwrap().iter().any(|a| {
+                a["description"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with("recovery: containerd stopped answering"))
+                    && a["result"] == "success"
+            });
+            assert!(resumed, "{step}: no recovery activity: {activities:#}");
+        }
+        let expected = if outcome == Outcome::BuildFails {
+            serving
+        } else {
+            version.clone()
+        };
+        let (status, body) = http_get(daemon.router_addr(), HOST, "/").unwrap();
+        assert_eq!(
+            (status, body.as_str()),
+            (200, expected.as_str()),
+            "{step}: {activities:#}\n{}",
+            daemon.log()
+        );
+        assert_eq!(active_releases(&daemon), vec![expected.clone()], "{step}");
+        wait_for(
+            || daemon.log().matches("containerd answers again").count() > index,
+            || format!("{step}: containerd is not back:\n{}", daemon.log()),
+        );
+        let restarted = containerd_pid(&daemon);
+        assert_ne!(restarted, killed, "{step}: containerd was not restarted");
+        let apps = daemon.app_containers(Some("shop/main"));
+        assert_eq!(apps.len(), 1, "{step}: app containers {apps:?}");
+        wait_for(
+            || daemon.all_containers() == apps,
+            || format!("{step}: leftovers"),
+        );
+        serving = expected;
+    }
+
+    commit(&work, "after");
+    work.push_ok("main", &[]);
+    let (status, body) = http_get(daemon.router_addr(), HOST, "/").unwrap();
+    assert_eq!((status, body.as_str()), (200, "after"));
+    assert_eq!(active_releases(&daemon), vec!["after".to_owned()]);
+    let apps = daemon.app_containers(Some("shop/main"));
+    assert_eq!(daemon.all_containers(), apps);
+}
