@@ -62,6 +62,33 @@ pub async fn connect(path: &Path) -> Result<LaunchwayClient<Channel>, ConnectErr
         .max_encoding_message_size(64 * 1024 * 1024))
 }
 
+/// The longest status message the daemon sends (in bytes). A refusal that
+/// quotes an oversized request field would otherwise overflow the client's
+/// header limit and turn a clear error into an HTTP/2 protocol error.
+pub const MAX_STATUS_MESSAGE: usize = 2048;
+
+/// Shortens an error response's status message to [`MAX_STATUS_MESSAGE`].
+fn bound_status_message<B>(
+    mut response: tonic::codegen::http::Response<B>,
+) -> tonic::codegen::http::Response<B> {
+    let headers = response.headers_mut();
+    let oversized = headers
+        .get("grpc-message")
+        .is_some_and(|value| value.len() > MAX_STATUS_MESSAGE);
+    if let Some(status) = oversized
+        .then(|| tonic::Status::from_header_map(headers))
+        .flatten()
+    {
+        let mut end = MAX_STATUS_MESSAGE / 4;
+        while !status.message().is_char_boundary(end) {
+            end -= 1;
+        }
+        let message = format!("{}… (shortened)", &status.message()[..end]);
+        let _ = tonic::Status::new(status.code(), message).add_header(headers);
+    }
+    response
+}
+
 /// Serves `service` on `listener` until `shutdown` resolves.
 pub async fn serve<S: Launchway>(
     service: S,
@@ -69,6 +96,7 @@ pub async fn serve<S: Launchway>(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(bound_status_message))
         .add_service(LaunchwayServer::new(service))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(listener),

@@ -1,0 +1,557 @@
+//! Randomized admin API requests (issue 8): every RPC a client can call,
+//! with random fields, against a daemon that has a project, a key, an
+//! environment, a build and a release. Reads get random everything; calls
+//! that change something always carry one invalid name (a NUL, a space, a
+//! newline, `../` or a non-ASCII letter), so each must be refused. The
+//! daemon must answer every call with a status a user can act on (never
+//! `internal` or `unknown`, always a message), keep running, log no panic,
+//! and end with exactly the state it started with. The seed is printed so a
+//! failure can be replayed (`LAUNCHWAY_FUZZ_SEED`).
+#![allow(clippy::tests_outside_test_module, clippy::unwrap_used)]
+
+use launchway_api::proto;
+use launchway_integration::{Daemon, Work};
+use rand::{Rng, RngExt as _, SeedableRng as _};
+use tonic::Code;
+
+const REQUESTS: usize = 20_000;
+
+const CONFIG: &str = r#"applications:
+  web:
+    type: "python:3.11"
+    hooks:
+      build: |
+        mkdir -p public
+        echo hello > public/index.html
+    web:
+      commands:
+        start: exec httpd -f -p 127.0.0.1:$PORT -h /app/public
+"#;
+
+const FRAGMENTS: &[&str] = &[
+    "a",
+    "Z",
+    "0",
+    "9",
+    "-",
+    "_",
+    ".",
+    ":",
+    "/",
+    "=",
+    "shop",
+    "main",
+    "env:",
+    "..",
+    "../",
+    "\0",
+    " ",
+    "\n",
+    "\t",
+    "é",
+    "💥",
+    "'",
+    "\"",
+    "\\",
+    "$(",
+    "`",
+    "%",
+    "*",
+    "refs/heads/",
+    "@{",
+    "~",
+];
+
+/// What makes any name invalid, wherever it is used.
+const INVALID: &[&str] = &["\0", " ", "\n", "../", "é", "\t"];
+
+fn text(rng: &mut impl Rng, max: usize) -> String {
+    let len = rng.random_range(0..max);
+    let mut text: String = (0..len)
+        .map(|_| FRAGMENTS[rng.random_range(0..FRAGMENTS.len())])
+        .collect();
+    if rng.random_ratio(1, 50) {
+        // Oversized.
+        text.push_str(&"x".repeat(rng.random_range(1_000..200_000)));
+    }
+    text
+}
+
+/// Random text with an invalid piece somewhere.
+fn invalid(rng: &mut impl Rng) -> String {
+    let mut chars: Vec<char> = text(rng, 12).chars().collect();
+    let at = rng.random_range(0..=chars.len());
+    let piece = INVALID[rng.random_range(0..INVALID.len())];
+    chars.splice(at..at, piece.chars());
+    chars.into_iter().collect()
+}
+
+/// A project: the real one or random text.
+fn project(rng: &mut impl Rng) -> String {
+    if rng.random_bool(0.5) {
+        "shop".to_owned()
+    } else {
+        text(rng, 8)
+    }
+}
+
+/// An environment: the real one or random text.
+fn environment(rng: &mut impl Rng) -> String {
+    if rng.random_bool(0.5) {
+        "main".to_owned()
+    } else {
+        text(rng, 8)
+    }
+}
+
+type Client = launchway_api::LaunchwayClient<tonic::transport::Channel>;
+
+/// Drains a stream of replies; its error, if any.
+async fn drain<T>(
+    reply: Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>,
+) -> Result<(), tonic::Status> {
+    let mut stream = reply?.into_inner();
+    while stream.message().await?.is_some() {}
+    Ok(())
+}
+
+/// One read with random fields.
+async fn read(
+    client: &mut Client,
+    rng: &mut impl Rng,
+) -> (&'static str, Result<(), tonic::Status>) {
+    match rng.random_range(0..13) {
+        0 => (
+            "ListProjects",
+            client
+                .list_projects(proto::ListProjectsRequest {})
+                .await
+                .map(drop),
+        ),
+        1 => {
+            let request = proto::ListKeysRequest {
+                project: project(rng),
+            };
+            ("ListKeys", client.list_keys(request).await.map(drop))
+        }
+        2 => {
+            let request = proto::ListEnvironmentsRequest {
+                project: project(rng),
+            };
+            (
+                "ListEnvironments",
+                client.list_environments(request).await.map(drop),
+            )
+        }
+        3 => {
+            let request = proto::ListVariablesRequest {
+                project: project(rng),
+                environment: environment(rng),
+            };
+            (
+                "ListVariables",
+                client.list_variables(request).await.map(drop),
+            )
+        }
+        4 => {
+            let request = proto::ListActivitiesRequest {
+                project: project(rng),
+                environment: environment(rng),
+                limit: rng.random(),
+            };
+            (
+                "ListActivities",
+                client.list_activities(request).await.map(drop),
+            )
+        }
+        5 => {
+            let request = proto::ActivityLogRequest {
+                id: rng.random_range(0..20),
+            };
+            ("ActivityLog", client.activity_log(request).await.map(drop))
+        }
+        6 => {
+            let request = proto::ListBuildsRequest {
+                project: project(rng),
+                limit: rng.random(),
+            };
+            ("ListBuilds", client.list_builds(request).await.map(drop))
+        }
+        7 => {
+            let request = proto::GetBuildRequest { id: text(rng, 12) };
+            ("GetBuild", client.get_build(request).await.map(drop))
+        }
+        8 => {
+            let request = proto::BuildLogsRequest {
+                id: text(rng, 12),
+                follow: false,
+            };
+            ("BuildLogs", drain(client.build_logs(request).await).await)
+        }
+        9 => {
+            let request = proto::ListReleasesRequest {
+                project: project(rng),
+                environment: environment(rng),
+                limit: rng.random(),
+            };
+            (
+                "ListReleases",
+                client.list_releases(request).await.map(drop),
+            )
+        }
+        10 => {
+            let request = proto::GetReleaseRequest { id: text(rng, 12) };
+            ("GetRelease", client.get_release(request).await.map(drop))
+        }
+        11 => {
+            let request = proto::PlanRequest {
+                project: project(rng),
+                r#ref: text(rng, 12),
+            };
+            ("Plan", client.plan(request).await.map(drop))
+        }
+        _ => {
+            let request = proto::AppLogsRequest {
+                project: project(rng),
+                environment: environment(rng),
+                app: text(rng, 6),
+                follow: false,
+                ..Default::default()
+            };
+            ("AppLogs", drain(client.app_logs(request).await).await)
+        }
+    }
+}
+
+/// One call that would change something, with one invalid name.
+async fn write(
+    client: &mut Client,
+    rng: &mut impl Rng,
+) -> (&'static str, Result<(), tonic::Status>) {
+    match rng.random_range(0..17) {
+        0 => {
+            let request = proto::CreateProjectRequest {
+                name: invalid(rng),
+                default_branch: text(rng, 8),
+            };
+            (
+                "CreateProject",
+                client.create_project(request).await.map(drop),
+            )
+        }
+        1 => {
+            let request = proto::AddKeyRequest {
+                project: invalid(rng),
+                role: text(rng, 8),
+                public_key: text(rng, 80),
+            };
+            ("AddKey", client.add_key(request).await.map(drop))
+        }
+        2 => {
+            let request = proto::RemoveKeyRequest {
+                project: project(rng),
+                key: invalid(rng),
+            };
+            ("RemoveKey", client.remove_key(request).await.map(drop))
+        }
+        3 => {
+            let request = proto::ActivateEnvironmentRequest {
+                project: project(rng),
+                environment: invalid(rng),
+                parent: text(rng, 8),
+                no_clone: rng.random(),
+            };
+            (
+                "ActivateEnvironment",
+                drain(client.activate_environment(request).await).await,
+            )
+        }
+        4 => {
+            let request = proto::EnvironmentRequest {
+                project: project(rng),
+                environment: invalid(rng),
+            };
+            (
+                "DeactivateEnvironment",
+                drain(client.deactivate_environment(request).await).await,
+            )
+        }
+        5 => {
+            let request = proto::EnvironmentRequest {
+                project: project(rng),
+                environment: invalid(rng),
+            };
+            (
+                "DeleteEnvironment",
+                drain(client.delete_environment(request).await).await,
+            )
+        }
+        6 => {
+            let request = proto::EnvironmentRequest {
+                project: invalid(rng),
+                environment: environment(rng),
+            };
+            ("Deploy", drain(client.deploy(request).await).await)
+        }
+        7 => {
+            let request = proto::EnvironmentRequest {
+                project: project(rng),
+                environment: invalid(rng),
+            };
+            ("Redeploy", drain(client.redeploy(request).await).await)
+        }
+        8 => {
+            let request = proto::PromoteReleaseRequest { id: invalid(rng) };
+            (
+                "PromoteRelease",
+                drain(client.promote_release(request).await).await,
+            )
+        }
+        9 => {
+            let request = proto::SetVariableRequest {
+                project: project(rng),
+                environment: if rng.random_bool(0.3) {
+                    String::new()
+                } else {
+                    environment(rng)
+                },
+                name: invalid(rng),
+                value: text(rng, 40),
+                sensitive: rng.random::<bool>().then(|| rng.random()),
+                visible_build: rng.random::<bool>().then(|| rng.random()),
+                visible_runtime: rng.random::<bool>().then(|| rng.random()),
+                inheritable: rng.random::<bool>().then(|| rng.random()),
+                json: rng.random::<bool>().then(|| rng.random()),
+            };
+            (
+                "SetVariable",
+                drain(client.set_variable(request).await).await,
+            )
+        }
+        10 => {
+            let request = proto::DeleteVariableRequest {
+                project: project(rng),
+                environment: environment(rng),
+                name: invalid(rng),
+            };
+            (
+                "DeleteVariable",
+                drain(client.delete_variable(request).await).await,
+            )
+        }
+        11 => {
+            let request = proto::StartBuildRequest {
+                project: project(rng),
+                branch: invalid(rng),
+            };
+            ("StartBuild", drain(client.start_build(request).await).await)
+        }
+        12 => {
+            let request = proto::CancelActivityRequest { id: invalid(rng) };
+            (
+                "CancelActivity",
+                client.cancel_activity(request).await.map(drop),
+            )
+        }
+        13 => {
+            let request = proto::ClearBuildCacheRequest {
+                project: invalid(rng),
+                app: text(rng, 6),
+            };
+            (
+                "ClearBuildCache",
+                client.clear_build_cache(request).await.map(drop),
+            )
+        }
+        14 => {
+            let request = proto::ImportRuntimeRequest {
+                r#type: invalid(rng),
+                archive_path: text(rng, 20),
+            };
+            (
+                "ImportRuntime",
+                client.import_runtime(request).await.map(drop),
+            )
+        }
+        15 => {
+            let request = proto::HookRequest {
+                session: invalid(rng),
+                updates: (0..rng.random_range(0..3)).map(|_| text(rng, 40)).collect(),
+                push_options: (0..rng.random_range(0..3)).map(|_| text(rng, 20)).collect(),
+                quarantine: text(rng, 20),
+            };
+            if rng.random() {
+                ("PreReceive", client.pre_receive(request).await.map(drop))
+            } else {
+                ("PostReceive", client.post_receive(request).await.map(drop))
+            }
+        }
+        _ => {
+            // An import whose first chunk names a project that cannot exist,
+            // then random bytes.
+            let mut chunks = vec![proto::ImportBuildChunk {
+                project: invalid(rng),
+                data: (0..rng.random_range(0..512))
+                    .map(|_| rng.random())
+                    .collect(),
+            }];
+            for _ in 0..rng.random_range(0..3) {
+                chunks.push(proto::ImportBuildChunk {
+                    project: String::new(),
+                    data: (0..rng.random_range(0..4096))
+                        .map(|_| rng.random())
+                        .collect(),
+                });
+            }
+            let stream = tokio_stream::iter(chunks);
+            ("ImportBuild", client.import_build(stream).await.map(drop))
+        }
+    }
+}
+
+/// Everything the API shows of the state.
+async fn state(client: &mut Client) -> String {
+    let projects = client
+        .list_projects(proto::ListProjectsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let keys = client
+        .list_keys(proto::ListKeysRequest {
+            project: "shop".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let environments = client
+        .list_environments(proto::ListEnvironmentsRequest {
+            project: "shop".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut variables = Vec::new();
+    for environment in ["", "main"] {
+        variables.push(
+            client
+                .list_variables(proto::ListVariablesRequest {
+                    project: "shop".into(),
+                    environment: environment.into(),
+                })
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+    }
+    let mut activities = client
+        .list_activities(proto::ListActivitiesRequest {
+            project: "shop".into(),
+            environment: String::new(),
+            limit: 1000,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // A map prints in any order: compare the sorted timings.
+    let timings: Vec<_> = activities
+        .activities
+        .iter_mut()
+        .map(|activity| {
+            std::mem::take(&mut activity.timings_ms)
+                .into_iter()
+                .collect::<std::collections::BTreeMap<_, _>>()
+        })
+        .collect();
+    let builds = client
+        .list_builds(proto::ListBuildsRequest {
+            project: "shop".into(),
+            limit: 1000,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let releases = client
+        .list_releases(proto::ListReleasesRequest {
+            project: "shop".into(),
+            environment: "main".into(),
+            limit: 1000,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let runtimes = client
+        .list_runtimes(proto::ListRuntimesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    format!(
+        "{projects:?}\n{keys:?}\n{environments:?}\n{variables:?}\n{activities:?}\n{timings:?}\n{builds:?}\n{releases:?}\n{runtimes:?}"
+    )
+}
+
+#[test]
+fn random_api_requests_are_answered_or_refused_and_change_nothing() {
+    let daemon = Daemon::start();
+    daemon.use_busybox_runtime("python:3.11");
+    let remote = daemon.project("shop");
+    let alice = daemon.key("alice", "shop", "admin");
+    let work = Work::init(daemon.scratch("work")).with_ssh(daemon.ssh_command(&alice));
+    work.git_ok(&["remote", "add", "launchway", &remote]);
+    work.write(".upsun/config.yaml", CONFIG);
+    work.commit("v0");
+    work.push_ok("main", &[]);
+
+    let seed: u64 = std::env::var("LAUNCHWAY_FUZZ_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    println!("seed {seed} (LAUNCHWAY_FUZZ_SEED replays it)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let socket = daemon.data_dir().join("launchway.sock");
+        let mut client = launchway_api::connect(&socket).await.unwrap();
+        let before = state(&mut client).await;
+        let mut refused = 0usize;
+        for index in 0..REQUESTS {
+            let changes = rng.random_bool(0.6);
+            let (call, result) = if changes {
+                write(&mut client, &mut rng).await
+            } else {
+                read(&mut client, &mut rng).await
+            };
+            match result {
+                Ok(()) => assert!(
+                    !changes,
+                    "request {index}: {call} with an invalid name was accepted"
+                ),
+                Err(status) => {
+                    refused += 1;
+                    assert!(
+                        !matches!(
+                            status.code(),
+                            Code::Internal | Code::Unknown | Code::Unavailable
+                        ),
+                        "request {index}: {call}: {status:?}\n{}",
+                        daemon.log()
+                    );
+                    assert!(
+                        !status.message().trim().is_empty(),
+                        "request {index}: {call}: {status:?}"
+                    );
+                }
+            }
+        }
+        println!("{REQUESTS} requests, {refused} refused");
+        let after = state(&mut client).await;
+        assert_eq!(before, after, "random requests changed the state");
+    });
+    assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
+    // The daemon still serves pushes.
+    work.write("more", "1");
+    work.commit("v1");
+    work.push_ok("main", &[]);
+}
