@@ -120,7 +120,7 @@ async fn read(
     client: &mut Client,
     rng: &mut impl Rng,
 ) -> (&'static str, Result<(), tonic::Status>) {
-    match rng.random_range(0..13) {
+    match rng.random_range(0..14) {
         0 => (
             "ListProjects",
             client
@@ -210,6 +210,13 @@ async fn read(
             };
             ("Plan", client.plan(request).await.map(drop))
         }
+        12 => {
+            let request = proto::ExportBuildRequest { id: text(rng, 12) };
+            (
+                "ExportBuild",
+                drain(client.export_build(request).await).await,
+            )
+        }
         _ => {
             let request = proto::AppLogsRequest {
                 project: project(rng),
@@ -228,7 +235,7 @@ async fn write(
     client: &mut Client,
     rng: &mut impl Rng,
 ) -> (&'static str, Result<(), tonic::Status>) {
-    match rng.random_range(0..17) {
+    match rng.random_range(0..18) {
         0 => {
             let request = proto::CreateProjectRequest {
                 name: invalid(rng),
@@ -371,6 +378,16 @@ async fn write(
             (
                 "ImportRuntime",
                 client.import_runtime(request).await.map(drop),
+            )
+        }
+        16 => {
+            let request = proto::BuildRuntimeRequest {
+                r#type: invalid(rng),
+                rebuild: rng.random(),
+            };
+            (
+                "BuildRuntime",
+                drain(client.build_runtime(request).await).await,
             )
         }
         15 => {

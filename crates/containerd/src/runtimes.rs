@@ -220,6 +220,9 @@ impl Engine {
         progress: &mpsc::Sender<String>,
         options: &BuildOptions,
     ) -> Result<Image> {
+        if !is_type_name(type_name) {
+            return Err(Self::unknown_runtime(type_name, &self.runtimes().await?));
+        }
         match self.image(&image_name(type_name)).await {
             Ok(image) => return Ok(image),
             Err(error) if error.is_not_found() => {}
