@@ -499,3 +499,29 @@ fn silent_and_surplus_ssh_connections_are_closed() {
     work.git_ok(&["remote", "add", "launchway", &remote]);
     work.git_ok(&["ls-remote", "launchway"]);
 }
+
+#[test]
+fn clients_offering_only_unknown_algorithms_are_refused_cleanly() {
+    let (daemon, work, _) = setup();
+    let alice = daemon.existing_key("alice");
+    for (options, refusal) in [
+        (
+            &["KexAlgorithms=diffie-hellman-group1-sha1"][..],
+            "no matching key exchange method",
+        ),
+        (&["Ciphers=3des-cbc"], "no matching cipher"),
+        // A MAC is negotiated only with a cipher that has none built in.
+        (&["Ciphers=aes128-ctr", "MACs=hmac-md5"], "no matching MAC"),
+        (&["HostKeyAlgorithms=ssh-rsa"], "no matching host key type"),
+    ] {
+        let mut args: Vec<&str> = options.iter().flat_map(|option| ["-o", option]).collect();
+        args.extend(["git@127.0.0.1", "git-upload-pack 'shop.git'"]);
+        let out = daemon.ssh(&alice, &args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(255), "{options:?}: {stderr}");
+        assert!(stderr.contains(refusal), "{options:?}: {stderr}");
+    }
+    // The daemon goes on serving, none the worse.
+    work.push_ok("main", &[]);
+    assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
+}
