@@ -19,8 +19,11 @@ const CONFIG: &str = r#"applications:
         echo "building $(cat version)"
         mkdir -p public
         cp version public/index.html
-      deploy: echo "deploying $(cat public/index.html)"
-      post_deploy: echo "deployed"
+      deploy: |
+        echo "starting the deploy hook"
+        sleep 2
+        echo "deploying $(cat public/index.html)"
+      post_deploy: echo "post_deploy ran"
     web:
       commands:
         start: exec httpd -f -p 127.0.0.1:$PORT -h /app/public
@@ -38,6 +41,8 @@ enum Outcome {
     DeployResumed,
     /// The deploy waits for containerd and runs its hook then.
     HookWaits,
+    /// The hook runs through the outage; the deploy waits for its end.
+    HookRunsThrough,
 }
 
 /// The steps containerd is killed at.
@@ -46,6 +51,7 @@ const OUTAGES: &[(&str, Outcome)] = &[
     ("deploy.stopping_old", Outcome::DeployResumed),
     ("deploy.starting", Outcome::DeployResumed),
     ("deploy.deploy_hook", Outcome::HookWaits),
+    ("deploy.exec_output", Outcome::HookRunsThrough),
     ("deploy.post_deploy", Outcome::HookWaits),
 ];
 
@@ -172,19 +178,28 @@ fn containerd_killed_during_a_push_is_restarted_and_the_deploy_finished() {
                     "{step}: {said}"
                 );
             }
-            Outcome::HookWaits => {
+            Outcome::HookWaits | Outcome::HookRunsThrough => {
                 assert!(out.status.success(), "{step}: the push failed:\n{said}");
                 let listed = daemon.cli_ok(&["activities", "-p", "shop", "--json", "--limit", "1"]);
                 let latest: serde_json::Value = serde_json::from_str(&listed).unwrap();
                 let log = daemon.cli_ok(&["activity", "log", &latest[0]["id"].to_string()]);
                 let hook_ran = match step {
-                    "deploy.deploy_hook" => format!("deploying {version}"),
-                    _ => "deployed".to_owned(),
+                    "deploy.post_deploy" => "post_deploy ran".to_owned(),
+                    _ => format!("deploying {version}"),
                 };
-                assert!(
-                    log.contains("runs again once it is back") && log.contains(&hook_ran),
-                    "{step}: {log}"
-                );
+                assert_eq!(log.matches(&hook_ran).count(), 1, "{step}: {log}");
+                assert!(!log.contains("could not run"), "{step}: {log}");
+                if step != "deploy.post_deploy" {
+                    // The deploy waited for its hook's end before opening.
+                    let ran = log.find(&hook_ran).unwrap();
+                    assert!(
+                        ran < log.find("Opening environment").unwrap(),
+                        "{step}: {log}"
+                    );
+                }
+                // A hook that started is waited for, never run again.
+                let waited = log.contains("runs once it is back");
+                assert_eq!(waited, outcome == Outcome::HookWaits, "{step}: {log}");
             }
         }
         // A request now is held until the release serves again.

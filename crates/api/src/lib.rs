@@ -67,6 +67,20 @@ pub async fn connect(path: &Path) -> Result<LaunchwayClient<Channel>, ConnectErr
 /// header limit and turn a clear error into an HTTP/2 protocol error.
 pub const MAX_STATUS_MESSAGE: usize = 2048;
 
+/// `message`, cut to a quarter of [`MAX_STATUS_MESSAGE`] bytes (each byte
+/// may take three once percent-encoded in a header) if it is longer. For
+/// errors sent in a stream's trailers, which the server layer does not see.
+pub fn shorten_message(message: &str) -> String {
+    let mut end = MAX_STATUS_MESSAGE / 4;
+    if message.len() <= end {
+        return message.to_owned();
+    }
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… (shortened)", &message[..end])
+}
+
 /// Shortens an error response's status message to [`MAX_STATUS_MESSAGE`].
 fn bound_status_message<B>(
     mut response: tonic::codegen::http::Response<B>,
@@ -79,11 +93,7 @@ fn bound_status_message<B>(
         .then(|| tonic::Status::from_header_map(headers))
         .flatten()
     {
-        let mut end = MAX_STATUS_MESSAGE / 4;
-        while !status.message().is_char_boundary(end) {
-            end -= 1;
-        }
-        let message = format!("{}… (shortened)", &status.message()[..end]);
+        let message = shorten_message(status.message());
         let _ = tonic::Status::new(status.code(), message).add_header(headers);
     }
     response
@@ -103,4 +113,22 @@ pub async fn serve<S: Launchway>(
             shutdown,
         )
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        assert_eq!(
+            shorten_message("there is no release x"),
+            "there is no release x"
+        );
+        let long = format!("there is no release {}", "é".repeat(10_000));
+        let short = shorten_message(&long);
+        assert!(short.len() < MAX_STATUS_MESSAGE / 2, "{}", short.len());
+        assert!(short.starts_with("there is no release é"));
+        assert!(short.ends_with("… (shortened)"));
+    }
 }

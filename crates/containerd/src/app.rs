@@ -16,15 +16,19 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use containerd_client::services::v1::{
-    CreateTaskRequest, DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, KillRequest,
-    PauseTaskRequest, ResumeTaskRequest, StartRequest, WaitRequest,
+    CreateTaskRequest, DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, GetRequest,
+    KillRequest, PauseTaskRequest, ResumeTaskRequest, StartRequest, WaitRequest,
 };
+use containerd_client::types::v1::Status as ProcessStatus;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, random_id};
 
 /// The longest a pause or resume may take.
 pub(crate) const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an exec that is running waits for containerd to come back
+/// after losing it (its process lives on in the shim meanwhile).
+pub const OUTAGE_WAIT: Duration = Duration::from_secs(60);
 use crate::error::{EngineError, Result};
 use crate::spec::{StepSpec, process_spec, runtime_spec};
 use crate::step::{Output, OutputStream, StepOutcome, Waited};
@@ -359,26 +363,72 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<StepOutcome> {
         let started = Instant::now();
-        self.tasks()
-            .start(self.request(StartRequest {
+        let deadline = timeout.map(|limit| started + limit);
+        let start = || {
+            let mut tasks = self.tasks();
+            let request = self.request(StartRequest {
                 container_id: id.to_string(),
                 exec_id: exec_id.to_string(),
-            }))
-            .await
-            .map_err(|status| EngineError::rpc("exec start", || format!("task {id}"), status))?;
-        let (exit_code, timed_out) = match self
-            .wait_process(id, exec_id, timeout, false, cancel)
-            .await?
-        {
-            Waited::Exited(code) => (code, false),
-            Waited::TimedOut(code) => (code, true),
-            Waited::Cancelled => return Err(EngineError::Cancelled),
+            });
+            async move {
+                tasks.start(request).await.map_err(|status| {
+                    EngineError::rpc("exec start", || format!("task {id}"), status)
+                })
+            }
         };
-        Ok(StepOutcome {
+        if let Err(error) = start().await {
+            // The start may have reached the shim before containerd went:
+            // once it is back, start it only if it did not.
+            if !error.is_unavailable() || !self.await_answer(OUTAGE_WAIT, cancel).await {
+                return Err(error);
+            }
+            if self.process_status(id, exec_id).await? == ProcessStatus::Created {
+                start().await?;
+            }
+        }
+        loop {
+            let left = deadline.map(|at| at.saturating_duration_since(Instant::now()));
+            match self.wait_process(id, exec_id, left, false, cancel).await {
+                Ok(Waited::Exited(exit_code)) => return Ok(self.outcome(exit_code, false, started)),
+                Ok(Waited::TimedOut(exit_code)) => {
+                    return Ok(self.outcome(exit_code, true, started));
+                }
+                Ok(Waited::Cancelled) => return Err(EngineError::Cancelled),
+                // The process runs on in its shim: wait for containerd and
+                // for the same process, never start it twice.
+                Err(error) if error.is_unavailable() => {
+                    if !self.await_answer(OUTAGE_WAIT, cancel).await {
+                        return Err(EngineError::Lost {
+                            what: format!("a process in {id}"),
+                        });
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    fn outcome(&self, exit_code: u32, timed_out: bool, started: Instant) -> StepOutcome {
+        StepOutcome {
             exit_code,
             timed_out,
             out_of_memory: false,
             elapsed: started.elapsed(),
-        })
+        }
+    }
+
+    /// The state of process `exec_id` of `id`'s task.
+    async fn process_status(&self, id: &str, exec_id: &str) -> Result<ProcessStatus> {
+        let process = self
+            .tasks()
+            .get(self.request(GetRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+            }))
+            .await
+            .map_err(|status| EngineError::rpc("task get", || format!("task {id}"), status))?
+            .into_inner()
+            .process;
+        Ok(process.map_or(ProcessStatus::Unknown, |p| p.status()))
     }
 }

@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
 use std::time::{Duration, SystemTime};
+use tokio_util::sync::CancellationToken;
 
 use containerd_client::services::v1::{
     self as api, containers_client::ContainersClient, content_client::ContentClient,
@@ -182,6 +184,23 @@ impl Engine {
             .await
             .map_err(|status| EngineError::rpc("version", || "version".into(), status))?;
         Ok(response.into_inner().version)
+    }
+
+    /// Waits (up to `limit`, or until `cancel`) for containerd to answer.
+    pub async fn await_answer(&self, limit: Duration, cancel: &CancellationToken) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self.answers(Duration::from_secs(3)).await {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return false,
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
     }
 
     /// Whether containerd answers within `limit` (the outage watch's probe).

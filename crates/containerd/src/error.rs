@@ -36,6 +36,10 @@ pub enum EngineError {
     },
     #[error("the step was cancelled")]
     Cancelled,
+    #[error(
+        "containerd went away while {what} ran and did not come back within a minute; it may still be running"
+    )]
+    Lost { what: String },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -50,7 +54,20 @@ impl EngineError {
         what: impl FnOnce() -> String,
         status: tonic::Status,
     ) -> Self {
+        // A status made on this side from a transport failure (the
+        // connection refused or dropped mid-call) has a source and says
+        // `unknown` or `unavailable`: containerd is gone, not refusing.
+        let transport = std::error::Error::source(&status).is_some()
+            && matches!(
+                status.code(),
+                tonic::Code::Unknown | tonic::Code::Unavailable
+            );
         match status.code() {
+            _ if transport => EngineError::Rpc {
+                operation,
+                code: tonic::Code::Unavailable,
+                message: status.message().to_string(),
+            },
             tonic::Code::NotFound => EngineError::NotFound { what: what() },
             tonic::Code::AlreadyExists => EngineError::AlreadyExists { what: what() },
             code => EngineError::Rpc {
@@ -91,3 +108,21 @@ impl EngineError {
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_connection_is_unavailable_and_a_refusal_is_not() {
+        let lost = tonic::Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset",
+        )));
+        assert!(EngineError::rpc("task wait", || "task".into(), lost).is_unavailable());
+        let refused = tonic::Status::unknown("the server says no");
+        assert!(!EngineError::rpc("task wait", || "task".into(), refused).is_unavailable());
+        let gone = tonic::Status::not_found("no such task");
+        assert!(EngineError::rpc("task wait", || "task".into(), gone).is_not_found());
+    }
+}

@@ -24,7 +24,7 @@ pub mod runtimes;
 pub mod spec;
 mod step;
 
-pub use app::{AppLabels, OWNER_LABEL};
+pub use app::{AppLabels, OUTAGE_WAIT, OWNER_LABEL};
 pub use engine::{Blob, DEFAULT_NAMESPACE, Engine, Inventory, Lease, SNAPSHOTTER, is_identifier};
 pub use error::{EngineError, Result};
 pub use image::Image;

@@ -73,6 +73,8 @@ impl Drop for HeldGate<'_> {
 struct StartFailure {
     message: String,
     containers: Vec<String>,
+    /// containerd did not answer (not the release's fault).
+    unavailable: bool,
 }
 
 /// A process container of a release.
@@ -380,7 +382,6 @@ impl Daemon {
         cancel: &CancellationToken,
     ) -> Result<Release, Ended> {
         let release_id = release.id.clone();
-        let outages = self.containerd_outages();
         let spec: DeploySpec = serde_json::from_value(release.spec.clone()).map_err(|_| {
             Ended::Failed(format!(
                 "release {release_id} cannot be read (was it written by another version of Launchway?)"
@@ -467,8 +468,8 @@ impl Daemon {
             )
             .await;
         }
-        let still_running = self.stop_containers(&old_containers).await;
-        if !still_running.is_empty() && self.containerd_lost(outages).await {
+        let (still_running, unavailable) = self.stop_containers(&old_containers).await;
+        if !still_running.is_empty() && (unavailable || self.containerd_lost().await) {
             return Err(self
                 .defer_to_containerd(&mut deployment, still_running, &mut held, log)
                 .await);
@@ -483,7 +484,7 @@ impl Daemon {
             Ok(started) => started,
             Err(failure) => {
                 log.line(&format!("    E: {}", failure.message)).await;
-                if self.containerd_lost(outages).await {
+                if failure.unavailable || self.containerd_lost().await {
                     return Err(self
                         .defer_to_containerd(&mut deployment, failure.containers, &mut held, log)
                         .await);
@@ -513,7 +514,7 @@ impl Daemon {
                         deployment.previous = None;
                         self.put_deployment_phase(&mut deployment, Phase::Complete)?;
                     }
-                    None if self.containerd_lost(outages).await => {
+                    None if self.containerd_lost().await => {
                         return Err(self
                             .defer_to_containerd(&mut deployment, Vec::new(), &mut held, log)
                             .await);
@@ -692,8 +693,9 @@ impl Daemon {
     }
 
     /// Stops and removes containers (SIGTERM, grace, SIGKILL). Returns
-    /// those that could not be removed (containerd down, for one).
-    pub(crate) async fn stop_containers(&self, ids: &[String]) -> Vec<String> {
+    /// those that could not be removed, and whether containerd was not
+    /// answering for any of them.
+    pub(crate) async fn stop_containers(&self, ids: &[String]) -> (Vec<String>, bool) {
         let grace = Duration::from_secs(self.settings.deploy.stop_grace_secs);
         let stops = ids.iter().map(|id| async move {
             if let Err(error) = self.engine.stop_app(id, grace).await {
@@ -702,16 +704,18 @@ impl Daemon {
             match self.engine.remove_app(id).await {
                 Err(error) if !error.is_not_found() => {
                     warn!(%error, container = %id, "removing");
-                    Some(id.clone())
+                    Some((id.clone(), error.is_unavailable()))
                 }
                 _ => None,
             }
         });
-        futures_util::future::join_all(stops)
+        let left: Vec<(String, bool)> = futures_util::future::join_all(stops)
             .await
             .into_iter()
             .flatten()
-            .collect()
+            .collect();
+        let unavailable = left.iter().any(|(_, unavailable)| *unavailable);
+        (left.into_iter().map(|(id, _)| id).collect(), unavailable)
     }
 
     /// Makes mounts, starts every process of `spec` and waits until each web
@@ -727,6 +731,14 @@ impl Daemon {
         let fail = |message: String, containers: &Vec<Started>| StartFailure {
             message,
             containers: ids(containers),
+            unavailable: false,
+        };
+        let engine_fail = |message: String,
+                           error: &launchway_containerd::EngineError,
+                           containers: &Vec<Started>| StartFailure {
+            message,
+            containers: ids(containers),
+            unavailable: error.is_unavailable(),
         };
         let env_dir = self.environment_dir(&spec.project, &spec.environment);
         let owner = environment_key(&spec.project, &spec.environment);
@@ -740,8 +752,9 @@ impl Daemon {
             let image = match self.engine.image(&app.image).await {
                 Ok(image) => image,
                 Err(error) => {
-                    return Err(fail(
+                    return Err(engine_fail(
                         format!("the image of app '{}' is not available: {error}", app.name),
+                        &error,
                         &containers,
                     ));
                 }
@@ -818,8 +831,9 @@ impl Daemon {
                     .create_app(&id, &app.image, &step, &labels)
                     .await
                 {
-                    return Err(fail(
+                    return Err(engine_fail(
                         format!("cannot create the container of app '{}': {error}", app.name),
+                        &error,
                         &containers,
                     ));
                 }
@@ -830,8 +844,9 @@ impl Daemon {
                     path: path.clone(),
                 });
                 if let Err(error) = self.engine.start_app(&id, &log_path).await {
-                    return Err(fail(
+                    return Err(engine_fail(
                         format!("cannot start app '{}': {error}", app.name),
+                        &error,
                         &containers,
                     ));
                 }
@@ -911,7 +926,7 @@ impl Daemon {
             match outcome {
                 Ok(true) => {}
                 Ok(false) => return Err(format!("app '{}': post_start failed", app.name)),
-                Err(message) => return Err(message),
+                Err(error) => return Err(format!("app '{}': {error}", app.name)),
             }
         }
         let endpoint = self
@@ -957,7 +972,7 @@ impl Daemon {
         timeout: Option<Duration>,
         log: &Log,
         cancel: &CancellationToken,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, launchway_containerd::EngineError> {
         let mut step = StepSpec::new([
             "/bin/sh".to_string(),
             "-c".to_string(),
@@ -975,7 +990,11 @@ impl Daemon {
         let forward = {
             let log = log.clone();
             async move {
+                let mut first = true;
                 while let Some(line) = lines.recv().await {
+                    if std::mem::take(&mut first) {
+                        crate::failpoint::reached("deploy.exec_output");
+                    }
                     let prefix = match line.stream {
                         launchway_containerd::OutputStream::Stdout => "",
                         launchway_containerd::OutputStream::Stderr => "W: ",
@@ -988,10 +1007,7 @@ impl Daemon {
             .engine
             .exec_in_app(&container.id, &step, Output::Lines(sender), cancel);
         let (outcome, ()) = tokio::join!(run, forward);
-        match outcome {
-            Ok(outcome) => Ok(outcome.success()),
-            Err(error) => Err(format!("app '{}': {error}", app.name)),
-        }
+        outcome.map(|outcome| outcome.success())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1020,8 +1036,7 @@ impl Daemon {
             app.name
         ))
         .await;
-        let outages = self.containerd_outages();
-        let mut waited = false;
+        let mut retried = false;
         loop {
             match self
                 .exec_logged(app, process, container, hook, None, log, cancel)
@@ -1035,15 +1050,20 @@ impl Daemon {
                     ))
                     .await;
                 }
-                // The containers outlive containerd's outage: wait for it
-                // and run the hook (once more) rather than skip it.
-                Err(_) if !waited && self.containerd_lost(outages).await => {
+                // It never started, containerd being gone (one that started
+                // is waited for by the engine, never run twice): the
+                // containers outlive the outage, so run it once it is back.
+                Err(error) if error.is_unavailable() && !retried => {
                     log.line(&format!(
-                        "      W: containerd stopped answering; the {name} hook runs again once it is back"
+                        "      W: containerd stopped answering; the {name} hook runs once it is back"
                     ))
                     .await;
-                    waited = true;
-                    if self.wait_for_containerd(cancel).await {
+                    retried = true;
+                    if self
+                        .engine
+                        .await_answer(launchway_containerd::OUTAGE_WAIT, cancel)
+                        .await
+                    {
                         continue;
                     }
                     log.line(&format!(
@@ -1051,9 +1071,10 @@ impl Daemon {
                     ))
                     .await;
                 }
-                Err(message) => {
+                Err(error) => {
                     log.line(&format!(
-                        "      W: the {name} hook could not run: {message}"
+                        "      W: the {name} hook could not run: app '{}': {error}",
+                        app.name
                     ))
                     .await;
                 }

@@ -10,7 +10,8 @@
 //! `deploy.release_recorded`, `deploy.<phase>` for every phase the deploy
 //! records (`holding`, `stopping_old`, `attaching_mounts`, `starting`,
 //! `deploy_hook`, `released`, `post_deploy`, `complete`, `rolling_back`),
-//! and `deploy.started` (the new containers run, before the hook).
+//! `deploy.started` (the new containers run, before the hook) and
+//! `deploy.exec_output` (a hook's first line of output: it is running).
 
 /// Every step a failpoint can name, in the order a push reaches them.
 pub const STEPS: &[&str] = &[
@@ -25,6 +26,7 @@ pub const STEPS: &[&str] = &[
     "deploy.starting",
     "deploy.started",
     "deploy.deploy_hook",
+    "deploy.exec_output",
     "deploy.released",
     "deploy.post_deploy",
     "deploy.complete",

@@ -358,7 +358,14 @@ pub async fn serve(
     }
     rotation.abort();
     daemon.store.flush()?;
-    if let Ok(Some(mut containerd)) = containerd_watch.await {
+    // The watch ends at `stop`; a containerd that hangs a clean-up must not
+    // hang the shutdown (dropping the watch kills the embedded containerd).
+    let containerd_watch_abort = containerd_watch.abort_handle();
+    let embedded = tokio::time::timeout(Duration::from_secs(10), containerd_watch).await;
+    if embedded.is_err() {
+        containerd_watch_abort.abort();
+    }
+    if let Ok(Ok(Some(mut containerd))) = embedded {
         info!("stopping the embedded containerd");
         if let Err(error) = containerd.stop().await {
             warn!(%error, "stopping the embedded containerd");

@@ -5,19 +5,22 @@
 //! it is back.
 //!
 //! - The watch probes containerd every second; the embedded one is started
-//!   again when it exits. Every failed probe (or exit) counts an outage.
-//! - A deploy whose stop or start fails while containerd is lost (a probe
-//!   fails now, or an outage was counted since the deploy began) does not
-//!   roll back, which needs containerd too: it leaves the deployment in its
-//!   phase, keeps the environment's requests held (each waits at most the
-//!   router's hold timeout, then gets a 503) and is listed here.
+//!   again when it exits.
+//! - A deploy whose stop or start fails because containerd is gone (the
+//!   error says it is unavailable, or it does not answer a probe now) does
+//!   not roll back, which needs containerd too: it leaves the deployment in
+//!   its phase, keeps the environment's requests held (each waits at most
+//!   the router's hold timeout, then gets a 503) and is listed here.
 //! - Once containerd answers, the watch schedules for each listed deploy a
-//!   recovery activity ([`Work::Resume`]): the release is deployed again
-//!   (rolling back if that fails), as after a crash, unless the
-//!   environment's deploy has moved on meanwhile.
-//! - A deploy or post_deploy hook that cannot run for an outage waits (up
-//!   to a minute) for containerd and runs then: the release's containers
-//!   keep running meanwhile, the requests stay held (deploy hook).
+//!   recovery activity ([`Work::Resume`]), as a restart does after a crash:
+//!   it deploys the release again (rolling back if that fails), or, when the
+//!   outage caught a rollback, the release it was going back to; nothing if
+//!   the environment's deploy has moved on meanwhile. A recovery that loses
+//!   containerd again is listed again; one that fails otherwise before
+//!   deploying ends the deploy as failed and stops holding requests.
+//! - A hook whose process never started (containerd gone) runs once
+//!   containerd is back (up to a minute later); one that started is waited
+//!   for by the engine, never started twice.
 //! - A build the outage breaks fails like any failed build (the previous
 //!   release keeps serving); the step containers, snapshots and leases it
 //!   could not remove are removed once containerd answers
@@ -25,7 +28,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use launchway_containerd::embedded::EmbeddedContainerd;
@@ -36,50 +38,36 @@ use tracing::{info, warn};
 
 use crate::Daemon;
 use crate::activity::{Ended, Log, Work};
-use crate::deploy::parse_phase;
+use crate::deploy::{environment_key, parse_phase};
 
 /// How often the watch probes containerd.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a probe waits for an answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// The longest the watch spends on deferred clean-ups per round.
+const CLEANUP_LIMIT: Duration = Duration::from_secs(30);
 
-/// How long a deploy hook waits for containerd to come back.
-const HOOK_WAIT: Duration = Duration::from_secs(60);
-
-/// What the watch and the deploys share.
+/// The deploys an outage interrupted: (project, environment, release).
 #[derive(Debug, Default)]
 pub(crate) struct ContainerdWatch {
-    /// Failed probes and exits of the embedded containerd so far.
-    outages: AtomicU64,
-    /// Deploys an outage interrupted: (project, environment, release).
     interrupted: std::sync::Mutex<BTreeSet<(String, String, String)>>,
 }
 
+/// The release a recovery deploys for a deployment a stop or an outage
+/// interrupted: the one it was deploying, or, if it was rolling back, the
+/// one it was going back to. `None` when there is nothing to finish.
+pub(crate) fn release_to_recover(deployment: &Deployment) -> Option<String> {
+    match parse_phase(&deployment.phase)? {
+        Phase::RollingBack => deployment.previous.clone(),
+        phase if phase.is_released() || phase == Phase::Failed => None,
+        _ => Some(deployment.release.clone()),
+    }
+}
+
 impl Daemon {
-    /// The outage count, to compare with [`Daemon::containerd_lost`] later.
-    pub(crate) fn containerd_outages(&self) -> u64 {
-        self.containerd_watch.outages.load(Ordering::SeqCst)
-    }
-
-    /// Whether containerd went away since the count was `since`: it does not
-    /// answer now, or it did not at some point in between.
-    pub(crate) async fn containerd_lost(&self, since: u64) -> bool {
-        !self.engine.answers(PROBE_TIMEOUT).await || self.containerd_outages() != since
-    }
-
-    /// Waits (up to a minute, or `cancel`) until containerd answers again.
-    pub(crate) async fn wait_for_containerd(&self, cancel: &CancellationToken) -> bool {
-        let deadline = tokio::time::Instant::now() + HOOK_WAIT;
-        while tokio::time::Instant::now() < deadline {
-            if self.engine.answers(PROBE_TIMEOUT).await {
-                return true;
-            }
-            tokio::select! {
-                () = cancel.cancelled() => return false,
-                () = tokio::time::sleep(PROBE_INTERVAL) => {}
-            }
-        }
-        false
+    /// Whether containerd does not answer now.
+    pub(crate) async fn containerd_lost(&self) -> bool {
+        !self.engine.answers(PROBE_TIMEOUT).await
     }
 
     /// Lists a deploy to resume once containerd answers.
@@ -117,8 +105,8 @@ impl Daemon {
         }
     }
 
-    /// Deploys `release` again if the environment's deploy still is the one
-    /// the outage interrupted; otherwise there is nothing to do.
+    /// Finishes the deploy of `release` an outage interrupted, if the
+    /// environment's deploy still is that one (see the module doc).
     pub(crate) async fn resume_activity(
         &self,
         activity: &Activity,
@@ -126,33 +114,64 @@ impl Daemon {
         log: &Log,
         cancel: &CancellationToken,
     ) -> Result<BTreeMap<String, u64>, Ended> {
-        let deployment = self
-            .store
-            .deployment(&activity.project, &activity.environment)
-            .map_err(|_| Ended::Failed("the deploy state cannot be read".into()))?;
-        let interrupted = deployment.as_ref().is_some_and(|d| {
-            d.release == release
-                && parse_phase(&d.phase)
-                    .is_some_and(|phase| !phase.is_released() && phase != Phase::Failed)
-        });
-        if !interrupted {
+        let interrupted = || {
+            self.store
+                .deployment(&activity.project, &activity.environment)
+                .ok()
+                .flatten()
+                .filter(|d| d.release == release && release_to_recover(d).is_some())
+        };
+        let Some(deployment) = interrupted() else {
             log.line("  Nothing to resume: the environment's deploy has moved on")
                 .await;
             return Ok(BTreeMap::new());
+        };
+        if !self
+            .engine
+            .await_answer(launchway_containerd::OUTAGE_WAIT, cancel)
+            .await
+        {
+            self.containerd_interrupted(&deployment);
+            return Err(Ended::Failed(
+                "containerd is still not answering; the deploy resumes once it does".into(),
+            ));
         }
-        self.promote_activity(activity, release, log, cancel).await
+        let target = release_to_recover(&deployment).unwrap_or_else(|| release.to_owned());
+        let result = self.promote_activity(activity, &target, log, cancel).await;
+        if result.is_err()
+            && let Some(mut deployment) = interrupted()
+        {
+            if self.containerd_lost().await {
+                self.containerd_interrupted(&deployment);
+            } else {
+                // It failed before deploying (its images are gone, say):
+                // nothing serves; stop holding requests for it.
+                log.line("    E: the deploy cannot be finished; the environment serves nothing")
+                    .await;
+                deployment.phase = Phase::Failed.as_str().to_owned();
+                deployment.updated_at = crate::now_ms();
+                if let Err(error) = self.store.put_deployment(&deployment) {
+                    warn!(%error, "cannot record the failed deploy");
+                }
+                self.router.open(
+                    &environment_key(&activity.project, &activity.environment),
+                    std::collections::HashMap::new(),
+                );
+            }
+        }
+        result
     }
 }
 
 /// Probes containerd until `stop`, restarting the embedded one when it
-/// exits and resuming interrupted deploys when containerd answers. Returns
-/// the embedded containerd for the shutdown to stop.
+/// exits, removing what builds could not during an outage, and resuming
+/// interrupted deploys when containerd answers. Returns the embedded
+/// containerd for the shutdown to stop.
 pub(crate) async fn watch_containerd(
     daemon: Arc<Daemon>,
     mut embedded: Option<EmbeddedContainerd>,
     stop: CancellationToken,
 ) -> Option<EmbeddedContainerd> {
-    let watch = &daemon.containerd_watch;
     let mut down = false;
     loop {
         tokio::select! {
@@ -162,7 +181,6 @@ pub(crate) async fn watch_containerd(
         if let Some(containerd) = embedded.as_mut()
             && let Some(status) = containerd.exited()
         {
-            watch.outages.fetch_add(1, Ordering::SeqCst);
             down = true;
             warn!(%status, "the embedded containerd exited; starting it again");
             let restarted = tokio::select! {
@@ -178,8 +196,7 @@ pub(crate) async fn watch_containerd(
                 }
             }
         }
-        if !daemon.engine.answers(PROBE_TIMEOUT).await {
-            watch.outages.fetch_add(1, Ordering::SeqCst);
+        if daemon.containerd_lost().await {
             if !down {
                 warn!("containerd stopped answering; deploys that need it wait for it");
                 down = true;
@@ -190,10 +207,59 @@ pub(crate) async fn watch_containerd(
             info!("containerd answers again");
             down = false;
         }
-        let pending = daemon.engine.clean_deferred().await;
-        if pending > 0 {
+        let cleaned = tokio::select! {
+            () = stop.cancelled() => return embedded,
+            pending = tokio::time::timeout(CLEANUP_LIMIT, daemon.engine.clean_deferred()) => pending,
+        };
+        if let Ok(pending) = cleaned
+            && pending > 0
+        {
             warn!(pending, "build leftovers containerd could not remove yet");
         }
         daemon.resume_interrupted_deploys();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(phase: Phase, previous: Option<&str>) -> Deployment {
+        Deployment {
+            project: "shop".into(),
+            environment: "main".into(),
+            release: "NEW".into(),
+            previous: previous.map(str::to_owned),
+            phase: phase.as_str().into(),
+            containers: Vec::new(),
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_recovery_finishes_the_deploy_or_the_rollback_it_interrupted() {
+        for phase in [
+            Phase::Holding,
+            Phase::StoppingOld,
+            Phase::Starting,
+            Phase::DeployHook,
+        ] {
+            let interrupted = deployment(phase, Some("OLD"));
+            assert_eq!(release_to_recover(&interrupted).as_deref(), Some("NEW"));
+        }
+        let rollback = deployment(Phase::RollingBack, Some("OLD"));
+        assert_eq!(release_to_recover(&rollback).as_deref(), Some("OLD"));
+        assert_eq!(
+            release_to_recover(&deployment(Phase::RollingBack, None)),
+            None
+        );
+        for done in [
+            Phase::Released,
+            Phase::PostDeploy,
+            Phase::Complete,
+            Phase::Failed,
+        ] {
+            assert_eq!(release_to_recover(&deployment(done, Some("OLD"))), None);
+        }
     }
 }

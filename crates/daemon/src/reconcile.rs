@@ -14,10 +14,10 @@
 //!    inactive is stopped; a released one keeps exactly its recorded
 //!    containers (strays from an interrupted deploy are removed), and if
 //!    the stop came before its post_deploy hooks ended, they are run again
-//!    by a recovery activity; one a
-//!    stop caught mid-deploy is finished by a recovery activity that
-//!    deploys its release again (which rolls back to the previous release
-//!    if that fails), its requests held meanwhile;
+//!    by a recovery activity; one a stop caught mid-deploy is finished by a
+//!    recovery activity that deploys its release again (which rolls back to
+//!    the previous release if that fails), or, if it was rolling back, the
+//!    release it was going back to, its requests held meanwhile;
 //! 5. app containers of environments without a deployment, and network
 //!    namespaces nothing uses, are removed;
 //! 6. routing is restored and the recovery activities are scheduled.
@@ -107,7 +107,17 @@ impl Daemon {
                     }
                 }
                 Some(Phase::Failed) | None => {}
-                Some(_) => recover.push(deployment.clone()),
+                Some(_) => match crate::outage::release_to_recover(&deployment) {
+                    Some(release) => recover.push((deployment.clone(), release)),
+                    // A rollback with nothing to go back to: nothing serves.
+                    None => {
+                        let mut failed = deployment.clone();
+                        failed.phase = Phase::Failed.as_str().to_owned();
+                        if let Err(error) = self.store.put_deployment(&failed) {
+                            warn!(%error, %key, "cannot record the failed deploy");
+                        }
+                    }
+                },
             }
         }
 
@@ -170,7 +180,7 @@ impl Daemon {
                 warn!(%error, "cannot schedule the post_deploy recovery");
             }
         }
-        for deployment in recover {
+        for (deployment, release) in recover {
             warn!(project = %deployment.project, environment = %deployment.environment,
                 phase = %deployment.phase, "a deploy was interrupted; finishing it");
             let scheduled = self.schedule(
@@ -181,9 +191,7 @@ impl Daemon {
                     "recovery: the daemon stopped while release {} was being deployed ({})",
                     deployment.release, deployment.phase
                 ),
-                Work::Promote {
-                    release: deployment.release.clone(),
-                },
+                Work::Promote { release },
                 None,
             );
             if let Err(error) = scheduled {

@@ -18,7 +18,8 @@ pub(crate) type ProgressStream =
 
 /// gRPC status of an engine error, with the user-facing message.
 pub(crate) fn engine_status(error: &EngineError) -> Status {
-    let message = error.to_string();
+    // Sent in a stream's trailers too, which no layer shortens.
+    let message = launchway_api::shorten_message(&error.to_string());
     match error {
         EngineError::UnknownRuntime { .. } | EngineError::NotFound { .. } => {
             Status::not_found(message)
