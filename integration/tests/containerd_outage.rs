@@ -3,12 +3,15 @@
 //! failpoint command kills it with SIGKILL at a step of a push. The daemon
 //! starts it again, the interrupted deploy is finished (or the build fails
 //! with the old release serving), requests held meanwhile are served, no
-//! container is left over, and the next push works.
+//! container is left over, and the next push works. A second test runs
+//! containerd itself, as a host's service manager would, and starts it
+//! again only three seconds after it dies.
 #![allow(clippy::tests_outside_test_module, clippy::unwrap_used)]
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use launchway_containerd::embedded::EmbeddedContainerd;
 use launchway_integration::{Daemon, Work, failpoints_bin, http_get, pause};
 
 const CONFIG: &str = r#"applications:
@@ -61,9 +64,8 @@ fn commit(work: &Work, version: &str) {
     work.commit(version);
 }
 
-/// The pid of the daemon's embedded containerd.
-fn containerd_pid(daemon: &Daemon) -> u32 {
-    let config = daemon.data_dir().join("containerd/config.toml");
+/// The pid of the containerd running on `config`.
+fn containerd_pid(daemon: &Daemon, config: &Path) -> u32 {
     let wanted = format!("--config\0{}", config.display());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -78,7 +80,8 @@ fn containerd_pid(daemon: &Daemon) -> u32 {
         }
         assert!(
             Instant::now() < deadline,
-            "no embedded containerd runs:\n{}",
+            "no containerd runs on {}:\n{}",
+            config.display(),
             daemon.log()
         );
         pause();
@@ -138,9 +141,103 @@ fn containerd_killed_during_a_push_is_restarted_and_the_deploy_finished() {
         "[containerd]\nsocket = \"/nonexistent/containerd.sock\"\n\
          [deploy]\nstart_timeout_secs = 20\nstop_grace_secs = 2\n",
     );
+    let config = daemon.data_dir().join("containerd/config.toml");
+    push_through_outages(&mut daemon, &config, OUTAGES);
+}
+
+#[test]
+fn a_containerd_of_its_own_restarted_later_is_found_again() {
+    // The host's containerd, as systemd would run it: killed, started
+    // again three seconds later by someone else.
+    let host = tempfile::tempdir().unwrap();
+    let containerd = Supervised::start(host.path());
+    let mut daemon = Daemon::prepare(
+        failpoints_bin(),
+        &format!(
+            "[containerd]\nsocket = \"{}\"\n\
+             [deploy]\nstart_timeout_secs = 20\nstop_grace_secs = 2\n",
+            containerd.socket.display()
+        ),
+    );
+    let config = host.path().join("containerd/config.toml");
+    push_through_outages(
+        &mut daemon,
+        &config,
+        &[
+            ("deploy.starting", Outcome::DeployResumed),
+            ("deploy.exec_output", Outcome::HookRunsThrough),
+        ],
+    );
+    assert!(containerd.restarts() >= 2);
+    drop(daemon);
+}
+
+/// A containerd the test runs and starts again 3 s after it dies.
+struct Supervised {
+    socket: std::path::PathBuf,
+    restarts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Supervised {
+    fn start(dir: &Path) -> Supervised {
+        use std::sync::atomic::Ordering;
+        let restarts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (started, socket) = std::sync::mpsc::channel();
+        let thread = {
+            let (dir, restarts, stop) = (dir.to_path_buf(), restarts.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    let mut containerd = EmbeddedContainerd::start(&dir, Path::new("containerd"))
+                        .await
+                        .unwrap();
+                    started.send(containerd.socket().to_path_buf()).unwrap();
+                    while !stop.load(Ordering::SeqCst) {
+                        if containerd.exited().is_some() {
+                            tokio::time::sleep(Duration::from_secs(3)).await;
+                            containerd.restart().await.unwrap();
+                            restarts.fetch_add(1, Ordering::SeqCst);
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    let _ = containerd.stop().await;
+                });
+            })
+        };
+        Supervised {
+            socket: socket.recv().unwrap(),
+            restarts,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn restarts(&self) -> usize {
+        self.restarts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Pushes a new version per step of `outages`, containerd (running on
+/// `config`) killed at that step, and checks the outcome and the state.
+fn push_through_outages(daemon: &mut Daemon, config: &Path, outages: &[(&str, Outcome)]) {
     // Each step kills containerd once, when the test has armed it.
     let arms = daemon.scratch("arms");
-    let steps: Vec<&str> = OUTAGES.iter().map(|(step, _)| *step).collect();
+    let steps: Vec<&str> = outages.iter().map(|(step, _)| *step).collect();
     daemon.set_failpoint(Some(&steps.join(",")));
     daemon.set_failpoint_command(Some(&format!(
         "f={}/arm-$LAUNCHWAY_FAILPOINT_STEP; pid=$(cat $f 2>/dev/null) && rm -f $f && kill -9 $pid",
@@ -156,9 +253,9 @@ fn containerd_killed_during_a_push_is_restarted_and_the_deploy_finished() {
     work.push_ok("main", &[]);
 
     let mut serving = "v0".to_owned();
-    for (index, &(step, outcome)) in OUTAGES.iter().enumerate() {
+    for (index, &(step, outcome)) in outages.iter().enumerate() {
         let version = format!("v{}", index + 1);
-        let killed = containerd_pid(&daemon);
+        let killed = containerd_pid(daemon, config);
         arm(&arms, step, killed);
         commit(&work, &version);
         let out = work.push("main", &[]);
@@ -206,7 +303,7 @@ fn containerd_killed_during_a_push_is_restarted_and_the_deploy_finished() {
         let (status, body) = http_get(daemon.router_addr(), HOST, "/").unwrap();
         assert_eq!(status, 200, "{step}: {body}\n{}", daemon.log());
 
-        let activities = wait_idle(&daemon);
+        let activities = wait_idle(daemon);
         if outcome == Outcome::DeployResumed {
             let resumed = activities.as_array().unwrap().iter().any(|a| {
                 a["description"]
@@ -228,12 +325,12 @@ fn containerd_killed_during_a_push_is_restarted_and_the_deploy_finished() {
             "{step}: {activities:#}\n{}",
             daemon.log()
         );
-        assert_eq!(active_releases(&daemon), vec![expected.clone()], "{step}");
+        assert_eq!(active_releases(daemon), vec![expected.clone()], "{step}");
         wait_for(
             || daemon.log().matches("containerd answers again").count() > index,
             || format!("{step}: containerd is not back:\n{}", daemon.log()),
         );
-        let restarted = containerd_pid(&daemon);
+        let restarted = containerd_pid(daemon, config);
         assert_ne!(restarted, killed, "{step}: containerd was not restarted");
         let apps = daemon.app_containers(Some("shop/main"));
         assert_eq!(apps.len(), 1, "{step}: app containers {apps:?}");
@@ -248,7 +345,7 @@ fn containerd_killed_during_a_push_is_restarted_and_the_deploy_finished() {
     work.push_ok("main", &[]);
     let (status, body) = http_get(daemon.router_addr(), HOST, "/").unwrap();
     assert_eq!((status, body.as_str()), (200, "after"));
-    assert_eq!(active_releases(&daemon), vec!["after".to_owned()]);
+    assert_eq!(active_releases(daemon), vec!["after".to_owned()]);
     let apps = daemon.app_containers(Some("shop/main"));
     assert_eq!(daemon.all_containers(), apps);
 }

@@ -54,14 +54,12 @@ impl EngineError {
         what: impl FnOnce() -> String,
         status: tonic::Status,
     ) -> Self {
-        // A status made on this side from a transport failure (the
-        // connection refused or dropped mid-call) has a source and says
-        // `unknown` or `unavailable`: containerd is gone, not refusing.
-        let transport = std::error::Error::source(&status).is_some()
-            && matches!(
-                status.code(),
-                tonic::Code::Unknown | tonic::Code::Unavailable
-            );
+        // containerd's own answers never carry a source error; a status
+        // made on this side from a transport failure does (the connection
+        // refused, reset mid-call or closed before the call went out, as
+        // `unknown`, `unavailable`, `cancelled` or `internal`): containerd
+        // is gone, not refusing.
+        let transport = std::error::Error::source(&status).is_some();
         match status.code() {
             _ if transport => EngineError::Rpc {
                 operation,
@@ -120,6 +118,9 @@ mod tests {
             "connection reset",
         )));
         assert!(EngineError::rpc("task wait", || "task".into(), lost).is_unavailable());
+        let mut closed = tonic::Status::cancelled("operation was canceled");
+        closed.set_source(std::sync::Arc::new(std::io::Error::other("closed")));
+        assert!(EngineError::rpc("container get", || "c".into(), closed).is_unavailable());
         let refused = tonic::Status::unknown("the server says no");
         assert!(!EngineError::rpc("task wait", || "task".into(), refused).is_unavailable());
         let gone = tonic::Status::not_found("no such task");
