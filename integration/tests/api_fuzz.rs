@@ -6,7 +6,8 @@
 //! daemon must answer every call with a status a user can act on (never
 //! `internal` or `unknown`, always a message), keep running, log no panic,
 //! and end with exactly the state it started with. The seed is printed so a
-//! failure can be replayed (`LAUNCHWAY_FUZZ_SEED`).
+//! failure can be replayed (`LAUNCHWAY_FUZZ_SEED`). The same holds for
+//! random `launchway` command lines (2 000 of them).
 #![allow(clippy::tests_outside_test_module, clippy::unwrap_used)]
 
 use launchway_api::proto;
@@ -571,4 +572,145 @@ fn random_api_requests_are_answered_or_refused_and_change_nothing() {
     work.write("more", "1");
     work.commit("v1");
     work.push_ok("main", &[]);
+}
+
+/// A CLI argument: random text without NUL (no argument can hold one),
+/// at most 100 000 bytes (Linux takes up to 128 KiB per argument).
+fn arg(rng: &mut impl Rng) -> String {
+    let mut value = text(rng, 8).replace('\0', "");
+    while value.len() > 100_000 {
+        value.pop();
+    }
+    value
+}
+
+/// A CLI argument no name can be.
+fn bad_arg(rng: &mut impl Rng) -> String {
+    let mut value = arg(rng);
+    let at = rng.random_range(0..=value.chars().count());
+    let at = value.char_indices().nth(at).map_or(value.len(), |(i, _)| i);
+    let marker = [" ", "\n", "../", "é", "\t"][rng.random_range(0..5)];
+    value.insert_str(at, marker);
+    value
+}
+
+/// Random `launchway` arguments: a command that changes something always
+/// gets one invalid name (it must fail); reads get anything.
+fn cli_args(rng: &mut impl Rng) -> (Vec<String>, bool) {
+    let project = |rng: &mut rand::rngs::StdRng| -> String {
+        if rng.random_bool(0.5) {
+            "shop".into()
+        } else {
+            arg(rng)
+        }
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(rng.random());
+    let p = project(&mut rng);
+    let e = if rng.random_bool(0.5) {
+        "main".to_owned()
+    } else {
+        arg(&mut rng)
+    };
+    let r = arg(&mut rng);
+    let bad = bad_arg(&mut rng);
+    let changes = rng.random_bool(0.6);
+    let args: Vec<&str> = if changes {
+        match rng.random_range(0..16) {
+            0 => vec!["project", "create", &bad],
+            1 => vec!["keys", "add", "-p", &bad, "-r", &r, &r],
+            2 => vec!["keys", "remove", "-p", &p, &bad],
+            3 => vec!["activity", "cancel", &bad],
+            4 => vec!["build", "-p", &bad],
+            5 => vec!["deploy", "-p", &p, "-e", &bad],
+            6 => vec!["redeploy", "-p", &bad, "-e", &e],
+            7 => vec!["environment", "activate", "-p", &p, &bad],
+            8 => vec!["environment", "deactivate", "-p", &p, &bad],
+            9 => vec!["environment", "delete", "-p", &p, &bad],
+            10 => vec!["variable", "set", "-p", &p, &bad, &r],
+            11 => vec!["variable", "set", "-p", &p, "-e", &e, &bad, &r],
+            12 => vec!["variable", "delete", "-p", &p, &bad],
+            13 => vec!["releases", "promote", &bad],
+            14 => vec!["runtimes", "import", &bad, &r],
+            _ => vec!["builds", "import", "-p", &bad],
+        }
+    } else {
+        match rng.random_range(0..12) {
+            0 => vec!["activities", "-p", &p, "-e", &e],
+            1 => vec!["activity", "log", &r],
+            2 => vec!["builds", "-p", &p],
+            3 => vec!["builds", "export", &r],
+            4 => vec!["plan", &p, &r],
+            5 => vec!["environments", "-p", &p],
+            6 => vec!["variable", "list", "-p", &p, "-e", &e],
+            7 => vec!["releases", "-p", &p, "-e", &e],
+            8 => vec!["logs", "-p", &p, "-e", &e, &r],
+            9 => vec!["config", "validate", &r],
+            10 => vec!["runtimes"],
+            _ => vec!["project", "list"],
+        }
+    };
+    let mut args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+    // Now and then a stray word or option somewhere.
+    if rng.random_ratio(1, 5) {
+        let stray = ["--json", "--limit", "-x", "--", "-", "--project", &r][rng.random_range(0..7)];
+        let at = rng.random_range(0..=args.len());
+        args.insert(at, stray.to_owned());
+    }
+    (args, changes)
+}
+
+#[test]
+fn random_cli_arguments_get_a_message_never_a_panic_and_change_nothing() {
+    let daemon = Daemon::start();
+    daemon.use_busybox_runtime("python:3.11");
+    let remote = daemon.project("shop");
+    let alice = daemon.key("alice", "shop", "admin");
+    let work = Work::init(daemon.scratch("work")).with_ssh(daemon.ssh_command(&alice));
+    work.git_ok(&["remote", "add", "launchway", &remote]);
+    work.write(".upsun/config.yaml", CONFIG);
+    work.commit("v0");
+    work.push_ok("main", &[]);
+
+    let seed: u64 = std::env::var("LAUNCHWAY_FUZZ_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    println!("seed {seed} (LAUNCHWAY_FUZZ_SEED replays it)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let socket = daemon.data_dir().join("launchway.sock");
+    let before = runtime
+        .block_on(async { state(&mut launchway_api::connect(&socket).await.unwrap()).await });
+    let runs = 2_000;
+    let mut failed = 0;
+    for index in 0..runs {
+        let (args, changes) = cli_args(&mut rng);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = daemon.cli(&argv);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let code = out.status.code();
+        assert!(
+            code.is_some() && code != Some(101) && !stderr.contains("panicked"),
+            "run {index}: launchway {args:?}: {:?}\n{stderr}",
+            out.status
+        );
+        if changes {
+            assert_ne!(code, Some(0), "run {index}: launchway {args:?} succeeded");
+        }
+        if code != Some(0) {
+            failed += 1;
+            assert!(
+                !stderr.trim().is_empty(),
+                "run {index}: launchway {args:?}: no message"
+            );
+        }
+    }
+    println!("{runs} command lines, {failed} refused");
+    let after = runtime
+        .block_on(async { state(&mut launchway_api::connect(&socket).await.unwrap()).await });
+    assert_eq!(before, after, "random command lines changed the state");
+    assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
 }
