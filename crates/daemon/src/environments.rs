@@ -192,13 +192,7 @@ impl Daemon {
         let copied = sync_data(&source, &target, SyncMode::Full).await;
         let copied = match copied {
             Ok(report) => report,
-            Err(message) => {
-                let _ = remove_data(&target).await;
-                return Err(Ended::Failed(format!(
-                    "cannot clone the data of {}: {message}",
-                    parent.name
-                )));
-            }
+            Err(message) => return Err(clone_failed(&target, &parent.name, &message).await),
         };
 
         // Catch up unfrozen with what changed during the first pass (long
@@ -215,11 +209,7 @@ impl Daemon {
         )
         .await
         {
-            let _ = remove_data(&target).await;
-            return Err(Ended::Failed(format!(
-                "cannot clone the data of {}: {message}",
-                parent.name
-            )));
+            return Err(clone_failed(&target, &parent.name, &message).await);
         }
 
         // The last pass, with nothing of the parent running or changing.
@@ -313,13 +303,7 @@ impl Daemon {
         }
         let delta = match delta {
             Ok(report) => report,
-            Err(message) => {
-                let _ = remove_data(&target).await;
-                return Err(Ended::Failed(format!(
-                    "cannot clone the data of {}: {message}",
-                    parent.name
-                )));
-            }
+            Err(message) => return Err(clone_failed(&target, &parent.name, &message).await),
         };
         let how = if copied.reflinked > 0 && copied.copied == 0 {
             "copy-on-write"
@@ -673,6 +657,12 @@ async fn sync_data(source: &Path, target: &Path, mode: SyncMode) -> Result<SyncR
 }
 
 /// Removes an environment's persistent data.
+/// A clone of `parent`'s data failed: what it copied into `target` is removed.
+async fn clone_failed(target: &Path, parent: &str, message: &str) -> Ended {
+    let _ = remove_data(target).await;
+    Ended::Failed(format!("cannot clone the data of {parent}: {message}"))
+}
+
 async fn remove_data(env_dir: &Path) -> Result<(), String> {
     for dir in PERSISTENT_DIRS {
         remove_tree(&env_dir.join(dir)).await?;
