@@ -332,7 +332,7 @@ impl launchway_api::Launchway for ApiService {
     ) -> Result<Response<Self::BuildRuntimeStream>, Status> {
         let request = request.into_inner();
         Ok(Response::new(
-            self.daemon.build_runtime(request.r#type, request.rebuild)?,
+            self.daemon.build_runtime(request.r#type, request.rebuild),
         ))
     }
 

@@ -89,13 +89,7 @@ impl Daemon {
         self: &std::sync::Arc<Self>,
         type_name: String,
         rebuild: bool,
-    ) -> Result<ProgressStream, Status> {
-        if !launchway_containerd::runtimes::is_type_name(&type_name) {
-            return Err(Status::invalid_argument(format!(
-                "'{}' is not a runtime type (name:version, e.g. python:3.12)",
-                type_name.escape_debug()
-            )));
-        }
+    ) -> ProgressStream {
         let (sender, receiver) = mpsc::channel::<Result<proto::RuntimeProgress, Status>>(64);
         let daemon = self.clone();
         self.tasks.spawn(async move {
@@ -137,9 +131,7 @@ impl Daemon {
             };
             let _ = sender.send(last).await;
         });
-        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
-            receiver,
-        )))
+        Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))
     }
 
     pub(crate) async fn import_runtime(
