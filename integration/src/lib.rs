@@ -334,6 +334,51 @@ impl Daemon {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Waits (up to two minutes) until no activity of `project` is pending
+    /// or running; the activities, newest first.
+    pub fn wait_idle(&self, project: &str) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let listed = self.cli_ok(&["activities", "-p", project, "--json", "--limit", "100"]);
+            let activities: serde_json::Value =
+                serde_json::from_str(&listed).expect("activities as JSON");
+            let busy = activities.as_array().is_some_and(|all| {
+                all.iter()
+                    .any(|a| a["state"] == "pending" || a["state"] == "in_progress")
+            });
+            if !busy {
+                return activities;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "activities never ended:\n{listed}"
+            );
+            pause();
+        }
+    }
+
+    /// The serving releases of `environment`: `(id, description)` of each
+    /// `active *` row of `launchway releases`.
+    pub fn active_releases(&self, project: &str, environment: &str) -> Vec<(String, String)> {
+        self.cli_ok(&[
+            "releases",
+            "-p",
+            project,
+            "-e",
+            environment,
+            "--limit",
+            "100",
+        ])
+        .lines()
+        .skip(1)
+        .filter(|line| line.contains("active *"))
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split_whitespace().collect();
+            Some((cells.first()?.to_string(), cells.last()?.to_string()))
+        })
+        .collect()
+    }
+
     /// Creates a project and returns its git remote.
     pub fn project(&self, name: &str) -> String {
         self.cli_ok(&["project", "create", name]).trim().to_owned()

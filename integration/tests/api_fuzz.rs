@@ -80,13 +80,18 @@ fn text(rng: &mut impl Rng, max: usize) -> String {
 
 /// Random text with an invalid piece somewhere.
 fn invalid(rng: &mut impl Rng) -> String {
-    let mut chars: Vec<char> = text(rng, 12).chars().collect();
+    let value = text(rng, 12);
+    with_one_of(value, INVALID, rng)
+}
+
+/// `value` with one of `pieces` inserted at a random place.
+fn with_one_of(value: String, pieces: &[&str], rng: &mut impl Rng) -> String {
+    let mut chars: Vec<char> = value.chars().collect();
     let at = rng.random_range(0..=chars.len());
-    let piece = INVALID[rng.random_range(0..INVALID.len())];
+    let piece = pieces[rng.random_range(0..pieces.len())];
     chars.splice(at..at, piece.chars());
     chars.into_iter().collect()
 }
-
 /// A project: the real one or random text.
 fn project(rng: &mut impl Rng) -> String {
     if rng.random_bool(0.5) {
@@ -507,8 +512,8 @@ async fn state(client: &mut Client) -> String {
     )
 }
 
-#[test]
-fn random_api_requests_are_answered_or_refused_and_change_nothing() {
+/// A daemon with project `shop`, a key, and main deployed from a push.
+fn shop_with_a_release() -> (Daemon, Work) {
     let daemon = Daemon::start();
     daemon.use_busybox_runtime("python:3.11");
     let remote = daemon.project("shop");
@@ -518,13 +523,24 @@ fn random_api_requests_are_answered_or_refused_and_change_nothing() {
     work.write(".upsun/config.yaml", CONFIG);
     work.commit("v0");
     work.push_ok("main", &[]);
+    (daemon, work)
+}
 
+/// A generator from `$LAUNCHWAY_FUZZ_SEED`, or a random seed (printed).
+#[allow(clippy::print_stdout)] // the seed must reach the test output
+fn seeded() -> rand::rngs::StdRng {
     let seed: u64 = std::env::var("LAUNCHWAY_FUZZ_SEED")
         .ok()
         .and_then(|seed| seed.parse().ok())
         .unwrap_or_else(|| rand::rng().random());
     println!("seed {seed} (LAUNCHWAY_FUZZ_SEED replays it)");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
+#[test]
+fn random_api_requests_are_answered_or_refused_and_change_nothing() {
+    let (daemon, work) = shop_with_a_release();
+    let mut rng = seeded();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -584,35 +600,24 @@ fn arg(rng: &mut impl Rng) -> String {
     value
 }
 
-/// A CLI argument no name can be.
+/// A CLI argument no name can be (the invalid pieces but NUL).
 fn bad_arg(rng: &mut impl Rng) -> String {
-    let mut value = arg(rng);
-    let at = rng.random_range(0..=value.chars().count());
-    let at = value.char_indices().nth(at).map_or(value.len(), |(i, _)| i);
-    let marker = [" ", "\n", "../", "é", "\t"][rng.random_range(0..5)];
-    value.insert_str(at, marker);
-    value
+    let value = arg(rng);
+    with_one_of(value, &INVALID[1..], rng)
 }
-
 /// Random `launchway` arguments: a command that changes something always
 /// gets one invalid name (it must fail); reads get anything.
 fn cli_args(rng: &mut impl Rng) -> (Vec<String>, bool) {
-    let project = |rng: &mut rand::rngs::StdRng| -> String {
+    let mut pick = |real: &str| {
         if rng.random_bool(0.5) {
-            "shop".into()
+            real.to_owned()
         } else {
             arg(rng)
         }
     };
-    let mut rng = rand::rngs::StdRng::seed_from_u64(rng.random());
-    let p = project(&mut rng);
-    let e = if rng.random_bool(0.5) {
-        "main".to_owned()
-    } else {
-        arg(&mut rng)
-    };
-    let r = arg(&mut rng);
-    let bad = bad_arg(&mut rng);
+    let (p, e) = (pick("shop"), pick("main"));
+    let r = arg(rng);
+    let bad = bad_arg(rng);
     let changes = rng.random_bool(0.6);
     let args: Vec<&str> = if changes {
         match rng.random_range(0..16) {
@@ -661,22 +666,8 @@ fn cli_args(rng: &mut impl Rng) -> (Vec<String>, bool) {
 
 #[test]
 fn random_cli_arguments_get_a_message_never_a_panic_and_change_nothing() {
-    let daemon = Daemon::start();
-    daemon.use_busybox_runtime("python:3.11");
-    let remote = daemon.project("shop");
-    let alice = daemon.key("alice", "shop", "admin");
-    let work = Work::init(daemon.scratch("work")).with_ssh(daemon.ssh_command(&alice));
-    work.git_ok(&["remote", "add", "launchway", &remote]);
-    work.write(".upsun/config.yaml", CONFIG);
-    work.commit("v0");
-    work.push_ok("main", &[]);
-
-    let seed: u64 = std::env::var("LAUNCHWAY_FUZZ_SEED")
-        .ok()
-        .and_then(|seed| seed.parse().ok())
-        .unwrap_or_else(|| rand::rng().random());
-    println!("seed {seed} (LAUNCHWAY_FUZZ_SEED replays it)");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (daemon, _work) = shop_with_a_release();
+    let mut rng = seeded();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -88,39 +88,6 @@ fn containerd_pid(daemon: &Daemon, config: &Path) -> u32 {
     }
 }
 
-/// Waits until no activity of the project is pending or running.
-fn wait_idle(daemon: &Daemon) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let listed = daemon.cli_ok(&["activities", "-p", "shop", "--json", "--limit", "100"]);
-        let activities: serde_json::Value = serde_json::from_str(&listed).unwrap();
-        let busy = activities
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a["state"] == "pending" || a["state"] == "in_progress");
-        if !busy {
-            return activities;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "activities never ended:\n{listed}"
-        );
-        pause();
-    }
-}
-
-/// The descriptions of the `active *` releases of main.
-fn active_releases(daemon: &Daemon) -> Vec<String> {
-    daemon
-        .cli_ok(&["releases", "-p", "shop", "-e", "main", "--limit", "100"])
-        .lines()
-        .skip(1)
-        .filter(|line| line.contains("active *"))
-        .map(|line| line.split_whitespace().last().unwrap().to_owned())
-        .collect()
-}
-
 /// Waits (up to a minute) until `done`.
 fn wait_for(done: impl Fn() -> bool, what: impl Fn() -> String) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -232,6 +199,15 @@ impl Drop for Supervised {
     }
 }
 
+/// The descriptions of the serving releases of main.
+fn serving_releases(daemon: &Daemon) -> Vec<String> {
+    let active = daemon.active_releases("shop", "main");
+    active
+        .into_iter()
+        .map(|(_, description)| description)
+        .collect()
+}
+
 /// Pushes a new version per step of `outages`, containerd (running on
 /// `config`) killed at that step, and checks the outcome and the state.
 fn push_through_outages(daemon: &mut Daemon, config: &Path, outages: &[(&str, Outcome)]) {
@@ -303,7 +279,7 @@ fn push_through_outages(daemon: &mut Daemon, config: &Path, outages: &[(&str, Ou
         let (status, body) = http_get(daemon.router_addr(), HOST, "/").unwrap();
         assert_eq!(status, 200, "{step}: {body}\n{}", daemon.log());
 
-        let activities = wait_idle(daemon);
+        let activities = daemon.wait_idle("shop");
         if outcome == Outcome::DeployResumed {
             let resumed = activities.as_array().unwrap().iter().any(|a| {
                 a["description"]
@@ -325,7 +301,7 @@ fn push_through_outages(daemon: &mut Daemon, config: &Path, outages: &[(&str, Ou
             "{step}: {activities:#}\n{}",
             daemon.log()
         );
-        assert_eq!(active_releases(daemon), vec![expected.clone()], "{step}");
+        assert_eq!(serving_releases(daemon), vec![expected.clone()], "{step}");
         wait_for(
             || daemon.log().matches("containerd answers again").count() > index,
             || format!("{step}: containerd is not back:\n{}", daemon.log()),
@@ -345,7 +321,7 @@ fn push_through_outages(daemon: &mut Daemon, config: &Path, outages: &[(&str, Ou
     work.push_ok("main", &[]);
     let (status, body) = http_get(daemon.router_addr(), HOST, "/").unwrap();
     assert_eq!((status, body.as_str()), (200, "after"));
-    assert_eq!(active_releases(daemon), vec!["after".to_owned()]);
+    assert_eq!(serving_releases(daemon), vec!["after".to_owned()]);
     let apps = daemon.app_containers(Some("shop/main"));
     assert_eq!(daemon.all_containers(), apps);
 }

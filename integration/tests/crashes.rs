@@ -6,10 +6,10 @@
 #![allow(clippy::tests_outside_test_module, clippy::unwrap_used)]
 
 use std::os::unix::process::ExitStatusExt as _;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use launchway_daemon::failpoint::STEPS;
-use launchway_integration::{Daemon, Work, failpoints_bin, http_get, pause};
+use launchway_integration::{Daemon, Work, failpoints_bin, http_get};
 
 const CONFIG: &str = r#"applications:
   web:
@@ -34,45 +34,9 @@ fn commit(work: &Work, version: &str) {
     work.commit(version);
 }
 
-/// Waits until no activity of the project is pending or running.
-fn wait_idle(daemon: &Daemon) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let listed = daemon.cli_ok(&["activities", "-p", "shop", "--json", "--limit", "100"]);
-        let activities: serde_json::Value = serde_json::from_str(&listed).unwrap();
-        let busy = activities
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a["state"] == "pending" || a["state"] == "in_progress");
-        if !busy {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "activities never ended:\n{listed}"
-        );
-        pause();
-    }
-}
-
-/// The serving releases of main: `(id, description)` of each `active *` row.
-fn active_releases(daemon: &Daemon) -> Vec<(String, String)> {
-    daemon
-        .cli_ok(&["releases", "-p", "shop", "-e", "main", "--limit", "100"])
-        .lines()
-        .skip(1)
-        .filter(|line| line.contains("active *"))
-        .map(|line| {
-            let cells: Vec<&str> = line.split_whitespace().collect();
-            (cells[0].to_owned(), cells.last().unwrap().to_string())
-        })
-        .collect()
-}
-
 /// The invariants after a restart: one whole release serves.
 fn check(daemon: &Daemon, step: &str, old: &str, new: &str) {
-    wait_idle(daemon);
+    daemon.wait_idle("shop");
     let (status, body) = http_get(daemon.router_addr(), HOST, "/").unwrap();
     assert_eq!(
         status,
@@ -84,7 +48,7 @@ fn check(daemon: &Daemon, step: &str, old: &str, new: &str) {
         body == old || body == new,
         "{step}: serves {body:?}, neither {old} nor {new}"
     );
-    let active = active_releases(daemon);
+    let active = daemon.active_releases("shop", "main");
     assert_eq!(active.len(), 1, "{step}: active releases {active:?}");
     assert_eq!(
         active[0].1, body,
