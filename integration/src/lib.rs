@@ -379,6 +379,16 @@ impl Daemon {
         .collect()
     }
 
+    /// Project `project`, an admin key `alice` on it and a work tree (the
+    /// scratch directory `work`) pushing as alice to remote `launchway`.
+    pub fn admin_work(&self, project: &str) -> Work {
+        let remote = self.project(project);
+        let alice = self.key("alice", project, "admin");
+        let work = Work::init(self.scratch("work")).with_ssh(self.ssh_command(&alice));
+        work.git_ok(&["remote", "add", "launchway", &remote]);
+        work
+    }
+
     /// Creates a project and returns its git remote.
     pub fn project(&self, name: &str) -> String {
         self.cli_ok(&["project", "create", name]).trim().to_owned()

@@ -516,10 +516,7 @@ async fn state(client: &mut Client) -> String {
 fn shop_with_a_release() -> (Daemon, Work) {
     let daemon = Daemon::start();
     daemon.use_busybox_runtime("python:3.11");
-    let remote = daemon.project("shop");
-    let alice = daemon.key("alice", "shop", "admin");
-    let work = Work::init(daemon.scratch("work")).with_ssh(daemon.ssh_command(&alice));
-    work.git_ok(&["remote", "add", "launchway", &remote]);
+    let work = daemon.admin_work("shop");
     work.write(".upsun/config.yaml", CONFIG);
     work.commit("v0");
     work.push_ok("main", &[]);

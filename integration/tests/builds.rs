@@ -19,10 +19,7 @@ fn text(bytes: &[u8]) -> String {
 fn setup_with(extra: &str) -> (Daemon, Work) {
     let daemon = Daemon::start_with(extra);
     daemon.use_busybox_runtime("python:3.11");
-    let remote = daemon.project("shop");
-    let alice = daemon.key("alice", "shop", "admin");
-    let work = Work::init(daemon.scratch("work")).with_ssh(daemon.ssh_command(&alice));
-    work.git_ok(&["remote", "add", "launchway", &remote]);
+    let work = daemon.admin_work("shop");
     (daemon, work)
 }
 

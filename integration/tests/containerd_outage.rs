@@ -221,10 +221,7 @@ fn push_through_outages(daemon: &mut Daemon, config: &Path, outages: &[(&str, Ou
     )));
     daemon.spawn();
     daemon.use_busybox_runtime("python:3.11");
-    let remote = daemon.project("shop");
-    let alice = daemon.key("alice", "shop", "admin");
-    let work = Work::init(daemon.scratch("work")).with_ssh(daemon.ssh_command(&alice));
-    work.git_ok(&["remote", "add", "launchway", &remote]);
+    let work = daemon.admin_work("shop");
     commit(&work, "v0");
     work.push_ok("main", &[]);
 

@@ -102,10 +102,8 @@ fn a_kill_at_every_step_of_a_build_and_a_deploy_is_repaired_at_restart() {
         "[deploy]\nstart_timeout_secs = 20\nstop_grace_secs = 2\n",
     );
     daemon.use_busybox_runtime("python:3.11");
-    let remote = daemon.project("shop");
-    let alice = daemon.key("alice", "shop", "admin");
-    let mut work = Work::init(daemon.scratch("work")).with_ssh(daemon.ssh_command(&alice));
-    work.git_ok(&["remote", "add", "launchway", &remote]);
+    let mut work = daemon.admin_work("shop");
+    let alice = daemon.existing_key("alice");
     commit(&work, "v0");
     work.push_ok("main", &[]);
 

@@ -71,10 +71,7 @@ fn a_full_disk_fails_the_build_clearly_and_corrupts_nothing() {
     );
     daemon.spawn();
     daemon.use_busybox_runtime("python:3.11");
-    let remote = daemon.project("shop");
-    let alice = daemon.key("alice", "shop", "admin");
-    let mut work = Work::init(daemon.scratch("work")).with_ssh(daemon.ssh_command(&alice));
-    work.git_ok(&["remote", "add", "launchway", &remote]);
+    let mut work = daemon.admin_work("shop");
     let host = "main.shop.localhost";
     let commit = |work: &Work, version: &str, fill: bool| {
         work.write(".upsun/config.yaml", CONFIG);
@@ -113,7 +110,7 @@ fn a_full_disk_fails_the_build_clearly_and_corrupts_nothing() {
     // And after a restart.
     daemon.stop();
     daemon.spawn();
-    work.set_ssh(daemon.ssh_command(&alice));
+    work.set_ssh(daemon.ssh_command(&daemon.existing_key("alice")));
     assert_eq!(http_get(daemon.router_addr(), host, "/").unwrap().1, "v3");
     let releases = daemon.cli_ok(&["releases", "-p", "shop"]);
     assert!(releases.contains("active *"), "{releases}");
