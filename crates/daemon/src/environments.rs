@@ -659,7 +659,9 @@ async fn sync_data(source: &Path, target: &Path, mode: SyncMode) -> Result<SyncR
 /// Removes an environment's persistent data.
 /// A clone of `parent`'s data failed: what it copied into `target` is removed.
 async fn clone_failed(target: &Path, parent: &str, message: &str) -> Ended {
-    let _ = remove_data(target).await;
+    if let Err(error) = remove_data(target).await {
+        warn!(%error, target = %target.display(), "cannot remove a failed clone's data");
+    }
     Ended::Failed(format!("cannot clone the data of {parent}: {message}"))
 }
 
