@@ -1,7 +1,10 @@
 # The single entry point for developers and CI (.ci/run calls `make test`).
+# `run`, `test` and `bench` start with scripts/setup.sh, which installs the
+# Debian packages this host lacks (as root) or says which are missing.
 CARGO ?= cargo
+SETUP = ./scripts/setup.sh
 
-.PHONY: all build fmt lint test unit it schema fixtures-update clean bench run
+.PHONY: all build fmt lint test unit it schema fixtures-update clean bench run install uninstall setup
 
 all: build
 
@@ -15,22 +18,45 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# Start the platform on its embedded defaults and push the sample app.
-run: build
+# Install what building, running and testing Launchway need (as root).
+setup:
+	$(SETUP) test
+
+# Start the platform on its embedded defaults and push the sample app
+# (`launchway doctor` first: it stops here when the host is not ready).
+run:
+	$(SETUP) run
+	$(CARGO) build -p launchway
 	./scripts/run.sh
+
+# As root: the release binary in /usr/local/bin, /etc/launchway/launchway.toml
+# (the documented defaults, only when absent), the systemd unit and the data
+# directory. `make uninstall` removes the binary and the unit, never the
+# settings nor the data.
+install:
+	$(SETUP) run
+	$(CARGO) build --release -p launchway
+	./scripts/install.sh target/release/launchway
+
+uninstall:
+	./scripts/install.sh --uninstall
 
 # Everything: lints, unit and crate tests, end-to-end tests. Tests that need
 # containerd get one from scripts/with-containerd.sh (the system's, or a
 # private one started for the run).
-test: lint
+test:
+	$(SETUP) test
+	$(MAKE) --no-print-directory lint
 	./scripts/with-containerd.sh $(CARGO) test --workspace
 
 # Unit and crate tests only.
 unit:
+	$(SETUP) test
 	./scripts/with-containerd.sh $(CARGO) test --workspace --exclude launchway-integration
 
 # End-to-end tests only (they drive the real `launchway` binary).
 it:
+	$(SETUP) test
 	./scripts/with-containerd.sh $(CARGO) test -p launchway-integration
 
 # Regenerate the committed JSON Schema from the model.
@@ -46,15 +72,14 @@ clean:
 
 # Benchmarks of the real thing (release build; sshd needs root).
 # deploy-bench deploys a static std-only backend (bench/backend) and compares
-# the router with Debian's nginx (installed here when missing); activate-bench
-# clones 1 GiB on the host disk and on an XFS loop mount (xfsprogs installed
-# here when missing).
+# the router with Debian's nginx; activate-bench
+# clones 1 GiB on the host disk and on an XFS loop mount (nginx and xfsprogs
+# come from scripts/setup.sh).
 HOST_TRIPLE = $(shell rustc -vV | sed -n 's/host: //p')
 bench:
+	$(SETUP) bench
 	$(CARGO) build --release -q -p launchway -p launchway-bench
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release -q --target $(HOST_TRIPLE) -p launchway-bench-backend
-	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt-get install -y -qq --no-install-recommends nginx-light >/dev/null
-	command -v mkfs.xfs >/dev/null || [ -x /usr/sbin/mkfs.xfs ] || apt-get install -y -qq --no-install-recommends xfsprogs >/dev/null
 	./scripts/with-containerd.sh ./target/release/push-bench ./target/release/launchway 5
 	./scripts/with-containerd.sh ./target/release/deploy-bench ./target/release/launchway ./target/$(HOST_TRIPLE)/release/launchway-bench-backend 3
 	./scripts/with-containerd.sh ./target/release/engine-bench

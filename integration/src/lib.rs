@@ -121,13 +121,21 @@ impl Daemon {
             ),
             _ => String::new(),
         };
+        // Activities a stop catches get 30 s, well within `Daemon::stop`'s wait.
+        let grace = if extra.contains("shutdown_grace_secs") {
+            ""
+        } else {
+            "shutdown_grace_secs = 30\n"
+        };
         let router = if extra.contains("[router]") {
             String::new()
         } else {
             "[router]\nlisten = \"127.0.0.1:0\"\n".to_string()
         };
         // An ephemeral SSH port, in the `[ssh]` table `extra` may already have.
-        let (extra, ssh) = if extra.contains("[ssh]") {
+        let (extra, ssh) = if extra.contains("[ssh]\nlisten") {
+            (extra.to_owned(), String::new())
+        } else if extra.contains("[ssh]") {
             (
                 extra.replacen("[ssh]\n", "[ssh]\nlisten = \"127.0.0.1:0\"\n", 1),
                 String::new(),
@@ -141,7 +149,7 @@ impl Daemon {
         std::fs::write(
             &settings,
             format!(
-                "data_dir = \"{}\"\n{extra}\n{ssh}{router}{containerd}",
+                "data_dir = \"{}\"\n{grace}{extra}\n{ssh}{router}{containerd}",
                 dir.path().join("data").display()
             ),
         )

@@ -126,7 +126,7 @@ async fn read(
     client: &mut Client,
     rng: &mut impl Rng,
 ) -> (&'static str, Result<(), tonic::Status>) {
-    match rng.random_range(0..14) {
+    match rng.random_range(0..15) {
         0 => (
             "ListProjects",
             client
@@ -223,6 +223,13 @@ async fn read(
                 drain(client.export_build(request).await).await,
             )
         }
+        13 => (
+            "ServerInfo",
+            client
+                .server_info(proto::ServerInfoRequest {})
+                .await
+                .map(drop),
+        ),
         _ => {
             let request = proto::AppLogsRequest {
                 project: project(rng),

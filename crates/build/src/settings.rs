@@ -15,10 +15,10 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The network of the dependencies and flavor steps.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DependencyNetwork {
     /// The host's network (so a package registry, or a proxy on the host's
@@ -30,7 +30,7 @@ pub enum DependencyNetwork {
 }
 
 /// `[build]`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BuildSettings {
     /// Builds at a time.

@@ -406,6 +406,22 @@ impl launchway_api::Launchway for ApiService {
         Ok(Response::new(self.project_info(&project)))
     }
 
+    async fn server_info(
+        &self,
+        _request: Request<proto::ServerInfoRequest>,
+    ) -> Result<Response<proto::ServerInfoReply>, Status> {
+        let info = self.daemon.server_info();
+        Ok(Response::new(proto::ServerInfoReply {
+            version: info.version.into(),
+            pid: info.pid,
+            ssh_listen: info.ssh_listen.to_string(),
+            router_listen: info.router_listen.to_string(),
+            data_dir: info.data_dir.display().to_string(),
+            containerd_socket: info.containerd_socket.display().to_string(),
+            embedded_containerd: info.embedded_containerd,
+        }))
+    }
+
     async fn list_projects(
         &self,
         _request: Request<proto::ListProjectsRequest>,

@@ -21,6 +21,7 @@ mod api;
 mod build_api;
 mod builds;
 mod deploy;
+pub mod doctor;
 mod environments;
 pub mod failpoint;
 #[cfg(test)]
@@ -56,8 +57,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use settings::{
-    ApiSettings, ContainerdSettings, DEFAULT_SETTINGS_PATH, GitSettings, RuntimeSettings, Settings,
-    SettingsError, SshSettings,
+    ApiSettings, ContainerdSettings, DEFAULT_SETTINGS_PATH, DEFAULTS_FILE, GitSettings,
+    RuntimeSettings, Settings, SettingsError, SshSettings,
 };
 
 /// What starting or running the daemon can fail with.
@@ -170,7 +171,32 @@ pub(crate) struct Daemon {
     pub(crate) containerd_watch: outage::ContainerdWatch,
 }
 
+/// Who is serving, for `launchway doctor` and operators.
+#[derive(Clone, Debug)]
+pub(crate) struct ServerInfo {
+    pub(crate) version: &'static str,
+    pub(crate) pid: u32,
+    pub(crate) ssh_listen: SocketAddr,
+    pub(crate) router_listen: SocketAddr,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) containerd_socket: PathBuf,
+    pub(crate) embedded_containerd: bool,
+}
+
 impl Daemon {
+    /// Who is serving: version, process, the addresses actually bound.
+    pub(crate) fn server_info(&self) -> ServerInfo {
+        ServerInfo {
+            version: env!("CARGO_PKG_VERSION"),
+            pid: std::process::id(),
+            ssh_listen: self.ssh_addr,
+            router_listen: self.router_addr,
+            data_dir: self.settings.data_dir.clone(),
+            containerd_socket: self.engine.socket().to_path_buf(),
+            embedded_containerd: self.engine.socket() != self.settings.containerd.socket,
+        }
+    }
+
     /// The bare repository of `project`.
     pub(crate) fn repo_path(&self, project: &str) -> PathBuf {
         self.repos.join(format!("{project}.git"))
@@ -208,7 +234,8 @@ fn write_hooks(dir: &Path) -> Result<(), DaemonError> {
 }
 
 /// Runs the daemon until `shutdown` resolves, then stops accepting work,
-/// lets running activities finish (for up to 30 s) and returns.
+/// lets running activities finish (for up to `shutdown_grace_secs`) and
+/// returns.
 pub async fn serve(
     settings: Settings,
     shutdown: impl std::future::Future<Output = ()> + Send,
@@ -337,7 +364,8 @@ pub async fn serve(
     info!("shutting down");
     stop.cancel();
     daemon.tasks.close();
-    if tokio::time::timeout(Duration::from_secs(30), daemon.tasks.wait())
+    let grace = Duration::from_secs(daemon.settings.shutdown_grace_secs);
+    if tokio::time::timeout(grace, daemon.tasks.wait())
         .await
         .is_err()
     {

@@ -1,56 +1,18 @@
 //! The daemon's settings file (TOML). Every key is optional; the defaults are
-//! the documented embedded ones:
-//!
-//! ```toml
-//! data_dir = "/var/lib/launchway"      # state, repositories, host key, socket
-//!
-//! [ssh]
-//! listen = "127.0.0.1:2222"             # where git connects
-//! public_host = ""                      # host in printed remotes; the listen address when empty
-//!
-//! [api]
-//! socket = ""                           # the admin socket; <data_dir>/launchway.sock when empty
-//!
-//! [git]
-//! max_push_bytes = 2147483648           # the largest pack one push may send
-//!
-//! [containerd]
-//! socket = "/run/containerd/containerd.sock"  # when nothing answers there, an embedded
-//!                                       # containerd is started under <data_dir>/containerd
-//! namespace = "launchway"               # the containerd namespace for everything Launchway makes
-//! binary = "containerd"                 # what the embedded default runs
-//!
-//! [runtimes]
-//! mirror = ""                           # Debian mirror for runtime builds; deb.debian.org when empty
-//!
-//! [build]                               # see launchway_build::BuildSettings
-//! concurrency = 1                       # builds at a time
-//! timeout_secs = 3600                   # per build
-//! memory_mib = 4096                     # per build container
-//! cpu_shares = 512                      # below apps' default weight of 1024
-//! keep_builds = 10                      # per environment, kept by `launchway gc`
-//!
-//! [router]
-//! listen = "127.0.0.1:8080"             # the HTTP router
-//! base_domain = "localhost"             # {default} = <branch>.<project>.<base_domain>
-//! public_port = 0                       # the port in printed URLs; the listen port when 0
-//! hold_timeout_secs = 30                # a request held during a deploy waits this long, then 503
-//!
-//! [deploy]
-//! start_timeout_secs = 60               # an app must accept connections within this
-//! stop_grace_secs = 10                  # SIGTERM, then SIGKILL after this
-//! drain_timeout_secs = 10               # in-flight requests to the old version may finish
-//! memory_mib = 0                        # per app container; 0 = no limit
-//! pids = 4096                           # per app container
-//! log_max_mib = 10                      # app logs rotate at this size (3 kept)
-//! ```
+//! the documented embedded ones, kept in one file, `crates/daemon/launchway.toml`
+//! ([`DEFAULTS_FILE`]): `launchway settings defaults` prints it, `make install`
+//! writes it to `/etc/launchway/launchway.toml` when that is absent, and a test
+//! checks it parses to exactly [`Settings::default`] with every key present.
 //!
 //! Unknown keys are errors, reported with their line and column.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+/// The settings file with every key at its default, commented.
+pub const DEFAULTS_FILE: &str = include_str!("../launchway.toml");
 
 /// Where the settings file is looked for when none is given.
 pub const DEFAULT_SETTINGS_PATH: &str = "/etc/launchway/launchway.toml";
@@ -78,11 +40,13 @@ pub enum SettingsError {
 }
 
 /// The daemon's settings, defaults applied.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     /// The data directory.
     pub data_dir: PathBuf,
+    /// At shutdown, how long running activities may take to finish.
+    pub shutdown_grace_secs: u64,
     /// The SSH server.
     pub ssh: SshSettings,
     /// The admin API.
@@ -102,7 +66,7 @@ pub struct Settings {
 }
 
 /// `[router]`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouterConfig {
     /// The listen address.
@@ -127,7 +91,7 @@ impl Default for RouterConfig {
 }
 
 /// `[deploy]`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeploySettings {
     /// How long an app has to accept connections.
@@ -158,7 +122,7 @@ impl Default for DeploySettings {
 }
 
 /// `[containerd]`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ContainerdSettings {
     /// The socket of the containerd to use.
@@ -180,7 +144,7 @@ impl Default for ContainerdSettings {
 }
 
 /// `[runtimes]`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeSettings {
     /// A Debian mirror URI for runtime builds.
@@ -188,7 +152,7 @@ pub struct RuntimeSettings {
 }
 
 /// `[ssh]`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SshSettings {
     /// The listen address.
@@ -202,15 +166,15 @@ pub struct SshSettings {
 }
 
 /// `[api]`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiSettings {
-    /// The unix socket.
-    pub socket: Option<PathBuf>,
+    /// The unix socket (empty: `<data_dir>/launchway.sock`).
+    pub socket: PathBuf,
 }
 
 /// `[git]`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GitSettings {
     /// The largest pack a push may send, in bytes.
@@ -221,6 +185,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             data_dir: PathBuf::from("/var/lib/launchway"),
+            shutdown_grace_secs: 120,
             ssh: SshSettings::default(),
             api: ApiSettings::default(),
             git: GitSettings::default(),
@@ -261,6 +226,16 @@ impl Settings {
         })
     }
 
+    /// Where [`Settings::load`] reads from: `path`, the default file when it
+    /// exists, or "the built-in defaults".
+    pub fn source(path: Option<&Path>) -> String {
+        match path {
+            Some(path) => path.display().to_string(),
+            None if Path::new(DEFAULT_SETTINGS_PATH).exists() => DEFAULT_SETTINGS_PATH.to_owned(),
+            None => "the built-in defaults".to_owned(),
+        }
+    }
+
     /// Loads `path`, or the default file when it exists, or the defaults.
     pub fn load(path: Option<&Path>) -> Result<Settings, SettingsError> {
         let default = Path::new(DEFAULT_SETTINGS_PATH);
@@ -278,10 +253,18 @@ impl Settings {
 
     /// The admin socket.
     pub fn socket_path(&self) -> PathBuf {
-        self.api
-            .socket
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("launchway.sock"))
+        if self.api.socket.as_os_str().is_empty() {
+            self.data_dir.join("launchway.sock")
+        } else {
+            self.api.socket.clone()
+        }
+    }
+
+    /// The settings as a TOML file (what `launchway settings show` prints).
+    pub fn to_toml(&self) -> String {
+        // Every field is a string, a number, an address or a path, all of
+        // which TOML holds; a failure would be a bug in these types.
+        toml::to_string(self).unwrap_or_else(|error| format!("# cannot render: {error}\n"))
     }
 
     /// The host printed in git remotes.
@@ -309,6 +292,24 @@ mod tests {
         let settings = Settings::parse("data_dir = \"/d\"\n[ssh]\nlisten = \"0.0.0.0:22\"\npublic_host = \"git.example.com\"\n", "x").unwrap();
         assert_eq!(settings.socket_path(), PathBuf::from("/d/launchway.sock"));
         assert_eq!(settings.public_host(), "git.example.com");
+    }
+
+    #[test]
+    fn the_defaults_file_is_the_defaults_with_every_key() {
+        let parsed = Settings::parse(DEFAULTS_FILE, "launchway.toml").unwrap();
+        assert_eq!(parsed, Settings::default());
+        // Every key the settings have is written out in the file, so it
+        // documents them all.
+        let written: toml::Table = toml::from_str(DEFAULTS_FILE).unwrap();
+        let all: toml::Table = toml::from_str(&Settings::default().to_toml()).unwrap();
+        assert_eq!(written, all);
+        assert_eq!(Settings::parse(&parsed.to_toml(), "shown").unwrap(), parsed);
+        // The README shows the same file.
+        let readme = include_str!("../../../README.md");
+        assert!(
+            readme.contains(DEFAULTS_FILE.trim_end()),
+            "README.md must carry crates/daemon/launchway.toml verbatim"
+        );
     }
 
     #[test]

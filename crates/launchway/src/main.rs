@@ -5,6 +5,7 @@
 mod admin;
 mod builds;
 mod checkout;
+mod doctor;
 mod environments;
 mod hook;
 mod releases;
@@ -46,6 +47,19 @@ enum Command {
     },
     /// Run the daemon: SSH for git, the admin API on a unix socket.
     Serve,
+    /// Check that this host can run `launchway serve` with these settings:
+    /// each check passes or says what is wrong and how to fix it; exits 1
+    /// when something needed fails.
+    Doctor {
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the daemon's settings.
+    Settings {
+        #[command(subcommand)]
+        command: doctor::SettingsCommand,
+    },
     /// Create and list projects.
     Project {
         #[command(subcommand)]
@@ -225,6 +239,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings_path = cli.config.clone();
     match cli.command {
         Command::Serve => admin::serve(settings_path.as_deref()),
+        Command::Doctor { json } => doctor::doctor(settings_path.as_deref(), json),
+        Command::Settings { command } => doctor::settings(settings_path.as_deref(), command),
         Command::Hook { name } => hook::run(&name),
         Command::Project { command } => admin::project(settings_path.as_deref(), command),
         Command::Keys { command } => admin::keys(settings_path.as_deref(), command),
