@@ -24,6 +24,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 systemd=0
 [ -d /run/systemd/system ] && command -v systemctl >/dev/null && systemd=1
+# Units elsewhere (tests, staging a package) are not systemd's business.
+[ "$UNIT_DIR" = /etc/systemd/system ] || systemd=0
 
 if [ "${1:-}" = --uninstall ]; then
   if ((systemd)) && systemctl is-active --quiet launchway 2>/dev/null; then
@@ -49,6 +51,7 @@ else
   echo "install: $CONFIG (the documented defaults)"
 fi
 # The unit runs the installed binary with the installed settings.
+install -d -m 0755 "$UNIT_DIR"
 sed -e "s|/usr/local/bin/launchway|$BIN|" -e "s|/etc/launchway/launchway.toml|$CONFIG|" \
   "$ROOT/dist/launchway.service" >"$UNIT.new"
 chmod 0644 "$UNIT.new"

@@ -329,3 +329,66 @@ fn settings_defaults_and_show() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("line 2"));
 }
+
+#[test]
+fn install_writes_settings_once_and_uninstall_keeps_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (prefix, etc, units) = (
+        dir.path().join("usr"),
+        dir.path().join("etc"),
+        dir.path().join("units"),
+    );
+    let run = |args: &[&str]| {
+        let out = Command::new(workspace().join("scripts/install.sh"))
+            .args(args)
+            .env("PREFIX", &prefix)
+            .env("LAUNCHWAY_ETC", &etc)
+            .env("SYSTEMD_UNIT_DIR", &units)
+            .output()
+            .expect("install.sh runs");
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let binary = launchway_bin().display().to_string();
+    run(&[&binary]);
+    let settings = etc.join("launchway.toml");
+    let written = std::fs::read_to_string(&settings).expect("settings written");
+    assert_eq!(written, launchway_daemon::DEFAULTS_FILE);
+    let unit = std::fs::read_to_string(units.join("launchway.service")).expect("unit");
+    let installed = prefix.join("bin/launchway");
+    assert!(
+        unit.contains(&format!(
+            "ExecStart={} --config {} serve",
+            installed.display(),
+            settings.display()
+        )),
+        "{unit}"
+    );
+    assert!(unit.contains("Restart=on-failure") && unit.contains("TimeoutStopSec="));
+
+    // An operator's settings are never overwritten; the data directory they
+    // name is made (0700).
+    let data = dir.path().join("data");
+    let mine = format!("data_dir = \"{}\"\n", data.display());
+    std::fs::write(&settings, &mine).expect("edited");
+    let said = run(&[&binary]);
+    assert!(said.contains("exists; left as it is"), "{said}");
+    assert_eq!(std::fs::read_to_string(&settings).expect("kept"), mine);
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&data)
+        .expect("data dir")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+    std::fs::write(data.join("precious"), b"rows").expect("data");
+
+    run(&["--uninstall"]);
+    assert!(!installed.exists() && !units.join("launchway.service").exists());
+    assert_eq!(std::fs::read_to_string(&settings).expect("kept"), mine);
+    assert_eq!(std::fs::read(data.join("precious")).expect("kept"), b"rows");
+}
