@@ -6,7 +6,7 @@
 #
 # PURPOSE is what the host must be ready for, each including the one before:
 #   build  compile Launchway (protoc, a C compiler, Rust)
-#   run    run the daemon and `make run` (containerd, runc, git, mmdebstrap, ssh, curl)
+#   run    run the daemon and `make run` (containerd, runc, git, mmdebstrap, nft, ssh, curl)
 #   test   `make test` (sshd, busybox-static for test runtimes, mkfs.xfs and mkfs.ext4)
 #   bench  `make bench` (nginx, the baseline the router is measured against)
 #   ci     what `.ci/run` needs: the same as test
@@ -43,7 +43,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 
 # Debian package names per purpose; each purpose includes the ones before it.
 build_packages=(protobuf-compiler gcc libc6-dev make ca-certificates)
-run_packages=(containerd runc git openssh-client mmdebstrap curl)
+run_packages=(containerd runc git openssh-client mmdebstrap nftables curl)
 test_packages=(openssh-server busybox-static xfsprogs e2fsprogs)
 bench_packages=(nginx-light)
 

@@ -529,11 +529,10 @@ impl Daemon {
                 }
             });
         }
-        if let Ok(entries) = std::fs::read_dir(self.data_dir().join("netns")) {
-            for entry in entries.flatten() {
-                let _ = launchway_router::netns::remove(&entry.path());
-            }
-        }
+        launchway_net::remove_networks_except(
+            &self.data_dir().join("netns"),
+            &std::collections::BTreeSet::new(),
+        );
     }
 
     /// Runs `body` with an engine on the daemon's containerd namespace.

@@ -16,7 +16,10 @@
 //!
 //! Directories: `<data>/environments/<id>/` holds `volumes/`, `services/`,
 //! `tmp/`, `run/<app>-<process>/` (each process's `/run`), `hosts/<app>` and
-//! `logs/`; `<data>/netns/<id>` pins the environment's network namespace.
+//! `logs/`; `<data>/netns/<id>` pins the environment network's hub and
+//! `<data>/netns/<id>.members/` its members (`launchway_net`): each process
+//! container joins a namespace of its own there, with its address and the
+//! rules of what it may reach; the router dials web processes from the hub.
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt as _;
@@ -25,12 +28,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use launchway_containerd::{AppLabels, Bind, Limits, Network, Output, StepSpec, WEB_UID};
+use launchway_deploy::network::{HUB_ADDRESS, PREFIX_LEN, ruleset};
 use launchway_deploy::{
     AppInput, AppSpec, DeploySpec, EnvironmentInput, Listen, MountKind, Phase, ProcessSpec,
     RouteContext, RouteKind, SUPERVISOR, deploy_spec, environment_id, hosts_file, resolve_routes,
 };
 use launchway_git::Plan;
-use launchway_router::{Action, Endpoint, RouteEntry, SocketFactory, netns};
+use launchway_net::EnvironmentNetwork;
+use launchway_router::{Action, Endpoint, RouteEntry, SocketFactory};
 use launchway_store::{
     Activity, Build, Deployment, Environment, EnvironmentType, Release, ReleaseStatus,
 };
@@ -106,15 +111,16 @@ impl Daemon {
             .join(environment_id(project, environment))
     }
 
-    fn netns_path(&self, project: &str, environment: &str) -> PathBuf {
-        self.settings
-            .data_dir
-            .join("netns")
-            .join(environment_id(project, environment))
+    /// The environment's network (its hub and members' namespaces).
+    pub(crate) fn network(&self, project: &str, environment: &str) -> EnvironmentNetwork {
+        EnvironmentNetwork::new(
+            &self.settings.data_dir.join("netns"),
+            &environment_id(project, environment),
+        )
     }
 
-    /// The environment's namespace (made if needed) and the socket factory
-    /// that dials into it.
+    /// The environment network's hub (made if needed) and the socket
+    /// factory that dials into it.
     fn socket_factory(
         &self,
         project: &str,
@@ -128,15 +134,14 @@ impl Daemon {
         if let Some(factory) = factories.get(&key) {
             return Ok(factory.clone());
         }
-        let path = self.netns_path(project, environment);
-        let made = path
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| netns::create(&path))
-            .and_then(|()| SocketFactory::start(&path));
+        let network = self.network(project, environment);
+        let path = network.hub().to_path_buf();
+        let made = launchway_net::link::ensure_hub(&path, HUB_ADDRESS, PREFIX_LEN)
+            .map_err(|error| error.to_string())
+            .and_then(|()| SocketFactory::start(&path).map_err(|error| error.to_string()));
         let factory = Arc::new(made.map_err(|error| {
             warn!(%error, path = %path.display(), "network namespace");
-            format!("cannot create the environment's network namespace: {error}")
+            format!("cannot create the environment's network: {error}")
         })?);
         factories.insert(key, factory.clone());
         Ok(factory)
@@ -198,10 +203,11 @@ impl Daemon {
             .iter()
             .filter(|app| app.web().is_some())
             .map(|app| {
+                let address = app.web().map_or(HUB_ADDRESS, |web| web.address);
                 let endpoint = match &app.listen {
                     Listen::Port(port) => Endpoint::Tcp {
                         netns: Some(factory.clone()),
-                        port: *port,
+                        address: std::net::SocketAddr::new(address.into(), *port),
                     },
                     Listen::Socket(path) => {
                         let name = Path::new(path)
@@ -742,7 +748,28 @@ impl Daemon {
         };
         let env_dir = self.environment_dir(&spec.project, &spec.environment);
         let owner = environment_key(&spec.project, &spec.environment);
-        let netns_path = factory.path().to_path_buf();
+        let network = self.network(&spec.project, &spec.environment);
+        // Members of the network no process of this release is (the old
+        // release's, now stopped) go.
+        let members: std::collections::BTreeSet<std::net::Ipv4Addr> = spec
+            .apps
+            .iter()
+            .flat_map(|app| app.processes.iter().map(|p| p.address))
+            .collect();
+        if members.contains(&std::net::Ipv4Addr::UNSPECIFIED) {
+            return Err(fail(
+                "this release was made by an older Launchway, before environment networks; deploy the branch head instead (`launchway deploy`)".into(),
+                &containers,
+            ));
+        }
+        let retained = {
+            let network = network.clone();
+            let members = members.clone();
+            tokio::task::spawn_blocking(move || network.retain_members(&members)).await
+        };
+        if let Ok(Err(error)) = retained {
+            warn!(%error, "removing the network members of the previous release");
+        }
         for app in &spec.apps {
             log.line(&format!(
                 "    Opening application {} and its relationships",
@@ -804,7 +831,33 @@ impl Daemon {
                 step.env = env;
                 step.cwd = launchway_build::env::APP_DIR.into();
                 step.binds = binds;
-                step.network = Network::Join(netns_path.clone());
+                let member = {
+                    let network = network.clone();
+                    let (address, rules) = (process.address, ruleset(&app.reach));
+                    tokio::task::spawn_blocking(move || {
+                        network.ensure_member(address, PREFIX_LEN, HUB_ADDRESS, &rules)
+                    })
+                    .await
+                };
+                let member = match member {
+                    Ok(Ok(member)) => member,
+                    Ok(Err(error)) => {
+                        return Err(fail(
+                            format!(
+                                "cannot connect app '{}' ({}) to the environment network: {error}",
+                                app.name, process.name
+                            ),
+                            &containers,
+                        ));
+                    }
+                    Err(error) => {
+                        return Err(fail(
+                            format!("the network set-up of app '{}' stopped: {error}", app.name),
+                            &containers,
+                        ));
+                    }
+                };
+                step.network = Network::Join(member);
                 step.hostname = launchway_deploy::routes::host_label(&app.name);
                 step.limits = Limits {
                     memory_bytes: (self.settings.deploy.memory_mib > 0)
@@ -1231,8 +1284,11 @@ impl Daemon {
             Err(poisoned) => poisoned.into_inner().remove(&key),
         };
         drop(factory);
-        if let Err(error) = netns::remove(&self.netns_path(project, environment)) {
-            warn!(%error, %key, "cannot remove the environment's network namespace");
+        let network = self.network(project, environment);
+        match tokio::task::spawn_blocking(move || network.remove()).await {
+            Ok(Err(error)) => warn!(%error, %key, "cannot remove the environment's network"),
+            Err(error) => warn!(%error, %key, "cannot remove the environment's network"),
+            Ok(Ok(())) => {}
         }
     }
 }

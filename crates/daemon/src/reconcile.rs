@@ -150,16 +150,7 @@ impl Daemon {
             .filter_map(|key| key.split_once('/'))
             .map(|(project, environment)| environment_id(project, environment))
             .collect();
-        if let Ok(entries) = std::fs::read_dir(self.settings.data_dir.join("netns")) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if !wanted.contains(&name)
-                    && let Err(error) = launchway_router::netns::remove(&entry.path())
-                {
-                    warn!(%error, namespace = %name, "cannot remove a network namespace");
-                }
-            }
-        }
+        launchway_net::remove_networks_except(&self.settings.data_dir.join("netns"), &wanted);
 
         self.restore_routing().await;
         for deployment in post_deploys {

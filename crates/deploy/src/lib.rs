@@ -6,9 +6,12 @@
 //! - [`spec`]: a [`DeploySpec`] — per app its image, listen address,
 //!   processes (web and workers), mounts, runtime variables and hooks —
 //!   stored with the release so it can be started again without git;
+//! - [`network`]: the environment network: member addresses and the rules
+//!   of what each member may reach;
 //! - [`phase`]: the deploy's phases in order, each persisted before its
 //!   effect runs.
 
+pub mod network;
 pub mod phase;
 pub mod routes;
 pub mod spec;
@@ -17,7 +20,7 @@ pub use phase::Phase;
 pub use routes::{ResolvedRoute, RouteContext, RouteKind, resolve_routes, routes_json};
 pub use spec::{
     AppInput, AppSpec, DeploySpec, EnvironmentInput, Listen, MountKind, MountSpec, ProcessSpec,
-    SUPERVISOR, deploy_spec, environment_id, hosts_file,
+    SUPERVISOR, app_member, deploy_spec, environment_id, hosts_file,
 };
 
 /// The config of a one-file Upsun repository, for tests.

@@ -4,9 +4,15 @@
 //! starts exactly the same thing without reading git again.
 //!
 //! Choices:
-//! - apps of an environment share its network namespace; the app at index
-//!   `i` (by name) gets `PORT` `8888 + i`, or `SOCKET=/run/app.sock` with
+//! - every process container is a member of the environment network
+//!   ([`crate::network`]) with an address of its own; every app's web
+//!   process gets `PORT=8888` (as on Upsun), or `SOCKET=/run/app.sock` with
 //!   `socket_family: unix`; workers get no `PORT`;
+//! - an app reaches only what its relationships name: another app at
+//!   `http://<relationship>.internal` (port 80; 8888 also answers), which
+//!   its `/etc/hosts` maps to that app's web address; what arrives there
+//!   for either port reaches the app on `127.0.0.1:8888`, so apps that
+//!   listen on localhost only are reachable too;
 //! - every process container gets its own run directory on `/run` (so
 //!   `/run/app.sock` is a host path the router dials), a generated
 //!   `/etc/hosts` and the app's mounts;
@@ -22,6 +28,7 @@
 //!   on each deploy.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 
 use launchway_build::env::{
     APP_DIR, UserVariable, base64_text, env_variables, merged_variables, tool_env,
@@ -31,10 +38,13 @@ use launchway_config::model::{MountSource, SocketFamily};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::network::{self, Filter};
 use crate::routes::{ResolvedRoute, routes_json};
 
-/// The first app's port.
-pub const FIRST_PORT: u16 = 8888;
+/// Where every app's web process listens (`PORT`).
+pub const APP_PORT: u16 = 8888;
+/// The port a relationship to an app names (`http://<name>.internal`).
+pub const APP_RELATIONSHIP_PORT: u16 = 80;
 /// The web process's socket with `socket_family: unix`.
 pub const SOCKET_PATH: &str = "/run/app.sock";
 /// Written by the supervisor once `pre_start` is done and `start` begins.
@@ -89,7 +99,7 @@ stop
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Listen {
-    /// `127.0.0.1:PORT` (or `0.0.0.0`) inside the environment's namespace.
+    /// `PORT` on the web process's address (or `0.0.0.0`).
     Port(u16),
     /// A unix socket: the container path (on `/run`).
     Socket(String),
@@ -126,6 +136,14 @@ pub struct ProcessSpec {
     pub mounts: Vec<MountSpec>,
     /// Added to the app's variables (a worker's own).
     pub extra_env: Vec<(String, String)>,
+    /// Its address on the environment network (unspecified in releases
+    /// made before environment networks, which cannot be deployed again).
+    #[serde(default = "unspecified")]
+    pub address: Ipv4Addr,
+}
+
+fn unspecified() -> Ipv4Addr {
+    Ipv4Addr::UNSPECIFIED
 }
 
 /// One app of a deploy.
@@ -142,8 +160,12 @@ pub struct AppSpec {
     pub processes: Vec<ProcessSpec>,
     pub deploy_hook: Option<String>,
     pub post_deploy_hook: Option<String>,
-    /// `<relationship>.internal` names for `/etc/hosts`.
-    pub internal_hosts: Vec<String>,
+    /// `<relationship>.internal` names and their addresses, for `/etc/hosts`.
+    #[serde(default)]
+    pub hosts: Vec<(String, Ipv4Addr)>,
+    /// What its processes may reach on the environment network.
+    #[serde(default)]
+    pub reach: Filter,
 }
 
 impl AppSpec {
@@ -211,10 +233,20 @@ pub fn environment_id(project: &str, environment: &str) -> String {
 pub fn hosts_file(app: &AppSpec) -> String {
     let mut text =
         String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
-    for name in &app.internal_hosts {
-        text.push_str(&format!("127.0.0.1\t{name}\n"));
+    for (name, address) in &app.hosts {
+        text.push_str(&format!("{address}\t{name}\n"));
     }
     text
+}
+
+/// The member name of an app's process on the environment network.
+pub fn app_member(app: &str, process: &str) -> String {
+    format!("app/{app}/{process}")
+}
+
+/// The name of a worker's process.
+fn worker_process(name: &str) -> String {
+    format!("worker-{}", crate::routes::host_label(name))
 }
 
 fn mount_specs(app: &str, mounts: &BTreeMap<String, launchway_config::Mount>) -> Vec<MountSpec> {
@@ -258,38 +290,59 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
     sorted.sort_by(|a, b| a.app.name.cmp(&b.app.name));
     let listens: BTreeMap<String, Listen> = sorted
         .iter()
-        .enumerate()
-        .map(|(index, input)| {
+        .map(|input| {
             let listen = match input.app.web.socket_family {
                 SocketFamily::Unix => Listen::Socket(SOCKET_PATH.into()),
-                SocketFamily::Tcp => Listen::Port(FIRST_PORT.saturating_add(index as u16)),
+                SocketFamily::Tcp => Listen::Port(APP_PORT),
             };
             (input.app.name.clone(), listen)
         })
         .collect();
-    let app_names: BTreeSet<&str> = sorted.iter().map(|a| a.app.name.as_str()).collect();
     let routes = routes_json(&environment.routes).to_string();
     let mut notes = environment.route_notes.clone();
+    // Every process is a member of the environment network.
+    let members: Vec<String> = sorted
+        .iter()
+        .flat_map(|input| {
+            let app = input.app;
+            app.web
+                .start
+                .as_ref()
+                .map(|_| app_member(&app.name, "web"))
+                .into_iter()
+                .chain(
+                    app.workers
+                        .keys()
+                        .map(|name| app_member(&app.name, &worker_process(name))),
+                )
+        })
+        .collect();
+    let addresses = network::addresses(members.iter().map(String::as_str));
+    let web_address = |app: &str| addresses.get(&app_member(app, "web")).copied();
 
     let specs = sorted
         .iter()
         .map(|input| {
             let app = input.app;
             let mut relationships = serde_json::Map::new();
-            let mut internal_hosts = Vec::new();
+            let mut hosts = Vec::new();
+            let mut reach = Filter::default();
             for (name, relationship) in &app.relationships {
-                match listens.get(&relationship.service) {
-                    Some(Listen::Port(port))
-                        if app_names.contains(relationship.service.as_str()) =>
-                    {
+                let target = listens
+                    .get(&relationship.service)
+                    .zip(web_address(&relationship.service));
+                match target {
+                    Some((Listen::Port(port), address)) => {
                         let host = format!("{name}.internal");
-                        internal_hosts.push(host.clone());
+                        hosts.push((host.clone(), address));
+                        reach.allowed.insert((address, APP_RELATIONSHIP_PORT));
+                        reach.allowed.insert((address, *port));
                         relationships.insert(
                             name.clone(),
                             serde_json::json!([{
                                 "scheme": "http",
                                 "host": host,
-                                "port": port,
+                                "port": APP_RELATIONSHIP_PORT,
                                 "username": null,
                                 "password": null,
                                 "path": null,
@@ -298,9 +351,11 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
                                 "rel": relationship.endpoint,
                                 "service": relationship.service,
                                 "type": "app",
-                                "ip": "127.0.0.1",
+                                "ip": address.to_string(),
+                                "instance_ips": [address.to_string()],
                                 "hostname": host,
                                 "cluster": environment.environment,
+                                "epoch": 0,
                                 "public": false,
                                 "host_mapped": false,
                             }]),
@@ -311,6 +366,9 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
                         app.name, relationship.service
                     )),
                 }
+            }
+            if let Some(Listen::Port(port)) = listens.get(&app.name) {
+                reach.web_port = Some(*port);
             }
             let (variables, all_variables) = merged_variables(app, environment.variables);
             let mut env: BTreeMap<String, String> = variables;
@@ -372,6 +430,10 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
                     web: true,
                     mounts: app_mounts.clone(),
                     extra_env: Vec::new(),
+                    address: addresses
+                        .get(&app_member(&app.name, "web"))
+                        .copied()
+                        .unwrap_or(Ipv4Addr::UNSPECIFIED),
                 });
             }
             for (name, worker) in &app.workers {
@@ -382,8 +444,13 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
                 }
                 let mut worker_env = env_variables(&worker.variables);
                 worker_env.retain(|name, _| !protected.contains(name));
+                let process = worker_process(name);
                 processes.push(ProcessSpec {
-                    name: format!("worker-{}", crate::routes::host_label(name)),
+                    address: addresses
+                        .get(&app_member(&app.name, &process))
+                        .copied()
+                        .unwrap_or(Ipv4Addr::UNSPECIFIED),
+                    name: process,
                     pre_start: worker.pre_start.clone(),
                     start: worker.start.clone(),
                     post_start: worker.post_start.clone(),
@@ -400,12 +467,13 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
                 listen: listens
                     .get(&app.name)
                     .cloned()
-                    .unwrap_or(Listen::Port(FIRST_PORT)),
+                    .unwrap_or(Listen::Port(APP_PORT)),
                 env: env.into_iter().collect(),
                 processes,
                 deploy_hook: app.hooks.deploy.clone(),
                 post_deploy_hook: app.hooks.post_deploy.clone(),
-                internal_hosts,
+                hosts,
+                reach,
             }
         })
         .collect();
@@ -523,18 +591,18 @@ services:
             },
             &inputs,
         );
-        // Sorted by name: api, files (on a socket), web (the third port).
-        assert_eq!(spec.apps[0].listen, Listen::Port(FIRST_PORT));
+        // Sorted by name: api, files (on a socket), web; every app on 8888.
+        assert_eq!(spec.apps[0].listen, Listen::Port(APP_PORT));
         assert_eq!(spec.apps[1].listen, Listen::Socket(SOCKET_PATH.into()));
         let web = &spec.apps[2];
-        assert_eq!(web.listen, Listen::Port(FIRST_PORT + 2));
+        assert_eq!(web.listen, Listen::Port(APP_PORT));
         assert_eq!(web.processes.len(), 2);
         assert_eq!(web.processes[1].name, "worker-queue");
         let env: BTreeMap<String, String> = web
             .process_env(web.web().expect("web"))
             .into_iter()
             .collect();
-        assert_eq!(env["PORT"], (FIRST_PORT + 2).to_string());
+        assert_eq!(env["PORT"], "8888");
         assert_eq!(
             env["MODE"], "from the environment",
             "user variables beat the app config"
@@ -556,16 +624,33 @@ services:
         );
         assert_eq!(worker_env["PLATFORM_BRANCH"], "main");
         let relationships = decode(&env["PLATFORM_RELATIONSHIPS"]);
-        // App-to-app: reachable; the service: not provided yet, and said so.
+        // App-to-app: reachable on port 80 of the target's address; the
+        // service: not provided yet, and said so.
+        let api = &spec.apps[0];
+        let api_address = api.web().expect("api's web").address;
         assert_eq!(relationships["backend"][0]["host"], "backend.internal");
-        assert_eq!(relationships["backend"][0]["port"], FIRST_PORT);
+        assert_eq!(relationships["backend"][0]["port"], 80);
+        assert_eq!(relationships["backend"][0]["ip"], api_address.to_string());
+        assert_eq!(
+            web.reach.allowed,
+            BTreeSet::from([(api_address, 80), (api_address, APP_PORT)])
+        );
+        assert_eq!(api.reach.web_port, Some(APP_PORT));
+        assert_eq!(spec.apps[1].reach.web_port, None, "on a socket");
+        // Every process has an address of its own.
+        let all: BTreeSet<Ipv4Addr> = spec
+            .apps
+            .iter()
+            .flat_map(|app| app.processes.iter().map(|p| p.address))
+            .collect();
+        assert_eq!(all.len(), 4, "{all:?}");
         assert!(relationships.get("db").is_none());
         assert!(
             spec.notes.iter().any(|n| n.contains("'db'")),
             "{:?}",
             spec.notes
         );
-        assert!(hosts_file(web).contains("127.0.0.1\tbackend.internal"));
+        assert!(hosts_file(web).contains(&format!("{api_address}\tbackend.internal")));
         let routes = decode(&env["PLATFORM_ROUTES"]);
         assert!(routes.is_object(), "{routes}");
         let uploads = web.processes[0]

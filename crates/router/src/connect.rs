@@ -17,16 +17,16 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::netns::SocketFactory;
+use launchway_net::SocketFactory;
 
 /// Where an app listens.
 #[derive(Clone, Debug)]
 pub enum Endpoint {
-    /// `127.0.0.1:port`, inside a network namespace (or the router's own
-    /// when `None`).
+    /// An address inside a network namespace (or the router's own when
+    /// `None`): a member of an environment network, dialled from its hub.
     Tcp {
         netns: Option<Arc<SocketFactory>>,
-        port: u16,
+        address: std::net::SocketAddr,
     },
     /// A unix socket path on the host (a directory bind-mounted in the
     /// app). The app can write that directory, so it could replace the
@@ -148,10 +148,10 @@ const DIAL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Opens a connection to `endpoint`.
 pub async fn dial(endpoint: &Endpoint) -> io::Result<tokio::net::TcpStream> {
-    let Endpoint::Tcp { netns, port } = endpoint else {
+    let Endpoint::Tcp { netns, address } = endpoint else {
         return Err(io::Error::other("a unix endpoint has no TCP stream"));
     };
-    let address = std::net::SocketAddr::from(([127, 0, 0, 1], *port));
+    let address = *address;
     let deadline = tokio::time::Instant::now() + DIAL_DEADLINE;
     loop {
         let socket = match netns {

@@ -18,7 +18,8 @@
 //! - `GET /health` on a host with no route answers the router's own health.
 
 mod connect;
-pub mod netns;
+
+pub use launchway_net::netns;
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -134,14 +135,14 @@ async fn routes_redirects_and_health() {
                 "web".to_string(),
                 Endpoint::Tcp {
                     netns: None,
-                    port: web_port,
+                    address: SocketAddr::from(([127, 0, 0, 1], web_port)),
                 },
             ),
             (
                 "api".to_string(),
                 Endpoint::Tcp {
                     netns: None,
-                    port: api_port,
+                    address: SocketAddr::from(([127, 0, 0, 1], api_port)),
                 },
             ),
         ]),
@@ -183,7 +184,7 @@ async fn held_requests_wait_then_go_to_the_new_backend_or_time_out() {
             "app".to_string(),
             Endpoint::Tcp {
                 netns: None,
-                port: old_port,
+                address: SocketAddr::from(([127, 0, 0, 1], old_port)),
             },
         )]),
     );
@@ -206,7 +207,7 @@ async fn held_requests_wait_then_go_to_the_new_backend_or_time_out() {
             "app".to_string(),
             Endpoint::Tcp {
                 netns: None,
-                port: new_port,
+                address: SocketAddr::from(([127, 0, 0, 1], new_port)),
             },
         )]),
     );
@@ -247,7 +248,7 @@ async fn backends_inside_a_namespace_are_reached_only_through_the_router() {
             "app".to_string(),
             Endpoint::Tcp {
                 netns: Some(factory.clone()),
-                port,
+                address: SocketAddr::from(([127, 0, 0, 1], port)),
             },
         )]),
     );
@@ -295,7 +296,13 @@ async fn upgrades_are_tunnelled_both_ways() {
     router.set_routes("p/ws", vec![upstream("ws.p.localhost", "/", "app")]);
     router.open(
         "p/ws",
-        HashMap::from([("app".to_string(), Endpoint::Tcp { netns: None, port })]),
+        HashMap::from([(
+            "app".to_string(),
+            Endpoint::Tcp {
+                netns: None,
+                address: SocketAddr::from(([127, 0, 0, 1], port)),
+            },
+        )]),
     );
     let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
     client

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::Settings;
 use network::{mirror, port};
-use runtime::{containerd, git, mmdebstrap, runc};
+use runtime::{containerd, git, mmdebstrap, nft, runc};
 use system::{cgroups, data_directory, disk, overlay, privileges, reflinks};
 
 /// How a check ended.
@@ -167,6 +167,7 @@ pub async fn doctor(settings: &Settings, source: &str) -> Report {
     );
     checks.push(containerd);
     checks.push(runc().await);
+    checks.push(nft().await);
     checks.push(cgroups());
     checks.push(overlay(probe.as_ref().map(tempfile::TempDir::path), root));
     checks.push(reflinks(probe.as_ref().map(tempfile::TempDir::path)));

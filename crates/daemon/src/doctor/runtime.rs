@@ -234,6 +234,17 @@ pub(super) async fn git() -> Check {
     .await
 }
 
+pub(super) async fn nft() -> Check {
+    program(
+        "nft",
+        find_program("nft"),
+        "--version",
+        "it loads the rules of what each container may reach on its environment network",
+        "apt-get install nftables",
+    )
+    .await
+}
+
 pub(super) async fn mmdebstrap() -> Check {
     program(
         "mmdebstrap",

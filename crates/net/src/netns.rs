@@ -1,13 +1,15 @@
-//! Named network namespaces: one per active environment.
+//! Named network namespaces: the hub of each active environment and each of
+//! its members.
 //!
 //! A namespace is made on a throw-away thread (`unshare(CLONE_NEWNET)` only
 //! moves the calling thread) and pinned by bind-mounting the thread's
 //! `/proc/thread-self/ns/net` onto a file, as `ip netns add` does; containers
 //! join it by that path, and it outlives them. Its `lo` is brought up over
-//! rtnetlink from inside; it has no other interface, so nothing in it can
-//! reach the host, the outside or another environment.
+//! rtnetlink from inside; its other links are the environment network's
+//! ([`crate::link`]), so nothing in it can reach the host, the outside or
+//! another environment.
 //!
-//! The router reaches `127.0.0.1:PORT` inside a namespace with sockets
+//! The router reaches members from their hub with sockets
 //! created on a dedicated thread that joined it ([`SocketFactory`]): a
 //! socket belongs to the namespace it was created in, wherever it connects
 //! from. `setns` is never called on a runtime thread.
