@@ -12,6 +12,10 @@ use crate::config::{
     App, Config, Cron, Flavor, Mount, Relationship, Route, Runtime, Service, Web, Worker,
 };
 use crate::cron;
+
+mod relationships;
+mod services;
+
 use crate::diag::{Diagnostics, Span, did_you_mean};
 use crate::layout::{Assembled, Layout};
 use crate::model::{
@@ -20,26 +24,7 @@ use crate::model::{
 };
 use crate::source::{EntryKind, RepoPath, RepoSource};
 use crate::yaml::Node;
-
-/// Default endpoints and the other endpoints every service of a type has.
-fn default_endpoint(kind: &str) -> Option<&'static str> {
-    Some(match kind {
-        "mariadb" | "mysql" | "oracle-mysql" => "mysql",
-        "postgresql" => "postgresql",
-        "redis" | "redis-persistent" | "valkey" | "valkey-persistent" => "redis",
-        "memcached" => "memcached",
-        "mongodb" | "mongodb-enterprise" => "mongodb",
-        "elasticsearch" | "elasticsearch-enterprise" => "elasticsearch",
-        "opensearch" => "opensearch",
-        "rabbitmq" => "rabbitmq",
-        "solr" => "solr",
-        "influxdb" => "influxdb",
-        "kafka" => "kafka",
-        "varnish" | "chrome-headless" => "http",
-        "network-storage" => "",
-        _ => return None,
-    })
-}
+use services::default_endpoint;
 
 /// Service types that can serve a route themselves (a cache in front of apps).
 const ROUTABLE_SERVICES: [&str; 1] = ["varnish"];
@@ -125,7 +110,7 @@ pub(crate) fn normalize(
     let mut service_relationships: Vec<(String, Option<Relationships>)> = Vec::new();
     for name in &service_names {
         let decoded: Option<ServiceConfig> = n.decode(&["services", name]);
-        let service = decoded.map(|s| {
+        let service = decoded.and_then(|s| {
             service_relationships.push((name.clone(), s.relationships.clone()));
             n.service(name, s)
         });
@@ -238,57 +223,6 @@ impl Normalizer<'_> {
         full.push(key);
         let span = self.key_span(&full);
         self.diags.note(span, format!("`{key}` is kept but {what}"));
-    }
-
-    fn service(&mut self, name: &str, config: ServiceConfig) -> Service {
-        let path = ["services", name];
-        self.check_name("service", name, &path);
-        let (kind, version) = config
-            .service_type
-            .split_once(':')
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .unwrap_or_default();
-        let mut endpoints = Vec::new();
-        if let Some(default) = default_endpoint(&kind) {
-            if !default.is_empty() {
-                endpoints.push(default.to_owned());
-            }
-            // Seen in official templates: HA Redis clusters expose a replica endpoint.
-            if default == "redis" {
-                endpoints.push("redis-replica".to_owned());
-            }
-            let configured = config
-                .configuration
-                .as_ref()
-                .and_then(|c| c.get("endpoints"))
-                .and_then(Any::as_object);
-            for endpoint in configured.into_iter().flat_map(|e| e.keys()) {
-                if !endpoints.contains(endpoint) {
-                    endpoints.push(endpoint.clone());
-                }
-            }
-        }
-        self.diags.note(
-            self.key_span(&path),
-            format!(
-                "service `{name}` ({}) is validated, but Launchway does not run services yet",
-                config.service_type
-            ),
-        );
-        let mut kept = BTreeMap::new();
-        keep(&mut kept, "disk", &config.disk);
-        keep(&mut kept, "size", &config.size);
-        keep(&mut kept, "configuration", &config.configuration);
-        keep(&mut kept, "container_profile", &config.container_profile);
-        keep(&mut kept, "resources", &config.resources);
-        Service {
-            name: name.to_owned(),
-            kind,
-            version,
-            endpoints,
-            relationships: BTreeMap::new(),
-            kept,
-        }
     }
 
     fn app(
@@ -783,90 +717,6 @@ impl Normalizer<'_> {
             }
             _ => {}
         }
-    }
-
-    fn relationships(
-        &mut self,
-        owner: &[&str],
-        relationships: Option<&indexmap::IndexMap<String, Option<RelationshipConfig>>>,
-        targets: &Targets,
-    ) -> BTreeMap<String, Relationship> {
-        let mut result = BTreeMap::new();
-        for (name, config) in relationships.into_iter().flatten() {
-            let mut path = owner.to_vec();
-            path.push("relationships");
-            path.push(name);
-            let (service, endpoint) = match config {
-                None => (name.clone(), None),
-                Some(RelationshipConfig::Legacy(text)) => match text.split_once(':') {
-                    Some((s, e)) => (s.to_owned(), Some(e.to_owned())),
-                    None => (text.clone(), None),
-                },
-                Some(RelationshipConfig::Long(long)) => (
-                    long.service.clone().unwrap_or_else(|| name.clone()),
-                    long.endpoint.clone(),
-                ),
-            };
-            let span = match config {
-                None => self.key_span(&path),
-                Some(_) => self.value_span(&path),
-            };
-            let endpoint = if targets.apps.contains(&service) {
-                match endpoint.as_deref() {
-                    None | Some("http") => "http".to_owned(),
-                    Some(other) => {
-                        self.diags.error(span, format!("relationship `{name}`: application `{service}` has no endpoint `{other}`")).hint =
-                            Some("relationships to applications use the `http` endpoint".into());
-                        continue;
-                    }
-                }
-            } else if let Some(found) = targets.services.get(&service) {
-                match (found, endpoint) {
-                    (Some((kind, endpoints)), endpoint) if default_endpoint(kind).is_some() => {
-                        let endpoint = endpoint
-                            .unwrap_or_else(|| endpoints.first().cloned().unwrap_or_default());
-                        if !endpoints.contains(&endpoint) {
-                            let have = if endpoints.is_empty() {
-                                "none".to_owned()
-                            } else {
-                                endpoints
-                                    .iter()
-                                    .map(|e| format!("`{e}`"))
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            };
-                            let d = self.diags.error(span, format!("relationship `{name}`: service `{service}` ({kind}) has no endpoint `{endpoint}`"));
-                            d.hint = Some(
-                                match did_you_mean(&endpoint, endpoints.iter().map(String::as_str))
-                                {
-                                    Some(best) => {
-                                        format!("did you mean `{best}`? its endpoints: {have}")
-                                    }
-                                    None => format!("its endpoints: {have}"),
-                                },
-                            );
-                            continue;
-                        }
-                        endpoint
-                    }
-                    (Some((kind, _)), endpoint) => endpoint.unwrap_or_else(|| kind.clone()),
-                    (None, endpoint) => endpoint.unwrap_or_default(),
-                }
-            } else {
-                let d = self.diags.error(span, format!("relationship `{name}` points to `{service}`, which is not a service or application"));
-                let known = targets
-                    .apps
-                    .iter()
-                    .chain(targets.services.keys())
-                    .map(String::as_str);
-                if let Some(best) = did_you_mean(&service, known) {
-                    d.hint = Some(format!("did you mean `{best}`?"));
-                }
-                continue;
-            };
-            result.insert(name.clone(), Relationship { service, endpoint });
-        }
-        result
     }
 
     fn variables(
