@@ -13,6 +13,7 @@
 mod app;
 pub mod archive;
 mod content;
+pub mod debian;
 pub mod digest;
 pub mod embedded;
 mod engine;

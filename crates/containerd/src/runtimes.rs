@@ -1,10 +1,7 @@
 //! Runtime images: what a config's `type: python:3.11` runs on.
 //!
 //! The catalog maps each type to Debian bookworm packages. An image is built
-//! with `mmdebstrap` (minbase plus the packages; apt lists, caches and logs
-//! removed; an empty machine-id; user and group `web`, 10000, home `/app`
-//! owned by it; timestamps from `SOURCE_DATE_EPOCH`, fixed unless the caller
-//! sets one, so the same package versions give the same bytes), imported as
+//! with `mmdebstrap` ([`crate::debian`]), imported as
 //! `launchway/runtime/<type>`, and checked by running the runtime's version
 //! command as uid 10000. It is built on first use and kept.
 //!
@@ -14,17 +11,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::process::Stdio;
 
-use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::archive::{ImportOptions, import};
+pub use crate::debian::BuildOptions;
+use crate::debian::DebianImage;
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::image::Image;
-use crate::layer::ImageSettings;
 use crate::spec::StepSpec;
 use crate::step::{Output, Rootfs};
 
@@ -34,9 +30,6 @@ pub const IMAGE_PREFIX: &str = "launchway/runtime/";
 pub const TYPE_LABEL: &str = "org.launchway.runtime";
 /// Where a runtime image came from: `catalog` or `import`.
 pub const SOURCE_LABEL: &str = "org.launchway.runtime.source";
-/// The timestamp builds use when the caller sets none (2023-11-14).
-const DEFAULT_SOURCE_DATE_EPOCH: &str = "1700000000";
-const BASE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// How to build one runtime type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,26 +113,15 @@ pub struct RuntimeEntry {
     pub source: Option<String>,
 }
 
-/// Build options.
-#[derive(Clone, Debug, Default)]
-pub struct BuildOptions {
-    /// A Debian mirror URI (default: deb.debian.org plus updates and security).
-    pub mirror: Option<String>,
-}
-
-fn settings_for(recipe: &Recipe) -> ImageSettings {
-    let path = match recipe.extra_path {
-        Some(extra) => format!("{extra}:{BASE_PATH}"),
-        None => BASE_PATH.to_string(),
-    };
-    ImageSettings {
-        env: vec![
-            format!("PATH={path}"),
-            "LANG=C.UTF-8".into(),
-            "HOME=/app".into(),
-        ],
-        working_dir: Some("/app".into()),
-        user: Some("10000:10000".into()),
+/// The Debian image of a catalog runtime.
+pub fn debian_image(recipe: &Recipe) -> DebianImage {
+    DebianImage {
+        name: image_name(recipe.type_name),
+        what: format!("runtime {}", recipe.type_name),
+        suite: "bookworm".into(),
+        packages: recipe.packages.iter().map(|p| (*p).to_owned()).collect(),
+        extra_path: recipe.extra_path.map(str::to_owned),
+        extra_hooks: Vec::new(),
         labels: HashMap::from([
             (TYPE_LABEL.to_string(), recipe.type_name.to_string()),
             (SOURCE_LABEL.to_string(), "catalog".to_string()),
@@ -148,26 +130,17 @@ fn settings_for(recipe: &Recipe) -> ImageSettings {
                 recipe.packages.join(","),
             ),
         ]),
+        version_command: recipe
+            .version_command
+            .iter()
+            .map(|part| (*part).to_owned())
+            .collect(),
     }
 }
 
 /// The mmdebstrap arguments that build `recipe` into `output`.
 pub fn mmdebstrap_args(recipe: &Recipe, output: &Path, options: &BuildOptions) -> Vec<String> {
-    let mut args = vec![
-        "--variant=minbase".to_string(),
-        format!("--include={}", recipe.packages.join(",")),
-        "--format=tar".to_string(),
-        "--customize-hook=chroot \"$1\" groupadd --gid 10000 web".to_string(),
-        "--customize-hook=chroot \"$1\" useradd --uid 10000 --gid 10000 --home-dir /app --no-create-home --shell /bin/sh web".to_string(),
-        "--customize-hook=mkdir -p \"$1/app\" && chown 10000:10000 \"$1/app\"".to_string(),
-        "--customize-hook=rm -rf \"$1\"/var/lib/apt/lists/* \"$1\"/var/cache/apt/* \"$1\"/var/log/* && : > \"$1/etc/machine-id\"".to_string(),
-        "bookworm".to_string(),
-        output.display().to_string(),
-    ];
-    if let Some(mirror) = &options.mirror {
-        args.push(mirror.clone());
-    }
-    args
+    crate::debian::mmdebstrap_args(&debian_image(recipe), output, options)
 }
 
 impl Engine {
@@ -242,104 +215,8 @@ impl Engine {
         let Some(recipe) = recipe(type_name) else {
             return Err(Self::unknown_runtime(type_name, &self.runtimes().await?));
         };
-        let say = |line: String| async move {
-            let _ = progress.send(line).await;
-        };
-        say(format!(
-            "Building runtime {type_name} from Debian bookworm: {}",
-            recipe.packages.join(" ")
-        ))
-        .await;
-        let dir = tempfile::Builder::new()
-            .prefix("runtime-")
-            .tempdir_in(self.scratch())
-            .map_err(|error| EngineError::io("creating a build directory", error))?;
-        let tar = dir.path().join("rootfs.tar");
-        let mut command = tokio::process::Command::new("mmdebstrap");
-        command
-            .args(mmdebstrap_args(recipe, &tar, options))
-            .env(
-                "SOURCE_DATE_EPOCH",
-                std::env::var("SOURCE_DATE_EPOCH")
-                    .unwrap_or_else(|_| DEFAULT_SOURCE_DATE_EPOCH.into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command.spawn().map_err(|error| {
-            EngineError::io("starting mmdebstrap (apt-get install mmdebstrap)", error)
-        })?;
-        let mut tail: Vec<String> = Vec::new();
-        let (lines_out, mut lines) = mpsc::channel::<String>(64);
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let sender = lines_out.clone();
-            tokio::spawn(async move {
-                let mut reader = tokio::io::BufReader::new(stream).lines();
-                while let Ok(Some(line)) = reader.next_line().await {
-                    if sender.send(line).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(lines_out);
-        while let Some(line) = lines.recv().await {
-            tail.push(line.clone());
-            if tail.len() > 20 {
-                tail.remove(0);
-            }
-            say(format!("  {line}")).await;
-        }
-        let status = child
-            .wait()
+        self.build_debian_image(&debian_image(recipe), progress, options)
             .await
-            .map_err(|error| EngineError::io("waiting for mmdebstrap", error))?;
-        if !status.success() {
-            return Err(EngineError::Invalid {
-                what: "runtime build",
-                reason: format!(
-                    "mmdebstrap failed ({status}); its last lines:\n{}",
-                    tail.join("\n")
-                ),
-            });
-        }
-        let size = std::fs::metadata(&tar).map(|m| m.len()).unwrap_or(0);
-        say(format!(
-            "Importing the root filesystem ({:.0} MB)",
-            size as f64 / 1e6
-        ))
-        .await;
-        let image = self
-            .import_rootfs(&tar, &image_name(type_name), &settings_for(recipe))
-            .await?;
-        drop(dir);
-        match self.check_runtime(&image, recipe.version_command).await {
-            Ok(version) => {
-                say(format!(
-                    "Runtime {type_name} ready: {version} ({})",
-                    image.digest()
-                ))
-                .await;
-                Ok(image)
-            }
-            Err(error) => {
-                let _ = self.delete_image(&image.name).await;
-                Err(error)
-            }
-        }
     }
 
     /// Runs `command` in `image` as uid 10000, read-only, no network; its
@@ -445,7 +322,7 @@ mod tests {
         assert!(args.iter().any(|a| a.starts_with("--include=python3,")));
         assert!(args.iter().any(|a| a.contains("useradd --uid 10000")));
         assert_eq!(args[args.len() - 2], "bookworm");
-        let settings = settings_for(recipe);
+        let settings = debian_image(recipe).settings();
         assert_eq!(settings.user.as_deref(), Some("10000:10000"));
     }
 }

@@ -22,6 +22,8 @@ pub struct Offer {
     pub suite: &'static str,
     /// The packages of its image.
     pub packages: &'static [&'static str],
+    /// Where its server programs are, when not on the usual `PATH`.
+    pub bin_dir: Option<&'static str>,
 }
 
 /// A service type.
@@ -51,12 +53,14 @@ const POSTGRESQL: Kind = Kind {
         Offer {
             version: "15",
             suite: "bookworm",
-            packages: &["postgresql-15", "postgresql-client-15", "locales-all"],
+            packages: &["postgresql-15", "postgresql-client-15"],
+            bin_dir: Some("/usr/lib/postgresql/15/bin"),
         },
         Offer {
             version: "17",
             suite: "trixie",
-            packages: &["postgresql-17", "postgresql-client-17", "locales-all"],
+            packages: &["postgresql-17", "postgresql-client-17"],
+            bin_dir: Some("/usr/lib/postgresql/17/bin"),
         },
     ],
 };
@@ -72,11 +76,13 @@ const MARIADB: Kind = Kind {
             version: "10.11",
             suite: "bookworm",
             packages: &["mariadb-server", "mariadb-client"],
+            bin_dir: None,
         },
         Offer {
             version: "11.8",
             suite: "trixie",
             packages: &["mariadb-server", "mariadb-client"],
+            bin_dir: None,
         },
     ],
 };
@@ -86,11 +92,13 @@ const REDIS_OFFERS: &[Offer] = &[
         version: "7.0",
         suite: "bookworm",
         packages: &["redis-server", "redis-tools"],
+        bin_dir: None,
     },
     Offer {
         version: "8.0",
         suite: "trixie",
         packages: &["redis-server", "redis-tools"],
+        bin_dir: None,
     },
 ];
 
@@ -124,6 +132,7 @@ pub const KINDS: &[Kind] = &[
             version: "1.6",
             suite: "bookworm",
             packages: &["memcached"],
+            bin_dir: None,
         }],
     },
     Kind {
@@ -137,11 +146,13 @@ pub const KINDS: &[Kind] = &[
                 version: "3.10",
                 suite: "bookworm",
                 packages: &["rabbitmq-server"],
+                bin_dir: None,
             },
             Offer {
                 version: "4.0",
                 suite: "trixie",
                 packages: &["rabbitmq-server"],
+                bin_dir: None,
             },
         ],
     },
@@ -156,11 +167,13 @@ pub const KINDS: &[Kind] = &[
                 version: "7.1",
                 suite: "bookworm",
                 packages: &["varnish", "varnish-modules"],
+                bin_dir: None,
             },
             Offer {
                 version: "7.7",
                 suite: "trixie",
                 packages: &["varnish", "varnish-modules"],
+                bin_dir: None,
             },
         ],
     },
@@ -175,6 +188,7 @@ pub const KINDS: &[Kind] = &[
             version: "*",
             suite: "",
             packages: &[],
+            bin_dir: None,
         }],
     },
 ];

@@ -290,6 +290,14 @@ fn endpoint(
     default_key: &str,
     problems: &mut Vec<Problem>,
 ) -> Option<Endpoint> {
+    if crate::credentials::RESERVED_USERS.contains(&name) {
+        problems.push(problem(
+            &["endpoints", name],
+            format!("`{name}` is the server's own user and cannot be an endpoint"),
+            Some("rename the endpoint"),
+        ));
+        return None;
+    }
     if !valid_endpoint(name) {
         problems.push(problem(
             &["endpoints", name],

@@ -4,9 +4,18 @@
 //! - [`catalog`]: the types and versions this host can run (Debian
 //!   packages, per suite) and how an asked version resolves;
 //! - [`configuration`]: a service's `configuration:` decoded and checked
-//!   (databases, endpoints and privileges; Redis' eviction policy).
+//!   (databases, endpoints and privileges; Redis' eviction policy);
+//! - [`credentials`]: endpoint users and passwords, the same in every
+//!   environment of a project;
+//! - [`relationships`]: `PLATFORM_RELATIONSHIPS` entries and the
+//!   `<RELATIONSHIP>_*` variables, as Upsun writes them;
+//! - [`run`]: what a service's image and container run: first start,
+//!   readiness, the configuration script.
 
 pub mod catalog;
 pub mod configuration;
+pub mod credentials;
+pub mod relationships;
+pub mod run;
 
 pub use catalog::{KINDS, Kind, Offer, ResolveError, Resolved, resolve};
