@@ -395,6 +395,7 @@ impl launchway_api::Launchway for ApiService {
             name: name.clone(),
             default_branch,
             created_at: now_ms(),
+            service_secret: crate::services::new_secret(),
         };
         if let Err(error) = self.daemon.store.create_project(&project) {
             let _ = std::fs::remove_dir_all(&repo);

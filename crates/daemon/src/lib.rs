@@ -27,6 +27,7 @@ pub mod failpoint;
 #[cfg(test)]
 mod fuzz;
 mod gate;
+mod host_fs;
 mod logs;
 mod outage;
 mod policy;
@@ -35,6 +36,7 @@ mod queue;
 mod reconcile;
 mod release_api;
 mod runtimes;
+mod services;
 mod settings;
 mod variable_api;
 mod variables;

@@ -78,9 +78,14 @@ impl Daemon {
                 .unwrap_or_default();
             match parse_phase(&deployment.phase) {
                 Some(phase) if phase.is_released() => {
+                    // Services outlive releases: the next deploy decides
+                    // about them.
                     let strays: Vec<String> = labelled
                         .into_iter()
-                        .filter(|id| !deployment.containers.contains(id))
+                        .filter(|id| {
+                            !deployment.containers.contains(id)
+                                && !crate::services::is_service_container(id)
+                        })
                         .collect();
                     if !strays.is_empty() {
                         warn!(%key, strays = strays.len(), "removing containers no release owns");

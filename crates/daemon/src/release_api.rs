@@ -263,10 +263,27 @@ pub(crate) fn release_secrets(release: &Release, spec: &DeploySpec) -> Vec<Strin
         .filter(|v| v.sensitive)
         .map(|v| v.name.as_str())
         .collect();
-    if sensitive.is_empty() {
-        return Vec::new();
+    // Service passwords, and what carries them whole (the encoded
+    // relationships, the `<RELATIONSHIP>_URL`s).
+    let mut values: Vec<String> = spec
+        .services
+        .iter()
+        .flat_map(|service| service.secrets.iter().cloned())
+        .collect();
+    if !values.is_empty() {
+        for app in &spec.apps {
+            for (name, value) in &app.env {
+                if name == "PLATFORM_RELATIONSHIPS"
+                    || values.iter().any(|secret| value.contains(secret.as_str()))
+                {
+                    values.push(value.clone());
+                }
+            }
+        }
     }
-    let mut values = Vec::new();
+    if sensitive.is_empty() {
+        return values;
+    }
     for app in &spec.apps {
         for (name, value) in &app.env {
             if sensitive

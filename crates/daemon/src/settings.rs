@@ -63,6 +63,31 @@ pub struct Settings {
     pub router: RouterConfig,
     /// Deploys.
     pub deploy: DeploySettings,
+    /// Services (databases, caches).
+    pub services: ServicesSettings,
+}
+
+/// `[services]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServicesSettings {
+    /// Memory per service container, MiB.
+    pub memory_mib: u64,
+    /// How long a service has to answer queries after it starts.
+    pub start_timeout_secs: u64,
+    /// Refuse a service version this host does not offer instead of
+    /// running the nearest one.
+    pub exact_versions: bool,
+}
+
+impl Default for ServicesSettings {
+    fn default() -> Self {
+        ServicesSettings {
+            memory_mib: 256,
+            start_timeout_secs: 120,
+            exact_versions: false,
+        }
+    }
 }
 
 /// `[router]`.
@@ -194,6 +219,7 @@ impl Default for Settings {
             build: launchway_build::BuildSettings::default(),
             router: RouterConfig::default(),
             deploy: DeploySettings::default(),
+            services: ServicesSettings::default(),
         }
     }
 }

@@ -8,12 +8,15 @@
 //!   stored with the release so it can be started again without git;
 //! - [`network`]: the environment network: member addresses and the rules
 //!   of what each member may reach;
+//! - [`services`]: each service's container (image, program, readiness,
+//!   configuration) and what apps see of it (relationships, hosts, filter);
 //! - [`phase`]: the deploy's phases in order, each persisted before its
 //!   effect runs.
 
 pub mod network;
 pub mod phase;
 pub mod routes;
+pub mod services;
 pub mod spec;
 
 pub use phase::Phase;

@@ -40,6 +40,9 @@ use sha2::{Digest as _, Sha256};
 
 use crate::network::{self, Filter};
 use crate::routes::{ResolvedRoute, routes_json};
+use crate::services::{
+    ServiceSpec, relationship as service_relationship, service_member, service_spec,
+};
 
 /// Where every app's web process listens (`PORT`).
 pub const APP_PORT: u16 = 8888;
@@ -195,7 +198,12 @@ pub struct DeploySpec {
     pub environment: String,
     pub routes: Vec<ResolvedRoute>,
     pub apps: Vec<AppSpec>,
-    /// What the config asks for that is not provided (services, …).
+    /// The services (each in its own container, kept across deploys that
+    /// do not change it).
+    #[serde(default)]
+    pub services: Vec<ServiceSpec>,
+    /// What the config asks for that is not provided, or runs otherwise
+    /// than asked (a nearer service version).
     pub notes: Vec<String>,
 }
 
@@ -221,6 +229,12 @@ pub struct EnvironmentInput<'a> {
     /// The runtime-visible project and environment variables, resolved
     /// by level; they beat the app config's and lose to the platform's.
     pub variables: &'a [UserVariable],
+    /// The config's services.
+    pub services: &'a [launchway_config::Service],
+    /// The project's secret the service passwords derive from.
+    pub service_secret: &'a [u8],
+    /// Memory per service container (MiB).
+    pub service_memory_mib: u64,
 }
 
 /// A short, stable id for an environment's directories and namespace.
@@ -316,8 +330,37 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
                         .map(|name| app_member(&app.name, &worker_process(name))),
                 )
         })
+        .chain(
+            environment
+                .services
+                .iter()
+                .map(|service| service_member(&service.name)),
+        )
         .collect();
     let addresses = network::addresses(members.iter().map(String::as_str));
+    let services_by_name: BTreeMap<&str, &launchway_config::Service> = environment
+        .services
+        .iter()
+        .map(|service| (service.name.as_str(), service))
+        .collect();
+    let service_specs: Vec<ServiceSpec> = environment
+        .services
+        .iter()
+        .filter_map(|service| {
+            let address = addresses.get(&service_member(&service.name)).copied()?;
+            service_spec(
+                service,
+                address,
+                environment.service_secret,
+                environment.service_memory_mib,
+            )
+        })
+        .collect();
+    for spec in &service_specs {
+        if let Some(note) = &spec.note {
+            notes.push(format!("service '{}': {note}", spec.name));
+        }
+    }
     let web_address = |app: &str| addresses.get(&app_member(app, "web")).copied();
 
     let specs = sorted
@@ -325,6 +368,7 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
         .map(|input| {
             let app = input.app;
             let mut relationships = serde_json::Map::new();
+            let mut relationship_variables: Vec<(String, String)> = Vec::new();
             let mut hosts = Vec::new();
             let mut reach = Filter::default();
             for (name, relationship) in &app.relationships {
@@ -361,10 +405,44 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
                             }]),
                         );
                     }
-                    _ => notes.push(format!(
-                        "app '{}': relationship '{name}' to '{}' is not provided yet",
-                        app.name, relationship.service
-                    )),
+                    _ => {
+                        let provided = services_by_name
+                            .get(relationship.service.as_str())
+                            .zip(
+                                addresses
+                                    .get(&service_member(&relationship.service))
+                                    .copied(),
+                            )
+                            .and_then(|(service, address)| {
+                                service_relationship(
+                                    name,
+                                    service,
+                                    &relationship.endpoint,
+                                    address,
+                                    environment.service_secret,
+                                    environment.project,
+                                    environment.environment,
+                                )
+                                .map(|provided| (address, provided))
+                            })
+                            .filter(|(_, provided)| provided.port != 0);
+                        match provided {
+                            Some((address, provided)) => {
+                                let host = format!("{name}.internal");
+                                hosts.push((host, address));
+                                reach.allowed.insert((address, provided.port));
+                                relationships.insert(
+                                    name.clone(),
+                                    serde_json::Value::Array(vec![provided.entry]),
+                                );
+                                relationship_variables.extend(provided.variables);
+                            }
+                            None => notes.push(format!(
+                                "app '{}': relationship '{name}' to '{}' is not provided yet",
+                                app.name, relationship.service
+                            )),
+                        }
+                    }
                 }
             }
             if let Some(Listen::Port(port)) = listens.get(&app.name) {
@@ -377,6 +455,11 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
                 .filter(|(name, _)| *name != "PATH")
                 .collect();
             let application = serde_json::to_value(app).unwrap_or_default();
+            let relationship_variables: Vec<(&str, String)> = relationship_variables
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.clone()))
+                .collect();
+            platform.extend(relationship_variables);
             platform.extend([
                 (
                     "PLATFORM_APPLICATION",
@@ -482,6 +565,7 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
         environment: environment.environment.to_string(),
         routes: environment.routes.clone(),
         apps: specs,
+        services: service_specs,
         notes,
     }
 }
@@ -559,6 +643,7 @@ services:
                 production: true,
             },
         );
+        let services: Vec<launchway_config::Service> = config.services.values().cloned().collect();
         let inputs: Vec<AppInput<'_>> = config
             .applications
             .values()
@@ -588,6 +673,9 @@ services:
                         json: false,
                     },
                 ],
+                services: &services,
+                service_secret: b"project secret",
+                service_memory_mib: 256,
             },
             &inputs,
         );
@@ -624,17 +712,14 @@ services:
         );
         assert_eq!(worker_env["PLATFORM_BRANCH"], "main");
         let relationships = decode(&env["PLATFORM_RELATIONSHIPS"]);
-        // App-to-app: reachable on port 80 of the target's address; the
-        // service: not provided yet, and said so.
+        // App-to-app: reachable on port 80 of the target's address.
         let api = &spec.apps[0];
         let api_address = api.web().expect("api's web").address;
         assert_eq!(relationships["backend"][0]["host"], "backend.internal");
         assert_eq!(relationships["backend"][0]["port"], 80);
         assert_eq!(relationships["backend"][0]["ip"], api_address.to_string());
-        assert_eq!(
-            web.reach.allowed,
-            BTreeSet::from([(api_address, 80), (api_address, APP_PORT)])
-        );
+        assert!(web.reach.allowed.contains(&(api_address, 80)));
+        assert!(web.reach.allowed.contains(&(api_address, APP_PORT)));
         assert_eq!(api.reach.web_port, Some(APP_PORT));
         assert_eq!(spec.apps[1].reach.web_port, None, "on a socket");
         // Every process has an address of its own.
@@ -644,12 +729,18 @@ services:
             .flat_map(|app| app.processes.iter().map(|p| p.address))
             .collect();
         assert_eq!(all.len(), 4, "{all:?}");
-        assert!(relationships.get("db").is_none());
-        assert!(
-            spec.notes.iter().any(|n| n.contains("'db'")),
-            "{:?}",
-            spec.notes
-        );
+        // The service: its entry, its address in /etc/hosts, its port in
+        // the filter, its variables, and its container in the spec.
+        let database = &spec.services[0];
+        assert_eq!(database.name, "database");
+        assert_eq!(relationships["db"][0]["scheme"], "pgsql");
+        assert_eq!(relationships["db"][0]["ip"], database.address.to_string());
+        assert_eq!(relationships["db"][0]["password"], database.secrets[0]);
+        assert!(web.reach.allowed.contains(&(database.address, 5432)));
+        assert!(hosts_file(web).contains(&format!("{}\tdb.internal", database.address)));
+        assert_eq!(env["DB_HOST"], "db.internal");
+        assert!(env["DB_URL"].starts_with("pgsql://main:"));
+        assert!(spec.notes.is_empty(), "{:?}", spec.notes);
         assert!(hosts_file(web).contains(&format!("{api_address}\tbackend.internal")));
         let routes = decode(&env["PLATFORM_ROUTES"]);
         assert!(routes.is_object(), "{routes}");

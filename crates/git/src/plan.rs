@@ -68,6 +68,9 @@ pub struct Plan {
     /// The routes, normalized (defaults added).
     #[serde(skip)]
     pub routes: Vec<launchway_config::Route>,
+    /// The services.
+    #[serde(skip)]
+    pub services: Vec<launchway_config::Service>,
 }
 
 /// The runtime as written in `type:`.
@@ -155,5 +158,6 @@ pub fn plan(tree: &CommitTree) -> Result<Plan, GitError> {
         commit: tree.commit_id(),
         apps,
         routes: config.routes.clone(),
+        services: config.services.values().cloned().collect(),
     })
 }

@@ -205,6 +205,13 @@ impl Store {
         self.flush()
     }
 
+    /// Updates an existing project's record.
+    pub fn put_project(&self, project: &Project) -> Result<(), StoreError> {
+        self.projects
+            .insert(project.name.as_bytes(), encode(project))?;
+        self.flush()
+    }
+
     /// The project called `name`.
     pub fn project(&self, name: &str) -> Result<Option<Project>, StoreError> {
         Self::get(&self.projects, PROJECTS, name.as_bytes())
@@ -556,6 +563,7 @@ mod tests {
             name: name.into(),
             default_branch: "main".into(),
             created_at: 1,
+            service_secret: String::new(),
         }
     }
 

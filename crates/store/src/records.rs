@@ -14,6 +14,11 @@ pub struct Project {
     pub default_branch: String,
     /// When it was created.
     pub created_at: u64,
+    /// The secret its service passwords derive from (hex; made at
+    /// creation, or at the first deploy of a project made before services).
+    /// Never returned by the API.
+    #[serde(default)]
+    pub service_secret: String,
 }
 
 /// What a key may do on a project.
