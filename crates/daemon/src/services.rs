@@ -210,14 +210,45 @@ impl Daemon {
         service: &ServiceSpec,
         cancel: &CancellationToken,
     ) -> bool {
+        self.readiness(id, service, cancel).await.0
+    }
+
+    /// Runs the readiness query: whether it succeeded, and its last lines
+    /// and outcome. (Its output is read, not discarded: an exec's output
+    /// must go somewhere for it to run.)
+    async fn readiness(
+        &self,
+        id: &str,
+        service: &ServiceSpec,
+        cancel: &CancellationToken,
+    ) -> (bool, Vec<String>) {
         let mut step = StepSpec::new(service.ready.iter().cloned());
         step.timeout = Some(Duration::from_secs(10));
-        matches!(
+        let (sender, mut lines) = tokio::sync::mpsc::channel(64);
+        let (outcome, said) = tokio::join!(
             self.engine
-                .exec_in_app(id, &step, Output::Discard, cancel)
-                .await,
-            Ok(outcome) if outcome.success()
-        )
+                .exec_in_app(id, &step, Output::Lines(sender), cancel),
+            async {
+                let mut said: Vec<String> = Vec::new();
+                while let Some(line) = lines.recv().await {
+                    let line: launchway_containerd::OutputLine = line;
+                    said.push(line.line);
+                }
+                said
+            }
+        );
+        let mut said: Vec<String> = said.into_iter().rev().take(5).rev().collect();
+        let success = match outcome {
+            Ok(outcome) => {
+                said.push(outcome.describe());
+                outcome.success()
+            }
+            Err(error) => {
+                said.push(error.to_string());
+                false
+            }
+        };
+        (success, said)
     }
 
     /// The service's image, built from Debian packages on first use.
@@ -290,6 +321,7 @@ impl Daemon {
         .await;
         let image = self.service_image(service, log).await?;
         let env_dir = self.environment_dir(&spec.project, &spec.environment);
+        std::fs::create_dir_all(&env_dir).map_err(|e| format!("{}: {e}", env_dir.display()))?;
         let mut binds = Vec::new();
         if service.persistent {
             let data = safe_app_dir(&env_dir, &format!("services/{}", service.name))
@@ -394,9 +426,12 @@ impl Daemon {
                 for line in tail.lines() {
                     log.line(&format!("      | {line}")).await;
                 }
+                for line in self.readiness(id, service, cancel).await.1 {
+                    log.line(&format!("      readiness check: {line}")).await;
+                }
                 self.stop_containers(&[id.to_owned()]).await;
                 return Err(format!(
-                    "service '{}' did not answer within {} s (its log is above)",
+                    "service '{}' did not answer within {} s (its log and the readiness check are above)",
                     service.name, self.settings.services.start_timeout_secs
                 ));
             }

@@ -1,0 +1,254 @@
+//! Services end to end, on the real stack: Debian's PostgreSQL built into a
+//! service image, a Python app in Upsun's layout that reads
+//! `PLATFORM_RELATIONSHIPS` the way `platformshconfig` does, migrations in
+//! its deploy hook, pg8000 (a real driver, fetched from PyPI by the host
+//! and served to the dependencies step from the host's loopback).
+#![allow(clippy::tests_outside_test_module, clippy::unwrap_used)]
+
+use std::io::{BufRead as _, Write as _};
+use std::path::{Path, PathBuf};
+
+use launchway_integration::{Daemon, Work, http_get as get};
+
+/// Wheels of `packages` (and what they need), downloaded by the host's pip.
+fn wheels(packages: &[&str]) -> PathBuf {
+    let dir = std::env::temp_dir().join("launchway-test-wheels");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = std::process::Command::new("python3")
+        .args(["-m", "pip", "download", "--quiet", "--only-binary=:all:"])
+        .args(["--python-version", "3.11", "-d"])
+        .arg(&dir)
+        .args(packages)
+        .output()
+        .expect("pip runs");
+    assert!(
+        out.status.success(),
+        "pip download {packages:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
+/// Serves the files of `dir` over HTTP on the host's loopback, with an
+/// index page of links (what pip's `--find-links` reads).
+fn serve(dir: PathBuf) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) <= 2 {
+                    break;
+                }
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("/");
+            let name = path.trim_start_matches('/');
+            let body = if name.is_empty() {
+                let mut html = String::from("<html><body>");
+                for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                    let file = entry.file_name().to_string_lossy().into_owned();
+                    html.push_str(&format!("<a href=\"/{file}\">{file}</a>\n"));
+                }
+                html.push_str("</body></html>");
+                Some(html.into_bytes())
+            } else if !name.contains('/') && !name.contains("..") {
+                std::fs::read(dir.join(name)).ok()
+            } else {
+                None
+            };
+            let kind = if name.is_empty() {
+                "text/html"
+            } else {
+                "application/octet-stream"
+            };
+            let (status, body) = match body {
+                Some(body) => ("200 OK", body),
+                None => ("404 Not Found", b"no".to_vec()),
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(&body);
+        }
+    });
+    format!("http://127.0.0.1:{port}/")
+}
+
+/// The app: `relationships.py` reads `PLATFORM_RELATIONSHIPS` as the
+/// config readers do; `migrate.py` (the deploy hook) creates the table and
+/// records the deploy; `server.py` serves the rows and the server's start
+/// time.
+fn write_app(work: &Work, links: &str, version: &str) {
+    work.write(
+        ".upsun/config.yaml",
+        format!(
+            r#"applications:
+  app:
+    type: "python:3.11"
+    dependencies:
+      python3:
+        pg8000: "*"
+    variables:
+      env:
+        PIP_FIND_LINKS: "{links}"
+        PIP_NO_INDEX: "1"
+    relationships:
+      database: "db:postgresql"
+      reports: "db:reporter"
+    hooks:
+      deploy: python3 migrate.py
+    web:
+      commands:
+        start: python3 server.py
+services:
+  db:
+    type: postgresql:12
+    configuration:
+      databases: [main]
+      endpoints:
+        reporter:
+          default_database: main
+          privileges:
+            main: ro
+"#
+        ),
+    );
+    work.write(
+        "relationships.py",
+        r#"import base64, json, os
+
+def credentials(name):
+    decoded = json.loads(base64.b64decode(os.environ["PLATFORM_RELATIONSHIPS"]))
+    return decoded[name][0]
+
+def connect(name):
+    import pg8000.native
+    c = credentials(name)
+    return pg8000.native.Connection(
+        c["username"], password=c["password"], host=c["host"], port=c["port"], database=c["path"]
+    )
+"#,
+    );
+    work.write(
+        "migrate.py",
+        r#"from relationships import connect, credentials
+db = connect("database")
+db.run("CREATE TABLE IF NOT EXISTS deploys (id serial PRIMARY KEY, note text)")
+db.run("INSERT INTO deploys (note) VALUES (:note)", note="deploy")
+print("migrated; deploys:", db.run("SELECT count(*) FROM deploys")[0][0])
+c = credentials("database")
+print("relationship:", c["scheme"], c["host"], c["port"], c["path"], c["rel"], c["type"], c["query"])
+# The read-only endpoint reads, and cannot write.
+reader = connect("reports")
+print("reader sees", reader.run("SELECT count(*) FROM deploys")[0][0], "deploys")
+try:
+    reader.run("INSERT INTO deploys (note) VALUES ('sneaky')")
+    print("READER-WROTE")
+except Exception as error:
+    print("reader refused:", type(error).__name__)
+"#,
+    );
+    work.write(
+        "server.py",
+        format!(
+            r#"import http.server, os
+from relationships import connect
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        db = connect("database")
+        rows = db.run("SELECT count(*) FROM deploys")[0][0]
+        started = db.run("SELECT pg_postmaster_start_time()::text")[0][0]
+        body = "{version} deploys={{}} started={{}}\n".format(rows, started).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#
+        ),
+    );
+    work.commit(version);
+}
+
+fn field<'a>(page: &'a str, name: &str) -> &'a str {
+    page.split_whitespace()
+        .find_map(|word| word.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} in {page}"))
+}
+
+#[test]
+fn a_python_app_migrates_and_reads_postgresql_through_its_relationships() {
+    let links = serve(wheels(&["pg8000"]));
+    let daemon = Daemon::start_with(
+        "[deploy]\nstart_timeout_secs = 60\n[services]\nstart_timeout_secs = 20\n",
+    );
+    let work = daemon.admin_work("shop");
+    write_app(&work, &links, "v1");
+    let log = work.push_ok("main", &[]);
+    // The asked version runs as the nearest, and the log says so.
+    assert!(
+        log.contains("postgresql:12 is not available here; running postgresql:15"),
+        "{log}"
+    );
+    assert!(log.contains("Starting service db (postgresql:15)"), "{log}");
+    assert!(log.contains("Service db configured"), "{log}");
+    assert!(log.contains("migrated; deploys: 1"), "{log}");
+    assert!(
+        log.contains("relationship: pgsql database.internal 5432 main postgresql postgresql:12 {'is_master': True}"),
+        "{log}"
+    );
+    assert!(log.contains("reader sees 1 deploys"), "{log}");
+    assert!(log.contains("reader refused: DatabaseError"), "{log}");
+    assert!(!log.contains("READER-WROTE"), "{log}");
+    let router = daemon.router_addr();
+    let (status, page) = get(router, "main.shop.localhost", "/").unwrap();
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(field(&page, "deploys"), "1");
+    let started = field(&page, "started").to_owned();
+
+    // An app-only change: the database keeps running (same start time) and
+    // its rows.
+    write_app(&work, &links, "v2");
+    let log = work.push_ok("main", &[]);
+    assert!(
+        log.contains("Service db (postgresql:15) is running"),
+        "{log}"
+    );
+    assert!(log.contains("migrated; deploys: 2"), "{log}");
+    let (_, page) = get(router, "main.shop.localhost", "/").unwrap();
+    assert!(page.starts_with("v2 "), "{page}");
+    assert_eq!(field(&page, "deploys"), "2");
+    assert_eq!(
+        field(&page, "started"),
+        started,
+        "the database was not restarted"
+    );
+
+    // The data lives in the environment's services/ and says what made it.
+    let record = std::fs::read_dir(daemon.data_dir().join("environments"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("services/db/.launchway-service"))
+        .find(|p| p.exists())
+        .expect("the service's data on the host");
+    let recorded = std::fs::read_to_string(&record).unwrap();
+    assert!(recorded.contains("\"version\":\"15\""), "{recorded}");
+    assert!(
+        Path::new(&record)
+            .parent()
+            .unwrap()
+            .join("pgdata/PG_VERSION")
+            .exists()
+    );
+}
