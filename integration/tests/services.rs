@@ -235,6 +235,20 @@ fn a_python_app_migrates_and_reads_postgresql_through_its_relationships() {
         "the database was not restarted"
     );
 
+    // A branch activated from main gets a copy of main's database (its
+    // deploy hook adds its own row to the two it found); the copy and the
+    // parent diverge from there, both ways.
+    let log = work.push_ok("feature", &["environment.status=active"]);
+    assert!(log.contains("migrated; deploys: 3"), "{log}");
+    let (_, child) = get(router, "feature.shop.localhost", "/").unwrap();
+    assert_eq!(field(&child, "deploys"), "3", "{child}");
+    write_app(&work, &links, "v3");
+    work.push_ok("main", &[]);
+    let (_, parent) = get(router, "main.shop.localhost", "/").unwrap();
+    assert_eq!(field(&parent, "deploys"), "3", "main: its two and the new one, not the child's");
+    let (_, child) = get(router, "feature.shop.localhost", "/").unwrap();
+    assert_eq!(field(&child, "deploys"), "3", "the child does not see main's new row");
+
     // The data lives in the environment's services/ and says what made it.
     let record = std::fs::read_dir(daemon.data_dir().join("environments"))
         .unwrap()
