@@ -245,9 +245,17 @@ fn a_python_app_migrates_and_reads_postgresql_through_its_relationships() {
     write_app(&work, &links, "v3");
     work.push_ok("main", &[]);
     let (_, parent) = get(router, "main.shop.localhost", "/").unwrap();
-    assert_eq!(field(&parent, "deploys"), "3", "main: its two and the new one, not the child's");
+    assert_eq!(
+        field(&parent, "deploys"),
+        "3",
+        "main: its two and the new one, not the child's"
+    );
     let (_, child) = get(router, "feature.shop.localhost", "/").unwrap();
-    assert_eq!(field(&child, "deploys"), "3", "the child does not see main's new row");
+    assert_eq!(
+        field(&child, "deploys"),
+        "3",
+        "the child does not see main's new row"
+    );
 
     // The data lives in the environment's services/ and says what made it.
     let record = std::fs::read_dir(daemon.data_dir().join("environments"))
@@ -264,5 +272,211 @@ fn a_python_app_migrates_and_reads_postgresql_through_its_relationships() {
             .unwrap()
             .join("pgdata/PG_VERSION")
             .exists()
+    );
+}
+
+/// Two apps: `app` relates to MariaDB (asked as 10.4) and persistent Redis;
+/// `lone` relates to nothing and is handed the database's address and
+/// password by the test (`__DB_IP__`, `__DB_PASSWORD__`).
+fn write_second(
+    work: &Work,
+    links: &str,
+    version: &str,
+    db_ip: &str,
+    db_password: &str,
+    shutdown: bool,
+) {
+    let shutdown = if shutdown {
+        "python3 -c 'import redis_client; redis_client.shutdown()'"
+    } else {
+        "true"
+    };
+    work.write(
+        ".upsun/config.yaml",
+        format!(
+            r#"routes:
+  "http://{{default}}/": {{type: upstream, upstream: "app:http"}}
+applications:
+  app:
+    type: "python:3.11"
+    source:
+      root: app
+    dependencies:
+      python3:
+        pymysql: "*"
+        redis: "*"
+    variables:
+      env:
+        PIP_FIND_LINKS: "{links}"
+        PIP_NO_INDEX: "1"
+    relationships:
+      database: "db:mysql"
+      cache: "cache:redis"
+    hooks:
+      deploy: |
+        python3 migrate.py
+        {shutdown}
+    web:
+      commands:
+        start: python3 server.py
+  lone:
+    type: "python:3.11"
+    source:
+      root: lone
+    variables:
+      env:
+        LW_DB_IP: "{db_ip}"
+        LW_DB_PASSWORD: "{db_password}"
+    hooks:
+      deploy: python3 probe.py
+    web:
+      commands:
+        start: python3 -m http.server $PORT --bind 127.0.0.1
+services:
+  db:
+    type: mariadb:10.4
+  cache:
+    type: redis-persistent:7.0
+"#
+        ),
+    );
+    let common = r#"import base64, json, os
+def relationship(name):
+    return json.loads(base64.b64decode(os.environ["PLATFORM_RELATIONSHIPS"]))[name][0]
+"#;
+    work.write("app/common.py", common);
+    work.write(
+        "app/redis_client.py",
+        r#"import redis
+from common import relationship
+def client():
+    c = relationship("cache")
+    return redis.Redis(host=c["host"], port=c["port"], socket_timeout=5)
+def shutdown():
+    try:
+        client().shutdown()
+    except Exception as error:
+        print("redis shutdown:", type(error).__name__)
+"#,
+    );
+    work.write(
+        "app/migrate.py",
+        r#"import pymysql
+from common import relationship
+from redis_client import client
+c = relationship("database")
+db = pymysql.connect(host=c["host"], port=c["port"], user=c["username"], password=c["password"], database=c["path"], autocommit=True)
+with db.cursor() as cursor:
+    cursor.execute("CREATE TABLE IF NOT EXISTS deploys (id INT AUTO_INCREMENT PRIMARY KEY, note TEXT)")
+    cursor.execute("INSERT INTO deploys (note) VALUES ('deploy')")
+    cursor.execute("SELECT COUNT(*) FROM deploys")
+    print("mariadb deploys:", cursor.fetchone()[0])
+    cursor.execute("SELECT VERSION()")
+    print("mariadb version:", cursor.fetchone()[0])
+print("redis counter:", client().incr("deploys"))
+print("DB-IP", c["ip"], "DB-PASSWORD-REVERSED", c["password"][::-1])
+"#,
+    );
+    work.write(
+        "app/server.py",
+        format!(
+            r#"import http.server, os
+from redis_client import client
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = "{version} counter={{}}\n".format(int(client().get("deploys") or 0)).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#
+        ),
+    );
+    work.write(
+        "lone/probe.py",
+        r#"import os, socket
+ip, password = os.environ["LW_DB_IP"], os.environ["LW_DB_PASSWORD"]
+print("lone has the password:", len(password) == 32)
+for label, port in (("db", 3306), ("cache", 6379)):
+    try:
+        socket.create_connection((ip if label == "db" else ip, port), timeout=3).close()
+        print("lone->%s: REACHED" % label)
+    except OSError as error:
+        print("lone->%s: BLOCKED (%s)" % (label, type(error).__name__))
+"#,
+    );
+    work.write("lone/index.html", "lone\n");
+    work.commit(version);
+}
+
+fn after<'a>(log: &'a str, marker: &str) -> &'a str {
+    log.split(marker)
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no {marker} in {log}"))
+}
+
+#[test]
+fn mariadb_and_redis_serve_only_their_relationships_and_a_crashed_service_restarts() {
+    // Debian 12's Python is 3.11.2: redis-py needs async-timeout there.
+    let links = serve(wheels(&["pymysql", "redis", "async-timeout"]));
+    let daemon = Daemon::start_with("[deploy]\nstart_timeout_secs = 60\n");
+    let work = daemon.admin_work("shop");
+    write_second(&work, &links, "v1", "169.254.0.2", "", false);
+    let log = work.push_ok("main", &[]);
+    assert!(
+        log.contains("mariadb:10.4 is not available here; running mariadb:10.11"),
+        "{log}"
+    );
+    assert!(log.contains("mariadb deploys: 1"), "{log}");
+    assert!(log.contains("mariadb version: 10.11"), "{log}");
+    assert!(log.contains("redis counter: 1"), "{log}");
+    let db_ip = after(&log, "DB-IP ").to_owned();
+    let password: String = after(&log, "DB-PASSWORD-REVERSED ").chars().rev().collect();
+
+    // `lone` has the address and the password, and no relationship: it
+    // reaches neither. `app` stops Redis at the end of its deploy hook.
+    write_second(&work, &links, "v2", &db_ip, &password, true);
+    let log = work.push_ok("main", &[]);
+    assert!(log.contains("lone has the password: True"), "{log}");
+    assert!(log.contains("lone->db: BLOCKED"), "{log}");
+    assert!(log.contains("lone->cache: BLOCKED"), "{log}");
+    assert!(log.contains("mariadb deploys: 2"), "{log}");
+    assert!(log.contains("redis counter: 2"), "{log}");
+    assert!(
+        log.contains("Service db (mariadb:10.11) is running"),
+        "{log}"
+    );
+
+    // The supervisor saw Redis exit and started it again, on its data.
+    let exits = std::fs::read_dir(daemon.data_dir().join("environments"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("run/service-cache/.launchway-exits"))
+        .find(|p| p.parent().is_some_and(Path::exists))
+        .expect("the cache's run directory");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, page) =
+            get(daemon.router_addr(), "main.shop.localhost", "/").unwrap_or((0, String::new()));
+        if status == 200 && exits.exists() {
+            assert_eq!(field(&page, "counter"), "2", "{page}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis did not come back: {page}"
+        );
+        launchway_integration::pause();
+    }
+    // (redis-py retries a command whose connection dropped, so the
+    // shutdown may land again on the restarted server: each exit counts.)
+    let recorded = std::fs::read_to_string(&exits).unwrap();
+    assert!(
+        recorded.lines().count() >= 1 && recorded.lines().all(|status| status == "0"),
+        "{recorded}"
     );
 }

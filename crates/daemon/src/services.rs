@@ -51,6 +51,8 @@ const RECORD_FILE: &str = ".launchway-service";
 const CONFIGURE_NAME: &str = "launchway-configure.sql";
 /// Lines of a service's log shown when it does not start.
 const LOG_TAIL_LINES: usize = 15;
+/// A service that exits this often before it answers has failed to start.
+const CRASHES_BEFORE_GIVING_UP: usize = 3;
 
 /// Whether container `id` is a service's.
 pub(crate) fn is_service_container(id: &str) -> bool {
@@ -421,7 +423,15 @@ impl Daemon {
                 crate::failpoint::reached("deploy.service_started");
                 return Ok(());
             }
-            if Instant::now() > deadline || cancel.is_cancelled() {
+            // A server that keeps exiting will not answer: say so early.
+            let exits = read_no_follow(
+                &self
+                    .service_run_dir(spec, &service.name)
+                    .join(launchway_deploy::spec::EXITS_FILE),
+            )
+            .map_or(0, |text| text.lines().count());
+            let crashing = exits >= CRASHES_BEFORE_GIVING_UP;
+            if crashing || Instant::now() > deadline || cancel.is_cancelled() {
                 let (tail, _) = crate::logs::tail(&log_path, LOG_TAIL_LINES);
                 for line in tail.lines() {
                     log.line(&format!("      | {line}")).await;
@@ -430,10 +440,17 @@ impl Daemon {
                     log.line(&format!("      readiness check: {line}")).await;
                 }
                 self.stop_containers(&[id.to_owned()]).await;
-                return Err(format!(
-                    "service '{}' did not answer within {} s (its log and the readiness check are above)",
-                    service.name, self.settings.services.start_timeout_secs
-                ));
+                return Err(if crashing {
+                    format!(
+                        "service '{}' exited {exits} times while starting (its log is above)",
+                        service.name
+                    )
+                } else {
+                    format!(
+                        "service '{}' did not answer within {} s (its log and the readiness check are above)",
+                        service.name, self.settings.services.start_timeout_secs
+                    )
+                });
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

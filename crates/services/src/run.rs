@@ -77,7 +77,7 @@ pub fn program(resolved: &Resolved, configuration: &Configuration, memory_mib: u
 data={DATA_DIR}/pgdata
 if [ ! -s "$data/PG_VERSION" ]; then
   mkdir -p "$data" && chmod 700 "$data"
-  {bin}initdb -D "$data" -U postgres -E UTF8 --locale=C.UTF-8 --auth-local=trust --auth-host=scram-sha-256 >/dev/null
+  {bin}initdb -D "$data" -U postgres -E UTF8 --locale=C.UTF-8 --auth-local=trust --auth-host=scram-sha-256 >/tmp/initdb.log 2>&1 || {{ cat /tmp/initdb.log >&2; exit 1; }}
   printf 'host all all 0.0.0.0/0 scram-sha-256\n' >> "$data/pg_hba.conf"
 fi
 exec {bin}postgres -D "$data" -c listen_addresses='*' -c port=5432 -c unix_socket_directories=/tmp -c shared_buffers={cache}MB -c password_encryption=scram-sha-256 -c logging_collector=off
@@ -88,7 +88,7 @@ exec {bin}postgres -D "$data" -c listen_addresses='*' -c port=5432 -c unix_socke
 data={DATA_DIR}/mysql
 if [ ! -d "$data/mysql" ]; then
   mkdir -p "$data"
-  mariadb-install-db --no-defaults --datadir="$data" --auth-root-authentication-method=socket --skip-test-db --user=web >/dev/null
+  mariadb-install-db --no-defaults --force --skip-name-resolve --datadir="$data" --auth-root-authentication-method=socket --skip-test-db --user=web >/tmp/install.log 2>&1 || {{ cat /tmp/install.log >&2; exit 1; }}
 fi
 exec mariadbd --no-defaults --datadir="$data" --socket=/tmp/mysqld.sock --bind-address=0.0.0.0 --port=3306 --skip-name-resolve --innodb-buffer-pool-size={cache}M --innodb-log-file-size=16M --innodb-use-native-aio=0 --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci
 "#
