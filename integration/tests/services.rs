@@ -216,6 +216,12 @@ fn a_python_app_migrates_and_reads_postgresql_through_its_relationships() {
     assert_eq!(status, 200, "{page}");
     assert_eq!(field(&page, "deploys"), "1");
     let started = field(&page, "started").to_owned();
+    // `launchway logs` shows the service's output beside the app's.
+    let logs = daemon.cli_ok(&["logs", "-p", "shop", "-e", "main"]);
+    assert!(
+        logs.contains("[service/db]") && logs.contains("database system is ready"),
+        "{logs}"
+    );
 
     // An app-only change: the database keeps running (same start time) and
     // its rows.

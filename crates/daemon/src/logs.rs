@@ -1,5 +1,6 @@
 //! App logs: each process's stdout and stderr, appended by containerd's shim
-//! to `<environment dir>/logs/<app>.log` (workers: `<app>--<process>.log`).
+//! to `<environment dir>/logs/<app>.log` (workers: `<app>--<process>.log`;
+//! services: `service--<name>.log`, shown as `service/<name>`).
 //! Rotation copies a file past `[deploy] log_max_mib` to `.1` (older ones
 //! shift to `.2` and `.3`) and truncates it in place: the shim appends, so it
 //! goes on writing at the new end. `launchway logs` reads the tail and, with
@@ -173,11 +174,28 @@ impl Daemon {
         let label = files.len() > 1;
         let follow = request.follow;
         // What the app prints of its sensitive variables is masked too.
-        let secrets = self
+        let mut secrets = self
             .store
             .variables(&environment.project)
             .map(|all| crate::variables::secrets(&all))
             .unwrap_or_default();
+        // And the passwords of its services, from the serving release.
+        if let Some(spec) = self
+            .store
+            .deployment(&environment.project, &environment.name)
+            .ok()
+            .flatten()
+            .and_then(|deployment| self.store.release(&deployment.release).ok().flatten())
+            .and_then(|release| {
+                serde_json::from_value::<launchway_deploy::DeploySpec>(release.spec).ok()
+            })
+        {
+            secrets.extend(
+                spec.services
+                    .iter()
+                    .flat_map(|service| service.secrets.iter().cloned()),
+            );
+        }
         let (sender, receiver) = mpsc::channel(16);
         tokio::spawn(async move {
             let prefix = |name: &str, text: String| -> String {
