@@ -126,7 +126,7 @@ async fn read(
     client: &mut Client,
     rng: &mut impl Rng,
 ) -> (&'static str, Result<(), tonic::Status>) {
-    match rng.random_range(0..15) {
+    match rng.random_range(0..16) {
         0 => (
             "ListProjects",
             client
@@ -221,6 +221,16 @@ async fn read(
             (
                 "ExportBuild",
                 drain(client.export_build(request).await).await,
+            )
+        }
+        14 => {
+            let request = proto::EnvironmentRequest {
+                project: project(rng),
+                environment: environment(rng),
+            };
+            (
+                "ListServices",
+                client.list_services(request).await.map(drop),
             )
         }
         13 => (

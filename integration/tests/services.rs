@@ -216,6 +216,16 @@ fn a_python_app_migrates_and_reads_postgresql_through_its_relationships() {
     assert_eq!(status, 200, "{page}");
     assert_eq!(field(&page, "deploys"), "1");
     let started = field(&page, "started").to_owned();
+    // `launchway services` lists it: asked → running, answering.
+    let listed = daemon.cli_ok(&["services", "-p", "shop", "-e", "main"]);
+    let line = listed
+        .lines()
+        .find(|line| line.starts_with("db "))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(
+        line.contains("postgresql:12 → postgresql:15") && line.contains("running"),
+        "{listed}"
+    );
     // `launchway logs` shows the service's output beside the app's.
     let logs = daemon.cli_ok(&["logs", "-p", "shop", "-e", "main"]);
     assert!(
@@ -478,6 +488,16 @@ fn mariadb_and_redis_serve_only_their_relationships_and_a_crashed_service_restar
         );
         launchway_integration::pause();
     }
+    let listed = daemon.cli_ok(&["services", "-p", "shop", "-e", "main"]);
+    let cache = listed
+        .lines()
+        .find(|line| line.starts_with("cache "))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(cache.contains("running"), "{listed}");
+    assert!(
+        !cache.trim_end().ends_with(" 0"),
+        "its restarts are counted: {listed}"
+    );
     // (redis-py retries a command whose connection dropped, so the
     // shutdown may land again on the restarted server: each exit counts.)
     let recorded = std::fs::read_to_string(&exits).unwrap();

@@ -234,6 +234,30 @@ impl launchway_api::Launchway for ApiService {
         ))
     }
 
+    async fn list_services(
+        &self,
+        request: Request<proto::EnvironmentRequest>,
+    ) -> Result<Response<proto::ServiceList>, Status> {
+        let request = request.into_inner();
+        let environment = self
+            .daemon
+            .existing_environment(&request.project, &request.environment)?;
+        let services = self.daemon.list_services(&environment).await;
+        Ok(Response::new(proto::ServiceList {
+            services: services
+                .into_iter()
+                .map(|service| proto::ServiceInfo {
+                    name: service.name,
+                    asked: service.asked,
+                    running: service.running,
+                    status: service.status.to_owned(),
+                    disk_bytes: service.disk_bytes,
+                    restarts: service.restarts,
+                })
+                .collect(),
+        }))
+    }
+
     async fn activate_environment(
         &self,
         request: Request<proto::ActivateEnvironmentRequest>,

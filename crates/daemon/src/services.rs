@@ -112,7 +112,119 @@ fn data_fits(recorded: &DataRecord, service: &ServiceSpec) -> Result<(), String>
     Ok(())
 }
 
+/// One line of `launchway services`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ServiceView {
+    pub(crate) name: String,
+    pub(crate) asked: String,
+    pub(crate) running: String,
+    pub(crate) status: &'static str,
+    pub(crate) disk_bytes: u64,
+    pub(crate) restarts: u32,
+}
+
+/// The bytes of the files under `path` (links not followed; iterative,
+/// so no depth an app can make exhausts the stack).
+fn disk_usage(path: &Path) -> u64 {
+    let mut total = 0u64;
+    let mut pending = vec![path.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&next) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&next) {
+                pending.extend(entries.flatten().map(|entry| entry.path()));
+            }
+        } else {
+            total = total.saturating_add(meta.len());
+        }
+    }
+    total
+}
+
 impl Daemon {
+    /// An environment's services, as its serving release has them, and
+    /// the data of services it no longer has.
+    pub(crate) async fn list_services(
+        &self,
+        environment: &launchway_store::Environment,
+    ) -> Vec<ServiceView> {
+        let spec = self
+            .store
+            .deployment(&environment.project, &environment.name)
+            .ok()
+            .flatten()
+            .and_then(|deployment| self.store.release(&deployment.release).ok().flatten())
+            .and_then(|release| serde_json::from_value::<DeploySpec>(release.spec).ok());
+        let env_dir = self.environment_dir(&environment.project, &environment.name);
+        let env_id = environment_id(&environment.project, &environment.name);
+        let owner = environment_key(&environment.project, &environment.name);
+        let running: Vec<String> = self
+            .engine
+            .app_containers(Some(&owner))
+            .await
+            .unwrap_or_default();
+        let cancel = CancellationToken::new();
+        let mut views = Vec::new();
+        let mut known = std::collections::BTreeSet::new();
+        for service in spec.iter().flat_map(|spec| spec.services.iter()) {
+            known.insert(service.name.clone());
+            let id = container_id(&env_id, service);
+            let status = if !running.contains(&id) {
+                "stopped"
+            } else if self.service_answers(&id, service, &cancel).await {
+                "running"
+            } else {
+                "not answering"
+            };
+            let exits = env_dir
+                .join("run")
+                .join(format!("service-{}", service.name))
+                .join(launchway_deploy::spec::EXITS_FILE);
+            views.push(ServiceView {
+                name: service.name.clone(),
+                asked: service.written_type.clone(),
+                running: format!("{}:{}", service.kind, service.version),
+                status,
+                disk_bytes: disk_usage(&env_dir.join("services").join(&service.name)),
+                restarts: read_no_follow(&exits).map_or(0, |text| {
+                    u32::try_from(text.lines().count()).unwrap_or(u32::MAX)
+                }),
+            });
+        }
+        for entry in std::fs::read_dir(env_dir.join("services"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if known.contains(&name) {
+                continue;
+            }
+            let storage = spec.iter().any(|spec| {
+                spec.apps.iter().any(|app| {
+                    app.processes.iter().any(|process| {
+                        process.mounts.iter().any(|mount| {
+                            mount.volume == format!("services/{name}")
+                                || mount.volume.starts_with(&format!("services/{name}/"))
+                        })
+                    })
+                })
+            });
+            views.push(ServiceView {
+                name,
+                asked: String::new(),
+                running: String::new(),
+                status: if storage { "storage" } else { "detached" },
+                disk_bytes: disk_usage(&entry.path()),
+                restarts: 0,
+            });
+        }
+        views.sort_by(|a, b| a.name.cmp(&b.name));
+        views
+    }
+
     /// The project's service secret, made and stored the first time a
     /// project made before services needs one.
     pub(crate) fn service_secret(&self, project: &str) -> Result<Vec<u8>, String> {

@@ -335,3 +335,55 @@ pub(crate) fn variable(
         }
     }
 }
+
+/// `launchway services -p P -e E`.
+pub(crate) fn services(
+    settings_path: Option<&Path>,
+    project: String,
+    environment: String,
+) -> anyhow::Result<ExitCode> {
+    let list = with_client(settings_path, async |client| {
+        Ok(client
+            .list_services(proto::EnvironmentRequest {
+                project: project.clone(),
+                environment: environment.clone(),
+            })
+            .await?
+            .into_inner())
+    })?;
+    let rows: Vec<Vec<String>> = list
+        .services
+        .iter()
+        .map(|service| {
+            let version = match (service.asked.as_str(), service.running.as_str()) {
+                ("", "") => "-".to_owned(),
+                (asked, running) if asked == running => running.to_owned(),
+                (asked, running) => format!("{asked} → {running}"),
+            };
+            vec![
+                service.name.clone(),
+                version,
+                service.status.clone(),
+                human_bytes(service.disk_bytes),
+                service.restarts.to_string(),
+            ]
+        })
+        .collect();
+    print_table(&["NAME", "TYPE", "STATUS", "DISK", "RESTARTS"], &rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn human_bytes(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < units.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", units[unit])
+    }
+}

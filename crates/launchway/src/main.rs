@@ -142,6 +142,16 @@ enum Command {
         #[arg(long, short = 'p')]
         project: String,
     },
+    /// List an environment's services: type (asked → running), status,
+    /// disk, restarts; data of removed services as detached.
+    Services {
+        /// The project.
+        #[arg(long, short = 'p')]
+        project: String,
+        /// The environment.
+        #[arg(long, short = 'e')]
+        environment: String,
+    },
     /// Activate, deactivate or delete an environment.
     Environment {
         #[command(subcommand)]
@@ -273,6 +283,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             environment,
         } => environments::deploy(settings_path.as_deref(), project, environment, true),
         Command::Environments { project } => environments::list(settings_path.as_deref(), project),
+        Command::Services {
+            project,
+            environment,
+        } => environments::services(settings_path.as_deref(), project, environment),
         Command::Environment { command } => {
             environments::environment(settings_path.as_deref(), command)
         }
