@@ -301,7 +301,16 @@ fn write_second(
     db_ip: &str,
     db_password: &str,
     shutdown: bool,
+    cache: bool,
 ) {
+    let (cache_relationship, cache_service) = if cache {
+        (
+            "\n      cache: \"cache:redis\"",
+            "\n  cache:\n    type: redis-persistent:7.0",
+        )
+    } else {
+        ("", "")
+    };
     let shutdown = if shutdown {
         "python3 -c 'import redis_client; redis_client.shutdown()'"
     } else {
@@ -326,8 +335,7 @@ applications:
         PIP_FIND_LINKS: "{links}"
         PIP_NO_INDEX: "1"
     relationships:
-      database: "db:mysql"
-      cache: "cache:redis"
+      database: "db:mysql"{cache_relationship}
     hooks:
       deploy: |
         python3 migrate.py
@@ -350,9 +358,7 @@ applications:
         start: python3 -m http.server $PORT --bind 127.0.0.1
 services:
   db:
-    type: mariadb:10.4
-  cache:
-    type: redis-persistent:7.0
+    type: mariadb:10.4{cache_service}
 "#
         ),
     );
@@ -441,7 +447,7 @@ fn mariadb_and_redis_serve_only_their_relationships_and_a_crashed_service_restar
     let links = serve(wheels(&["pymysql", "redis", "async-timeout"]));
     let daemon = Daemon::start_with("[deploy]\nstart_timeout_secs = 60\n");
     let work = daemon.admin_work("shop");
-    write_second(&work, &links, "v1", "169.254.0.2", "", false);
+    write_second(&work, &links, "v1", "169.254.0.2", "", false, true);
     let log = work.push_ok("main", &[]);
     assert!(
         log.contains("mariadb:10.4 is not available here; running mariadb:10.11"),
@@ -455,7 +461,7 @@ fn mariadb_and_redis_serve_only_their_relationships_and_a_crashed_service_restar
 
     // `lone` has the address and the password, and no relationship: it
     // reaches neither. `app` stops Redis at the end of its deploy hook.
-    write_second(&work, &links, "v2", &db_ip, &password, true);
+    write_second(&work, &links, "v2", &db_ip, &password, true, true);
     let log = work.push_ok("main", &[]);
     assert!(log.contains("lone has the password: True"), "{log}");
     assert!(log.contains("lone->db: BLOCKED"), "{log}");
@@ -505,4 +511,39 @@ fn mariadb_and_redis_serve_only_their_relationships_and_a_crashed_service_restar
         recorded.lines().count() >= 1 && recorded.lines().all(|status| status == "0"),
         "{recorded}"
     );
+
+    // Data of a service in the config cannot be deleted.
+    let refused = daemon.cli(&["services", "-p", "shop", "-e", "main", "delete", "cache"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("is in the environment's config"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    // Removed from the config, the service stops and its data stays,
+    // listed as detached, until deleted on purpose.
+    write_second(&work, &links, "v3", &db_ip, &password, false, false);
+    let log = work.push_ok("main", &[]);
+    assert!(
+        log.contains("Service cache is no longer in the config: stopped; its data is kept"),
+        "{log}"
+    );
+    let data = exits
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .unwrap()
+        .join("services/cache");
+    assert!(data.join("appendonlydir").exists(), "{}", data.display());
+    let listed = daemon.cli_ok(&["services", "-p", "shop", "-e", "main"]);
+    assert!(
+        listed
+            .lines()
+            .any(|line| line.starts_with("cache ") && line.contains("detached")),
+        "{listed}"
+    );
+    daemon.cli_ok(&["services", "-p", "shop", "-e", "main", "delete", "cache"]);
+    assert!(!data.exists());
+    let listed = daemon.cli_ok(&["services", "-p", "shop", "-e", "main"]);
+    assert!(!listed.contains("cache"), "{listed}");
 }

@@ -52,6 +52,8 @@ pub(crate) enum Work {
     /// Run the post_deploy hooks of the serving release (after a stop
     /// between its release and the hooks).
     PostDeploy { release: String },
+    /// Delete the data of a service the config no longer has.
+    DeleteServiceData { service: String },
 }
 
 /// How an activity ended other than well.
@@ -227,6 +229,10 @@ impl Daemon {
             }
             Work::Resume { release } => {
                 self.resume_activity(&activity, release, &log, &cancel)
+                    .await
+            }
+            Work::DeleteServiceData { service } => {
+                self.delete_service_data_activity(&activity, service, &log)
                     .await
             }
         };

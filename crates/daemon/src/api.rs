@@ -217,6 +217,7 @@ impl launchway_api::Launchway for ApiService {
 
     type ActivateEnvironmentStream = crate::build_api::LogStream;
     type DeactivateEnvironmentStream = crate::build_api::LogStream;
+    type DeleteServiceDataStream = crate::build_api::LogStream;
     type DeleteEnvironmentStream = crate::build_api::LogStream;
     type DeployStream = crate::build_api::LogStream;
     type RedeployStream = crate::build_api::LogStream;
@@ -256,6 +257,15 @@ impl launchway_api::Launchway for ApiService {
                 })
                 .collect(),
         }))
+    }
+
+    async fn delete_service_data(
+        &self,
+        request: Request<proto::DeleteServiceDataRequest>,
+    ) -> Result<Response<Self::DeleteServiceDataStream>, Status> {
+        Ok(Response::new(
+            self.daemon.delete_service_data(&request.into_inner())?,
+        ))
     }
 
     async fn activate_environment(

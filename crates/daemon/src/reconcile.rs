@@ -37,6 +37,7 @@ impl Daemon {
     /// Repairs what a crash or a stop left (see the module doc).
     pub(crate) async fn reconcile_at_start(self: &Arc<Self>) -> Result<(), crate::DaemonError> {
         let interrupted_activations = self.reconcile()?;
+        self.remove_deleted_service_data();
         self.reconcile_builds()?;
         match self.engine.remove_leftovers().await {
             Ok((containers, leases)) => {

@@ -36,8 +36,14 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use std::sync::Arc;
+
+use launchway_api::proto;
+use launchway_store::ActivityKind;
+use tonic::Status;
+
 use crate::Daemon;
-use crate::activity::Log;
+use crate::activity::{Ended, Log, Work};
 use crate::deploy::environment_key;
 use crate::host_fs::{read_no_follow, safe_app_dir, write_file};
 
@@ -53,6 +59,16 @@ const CONFIGURE_NAME: &str = "launchway-configure.sql";
 const LOG_TAIL_LINES: usize = 15;
 /// A service that exits this often before it answers has failed to start.
 const CRASHES_BEFORE_GIVING_UP: usize = 3;
+
+/// A service name as the config allows them.
+fn valid_service_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+}
 
 /// Whether container `id` is a service's.
 pub(crate) fn is_service_container(id: &str) -> bool {
@@ -143,7 +159,103 @@ fn disk_usage(path: &Path) -> u64 {
     total
 }
 
+/// The prefix of a service's data being deleted: renamed first (one step,
+/// so the data is there whole or gone), removed after; start-up removes
+/// what a stop left.
+const DELETING_PREFIX: &str = ".deleting-";
+
 impl Daemon {
+    /// `launchway services delete`: checks the request, then deletes the
+    /// data in an activity of the environment's queue, after any deploy
+    /// that could bring the service back.
+    pub(crate) fn delete_service_data(
+        self: &Arc<Self>,
+        request: &proto::DeleteServiceDataRequest,
+    ) -> Result<crate::build_api::LogStream, Status> {
+        let env = self.existing_environment(&request.project, &request.environment)?;
+        if !valid_service_name(&request.service) {
+            return Err(Status::invalid_argument(format!(
+                "`{}` is not a service name",
+                request.service.escape_debug()
+            )));
+        }
+        self.run_activity(
+            &env.project,
+            &env.name,
+            ActivityKind::ServiceDataDelete,
+            format!("deletion of the data of service {}", request.service),
+            Work::DeleteServiceData {
+                service: request.service.clone(),
+            },
+        )
+    }
+
+    /// The activity: refuses a service the serving release runs (or a
+    /// directory its apps mount), renames the data away, then removes it.
+    pub(crate) async fn delete_service_data_activity(
+        &self,
+        activity: &launchway_store::Activity,
+        service: &str,
+        log: &Log,
+    ) -> Result<BTreeMap<String, u64>, Ended> {
+        let environment = self
+            .store
+            .environment(&activity.project, &activity.environment)
+            .ok()
+            .flatten()
+            .ok_or_else(|| Ended::Failed("the environment is gone".into()))?;
+        let listed = self.list_services(&environment).await;
+        let Some(view) = listed.iter().find(|view| view.name == service) else {
+            return Err(Ended::Failed(format!(
+                "environment {} has no data of a service `{service}`",
+                environment.name
+            )));
+        };
+        if view.status != "detached" {
+            return Err(Ended::Failed(format!(
+                "service {service} is in the environment's config ({}): remove it from the config and deploy first; its data is only deleted once detached",
+                view.status
+            )));
+        }
+        let services = self
+            .environment_dir(&environment.project, &environment.name)
+            .join("services");
+        let trash = services.join(format!("{DELETING_PREFIX}{service}-{}", &new_secret()[..8]));
+        std::fs::rename(services.join(service), &trash).map_err(|e| {
+            Ended::Failed(format!(
+                "the data of service {service} cannot be moved away: {e}"
+            ))
+        })?;
+        log.line(&format!(
+            "  The data of service {service} ({} bytes) is deleted",
+            view.disk_bytes
+        ))
+        .await;
+        let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&trash)).await;
+        if !matches!(removed, Ok(Ok(()))) {
+            warn!(%service, "what remains of deleted service data is removed at the next start");
+        }
+        Ok(BTreeMap::new())
+    }
+
+    /// Removes what deletions a stop interrupted left (start-up).
+    pub(crate) fn remove_deleted_service_data(&self) {
+        let root = self.settings.data_dir.join("environments");
+        for environment in std::fs::read_dir(root).into_iter().flatten().flatten() {
+            let services = environment.path().join("services");
+            for entry in std::fs::read_dir(&services).into_iter().flatten().flatten() {
+                if entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(DELETING_PREFIX)
+                    && let Err(error) = std::fs::remove_dir_all(entry.path())
+                {
+                    warn!(%error, path = %entry.path().display(), "removing deleted service data");
+                }
+            }
+        }
+    }
+
     /// An environment's services, as its serving release has them, and
     /// the data of services it no longer has.
     pub(crate) async fn list_services(

@@ -336,12 +336,38 @@ pub(crate) fn variable(
     }
 }
 
-/// `launchway services -p P -e E`.
+/// What `launchway services` does besides listing.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ServicesCommand {
+    /// Delete the data of a service the config no longer has (listed as
+    /// detached). A service still in the config is refused.
+    Delete {
+        /// The service.
+        service: String,
+    },
+}
+
+/// `launchway services -p P -e E [delete NAME]`.
 pub(crate) fn services(
     settings_path: Option<&Path>,
     project: String,
     environment: String,
+    command: Option<ServicesCommand>,
 ) -> anyhow::Result<ExitCode> {
+    if let Some(ServicesCommand::Delete { service }) = command {
+        let failed = with_client(settings_path, async |client| {
+            let stream = client
+                .delete_service_data(proto::DeleteServiceDataRequest {
+                    project,
+                    environment,
+                    service,
+                })
+                .await?
+                .into_inner();
+            follow_activities(stream).await
+        })?;
+        return Ok(exit_code(failed));
+    }
     let list = with_client(settings_path, async |client| {
         Ok(client
             .list_services(proto::EnvironmentRequest {

@@ -143,7 +143,8 @@ enum Command {
         project: String,
     },
     /// List an environment's services: type (asked → running), status,
-    /// disk, restarts; data of removed services as detached.
+    /// disk, restarts; data of removed services as detached. `delete NAME`
+    /// deletes detached data.
     Services {
         /// The project.
         #[arg(long, short = 'p')]
@@ -151,6 +152,8 @@ enum Command {
         /// The environment.
         #[arg(long, short = 'e')]
         environment: String,
+        #[command(subcommand)]
+        command: Option<environments::ServicesCommand>,
     },
     /// Activate, deactivate or delete an environment.
     Environment {
@@ -286,7 +289,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Services {
             project,
             environment,
-        } => environments::services(settings_path.as_deref(), project, environment),
+            command,
+        } => environments::services(settings_path.as_deref(), project, environment, command),
         Command::Environment { command } => {
             environments::environment(settings_path.as_deref(), command)
         }
@@ -382,4 +386,13 @@ fn validate(dir: &std::path::Path, format: Format, show: bool) -> anyhow::Result
     } else {
         ExitCode::from(1)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory as _;
+        super::Cli::command().debug_assert();
+    }
 }

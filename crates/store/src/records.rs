@@ -205,6 +205,8 @@ pub enum ActivityKind {
     VariableUpdate,
     /// A variable removed, and the environment redeployed.
     VariableDelete,
+    /// The data of a service the config no longer has, deleted.
+    ServiceDataDelete,
 }
 
 impl ActivityKind {
@@ -222,6 +224,7 @@ impl ActivityKind {
             ActivityKind::Promote => "release.promote",
             ActivityKind::VariableUpdate => "environment.variable.update",
             ActivityKind::VariableDelete => "environment.variable.delete",
+            ActivityKind::ServiceDataDelete => "environment.service_data.delete",
         }
     }
 }
