@@ -38,7 +38,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 TOML
   containerd --config "$base/containerd.toml" >"$base/containerd.log" 2>&1 &
   containerd_pid=$!
-  trap 'kill "$containerd_pid" 2>/dev/null || true; wait "$containerd_pid" 2>/dev/null || true; rm -rf "$base" "${root%/containerd}" 2>/dev/null || true' EXIT
+  trap 'kill "$containerd_pid" 2>/dev/null || true; wait "$containerd_pid" 2>/dev/null || true; rm -rf --one-file-system "$base" "${root%/containerd}" 2>/dev/null || true' EXIT
   for _ in $(seq 1 60); do
     answers "$socket" && break
     sleep 0.5
