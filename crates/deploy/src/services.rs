@@ -67,6 +67,19 @@ pub fn service_member(service: &str) -> String {
     format!("service/{service}")
 }
 
+/// Why a config's service gets no container, if it gets none: said in the
+/// deploy log (network-storage needs none).
+pub(crate) fn not_run(service: &Service) -> Option<String> {
+    let (resolved, _) = resolved(service)?;
+    (resolved.kind.name != "network-storage" && !launchway_services::run::runs(resolved.kind))
+        .then(|| {
+            format!(
+                "service '{}' ({}): Launchway does not run {} yet; relationships to it are not provided",
+                service.name, resolved.written, resolved.kind.name
+            )
+        })
+}
+
 /// The resolved type and configuration of a config's service, if it can
 /// run (the config loader has refused those that cannot).
 pub(crate) fn resolved(service: &Service) -> Option<(Resolved, Configuration)> {
@@ -105,7 +118,7 @@ pub(crate) fn service_spec(
     memory_mib: u64,
 ) -> Option<ServiceSpec> {
     let (resolved, configuration) = resolved(service)?;
-    if resolved.kind.name == "network-storage" {
+    if !launchway_services::run::runs(resolved.kind) {
         return None;
     }
     let users = endpoint_credentials(secret, service, &resolved, &configuration);
@@ -269,8 +282,16 @@ mod tests {
     }
 
     #[test]
-    fn network_storage_runs_nothing() {
+    fn network_storage_and_types_not_run_yet_get_no_container() {
         let files = service("  files:\n    type: network-storage:2.0\n");
         assert!(service_spec(&files, Ipv4Addr::new(169, 254, 1, 1), b"s", 256).is_none());
+        assert_eq!(not_run(&files), None, "a directory needs no process");
+        let queue = service("  queue:\n    type: rabbitmq:3.10\n");
+        assert!(service_spec(&queue, Ipv4Addr::new(169, 254, 1, 2), b"s", 256).is_none());
+        assert!(
+            not_run(&queue)
+                .unwrap_or_default()
+                .contains("does not run rabbitmq yet"),
+        );
     }
 }

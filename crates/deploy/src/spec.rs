@@ -41,7 +41,7 @@ use sha2::{Digest as _, Sha256};
 use crate::network::{self, Filter};
 use crate::routes::{ResolvedRoute, routes_json};
 use crate::services::{
-    ServiceSpec, relationship as service_relationship, service_member, service_spec,
+    ServiceSpec, not_run, relationship as service_relationship, service_member, service_spec,
 };
 
 /// Where every app's web process listens (`PORT`).
@@ -341,8 +341,10 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
     let services_by_name: BTreeMap<&str, &launchway_config::Service> = environment
         .services
         .iter()
+        .filter(|service| not_run(service).is_none())
         .map(|service| (service.name.as_str(), service))
         .collect();
+    notes.extend(environment.services.iter().filter_map(not_run));
     let service_specs: Vec<ServiceSpec> = environment
         .services
         .iter()

@@ -62,6 +62,15 @@ fn cache_mib(memory_mib: u64) -> u64 {
     (memory_mib / 4).clamp(16, 1024)
 }
 
+/// Whether Launchway runs services of this type yet (RabbitMQ and Varnish
+/// are validated, not run; network-storage has no process).
+pub fn runs(kind: &Kind) -> bool {
+    matches!(
+        kind.name,
+        "postgresql" | "mariadb" | "redis" | "redis-persistent" | "memcached"
+    )
+}
+
 /// The shell program of the service's container (PID 1 runs
 /// `sh -c <program>`): initialise the data directory on first start, then
 /// run the server in the foreground.
