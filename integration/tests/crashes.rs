@@ -138,3 +138,105 @@ fn a_kill_at_every_step_of_a_build_and_a_deploy_is_repaired_at_restart() {
     work.push_ok("main", &[]);
     check(&daemon, "after", "after", "after");
 }
+
+/// An app with a persistent Redis: each deploy hook counts itself there
+/// (with busybox `nc`, Redis' own protocol), and the eviction policy,
+/// which changes each time, restarts the service in every deploy.
+fn service_config(policy: &str) -> String {
+    format!(
+        r#"applications:
+  web:
+    type: "python:3.11"
+    relationships:
+      cache: "cache:redis"
+    hooks:
+      build: |
+        mkdir -p public
+        cp version public/index.html
+      deploy: |
+        echo "deploys counted: $( (printf 'INCR deploys\r\n'; sleep 1) | nc -w 3 cache.internal 6379 | tr -d ':\r')"
+    web:
+      commands:
+        start: exec httpd -f -p 127.0.0.1:$PORT -h /app/public
+services:
+  cache:
+    type: redis-persistent:7.0
+    configuration:
+      maxmemory_policy: {policy}
+"#
+    )
+}
+
+fn counted(log: &str) -> u64 {
+    log.lines()
+        .find_map(|line| line.trim().strip_prefix("deploys counted: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no count in {log}"))
+}
+
+#[test]
+fn a_kill_while_a_service_restarts_keeps_its_data_and_one_release() {
+    use launchway_daemon::failpoint::SERVICE_STEPS;
+    let mut daemon = Daemon::start_binary(
+        failpoints_bin(),
+        "[deploy]\nstart_timeout_secs = 20\nstop_grace_secs = 2\n",
+    );
+    daemon.use_busybox_runtime("python:3.11");
+    let mut work = daemon.admin_work("shop");
+    let alice = daemon.existing_key("alice");
+    let policies = ["allkeys-lru", "noeviction", "allkeys-lfu"];
+    work.write(".upsun/config.yaml", service_config(policies[0]));
+    work.write("version", "v0");
+    work.commit("v0");
+    let log = work.push_ok("main", &[]);
+    let mut count = counted(&log);
+    assert_eq!(count, 1, "{log}");
+
+    let mut old = "v0".to_owned();
+    for (index, step) in SERVICE_STEPS.iter().enumerate() {
+        let new = format!("v{}", index + 1);
+        daemon.stop();
+        daemon.set_failpoint(Some(step));
+        daemon.spawn();
+        follow(&mut work, &daemon, &alice);
+        work.write(
+            ".upsun/config.yaml",
+            service_config(policies[(index + 1) % policies.len()]),
+        );
+        work.write("version", &new);
+        work.commit(&new);
+        let out = work.push("main", &[]);
+        assert!(!out.status.success(), "{step}: the push succeeded");
+        let status = daemon
+            .wait_exit(Duration::from_secs(120))
+            .unwrap_or_else(|| panic!("{step}: the failpoint was not reached:\n{}", daemon.log()));
+        assert_eq!(status.signal(), Some(9), "{step}: {status:?}");
+
+        daemon.set_failpoint(None);
+        daemon.spawn();
+        follow(&mut work, &daemon, &alice);
+        daemon.wait_idle("shop");
+        let (status, body) = http_get(daemon.router_addr(), HOST, "/").unwrap();
+        assert_eq!(status, 200, "{step}: {body}\n{}", daemon.log());
+        assert!(body == old || body == new, "{step}: serves {body:?}");
+        assert_eq!(daemon.active_releases("shop", "main").len(), 1, "{step}");
+        // One app container and one service container, nothing else.
+        let everything = daemon.all_containers();
+        assert_eq!(everything.len(), 2, "{step}: {everything:?}");
+        let listed = daemon.cli_ok(&["services", "-p", "shop", "-e", "main"]);
+        assert!(
+            listed.lines().any(|l| l.starts_with("cache ") && l.contains("running")),
+            "{step}: {listed}"
+        );
+        // The next deploy counts on from every count recorded so far (the
+        // recovery's deploy hook counted too): nothing was lost.
+        let before = count;
+        work.write("version", format!("{new}-next"));
+        work.commit("next");
+        let log = work.push_ok("main", &[]);
+        count = counted(&log);
+        assert!(count > before, "{step}: {before} then {count}\n{log}");
+        let (_, body) = http_get(daemon.router_addr(), HOST, "/").unwrap();
+        old = body;
+    }
+}

@@ -794,6 +794,7 @@ impl Daemon {
                 containers: Vec::new(),
             });
         }
+        crate::failpoint::reached("deploy.services_ready");
         for app in &spec.apps {
             log.line(&format!(
                 "    Opening application {} and its relationships",

@@ -32,6 +32,10 @@ pub const STEPS: &[&str] = &[
     "deploy.complete",
 ];
 
+/// The steps of a deploy that (re)starts a service; the crash test for
+/// services kills the daemon at each.
+pub const SERVICE_STEPS: &[&str] = &["deploy.service_started", "deploy.services_ready"];
+
 /// Dies here if the failpoint names `step`.
 #[cfg(feature = "failpoints")]
 pub(crate) fn reached(step: &str) {
