@@ -66,10 +66,17 @@ fn json_format_and_show_print_machine_readable_output() {
         "mysql"
     );
     let notes = doc["diagnostics"].as_array().unwrap();
+    // Notes, and the warning that a service version runs as the nearest.
     assert!(
         notes
             .iter()
-            .all(|d| d["severity"] == "note" && d["line"].is_u64()),
+            .all(|d| (d["severity"] == "note" || d["severity"] == "warning") && d["line"].is_u64()),
+        "{notes:?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|d| d["message"] == "redis:7.2 is not available here; running redis:7.0"),
         "{notes:?}"
     );
 

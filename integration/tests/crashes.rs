@@ -225,7 +225,9 @@ fn a_kill_while_a_service_restarts_keeps_its_data_and_one_release() {
         assert_eq!(everything.len(), 2, "{step}: {everything:?}");
         let listed = daemon.cli_ok(&["services", "-p", "shop", "-e", "main"]);
         assert!(
-            listed.lines().any(|l| l.starts_with("cache ") && l.contains("running")),
+            listed
+                .lines()
+                .any(|l| l.starts_with("cache ") && l.contains("running")),
             "{step}: {listed}"
         );
         // The next deploy counts on from every count recorded so far (the
