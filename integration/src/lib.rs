@@ -577,6 +577,48 @@ impl Daemon {
     }
 }
 
+/// A tiny HTTP/1.1 server on the host's loopback for the tests' package
+/// indexes: `respond` maps a request path to a content type and a body
+/// (`None`: 404). Returns its port; it serves until the test ends.
+pub fn serve_http(
+    respond: impl Fn(&str) -> Option<(&'static str, Vec<u8>)> + Send + 'static,
+) -> u16 {
+    use std::io::{BufRead as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let port = listener.local_addr().expect("its address").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let Ok(reading) = stream.try_clone() else {
+                continue;
+            };
+            let mut reader = std::io::BufReader::new(reading);
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) <= 2 {
+                    break;
+                }
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("/");
+            let (status, kind, body) = match respond(path) {
+                Some((kind, body)) => ("200 OK", kind, body),
+                None => ("404 Not Found", "text/plain", b"not found".to_vec()),
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(&body);
+        }
+    });
+    port
+}
+
 /// One HTTP/1.1 request (`GET path`, `Host: host`) to `addr`; `(status, body)`.
 pub fn http_get(
     addr: std::net::SocketAddr,

@@ -292,7 +292,6 @@ fn zip(files: &[(&str, &str)]) -> Vec<u8> {
 /// A PEP 503 index on the host's loopback serving one wheel, `lwdemo 1.0`;
 /// returns its URL and the number of requests it answered.
 fn serve_index() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use std::io::{BufRead as _, Write as _};
     let wheel = zip(&[
         ("lwdemo/__init__.py", "VALUE = 42\n"),
         (
@@ -308,41 +307,17 @@ fn serve_index() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
             "lwdemo/__init__.py,,\nlwdemo-1.0.dist-info/METADATA,,\nlwdemo-1.0.dist-info/WHEEL,,\nlwdemo-1.0.dist-info/RECORD,,\n",
         ),
     ]);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
     let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let count = served.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
-            let mut request = String::new();
-            if reader.read_line(&mut request).is_err() {
-                continue;
-            }
-            loop {
-                let mut header = String::new();
-                if reader.read_line(&mut header).unwrap_or(0) <= 2 {
-                    break;
-                }
-            }
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let path = request.split_whitespace().nth(1).unwrap_or("/").to_owned();
-            let (status, kind, body): (&str, &str, Vec<u8>) = if path.starts_with("/simple/lwdemo")
-            {
-                let html = "<!DOCTYPE html><html><body><a href=\"/files/lwdemo-1.0-py3-none-any.whl\">lwdemo-1.0-py3-none-any.whl</a></body></html>";
-                ("200 OK", "text/html", html.as_bytes().to_vec())
-            } else if path == "/files/lwdemo-1.0-py3-none-any.whl" {
-                ("200 OK", "application/octet-stream", wheel.clone())
-            } else {
-                ("404 Not Found", "text/plain", b"not found".to_vec())
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(&body);
+    let port = launchway_integration::serve_http(move |path| {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if path.starts_with("/simple/lwdemo") {
+            let html = "<!DOCTYPE html><html><body><a href=\"/files/lwdemo-1.0-py3-none-any.whl\">lwdemo-1.0-py3-none-any.whl</a></body></html>";
+            Some(("text/html", html.as_bytes().to_vec()))
+        } else if path == "/files/lwdemo-1.0-py3-none-any.whl" {
+            Some(("application/octet-stream", wheel.clone()))
+        } else {
+            None
         }
     });
     (format!("http://127.0.0.1:{port}/simple/"), served)

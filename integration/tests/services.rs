@@ -5,10 +5,9 @@
 //! and served to the dependencies step from the host's loopback).
 #![allow(clippy::tests_outside_test_module, clippy::unwrap_used)]
 
-use std::io::{BufRead as _, Write as _};
 use std::path::{Path, PathBuf};
 
-use launchway_integration::{Daemon, Work, http_get as get};
+use launchway_integration::{Daemon, Work, http_get as get, serve_http};
 
 /// Wheels of `packages` (and what they need), downloaded by the host's pip.
 fn wheels(packages: &[&str]) -> PathBuf {
@@ -32,52 +31,22 @@ fn wheels(packages: &[&str]) -> PathBuf {
 /// Serves the files of `dir` over HTTP on the host's loopback, with an
 /// index page of links (what pip's `--find-links` reads).
 fn serve(dir: PathBuf) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
-            let mut request = String::new();
-            if reader.read_line(&mut request).is_err() {
-                continue;
+    let port = serve_http(move |path| {
+        let name = path.trim_start_matches('/');
+        if name.is_empty() {
+            let mut html = String::from("<html><body>");
+            for entry in std::fs::read_dir(&dir).ok()?.flatten() {
+                let file = entry.file_name().to_string_lossy().into_owned();
+                html.push_str(&format!("<a href=\"/{file}\">{file}</a>\n"));
             }
-            loop {
-                let mut header = String::new();
-                if reader.read_line(&mut header).unwrap_or(0) <= 2 {
-                    break;
-                }
-            }
-            let path = request.split_whitespace().nth(1).unwrap_or("/");
-            let name = path.trim_start_matches('/');
-            let body = if name.is_empty() {
-                let mut html = String::from("<html><body>");
-                for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-                    let file = entry.file_name().to_string_lossy().into_owned();
-                    html.push_str(&format!("<a href=\"/{file}\">{file}</a>\n"));
-                }
-                html.push_str("</body></html>");
-                Some(html.into_bytes())
-            } else if !name.contains('/') && !name.contains("..") {
-                std::fs::read(dir.join(name)).ok()
-            } else {
-                None
-            };
-            let kind = if name.is_empty() {
-                "text/html"
-            } else {
-                "application/octet-stream"
-            };
-            let (status, body) = match body {
-                Some(body) => ("200 OK", body),
-                None => ("404 Not Found", b"no".to_vec()),
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(&body);
+            html.push_str("</body></html>");
+            Some(("text/html", html.into_bytes()))
+        } else if !name.contains('/') && !name.contains("..") {
+            std::fs::read(dir.join(name))
+                .ok()
+                .map(|body| ("application/octet-stream", body))
+        } else {
+            None
         }
     });
     format!("http://127.0.0.1:{port}/")

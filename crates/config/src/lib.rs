@@ -28,6 +28,7 @@ pub use config::{
 };
 pub use diag::{Diagnostic, Diagnostics, Severity, Span};
 pub use layout::{Layout, MAX_FILE_BYTES, MAX_INCLUDE_DEPTH, MAX_INCLUDES, MAX_SEARCHED_DIRS};
+pub use normalize::valid_name;
 pub use schema::json_schema;
 pub use source::{Entry, EntryKind, MemSource, PathError, RepoPath, RepoSource, SourceError};
 

@@ -60,16 +60,6 @@ const LOG_TAIL_LINES: usize = 15;
 /// A service that exits this often before it answers has failed to start.
 const CRASHES_BEFORE_GIVING_UP: usize = 3;
 
-/// A service name as the config allows them.
-fn valid_service_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-}
-
 /// Whether container `id` is a service's.
 pub(crate) fn is_service_container(id: &str) -> bool {
     id.starts_with(SERVICE_PREFIX)
@@ -173,7 +163,7 @@ impl Daemon {
         request: &proto::DeleteServiceDataRequest,
     ) -> Result<crate::build_api::LogStream, Status> {
         let env = self.existing_environment(&request.project, &request.environment)?;
-        if !valid_service_name(&request.service) {
+        if !launchway_config::valid_name(&request.service) {
             return Err(Status::invalid_argument(format!(
                 "`{}` is not a service name",
                 request.service.escape_debug()

@@ -29,8 +29,8 @@ use services::default_endpoint;
 /// Service types that can serve a route themselves (a cache in front of apps).
 const ROUTABLE_SERVICES: [&str; 1] = ["varnish"];
 
-/// A valid app or service name.
-fn valid_name(name: &str) -> bool {
+/// A valid app or service name (also what the daemon accepts as one).
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name
