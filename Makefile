@@ -74,7 +74,8 @@ clean:
 # deploy-bench deploys a static std-only backend (bench/backend) and compares
 # the router with Debian's nginx; activate-bench
 # clones 1 GiB on the host disk and on an XFS loop mount (nginx and xfsprogs
-# come from scripts/setup.sh).
+# come from scripts/setup.sh); services-bench compares service containers with
+# the same servers run on the host (start, 1 GiB branch, idle memory).
 HOST_TRIPLE = $(shell rustc -vV | sed -n 's/host: //p')
 bench:
 	$(SETUP) bench
@@ -84,3 +85,4 @@ bench:
 	./scripts/with-containerd.sh ./target/release/deploy-bench ./target/release/launchway ./target/$(HOST_TRIPLE)/release/launchway-bench-backend 3
 	./scripts/with-containerd.sh ./target/release/engine-bench
 	./scripts/with-containerd.sh ./target/release/activate-bench ./target/release/launchway
+	./scripts/with-containerd.sh ./target/release/services-bench ./target/release/launchway

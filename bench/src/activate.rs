@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use common::{LaunchwayServer, git, run};
+use common::{LaunchwayServer, XfsMount, git, run};
 
 const CONFIG: &str = r#"applications:
   web:
@@ -64,38 +64,6 @@ fn main() -> anyhow::Result<()> {
         Err(error) => println!("XFS with reflinks: not measured ({error:#})"),
     }
     Ok(())
-}
-
-/// An XFS filesystem with reflinks on a loop device, unmounted on drop.
-struct XfsMount {
-    image: tempfile::TempDir,
-    dir: PathBuf,
-}
-
-impl XfsMount {
-    fn new(size_mib: u64) -> anyhow::Result<XfsMount> {
-        let image = tempfile::tempdir()?;
-        let file = image.path().join("xfs.img");
-        std::fs::File::create(&file)?.set_len(size_mib << 20)?;
-        run(Command::new("mkfs.xfs")
-            .args(["-q", "-m", "reflink=1"])
-            .arg(&file))
-        .context("mkfs.xfs (apt-get install xfsprogs)")?;
-        let dir = image.path().join("mnt");
-        std::fs::create_dir(&dir)?;
-        run(Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(&file)
-            .arg(&dir))?;
-        Ok(XfsMount { image, dir })
-    }
-}
-
-impl Drop for XfsMount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        let _ = self.image.path();
-    }
 }
 
 fn measure(

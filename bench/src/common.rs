@@ -370,3 +370,35 @@ impl Drop for Sshd {
         let _ = self.child.wait();
     }
 }
+
+/// An XFS filesystem with reflinks on a loop device, unmounted on drop.
+pub(crate) struct XfsMount {
+    image: tempfile::TempDir,
+    pub(crate) dir: PathBuf,
+}
+
+impl XfsMount {
+    pub(crate) fn new(size_mib: u64) -> anyhow::Result<XfsMount> {
+        let image = tempfile::tempdir()?;
+        let file = image.path().join("xfs.img");
+        std::fs::File::create(&file)?.set_len(size_mib << 20)?;
+        run(Command::new("mkfs.xfs")
+            .args(["-q", "-m", "reflink=1"])
+            .arg(&file))
+        .context("mkfs.xfs (apt-get install xfsprogs)")?;
+        let dir = image.path().join("mnt");
+        std::fs::create_dir(&dir)?;
+        run(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&file)
+            .arg(&dir))?;
+        Ok(XfsMount { image, dir })
+    }
+}
+
+impl Drop for XfsMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        let _ = self.image.path();
+    }
+}

@@ -331,6 +331,34 @@ impl Daemon {
             .expect("launchway runs")
     }
 
+    /// The command `launchway --config SETTINGS ARGS…`, to run as the test
+    /// needs (stdin, in the background).
+    pub fn cli_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(launchway_bin());
+        command.arg("--config").arg(&self.settings).args(args);
+        command
+    }
+
+    /// Runs the CLI with `input` as its stdin.
+    pub fn cli_with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        use std::io::Write as _;
+        let mut child = self
+            .cli_command(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("launchway runs");
+        let mut stdin = child.stdin.take().expect("its stdin");
+        let input = input.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let output = child.wait_with_output().expect("launchway ends");
+        let _ = writer.join();
+        output
+    }
+
     /// Runs the CLI and returns stdout, failing the test when it fails.
     pub fn cli_ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);

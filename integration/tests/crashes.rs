@@ -242,3 +242,180 @@ fn a_kill_while_a_service_restarts_keeps_its_data_and_one_release() {
         old = body;
     }
 }
+
+#[test]
+fn a_kill_while_a_branch_clones_service_data_leaves_the_parent_serving_and_whole() {
+    use launchway_daemon::failpoint::CLONE_STEPS;
+    let mut daemon = Daemon::start_binary(
+        failpoints_bin(),
+        "[deploy]\nstart_timeout_secs = 20\nstop_grace_secs = 2\n",
+    );
+    daemon.use_busybox_runtime("python:3.11");
+    let mut work = daemon.admin_work("shop");
+    let alice = daemon.existing_key("alice");
+    work.write(".upsun/config.yaml", service_config("allkeys-lru"));
+    work.write("version", "v0");
+    work.commit("v0");
+    let log = work.push_ok("main", &[]);
+    let mut count = counted(&log);
+    // The branch exists, inactive, until activated.
+    work.push_ok("feature", &[]);
+
+    for step in CLONE_STEPS {
+        daemon.stop();
+        daemon.set_failpoint(Some(step));
+        daemon.spawn();
+        follow(&mut work, &daemon, &alice);
+        let out = daemon.cli(&["environment", "activate", "-p", "shop", "feature"]);
+        assert!(!out.status.success(), "{step}: the activation succeeded");
+        let status = daemon
+            .wait_exit(Duration::from_secs(120))
+            .unwrap_or_else(|| panic!("{step}: the failpoint was not reached:\n{}", daemon.log()));
+        assert_eq!(status.signal(), Some(9), "{step}: {status:?}");
+
+        daemon.set_failpoint(None);
+        daemon.spawn();
+        follow(&mut work, &daemon, &alice);
+        daemon.wait_idle("shop");
+        // The parent serves: a kill with its containers paused left none
+        // frozen.
+        let (status, body) = http_get(daemon.router_addr(), HOST, "/").unwrap();
+        assert_eq!(status, 200, "{step}: {body}\n{}", daemon.log());
+        assert_eq!(body, "v0", "{step}");
+        // The interrupted activation was undone: the child is inactive and
+        // nothing of it runs.
+        let environments = daemon.cli_ok(&["environments", "-p", "shop"]);
+        assert!(
+            environments
+                .lines()
+                .any(|l| l.starts_with("feature ") && l.contains("inactive")),
+            "{step}: {environments}"
+        );
+        assert_eq!(daemon.all_containers().len(), 2, "{step}");
+
+        // Activated again, the child starts on a whole copy of the parent's
+        // service data: its deploy hook counts on from the parent's count.
+        let out = daemon.cli(&["environment", "activate", "-p", "shop", "feature"]);
+        let log = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{step}: {log}");
+        assert_eq!(counted(&log), count + 1, "{step}: {log}");
+        // The parent's service is its own: it counts on from its own count.
+        work.write("version", "v0");
+        work.write(".keep", step);
+        work.commit(step);
+        let log = work.push_ok("main", &[]);
+        count += 1;
+        assert_eq!(counted(&log), count, "{step}: {log}");
+        daemon.cli_ok(&["environment", "deactivate", "-p", "shop", "feature"]);
+    }
+}
+
+/// An app whose worker writes to a persistent Redis without pause, and
+/// appends each key Redis acknowledged to a file of a mount; each deploy
+/// changes the eviction policy, so Redis restarts in every deploy.
+fn loaded_config(policy: &str) -> String {
+    format!(
+        r#"applications:
+  web:
+    type: "python:3.11"
+    relationships:
+      cache: "cache:redis"
+    mounts:
+      committed:
+        source: local
+        source_path: committed
+    hooks:
+      build: |
+        mkdir -p public
+        cp version public/index.html
+    web:
+      commands:
+        start: exec httpd -f -p 127.0.0.1:$PORT -h /app/public
+    workers:
+      writer:
+        commands:
+          start: |
+            while true; do
+              key=$(cat /proc/sys/kernel/random/uuid)
+              reply=$( (printf 'RPUSH rows %s\r\nQUIT\r\n' "$key"; sleep 0.1) | nc -w 2 cache.internal 6379 | tr -d '\r')
+              case "$reply" in :[0-9]*) echo "$key" >> /app/committed/acknowledged ;; esac
+            done
+services:
+  cache:
+    type: redis-persistent:7.0
+    configuration:
+      maxmemory_policy: {policy}
+"#
+    )
+}
+
+#[test]
+fn ten_deploys_under_a_steady_write_load_lose_no_acknowledged_write() {
+    let daemon = Daemon::start_with("[deploy]\nstart_timeout_secs = 20\nstop_grace_secs = 2\n");
+    daemon.use_busybox_runtime("python:3.11");
+    let work = daemon.admin_work("shop");
+    let policies = ["allkeys-lru", "noeviction", "allkeys-lfu"];
+    let acknowledged = || {
+        std::fs::read_dir(daemon.data_dir().join("environments"))
+            .unwrap()
+            .flatten()
+            .flat_map(|env| walk(&env.path().join("volumes")))
+            .find(|path| path.ends_with("acknowledged"))
+            .map(|path| std::fs::read_to_string(path).unwrap())
+            .unwrap_or_default()
+    };
+    for round in 0..=10 {
+        if round > 0 {
+            // The writer is writing when the deploy begins.
+            let before = acknowledged().lines().count();
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while acknowledged().lines().count() < before + 10 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{round}: the writer does not write"
+                );
+                launchway_integration::pause();
+            }
+        }
+        work.write(
+            ".upsun/config.yaml",
+            loaded_config(policies[round % policies.len()]),
+        );
+        work.write("version", format!("v{round}"));
+        work.commit(&format!("v{round}"));
+        let log = work.push_ok("main", &[]);
+        if round > 0 {
+            assert!(log.contains("Restarting service cache"), "{round}: {log}");
+        }
+    }
+    // Whatever was acknowledged before this read is in Redis after it.
+    let acknowledged = acknowledged();
+    let stored = daemon.cli_ok(&[
+        "redis", "-p", "shop", "-e", "main", "--", "LRANGE", "rows", "0", "-1",
+    ]);
+    let stored: std::collections::HashSet<&str> = stored.lines().map(str::trim).collect();
+    let keys: Vec<&str> = acknowledged.lines().collect();
+    assert!(keys.len() >= 100, "too few writes to tell: {}", keys.len());
+    let lost: Vec<&&str> = keys.iter().filter(|key| !stored.contains(**key)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost: {lost:?}",
+        lost.len(),
+        keys.len()
+    );
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}

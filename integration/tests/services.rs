@@ -130,10 +130,18 @@ except Exception as error:
         "server.py",
         format!(
             r#"import http.server, os
-from relationships import connect
+from relationships import connect, credentials
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        if self.path == "/password":
+            # For the test's process-listing check only.
+            body = credentials("database")["password"].encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         db = connect("database")
         rows = db.run("SELECT count(*) FROM deploys")[0][0]
         started = db.run("SELECT pg_postmaster_start_time()::text")[0][0]
@@ -220,11 +228,151 @@ fn a_python_app_migrates_and_reads_postgresql_through_its_relationships() {
         "the database was not restarted"
     );
 
+    // `launchway sql` runs psql as a relationship's user. Two relationships
+    // fit: it asks which.
+    let ambiguous = daemon.cli(&["sql", "-p", "shop", "-e", "main", "-c", "SELECT 1"]);
+    assert!(!ambiguous.status.success());
+    let said = String::from_utf8_lossy(&ambiguous.stderr);
+    assert!(
+        said.contains("choose one with --relationship")
+            && said.contains("database")
+            && said.contains("reports"),
+        "{said}"
+    );
+    let count = daemon.cli_ok(&[
+        "sql",
+        "-p",
+        "shop",
+        "-e",
+        "main",
+        "-r",
+        "database",
+        "-c",
+        "SELECT count(*) AS n FROM deploys",
+    ]);
+    assert!(
+        count.contains("(1 row)") && count.lines().any(|l| l.trim() == "2"),
+        "{count}"
+    );
+    // The read-only endpoint stays read-only, and the exit code says so.
+    let refused = daemon.cli(&[
+        "sql",
+        "-p",
+        "shop",
+        "-e",
+        "main",
+        "-r",
+        "reports",
+        "-c",
+        "DELETE FROM deploys",
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("permission denied"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    // Statements from stdin.
+    let made = daemon.cli_with_input(
+        &["sql", "-p", "shop", "-e", "main", "-r", "database"],
+        b"CREATE TABLE notes (body text);\nINSERT INTO notes VALUES ('kept by the dump');\n",
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    // While a session runs, no process shows the password on its command line.
+    let password = get(router, "main.shop.localhost", "/password").unwrap().1;
+    assert_eq!(password.trim().len(), 32, "{password}");
+    let mut sleeping = daemon
+        .cli_command(&[
+            "sql",
+            "-p",
+            "shop",
+            "-e",
+            "main",
+            "-r",
+            "database",
+            "-c",
+            "SELECT pg_sleep(3)",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen_psql = false;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            seen_psql |= cmdline.contains("pg_sleep");
+            assert!(
+                !cmdline.contains(password.trim()),
+                "the password on a command line: {cmdline}"
+            );
+        }
+        launchway_integration::pause();
+    }
+    assert!(seen_psql, "the session was seen running");
+    assert!(sleeping.wait().unwrap().success());
+    // `launchway db dump` writes a dump that `launchway sql` loads back.
+    let dump = daemon.cli(&["db", "dump", "-p", "shop", "-e", "main", "-r", "database"]);
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let text = String::from_utf8_lossy(&dump.stdout);
+    assert!(
+        text.contains("CREATE TABLE public.notes") && text.contains("kept by the dump"),
+        "{text}"
+    );
+    daemon.cli_ok(&[
+        "sql",
+        "-p",
+        "shop",
+        "-e",
+        "main",
+        "-r",
+        "database",
+        "-c",
+        "DROP TABLE notes",
+    ]);
+    let loaded = daemon.cli_with_input(
+        &["sql", "-p", "shop", "-e", "main", "-r", "database"],
+        &dump.stdout,
+    );
+    assert!(
+        loaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    let back = daemon.cli_ok(&[
+        "sql",
+        "-p",
+        "shop",
+        "-e",
+        "main",
+        "-r",
+        "database",
+        "-c",
+        "SELECT body FROM notes",
+    ]);
+    assert!(back.contains("kept by the dump"), "{back}");
+
     // A branch activated from main gets a copy of main's database (its
     // deploy hook adds its own row to the two it found); the copy and the
     // parent diverge from there, both ways.
     let log = work.push_ok("feature", &["environment.status=active"]);
     assert!(log.contains("migrated; deploys: 3"), "{log}");
+    assert!(
+        log.contains("Service db of main wrote a checkpoint"),
+        "{log}"
+    );
+    assert!(log.contains("its services db with it)"), "{log}");
     let (_, child) = get(router, "feature.shop.localhost", "/").unwrap();
     assert_eq!(field(&child, "deploys"), "3", "{child}");
     write_app(&work, &links, "v3");
@@ -480,6 +628,67 @@ fn mariadb_and_redis_serve_only_their_relationships_and_a_crashed_service_restar
         recorded.lines().count() >= 1 && recorded.lines().all(|status| status == "0"),
         "{recorded}"
     );
+
+    // `launchway sql` on MariaDB and `launchway redis`, with no
+    // relationship named: the only one that fits.
+    let count = daemon.cli_ok(&[
+        "sql",
+        "-p",
+        "shop",
+        "-e",
+        "main",
+        "-c",
+        "SELECT COUNT(*) AS n FROM deploys",
+    ]);
+    assert!(
+        count.contains("| n |") && count.contains("| 2 |"),
+        "{count}"
+    );
+    let counter = daemon.cli_ok(&["redis", "-p", "shop", "-e", "main", "--", "GET", "deploys"]);
+    assert_eq!(counter.trim(), "2");
+    let piped = daemon.cli_with_input(
+        &["redis", "-p", "shop", "-e", "main"],
+        b"INCR piped\nINCR piped\n",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&piped.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["1", "2"]
+    );
+    let wrong = daemon.cli(&[
+        "redis", "-p", "shop", "-e", "main", "-r", "database", "--", "PING",
+    ]);
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("use launchway sql"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+    // No password on a command line while a session runs.
+    let mut sleeping = daemon
+        .cli_command(&["sql", "-p", "shop", "-e", "main", "-c", "SELECT SLEEP(3)"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen_client = false;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            seen_client |= cmdline.contains("SLEEP(3)") && cmdline.contains("mariadb");
+            assert!(
+                !cmdline.contains(&password),
+                "the password on a command line: {cmdline}"
+            );
+        }
+        launchway_integration::pause();
+    }
+    assert!(seen_client, "the session was seen running");
+    assert!(sleeping.wait().unwrap().success());
 
     // Data of a service in the config cannot be deleted.
     let refused = daemon.cli(&["services", "-p", "shop", "-e", "main", "delete", "cache"]);

@@ -264,25 +264,7 @@ impl Engine {
         output: Output,
         cancel: &CancellationToken,
     ) -> Result<StepOutcome> {
-        // An exec does not inherit the container's environment: start from
-        // the image's, as the container did.
-        let container = self
-            .containers()
-            .get(self.request(GetContainerRequest { id: id.to_string() }))
-            .await
-            .map_err(|status| {
-                EngineError::rpc("container get", || format!("container {id}"), status)
-            })?
-            .into_inner()
-            .container
-            .map(|c| c.image)
-            .unwrap_or_default();
-        let image_env = self.image(&container).await?.env();
-        let spec = process_spec(process, &image_env)?;
-        let spec_json = serde_json::to_vec(&spec).map_err(|error| EngineError::Invalid {
-            what: "process spec",
-            reason: error.to_string(),
-        })?;
+        let spec = self.exec_process(id, process).await?;
         let exec_id = random_id("exec");
         let fifo_dir = tempfile::Builder::new()
             .prefix(&exec_id)
@@ -316,10 +298,7 @@ impl Engine {
                 stdout,
                 stderr,
                 terminal: false,
-                spec: Some(prost_types::Any {
-                    type_url: PROCESS_TYPE_URL.into(),
-                    value: spec_json,
-                }),
+                spec: Some(spec),
                 exec_id: exec_id.clone(),
             }))
             .await
@@ -333,7 +312,9 @@ impl Engine {
                 .collect(),
             None => Vec::new(),
         };
-        let outcome = self.run_exec(id, &exec_id, process.timeout, cancel).await;
+        let outcome = self
+            .run_exec(id, &exec_id, process.timeout, cancel, None)
+            .await;
         // A background child the command left keeps the output open: give
         // the readers a moment to finish, then stop reading.
         for mut pump in pumps {
@@ -355,12 +336,46 @@ impl Engine {
         outcome
     }
 
-    async fn run_exec(
+    /// The process spec of an exec of `process` in container `id`.
+    pub(crate) async fn exec_process(
+        &self,
+        id: &str,
+        process: &StepSpec,
+    ) -> Result<prost_types::Any> {
+        // An exec does not inherit the container's environment: start from
+        // the image's, as the container did.
+        let container = self
+            .containers()
+            .get(self.request(GetContainerRequest { id: id.to_string() }))
+            .await
+            .map_err(|status| {
+                EngineError::rpc("container get", || format!("container {id}"), status)
+            })?
+            .into_inner()
+            .container
+            .map(|c| c.image)
+            .unwrap_or_default();
+        let image_env = self.image(&container).await?.env();
+        let spec = process_spec(process, &image_env)?;
+        let value = serde_json::to_vec(&spec).map_err(|error| EngineError::Invalid {
+            what: "process spec",
+            reason: error.to_string(),
+        })?;
+        Ok(prost_types::Any {
+            type_url: PROCESS_TYPE_URL.into(),
+            value,
+        })
+    }
+
+    /// Starts exec `exec_id` of `id` (saying so on `started`) and waits for
+    /// its end, its timeout or `cancel`.
+    pub(crate) async fn run_exec(
         &self,
         id: &str,
         exec_id: &str,
         timeout: Option<Duration>,
         cancel: &CancellationToken,
+        on_start: Option<tokio::sync::oneshot::Sender<()>>,
     ) -> Result<StepOutcome> {
         let started = Instant::now();
         let deadline = timeout.map(|limit| started + limit);
@@ -385,6 +400,9 @@ impl Engine {
             if self.process_status(id, exec_id).await? == ProcessStatus::Created {
                 start().await?;
             }
+        }
+        if let Some(on_start) = on_start {
+            let _ = on_start.send(());
         }
         loop {
             let left = deadline.map(|at| at.saturating_duration_since(Instant::now()));

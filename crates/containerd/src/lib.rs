@@ -12,6 +12,7 @@
 
 mod app;
 pub mod archive;
+mod attached;
 mod content;
 pub mod debian;
 pub mod digest;
@@ -26,6 +27,7 @@ pub mod spec;
 mod step;
 
 pub use app::{AppLabels, OUTAGE_WAIT, OWNER_LABEL};
+pub use attached::OutputChunk;
 pub use engine::{Blob, DEFAULT_NAMESPACE, Engine, Inventory, Lease, SNAPSHOTTER, is_identifier};
 pub use error::{EngineError, Result};
 pub use image::Image;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use launchway_api::proto;
 use launchway_git::{CommitTree, GitError, Objects, plan};
 use launchway_store::{Activity, KeyGrant, Project, Role, StoreError};
+use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status};
 use tracing::warn;
 
@@ -266,6 +267,45 @@ impl launchway_api::Launchway for ApiService {
         Ok(Response::new(
             self.daemon.delete_service_data(&request.into_inner())?,
         ))
+    }
+
+    type ServiceClientStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<proto::ServiceClientOutput, Status>> + Send>,
+    >;
+
+    async fn service_client(
+        &self,
+        request: Request<tonic::Streaming<proto::ServiceClientInput>>,
+    ) -> Result<Response<Self::ServiceClientStream>, Status> {
+        use proto::service_client_input::Input;
+        use proto::service_client_output::Output;
+        let mut inputs = request.into_inner();
+        let Some(Input::Start(start)) = inputs.message().await?.and_then(|m| m.input) else {
+            return Err(Status::invalid_argument(
+                "the first message of a service client names what to run",
+            ));
+        };
+        let (stdin, stdin_receiver) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            while let Ok(Some(message)) = inputs.message().await {
+                if let Some(Input::Stdin(bytes)) = message.input
+                    && stdin.send(bytes).await.is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let outputs = self.daemon.service_client(&start, stdin_receiver).await?;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(outputs).map(|output| {
+            Ok(proto::ServiceClientOutput {
+                output: Some(match output {
+                    crate::service_client::ClientOutput::Stdout(bytes) => Output::Stdout(bytes),
+                    crate::service_client::ClientOutput::Stderr(bytes) => Output::Stderr(bytes),
+                    crate::service_client::ClientOutput::Exit(code) => Output::ExitCode(code),
+                }),
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn activate_environment(

@@ -195,6 +195,12 @@ impl Daemon {
             Err(message) => return Err(clone_failed(&target, &parent.name, &message).await),
         };
 
+        crate::failpoint::reached("activate.first_pass");
+        // Databases flush now, so the catch-up copies what they wrote and
+        // the frozen pass has little left.
+        let services = self
+            .checkpoint_services(&env.project, &parent.name, log, cancel)
+            .await;
         // Catch up unfrozen with what changed during the first pass (long
         // without reflinks), so the frozen pass has little left to copy.
         let catch_up_began = SystemTime::now();
@@ -265,6 +271,7 @@ impl Daemon {
         }
         let delta = match &pause_error {
             None => {
+                crate::failpoint::reached("activate.parent_paused");
                 sync_data(
                     &source,
                     &target,
@@ -312,8 +319,13 @@ impl Daemon {
         } else {
             "copied"
         };
+        let with_services = if services.is_empty() {
+            String::new()
+        } else {
+            format!(", its services {} with it", services.join(", "))
+        };
         log.line(&format!(
-            "    Cloned {} files ({:.1} MiB, {how}) from {} in {:.2} s; {} changed while copying (the parent was paused {:.0} ms)",
+            "    Cloned {} files ({:.1} MiB, {how}) from {} in {:.2} s; {} changed while copying (the parent was paused {:.0} ms{with_services})",
             copied.files,
             copied.bytes as f64 / 1_048_576.0,
             parent.name,

@@ -10,8 +10,9 @@
 //! `deploy.release_recorded`, `deploy.<phase>` for every phase the deploy
 //! records (`holding`, `stopping_old`, `attaching_mounts`, `starting`,
 //! `deploy_hook`, `released`, `post_deploy`, `complete`, `rolling_back`),
-//! `deploy.started` (the new containers run, before the hook) and
-//! `deploy.exec_output` (a hook's first line of output: it is running).
+//! `deploy.started` (the new containers run, before the hook),
+//! `deploy.exec_output` (a hook's first line of output: it is running),
+//! [`SERVICE_STEPS`] and [`CLONE_STEPS`].
 
 /// Every step a failpoint can name, in the order a push reaches them.
 pub const STEPS: &[&str] = &[
@@ -35,6 +36,11 @@ pub const STEPS: &[&str] = &[
 /// The steps of a deploy that (re)starts a service; the crash test for
 /// services kills the daemon at each.
 pub const SERVICE_STEPS: &[&str] = &["deploy.service_started", "deploy.services_ready"];
+
+/// The steps of an activation's clone of its parent's data (services
+/// included): after the first pass, and with the parent's containers
+/// paused for the last one.
+pub const CLONE_STEPS: &[&str] = &["activate.first_pass", "activate.parent_paused"];
 
 /// Dies here if the failpoint names `step`.
 #[cfg(feature = "failpoints")]

@@ -36,6 +36,8 @@ mod queue;
 mod reconcile;
 mod release_api;
 mod runtimes;
+mod service_client;
+mod service_data;
 mod services;
 mod settings;
 mod variable_api;

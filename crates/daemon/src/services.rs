@@ -20,7 +20,9 @@
 //!   written to its run directory (mode 0600), run through the server's own
 //!   client in the container, and removed.
 //! - A service the config no longer has is stopped; its data stays, listed
-//!   as detached, until an operator deletes it.
+//!   as detached, until an operator deletes it (`service_data.rs`, with the
+//!   listing and the checkpoint before a clone; `service_client.rs` runs
+//!   `launchway sql`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -36,14 +38,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use std::sync::Arc;
-
-use launchway_api::proto;
-use launchway_store::ActivityKind;
-use tonic::Status;
-
 use crate::Daemon;
-use crate::activity::{Ended, Log, Work};
+use crate::activity::Log;
 use crate::deploy::environment_key;
 use crate::host_fs::{read_no_follow, safe_app_dir, write_file};
 
@@ -80,7 +76,7 @@ struct DataRecord {
 }
 
 /// The container id of `service` in environment `env_id`.
-fn container_id(env_id: &str, service: &ServiceSpec) -> String {
+pub(crate) fn container_id(env_id: &str, service: &ServiceSpec) -> String {
     format!(
         "{SERVICE_PREFIX}{env_id}-{}-{}",
         service.name, service.run_hash
@@ -118,215 +114,7 @@ fn data_fits(recorded: &DataRecord, service: &ServiceSpec) -> Result<(), String>
     Ok(())
 }
 
-/// One line of `launchway services`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ServiceView {
-    pub(crate) name: String,
-    pub(crate) asked: String,
-    pub(crate) running: String,
-    pub(crate) status: &'static str,
-    pub(crate) disk_bytes: u64,
-    pub(crate) restarts: u32,
-}
-
-/// The bytes of the files under `path` (links not followed; iterative,
-/// so no depth an app can make exhausts the stack).
-fn disk_usage(path: &Path) -> u64 {
-    let mut total = 0u64;
-    let mut pending = vec![path.to_path_buf()];
-    while let Some(next) = pending.pop() {
-        let Ok(meta) = std::fs::symlink_metadata(&next) else {
-            continue;
-        };
-        if meta.is_dir() {
-            if let Ok(entries) = std::fs::read_dir(&next) {
-                pending.extend(entries.flatten().map(|entry| entry.path()));
-            }
-        } else {
-            total = total.saturating_add(meta.len());
-        }
-    }
-    total
-}
-
-/// The prefix of a service's data being deleted: renamed first (one step,
-/// so the data is there whole or gone), removed after; start-up removes
-/// what a stop left.
-const DELETING_PREFIX: &str = ".deleting-";
-
 impl Daemon {
-    /// `launchway services delete`: checks the request, then deletes the
-    /// data in an activity of the environment's queue, after any deploy
-    /// that could bring the service back.
-    pub(crate) fn delete_service_data(
-        self: &Arc<Self>,
-        request: &proto::DeleteServiceDataRequest,
-    ) -> Result<crate::build_api::LogStream, Status> {
-        let env = self.existing_environment(&request.project, &request.environment)?;
-        if !launchway_config::valid_name(&request.service) {
-            return Err(Status::invalid_argument(format!(
-                "`{}` is not a service name",
-                request.service.escape_debug()
-            )));
-        }
-        self.run_activity(
-            &env.project,
-            &env.name,
-            ActivityKind::ServiceDataDelete,
-            format!("deletion of the data of service {}", request.service),
-            Work::DeleteServiceData {
-                service: request.service.clone(),
-            },
-        )
-    }
-
-    /// The activity: refuses a service the serving release runs (or a
-    /// directory its apps mount), renames the data away, then removes it.
-    pub(crate) async fn delete_service_data_activity(
-        &self,
-        activity: &launchway_store::Activity,
-        service: &str,
-        log: &Log,
-    ) -> Result<BTreeMap<String, u64>, Ended> {
-        let environment = self
-            .store
-            .environment(&activity.project, &activity.environment)
-            .ok()
-            .flatten()
-            .ok_or_else(|| Ended::Failed("the environment is gone".into()))?;
-        let listed = self.list_services(&environment).await;
-        let Some(view) = listed.iter().find(|view| view.name == service) else {
-            return Err(Ended::Failed(format!(
-                "environment {} has no data of a service `{service}`",
-                environment.name
-            )));
-        };
-        if view.status != "detached" {
-            return Err(Ended::Failed(format!(
-                "service {service} is in the environment's config ({}): remove it from the config and deploy first; its data is only deleted once detached",
-                view.status
-            )));
-        }
-        let services = self
-            .environment_dir(&environment.project, &environment.name)
-            .join("services");
-        let trash = services.join(format!("{DELETING_PREFIX}{service}-{}", &new_secret()[..8]));
-        std::fs::rename(services.join(service), &trash).map_err(|e| {
-            Ended::Failed(format!(
-                "the data of service {service} cannot be moved away: {e}"
-            ))
-        })?;
-        log.line(&format!(
-            "  The data of service {service} ({} bytes) is deleted",
-            view.disk_bytes
-        ))
-        .await;
-        let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&trash)).await;
-        if !matches!(removed, Ok(Ok(()))) {
-            warn!(%service, "what remains of deleted service data is removed at the next start");
-        }
-        Ok(BTreeMap::new())
-    }
-
-    /// Removes what deletions a stop interrupted left (start-up).
-    pub(crate) fn remove_deleted_service_data(&self) {
-        let root = self.settings.data_dir.join("environments");
-        for environment in std::fs::read_dir(root).into_iter().flatten().flatten() {
-            let services = environment.path().join("services");
-            for entry in std::fs::read_dir(&services).into_iter().flatten().flatten() {
-                if entry
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with(DELETING_PREFIX)
-                    && let Err(error) = std::fs::remove_dir_all(entry.path())
-                {
-                    warn!(%error, path = %entry.path().display(), "removing deleted service data");
-                }
-            }
-        }
-    }
-
-    /// An environment's services, as its serving release has them, and
-    /// the data of services it no longer has.
-    pub(crate) async fn list_services(
-        &self,
-        environment: &launchway_store::Environment,
-    ) -> Vec<ServiceView> {
-        let spec = self
-            .store
-            .deployment(&environment.project, &environment.name)
-            .ok()
-            .flatten()
-            .and_then(|deployment| self.store.release(&deployment.release).ok().flatten())
-            .and_then(|release| serde_json::from_value::<DeploySpec>(release.spec).ok());
-        let env_dir = self.environment_dir(&environment.project, &environment.name);
-        let env_id = environment_id(&environment.project, &environment.name);
-        let owner = environment_key(&environment.project, &environment.name);
-        let running: Vec<String> = self
-            .engine
-            .app_containers(Some(&owner))
-            .await
-            .unwrap_or_default();
-        let cancel = CancellationToken::new();
-        let mut views = Vec::new();
-        let mut known = std::collections::BTreeSet::new();
-        for service in spec.iter().flat_map(|spec| spec.services.iter()) {
-            known.insert(service.name.clone());
-            let id = container_id(&env_id, service);
-            let status = if !running.contains(&id) {
-                "stopped"
-            } else if self.service_answers(&id, service, &cancel).await {
-                "running"
-            } else {
-                "not answering"
-            };
-            let exits = env_dir
-                .join("run")
-                .join(format!("service-{}", service.name))
-                .join(launchway_deploy::spec::EXITS_FILE);
-            views.push(ServiceView {
-                name: service.name.clone(),
-                asked: service.written_type.clone(),
-                running: format!("{}:{}", service.kind, service.version),
-                status,
-                disk_bytes: disk_usage(&env_dir.join("services").join(&service.name)),
-                restarts: read_no_follow(&exits).map_or(0, |text| {
-                    u32::try_from(text.lines().count()).unwrap_or(u32::MAX)
-                }),
-            });
-        }
-        for entry in std::fs::read_dir(env_dir.join("services"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if known.contains(&name) {
-                continue;
-            }
-            let storage = spec.iter().any(|spec| {
-                spec.apps.iter().any(|app| {
-                    app.processes.iter().any(|process| {
-                        process.mounts.iter().any(|mount| {
-                            mount.volume == format!("services/{name}")
-                                || mount.volume.starts_with(&format!("services/{name}/"))
-                        })
-                    })
-                })
-            });
-            views.push(ServiceView {
-                name,
-                asked: String::new(),
-                running: String::new(),
-                status: if storage { "storage" } else { "detached" },
-                disk_bytes: disk_usage(&entry.path()),
-                restarts: 0,
-            });
-        }
-        views.sort_by(|a, b| a.name.cmp(&b.name));
-        views
-    }
-
     /// The project's service secret, made and stored the first time a
     /// project made before services needs one.
     pub(crate) fn service_secret(&self, project: &str) -> Result<Vec<u8>, String> {
@@ -420,7 +208,7 @@ impl Daemon {
     }
 
     /// Whether the service in container `id` answers its readiness query.
-    async fn service_answers(
+    pub(crate) async fn service_answers(
         &self,
         id: &str,
         service: &ServiceSpec,
@@ -562,6 +350,9 @@ impl Daemon {
             target: "/run".into(),
             writable: true,
         });
+        // What `make bench` compares with the same server started on the
+        // host: from here (image ready) until it answers.
+        let started = Instant::now();
         let member = {
             let network = self.network(&spec.project, &spec.environment);
             let address = service.address;
@@ -624,8 +415,9 @@ impl Daemon {
             self.stop_containers(&[id.to_owned()]).await;
             return Err(format!("cannot start service '{}': {error}", service.name));
         }
-        let started = Instant::now();
-        let deadline = started + Duration::from_secs(self.settings.services.start_timeout_secs);
+        let deadline =
+            Instant::now() + Duration::from_secs(self.settings.services.start_timeout_secs);
+        let mut interval = Duration::from_millis(20);
         loop {
             if self.service_answers(id, service, cancel).await {
                 log.line(&format!(
@@ -666,7 +458,9 @@ impl Daemon {
                     )
                 });
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            // Most servers answer within a second: ask often at first.
+            tokio::time::sleep(interval).await;
+            interval = (interval * 2).min(Duration::from_millis(250));
         }
     }
 

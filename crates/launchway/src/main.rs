@@ -5,6 +5,7 @@
 mod admin;
 mod builds;
 mod checkout;
+mod clients;
 mod doctor;
 mod environments;
 mod hook;
@@ -31,8 +32,9 @@ pub(crate) const MAX_VARIABLE_INPUT: u64 = 65 * 1024;
 struct Cli {
     /// The daemon's settings file (default: /etc/launchway/launchway.toml when
     /// it exists, else the built-in defaults). The admin commands read it to
-    /// find the daemon's socket.
-    #[arg(long, short = 'c', global = true, env = "LAUNCHWAY_CONFIG")]
+    /// find the daemon's socket. (No `-c`: that is `launchway sql -c`, as
+    /// psql's.)
+    #[arg(long, global = true, env = "LAUNCHWAY_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -154,6 +156,29 @@ enum Command {
         environment: String,
         #[command(subcommand)]
         command: Option<environments::ServicesCommand>,
+    },
+    /// Run the SQL client of a relationship's database (psql or mariadb)
+    /// with its credentials: the statement from `-c`, or from stdin.
+    Sql {
+        #[command(flatten)]
+        target: clients::Target,
+        /// The statement to run (default: read statements from stdin).
+        #[arg(long, short = 'c')]
+        command: Option<String>,
+    },
+    /// Database commands: `db dump` writes an SQL dump to stdout.
+    Db {
+        #[command(subcommand)]
+        command: clients::DbCommand,
+    },
+    /// Run redis-cli on a relationship's Redis: `launchway redis -p P -e E
+    /// -- GET key` (default: commands from stdin).
+    Redis {
+        #[command(flatten)]
+        target: clients::Target,
+        /// The command and its arguments.
+        #[arg(last = true)]
+        args: Vec<String>,
     },
     /// Activate, deactivate or delete an environment.
     Environment {
@@ -291,6 +316,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             environment,
             command,
         } => environments::services(settings_path.as_deref(), project, environment, command),
+        Command::Sql { target, command } => clients::run(
+            settings_path.as_deref(),
+            target,
+            clients::Mode::Sql(command),
+        ),
+        Command::Db {
+            command: clients::DbCommand::Dump { target },
+        } => clients::run(settings_path.as_deref(), target, clients::Mode::Dump),
+        Command::Redis { target, args } => {
+            clients::run(settings_path.as_deref(), target, clients::Mode::Redis(args))
+        }
         Command::Environment { command } => {
             environments::environment(settings_path.as_deref(), command)
         }

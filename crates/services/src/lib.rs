@@ -3,6 +3,8 @@
 //!
 //! - [`catalog`]: the types and versions this host can run (Debian
 //!   packages, per suite) and how an asked version resolves;
+//! - [`client`]: the server's own client for `launchway sql`, `db dump`
+//!   and `redis`, with a relationship's credentials;
 //! - [`configuration`]: a service's `configuration:` decoded and checked
 //!   (databases, endpoints and privileges; Redis' eviction policy);
 //! - [`credentials`]: endpoint users and passwords, the same in every
@@ -13,6 +15,7 @@
 //!   readiness, the configuration script.
 
 pub mod catalog;
+pub mod client;
 pub mod configuration;
 pub mod credentials;
 pub mod relationships;

@@ -165,6 +165,20 @@ pub fn ready_command(resolved: &Resolved) -> Vec<String> {
     words.iter().map(|w| (*w).to_owned()).collect()
 }
 
+/// What the daemon runs in the container of a service of `kind` and
+/// `version` before its data is copied, if anything: PostgreSQL flushes
+/// its dirty pages, so a copy replays little WAL.
+pub fn checkpoint_command(kind: &str, version: &str) -> Option<Vec<String>> {
+    let resolved = crate::catalog::resolve(&format!("{kind}:{version}"), true).ok()?;
+    if resolved.kind.name != "postgresql" {
+        return None;
+    }
+    let mut command = ready_command(&resolved);
+    let last = command.last_mut()?;
+    "CHECKPOINT".clone_into(last);
+    Some(command)
+}
+
 /// What the daemon runs to apply [`configure_script`] (written to
 /// [`CONFIGURE_FILE`]), if the type has one.
 pub fn configure_command(resolved: &Resolved) -> Option<Vec<String>> {
@@ -380,6 +394,21 @@ mod tests {
     use crate::catalog::resolve;
     use crate::configuration::parse;
     use crate::credentials::credentials;
+
+    #[test]
+    fn postgresql_checkpoints_before_a_copy_and_others_need_nothing() {
+        let command = checkpoint_command("postgresql", "17").unwrap();
+        assert_eq!(command[0], "/usr/lib/postgresql/17/bin/psql");
+        assert_eq!(command.last().map(String::as_str), Some("CHECKPOINT"));
+        assert!(command.join(" ").contains("-U postgres"));
+        assert_eq!(checkpoint_command("redis-persistent", "7.0"), None);
+        assert_eq!(checkpoint_command("mariadb", "10.11"), None);
+        assert_eq!(
+            checkpoint_command("postgresql", "9"),
+            None,
+            "not a version here"
+        );
+    }
 
     fn users(resolved: &Resolved, configuration: &Configuration) -> BTreeMap<String, Credentials> {
         let Configuration::Sql(sql) = configuration else {

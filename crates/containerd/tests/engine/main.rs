@@ -5,6 +5,7 @@
 #![allow(clippy::tests_outside_test_module, clippy::unwrap_used)]
 
 mod archive;
+mod attached;
 mod freeze;
 mod steps;
 
