@@ -126,7 +126,7 @@ async fn read(
     client: &mut Client,
     rng: &mut impl Rng,
 ) -> (&'static str, Result<(), tonic::Status>) {
-    match rng.random_range(0..16) {
+    match rng.random_range(0..17) {
         0 => (
             "ListProjects",
             client
@@ -231,6 +231,28 @@ async fn read(
             (
                 "ListServices",
                 client.list_services(request).await.map(drop),
+            )
+        }
+        15 => {
+            let start = proto::ServiceClientRequest {
+                project: project(rng),
+                environment: environment(rng),
+                app: text(rng, 6),
+                relationship: text(rng, 6),
+                mode: ["sql", "dump", "redis", ""][rng.random_range(0..4)].to_owned(),
+                command: rng.random_bool(0.5).then(|| text(rng, 12)),
+                args: vec![text(rng, 6)],
+            };
+            // Now and then the first message is stdin, not what to run.
+            let first = if rng.random_ratio(1, 4) {
+                proto::service_client_input::Input::Stdin(text(rng, 8).into_bytes())
+            } else {
+                proto::service_client_input::Input::Start(start)
+            };
+            let inputs = tokio_stream::iter(vec![proto::ServiceClientInput { input: Some(first) }]);
+            (
+                "ServiceClient",
+                drain(client.service_client(inputs).await).await,
             )
         }
         13 => (
@@ -653,7 +675,10 @@ fn cli_args(rng: &mut impl Rng) -> (Vec<String>, bool) {
             _ => vec!["builds", "import", "-p", &bad],
         }
     } else {
-        match rng.random_range(0..12) {
+        match rng.random_range(0..15) {
+            12 => vec!["sql", "-p", &p, "-e", &e, "-c", &r],
+            13 => vec!["db", "dump", "-p", &p, "-e", &e, "-r", &r],
+            14 => vec!["redis", "-p", &p, "-e", &e, "--", &r],
             0 => vec!["activities", "-p", &p, "-e", &e],
             1 => vec!["activity", "log", &r],
             2 => vec!["builds", "-p", &p],
