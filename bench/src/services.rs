@@ -584,7 +584,8 @@ fn dump_and_restore(
         None,
     )?;
     let bin = "/usr/lib/postgresql/15/bin";
-    let target_data = "/tmp/target";
+    // On the same filesystem as the data Launchway copies.
+    let target_data = "/mnt/data/restore-target";
     let mut init = source.root.command(&[
         format!("{bin}/initdb"),
         "-D".into(),
@@ -635,7 +636,7 @@ fn dump_and_restore(
     run(&mut psql("5433", "CREATE DATABASE main"))?;
     let started = Instant::now();
     let script = format!(
-        "{bin}/pg_dump -Fc -h /tmp -p 5432 -U postgres -d main | {bin}/pg_restore --no-owner -h /tmp -p 5433 -U postgres -d main"
+        "{bin}/pg_dump -Fc -h /tmp -p 5432 -U postgres -d main | {bin}/pg_restore --no-owner --no-privileges -h /tmp -p 5433 -U postgres -d main"
     );
     let outcome = run(&mut source.root.command(&["sh".into(), "-c".into(), script]));
     let took = started.elapsed();

@@ -203,6 +203,21 @@ fn a_python_app_migrates_and_reads_postgresql_through_its_relationships() {
         line.contains("postgresql:12 → postgresql:15") && line.contains("running"),
         "{listed}"
     );
+    // `launchway runtimes list` shows the service images: built, or built
+    // on first use.
+    let runtimes = daemon.cli_ok(&["runtimes", "list"]);
+    let row = |image: &str| {
+        runtimes
+            .lines()
+            .find(|line| line.starts_with(&format!("{image} ")))
+            .unwrap_or_else(|| panic!("{image} in {runtimes}"))
+            .to_owned()
+    };
+    assert!(row("postgresql:15").contains("ready") && row("postgresql:15").contains("service"));
+    assert!(
+        row("postgresql:17").contains("built on first use"),
+        "{runtimes}"
+    );
     // `launchway logs` shows the service's output beside the app's.
     let logs = daemon.cli_ok(&["logs", "-p", "shop", "-e", "main"]);
     assert!(

@@ -75,7 +75,23 @@ impl Daemon {
             .version()
             .await
             .unwrap_or_else(|error| format!("of unknown version ({error})"));
+        let mut services = Vec::new();
+        for image_type in launchway_services::catalog::image_types() {
+            let image = format!("{}{image_type}", crate::services::SERVICE_IMAGE_PREFIX);
+            let digest = match self.engine.get_image(&image).await {
+                Ok(found) => found.target.map(|t| t.digest).unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            services.push(proto::RuntimeInfo {
+                r#type: image_type,
+                in_catalog: true,
+                image_digest: digest,
+                source: String::new(),
+                image,
+            });
+        }
         Ok(proto::RuntimeList {
+            services,
             runtimes: entries.iter().map(info).collect(),
             containerd: format!(
                 "{} (containerd {version}, namespace {})",

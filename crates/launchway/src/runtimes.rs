@@ -11,7 +11,8 @@ use crate::admin::{print_table, with_client};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum RuntimesCommand {
-    /// List runtime types: the catalog's and imported ones, built or not.
+    /// List runtime types (the catalog's and imported ones, built or not)
+    /// and the service images this host builds on first use.
     List,
     /// Build a catalog runtime image from Debian packages (mmdebstrap).
     Build {
@@ -50,7 +51,7 @@ pub(crate) fn runtimes(
                     .await?
                     .into_inner())
             })?;
-            let rows: Vec<Vec<String>> = list
+            let mut rows: Vec<Vec<String>> = list
                 .runtimes
                 .iter()
                 .map(|runtime| {
@@ -74,6 +75,18 @@ pub(crate) fn runtimes(
                     ]
                 })
                 .collect();
+            rows.extend(list.services.iter().map(|service| {
+                vec![
+                    service.r#type.clone(),
+                    if service.image_digest.is_empty() {
+                        "built on first use".to_string()
+                    } else {
+                        "ready".to_string()
+                    },
+                    short(&service.image_digest),
+                    "service".to_string(),
+                ]
+            }));
             print_table(&["TYPE", "STATUS", "IMAGE", "FROM"], &rows);
             eprintln!("containerd: {}", list.containerd);
             Ok(ExitCode::SUCCESS)

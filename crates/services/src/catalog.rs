@@ -237,6 +237,29 @@ impl Resolved {
     }
 }
 
+/// Every service image this host can build (`postgresql:15`, …): one per
+/// version of each type that runs, types sharing a server sharing it.
+pub fn image_types() -> Vec<String> {
+    let mut types: Vec<String> = KINDS
+        .iter()
+        .filter(|kind| crate::run::runs(kind))
+        .flat_map(|kind| {
+            kind.offers.iter().map(|offer| {
+                Resolved {
+                    written: String::new(),
+                    kind,
+                    offer,
+                    note: None,
+                }
+                .image_type()
+            })
+        })
+        .collect();
+    types.sort();
+    types.dedup();
+    types
+}
+
 /// Why a `type:` cannot run here.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ResolveError {
@@ -387,6 +410,32 @@ pub fn resolve(type_name: &str, exact: bool) -> Result<Resolved, ResolveError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_types_are_those_that_run_one_per_server_and_version() {
+        let types = image_types();
+        for wanted in [
+            "postgresql:15",
+            "postgresql:17",
+            "mariadb:10.11",
+            "redis:7.0",
+            "memcached:1.6",
+        ] {
+            assert!(types.iter().any(|t| t == wanted), "{wanted} in {types:?}");
+        }
+        assert!(
+            !types.iter().any(|t| t.starts_with("redis-persistent")),
+            "{types:?}"
+        );
+        assert!(
+            !types.iter().any(|t| t.starts_with("rabbitmq")),
+            "{types:?}"
+        );
+        assert!(
+            !types.iter().any(|t| t.starts_with("network-storage")),
+            "{types:?}"
+        );
+    }
 
     fn runs(type_name: &str) -> (String, Option<String>) {
         let resolved = resolve(type_name, false).unwrap();
