@@ -851,30 +851,6 @@ impl Engine {
             .collect())
     }
 
-    /// Ids of the containers whose task is paused (frozen).
-    pub async fn paused_tasks(&self) -> Result<Vec<String>> {
-        let response = self
-            .tasks()
-            .list(self.request(api::ListTasksRequest {
-                filter: String::new(),
-            }))
-            .await
-            .map_err(|status| EngineError::rpc("task list", || "tasks".into(), status))?;
-        Ok(response
-            .into_inner()
-            .tasks
-            .into_iter()
-            .filter(|t| t.status() == containerd_client::types::v1::Status::Paused)
-            .map(|t| {
-                if t.container_id.is_empty() {
-                    t.id
-                } else {
-                    t.container_id
-                }
-            })
-            .collect())
-    }
-
     /// Everything this namespace holds, for leak checks and diagnostics.
     pub async fn inventory(&self) -> Result<Inventory> {
         Ok(Inventory {

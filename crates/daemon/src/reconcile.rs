@@ -8,9 +8,8 @@
 //! 2. containerd: every container that is not an app's (build steps and
 //!    workspaces) is removed, then every lease, so what only they held
 //!    (half-imported blobs, unfrozen layers, their snapshots) is collected;
-//! 3. containers an interrupted activation paused (its parent's) are
-//!    thawed, and the activation is undone (the environment goes back to
-//!    inactive, no data);
+//! 3. an interrupted activation is undone (the environment goes back to
+//!    inactive, no data; `restore_routing` thaws the parent it paused);
 //! 4. each environment's deployment: one whose environment is gone or
 //!    inactive is stopped; a released one keeps exactly its recorded
 //!    containers (strays from an interrupted deploy are removed), and if
@@ -50,13 +49,6 @@ impl Daemon {
                 }
             }
             Err(error) => warn!(%error, "cannot remove leftovers in containerd"),
-        }
-        // Only an activation's last pass pauses containers: one a stop
-        // caught there left its parent frozen.
-        for id in self.engine.paused_tasks().await.unwrap_or_default() {
-            if let Err(error) = self.engine.resume_app(&id).await {
-                warn!(%error, container = %id, "cannot thaw a container at start-up");
-            }
         }
         for (project, environment) in interrupted_activations {
             warn!(%project, %environment, "an activation was interrupted; the environment is deactivated");
