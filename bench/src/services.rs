@@ -138,6 +138,12 @@ fn bench(
             drop(host);
             let log = server.cli_log(&["redeploy", "-p", "svc", "-e", "main"])?;
             launchway_times.push(answered_after(&log, service)?);
+            if let Some(line) = log
+                .lines()
+                .find(|l| l.contains(&format!("Service {service} answers")))
+            {
+                println!("(a) {}", line.trim());
+            }
         }
         let (launchway_median, host_median) =
             (median(&mut launchway_times), median(&mut host_times));
@@ -250,12 +256,12 @@ fn bench(
         bail!("the child's copy lacks rows: {counted}");
     }
     println!("(b) {}", cloned.trim());
-    let dump_restore = dump_and_restore(&runtime, &engine, &env_dir.join("services/db"), root)?;
     println!(
         "(b) activation until the child serves: {:.2} s (its PostgreSQL answered {:.2} s after start, recovery included); the parent paused {paused_ms:.0} ms (goal <= 2000 ms on reflinks)",
         activation.as_secs_f64(),
         child_db.as_secs_f64()
     );
+    let dump_restore = dump_and_restore(&runtime, &engine, &env_dir.join("services/db"), root)?;
     println!(
         "(b) pg_dump -Fc | pg_restore of the same database on the host: {:.2} s; ratio activation / dump-restore {:.3}",
         dump_restore.as_secs_f64(),
@@ -362,9 +368,10 @@ impl<'a> ImageRoot<'a> {
                 .args(["-t", "tmpfs", "tmpfs"])
                 .arg(target.join("tmp")),
         )?;
+        // Recursive: /dev/shm (PostgreSQL's shared memory) and /dev/pts.
         root.mount(
             Command::new("mount")
-                .arg("--bind")
+                .arg("--rbind")
                 .arg("/dev")
                 .arg(target.join("dev")),
         )?;
@@ -472,9 +479,10 @@ impl<'a> HostServer<'a> {
                 .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))));
             command = joined;
         }
+        let server_log = root.dir.path().join("tmp/server.log");
         let child = command
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&server_log)?)
             .spawn()?;
         let mut server = HostServer {
             child,
@@ -496,7 +504,10 @@ impl<'a> HostServer<'a> {
                 return Ok(server);
             }
             if Instant::now() > deadline {
-                bail!("{kind} on the host did not answer");
+                bail!(
+                    "{kind} on the host did not answer: {}",
+                    std::fs::read_to_string(&server_log).unwrap_or_default()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -611,7 +622,7 @@ fn dump_and_restore(
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    let psql = |port: &str, sql: &str| {
+    let psql = |port: &str, database: &str, sql: &str| {
         source.root.command(&[
             format!("{bin}/psql"),
             "-h".into(),
@@ -621,26 +632,26 @@ fn dump_and_restore(
             "-U".into(),
             "postgres".into(),
             "-d".into(),
-            "postgres".into(),
+            database.into(),
             "-tAc".into(),
             sql.into(),
         ])
     };
     common::wait_for("the target server", || {
-        psql("5433", "SELECT 1")
+        psql("5433", "postgres", "SELECT 1")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
     })?;
-    run(&mut psql("5433", "CREATE DATABASE main"))?;
+    run(&mut psql("5433", "postgres", "CREATE DATABASE main"))?;
     let started = Instant::now();
     let script = format!(
         "{bin}/pg_dump -Fc -h /tmp -p 5432 -U postgres -d main | {bin}/pg_restore --no-owner --no-privileges -h /tmp -p 5433 -U postgres -d main"
     );
     let outcome = run(&mut source.root.command(&["sh".into(), "-c".into(), script]));
     let took = started.elapsed();
-    let rows = psql("5433", "SELECT count(*) FROM big").output()?;
+    let rows = psql("5433", "main", "SELECT count(*) FROM big").output()?;
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(target.id().to_string())

@@ -121,7 +121,7 @@ impl Daemon {
 
     /// The environment network's hub (made if needed) and the socket
     /// factory that dials into it.
-    fn socket_factory(
+    pub(crate) fn socket_factory(
         &self,
         project: &str,
         environment: &str,

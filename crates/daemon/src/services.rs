@@ -353,23 +353,24 @@ impl Daemon {
         // What `make bench` compares with the same server started on the
         // host: from here (image ready) until it answers.
         let started = Instant::now();
-        let member = {
-            let network = self.network(&spec.project, &spec.environment);
+        let network = self.network(&spec.project, &spec.environment);
+        let member = network.member(service.address);
+        // The link is made while containerd creates the container: only
+        // the start needs it.
+        let linking = {
             let address = service.address;
             // A service opens no connection of its own.
             let rules = ruleset(&Filter::default());
-            tokio::task::spawn_blocking(move || {
-                network.ensure_member(address, PREFIX_LEN, HUB_ADDRESS, &rules)
-            })
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|made| made.map_err(|e| e.to_string()))
-            .map_err(|e| {
-                format!(
-                    "cannot connect service '{}' to the environment network: {e}",
-                    service.name
-                )
-            })?
+            async move {
+                let linked = Instant::now();
+                tokio::task::spawn_blocking(move || {
+                    network.ensure_member(address, PREFIX_LEN, HUB_ADDRESS, &rules)
+                })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|made| made.map(|_| ()).map_err(|e| e.to_string()))
+                .map(|()| linked.elapsed())
+            }
         };
         let mut step = StepSpec::new([
             "/bin/sh".to_string(),
@@ -402,28 +403,68 @@ impl Daemon {
         if let Some(parent) = log_path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
         }
-        self.engine
-            .create_app(id, &image, &step, &labels)
-            .await
-            .map_err(|e| {
-                format!(
-                    "cannot create the container of service '{}': {e}",
+        let creating = async {
+            let created = Instant::now();
+            self.engine
+                .create_app(id, &image, &step, &labels)
+                .await
+                .map(|()| created.elapsed())
+        };
+        let (linked, created) = tokio::join!(linking, creating);
+        let created = created.map_err(|e| {
+            format!(
+                "cannot create the container of service '{}': {e}",
+                service.name
+            )
+        })?;
+        let linked = match linked {
+            Ok(took) => took,
+            Err(error) => {
+                self.stop_containers(&[id.to_owned()]).await;
+                return Err(format!(
+                    "cannot connect service '{}' to the environment network: {error}",
                     service.name
-                )
-            })?;
+                ));
+            }
+        };
+        let starting = Instant::now();
         if let Err(error) = self.engine.start_app(id, &log_path).await {
             self.stop_containers(&[id.to_owned()]).await;
             return Err(format!("cannot start service '{}': {error}", service.name));
         }
+        let start_took = starting.elapsed();
+        let mut listening_after = None;
         let deadline =
             Instant::now() + Duration::from_secs(self.settings.services.start_timeout_secs);
         let mut interval = Duration::from_millis(20);
+        // The real query is an exec (tens of milliseconds): ask it once the
+        // server's port takes connections, which a connection from the
+        // environment's hub tells in microseconds.
+        let port =
+            launchway_services::resolve(&format!("{}:{}", service.kind, service.version), true)
+                .ok()
+                .map(|resolved| resolved.kind.port);
+        let factory = self.socket_factory(&spec.project, &spec.environment).ok();
         loop {
-            if self.service_answers(id, service, cancel).await {
+            let listening = match (&factory, port) {
+                (Some(factory), Some(port)) => {
+                    port_accepts(factory, std::net::SocketAddr::from((service.address, port))).await
+                }
+                _ => true,
+            };
+            if listening && listening_after.is_none() {
+                listening_after = Some(started.elapsed());
+            }
+            if listening && self.service_answers(id, service, cancel).await {
+                let total = started.elapsed();
                 log.line(&format!(
-                    "      Service {} answers ({:.1} s)",
+                    "      Service {} answers ({:.2} s: network link {:.0} ms beside container {:.0} ms, start {:.0} ms, port open at {:.0} ms)",
                     service.name,
-                    started.elapsed().as_secs_f64()
+                    total.as_secs_f64(),
+                    linked.as_secs_f64() * 1000.0,
+                    created.as_secs_f64() * 1000.0,
+                    start_took.as_secs_f64() * 1000.0,
+                    listening_after.unwrap_or(total).as_secs_f64() * 1000.0,
                 ))
                 .await;
                 crate::failpoint::reached("deploy.service_started");
@@ -458,9 +499,13 @@ impl Daemon {
                     )
                 });
             }
-            // Most servers answer within a second: ask often at first.
-            tokio::time::sleep(interval).await;
-            interval = (interval * 2).min(Duration::from_millis(250));
+            if listening {
+                // Most servers answer within a second: ask often at first.
+                tokio::time::sleep(interval).await;
+                interval = (interval * 2).min(Duration::from_millis(250));
+            } else {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
     }
 
@@ -558,6 +603,21 @@ impl Daemon {
             )),
         }
     }
+}
+
+/// Whether `address` takes a TCP connection made from the environment's
+/// hub (within 100 ms).
+async fn port_accepts(
+    factory: &launchway_net::netns::SocketFactory,
+    address: std::net::SocketAddr,
+) -> bool {
+    let Ok(socket) = factory.socket().await else {
+        return false;
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_millis(100), socket.connect(address)).await,
+        Ok(Ok(_))
+    )
 }
 
 /// Writes `bytes` to `path` readable by the service's user only.
