@@ -142,6 +142,28 @@ fn a_kill_at_every_step_of_a_build_and_a_deploy_is_repaired_at_restart() {
 /// An app with a persistent Redis: each deploy hook counts itself there
 /// (with busybox `nc`, Redis' own protocol), and the eviction policy,
 /// which changes each time, restarts the service in every deploy.
+/// Restarts the daemon with `failpoint` armed (or none) and points the
+/// work tree at it.
+fn restart_with_failpoint(
+    daemon: &mut Daemon,
+    work: &mut Work,
+    key: &launchway_integration::Key,
+    failpoint: Option<&str>,
+) {
+    daemon.stop();
+    daemon.set_failpoint(failpoint);
+    daemon.spawn();
+    follow(work, daemon, key);
+}
+
+/// The daemon died of SIGKILL at its failpoint `step`.
+fn assert_killed_at(daemon: &mut Daemon, step: &str) {
+    let status = daemon
+        .wait_exit(Duration::from_secs(120))
+        .unwrap_or_else(|| panic!("{step}: the failpoint was not reached:\n{}", daemon.log()));
+    assert_eq!(status.signal(), Some(9), "{step}: {status:?}");
+}
+
 fn service_config(policy: &str) -> String {
     format!(
         r#"applications:
@@ -195,10 +217,7 @@ fn a_kill_while_a_service_restarts_keeps_its_data_and_one_release() {
     let mut old = "v0".to_owned();
     for (index, step) in SERVICE_STEPS.iter().enumerate() {
         let new = format!("v{}", index + 1);
-        daemon.stop();
-        daemon.set_failpoint(Some(step));
-        daemon.spawn();
-        follow(&mut work, &daemon, &alice);
+        restart_with_failpoint(&mut daemon, &mut work, &alice, Some(step));
         work.write(
             ".upsun/config.yaml",
             service_config(policies[(index + 1) % policies.len()]),
@@ -207,14 +226,8 @@ fn a_kill_while_a_service_restarts_keeps_its_data_and_one_release() {
         work.commit(&new);
         let out = work.push("main", &[]);
         assert!(!out.status.success(), "{step}: the push succeeded");
-        let status = daemon
-            .wait_exit(Duration::from_secs(120))
-            .unwrap_or_else(|| panic!("{step}: the failpoint was not reached:\n{}", daemon.log()));
-        assert_eq!(status.signal(), Some(9), "{step}: {status:?}");
-
-        daemon.set_failpoint(None);
-        daemon.spawn();
-        follow(&mut work, &daemon, &alice);
+        assert_killed_at(&mut daemon, step);
+        restart_with_failpoint(&mut daemon, &mut work, &alice, None);
         daemon.wait_idle("shop");
         let (status, body) = http_get(daemon.router_addr(), HOST, "/").unwrap();
         assert_eq!(status, 200, "{step}: {body}\n{}", daemon.log());
@@ -262,20 +275,11 @@ fn a_kill_while_a_branch_clones_service_data_leaves_the_parent_serving_and_whole
     work.push_ok("feature", &[]);
 
     for step in CLONE_STEPS {
-        daemon.stop();
-        daemon.set_failpoint(Some(step));
-        daemon.spawn();
-        follow(&mut work, &daemon, &alice);
+        restart_with_failpoint(&mut daemon, &mut work, &alice, Some(step));
         let out = daemon.cli(&["environment", "activate", "-p", "shop", "feature"]);
         assert!(!out.status.success(), "{step}: the activation succeeded");
-        let status = daemon
-            .wait_exit(Duration::from_secs(120))
-            .unwrap_or_else(|| panic!("{step}: the failpoint was not reached:\n{}", daemon.log()));
-        assert_eq!(status.signal(), Some(9), "{step}: {status:?}");
-
-        daemon.set_failpoint(None);
-        daemon.spawn();
-        follow(&mut work, &daemon, &alice);
+        assert_killed_at(&mut daemon, step);
+        restart_with_failpoint(&mut daemon, &mut work, &alice, None);
         daemon.wait_idle("shop");
         // The parent serves: a kill with its containers paused left none
         // frozen.

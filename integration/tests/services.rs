@@ -164,6 +164,35 @@ fn field<'a>(page: &'a str, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {name} in {page}"))
 }
 
+/// Runs `args` (a client session that lasts a few seconds) and watches
+/// every process's command line meanwhile: `needle` shows (the session was
+/// seen running), `password` never does.
+fn assert_session_hides(daemon: &Daemon, args: &[&str], needle: &str, password: &str) {
+    let mut session = daemon
+        .cli_command(args)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = false;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            seen |= cmdline.contains(needle) && !cmdline.contains("launchway");
+            assert!(
+                !cmdline.contains(password),
+                "the password on a command line: {cmdline}"
+            );
+        }
+        launchway_integration::pause();
+    }
+    assert!(seen, "the session's client was seen running");
+    assert!(session.wait().unwrap().success());
+}
+
 #[test]
 fn a_python_app_migrates_and_reads_postgresql_through_its_relationships() {
     let links = serve(wheels(&["pg8000"]));
@@ -300,8 +329,9 @@ fn a_python_app_migrates_and_reads_postgresql_through_its_relationships() {
     // While a session runs, no process shows the password on its command line.
     let password = get(router, "main.shop.localhost", "/password").unwrap().1;
     assert_eq!(password.trim().len(), 32, "{password}");
-    let mut sleeping = daemon
-        .cli_command(&[
+    assert_session_hides(
+        &daemon,
+        &[
             "sql",
             "-p",
             "shop",
@@ -311,28 +341,10 @@ fn a_python_app_migrates_and_reads_postgresql_through_its_relationships() {
             "database",
             "-c",
             "SELECT pg_sleep(3)",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut seen_psql = false;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    while std::time::Instant::now() < deadline {
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-                continue;
-            };
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            seen_psql |= cmdline.contains("pg_sleep");
-            assert!(
-                !cmdline.contains(password.trim()),
-                "the password on a command line: {cmdline}"
-            );
-        }
-        launchway_integration::pause();
-    }
-    assert!(seen_psql, "the session was seen running");
-    assert!(sleeping.wait().unwrap().success());
+        ],
+        "pg_sleep",
+        password.trim(),
+    );
     // `launchway db dump` writes a dump that `launchway sql` loads back.
     let dump = daemon.cli(&["db", "dump", "-p", "shop", "-e", "main", "-r", "database"]);
     assert!(
@@ -681,29 +693,12 @@ fn mariadb_and_redis_serve_only_their_relationships_and_a_crashed_service_restar
         String::from_utf8_lossy(&wrong.stderr)
     );
     // No password on a command line while a session runs.
-    let mut sleeping = daemon
-        .cli_command(&["sql", "-p", "shop", "-e", "main", "-c", "SELECT SLEEP(3)"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut seen_client = false;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    while std::time::Instant::now() < deadline {
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-                continue;
-            };
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            seen_client |= cmdline.contains("SLEEP(3)") && cmdline.contains("mariadb");
-            assert!(
-                !cmdline.contains(&password),
-                "the password on a command line: {cmdline}"
-            );
-        }
-        launchway_integration::pause();
-    }
-    assert!(seen_client, "the session was seen running");
-    assert!(sleeping.wait().unwrap().success());
+    assert_session_hides(
+        &daemon,
+        &["sql", "-p", "shop", "-e", "main", "-c", "SELECT SLEEP(3)"],
+        "SLEEP(3)",
+        &password,
+    );
 
     // Data of a service in the config cannot be deleted.
     let refused = daemon.cli(&["services", "-p", "shop", "-e", "main", "delete", "cache"]);
