@@ -463,7 +463,7 @@ impl<'a> HostServer<'a> {
         let mut command = root.command(&[
             "sh".into(),
             "-c".into(),
-            program(&resolved, &configuration, MEMORY_MIB),
+            program(&resolved, &configuration, MEMORY_MIB, &[]),
         ]);
         if let Some(cgroup) = cgroup {
             // Joins the cgroup before it starts anything, so every process

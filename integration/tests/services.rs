@@ -735,3 +735,96 @@ fn mariadb_and_redis_serve_only_their_relationships_and_a_crashed_service_restar
     let listed = daemon.cli_ok(&["services", "-p", "shop", "-e", "main"]);
     assert!(!listed.contains("cache"), "{listed}");
 }
+
+/// Varnish in front of an app, as Upsun projects put it: the route goes to
+/// the service, the project's VCL (from `!include`) picks the relationship's
+/// director, caches what the app allows and answers some URLs itself.
+#[test]
+fn varnish_serves_a_route_through_the_project_vcl_and_caches_the_app() {
+    let daemon = Daemon::start_with("[deploy]\nstart_timeout_secs = 60\n");
+    let work = daemon.admin_work("news");
+    work.write(
+        ".platform/applications.yaml",
+        r#"- name: app
+  type: "python:3.11"
+  web:
+    commands:
+      start: python3 server.py
+"#,
+    );
+    work.write(
+        ".platform/services.yaml",
+        r#"cache:
+  type: varnish:6.0
+  relationships:
+    application: "app:http"
+  configuration:
+    vcl: !include
+      type: string
+      path: config.vcl
+"#,
+    );
+    work.write(
+        ".platform/config.vcl",
+        r#"sub vcl_recv {
+    set req.backend_hint = application.backend();
+    if (req.url == "/vcl") {
+        return (synth(200, "answered-by-the-project-vcl"));
+    }
+    if (req.url ~ "^/fresh") {
+        return (pass);
+    }
+}
+"#,
+    );
+    work.write(
+        ".platform/routes.yaml",
+        r#""https://{default}/":
+  type: upstream
+  upstream: "cache:http"
+"#,
+    );
+    work.write(
+        "server.py",
+        r#"import http.server, itertools, os
+served = itertools.count(1)
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = "request {}\n".format(next(served)).encode()
+        self.send_response(200)
+        self.send_header("Cache-Control", "public, max-age=300")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+http.server.HTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
+"#,
+    );
+    work.commit("v1");
+    let log = work.push_ok("main", &[]);
+    assert!(
+        log.contains("varnish:6.0 is not available here; running varnish:7.1"),
+        "{log}"
+    );
+    assert!(log.contains("is served by service `cache`"), "{log}");
+    let host = "main.news.localhost";
+    let fetch = |path: &str| {
+        let (status, body) = get(daemon.router_addr(), host, path).unwrap();
+        assert_eq!(status, 200, "{path}: {body}");
+        body
+    };
+    let first = fetch("/");
+    assert!(first.starts_with("request "), "{first}");
+    assert_eq!(fetch("/"), first, "the second request is Varnish's copy");
+    let fresh = fetch("/fresh");
+    assert_ne!(fetch("/fresh"), fresh, "passed requests reach the app");
+    assert!(fetch("/vcl").contains("answered-by-the-project-vcl"));
+    let listed = daemon.cli_ok(&["services", "-p", "news", "-e", "main"]);
+    assert!(
+        listed
+            .lines()
+            .any(|line| line.starts_with("cache ") && line.contains("running")),
+        "{listed}"
+    );
+}

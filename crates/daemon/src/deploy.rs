@@ -221,6 +221,21 @@ impl Daemon {
                 };
                 (app.name.clone(), endpoint)
             })
+            .chain(
+                spec.services
+                    .iter()
+                    .filter(|service| service.filter.web_port.is_some())
+                    .map(|service| {
+                        let endpoint = Endpoint::Tcp {
+                            netns: Some(factory.clone()),
+                            address: std::net::SocketAddr::new(
+                                service.address.into(),
+                                launchway_deploy::spec::APP_RELATIONSHIP_PORT,
+                            ),
+                        };
+                        (service.name.clone(), endpoint)
+                    }),
+            )
             .collect()
     }
 
@@ -233,11 +248,21 @@ impl Daemon {
         variables: &[UserVariable],
         service_secret: &[u8],
     ) -> DeploySpec {
-        let apps: std::collections::BTreeSet<String> =
-            plan.apps.iter().map(|a| a.name.clone()).collect();
+        // Routes go to apps, or to a service that serves HTTP (Varnish).
+        let upstreams: std::collections::BTreeSet<String> = plan
+            .apps
+            .iter()
+            .map(|a| a.name.clone())
+            .chain(
+                plan.services
+                    .iter()
+                    .filter(|s| launchway_deploy::services::routable(s))
+                    .map(|s| s.name.clone()),
+            )
+            .collect();
         let (routes, route_notes) = resolve_routes(
             &plan.routes,
-            &apps,
+            &upstreams,
             &RouteContext {
                 project: &env.project,
                 branch: &env.name,
@@ -643,10 +668,15 @@ impl Daemon {
         for route in &spec.routes {
             match route.kind {
                 RouteKind::Upstream => {
+                    let upstream = route.upstream.as_deref().unwrap_or_default();
+                    let what = if spec.services.iter().any(|s| s.name == upstream) {
+                        "service"
+                    } else {
+                        "application"
+                    };
                     log.line(&format!(
-                        "    {} is served by application `{}`",
+                        "    {} is served by {what} `{upstream}`",
                         route.url,
-                        route.upstream.as_deref().unwrap_or_default()
                     ))
                     .await;
                 }

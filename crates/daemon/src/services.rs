@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use launchway_containerd::debian::DebianImage;
 use launchway_containerd::{AppLabels, Bind, Limits, Network, Output, StepSpec};
-use launchway_deploy::network::{Filter, HUB_ADDRESS, PREFIX_LEN, ruleset};
+use launchway_deploy::network::{HUB_ADDRESS, PREFIX_LEN, ruleset};
 use launchway_deploy::services::ServiceSpec;
 use launchway_deploy::{DeploySpec, SUPERVISOR, environment_id};
 use rand::RngExt as _;
@@ -359,8 +359,8 @@ impl Daemon {
         // the start needs it.
         let linking = {
             let address = service.address;
-            // A service opens no connection of its own.
-            let rules = ruleset(&Filter::default());
+            // A service opens no connection but to the apps it calls.
+            let rules = ruleset(&service.filter);
             async move {
                 let linked = Instant::now();
                 tokio::task::spawn_blocking(move || {
@@ -663,6 +663,7 @@ mod tests {
             secrets: Vec::new(),
             memory_mib: 256,
             run_hash: "0123456789abcdef".into(),
+            filter: launchway_deploy::network::Filter::default(),
         }
     }
 

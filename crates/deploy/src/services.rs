@@ -16,10 +16,14 @@ use launchway_config::Service;
 use launchway_services::configuration::{Configuration, parse};
 use launchway_services::credentials::{Credentials, credentials};
 use launchway_services::relationships::{ServiceRelationship, entry, variables};
-use launchway_services::run::{configure_command, configure_script, program, ready_command};
+use launchway_services::run::{
+    Backend, VARNISH_PORT, configure_command, configure_script, program, ready_command,
+};
 use launchway_services::{Resolved, resolve};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+
+use crate::network::Filter;
 
 /// The memory a service gets when the settings give none (MiB).
 pub const DEFAULT_SERVICE_MEMORY_MIB: u64 = 256;
@@ -60,11 +64,20 @@ pub struct ServiceSpec {
     pub memory_mib: u64,
     /// A hash of what its container runs: the same hash keeps it running.
     pub run_hash: String,
+    /// What it may connect to (the apps Varnish calls), and the port its
+    /// namespace sends port 80 to.
+    #[serde(default)]
+    pub filter: Filter,
 }
 
 /// The member name of a service on the environment network.
 pub fn service_member(service: &str) -> String {
     format!("service/{service}")
+}
+
+/// Whether routes may send requests to `service` (Varnish), when it runs.
+pub fn routable(service: &Service) -> bool {
+    service.kind == "varnish" && not_run(service).is_none()
 }
 
 /// Why a config's service gets no container, if it gets none: said in the
@@ -110,19 +123,27 @@ pub(crate) fn endpoint_credentials(
     }
 }
 
-/// The spec of `service` at `address`.
+/// The spec of `service` at `address`, calling `backends` (Varnish).
 pub(crate) fn service_spec(
     service: &Service,
     address: Ipv4Addr,
     secret: &[u8],
     memory_mib: u64,
+    backends: &[Backend],
 ) -> Option<ServiceSpec> {
     let (resolved, configuration) = resolved(service)?;
     if !launchway_services::run::runs(resolved.kind) {
         return None;
     }
     let users = endpoint_credentials(secret, service, &resolved, &configuration);
-    let program = program(&resolved, &configuration, memory_mib);
+    let program = program(&resolved, &configuration, memory_mib, backends);
+    let filter = Filter {
+        allowed: backends
+            .iter()
+            .map(|backend| (backend.address, backend.port))
+            .collect(),
+        web_port: (resolved.kind.name == "varnish").then_some(VARNISH_PORT),
+    };
     let image_type = resolved.image_type();
     let run_hash = {
         let mut hasher = Sha256::new();
@@ -159,6 +180,7 @@ pub(crate) fn service_spec(
         secrets: users.values().map(|c| c.password.clone()).collect(),
         memory_mib,
         run_hash,
+        filter,
     })
 }
 
@@ -229,7 +251,7 @@ mod tests {
     fn a_postgresql_service_and_what_an_app_sees_of_it() {
         let db = service("  db:\n    type: postgresql:12\n");
         let address = Ipv4Addr::new(169, 254, 3, 3);
-        let spec = service_spec(&db, address, b"secret", 256).expect("runs");
+        let spec = service_spec(&db, address, b"secret", 256, &[]).expect("runs");
         assert_eq!(spec.written_type, "postgresql:12");
         assert_eq!(spec.image_type, "postgresql:15");
         assert!(
@@ -244,14 +266,14 @@ mod tests {
         assert!(script.contains(&spec.secrets[0]));
         // The same service gives the same run hash; more memory restarts it.
         assert_eq!(
-            service_spec(&db, address, b"other secret", 256)
+            service_spec(&db, address, b"other secret", 256, &[])
                 .expect("runs")
                 .run_hash,
             spec.run_hash,
             "passwords are applied without a restart"
         );
         assert_ne!(
-            service_spec(&db, address, b"secret", 512)
+            service_spec(&db, address, b"secret", 512, &[])
                 .expect("runs")
                 .run_hash,
             spec.run_hash
@@ -284,10 +306,10 @@ mod tests {
     #[test]
     fn network_storage_and_types_not_run_yet_get_no_container() {
         let files = service("  files:\n    type: network-storage:2.0\n");
-        assert!(service_spec(&files, Ipv4Addr::new(169, 254, 1, 1), b"s", 256).is_none());
+        assert!(service_spec(&files, Ipv4Addr::new(169, 254, 1, 1), b"s", 256, &[]).is_none());
         assert_eq!(not_run(&files), None, "a directory needs no process");
         let queue = service("  queue:\n    type: rabbitmq:3.10\n");
-        assert!(service_spec(&queue, Ipv4Addr::new(169, 254, 1, 2), b"s", 256).is_none());
+        assert!(service_spec(&queue, Ipv4Addr::new(169, 254, 1, 2), b"s", 256, &[]).is_none());
         assert!(
             not_run(&queue)
                 .unwrap_or_default()

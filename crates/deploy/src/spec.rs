@@ -35,6 +35,7 @@ use launchway_build::env::{
 };
 use launchway_config::App;
 use launchway_config::model::{MountSource, SocketFamily};
+use launchway_services::run::Backend;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -345,16 +346,33 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
         .map(|service| (service.name.as_str(), service))
         .collect();
     notes.extend(environment.services.iter().filter_map(not_run));
+    let web_address = |app: &str| addresses.get(&app_member(app, "web")).copied();
     let service_specs: Vec<ServiceSpec> = environment
         .services
         .iter()
         .filter_map(|service| {
             let address = addresses.get(&service_member(&service.name)).copied()?;
+            // The apps a service calls (Varnish), where they listen.
+            let mut backends = Vec::new();
+            for (name, relationship) in &service.relationships {
+                match (listens.get(&relationship.service), web_address(&relationship.service)) {
+                    (Some(Listen::Port(port)), Some(address)) => backends.push(Backend {
+                        name: name.clone(),
+                        address,
+                        port: *port,
+                    }),
+                    _ => notes.push(format!(
+                        "service '{}': relationship '{name}' to '{}' is not provided (only apps that serve TCP can be called)",
+                        service.name, relationship.service
+                    )),
+                }
+            }
             service_spec(
                 service,
                 address,
                 environment.service_secret,
                 environment.service_memory_mib,
+                &backends,
             )
         })
         .collect();
@@ -363,7 +381,6 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
             notes.push(format!("service '{}': {note}", spec.name));
         }
     }
-    let web_address = |app: &str| addresses.get(&app_member(app, "web")).copied();
 
     let specs = sorted
         .iter()
@@ -630,6 +647,13 @@ mod tests {
 services:
   database:
     type: postgresql:15
+  front:
+    type: varnish:7.1
+    relationships:
+      application: "api:http"
+      sockets: "files:http"
+    configuration:
+      vcl: "sub vcl_recv { set req.backend_hint = application.backend(); }"
 "#,
         );
         let apps: std::collections::BTreeSet<String> =
@@ -742,8 +766,31 @@ services:
         assert!(hosts_file(web).contains(&format!("{}\tdb.internal", database.address)));
         assert_eq!(env["DB_HOST"], "db.internal");
         assert!(env["DB_URL"].starts_with("pgsql://main:"));
-        assert!(spec.notes.is_empty(), "{:?}", spec.notes);
         assert!(hosts_file(web).contains(&format!("{api_address}\tbackend.internal")));
+        // Varnish calls the app it names, and only that; port 80 is its own.
+        let front = &spec.services[1];
+        assert_eq!(front.name, "front");
+        assert_eq!(
+            front.filter.allowed,
+            BTreeSet::from([(api_address, APP_PORT)])
+        );
+        assert_eq!(front.filter.web_port, Some(8080));
+        assert!(
+            front
+                .program
+                .contains(&format!(".host = \"{api_address}\""))
+        );
+        assert_eq!(
+            database.filter,
+            Filter::default(),
+            "a database calls no one"
+        );
+        assert_eq!(
+            spec.notes,
+            [
+                "service 'front': relationship 'sockets' to 'files' is not provided (only apps that serve TCP can be called)"
+            ]
+        );
         let routes = decode(&env["PLATFORM_ROUTES"]);
         assert!(routes.is_object(), "{routes}");
         let uploads = web.processes[0]

@@ -1,7 +1,11 @@
 //! A service's `configuration:`, decoded and checked: for SQL services the
 //! databases (PostgreSQL `databases`, MariaDB `schemas`; either name is
 //! accepted for both) and the endpoints (a user each, with a default
-//! database and a privilege per database); for Redis the eviction policy.
+//! database and a privilege per database); for Redis the eviction policy;
+//! for Varnish its VCL (the part a project writes: the platform declares
+//! the language version, imports `std` and `directors` and writes
+//! `vcl_init`, which makes one director per relationship, as on Upsun);
+//! for RabbitMQ its virtual hosts.
 //!
 //! Defaults follow Upsun's: no `configuration` means one database `main`
 //! and one endpoint (`postgresql` or `mysql`) that administers it; endpoints
@@ -61,6 +65,16 @@ pub enum Configuration {
         /// The eviction policy.
         maxmemory_policy: String,
     },
+    /// Varnish: the project's VCL.
+    Varnish {
+        /// The VCL as written (its `sub`s; no `vcl 4.x;`, no `vcl_init`).
+        vcl: String,
+    },
+    /// RabbitMQ: its virtual hosts (`/` always exists).
+    RabbitMq {
+        /// The virtual hosts the config lists.
+        vhosts: Vec<String>,
+    },
     /// Nothing to apply.
     None,
 }
@@ -119,7 +133,97 @@ pub fn parse(kind: &Kind, configuration: Option<&Value>) -> Result<Configuration
         "postgresql" => sql(kind, configuration, "databases", "default_database"),
         "mariadb" => sql(kind, configuration, "schemas", "default_schema"),
         "redis" | "redis-persistent" => redis(configuration),
+        "varnish" => varnish(configuration),
+        "rabbitmq" => rabbitmq(configuration),
         _ => Ok(Configuration::None),
+    }
+}
+
+/// What the platform writes around a project's VCL, which the project must
+/// therefore not write itself.
+fn vcl_problem(vcl: &str) -> Option<(&'static str, &'static str)> {
+    let code: Vec<&str> = vcl
+        .lines()
+        .map(|line| line.split("//").next().unwrap_or_default().trim())
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect();
+    if code.first().is_some_and(|line| line.starts_with("vcl ")) {
+        return Some((
+            "the VCL declares its version; Launchway declares `vcl 4.1;` itself",
+            "remove the `vcl 4.x;` line",
+        ));
+    }
+    if code.iter().any(|line| line.starts_with("sub vcl_init")) {
+        return Some((
+            "the VCL defines `vcl_init`; Launchway writes it, with one director per relationship",
+            "remove `sub vcl_init` and use `set req.backend_hint = <relationship>.backend();` in `vcl_recv`",
+        ));
+    }
+    None
+}
+
+fn varnish(configuration: Option<&Value>) -> Result<Configuration, Vec<Problem>> {
+    match configuration.and_then(|c| c.get("vcl")) {
+        None => Err(vec![problem(
+            &[],
+            "a varnish service needs `configuration.vcl`",
+            Some("e.g. `vcl: !include {type: string, path: config.vcl}`"),
+        )]),
+        Some(Value::String(vcl)) => match vcl_problem(vcl) {
+            Some((message, hint)) => Err(vec![problem(&["vcl"], message, Some(hint))]),
+            None => Ok(Configuration::Varnish { vcl: vcl.clone() }),
+        },
+        Some(_) => Err(vec![problem(
+            &["vcl"],
+            "`vcl` must be the VCL text",
+            Some("e.g. `vcl: !include {type: string, path: config.vcl}`"),
+        )]),
+    }
+}
+
+/// A RabbitMQ virtual host name: printable, no `/` but the root's.
+fn valid_vhost(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+fn rabbitmq(configuration: Option<&Value>) -> Result<Configuration, Vec<Problem>> {
+    let Some(value) = configuration.and_then(|c| c.get("vhosts")) else {
+        return Ok(Configuration::RabbitMq { vhosts: Vec::new() });
+    };
+    let Some(items) = value.as_array() else {
+        return Err(vec![problem(
+            &["vhosts"],
+            "`vhosts` must be a list of names",
+            None,
+        )]);
+    };
+    let mut vhosts: Vec<String> = Vec::new();
+    let mut problems = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        match item.as_str() {
+            Some(name) if valid_vhost(name) && !vhosts.iter().any(|v| v == name) => {
+                vhosts.push(name.to_owned());
+            }
+            Some(name) if valid_vhost(name) => problems.push(problem(
+                &["vhosts", &index.to_string()],
+                format!("`{name}` is listed twice"),
+                None,
+            )),
+            _ => problems.push(problem(
+                &["vhosts", &index.to_string()],
+                "a virtual host is a name of letters, digits, `_`, `-` and `.`",
+                None,
+            )),
+        }
+    }
+    if problems.is_empty() {
+        Ok(Configuration::RabbitMq { vhosts })
+    } else {
+        Err(problems)
     }
 }
 
@@ -382,6 +486,51 @@ mod tests {
     fn parsed(type_name: &str, yaml_json: Value) -> Result<Configuration, Vec<Problem>> {
         let kind = resolve(type_name, false).unwrap().kind;
         parse(kind, Some(&yaml_json))
+    }
+
+    #[test]
+    fn varnish_takes_the_project_vcl_and_refuses_what_the_platform_writes() {
+        let vcl = "sub vcl_recv {\n  set req.backend_hint = application.backend();\n}\n";
+        assert_eq!(
+            parsed("varnish:7.1", serde_json::json!({ "vcl": vcl })),
+            Ok(Configuration::Varnish { vcl: vcl.into() })
+        );
+        for (text, wanted) in [
+            (
+                "// cache\nvcl 4.1;\nsub vcl_recv {}\n",
+                "declares its version",
+            ),
+            ("sub vcl_init {\n}\n", "defines `vcl_init`"),
+        ] {
+            let problems = parsed("varnish:7.1", serde_json::json!({ "vcl": text })).unwrap_err();
+            assert_eq!(problems[0].path, ["vcl"]);
+            assert!(problems[0].message.contains(wanted), "{problems:?}");
+        }
+        let missing = parsed("varnish:7.1", serde_json::json!({})).unwrap_err();
+        assert!(missing[0].message.contains("needs `configuration.vcl`"));
+        let not_text = parsed("varnish:7.1", serde_json::json!({ "vcl": 3 })).unwrap_err();
+        assert_eq!(not_text[0].path, ["vcl"]);
+    }
+
+    #[test]
+    fn rabbitmq_vhosts_are_checked_names() {
+        assert_eq!(
+            parsed(
+                "rabbitmq:3.10",
+                serde_json::json!({ "vhosts": ["main", "jobs.v2"] })
+            ),
+            Ok(Configuration::RabbitMq {
+                vhosts: vec!["main".into(), "jobs.v2".into()]
+            })
+        );
+        let problems = parsed(
+            "rabbitmq:3.10",
+            serde_json::json!({ "vhosts": ["a", "a", "b c"] }),
+        )
+        .unwrap_err();
+        let paths: Vec<String> = problems.iter().map(|p| p.path.join(".")).collect();
+        assert_eq!(paths, ["vhosts.1", "vhosts.2"]);
+        assert!(parsed("rabbitmq:3.10", serde_json::json!({ "vhosts": "main" })).is_err());
     }
 
     fn sql_of(result: Result<Configuration, Vec<Problem>>) -> Sql {

@@ -62,19 +62,76 @@ fn cache_mib(memory_mib: u64) -> u64 {
     (memory_mib / 4).clamp(16, 1024)
 }
 
-/// Whether Launchway runs services of this type yet (RabbitMQ and Varnish
-/// are validated, not run; network-storage has no process).
+/// Whether Launchway runs services of this type yet (RabbitMQ is
+/// validated, not run; network-storage has no process).
 pub fn runs(kind: &Kind) -> bool {
     matches!(
         kind.name,
-        "postgresql" | "mariadb" | "redis" | "redis-persistent" | "memcached"
+        "postgresql" | "mariadb" | "redis" | "redis-persistent" | "memcached" | "varnish"
     )
+}
+
+/// An app a service calls (Varnish's relationships).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backend {
+    /// The relationship's name: the VCL's director.
+    pub name: String,
+    /// The app's address on the environment network.
+    pub address: std::net::Ipv4Addr,
+    /// Its port.
+    pub port: u16,
+}
+
+/// The port Varnish listens on in its container (uid 10000 cannot bind
+/// 80; its namespace's rules send port 80 here).
+pub const VARNISH_PORT: u16 = 8080;
+
+/// The whole VCL Varnish loads: the version, the imports, a backend and a
+/// round-robin director per relationship (named after it, as on Upsun, so
+/// `set req.backend_hint = <relationship>.backend();` works), then the
+/// project's VCL.
+pub fn varnish_vcl(vcl: &str, backends: &[Backend]) -> String {
+    let mut text = String::from("vcl 4.1;\nimport std;\nimport directors;\n\n");
+    if backends.is_empty() {
+        text.push_str("backend launchway_none none;\n");
+    }
+    for backend in backends {
+        let _ = writeln!(
+            text,
+            "backend {}_0 {{\n  .host = \"{}\";\n  .port = \"{}\";\n  .connect_timeout = 5s;\n  .first_byte_timeout = 60s;\n}}",
+            backend.name, backend.address, backend.port
+        );
+    }
+    text.push_str("\nsub vcl_init {\n");
+    for backend in backends {
+        let _ = writeln!(
+            text,
+            "  new {name} = directors.round_robin();\n  {name}.add_backend({name}_0);",
+            name = backend.name
+        );
+    }
+    text.push_str("}\n\n");
+    text.push_str(vcl);
+    if !vcl.ends_with('\n') {
+        text.push('\n');
+    }
+    text
+}
+
+/// `text` as one single-quoted shell word.
+fn shell_quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 /// The shell program of the service's container (PID 1 runs
 /// `sh -c <program>`): initialise the data directory on first start, then
 /// run the server in the foreground.
-pub fn program(resolved: &Resolved, configuration: &Configuration, memory_mib: u64) -> String {
+pub fn program(
+    resolved: &Resolved,
+    configuration: &Configuration,
+    memory_mib: u64,
+    backends: &[Backend],
+) -> String {
     let bin = resolved
         .offer
         .bin_dir
@@ -118,6 +175,19 @@ exec mariadbd --no-defaults --datadir="$data" --socket=/tmp/mysqld.sock --bind-a
             )
         }
         "memcached" => format!("exec memcached -l 0.0.0.0 -p 11211 -U 0 -m {cache}\n"),
+        "varnish" => {
+            let vcl = match configuration {
+                Configuration::Varnish { vcl } => vcl.as_str(),
+                _ => "",
+            };
+            // The VCL is compiled (by gcc) into the working directory, on
+            // the container's /tmp; one small thread pool suits the pids
+            // limit of a container.
+            format!(
+                "set -eu\nprintf '%s' {} > /tmp/launchway.vcl\nexec varnishd -F -a 0.0.0.0:{VARNISH_PORT} -T 127.0.0.1:6082 -f /tmp/launchway.vcl -n /tmp/varnish -s malloc,{cache}m -p thread_pools=1 -p thread_pool_min=8 -p thread_pool_max=200\n",
+                shell_quoted(&varnish_vcl(vcl, backends))
+            )
+        }
         other => format!("echo 'launchway cannot run {other} yet' >&2; exit 1\n"),
     }
 }
@@ -142,6 +212,8 @@ pub fn ready_command(resolved: &Resolved) -> Vec<String> {
             "SELECT 1",
         ],
         "redis" | "redis-persistent" => &["redis-cli", "-p", "6379", "PING"],
+        // The manager answers once the child has loaded the VCL.
+        "varnish" => &["varnishadm", "-n", "/tmp/varnish", "-t", "2", "status"],
         "memcached" => &[
             "sh",
             "-c",
@@ -429,7 +501,7 @@ mod tests {
     fn postgresql_program_initialises_once_and_listens_everywhere() {
         let resolved = resolve("postgresql:15", false).unwrap();
         let configuration = parse(resolved.kind, None).unwrap();
-        let text = program(&resolved, &configuration, 256);
+        let text = program(&resolved, &configuration, 256, &[]);
         assert!(
             text.contains("/usr/lib/postgresql/15/bin/initdb -D \"$data\""),
             "{text}"
@@ -501,18 +573,49 @@ mod tests {
     }
 
     #[test]
+    fn varnish_gets_a_director_per_relationship_and_the_project_vcl_quoted() {
+        let resolved = crate::catalog::resolve("varnish:6.0", false).unwrap();
+        let vcl = "sub vcl_recv {\n  set req.backend_hint = application.backend(); # it's here\n}";
+        let backends = [Backend {
+            name: "application".into(),
+            address: std::net::Ipv4Addr::new(169, 254, 7, 9),
+            port: 8888,
+        }];
+        let whole = varnish_vcl(vcl, &backends);
+        assert!(whole.starts_with("vcl 4.1;\nimport std;\nimport directors;\n"));
+        assert!(
+            whole.contains(
+                "backend application_0 {\n  .host = \"169.254.7.9\";\n  .port = \"8888\";"
+            )
+        );
+        assert!(whole.contains("new application = directors.round_robin();"));
+        assert!(whole.ends_with("# it's here\n}\n"));
+        assert!(varnish_vcl("", &[]).contains("backend launchway_none none;"));
+        let text = program(
+            &resolved,
+            &Configuration::Varnish { vcl: vcl.into() },
+            256,
+            &backends,
+        );
+        // The quote in the VCL survives the shell.
+        assert!(text.contains("# it'\\''s here"), "{text}");
+        assert!(text.contains("exec varnishd -F -a 0.0.0.0:8080"));
+        assert_eq!(ready_command(&resolved)[0], "varnishadm");
+    }
+
+    #[test]
     fn redis_program_follows_persistence_and_policy() {
         let ephemeral = resolve("redis:7.0", false).unwrap();
         let policy = Configuration::Redis {
             maxmemory_policy: "noeviction".into(),
         };
-        let text = program(&ephemeral, &policy, 128);
+        let text = program(&ephemeral, &policy, 128, &[]);
         assert!(
             text.contains("--appendonly no") && text.contains("--maxmemory-policy noeviction"),
             "{text}"
         );
         let persistent = resolve("redis-persistent:7.0", false).unwrap();
-        let text = program(&persistent, &policy, 128);
+        let text = program(&persistent, &policy, 128, &[]);
         assert!(text.contains("--dir /mnt/data --appendonly yes"), "{text}");
         assert!(configure_command(&persistent).is_none());
     }

@@ -138,6 +138,7 @@ pub(crate) fn normalize(
             service.relationships = resolved;
         }
     }
+    n.check_service_cycles(&services, &apps);
     let routes = n.routes(&targets);
     n.check_routed_apps(&routes, &apps);
     // An app that failed to load was reported already; only an empty config is news.
@@ -902,6 +903,11 @@ impl Normalizer<'_> {
                         targets.services.get(app),
                         Some(Some((kind, _))) if ROUTABLE_SERVICES.contains(&kind.as_str())
                     );
+                    // A service whose type or configuration failed was reported.
+                    let failed_service = matches!(targets.services.get(app), Some(None));
+                    if failed_service {
+                        continue;
+                    }
                     if !targets.apps.contains(app) && !routable_service {
                         let d = self.diags.error(
                             span,

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::{Normalizer, Targets, default_endpoint};
-use crate::config::Relationship;
+use crate::config::{App, Relationship, Service};
 use crate::diag::did_you_mean;
 use crate::model::RelationshipConfig;
 
@@ -91,5 +91,69 @@ impl Normalizer<'_> {
             result.insert(name.clone(), Relationship { service, endpoint });
         }
         result
+    }
+
+    /// Refuses an app that relates to a service which calls it back (an
+    /// app behind Varnish that also names Varnish): requests would loop.
+    pub(super) fn check_service_cycles(
+        &mut self,
+        services: &BTreeMap<String, Service>,
+        apps: &BTreeMap<String, App>,
+    ) {
+        for service in services.values() {
+            for called in service.relationships.values() {
+                let Some(app) = apps.get(&called.service) else {
+                    continue;
+                };
+                let back = app
+                    .relationships
+                    .iter()
+                    .map(|(name, r)| {
+                        (
+                            vec![
+                                "applications",
+                                app.name.as_str(),
+                                "relationships",
+                                name.as_str(),
+                            ],
+                            r,
+                        )
+                    })
+                    .chain(app.workers.iter().flat_map(|(worker, w)| {
+                        w.relationships.iter().map(move |(name, r)| {
+                            (
+                                vec![
+                                    "applications",
+                                    app.name.as_str(),
+                                    "workers",
+                                    worker.as_str(),
+                                    "relationships",
+                                    name.as_str(),
+                                ],
+                                r,
+                            )
+                        })
+                    }))
+                    .find(|(_, r)| r.service == service.name);
+                if let Some((path, _)) = back {
+                    let span = self
+                        .value_span(&path)
+                        .or_else(|| self.key_span(&path))
+                        .or_else(|| self.key_span(&["applications", app.name.as_str()]));
+                    self.diags
+                        .error(
+                            span,
+                            format!(
+                                "`{}` relates to service `{}`, which calls `{}`: a circular relationship",
+                                app.name, service.name, app.name
+                            ),
+                        )
+                        .hint = Some(format!(
+                        "remove this relationship; routes reach `{}` with `upstream: \"{}:http\"`",
+                        service.name, service.name
+                    ));
+                }
+            }
+        }
     }
 }
