@@ -828,3 +828,72 @@ http.server.HTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_fore
         "{listed}"
     );
 }
+
+/// The newer majors come from Debian 13 (trixie): PostgreSQL 17, MariaDB
+/// 11.8 and Redis 8.0 run as asked, no note, and answer as themselves.
+#[test]
+fn newer_majors_run_from_trixie() {
+    let daemon = Daemon::start_with(
+        "[deploy]\nstart_timeout_secs = 60\n[services]\nexact_versions = true\n",
+    );
+    let work = daemon.admin_work("next");
+    work.write(
+        ".upsun/config.yaml",
+        r#"applications:
+  app:
+    type: "python:3.11"
+    relationships:
+      postgresql: "pg:postgresql"
+      mariadb: "maria:mysql"
+      redis: "cache:redis"
+    hooks:
+      deploy: |
+        python3 -c 'import base64, json, os; r = json.loads(base64.b64decode(os.environ["PLATFORM_RELATIONSHIPS"])); print("RELATED", sorted((k, v[0]["type"]) for k, v in r.items()))'
+    web:
+      commands:
+        start: python3 -m http.server "$PORT"
+services:
+  pg:
+    type: postgresql:17
+  maria:
+    type: mariadb:11.8
+  cache:
+    type: redis-persistent:8.0
+"#,
+    );
+    work.commit("v1");
+    let log = work.push_ok("main", &[]);
+    assert!(!log.contains("is not available here"), "{log}");
+    assert!(
+        log.contains("RELATED [('mariadb', 'mariadb:11.8'), ('postgresql', 'postgresql:17'), ('redis', 'redis-persistent:8.0')]"),
+        "{log}"
+    );
+    let sql = |relationship: &str, statement: &str| {
+        daemon.cli_ok(&[
+            "sql",
+            "-p",
+            "next",
+            "-e",
+            "main",
+            "-r",
+            relationship,
+            "-c",
+            statement,
+        ])
+    };
+    let postgresql = sql("postgresql", "SHOW server_version");
+    assert!(postgresql.contains(" 17."), "{postgresql}");
+    let mariadb = sql("mariadb", "SELECT VERSION() AS v");
+    assert!(mariadb.contains("| 11.8."), "{mariadb}");
+    let info = daemon.cli_ok(&["redis", "-p", "next", "-e", "main", "--", "INFO", "server"]);
+    assert!(info.contains("redis_version:8.0."), "{info}");
+    let listed = daemon.cli_ok(&["services", "-p", "next", "-e", "main"]);
+    for line in ["pg ", "maria ", "cache "] {
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.starts_with(line) && l.contains("running")),
+            "{listed}"
+        );
+    }
+}
