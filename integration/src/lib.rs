@@ -10,6 +10,21 @@ pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The workspace's target directory.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+}
+
+/// The root filesystem cache every test daemon shares, so an image built
+/// from Debian packages is made once per checkout (each daemon still
+/// imports it into its own containerd namespace). In the target
+/// directory: a fresh checkout builds everything once.
+pub fn rootfs_cache() -> PathBuf {
+    target_dir().join("test-rootfs-cache")
+}
+
 /// The `launchway` binary, built once per test run.
 pub fn launchway_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -21,10 +36,7 @@ pub fn launchway_bin() -> &'static Path {
             .status()
             .expect("cargo runs");
         assert!(status.success(), "building launchway failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace().join("target"));
-        target.join("debug/launchway")
+        target_dir().join("debug/launchway")
     })
 }
 
@@ -34,10 +46,7 @@ pub fn launchway_bin() -> &'static Path {
 pub fn failpoints_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace().join("target"))
-            .join("failpoints");
+        let target = target_dir().join("failpoints");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .args(["build", "-q", "-p", "launchway", "--features", "failpoints"])
@@ -132,6 +141,14 @@ impl Daemon {
         } else {
             "[router]\nlisten = \"127.0.0.1:0\"\n".to_string()
         };
+        let runtimes = if extra.contains("[runtimes]") {
+            String::new()
+        } else {
+            format!(
+                "[runtimes]\nrootfs_cache = \"{}\"\n",
+                rootfs_cache().display()
+            )
+        };
         // An ephemeral SSH port, in the `[ssh]` table `extra` may already have.
         let (extra, ssh) = if extra.contains("[ssh]\nlisten") {
             (extra.to_owned(), String::new())
@@ -149,7 +166,7 @@ impl Daemon {
         std::fs::write(
             &settings,
             format!(
-                "data_dir = \"{}\"\n{grace}{extra}\n{ssh}{router}{containerd}",
+                "data_dir = \"{}\"\n{grace}{extra}\n{ssh}{router}{containerd}{runtimes}",
                 dir.path().join("data").display()
             ),
         )

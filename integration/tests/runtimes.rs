@@ -124,7 +124,14 @@ fn an_oci_archive_registers_a_runtime_and_a_corrupt_one_changes_nothing() {
 
 #[test]
 fn python_runtime_builds_from_debian_and_runs_as_web() {
-    let daemon = Daemon::start();
+    // A root filesystem cache of this test's own: the first build is
+    // mmdebstrap's, whatever other tests built.
+    let cache = tempfile::tempdir().unwrap();
+    let settings = format!(
+        "[runtimes]\nrootfs_cache = \"{}\"\n",
+        cache.path().display()
+    );
+    let daemon = Daemon::start_with(&settings);
     let out = daemon.cli(&["runtimes", "build", "python:3.11"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -136,6 +143,18 @@ fn python_runtime_builds_from_debian_and_runs_as_web() {
         stdout.contains("Runtime python:3.11 ready: Python 3.11"),
         "{stdout}"
     );
+    assert!(stdout.contains("I: success"), "mmdebstrap ran: {stdout}");
+    // Another daemon (another containerd namespace) with the same cache
+    // imports the same root filesystem instead of building it.
+    let other = Daemon::start_with(&settings);
+    let reused = other.cli_ok(&["runtimes", "build", "python:3.11"]);
+    assert!(
+        reused.contains("Reusing the root filesystem built earlier")
+            && !reused.contains("I: success")
+            && reused.contains("Runtime python:3.11 ready: Python 3.11"),
+        "{reused}"
+    );
+    drop(other);
     let list = daemon.cli_ok(&["runtimes", "list"]);
     assert!(
         list.lines()

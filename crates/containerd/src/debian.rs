@@ -7,10 +7,22 @@
 //! unless the caller sets one, so the same package versions give the same
 //! bytes. The result is imported, then checked by running its version
 //! command as uid 10000.
+//!
+//! With a root filesystem cache ([`BuildOptions::rootfs_cache`]), the tar
+//! mmdebstrap wrote is kept there under a hash of everything that made it
+//! (arguments, mirror, timestamp) and imported again instead of rebuilt:
+//! another containerd namespace, or an image deleted and asked again, gets
+//! it in seconds. Builders of one key wait on a lock file, so concurrent
+//! daemons (the end-to-end tests) build it once. An entry is renamed into
+//! place whole. Nothing refreshes an entry: the cache is for hosts that
+//! rebuild the same images often, not a daemon's usual path (containerd
+//! keeps its images).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+
+use sha2::{Digest as _, Sha256};
 
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
@@ -29,6 +41,54 @@ const BASE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin
 pub struct BuildOptions {
     /// A Debian mirror URI (default: deb.debian.org plus updates and security).
     pub mirror: Option<String>,
+    /// A directory keeping built root filesystems for reuse.
+    pub rootfs_cache: Option<PathBuf>,
+}
+
+/// The name of the cache entry of what `args` build at `epoch`.
+fn cache_key(args: &[String], output: &Path, epoch: &str) -> String {
+    let mut hasher = Sha256::new();
+    let output = output.display().to_string();
+    for arg in args {
+        // The output path is a fresh temporary one each time.
+        let part = if *arg == output { "<output>" } else { arg };
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    hasher.update(epoch.as_bytes());
+    hex::encode(&hasher.finalize()[..16])
+}
+
+/// Holds the lock of one cache entry until dropped.
+struct EntryLock(#[allow(dead_code)] std::fs::File);
+
+async fn lock_entry(path: PathBuf) -> Result<EntryLock> {
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|error| EngineError::io("opening a root filesystem cache lock", error))?;
+        file.lock()
+            .map_err(|error| EngineError::io("locking a root filesystem cache entry", error))?;
+        Ok(EntryLock(file))
+    })
+    .await
+    .map_err(|error| {
+        EngineError::io(
+            "locking a root filesystem cache entry",
+            std::io::Error::other(error),
+        )
+    })?
+}
+
+/// Puts `tar` into the cache as `entry`, whole or not at all.
+fn keep_in_cache(tar: &Path, entry: &Path) -> std::io::Result<()> {
+    let partial = entry.with_extension("partial");
+    std::fs::copy(tar, &partial)?;
+    std::fs::File::open(&partial)?.sync_all()?;
+    std::fs::rename(&partial, entry)
 }
 
 /// An image to build from Debian packages.
@@ -123,14 +183,35 @@ impl Engine {
             .tempdir_in(self.scratch())
             .map_err(|error| EngineError::io("creating a build directory", error))?;
         let tar = dir.path().join("rootfs.tar");
+        let args = mmdebstrap_args(image, &tar, options);
+        let epoch =
+            std::env::var("SOURCE_DATE_EPOCH").unwrap_or_else(|_| DEFAULT_SOURCE_DATE_EPOCH.into());
+        let mut cache = None;
+        if let Some(cache_dir) = &options.rootfs_cache {
+            std::fs::create_dir_all(cache_dir)
+                .map_err(|error| EngineError::io("creating the root filesystem cache", error))?;
+            let key = cache_key(&args, &tar, &epoch);
+            let lock = lock_entry(cache_dir.join(format!("{key}.lock"))).await?;
+            let entry = cache_dir.join(format!("{key}.tar"));
+            if entry.is_file() {
+                say(format!(
+                    "Reusing the root filesystem built earlier ({})",
+                    entry.display()
+                ))
+                .await;
+                let imported = self.import_and_check(image, &entry, progress).await;
+                if imported.is_err() {
+                    // The next build makes it again rather than fail alike.
+                    let _ = std::fs::remove_file(&entry);
+                }
+                return imported;
+            }
+            cache = Some((entry, lock));
+        }
         let mut command = tokio::process::Command::new("mmdebstrap");
         command
-            .args(mmdebstrap_args(image, &tar, options))
-            .env(
-                "SOURCE_DATE_EPOCH",
-                std::env::var("SOURCE_DATE_EPOCH")
-                    .unwrap_or_else(|_| DEFAULT_SOURCE_DATE_EPOCH.into()),
-            )
+            .args(&args)
+            .env("SOURCE_DATE_EPOCH", &epoch)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -184,16 +265,38 @@ impl Engine {
                 ),
             });
         }
-        let size = std::fs::metadata(&tar).map(|m| m.len()).unwrap_or(0);
+        if let Some((entry, _lock)) = &cache
+            && let Err(error) = keep_in_cache(&tar, entry)
+        {
+            say(format!(
+                "(not kept in the root filesystem cache: {}: {error})",
+                entry.display()
+            ))
+            .await;
+        }
+        drop(cache);
+        self.import_and_check(image, &tar, progress).await
+    }
+
+    /// Imports the root filesystem `tar` as `image` and checks it runs.
+    async fn import_and_check(
+        &self,
+        image: &DebianImage,
+        tar: &Path,
+        progress: &mpsc::Sender<String>,
+    ) -> Result<Image> {
+        let say = |line: String| async move {
+            let _ = progress.send(line).await;
+        };
+        let size = std::fs::metadata(tar).map(|m| m.len()).unwrap_or(0);
         say(format!(
             "Importing the root filesystem ({:.0} MB)",
             size as f64 / 1e6
         ))
         .await;
         let built = self
-            .import_rootfs(&tar, &image.name, &image.settings())
+            .import_rootfs(tar, &image.name, &image.settings())
             .await?;
-        drop(dir);
         let command: Vec<&str> = image.version_command.iter().map(String::as_str).collect();
         match self.check_runtime(&built, &command).await {
             Ok(version) => {

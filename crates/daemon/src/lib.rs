@@ -302,10 +302,7 @@ pub async fn serve(
     let builder = launchway_build::Builder::new(
         engine.clone(),
         settings.build.clone(),
-        launchway_containerd::runtimes::BuildOptions {
-            mirror: (!settings.runtimes.mirror.is_empty())
-                .then(|| settings.runtimes.mirror.clone()),
-        },
+        settings.runtimes.build_options(),
         data.join("build-cache"),
         data.join("scratch"),
     );

@@ -45,10 +45,7 @@ fn info(entry: &RuntimeEntry) -> proto::RuntimeInfo {
 
 impl Daemon {
     fn build_options(&self) -> BuildOptions {
-        let mirror = &self.settings.runtimes.mirror;
-        BuildOptions {
-            mirror: (!mirror.is_empty()).then(|| mirror.clone()),
-        }
+        self.settings.runtimes.build_options()
     }
 
     async fn runtime_info(&self, type_name: &str) -> Result<proto::RuntimeInfo, Status> {

@@ -287,10 +287,7 @@ impl Daemon {
                 }
             }
         };
-        let options = launchway_containerd::runtimes::BuildOptions {
-            mirror: (!self.settings.runtimes.mirror.is_empty())
-                .then(|| self.settings.runtimes.mirror.clone()),
-        };
+        let options = self.settings.runtimes.build_options();
         let (built, ()) = tokio::join!(
             async {
                 let built = self

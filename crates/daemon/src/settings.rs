@@ -174,6 +174,21 @@ impl Default for ContainerdSettings {
 pub struct RuntimeSettings {
     /// A Debian mirror URI for runtime builds.
     pub mirror: String,
+    /// A directory keeping the root filesystems of images built from Debian
+    /// packages, reused instead of rebuilt (empty: none; containerd keeps
+    /// the images themselves).
+    pub rootfs_cache: PathBuf,
+}
+
+impl RuntimeSettings {
+    /// How images are built from Debian packages.
+    pub fn build_options(&self) -> launchway_containerd::runtimes::BuildOptions {
+        launchway_containerd::runtimes::BuildOptions {
+            mirror: (!self.mirror.is_empty()).then(|| self.mirror.clone()),
+            rootfs_cache: (!self.rootfs_cache.as_os_str().is_empty())
+                .then(|| self.rootfs_cache.clone()),
+        }
+    }
 }
 
 /// `[ssh]`.
