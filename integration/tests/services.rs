@@ -897,3 +897,96 @@ services:
         );
     }
 }
+
+/// RabbitMQ as a Symfony-style app uses it: a durable queue on a virtual
+/// host from `configuration.vhosts`, reached with the relationship's user
+/// (no `guest`), messages surviving a restart of the broker.
+fn write_queue_app(work: &Work, links: &str, vhosts: &str, version: &str) {
+    work.write(
+        ".upsun/config.yaml",
+        format!(
+            r#"applications:
+  app:
+    type: "python:3.11"
+    dependencies:
+      python3:
+        pika: "*"
+    variables:
+      env:
+        PIP_FIND_LINKS: "{links}"
+        PIP_NO_INDEX: "1"
+    relationships:
+      rabbitmq: "queue:rabbitmq"
+    hooks:
+      deploy: python3 publish.py {version}
+    web:
+      commands:
+        start: python3 -m http.server "$PORT"
+services:
+  queue:
+    type: rabbitmq:3.9
+    configuration:
+      vhosts: [{vhosts}]
+"#
+        ),
+    );
+    work.write(
+        "publish.py",
+        r#"import base64, json, os, sys
+import pika
+c = json.loads(base64.b64decode(os.environ["PLATFORM_RELATIONSHIPS"]))["rabbitmq"][0]
+print("relationship:", c["scheme"], c["host"], c["port"], c["username"], c["query"])
+def connect(user, password):
+    params = pika.ConnectionParameters(
+        host=c["host"], port=c["port"], virtual_host="jobs",
+        credentials=pika.PlainCredentials(user, password), connection_attempts=1)
+    return pika.BlockingConnection(params)
+try:
+    connect("guest", "guest")
+    print("GUEST-LOGGED-IN")
+except Exception as error:
+    print("guest refused:", type(error).__name__)
+connection = connect(c["username"], c["password"])
+channel = connection.channel()
+channel.confirm_delivery()
+channel.queue_declare(queue="deploys", durable=True)
+channel.basic_publish(exchange="", routing_key="deploys", body=sys.argv[1],
+                      properties=pika.BasicProperties(delivery_mode=2))
+depth = channel.queue_declare(queue="deploys", durable=True, passive=True).method.message_count
+print("queued messages:", depth)
+connection.close()
+"#,
+    );
+    work.commit(version);
+}
+
+#[test]
+fn rabbitmq_keeps_a_durable_queue_for_the_relationship_user_only() {
+    let links = serve(wheels(&["pika"]));
+    let daemon = Daemon::start_with("[deploy]\nstart_timeout_secs = 60\n");
+    let work = daemon.admin_work("jobs");
+    write_queue_app(&work, &links, "jobs", "v1");
+    let log = work.push_ok("main", &[]);
+    assert!(
+        log.contains("rabbitmq:3.9 is not available here; running rabbitmq:3.10"),
+        "{log}"
+    );
+    assert!(
+        log.contains("relationship: amqp rabbitmq.internal 5672 rabbitmq []"),
+        "{log}"
+    );
+    assert!(log.contains("guest refused:"), "{log}");
+    assert!(log.contains("queued messages: 1"), "{log}");
+    // A new virtual host restarts the broker; the queue is still there.
+    write_queue_app(&work, &links, "jobs, audit", "v2");
+    let log = work.push_ok("main", &[]);
+    assert!(log.contains("Starting service queue"), "{log}");
+    assert!(log.contains("queued messages: 2"), "{log}");
+    let listed = daemon.cli_ok(&["services", "-p", "jobs", "-e", "main"]);
+    assert!(
+        listed
+            .lines()
+            .any(|line| line.starts_with("queue ") && line.contains("running")),
+        "{listed}"
+    );
+}

@@ -17,7 +17,8 @@ use launchway_services::configuration::{Configuration, parse};
 use launchway_services::credentials::{Credentials, credentials};
 use launchway_services::relationships::{ServiceRelationship, entry, variables};
 use launchway_services::run::{
-    Backend, VARNISH_PORT, configure_command, configure_script, program, ready_command,
+    Backend, VARNISH_PORT, configure_command, configure_script, minimum_memory_mib, program,
+    ready_command,
 };
 use launchway_services::{Resolved, resolve};
 use serde::{Deserialize, Serialize};
@@ -119,6 +120,10 @@ pub(crate) fn endpoint_credentials(
                 )
             })
             .collect(),
+        Configuration::RabbitMq { .. } => BTreeMap::from([(
+            resolved.kind.endpoint.to_owned(),
+            credentials(secret, &service.name, resolved.kind, resolved.kind.endpoint),
+        )]),
         _ => BTreeMap::new(),
     }
 }
@@ -136,6 +141,7 @@ pub(crate) fn service_spec(
         return None;
     }
     let users = endpoint_credentials(secret, service, &resolved, &configuration);
+    let memory_mib = memory_mib.max(minimum_memory_mib(resolved.kind));
     let program = program(&resolved, &configuration, memory_mib, backends);
     let filter = Filter {
         allowed: backends
@@ -304,16 +310,38 @@ mod tests {
     }
 
     #[test]
-    fn network_storage_and_types_not_run_yet_get_no_container() {
+    fn network_storage_gets_no_container_and_rabbitmq_gets_its_user() {
         let files = service("  files:\n    type: network-storage:2.0\n");
         assert!(service_spec(&files, Ipv4Addr::new(169, 254, 1, 1), b"s", 256, &[]).is_none());
         assert_eq!(not_run(&files), None, "a directory needs no process");
-        let queue = service("  queue:\n    type: rabbitmq:3.10\n");
-        assert!(service_spec(&queue, Ipv4Addr::new(169, 254, 1, 2), b"s", 256, &[]).is_none());
-        assert!(
-            not_run(&queue)
-                .unwrap_or_default()
-                .contains("does not run rabbitmq yet"),
+        let queue = service(
+            "  queue:\n    type: rabbitmq:3.10\n    configuration:\n      vhosts: [jobs]\n",
         );
+        let address = Ipv4Addr::new(169, 254, 1, 2);
+        let spec = service_spec(&queue, address, b"s", 256, &[]).expect("runs");
+        assert_eq!(spec.memory_mib, 512, "RabbitMQ's floor");
+        assert!(
+            spec.program
+                .contains("total_memory_available_override_value = 512MiB")
+        );
+        assert!(
+            spec.program.contains(r#"{"name":"jobs"}"#),
+            "{}",
+            spec.program
+        );
+        let script = spec.configure_script.clone().expect("definitions");
+        assert!(
+            !script.contains(&spec.secrets[0]),
+            "only the password's hash"
+        );
+        let Provided { entry, port, .. } = relationship(
+            "rabbitmq", &queue, "rabbitmq", address, b"s", "shop", "main",
+        )
+        .expect("an entry");
+        assert_eq!(port, 5672);
+        assert_eq!(entry["scheme"], "amqp");
+        assert_eq!(entry["username"], "rabbitmq");
+        assert_eq!(entry["password"], spec.secrets[0]);
+        assert_eq!(entry["query"], serde_json::json!([]));
     }
 }

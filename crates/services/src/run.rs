@@ -30,6 +30,10 @@ pub fn image_hooks(kind: &Kind) -> Vec<String> {
         "postgresql" => vec!["rm -rf \"$1\"/var/lib/postgresql/* \"$1\"/etc/postgresql/*".into()],
         // mariadb-server initialises /var/lib/mysql (about 100 MB).
         "mariadb" => vec!["rm -rf \"$1\"/var/lib/mysql/*".into()],
+        // rabbitmq-server leaves an Erlang cookie every image would share.
+        "rabbitmq" => vec![
+            "rm -rf \"$1\"/var/lib/rabbitmq/.erlang.cookie \"$1\"/var/lib/rabbitmq/mnesia".into(),
+        ],
         _ => Vec::new(),
     }
 }
@@ -62,13 +66,79 @@ fn cache_mib(memory_mib: u64) -> u64 {
     (memory_mib / 4).clamp(16, 1024)
 }
 
-/// Whether Launchway runs services of this type yet (RabbitMQ is
-/// validated, not run; network-storage has no process).
+/// Whether Launchway runs services of this type (network-storage has no
+/// process).
 pub fn runs(kind: &Kind) -> bool {
     matches!(
         kind.name,
-        "postgresql" | "mariadb" | "redis" | "redis-persistent" | "memcached" | "varnish"
+        "postgresql"
+            | "mariadb"
+            | "redis"
+            | "redis-persistent"
+            | "memcached"
+            | "varnish"
+            | "rabbitmq"
     )
+}
+
+/// The least memory a service of this type gets, whatever the settings
+/// say (MiB): RabbitMQ's Erlang VM idles near 80 MiB and each of its
+/// command-line tools (readiness, configuration) starts another VM of
+/// about 50 MiB in the same container.
+pub fn minimum_memory_mib(kind: &Kind) -> u64 {
+    match kind.name {
+        "rabbitmq" => 512,
+        _ => 0,
+    }
+}
+
+/// The environment RabbitMQ and its tools share: the node is always
+/// `rabbit@localhost` (a clone of its data boots anywhere), its cookie and
+/// Mnesia live in the data directory, `localhost` resolves through an
+/// Erlang resolver file (the container has no `/etc/hosts`), and the
+/// node's distribution ports stay on loopback.
+const RABBITMQ_ENV: &[(&str, &str)] = &[
+    ("HOME", DATA_DIR),
+    ("PATH", "/usr/lib/rabbitmq/bin:/usr/bin:/bin"),
+    ("RABBITMQ_NODENAME", "rabbit@localhost"),
+    ("ERL_INETRC", "/tmp/erl_inetrc"),
+];
+
+fn rabbitmq_env() -> String {
+    RABBITMQ_ENV
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A RabbitMQ command-line tool run with the node's environment (the
+/// Debian wrappers in /usr/sbin refuse any uid but root and rabbitmq).
+fn rabbitmq_tool(tool: &str, args: &str) -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "exec env {} /usr/lib/rabbitmq/bin/{tool} {args}",
+            rabbitmq_env()
+        ),
+    ]
+}
+
+/// A RabbitMQ password hash (`rabbit_password_hashing_sha256`): base64 of
+/// a 4-byte salt and the SHA-256 of salt and password. The salt comes from
+/// the password, so the same password gives the same script.
+pub fn rabbitmq_password_hash(password: &str) -> String {
+    use base64::Engine as _;
+    use sha2::{Digest as _, Sha256};
+    let salt_digest = Sha256::digest(format!("launchway rabbitmq salt\0{password}").as_bytes());
+    let salt = &salt_digest[..4];
+    let mut hasher = Sha256::new();
+    hasher.update(salt);
+    hasher.update(password.as_bytes());
+    let mut bytes = salt.to_vec();
+    bytes.extend_from_slice(&hasher.finalize());
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// An app a service calls (Varnish's relationships).
@@ -188,6 +258,50 @@ exec mariadbd --no-defaults --datadir="$data" --socket=/tmp/mysqld.sock --bind-a
                 shell_quoted(&varnish_vcl(vcl, backends))
             )
         }
+        "rabbitmq" => {
+            let vhosts = match configuration {
+                Configuration::RabbitMq { vhosts } => vhosts.as_slice(),
+                _ => &[],
+            };
+            // Read at every boot: the virtual hosts, lazy queues (a burst
+            // of messages goes to disk, not into a container's memory), and
+            // no `guest` user (a definitions file stops its seeding).
+            let mut names = vec!["/".to_owned()];
+            names.extend(vhosts.iter().filter(|v| *v != "/").cloned());
+            let definitions = serde_json::json!({
+                "vhosts": names.iter().map(|name| serde_json::json!({"name": name})).collect::<Vec<_>>(),
+                "policies": names.iter().map(|name| serde_json::json!({
+                    "vhost": name,
+                    "name": "launchway-lazy",
+                    "pattern": ".*",
+                    "apply-to": "queues",
+                    "priority": 0,
+                    "definition": {"queue-mode": "lazy"},
+                })).collect::<Vec<_>>(),
+            });
+            let exports: String = RABBITMQ_ENV
+                .iter()
+                .map(|(name, value)| format!("export {name}={value}\n"))
+                .collect();
+            format!(
+                r#"set -eu
+umask 077
+{exports}export RABBITMQ_MNESIA_BASE={DATA_DIR}/mnesia RABBITMQ_LOG_BASE=/tmp RABBITMQ_LOGS=- RABBITMQ_CONFIG_FILE=/tmp/rabbitmq.conf RABBITMQ_ENABLED_PLUGINS_FILE=/tmp/enabled_plugins RABBITMQ_PID_FILE=/tmp/rabbitmq.pid ERL_EPMD_ADDRESS=127.0.0.1 RABBITMQ_MAX_NUMBER_OF_PROCESSES=65536 RABBITMQ_MAX_NUMBER_OF_ATOMS=1048576 ERL_MAX_PORTS=4096
+export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS='-kernel inet_dist_use_interface {{127,0,0,1}}' RABBITMQ_CTL_ERL_ARGS='-kernel inet_dist_use_interface {{127,0,0,1}}'
+if [ ! -e {DATA_DIR}/.erlang.cookie ]; then
+  head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > {DATA_DIR}/.erlang.cookie
+  chmod 400 {DATA_DIR}/.erlang.cookie
+fi
+printf '%s\n' 'listeners.tcp.default = 5672' 'load_definitions = /tmp/definitions.json' 'total_memory_available_override_value = {memory_mib}MiB' 'vm_memory_high_watermark.relative = 0.5' > /tmp/rabbitmq.conf
+printf '%s\n' '[].' > /tmp/enabled_plugins
+printf '%s\n' '{{host, {{127,0,0,1}}, ["localhost"]}}.' '{{lookup, [file, native]}}.' > /tmp/erl_inetrc
+printf '%s\n' {definitions} > /tmp/definitions.json
+cd /tmp
+exec rabbitmq-server
+"#,
+                definitions = shell_quoted(&definitions.to_string()),
+            )
+        }
         other => format!("echo 'launchway cannot run {other} yet' >&2; exit 1\n"),
     }
 }
@@ -214,6 +328,8 @@ pub fn ready_command(resolved: &Resolved) -> Vec<String> {
         "redis" | "redis-persistent" => &["redis-cli", "-p", "6379", "PING"],
         // The manager answers once the child has loaded the VCL.
         "varnish" => &["varnishadm", "-n", "/tmp/varnish", "-t", "2", "status"],
+        // (`ping` answers before the broker has booted.)
+        "rabbitmq" => return rabbitmq_tool("rabbitmq-diagnostics", "-q check_running"),
         "memcached" => &[
             "sh",
             "-c",
@@ -280,7 +396,10 @@ pub fn configure_command(resolved: &Resolved) -> Option<Vec<String>> {
                 "exec mariadb --no-defaults --socket=/tmp/mysqld.sock -u web < {CONFIGURE_FILE}"
             ),
         ],
-        "redis" | "redis-persistent" => return None,
+        "rabbitmq" => rabbitmq_tool(
+            "rabbitmqctl",
+            &format!("-q import_definitions < {CONFIGURE_FILE}"),
+        ),
         _ => return None,
     };
     Some(words)
@@ -310,6 +429,9 @@ pub fn configure_script(
     configuration: &Configuration,
     credentials: &BTreeMap<String, Credentials>,
 ) -> Option<String> {
+    if let Configuration::RabbitMq { vhosts } = configuration {
+        return Some(rabbitmq_definitions(vhosts, credentials));
+    }
     let Configuration::Sql(sql) = configuration else {
         return None;
     };
@@ -318,6 +440,45 @@ pub fn configure_script(
         "mariadb" => Some(mariadb_script(sql, credentials)),
         _ => None,
     }
+}
+
+/// RabbitMQ definitions giving each endpoint's user its password and every
+/// virtual host, imported on every deploy (imports add and update, never
+/// delete).
+fn rabbitmq_definitions(vhosts: &[String], credentials: &BTreeMap<String, Credentials>) -> String {
+    let mut names = vec!["/".to_owned()];
+    names.extend(vhosts.iter().filter(|v| *v != "/").cloned());
+    let users: Vec<serde_json::Value> = credentials
+        .values()
+        .map(|c| {
+            serde_json::json!({
+                "name": c.username,
+                "password_hash": rabbitmq_password_hash(&c.password),
+                "hashing_algorithm": "rabbit_password_hashing_sha256",
+                "tags": [],
+            })
+        })
+        .collect();
+    let permissions: Vec<serde_json::Value> = credentials
+        .values()
+        .flat_map(|c| {
+            names.iter().map(move |vhost| {
+                serde_json::json!({
+                    "user": c.username,
+                    "vhost": vhost,
+                    "configure": ".*",
+                    "write": ".*",
+                    "read": ".*",
+                })
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "users": users,
+        "vhosts": names.iter().map(|name| serde_json::json!({"name": name})).collect::<Vec<_>>(),
+        "permissions": permissions,
+    })
+    .to_string()
 }
 
 /// The owner of `database`: its first admin endpoint's user (by name),
@@ -601,6 +762,24 @@ mod tests {
         assert!(text.contains("# it'\\''s here"), "{text}");
         assert!(text.contains("exec varnishd -F -a 0.0.0.0:8080"));
         assert_eq!(ready_command(&resolved)[0], "varnishadm");
+    }
+
+    #[test]
+    fn rabbitmq_hashes_are_salted_sha256_as_the_broker_checks_them() {
+        use base64::Engine as _;
+        use sha2::{Digest as _, Sha256};
+        let hash = rabbitmq_password_hash("s3cret");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&hash)
+            .unwrap();
+        assert_eq!(bytes.len(), 36);
+        let (salt, digest) = bytes.split_at(4);
+        let mut hasher = Sha256::new();
+        hasher.update(salt);
+        hasher.update(b"s3cret");
+        assert_eq!(digest, hasher.finalize().as_slice());
+        assert_eq!(hash, rabbitmq_password_hash("s3cret"), "stable");
+        assert_ne!(hash, rabbitmq_password_hash("other"));
     }
 
     #[test]
