@@ -52,6 +52,24 @@ fn serve(dir: PathBuf) -> String {
     format!("http://127.0.0.1:{port}/")
 }
 
+/// The start of a config whose one app, `app`, installs `package` from
+/// the wheels served at `links` (and nothing from the index).
+fn app_with_wheels(package: &str, links: &str) -> String {
+    format!(
+        r#"applications:
+  app:
+    type: "python:3.11"
+    dependencies:
+      python3:
+        {package}: "*"
+    variables:
+      env:
+        PIP_FIND_LINKS: "{links}"
+        PIP_NO_INDEX: "1"
+"#
+    )
+}
+
 /// The app: `relationships.py` reads `PLATFORM_RELATIONSHIPS` as the
 /// config readers do; `migrate.py` (the deploy hook) creates the table and
 /// records the deploy; `server.py` serves the rows and the server's start
@@ -60,17 +78,7 @@ fn write_app(work: &Work, links: &str, version: &str) {
     work.write(
         ".upsun/config.yaml",
         format!(
-            r#"applications:
-  app:
-    type: "python:3.11"
-    dependencies:
-      python3:
-        pg8000: "*"
-    variables:
-      env:
-        PIP_FIND_LINKS: "{links}"
-        PIP_NO_INDEX: "1"
-    relationships:
+            r#"{}    relationships:
       database: "db:postgresql"
       reports: "db:reporter"
     hooks:
@@ -88,7 +96,8 @@ services:
           default_database: main
           privileges:
             main: ro
-"#
+"#,
+            app_with_wheels("pg8000", links)
         ),
     );
     work.write(
@@ -905,17 +914,7 @@ fn write_queue_app(work: &Work, links: &str, vhosts: &str, version: &str) {
     work.write(
         ".upsun/config.yaml",
         format!(
-            r#"applications:
-  app:
-    type: "python:3.11"
-    dependencies:
-      python3:
-        pika: "*"
-    variables:
-      env:
-        PIP_FIND_LINKS: "{links}"
-        PIP_NO_INDEX: "1"
-    relationships:
+            r#"{}    relationships:
       rabbitmq: "queue:rabbitmq"
     hooks:
       deploy: python3 publish.py {version}
@@ -927,7 +926,8 @@ services:
     type: rabbitmq:3.9
     configuration:
       vhosts: [{vhosts}]
-"#
+"#,
+            app_with_wheels("pika", links)
         ),
     );
     work.write(
