@@ -307,3 +307,77 @@ fn workers_environment_file_tmp_mounts_and_hook_failures() {
         launchway_integration::pause();
     }
 }
+
+/// Every variable and file Upsun gives an app and its build, read from
+/// inside them: build-only ones in the build hook, runtime ones in the
+/// deploy hook and in the web process, `/run/config.json` as a file.
+#[test]
+fn upsun_provided_variables_and_run_config_reach_the_build_and_the_app() {
+    let (_daemon, work) = setup();
+    let config = r#"applications:
+  web:
+    type: "python:3.11"
+    hooks:
+      build: |
+        mkdir -p public
+        echo "BUILD CI=$CI VENDOR=$PLATFORM_VENDOR OUTPUT=$PLATFORM_OUTPUT_DIR ENTROPY=$PLATFORM_PROJECT_ENTROPY"
+        echo "BUILD has-branch=${PLATFORM_BRANCH+yes} has-smtp=${PLATFORM_SMTP_HOST+yes}"
+      deploy: |
+        echo "RUN ENTROPY=$PLATFORM_PROJECT_ENTROPY SMTP=[${PLATFORM_SMTP_HOST-unset}] ROOT=$PLATFORM_DOCUMENT_ROOT"
+        echo "RUN PRE=[$PLATFORM_PRE_APP_COMMAND] APP=[$PLATFORM_APP_COMMAND] POST=[$PLATFORM_POST_APP_COMMAND]"
+        echo "RUN has-ci=${CI+yes} has-output=${PLATFORM_OUTPUT_DIR+yes}"
+        echo "RUN CONFIG $(cat /run/config.json)"
+    web:
+      locations:
+        "/":
+          root: public
+          passthru: true
+      commands:
+        pre_start: echo warming
+        start: exec httpd -f -p 127.0.0.1:$PORT -h /app/public
+        post_start: "true"
+"#;
+    work.write(".upsun/config.yaml", config);
+    work.commit("variables");
+    let log = work.push_ok("main", &[]);
+    let entropy = log
+        .split("BUILD CI=true VENDOR=upsun OUTPUT=/app ENTROPY=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no build variables in:\n{log}"))
+        .to_owned();
+    assert_eq!(entropy.len(), 56, "{entropy}");
+    assert!(
+        log.contains("BUILD has-branch= has-smtp="),
+        "runtime-only variables stay out of the build: {log}"
+    );
+    assert!(
+        log.contains(&format!("RUN ENTROPY={entropy} SMTP=[] ROOT=/app/public")),
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            "RUN PRE=[echo warming] APP=[exec httpd -f -p 127.0.0.1:$PORT -h /app/public] POST=[true]"
+        ),
+        "{log}"
+    );
+    assert!(log.contains("RUN has-ci= has-output="), "{log}");
+    let config_line = log
+        .lines()
+        .find_map(|line| line.split("RUN CONFIG ").nth(1))
+        .unwrap_or_else(|| panic!("{log}"));
+    let run_config: serde_json::Value = serde_json::from_str(config_line).unwrap();
+    assert_eq!(run_config["info"]["application"], "web");
+    assert_eq!(run_config["info"]["project"], "shop");
+    let routes = run_config["routes"].as_object().expect("routes");
+    assert!(
+        routes.values().any(|route| route["upstream"] == "web"),
+        "{run_config}"
+    );
+    // The same project keeps its entropy in every environment.
+    let branch = work.push_ok("dev", &["environment.status=active"]);
+    assert!(
+        branch.contains(&format!("RUN ENTROPY={entropy} ")),
+        "{branch}"
+    );
+}

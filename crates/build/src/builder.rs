@@ -85,6 +85,8 @@ pub struct AppJob<'a> {
     pub build_id: &'a str,
     /// The build-visible project and environment variables.
     pub variables: &'a [UserVariable],
+    /// `PLATFORM_PROJECT_ENTROPY`.
+    pub entropy: &'a str,
 }
 
 /// A finished app build.
@@ -224,6 +226,7 @@ impl Builder {
             app: &plan.app,
             tree_id: &plan.tree_id,
             variables,
+            entropy: "",
         };
         let key = plan.build_key(&key_variables(&context), runtime.digest());
         Ok(Resolved { runtime, key })
@@ -302,6 +305,7 @@ impl Builder {
             app: &plan.app,
             tree_id: &plan.tree_id,
             variables: job.variables,
+            entropy: job.entropy,
         };
         let image_path = path_of(&resolved.runtime);
         let hook_env = build_env(&context, image_path.as_deref());

@@ -32,6 +32,9 @@ pub struct BuildContext<'a> {
     /// The project and environment variables visible to builds, already
     /// resolved by level (config-reference §2.3).
     pub variables: &'a [UserVariable],
+    /// `PLATFORM_PROJECT_ENTROPY` (stable per project; empty where only
+    /// the build key is computed: it follows from the project).
+    pub entropy: &'a str,
 }
 
 /// A project or environment variable as a stage sees it: the level that
@@ -166,6 +169,10 @@ pub fn build_env(context: &BuildContext<'_>, image_path: Option<&str>) -> Vec<(S
     let mut platform = tool_env(image_path);
     platform.extend([
         ("CI", "true".to_owned()),
+        // Launchway builds as Upsun does, whatever the config's layout.
+        ("PLATFORM_VENDOR", "upsun".to_owned()),
+        ("PLATFORM_OUTPUT_DIR", APP_DIR.to_owned()),
+        ("PLATFORM_PROJECT_ENTROPY", context.entropy.to_owned()),
         ("PLATFORM_APPLICATION_NAME", app.name.clone()),
         ("PLATFORM_PROJECT", context.project.to_owned()),
         ("PLATFORM_TREE_ID", context.tree_id.to_owned()),
@@ -231,6 +238,7 @@ mod tests {
             app: &app,
             tree_id: "abc",
             variables: &user,
+            entropy: "ENTROPY",
         };
         let env: BTreeMap<String, String> = build_env(&context, Some("/usr/bin:/bin"))
             .into_iter()
@@ -243,6 +251,10 @@ mod tests {
         assert_eq!(env["PLATFORM_PROJECT"], "shop");
         assert_eq!(env["PLATFORM_TREE_ID"], "abc");
         assert_eq!(env["PLATFORM_CACHE_DIR"], CACHE_DIR);
+        assert_eq!(env["PLATFORM_PROJECT_ENTROPY"], "ENTROPY");
+        assert_eq!(env["PLATFORM_OUTPUT_DIR"], "/app");
+        assert_eq!(env["PLATFORM_VENDOR"], "upsun");
+        assert_eq!(env["CI"], "true");
         assert!(env["PATH"].starts_with("/app/.global/bin:"));
         assert!(env["PATH"].ends_with(":/usr/bin:/bin"));
         let decoded = base64::engine::general_purpose::STANDARD

@@ -644,6 +644,7 @@ impl launchway_api::Launchway for ApiService {
                     app: &app.app,
                     tree_id: &app.tree_id,
                     variables: &variables,
+                    entropy: "",
                 };
                 app.build_key(
                     &launchway_build::env::key_variables(&context),

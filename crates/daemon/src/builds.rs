@@ -191,6 +191,10 @@ impl Daemon {
         cancel: &CancellationToken,
     ) -> Result<(), BuildError> {
         let repo = self.repo_path(&build.project);
+        let entropy = self
+            .service_secret(&build.project)
+            .map(|secret| launchway_services::credentials::project_entropy(&secret))
+            .map_err(BuildError::Config)?;
         let mut slot: Option<Slot> = None;
         for (index, app) in planned.apps.iter().enumerate() {
             if cancel.is_cancelled() {
@@ -235,6 +239,7 @@ impl Daemon {
                         commit: &planned.commit,
                         build_id: &build.id,
                         variables,
+                        entropy: &entropy,
                     };
                     let built = self.builder.build(job, &resolved, slot, log, cancel).await;
                     match built {

@@ -873,6 +873,15 @@ impl Daemon {
                     target: "/etc/hosts".into(),
                     writable: false,
                 });
+                if let Err(error) = write_file(
+                    &run_dir.join("config.json"),
+                    launchway_deploy::spec::run_config(spec, app).as_bytes(),
+                ) {
+                    return Err(fail(
+                        format!("cannot write /run/config.json: {error}"),
+                        &containers,
+                    ));
+                }
                 let mut env = app.process_env(process);
                 env.push(("PATH".into(), path.clone()));
                 let mut step = StepSpec::new([

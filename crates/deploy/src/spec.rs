@@ -244,6 +244,23 @@ pub fn environment_id(project: &str, environment: &str) -> String {
     hex::encode(&digest[..6])
 }
 
+/// `/run/config.json` of an app's processes: the environment's routes
+/// (`PLATFORM_ROUTES`, decoded) and what the app is (`info`), for apps
+/// that read files rather than variables. No secrets: relationships stay
+/// in the environment.
+pub fn run_config(spec: &DeploySpec, app: &AppSpec) -> String {
+    serde_json::json!({
+        "routes": routes_json(&spec.routes),
+        "info": {
+            "project": spec.project,
+            "environment": spec.environment,
+            "branch": spec.environment,
+            "application": app.name,
+        },
+    })
+    .to_string()
+}
+
 /// `/etc/hosts` for an app's containers.
 pub fn hosts_file(app: &AppSpec) -> String {
     let mut text =
@@ -508,6 +525,32 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
                     ),
                 ),
             ]);
+            platform.extend([
+                (
+                    "PLATFORM_PROJECT_ENTROPY",
+                    launchway_services::credentials::project_entropy(environment.service_secret),
+                ),
+                // Launchway relays no mail: empty, as Upsun has it with mail off.
+                ("PLATFORM_SMTP_HOST", String::new()),
+            ]);
+            for (name, command) in [
+                ("PLATFORM_PRE_APP_COMMAND", &app.web.pre_start),
+                ("PLATFORM_APP_COMMAND", &app.web.start),
+                ("PLATFORM_POST_APP_COMMAND", &app.web.post_start),
+            ] {
+                if let Some(command) = command {
+                    platform.push((name, command.clone()));
+                }
+            }
+            if let Some(root) = app.web.locations.get("/").and_then(|l| l.root.as_deref()) {
+                let root = root.trim_matches('/');
+                let path = if root.is_empty() {
+                    APP_DIR.to_owned()
+                } else {
+                    format!("{APP_DIR}/{root}")
+                };
+                platform.push(("PLATFORM_DOCUMENT_ROOT", path));
+            }
             // A worker's own `variables` are app config: they beat the
             // app's, not the user's nor the platform's.
             let mut protected: BTreeSet<String> = environment

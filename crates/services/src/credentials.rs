@@ -54,10 +54,52 @@ pub fn credentials(secret: &[u8], service: &str, kind: &Kind, endpoint: &str) ->
     }
 }
 
+/// `PLATFORM_PROJECT_ENTROPY`: 56 characters (RFC 4648 base32 of 35
+/// bytes), stable for the project's life, derived from its secret apart
+/// from every password. Apps use it as a hash salt or framework secret.
+pub fn project_entropy(secret: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut bytes = Vec::with_capacity(64);
+    for round in [b'1', b'2'] {
+        let mut hasher = Sha256::new();
+        hasher.update(b"launchway project entropy\0");
+        hasher.update([round]);
+        hasher.update(secret);
+        bytes.extend_from_slice(&hasher.finalize());
+    }
+    bytes.truncate(35);
+    // 35 bytes are 280 bits: 56 groups of 5, no padding.
+    let mut text = String::with_capacity(56);
+    let mut buffer: u64 = 0;
+    let mut bits = 0;
+    for byte in bytes {
+        buffer = (buffer << 8) | u64::from(byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            text.push(char::from(ALPHABET[((buffer >> bits) & 31) as usize]));
+        }
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::catalog::resolve;
+
+    #[test]
+    fn project_entropy_is_56_stable_base32_characters_per_secret() {
+        let entropy = project_entropy(b"project-a");
+        assert_eq!(entropy.len(), 56);
+        assert!(
+            entropy
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+        );
+        assert_eq!(entropy, project_entropy(b"project-a"));
+        assert_ne!(entropy, project_entropy(b"project-b"));
+    }
 
     #[test]
     fn passwords_differ_by_secret_service_and_endpoint_but_not_environment() {
