@@ -381,3 +381,68 @@ fn upsun_provided_variables_and_run_config_reach_the_build_and_the_app() {
         "{branch}"
     );
 }
+
+/// An app nothing routes to and nothing relates to (a helper running
+/// `sleep`) deploys without accepting connections; one whose start command
+/// exits deploys with a warning. The routed app must still answer.
+#[test]
+fn apps_nothing_calls_only_have_to_run() {
+    let (daemon, work) = setup();
+    let config = |helper_start: &str| {
+        format!(
+            r#"routes:
+  "http://{{default}}/": {{type: upstream, upstream: "web:http"}}
+applications:
+  web:
+    type: "python:3.11"
+    source:
+      root: web
+    hooks:
+      build: mkdir -p public && echo served > public/index.html
+    web:
+      commands:
+        start: exec httpd -f -p 127.0.0.1:$PORT -h /app/public
+  helper:
+    type: "python:3.11"
+    source:
+      root: helper
+    web:
+      commands:
+        start: {helper_start}
+"#
+        )
+    };
+    work.write("web/.keep", "");
+    work.write("helper/.keep", "");
+    work.write(".upsun/config.yaml", config("exec sleep 100000"));
+    work.commit("sleeping helper");
+    let log = work.push_ok("main", &[]);
+    assert!(!log.contains("W: app 'helper'"), "{log}");
+    assert_eq!(
+        get(daemon.router_addr(), HOST, "/").unwrap(),
+        (200, "served\n".into())
+    );
+    work.write(".upsun/config.yaml", config("echo giving up; exit 3"));
+    work.commit("failing helper");
+    let log = work.push_ok("main", &[]);
+    assert!(
+        log.contains("W: app 'helper' exited with status 3; nothing sends it requests"),
+        "{log}"
+    );
+    // A routed app that never listens still fails its deploy.
+    work.write(
+        ".upsun/config.yaml",
+        config("exec sleep 100000").replace(
+            "exec httpd -f -p 127.0.0.1:$PORT -h /app/public",
+            "exec sleep 100000",
+        ),
+    );
+    work.commit("web that never listens");
+    let out = work.push("main", &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("app 'web' did not accept connections"),
+        "{}",
+        text(&out.stderr)
+    );
+}

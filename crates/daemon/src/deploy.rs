@@ -1046,6 +1046,25 @@ impl Daemon {
                 Err(error) => return Err(format!("app '{}': {error}", app.name)),
             }
         }
+        if !app.called {
+            // Nothing routes to it and nothing relates to it: running is
+            // all it has to do (a helper, a queue consumer on `web`). One
+            // second tells a start command that fails at once.
+            let grace = Instant::now() + Duration::from_secs(1);
+            let mut exited = crashed();
+            while exited.is_none() && Instant::now() < grace {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                exited = crashed();
+            }
+            if let Some(status) = exited {
+                log.line(&format!(
+                    "    W: app '{}' exited with status {status}; nothing sends it requests, so the deploy goes on (it is restarted; see `launchway logs`)",
+                    app.name
+                ))
+                .await;
+            }
+            return Ok(());
+        }
         let endpoint = self
             .backends(spec, factory)
             .remove(&app.name)

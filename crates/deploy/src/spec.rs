@@ -170,6 +170,16 @@ pub struct AppSpec {
     /// What its processes may reach on the environment network.
     #[serde(default)]
     pub reach: Filter,
+    /// Whether a route or a relationship sends it requests: only then must
+    /// its web process accept connections for a deploy to go on (a helper
+    /// that nothing calls only has to run).
+    #[serde(default = "called_by_default")]
+    pub called: bool,
+}
+
+/// Specs recorded before `called` existed always waited for connections.
+fn called_by_default() -> bool {
+    true
 }
 
 impl AppSpec {
@@ -364,6 +374,31 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
         .collect();
     notes.extend(environment.services.iter().filter_map(not_run));
     let web_address = |app: &str| addresses.get(&app_member(app, "web")).copied();
+    // The apps something sends requests to: routes, and relationships of
+    // apps and services.
+    let called: BTreeSet<&str> = environment
+        .routes
+        .iter()
+        .filter_map(|route| route.upstream.as_deref())
+        .chain(
+            sorted
+                .iter()
+                .flat_map(|input| input.app.relationships.values())
+                .chain(
+                    sorted
+                        .iter()
+                        .flat_map(|input| input.app.workers.values())
+                        .flat_map(|worker| worker.relationships.values()),
+                )
+                .chain(
+                    environment
+                        .services
+                        .iter()
+                        .flat_map(|service| service.relationships.values()),
+                )
+                .map(|relationship| relationship.service.as_str()),
+        )
+        .collect();
     let service_specs: Vec<ServiceSpec> = environment
         .services
         .iter()
@@ -619,6 +654,7 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
                 post_deploy_hook: app.hooks.post_deploy.clone(),
                 hosts,
                 reach,
+                called: called.contains(app.name.as_str()),
             }
         })
         .collect();
@@ -790,6 +826,13 @@ services:
         assert!(web.reach.allowed.contains(&(api_address, 80)));
         assert!(web.reach.allowed.contains(&(api_address, APP_PORT)));
         assert_eq!(api.reach.web_port, Some(APP_PORT));
+        assert!(api.called, "`web` relates to it");
+        assert!(spec.apps[1].called, "the Varnish `front` relates to it");
+        assert!(
+            !web.called,
+            "no route here, and nothing relates to `web`: {:?}",
+            spec.routes
+        );
         assert_eq!(spec.apps[1].reach.web_port, None, "on a socket");
         // Every process has an address of its own.
         let all: BTreeSet<Ipv4Addr> = spec
