@@ -619,3 +619,42 @@ fn builds_wait_for_a_slot_and_stop_at_their_time_limit() {
         text(&built.stderr)
     );
 }
+
+#[test]
+fn a_runtime_version_not_offered_runs_the_nearest_and_says_so() {
+    let (daemon, work) = setup_with("");
+    work.write(
+        ".upsun/config.yaml",
+        one_app("echo building").replace("python:3.11", "python:3.9"),
+    );
+    work.write("web/app.py", "print('v1')\n");
+    work.commit("first");
+    let pushed = push_ok(&work);
+    assert!(
+        pushed.contains("python:3.9 is not available here; running python:3.11"),
+        "{pushed}"
+    );
+    let listed = builds(&daemon);
+    let info = daemon.cli_ok(&["builds", "info", &listed[0].0]);
+    assert!(info.contains("python:3.11 (asked python:3.9)"), "{info}");
+
+    // A host that demands exact versions refuses it, naming the setting.
+    let strict = Daemon::start_with("[runtimes]\nexact_versions = true\n");
+    strict.use_busybox_runtime("python:3.11");
+    let strict_work = strict.admin_work("shop");
+    strict_work.write(
+        ".upsun/config.yaml",
+        one_app("echo building").replace("python:3.11", "python:3.9"),
+    );
+    strict_work.write("web/app.py", "print('v1')\n");
+    strict_work.commit("first");
+    let out = push(&strict_work);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("python:3.9 is not available here (it offers python:3.11, python:3.13)")
+            && stderr.contains("exact_versions"),
+        "{stderr}"
+    );
+    assert!(builds(&strict)[0].1 == "failed");
+}

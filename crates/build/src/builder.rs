@@ -66,6 +66,8 @@ async fn say(log: &LogSender, line: impl Into<String>) {
 pub struct Resolved {
     /// The runtime image.
     pub runtime: Image,
+    /// The runtime type it is (`python:3.11` for a written `python:3.9`).
+    pub runtime_type: String,
     /// The build key.
     pub key: String,
 }
@@ -216,11 +218,11 @@ impl Builder {
         };
         let runtime = self
             .engine
-            .ensure_runtime(&plan.runtime, &progress, &self.runtime_options)
+            .resolve_runtime(&plan.runtime, &progress, &self.runtime_options)
             .await;
         drop(progress);
         let _ = forward.await;
-        let runtime = runtime?;
+        let (resolution, runtime) = runtime?;
         let context = BuildContext {
             project,
             app: &plan.app,
@@ -229,7 +231,11 @@ impl Builder {
             entropy: "",
         };
         let key = plan.build_key(&key_variables(&context), runtime.digest());
-        Ok(Resolved { runtime, key })
+        Ok(Resolved {
+            runtime,
+            runtime_type: resolution.runtime,
+            key,
+        })
     }
 
     /// The frozen image under `key`, if there is one.
@@ -316,7 +322,7 @@ impl Builder {
             .filter(|(name, _)| !TREE_SPECIFIC.contains(&name.as_str()))
             .cloned()
             .collect();
-        let mut base = runtimes::image_name(&plan.runtime);
+        let mut base = resolved.runtime.name.clone();
         let mut base_digest = resolved.runtime.digest().to_owned();
         let mut steps = Vec::new();
         let mut cached = Vec::new();

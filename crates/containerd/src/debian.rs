@@ -43,6 +43,9 @@ pub struct BuildOptions {
     pub mirror: Option<String>,
     /// A directory keeping built root filesystems for reuse.
     pub rootfs_cache: Option<PathBuf>,
+    /// Refuse a runtime version the catalog does not offer instead of
+    /// building the nearest one.
+    pub exact_versions: bool,
 }
 
 /// The name of the cache entry of what `args` build at `epoch`.
@@ -100,6 +103,8 @@ pub struct DebianImage {
     pub what: String,
     /// The Debian suite (`bookworm`, `trixie`).
     pub suite: String,
+    /// Whether the suite's `-backports` pocket is a source too.
+    pub backports: bool,
     /// The packages beyond minbase.
     pub packages: Vec<String>,
     /// Prepended to the base `PATH`, if its tools live elsewhere.
@@ -152,10 +157,37 @@ pub fn mmdebstrap_args(image: &DebianImage, output: &Path, options: &BuildOption
     );
     args.push(image.suite.clone());
     args.push(output.display().to_string());
-    if let Some(mirror) = &options.mirror {
-        args.push(mirror.clone());
-    }
+    args.extend(sources(&image.suite, image.backports, options));
     args
+}
+
+/// The sources mmdebstrap is given. None is its default (the suite, its
+/// updates and security from deb.debian.org); naming any source turns
+/// that default off, so backports list every pocket. A mirror gives the
+/// suite, its updates (and backports): security updates are then the
+/// mirror operator's business, as a host that needs a mirror usually
+/// cannot reach `debian-security` either.
+fn sources(suite: &str, backports: bool, options: &BuildOptions) -> Vec<String> {
+    let mut lines = match &options.mirror {
+        None if !backports => return Vec::new(),
+        None => vec![
+            format!("deb http://deb.debian.org/debian {suite} main"),
+            format!("deb http://deb.debian.org/debian {suite}-updates main"),
+            format!("deb http://deb.debian.org/debian-security {suite}-security main"),
+        ],
+        Some(mirror) => vec![
+            format!("deb {mirror} {suite} main"),
+            format!("deb {mirror} {suite}-updates main"),
+        ],
+    };
+    let base = options
+        .mirror
+        .as_deref()
+        .unwrap_or("http://deb.debian.org/debian");
+    if backports {
+        lines.push(format!("deb {base} {suite}-backports main"));
+    }
+    lines
 }
 
 impl Engine {

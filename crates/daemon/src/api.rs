@@ -632,12 +632,7 @@ impl launchway_api::Launchway for ApiService {
         // The key needs the runtime image; a runtime not built yet has none.
         let mut apps = Vec::new();
         for app in planned.apps {
-            let runtime = self
-                .daemon
-                .engine
-                .image(&launchway_containerd::runtimes::image_name(&app.runtime))
-                .await
-                .ok();
+            let runtime = self.daemon.existing_runtime(&app.runtime).await;
             let build_key = runtime.map_or_else(String::new, |runtime| {
                 let context = launchway_build::env::BuildContext {
                     project: &project.name,

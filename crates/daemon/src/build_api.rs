@@ -53,6 +53,7 @@ pub(crate) fn build_info(build: &Build) -> proto::BuildInfo {
                 image: app.image.clone().unwrap_or_default(),
                 digest: app.digest.clone().unwrap_or_default(),
                 reused_from: app.reused_from.clone().unwrap_or_default(),
+                resolved_runtime: app.resolved_runtime.clone().unwrap_or_default(),
             })
             .collect(),
         status: build.status.as_str().into(),

@@ -213,6 +213,8 @@ impl Daemon {
                 () = cancel.cancelled() => return Err(BuildError::Cancelled),
             };
             build.apps[index].build_key = Some(resolved.key.clone());
+            build.apps[index].resolved_runtime =
+                (resolved.runtime_type != app.runtime).then(|| resolved.runtime_type.clone());
             let image = match self.builder.existing(&resolved.key).await? {
                 Some(image) => {
                     let _ = log

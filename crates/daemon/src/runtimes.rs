@@ -40,12 +40,36 @@ fn info(entry: &RuntimeEntry) -> proto::RuntimeInfo {
         image_digest: entry.image_digest.clone().unwrap_or_default(),
         source: entry.source.clone().unwrap_or_default(),
         image: image_name(&entry.type_name),
+        origin: launchway_containerd::runtimes::recipe(&entry.type_name)
+            .map(|recipe| recipe.source())
+            .unwrap_or_default(),
+        tools: launchway_containerd::runtimes::recipe(&entry.type_name)
+            .map(|recipe| recipe.tools.to_owned())
+            .unwrap_or_default(),
     }
 }
 
 impl Daemon {
     fn build_options(&self) -> BuildOptions {
         self.settings.runtimes.build_options()
+    }
+
+    /// The runtime image `written` would build on, if it exists yet: the
+    /// image of that very type, else that of the version it resolves to.
+    pub(crate) async fn existing_runtime(
+        &self,
+        written: &str,
+    ) -> Option<launchway_containerd::Image> {
+        if let Ok(image) = self.engine.image(&image_name(written)).await {
+            return Some(image);
+        }
+        let resolution =
+            launchway_containerd::runtimes::resolve(written, self.settings.runtimes.exact_versions)
+                .ok()?;
+        self.engine
+            .image(&image_name(&resolution.runtime))
+            .await
+            .ok()
     }
 
     async fn runtime_info(&self, type_name: &str) -> Result<proto::RuntimeInfo, Status> {
@@ -85,6 +109,7 @@ impl Daemon {
                 image_digest: digest,
                 source: String::new(),
                 image,
+                ..Default::default()
             });
         }
         Ok(proto::RuntimeList {

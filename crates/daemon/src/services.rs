@@ -269,6 +269,7 @@ impl Daemon {
             name: name.clone(),
             what: format!("service image {}", service.image_type),
             suite: service.suite.clone(),
+            backports: false,
             packages: service.packages.clone(),
             extra_path: resolved.offer.bin_dir.map(str::to_owned),
             extra_hooks: launchway_services::run::image_hooks(resolved.kind),

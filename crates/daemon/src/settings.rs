@@ -178,6 +178,9 @@ pub struct RuntimeSettings {
     /// packages, reused instead of rebuilt (empty: none; containerd keeps
     /// the images themselves).
     pub rootfs_cache: PathBuf,
+    /// Refuse a runtime version the catalog does not offer instead of
+    /// building the nearest one.
+    pub exact_versions: bool,
 }
 
 impl RuntimeSettings {
@@ -187,6 +190,7 @@ impl RuntimeSettings {
             mirror: (!self.mirror.is_empty()).then(|| self.mirror.clone()),
             rootfs_cache: (!self.rootfs_cache.as_os_str().is_empty())
                 .then(|| self.rootfs_cache.clone()),
+            exact_versions: self.exact_versions,
         }
     }
 }

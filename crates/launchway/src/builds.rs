@@ -147,7 +147,11 @@ pub(crate) fn builds(
                 .map(|app| {
                     vec![
                         app.name.clone(),
-                        app.runtime.clone(),
+                        if app.resolved_runtime.is_empty() {
+                            app.runtime.clone()
+                        } else {
+                            format!("{} (asked {})", app.resolved_runtime, app.runtime)
+                        },
                         short(&app.tree_id, 7),
                         short(&app.build_key, 12),
                         or_dash(&app.digest),

@@ -67,11 +67,11 @@ pub(crate) fn runtimes(
                         status,
                         short(&runtime.image_digest),
                         if runtime.in_catalog {
-                            "catalog"
+                            runtime.origin.clone()
                         } else {
-                            "imported"
-                        }
-                        .to_string(),
+                            "imported".to_string()
+                        },
+                        runtime.tools.clone(),
                     ]
                 })
                 .collect();
@@ -85,9 +85,10 @@ pub(crate) fn runtimes(
                     },
                     short(&service.image_digest),
                     "service".to_string(),
+                    String::new(),
                 ]
             }));
-            print_table(&["TYPE", "STATUS", "IMAGE", "FROM"], &rows);
+            print_table(&["TYPE", "STATUS", "IMAGE", "FROM", "TOOLS"], &rows);
             eprintln!("containerd: {}", list.containerd);
             Ok(ExitCode::SUCCESS)
         }

@@ -360,8 +360,12 @@ impl BuildStatus {
 pub struct BuildApp {
     /// The app's name.
     pub name: String,
-    /// `python:3.11`, …
+    /// `python:3.11`, …, as written.
     pub runtime: String,
+    /// The runtime type built on, when the written one resolved to
+    /// another version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_runtime: Option<String>,
     /// The git tree id of its `source.root`.
     pub tree_id: String,
     /// The build key, once the runtime image is known.

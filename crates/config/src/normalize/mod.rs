@@ -29,6 +29,32 @@ use services::default_endpoint;
 /// Service types that can serve a route themselves (a cache in front of apps).
 const ROUTABLE_SERVICES: [&str; 1] = ["varnish"];
 
+/// Upsun's language runtimes: their versions are dotted numbers, so any
+/// other shape is a typo caught at push (other families may be imported
+/// runtimes, named freely).
+const LANGUAGE_RUNTIMES: [&str; 10] = [
+    "dotnet", "elixir", "golang", "java", "lisp", "nodejs", "php", "python", "ruby", "rust",
+];
+
+fn is_numeric_version(version: &str) -> bool {
+    !version.is_empty()
+        && version.split('.').all(|part| {
+            !part.is_empty() && part.len() <= 9 && part.bytes().all(|b| b.is_ascii_digit())
+        })
+}
+
+fn example_version(runtime: &str) -> &'static str {
+    match runtime {
+        "python" => "3.11",
+        "php" => "8.4",
+        "nodejs" => "22",
+        "golang" => "1.23",
+        "ruby" => "3.3",
+        "java" => "21",
+        _ => "1.0",
+    }
+}
+
 /// A valid app or service name (also what the daemon accepts as one).
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -469,10 +495,28 @@ impl Normalizer<'_> {
                 );
                 None
             }
-            (Some((runtime, version)), None) => Some(Runtime::Single {
-                name: runtime.to_owned(),
-                version: version.to_owned(),
-            }),
+            (Some((runtime, version)), None) => {
+                if LANGUAGE_RUNTIMES.contains(&runtime) && !is_numeric_version(version) {
+                    let span = self.value_span(&["applications", name, "type"]);
+                    self.diags
+                        .error(
+                            span,
+                            format!(
+                                "`{runtime}:{version}`: a {runtime} version is numbers, such as `{runtime}:{}`",
+                                example_version(runtime)
+                            ),
+                        )
+                        .hint = Some(
+                        "`launchway runtimes list` shows the versions this host builds; others run the nearest"
+                            .into(),
+                    );
+                    return None;
+                }
+                Some(Runtime::Single {
+                    name: runtime.to_owned(),
+                    version: version.to_owned(),
+                })
+            }
             (None, _) => {
                 // A malformed `type` was already reported by the schema.
                 if self.node(&["applications", name, "type"]).is_none() {

