@@ -313,7 +313,9 @@ fn workers_environment_file_tmp_mounts_and_hook_failures() {
 /// deploy hook and in the web process, `/run/config.json` as a file.
 #[test]
 fn upsun_provided_variables_and_run_config_reach_the_build_and_the_app() {
-    let (_daemon, work) = setup();
+    // The real python:3.11 image: its locations put nginx in front.
+    let daemon = Daemon::start_with("[deploy]\nstart_timeout_secs = 60\nstop_grace_secs = 2\n");
+    let work = daemon.admin_work("shop");
     let config = r#"applications:
   web:
     type: "python:3.11"
@@ -334,7 +336,7 @@ fn upsun_provided_variables_and_run_config_reach_the_build_and_the_app() {
           passthru: true
       commands:
         pre_start: echo warming
-        start: exec httpd -f -p 127.0.0.1:$PORT -h /app/public
+        start: exec python3 -m http.server $PORT --bind 127.0.0.1 --directory /app/public
         post_start: "true"
 "#;
     work.write(".upsun/config.yaml", config);
@@ -357,7 +359,7 @@ fn upsun_provided_variables_and_run_config_reach_the_build_and_the_app() {
     );
     assert!(
         log.contains(
-            "RUN PRE=[echo warming] APP=[exec httpd -f -p 127.0.0.1:$PORT -h /app/public] POST=[true]"
+            "RUN PRE=[echo warming] APP=[exec python3 -m http.server $PORT --bind 127.0.0.1 --directory /app/public] POST=[true]"
         ),
         "{log}"
     );

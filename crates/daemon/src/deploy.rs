@@ -194,6 +194,31 @@ impl Daemon {
     }
 
     /// Where each app of `spec` takes its traffic.
+    /// Where `app` itself listens (behind its web server, if it has one).
+    fn app_endpoint(
+        &self,
+        spec: &DeploySpec,
+        app: &AppSpec,
+        factory: &Arc<SocketFactory>,
+    ) -> Endpoint {
+        let address = app.web().map_or(HUB_ADDRESS, |web| web.address);
+        match &app.listen {
+            Listen::Port(port) => Endpoint::Tcp {
+                netns: Some(factory.clone()),
+                address: std::net::SocketAddr::new(address.into(), *port),
+            },
+            Listen::Socket(path) => {
+                let name = Path::new(path)
+                    .file_name()
+                    .map_or_else(|| "app.sock".into(), |n| n.to_os_string());
+                Endpoint::Unix {
+                    path: self.run_dir(spec, &app.name, "web").join(name),
+                    peer_uid: Some(WEB_UID),
+                }
+            }
+        }
+    }
+
     fn backends(
         &self,
         spec: &DeploySpec,
@@ -203,21 +228,15 @@ impl Daemon {
             .iter()
             .filter(|app| app.web().is_some())
             .map(|app| {
-                let address = app.web().map_or(HUB_ADDRESS, |web| web.address);
-                let endpoint = match &app.listen {
-                    Listen::Port(port) => Endpoint::Tcp {
+                let endpoint = match &app.web_server {
+                    Some(server) => Endpoint::Tcp {
                         netns: Some(factory.clone()),
-                        address: std::net::SocketAddr::new(address.into(), *port),
+                        address: std::net::SocketAddr::new(
+                            app.web().map_or(HUB_ADDRESS, |web| web.address).into(),
+                            server.port,
+                        ),
                     },
-                    Listen::Socket(path) => {
-                        let name = Path::new(path)
-                            .file_name()
-                            .map_or_else(|| "app.sock".into(), |n| n.to_os_string());
-                        Endpoint::Unix {
-                            path: self.run_dir(spec, &app.name, "web").join(name),
-                            peer_uid: Some(WEB_UID),
-                        }
-                    }
+                    None => self.app_endpoint(spec, app, factory),
                 };
                 (app.name.clone(), endpoint)
             })
@@ -297,6 +316,7 @@ impl Daemon {
                 services: &plan.services,
                 service_secret,
                 service_memory_mib: self.settings.services.memory_mib,
+                app_memory_mib: self.settings.deploy.memory_mib,
             },
             &inputs,
         )
@@ -882,6 +902,14 @@ impl Daemon {
                         &containers,
                     ));
                 }
+                if let (true, Some(server)) = (process.web, &app.web_server)
+                    && let Err(error) = write_web_server_files(&run_dir, server)
+                {
+                    return Err(fail(
+                        format!("cannot write the web server's configuration: {error}"),
+                        &containers,
+                    ));
+                }
                 let mut env = app.process_env(process);
                 env.push(("PATH".into(), path.clone()));
                 let mut step = StepSpec::new([
@@ -891,6 +919,7 @@ impl Daemon {
                     "launchway-supervise".to_string(),
                     process.pre_start.clone().unwrap_or_default(),
                     process.start.clone(),
+                    process.server.clone().unwrap_or_default(),
                 ]);
                 step.env = env;
                 step.cwd = launchway_build::env::APP_DIR.into();
@@ -1065,35 +1094,71 @@ impl Daemon {
             }
             return Ok(());
         }
-        let endpoint = self
-            .backends(spec, factory)
-            .remove(&app.name)
-            .ok_or_else(|| format!("app '{}' has no web process", app.name))?;
-        let what = match &app.listen {
+        let server_exits = run_dir.join(launchway_deploy::spec::SERVER_EXITS_FILE);
+        let server_crashed = || {
+            read_no_follow(&server_exits).and_then(|text| {
+                text.lines()
+                    .next()
+                    .filter(|l| l.chars().all(|c| c.is_ascii_digit()))
+                    .map(str::to_string)
+            })
+        };
+        let own_what = match &app.listen {
             Listen::Port(port) => format!("port {port}"),
             Listen::Socket(path) => format!("socket {path}"),
         };
-        loop {
-            if let Some(status) = crashed() {
-                return Err(format!(
-                    "app '{}' exited with status {status} before accepting connections on {what} (see `launchway logs`)",
-                    app.name
-                ));
+        // The app behind a web server first, then what callers reach: a
+        // request let through before both answer would fail.
+        let mut waits = Vec::new();
+        match &app.web_server {
+            Some(server) => {
+                if server.app_behind {
+                    waits.push((self.app_endpoint(spec, app, factory), own_what));
+                }
+                let front = self
+                    .backends(spec, factory)
+                    .remove(&app.name)
+                    .ok_or_else(|| format!("app '{}' has no web process", app.name))?;
+                waits.push((front, format!("port {} (its web server)", server.port)));
             }
-            if launchway_router::accepts(&endpoint).await {
-                return Ok(());
+            None => {
+                let endpoint = self
+                    .backends(spec, factory)
+                    .remove(&app.name)
+                    .ok_or_else(|| format!("app '{}' has no web process", app.name))?;
+                waits.push((endpoint, own_what));
             }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "app '{}' did not accept connections on {what} within {} s",
-                    app.name, self.settings.deploy.start_timeout_secs
-                ));
-            }
-            if cancel.is_cancelled() {
-                return Err("cancelled".into());
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        for (endpoint, what) in waits {
+            loop {
+                if let Some(status) = crashed() {
+                    return Err(format!(
+                        "app '{}' exited with status {status} before accepting connections on {what} (see `launchway logs`)",
+                        app.name
+                    ));
+                }
+                if let Some(status) = server_crashed() {
+                    return Err(format!(
+                        "the web server of app '{}' (nginx) exited with status {status}; its message is in the log below",
+                        app.name
+                    ));
+                }
+                if launchway_router::accepts(&endpoint).await {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "app '{}' did not accept connections on {what} within {} s",
+                        app.name, self.settings.deploy.start_timeout_secs
+                    ));
+                }
+                if cancel.is_cancelled() {
+                    return Err("cancelled".into());
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        Ok(())
     }
 
     /// Runs `command` in `container` with the app's environment, its output
@@ -1392,4 +1457,23 @@ fn app_path(image: &launchway_containerd::Image) -> String {
 /// A phase as recorded (`None`: written by another version).
 pub(crate) fn parse_phase(text: &str) -> Option<Phase> {
     serde_json::from_value(serde_json::Value::String(text.to_owned())).ok()
+}
+
+/// Writes nginx's (and PHP-FPM's) configuration into a web process's run
+/// directory, its `/run`.
+fn write_web_server_files(
+    run_dir: &Path,
+    server: &launchway_deploy::web_server::WebServerSpec,
+) -> std::io::Result<()> {
+    write_file(
+        &run_dir.join(launchway_deploy::web_server::NGINX_CONFIG),
+        server.nginx_config.as_bytes(),
+    )?;
+    if let Some(php_fpm) = &server.php_fpm_config {
+        write_file(
+            &run_dir.join(launchway_deploy::web_server::PHP_FPM_CONFIG),
+            php_fpm.as_bytes(),
+        )?;
+    }
+    Ok(())
 }

@@ -11,13 +11,16 @@
 //! - [`services`]: each service's container (image, program, readiness,
 //!   configuration) and what apps see of it (relationships, hosts, filter);
 //! - [`phase`]: the deploy's phases in order, each persisted before its
-//!   effect runs.
+//!   effect runs;
+//! - [`web_server`]: nginx's configuration from `web.locations` and
+//!   PHP-FPM's pool, for the web server in front of an app.
 
 pub mod network;
 pub mod phase;
 pub mod routes;
 pub mod services;
 pub mod spec;
+pub mod web_server;
 
 pub use phase::Phase;
 pub use routes::{ResolvedRoute, RouteContext, RouteKind, resolve_routes, routes_json};

@@ -68,6 +68,11 @@ pub struct Filter {
     /// Connections arriving for port 80 or this one go to `127.0.0.1` on
     /// this port (an app's web port).
     pub web_port: Option<u16>,
+    /// Other ports whose connections go to `127.0.0.1` on the same port
+    /// (the app behind an app's web server, whose readiness the daemon
+    /// checks from outside).
+    #[serde(default)]
+    pub forwarded: BTreeSet<u16>,
 }
 
 /// The ruleset for `filter`, replacing whatever the namespace had (the
@@ -91,8 +96,14 @@ pub fn ruleset(filter: &Filter) -> String {
     text.push_str("    reject with icmpx type admin-prohibited\n  }\n");
     if let Some(port) = filter.web_port {
         text.push_str(&format!(
-            "  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    iifname != \"lo\" tcp dport {{ 80, {port} }} dnat ip to 127.0.0.1:{port}\n  }}\n"
+            "  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    iifname != \"lo\" tcp dport {{ 80, {port} }} dnat ip to 127.0.0.1:{port}\n"
         ));
+        for other in &filter.forwarded {
+            text.push_str(&format!(
+                "    iifname != \"lo\" tcp dport {other} dnat ip to 127.0.0.1:{other}\n"
+            ));
+        }
+        text.push_str("  }\n");
     }
     text.push_str("}\n");
     text
@@ -140,6 +151,7 @@ mod tests {
                 (Ipv4Addr::new(169, 254, 9, 1), 80),
             ]),
             web_port: None,
+            forwarded: BTreeSet::new(),
         };
         let text = ruleset(&filter);
         assert!(text.starts_with("flush ruleset\n"), "{text}");
@@ -158,6 +170,7 @@ mod tests {
         let text = ruleset(&Filter {
             allowed: BTreeSet::new(),
             web_port: Some(8888),
+            forwarded: BTreeSet::new(),
         });
         assert!(!text.contains("daddr"), "{text}");
         assert!(text.contains("reject with icmpx type admin-prohibited"));

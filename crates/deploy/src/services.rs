@@ -149,6 +149,7 @@ pub(crate) fn service_spec(
             .map(|backend| (backend.address, backend.port))
             .collect(),
         web_port: (resolved.kind.name == "varnish").then_some(VARNISH_PORT),
+        ..Filter::default()
     };
     let image_type = resolved.image_type();
     let run_hash = {

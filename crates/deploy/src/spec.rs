@@ -44,6 +44,7 @@ use crate::routes::{ResolvedRoute, routes_json};
 use crate::services::{
     ServiceSpec, not_run, relationship as service_relationship, service_member, service_spec,
 };
+use crate::web_server::{NGINX_COMMAND, WebServerSpec, web_server};
 
 /// Where every app's web process listens (`PORT`).
 pub const APP_PORT: u16 = 8888;
@@ -55,8 +56,11 @@ pub const SOCKET_PATH: &str = "/run/app.sock";
 pub const STARTED_MARKER: &str = ".launchway-started";
 /// One line per exit of `start`: its status.
 pub const EXITS_FILE: &str = ".launchway-exits";
+/// One line per exit of the web server run beside `start`: its status.
+pub const SERVER_EXITS_FILE: &str = ".launchway-server-exits";
 
-/// PID 1 of every app process container. `$1` = pre_start, `$2` = start.
+/// PID 1 of every app process container. `$1` = pre_start, `$2` = start,
+/// `$3` = a web server run beside `start` (and restarted alike).
 pub const SUPERVISOR: &str = r#"
 stopping=
 child=
@@ -74,6 +78,20 @@ if [ -n "$1" ]; then
   in_env "$1" || echo "launchway: pre_start exited with status $?" >&2
 fi
 [ -n "$stopping" ] && stop
+if [ -n "$3" ]; then
+  (
+    trap - TERM INT
+    delay=1
+    while :; do
+      in_env "$3"
+      status=$?
+      echo "$status" >> /run/.launchway-server-exits
+      echo "launchway: the web server exited with status $status; restarting in ${delay}s" >&2
+      sleep "$delay"
+      delay=$(( delay * 2 )); if [ "$delay" -gt 60 ]; then delay=60; fi
+    done
+  ) &
+fi
 : > /run/.launchway-started
 delay=1
 while [ -z "$stopping" ]; do
@@ -135,6 +153,10 @@ pub struct ProcessSpec {
     pub pre_start: Option<String>,
     pub start: String,
     pub post_start: Option<String>,
+    /// The web server the supervisor runs beside `start` (nginx in front
+    /// of the app).
+    #[serde(default)]
+    pub server: Option<String>,
     /// Whether this process takes the app's traffic.
     pub web: bool,
     pub mounts: Vec<MountSpec>,
@@ -175,6 +197,10 @@ pub struct AppSpec {
     /// that nothing calls only has to run).
     #[serde(default = "called_by_default")]
     pub called: bool,
+    /// The web server in front of the app, when it has one: callers reach
+    /// it instead of the app.
+    #[serde(default)]
+    pub web_server: Option<WebServerSpec>,
 }
 
 /// Specs recorded before `called` existed always waited for connections.
@@ -186,6 +212,16 @@ impl AppSpec {
     /// The web process, if the app has one.
     pub fn web(&self) -> Option<&ProcessSpec> {
         self.processes.iter().find(|p| p.web)
+    }
+
+    /// The TCP port callers reach on the web process's address: the web
+    /// server's, else the app's own (none for an app on a socket).
+    pub fn front_port(&self) -> Option<u16> {
+        match (&self.web_server, &self.listen) {
+            (Some(server), _) => Some(server.port),
+            (None, Listen::Port(port)) => Some(*port),
+            (None, Listen::Socket(_)) => None,
+        }
     }
 
     /// The variables of `process`.
@@ -246,6 +282,8 @@ pub struct EnvironmentInput<'a> {
     pub service_secret: &'a [u8],
     /// Memory per service container (MiB).
     pub service_memory_mib: u64,
+    /// Memory per app container (MiB; 0: no limit), which sizes PHP-FPM.
+    pub app_memory_mib: u64,
 }
 
 /// A short, stable id for an environment's directories and namespace.
@@ -340,6 +378,23 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
             (input.app.name.clone(), listen)
         })
         .collect();
+    let servers: BTreeMap<String, WebServerSpec> = sorted
+        .iter()
+        .filter_map(|input| {
+            let listen = listens.get(&input.app.name)?;
+            web_server(input.app, listen, environment.app_memory_mib)
+                .map(|server| (input.app.name.clone(), server))
+        })
+        .collect();
+    // The TCP port callers reach on each app's web address.
+    let fronts: BTreeMap<String, u16> = listens
+        .iter()
+        .filter_map(|(name, listen)| match (servers.get(name), listen) {
+            (Some(server), _) => Some((name.clone(), server.port)),
+            (None, Listen::Port(port)) => Some((name.clone(), *port)),
+            (None, Listen::Socket(_)) => None,
+        })
+        .collect();
     let routes = routes_json(&environment.routes).to_string();
     let mut notes = environment.route_notes.clone();
     // Every process is a member of the environment network.
@@ -347,10 +402,8 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
         .iter()
         .flat_map(|input| {
             let app = input.app;
-            app.web
-                .start
-                .as_ref()
-                .map(|_| app_member(&app.name, "web"))
+            (app.web.start.is_some() || servers.contains_key(&app.name))
+                .then(|| app_member(&app.name, "web"))
                 .into_iter()
                 .chain(
                     app.workers
@@ -407,8 +460,8 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
             // The apps a service calls (Varnish), where they listen.
             let mut backends = Vec::new();
             for (name, relationship) in &service.relationships {
-                match (listens.get(&relationship.service), web_address(&relationship.service)) {
-                    (Some(Listen::Port(port)), Some(address)) => backends.push(Backend {
+                match (fronts.get(&relationship.service), web_address(&relationship.service)) {
+                    (Some(port), Some(address)) => backends.push(Backend {
                         name: name.clone(),
                         address,
                         port: *port,
@@ -443,11 +496,11 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
             let mut hosts = Vec::new();
             let mut reach = Filter::default();
             for (name, relationship) in &app.relationships {
-                let target = listens
+                let target = fronts
                     .get(&relationship.service)
                     .zip(web_address(&relationship.service));
                 match target {
-                    Some((Listen::Port(port), address)) => {
+                    Some((port, address)) => {
                         let host = format!("{name}.internal");
                         hosts.push((host.clone(), address));
                         reach.allowed.insert((address, APP_RELATIONSHIP_PORT));
@@ -516,8 +569,12 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
                     }
                 }
             }
-            if let Some(Listen::Port(port)) = listens.get(&app.name) {
-                reach.web_port = Some(*port);
+            reach.web_port = fronts.get(&app.name).copied();
+            let server = servers.get(&app.name).cloned();
+            if let (Some(server), Some(Listen::Port(port))) = (&server, listens.get(&app.name))
+                && server.app_behind
+            {
+                reach.forwarded.insert(*port);
             }
             let (variables, all_variables) = merged_variables(app, environment.variables);
             let mut env: BTreeMap<String, String> = variables;
@@ -601,12 +658,21 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
 
             let app_mounts = mount_specs(&app.name, &app.mounts);
             let mut processes = Vec::new();
-            if let Some(start) = &app.web.start {
+            // With a web server, nginx runs beside the app's start command,
+            // or alone for a static site.
+            let web_commands = match (&app.web.start, &server) {
+                (Some(start), Some(_)) => Some((start.clone(), Some(NGINX_COMMAND.to_owned()))),
+                (Some(start), None) => Some((start.clone(), None)),
+                (None, Some(_)) => Some((NGINX_COMMAND.to_owned(), None)),
+                (None, None) => None,
+            };
+            if let Some((start, server_command)) = web_commands {
                 processes.push(ProcessSpec {
                     name: "web".into(),
                     pre_start: app.web.pre_start.clone(),
-                    start: start.clone(),
+                    start,
                     post_start: app.web.post_start.clone(),
+                    server: server_command,
                     web: true,
                     mounts: app_mounts.clone(),
                     extra_env: Vec::new(),
@@ -634,6 +700,7 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
                     pre_start: worker.pre_start.clone(),
                     start: worker.start.clone(),
                     post_start: worker.post_start.clone(),
+                    server: None,
                     web: false,
                     mounts,
                     extra_env: worker_env.into_iter().collect(),
@@ -655,6 +722,7 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
                 hosts,
                 reach,
                 called: called.contains(app.name.as_str()),
+                web_server: server,
             }
         })
         .collect();
@@ -781,6 +849,7 @@ services:
                 services: &services,
                 service_secret: b"project secret",
                 service_memory_mib: 256,
+                app_memory_mib: 0,
             },
             &inputs,
         );

@@ -13,6 +13,7 @@ use crate::config::{
 };
 use crate::cron;
 
+mod locations;
 mod relationships;
 mod services;
 
@@ -307,6 +308,7 @@ impl Normalizer<'_> {
             }),
             locations: web_config.locations.clone().unwrap_or_default(),
         };
+        self.check_locations(name, &web.locations);
         let mounts = self.mounts(
             &["applications", name, "mounts"],
             config.mounts.as_ref(),
@@ -401,13 +403,6 @@ impl Normalizer<'_> {
                 "Launchway does not act on it yet: use `$PLATFORM_CACHE_DIR`",
             );
             kept.insert("build.caches".into(), caches);
-        }
-        if !web.locations.is_empty() {
-            self.note_kept(
-                &["applications", name, "web"],
-                "locations",
-                "Launchway does not serve static locations yet: requests go to the app",
-            );
         }
         for legacy in [
             "document_root",

@@ -77,6 +77,8 @@ pub struct Recipe {
     pub packages: &'static [&'static str],
     /// Files from package registries.
     pub tarballs: &'static [Tarball],
+    /// mmdebstrap customize hooks run last (`$1` is the root being built).
+    pub setup: &'static [&'static str],
     /// Prepended to the base `PATH`, if the runtime's tools live elsewhere.
     pub extra_path: Option<&'static str>,
     /// Prints the runtime's version; run to check a built image.
@@ -275,6 +277,20 @@ const PHP_84: &[&str] = &[
     "composer",
 ];
 
+/// Upsun's default start command of PHP apps, `/usr/bin/start-php-app`:
+/// PHP-FPM in the foreground on the pool the deploy writes to `/run`.
+macro_rules! start_php_app {
+    ($fpm:literal) => {
+        concat!(
+            "printf '%s\\n' '#!/bin/sh' '# The default start command of PHP apps: PHP-FPM on the pool Launchway writes.' ",
+            "'exec ", $fpm, " -F -y \"${LAUNCHWAY_PHP_FPM_CONFIG:-/run/php-fpm.conf}\"' ",
+            "> \"$1/usr/bin/start-php-app\" && chmod 0755 \"$1/usr/bin/start-php-app\""
+        )
+    };
+}
+const START_PHP_APP_82: &str = start_php_app!("/usr/sbin/php-fpm8.2");
+const START_PHP_APP_84: &str = start_php_app!("/usr/sbin/php-fpm8.4");
+
 const fn golang(
     type_name: &'static str,
     suite: Suite,
@@ -286,6 +302,7 @@ const fn golang(
         suite,
         packages,
         tarballs: &[],
+        setup: &[],
         extra_path: Some(extra_path),
         version_command: &["go", "version"],
         tools: GO_TOOLS,
@@ -307,6 +324,7 @@ pub const CATALOG: &[Recipe] = &[
             "python3-poetry",
         ],
         tarballs: &[],
+        setup: &[],
         extra_path: None,
         version_command: &["python3", "--version"],
         tools: PYTHON_TOOLS,
@@ -324,6 +342,7 @@ pub const CATALOG: &[Recipe] = &[
             "python3-poetry",
         ],
         tarballs: &[],
+        setup: &[],
         extra_path: None,
         version_command: &["python3", "--version"],
         tools: PYTHON_TOOLS,
@@ -333,6 +352,7 @@ pub const CATALOG: &[Recipe] = &[
         suite: BOOKWORM,
         packages: &["nodejs"],
         tarballs: &[NPM_10, YARN_CLASSIC, PNPM_9],
+        setup: &[],
         extra_path: None,
         version_command: &["node", "--version"],
         tools: NODE_TOOLS,
@@ -342,6 +362,7 @@ pub const CATALOG: &[Recipe] = &[
         suite: TRIXIE,
         packages: &["nodejs"],
         tarballs: &[NPM_10, YARN_CLASSIC, PNPM_9],
+        setup: &[],
         extra_path: None,
         version_command: &["node", "--version"],
         tools: NODE_TOOLS,
@@ -351,6 +372,7 @@ pub const CATALOG: &[Recipe] = &[
         suite: TRIXIE,
         packages: &["libstdc++6"],
         tarballs: &[NODE_22, NPM_10, YARN_CLASSIC, PNPM_10],
+        setup: &[],
         extra_path: None,
         version_command: &["node", "--version"],
         tools: NODE_TOOLS,
@@ -360,6 +382,7 @@ pub const CATALOG: &[Recipe] = &[
         suite: TRIXIE,
         packages: &["libstdc++6"],
         tarballs: &[NODE_24, NPM_11, YARN_CLASSIC, PNPM_10],
+        setup: &[],
         extra_path: None,
         version_command: &["node", "--version"],
         tools: NODE_TOOLS,
@@ -369,6 +392,7 @@ pub const CATALOG: &[Recipe] = &[
         suite: BOOKWORM,
         packages: PHP_82,
         tarballs: &[],
+        setup: &[START_PHP_APP_82],
         extra_path: None,
         version_command: &["php", "--version"],
         tools: PHP_TOOLS,
@@ -378,6 +402,7 @@ pub const CATALOG: &[Recipe] = &[
         suite: TRIXIE,
         packages: PHP_84,
         tarballs: &[],
+        setup: &[START_PHP_APP_84],
         extra_path: None,
         version_command: &["php", "--version"],
         tools: PHP_TOOLS,
@@ -435,6 +460,7 @@ pub const CATALOG: &[Recipe] = &[
         suite: BOOKWORM,
         packages: &["ruby3.1", "ruby", "ruby-dev", "bundler"],
         tarballs: &[],
+        setup: &[],
         extra_path: None,
         version_command: &["ruby", "--version"],
         tools: RUBY_TOOLS,
@@ -444,6 +470,7 @@ pub const CATALOG: &[Recipe] = &[
         suite: TRIXIE,
         packages: &["ruby3.3", "ruby", "ruby-dev", "bundler"],
         tarballs: &[],
+        setup: &[],
         extra_path: None,
         version_command: &["ruby", "--version"],
         tools: RUBY_TOOLS,
@@ -453,6 +480,7 @@ pub const CATALOG: &[Recipe] = &[
         suite: BOOKWORM,
         packages: &["openjdk-17-jdk-headless", "maven"],
         tarballs: &[],
+        setup: &[],
         extra_path: Some("/usr/lib/jvm/java-17-openjdk-amd64/bin"),
         version_command: &["java", "--version"],
         tools: JAVA_TOOLS,
@@ -462,6 +490,7 @@ pub const CATALOG: &[Recipe] = &[
         suite: TRIXIE,
         packages: &["openjdk-21-jdk-headless", "maven"],
         tarballs: &[],
+        setup: &[],
         extra_path: Some("/usr/lib/jvm/java-21-openjdk-amd64/bin"),
         version_command: &["java", "--version"],
         tools: JAVA_TOOLS,
@@ -472,6 +501,7 @@ pub const CATALOG: &[Recipe] = &[
         suite: TRIXIE,
         packages: &["openjdk-25-jdk-headless", "maven"],
         tarballs: &[],
+        setup: &[],
         extra_path: Some("/usr/lib/jvm/java-25-openjdk-amd64/bin"),
         version_command: &["java", "--version"],
         tools: JAVA_TOOLS,

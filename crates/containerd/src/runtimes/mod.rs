@@ -77,7 +77,12 @@ pub fn debian_image(recipe: &Recipe) -> DebianImage {
         backports: recipe.suite.backports,
         packages: recipe.all_packages(),
         extra_path: recipe.extra_path.map(str::to_owned),
-        extra_hooks: recipe.tarballs.iter().map(tarball_hook).collect(),
+        extra_hooks: recipe
+            .tarballs
+            .iter()
+            .map(tarball_hook)
+            .chain(recipe.setup.iter().map(|hook| (*hook).to_owned()))
+            .collect(),
         labels: HashMap::from([
             (TYPE_LABEL.to_string(), recipe.type_name.to_string()),
             (SOURCE_LABEL.to_string(), "catalog".to_string()),
