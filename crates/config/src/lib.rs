@@ -26,6 +26,7 @@ mod yaml;
 pub use config::{
     App, Config, Cron, Flavor, Mount, Relationship, Route, Runtime, Service, Web, Worker,
 };
+pub use cron::Schedule;
 pub use diag::{Diagnostic, Diagnostics, Severity, Span};
 pub use layout::{Layout, MAX_FILE_BYTES, MAX_INCLUDE_DEPTH, MAX_INCLUDES, MAX_SEARCHED_DIRS};
 pub use normalize::valid_name;

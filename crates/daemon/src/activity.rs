@@ -54,6 +54,12 @@ pub(crate) enum Work {
     PostDeploy { release: String },
     /// Delete the data of a service the config no longer has.
     DeleteServiceData { service: String },
+    /// One run of a cron of `release` (not queued: see `crons.rs`).
+    Cron {
+        release: String,
+        app: String,
+        name: String,
+    },
 }
 
 /// How an activity ended other than well.
@@ -137,12 +143,16 @@ impl Daemon {
         let running = activity.clone();
         let cancel = CancellationToken::new();
         self.lock_cancels().insert(activity.id, cancel.clone());
+        // No cron starts while this waits or runs.
+        self.mark_busy(project, environment, true);
         let handle = self.tasks.spawn(
             async move {
                 turn.wait().await;
                 let id = running.id;
+                let (project, environment) = (running.project.clone(), running.environment.clone());
                 let result = daemon.clone().run(running, work, sink, cancel).await;
                 daemon.lock_cancels().remove(&id);
+                daemon.mark_busy(&project, &environment, false);
                 turn.finish();
                 result
             }
@@ -160,7 +170,7 @@ impl Daemon {
         }
     }
 
-    async fn run(
+    pub(crate) async fn run(
         self: Arc<Self>,
         mut activity: Activity,
         work: Work,
@@ -202,6 +212,12 @@ impl Daemon {
         }
         log.line(&format!("Processing activity: {}", activity.description))
             .await;
+        // Builds leave the running containers alone; everything else in
+        // the queue acts on them, so running crons end first.
+        if !matches!(work, Work::Cron { .. } | Work::Build { .. }) {
+            self.stop_crons(&activity.project, &activity.environment, &log)
+                .await;
+        }
         let result = match &work {
             // Without them nothing can be masked: do nothing.
             _ if variables.is_err() => Err(Ended::Failed(
@@ -233,6 +249,10 @@ impl Daemon {
             }
             Work::DeleteServiceData { service } => {
                 self.delete_service_data_activity(&activity, service, &log)
+                    .await
+            }
+            Work::Cron { release, app, name } => {
+                self.cron_activity(&activity, release, app, name, &log, &cancel)
                     .await
             }
         };

@@ -223,6 +223,7 @@ impl launchway_api::Launchway for ApiService {
     type DeployStream = crate::build_api::LogStream;
     type RedeployStream = crate::build_api::LogStream;
     type PromoteReleaseStream = crate::build_api::LogStream;
+    type RunCronStream = crate::build_api::LogStream;
     type SetVariableStream = crate::build_api::LogStream;
     type DeleteVariableStream = crate::build_api::LogStream;
 
@@ -381,6 +382,24 @@ impl launchway_api::Launchway for ApiService {
     ) -> Result<Response<Self::SetVariableStream>, Status> {
         Ok(Response::new(
             self.daemon.set_variable(&request.into_inner())?,
+        ))
+    }
+
+    async fn list_crons(
+        &self,
+        request: Request<proto::EnvironmentRequest>,
+    ) -> Result<Response<proto::CronList>, Status> {
+        Ok(Response::new(
+            self.daemon.list_crons(&request.into_inner())?,
+        ))
+    }
+
+    async fn run_cron(
+        &self,
+        request: Request<proto::RunCronRequest>,
+    ) -> Result<Response<Self::RunCronStream>, Status> {
+        Ok(Response::new(
+            self.daemon.run_cron_now(&request.into_inner())?,
         ))
     }
 

@@ -436,3 +436,43 @@ impl std::io::Read for ChannelReader {
         Ok(count)
     }
 }
+
+/// Streams the log of `activity`, started elsewhere with `lines` as its
+/// sink, and a last chunk saying how it ended (read from the store once
+/// the sink is closed, which the activity's end does).
+pub(crate) fn stream_activity(
+    daemon: Arc<Daemon>,
+    activity: launchway_store::Activity,
+    mut lines: mpsc::Receiver<Vec<u8>>,
+) -> LogStream {
+    let (sender, receiver) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let start = proto::LogChunk {
+            text: format!("Activity {}: {}\n", activity.id, activity.description),
+            activity: activity.id,
+            ..proto::LogChunk::default()
+        };
+        let _ = sender.send(Ok(start)).await;
+        while let Some(bytes) = lines.recv().await {
+            let chunk = proto::LogChunk {
+                text: String::from_utf8_lossy(&bytes).into_owned(),
+                ..proto::LogChunk::default()
+            };
+            let _ = sender.send(Ok(chunk)).await;
+        }
+        let failed = daemon
+            .store
+            .activity(activity.id)
+            .ok()
+            .flatten()
+            .is_none_or(|ended| ended.result != Some(ActivityResult::Success));
+        let done = proto::LogChunk {
+            text: String::new(),
+            done: true,
+            failed,
+            activity: activity.id,
+        };
+        let _ = sender.send(Ok(done)).await;
+    });
+    Box::pin(ReceiverStream::new(receiver))
+}

@@ -84,13 +84,13 @@ struct StartFailure {
 
 /// A process container of a release.
 #[derive(Clone, Debug)]
-struct Started {
-    app: String,
-    process: String,
-    id: String,
+pub(crate) struct Started {
+    pub(crate) app: String,
+    pub(crate) process: String,
+    pub(crate) id: String,
     /// `PATH` in it: the global dependencies, then the image's own (the
     /// environment processes executed in it need too).
-    path: String,
+    pub(crate) path: String,
 }
 
 fn container_of<'a>(started: &'a [Started], app: &str, process: &str) -> Option<&'a Started> {
@@ -1174,6 +1174,23 @@ impl Daemon {
         log: &Log,
         cancel: &CancellationToken,
     ) -> Result<bool, launchway_containerd::EngineError> {
+        self.exec_outcome(app, process, container, command, timeout, log, cancel)
+            .await
+            .map(|outcome| outcome.success())
+    }
+
+    /// [`Self::exec_logged`], with how the command ended.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn exec_outcome(
+        &self,
+        app: &AppSpec,
+        process: &ProcessSpec,
+        container: &Started,
+        command: &str,
+        timeout: Option<Duration>,
+        log: &Log,
+        cancel: &CancellationToken,
+    ) -> Result<launchway_containerd::StepOutcome, launchway_containerd::EngineError> {
         let mut step = StepSpec::new([
             "/bin/sh".to_string(),
             "-c".to_string(),
@@ -1208,7 +1225,7 @@ impl Daemon {
             .engine
             .exec_in_app(&container.id, &step, Output::Lines(sender), cancel);
         let (outcome, ()) = tokio::join!(run, forward);
-        outcome.map(|outcome| outcome.success())
+        outcome
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1442,7 +1459,7 @@ impl Daemon {
 }
 
 /// `PATH` in an app's containers: the global dependencies, then the image's.
-fn app_path(image: &launchway_containerd::Image) -> String {
+pub(crate) fn app_path(image: &launchway_containerd::Image) -> String {
     let image_path = image
         .env()
         .iter()

@@ -20,6 +20,7 @@ mod activity;
 mod api;
 mod build_api;
 mod builds;
+mod crons;
 mod deploy;
 pub mod doctor;
 mod environments;
@@ -173,6 +174,10 @@ pub(crate) struct Daemon {
     pub(crate) factories: std::sync::Mutex<HashMap<String, Arc<launchway_router::SocketFactory>>>,
     /// containerd outages and the deploys they interrupted.
     pub(crate) containerd_watch: outage::ContainerdWatch,
+    /// Per environment (`project\0env`), the cron runs in progress.
+    pub(crate) crons: std::sync::Mutex<HashMap<String, Vec<crons::RunningCron>>>,
+    /// Per environment, how many activities are queued or running.
+    pub(crate) busy: std::sync::Mutex<HashMap<String, usize>>,
 }
 
 /// Who is serving, for `launchway doctor` and operators.
@@ -324,6 +329,8 @@ pub async fn serve(
         tasks: TaskTracker::new(),
         engine,
         containerd_watch: outage::ContainerdWatch::default(),
+        crons: std::sync::Mutex::new(HashMap::new()),
+        busy: std::sync::Mutex::new(HashMap::new()),
     });
     daemon.reconcile_at_start().await?;
     info!(ssh = %ssh_addr, api = %socket.display(), router = %router_addr, data = %data.display(), "launchway is serving");
@@ -333,6 +340,7 @@ pub async fn serve(
         .serve_threads(router_listeners, stop.clone())
         .map_err(&bind_error)?;
     let rotation = tokio::spawn(logs::rotate_forever(daemon.clone(), stop.clone()));
+    let cron_scheduler = tokio::spawn(daemon.clone().run_cron_scheduler(stop.clone()));
     let containerd_watch = tokio::spawn(outage::watch_containerd(
         daemon.clone(),
         embedded,
@@ -364,6 +372,7 @@ pub async fn serve(
     };
     info!("shutting down");
     stop.cancel();
+    daemon.cancel_all_crons();
     daemon.tasks.close();
     let grace = Duration::from_secs(daemon.settings.shutdown_grace_secs);
     if tokio::time::timeout(grace, daemon.tasks.wait())
@@ -386,6 +395,7 @@ pub async fn serve(
         let _ = thread.join();
     }
     rotation.abort();
+    cron_scheduler.abort();
     daemon.store.flush()?;
     // The watch ends at `stop`; a containerd that hangs a clean-up must not
     // hang the shutdown (dropping the watch kills the embedded containerd).

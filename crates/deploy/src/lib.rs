@@ -25,8 +25,8 @@ pub mod web_server;
 pub use phase::Phase;
 pub use routes::{ResolvedRoute, RouteContext, RouteKind, resolve_routes, routes_json};
 pub use spec::{
-    AppInput, AppSpec, DeploySpec, EnvironmentInput, Listen, MountKind, MountSpec, ProcessSpec,
-    SUPERVISOR, app_member, deploy_spec, environment_id, hosts_file,
+    AppInput, AppSpec, CronSpec, DeploySpec, EnvironmentInput, Listen, MountKind, MountSpec,
+    ProcessSpec, SUPERVISOR, app_member, deploy_spec, environment_id, hosts_file,
 };
 
 /// The config of a one-file Upsun repository, for tests.

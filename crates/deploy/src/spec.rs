@@ -201,6 +201,31 @@ pub struct AppSpec {
     /// it instead of the app.
     #[serde(default)]
     pub web_server: Option<WebServerSpec>,
+    /// Its crons, run in its web process's container.
+    #[serde(default)]
+    pub crons: Vec<CronSpec>,
+    /// The time zone its crons' schedules are read in.
+    #[serde(default = "utc")]
+    pub timezone: String,
+}
+
+fn utc() -> String {
+    "UTC".to_owned()
+}
+
+/// One cron of an app.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CronSpec {
+    pub name: String,
+    /// The schedule (`*/5 * * * *`, `@daily`, `H * * * *`).
+    pub spec: String,
+    pub start: String,
+    /// Runs when a run is cancelled, before it is stopped.
+    pub stop: Option<String>,
+    /// Seconds a cancelled run gets to end after `stop`.
+    pub shutdown_timeout: u64,
+    /// Seconds a run may last.
+    pub timeout: u64,
 }
 
 /// Specs recorded before `called` existed always waited for connections.
@@ -723,6 +748,19 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
                 reach,
                 called: called.contains(app.name.as_str()),
                 web_server: server,
+                crons: app
+                    .crons
+                    .iter()
+                    .map(|(name, cron)| CronSpec {
+                        name: name.clone(),
+                        spec: cron.spec.clone(),
+                        start: cron.start.clone(),
+                        stop: cron.stop.clone(),
+                        shutdown_timeout: cron.shutdown_timeout,
+                        timeout: cron.timeout,
+                    })
+                    .collect(),
+                timezone: app.timezone.clone(),
             }
         })
         .collect();

@@ -6,6 +6,7 @@ mod admin;
 mod builds;
 mod checkout;
 mod clients;
+mod crons;
 mod doctor;
 mod environments;
 mod hook;
@@ -192,6 +193,21 @@ enum Command {
     },
     /// Delete build images no kept build uses (`[build] keep_builds`).
     Gc,
+    /// List the crons of an environment's serving release with their last
+    /// runs (start, duration, result).
+    Crons {
+        /// The project.
+        #[arg(long, short = 'p')]
+        project: String,
+        /// The environment.
+        #[arg(long, short = 'e')]
+        environment: String,
+    },
+    /// Crons: `cron run -p P -e E NAME` runs one now.
+    Cron {
+        #[command(subcommand)]
+        command: crons::CronCommand,
+    },
     /// List releases (`-p P [-e ENV]`; `*` marks the serving one), or show one.
     Releases {
         /// The project.
@@ -302,6 +318,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             builds::build(settings_path.as_deref(), project, branch)
         }
         Command::Gc => builds::gc(settings_path.as_deref()),
+        Command::Crons {
+            project,
+            environment,
+        } => crons::list(settings_path.as_deref(), project, environment),
+        Command::Cron { command } => crons::cron(settings_path.as_deref(), command),
         Command::Deploy {
             project,
             environment,

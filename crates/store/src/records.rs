@@ -207,6 +207,8 @@ pub enum ActivityKind {
     VariableDelete,
     /// The data of a service the config no longer has, deleted.
     ServiceDataDelete,
+    /// One run of an app's cron.
+    Cron,
 }
 
 impl ActivityKind {
@@ -222,6 +224,7 @@ impl ActivityKind {
             ActivityKind::Delete => "environment.delete",
             ActivityKind::Redeploy => "environment.redeploy",
             ActivityKind::Promote => "release.promote",
+            ActivityKind::Cron => "environment.cron",
             ActivityKind::VariableUpdate => "environment.variable.update",
             ActivityKind::VariableDelete => "environment.variable.delete",
             ActivityKind::ServiceDataDelete => "environment.service_data.delete",

@@ -427,9 +427,6 @@ impl Normalizer<'_> {
                 }
             }
         }
-        if !crons.is_empty() {
-            self.note_kept(&path, "crons", "Launchway does not schedule crons yet");
-        }
         if let Some(tz) = &config.timezone
             && !valid_timezone(tz)
         {
