@@ -86,3 +86,4 @@ bench:
 	./scripts/with-containerd.sh ./target/release/engine-bench
 	./scripts/with-containerd.sh ./target/release/activate-bench ./target/release/launchway
 	./scripts/with-containerd.sh ./target/release/services-bench ./target/release/launchway
+	./scripts/with-containerd.sh ./target/release/web-bench ./target/release/launchway 3

@@ -17,6 +17,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)]
 
 mod common;
+mod load;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,9 +28,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use common::{LaunchwayServer, free_port, git, run, wait_for};
+use load::{Load, closed_loop, get_once, percentile};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::Request;
-use hyper_util::rt::TokioIo;
 
 const CONFIG: &str = r#"applications:
   web:
@@ -212,114 +213,6 @@ impl Drop for Nginx {
     }
 }
 
-async fn get_once(address: SocketAddr, host: &str) -> anyhow::Result<(u16, String)> {
-    let stream = tokio::net::TcpStream::connect(address).await?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    let response = sender.send_request(request(host)?).await?;
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await?.to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
-fn request(host: &str) -> anyhow::Result<Request<Empty<Bytes>>> {
-    Ok(Request::get("/").header("host", host).body(Empty::new())?)
-}
-
-/// What a closed-loop run measured.
-struct Load {
-    requests: usize,
-    errors: usize,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
-}
-
-impl Load {
-    fn throughput(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64()
-    }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
-
-/// `connections` keep-alive connections sending requests back to back for
-/// `duration`.
-async fn closed_loop(
-    address: SocketAddr,
-    host: &str,
-    connections: usize,
-    duration: Duration,
-) -> Load {
-    let deadline = Instant::now() + duration;
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..connections)
-        .map(|_| {
-            let host = host.to_string();
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut errors = 0usize;
-                'connect: while Instant::now() < deadline {
-                    let Ok(stream) = tokio::net::TcpStream::connect(address).await else {
-                        errors += 1;
-                        continue;
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let Ok((mut sender, connection)) =
-                        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
-                    else {
-                        errors += 1;
-                        continue;
-                    };
-                    tokio::spawn(connection);
-                    while Instant::now() < deadline {
-                        let Ok(request) = request(&host) else {
-                            break 'connect;
-                        };
-                        let sent = Instant::now();
-                        match sender.send_request(request).await {
-                            Ok(response) if response.status().is_success() => {
-                                if response.into_body().collect().await.is_err() {
-                                    errors += 1;
-                                    continue 'connect;
-                                }
-                                latencies.push(sent.elapsed());
-                            }
-                            _ => {
-                                errors += 1;
-                                continue 'connect;
-                            }
-                        }
-                    }
-                }
-                (latencies, errors)
-            })
-        })
-        .collect();
-    let mut load = Load {
-        requests: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        latencies: Vec::new(),
-    };
-    for task in tasks {
-        if let Ok((latencies, errors)) = task.await {
-            load.requests += latencies.len();
-            load.errors += errors;
-            load.latencies.extend(latencies);
-        }
-    }
-    load.elapsed = started.elapsed();
-    load.latencies.sort();
-    load
-}
-
 async fn router_vs_nginx(
     router: SocketAddr,
     nginx: SocketAddr,
@@ -328,8 +221,8 @@ async fn router_vs_nginx(
     const CONNECTIONS: usize = 32;
     const DURATION: Duration = Duration::from_secs(5);
     // Warm both (pools, page cache).
-    closed_loop(router, FAST_HOST, CONNECTIONS, Duration::from_secs(1)).await;
-    closed_loop(nginx, FAST_HOST, CONNECTIONS, Duration::from_secs(1)).await;
+    closed_loop(router, FAST_HOST, "/", CONNECTIONS, Duration::from_secs(1)).await;
+    closed_loop(nginx, FAST_HOST, "/", CONNECTIONS, Duration::from_secs(1)).await;
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
     for round in 0..rounds {
@@ -340,7 +233,7 @@ async fn router_vs_nginx(
         };
         for through_router in order {
             let address = if through_router { router } else { nginx };
-            let load = closed_loop(address, FAST_HOST, CONNECTIONS, DURATION).await;
+            let load = closed_loop(address, FAST_HOST, "/", CONNECTIONS, DURATION).await;
             if through_router {
                 ours.push(load);
             } else {

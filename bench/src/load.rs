@@ -1,0 +1,121 @@
+//! The closed-loop load both the deploy and web benches drive: N
+//! keep-alive HTTP/1.1 connections sending requests back to back.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+
+pub(crate) async fn get_once(address: SocketAddr, host: &str) -> anyhow::Result<(u16, String)> {
+    let stream = tokio::net::TcpStream::connect(address).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let response = sender.send_request(request(host, "/")?).await?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+pub(crate) fn request(host: &str, path: &str) -> anyhow::Result<Request<Empty<Bytes>>> {
+    Ok(Request::get(path).header("host", host).body(Empty::new())?)
+}
+
+/// What a closed-loop run measured.
+pub(crate) struct Load {
+    pub(crate) requests: usize,
+    pub(crate) errors: usize,
+    pub(crate) elapsed: Duration,
+    pub(crate) latencies: Vec<Duration>,
+}
+
+impl Load {
+    pub(crate) fn throughput(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+/// `connections` keep-alive connections sending requests back to back for
+/// `duration`.
+pub(crate) async fn closed_loop(
+    address: SocketAddr,
+    host: &str,
+    path: &str,
+    connections: usize,
+    duration: Duration,
+) -> Load {
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..connections)
+        .map(|_| {
+            let host = host.to_string();
+            let path = path.to_string();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut errors = 0usize;
+                'connect: while Instant::now() < deadline {
+                    let Ok(stream) = tokio::net::TcpStream::connect(address).await else {
+                        errors += 1;
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let Ok((mut sender, connection)) =
+                        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+                    else {
+                        errors += 1;
+                        continue;
+                    };
+                    tokio::spawn(connection);
+                    while Instant::now() < deadline {
+                        let Ok(request) = request(&host, &path) else {
+                            break 'connect;
+                        };
+                        let sent = Instant::now();
+                        match sender.send_request(request).await {
+                            Ok(response) if response.status().is_success() => {
+                                if response.into_body().collect().await.is_err() {
+                                    errors += 1;
+                                    continue 'connect;
+                                }
+                                latencies.push(sent.elapsed());
+                            }
+                            _ => {
+                                errors += 1;
+                                continue 'connect;
+                            }
+                        }
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let mut load = Load {
+        requests: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latencies: Vec::new(),
+    };
+    for task in tasks {
+        if let Ok((latencies, errors)) = task.await {
+            load.requests += latencies.len();
+            load.errors += errors;
+            load.latencies.extend(latencies);
+        }
+    }
+    load.elapsed = started.elapsed();
+    load.latencies.sort();
+    load
+}
+
