@@ -71,14 +71,19 @@ pub(crate) fn push_with(
 /// `[containerd]` for the containerd `make bench` provides, in a namespace
 /// of this run's own.
 pub(crate) fn containerd_settings() -> String {
-    match launchway_integration::containerd_socket() {
-        Some(socket) => format!(
-            "[containerd]\nsocket = \"{}\"\nnamespace = \"lwbench-{}\"\n",
-            socket.display(),
-            launchway_integration::random_hex()
-        ),
-        None => String::new(),
-    }
+    // Runtime images built from Debian can be kept between runs.
+    let cache = std::env::var("LW_BENCH_ROOTFS_CACHE")
+        .map(|dir| format!("[runtimes]\nrootfs_cache = \"{dir}\"\n"))
+        .unwrap_or_default();
+    cache
+        + &match launchway_integration::containerd_socket() {
+            Some(socket) => format!(
+                "[containerd]\nsocket = \"{}\"\nnamespace = \"lwbench-{}\"\n",
+                socket.display(),
+                launchway_integration::random_hex()
+            ),
+            None => String::new(),
+        }
 }
 
 /// The body of a 200 answer to `GET path` with `Host: host`.

@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use common::{LaunchwayServer, free_port, git, run, wait_for};
-use load::{Load, closed_loop, get_once, percentile};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::Request;
+use load::{Load, closed_loop, get_once, percentile};
 
 const CONFIG: &str = r#"applications:
   web:

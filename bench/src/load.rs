@@ -118,4 +118,3 @@ pub(crate) async fn closed_loop(
     load.latencies.sort();
     load
 }
-

@@ -111,7 +111,9 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(static_files(server.router, nginx.address, rounds));
     drop(nginx);
 
-    cron_delay(&server)?;
+    if std::env::var_os("LW_BENCH_SKIP_CRON").is_none() {
+        cron_delay(&server)?;
+    }
     server.stop();
     Ok(())
 }

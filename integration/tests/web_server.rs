@@ -24,6 +24,9 @@ applications:
     type: "php:8.2"
     build:
       flavor: none
+    runtime:
+      extensions: [redis, pdo_pgsql]
+      disabled_extensions: [redis]
     web:
       locations:
         "/":
@@ -70,7 +73,7 @@ fn php_front_controller_static_locations_and_rules() {
     assert!(
         front
             .body
-            .contains("pdo_pgsql,pdo_mysql,redis,gd,intl,Zend OPcache,sodium"),
+            .contains("pdo_pgsql,pdo_mysql,gd,intl,Zend OPcache,sodium\n"),
         "{front:?}"
     );
     let routed = fetch(&daemon, "/blog/post?id=7");

@@ -57,6 +57,10 @@ pub struct App {
     pub workers: BTreeMap<String, Worker>,
     /// Time zone of the crons.
     pub timezone: String,
+    /// PHP extensions turned off (`runtime.disabled_extensions`, those
+    /// this host has).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub disabled_extensions: Vec<String>,
     /// Keys kept as written that Launchway does not act on yet.
     pub kept: BTreeMap<String, Any>,
 }

@@ -59,6 +59,9 @@ pub const EXITS_FILE: &str = ".launchway-exits";
 /// One line per exit of the web server run beside `start`: its status.
 pub const SERVER_EXITS_FILE: &str = ".launchway-server-exits";
 
+/// PHP's scan directory when an app turns extensions off.
+pub const PHP_SCAN_DIR: &str = "/run/php.d";
+
 /// PID 1 of every app process container. `$1` = pre_start, `$2` = start,
 /// `$3` = a web server run beside `start` (and restarted alike).
 pub const SUPERVISOR: &str = r#"
@@ -74,6 +77,15 @@ stop() {
   while kill -0 -1 2>/dev/null; do sleep 0.02; wait 2>/dev/null; done
   exit 0
 }
+if [ -n "${LAUNCHWAY_PHP_DISABLED:-}" ]; then
+  mkdir -p /run/php.d
+  for ini in /etc/php/*/cli/conf.d/*.ini; do
+    [ -e "$ini" ] || continue
+    extension=$(basename "$ini" .ini); extension=${extension#*-}
+    case " $LAUNCHWAY_PHP_DISABLED " in *" $extension "*) continue ;; esac
+    ln -sf "$ini" "/run/php.d/$(basename "$ini")"
+  done
+fi
 if [ -n "$1" ]; then
   in_env "$1" || echo "launchway: pre_start exited with status $?" >&2
 fi
@@ -667,6 +679,12 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
                     format!("{APP_DIR}/{root}")
                 };
                 platform.push(("PLATFORM_DOCUMENT_ROOT", path));
+            }
+            if !app.disabled_extensions.is_empty() {
+                // The supervisor links Debian's conf.d files but these
+                // into /run/php.d, PHP's scan directory from then on.
+                platform.push(("LAUNCHWAY_PHP_DISABLED", app.disabled_extensions.join(" ")));
+                platform.push(("PHP_INI_SCAN_DIR", PHP_SCAN_DIR.to_owned()));
             }
             // A worker's own `variables` are app config: they beat the
             // app's, not the user's nor the platform's.

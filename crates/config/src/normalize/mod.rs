@@ -14,6 +14,7 @@ use crate::config::{
 use crate::cron;
 
 mod locations;
+mod php;
 mod relationships;
 mod services;
 
@@ -309,6 +310,9 @@ impl Normalizer<'_> {
             locations: web_config.locations.clone().unwrap_or_default(),
         };
         self.check_locations(name, &web.locations);
+        if is_php {
+            self.check_php_runtime(name, config.runtime.as_ref());
+        }
         let mounts = self.mounts(
             &["applications", name, "mounts"],
             config.mounts.as_ref(),
@@ -360,8 +364,19 @@ impl Normalizer<'_> {
             ),
             (
                 "runtime",
-                to_json(&config.runtime),
-                "runtime settings are not applied yet",
+                to_json(&config.runtime).filter(|runtime| {
+                    // PHP's extension lists are applied; other keys are not.
+                    !is_php
+                        || runtime.as_object().is_some_and(|keys| {
+                            keys.keys()
+                                .any(|k| k != "extensions" && k != "disabled_extensions")
+                        })
+                }),
+                if is_php {
+                    "only `extensions` and `disabled_extensions` are applied yet"
+                } else {
+                    "runtime settings are not applied yet"
+                },
             ),
             (
                 "additional_hosts",
@@ -454,6 +469,11 @@ impl Normalizer<'_> {
             crons,
             workers,
             timezone: config.timezone.unwrap_or_else(|| "UTC".into()),
+            disabled_extensions: if is_php {
+                php::disabled_extensions(config.runtime.as_ref())
+            } else {
+                Vec::new()
+            },
             kept,
         })
     }

@@ -1,0 +1,189 @@
+//! A PHP app's `runtime`: `extensions` and `disabled_extensions` checked
+//! at push against the PHP extensions there are. A name PHP has no
+//! extension of is an error (a typo); a real extension this host's images
+//! lack (`xdebug`, `blackfire`, `newrelic`…) is a warning, and the app
+//! runs without it.
+
+use super::Normalizer;
+
+/// What every PHP runtime image here has (Debian's packages, sodium and
+/// json built in): these can be turned on and off.
+pub(crate) const PHP_EXTENSIONS_HERE: &[&str] = &[
+    "apcu",
+    "bcmath",
+    "calendar",
+    "ctype",
+    "curl",
+    "dom",
+    "exif",
+    "ffi",
+    "fileinfo",
+    "ftp",
+    "gd",
+    "gettext",
+    "iconv",
+    "igbinary",
+    "imagick",
+    "intl",
+    "json",
+    "mbstring",
+    "memcached",
+    "msgpack",
+    "mysqli",
+    "mysqlnd",
+    "opcache",
+    "pdo",
+    "pdo_mysql",
+    "pdo_pgsql",
+    "pdo_sqlite",
+    "pgsql",
+    "phar",
+    "posix",
+    "readline",
+    "redis",
+    "shmop",
+    "simplexml",
+    "sockets",
+    "sodium",
+    "sqlite3",
+    "sysvmsg",
+    "sysvsem",
+    "sysvshm",
+    "tokenizer",
+    "xml",
+    "xmlreader",
+    "xmlwriter",
+    "xsl",
+    "zip",
+];
+
+/// PHP extensions that exist (Upsun offers them) but these images lack.
+const PHP_EXTENSIONS_ELSEWHERE: &[&str] = &[
+    "amqp",
+    "apc",
+    "apcu_bc",
+    "applepay",
+    "blackfire",
+    "bz2",
+    "datadog",
+    "dba",
+    "enchant",
+    "event",
+    "gearman",
+    "geoip",
+    "gmp",
+    "gnupg",
+    "http",
+    "imap",
+    "ioncube",
+    "ldap",
+    "mailparse",
+    "memcache",
+    "mongo",
+    "mongodb",
+    "mysql",
+    "newrelic",
+    "oauth",
+    "odbc",
+    "openswoole",
+    "opentelemetry",
+    "pdo_dblib",
+    "pdo_firebird",
+    "pdo_odbc",
+    "pdo_sqlsrv",
+    "pinba",
+    "protobuf",
+    "pspell",
+    "pthreads",
+    "raphf",
+    "rdkafka",
+    "recode",
+    "relay",
+    "snmp",
+    "soap",
+    "sourceguardian",
+    "spplus",
+    "sqlsrv",
+    "ssh2",
+    "swoole",
+    "sybase",
+    "tidy",
+    "tideways",
+    "tideways_xhprof",
+    "uploadprogress",
+    "uuid",
+    "xcache",
+    "xdebug",
+    "xhprof",
+    "xmlrpc",
+    "yaml",
+    "zbarcode",
+    "zendopcache",
+];
+
+/// The names a `runtime` list holds: strings, or `{name: …}` entries.
+fn names(list: Option<&serde_json::Value>) -> Vec<(usize, String)> {
+    list.and_then(|l| l.as_array())
+        .map(|items| {
+            items
+                .iter()
+                .enumerate()
+                .filter_map(|(index, item)| match item {
+                    serde_json::Value::String(name) => Some((index, name.clone())),
+                    serde_json::Value::Object(entry) => entry
+                        .get("name")
+                        .and_then(|n| n.as_str())
+                        .map(|name| (index, name.to_owned())),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The extensions a PHP app's `runtime` turns off (those this host has).
+pub(crate) fn disabled_extensions(runtime: Option<&serde_json::Value>) -> Vec<String> {
+    names(runtime.and_then(|r| r.get("disabled_extensions")))
+        .into_iter()
+        .map(|(_, name)| name.to_ascii_lowercase())
+        .filter(|name| PHP_EXTENSIONS_HERE.contains(&name.as_str()))
+        .collect()
+}
+
+impl Normalizer<'_> {
+    /// Checks the extension names of a PHP app's `runtime`.
+    pub(super) fn check_php_runtime(&mut self, name: &str, runtime: Option<&serde_json::Value>) {
+        for key in ["extensions", "disabled_extensions"] {
+            for (index, extension) in names(runtime.and_then(|r| r.get(key))) {
+                let lower = extension.to_ascii_lowercase();
+                let index = index.to_string();
+                let path = ["applications", name, "runtime", key, index.as_str()];
+                let span = self
+                    .value_span(&path)
+                    .or_else(|| self.key_span(&["applications", name, "runtime", key]));
+                if PHP_EXTENSIONS_HERE.contains(&lower.as_str()) {
+                    continue;
+                }
+                if PHP_EXTENSIONS_ELSEWHERE.contains(&lower.as_str()) {
+                    self.diags.warning(
+                        span,
+                        format!("PHP extension `{extension}` is not available on this host; the app runs without it"),
+                    );
+                    continue;
+                }
+                let suggestion = PHP_EXTENSIONS_HERE
+                    .iter()
+                    .chain(PHP_EXTENSIONS_ELSEWHERE)
+                    .min_by_key(|known| strsim::levenshtein(known, &lower))
+                    .filter(|known| strsim::levenshtein(known, &lower) <= 2);
+                let diagnostic = self
+                    .diags
+                    .error(span, format!("`{extension}` is not a PHP extension"));
+                diagnostic.hint = Some(match suggestion {
+                    Some(known) => format!("did you mean `{known}`?"),
+                    None => format!("this host's PHP has: {}", PHP_EXTENSIONS_HERE.join(", ")),
+                });
+            }
+        }
+    }
+}
