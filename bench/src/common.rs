@@ -407,3 +407,46 @@ impl Drop for XfsMount {
         let _ = self.image.path();
     }
 }
+
+/// Debian's nginx run from `dir` with its own configuration: the common
+/// frame (workers, pid, logs, temp paths) around `http` (the contents of
+/// the `http {}` block, given the address to listen on).
+pub(crate) struct HostNginx {
+    child: Child,
+    pub(crate) address: std::net::SocketAddr,
+}
+
+impl HostNginx {
+    pub(crate) fn start(
+        binary: &Path,
+        dir: &Path,
+        http: impl FnOnce(std::net::SocketAddr) -> String,
+    ) -> anyhow::Result<HostNginx> {
+        std::fs::create_dir_all(dir.join("tmp"))?;
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let d = dir.display();
+        let config = format!(
+            "user root;\nworker_processes auto;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\ndaemon off;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/tmp/body;\n  proxy_temp_path {d}/tmp/proxy;\n  fastcgi_temp_path {d}/tmp/fastcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n{}\n}}\n",
+            http(address)
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, config)?;
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&path)
+            .arg("-p")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        wait_for("nginx", || std::net::TcpStream::connect(address).is_ok())?;
+        Ok(HostNginx { child, address })
+    }
+}
+
+impl Drop for HostNginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -21,13 +21,13 @@ mod load;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
-use common::{LaunchwayServer, free_port, git, run, wait_for};
+use common::{HostNginx, LaunchwayServer, git, run};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::Request;
 use load::{Load, closed_loop, get_once, percentile};
@@ -107,7 +107,7 @@ fn main() -> anyhow::Result<()> {
 
     let socket = find_socket(&server.data)?;
     if rounds > 0 {
-        let nginx = Nginx::start(&nginx, root, &socket)?;
+        let nginx = proxy_nginx(&nginx, root, &socket)?;
         runtime.block_on(router_vs_nginx(router, nginx.address, rounds))?;
         drop(nginx);
     }
@@ -146,32 +146,11 @@ fn find_socket(data: &Path) -> anyhow::Result<PathBuf> {
     bail!("the fast app's socket was not found")
 }
 
-struct Nginx {
-    child: Child,
-    address: SocketAddr,
-}
-
-impl Nginx {
-    fn start(binary: &Path, root: &Path, socket: &Path) -> anyhow::Result<Nginx> {
-        let dir = root.join("nginx");
-        std::fs::create_dir_all(dir.join("tmp"))?;
-        let address = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let d = dir.display();
-        let config = format!(
-            r#"user root;
-worker_processes auto;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-daemon off;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {d}/tmp/body;
-  proxy_temp_path {d}/tmp/proxy;
-  fastcgi_temp_path {d}/tmp/fastcgi;
-  uwsgi_temp_path {d}/tmp/uwsgi;
-  scgi_temp_path {d}/tmp/scgi;
-  upstream backend {{
+/// nginx as a reverse proxy to the backend's socket, with keep-alive.
+fn proxy_nginx(binary: &Path, root: &Path, socket: &Path) -> anyhow::Result<HostNginx> {
+    HostNginx::start(binary, &root.join("nginx"), |address| {
+        format!(
+            r#"  upstream backend {{
     server unix:{socket};
     keepalive 256;
   }}
@@ -186,31 +165,10 @@ http {{
       proxy_set_header X-Forwarded-Proto $scheme;
       proxy_set_header X-Forwarded-Host $host;
     }}
-  }}
-}}
-"#,
+  }}"#,
             socket = socket.display()
-        );
-        let path = dir.join("nginx.conf");
-        std::fs::write(&path, config)?;
-        let child = Command::new(binary)
-            .arg("-c")
-            .arg(&path)
-            .arg("-p")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        wait_for("nginx", || std::net::TcpStream::connect(address).is_ok())?;
-        Ok(Nginx { child, address })
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+        )
+    })
 }
 
 async fn router_vs_nginx(

@@ -20,11 +20,11 @@ mod load;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use common::{LaunchwayServer, free_port, git, run, wait_for};
+use common::{HostNginx, LaunchwayServer, git, run};
 use load::{Load, closed_loop, get_once, percentile};
 
 const CONFIG: &str = r#"applications:
@@ -107,7 +107,7 @@ fn main() -> anyhow::Result<()> {
     if status != 200 || body != "<h1>bench</h1>\n" {
         bail!("the static site does not answer through the router: {status} {body:?}");
     }
-    let nginx = HostNginx::start(&nginx, root, &work.join("public"))?;
+    let nginx = static_nginx(&nginx, root, &work.join("public"))?;
     runtime.block_on(static_files(server.router, nginx.address, rounds));
     drop(nginx);
 
@@ -119,35 +119,13 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Debian's nginx on the host, serving `public` as the container's does.
-struct HostNginx {
-    child: Child,
-    address: SocketAddr,
-}
-
-impl HostNginx {
-    fn start(binary: &Path, root: &Path, public: &Path) -> anyhow::Result<HostNginx> {
-        let dir = root.join("host-nginx");
-        std::fs::create_dir_all(dir.join("tmp"))?;
-        let address = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let d = dir.display();
-        let config = format!(
-            r#"user root;
-worker_processes auto;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-daemon off;
-events {{ worker_connections 4096; }}
-http {{
-  include /etc/nginx/mime.types;
-  access_log off;
+fn static_nginx(binary: &Path, root: &Path, public: &Path) -> anyhow::Result<HostNginx> {
+    HostNginx::start(binary, &root.join("host-nginx"), |address| {
+        format!(
+            r#"  include /etc/nginx/mime.types;
   sendfile on;
   tcp_nopush on;
   open_file_cache max=2000 inactive=20s;
-  client_body_temp_path {d}/tmp/body;
-  proxy_temp_path {d}/tmp/proxy;
-  fastcgi_temp_path {d}/tmp/fastcgi;
-  uwsgi_temp_path {d}/tmp/uwsgi;
-  scgi_temp_path {d}/tmp/scgi;
   server {{
     listen {address};
     root {public};
@@ -155,31 +133,10 @@ http {{
       index index.html;
       try_files $uri $uri/ =404;
     }}
-  }}
-}}
-"#,
+  }}"#,
             public = public.display()
-        );
-        let path = dir.join("nginx.conf");
-        std::fs::write(&path, config)?;
-        let child = Command::new(binary)
-            .arg("-c")
-            .arg(&path)
-            .arg("-p")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        wait_for("nginx", || std::net::TcpStream::connect(address).is_ok())?;
-        Ok(HostNginx { child, address })
-    }
-}
-
-impl Drop for HostNginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+        )
+    })
 }
 
 async fn static_files(router: SocketAddr, nginx: SocketAddr, rounds: usize) {

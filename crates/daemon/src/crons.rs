@@ -31,7 +31,7 @@ use tracing::info;
 
 use crate::activity::{Ended, Log, Work};
 use crate::build_api::LogStream;
-use crate::deploy::{Started, app_path, environment_key};
+use crate::deploy::environment_key;
 use crate::{Daemon, now_ms};
 
 /// A run in progress.
@@ -299,15 +299,7 @@ impl Daemon {
         log: &Log,
         cancel: &CancellationToken,
     ) -> Result<std::collections::BTreeMap<String, u64>, Ended> {
-        let release = self
-            .store
-            .release(release_id)
-            .ok()
-            .flatten()
-            .ok_or_else(|| Ended::Failed(format!("there is no release {release_id}")))?;
-        let spec: DeploySpec = serde_json::from_value(release.spec.clone())
-            .map_err(|_| Ended::Failed(format!("release {release_id} cannot be read")))?;
-        log.add_secrets(crate::release_api::release_secrets(&release, &spec));
+        let spec = self.release_spec_for(release_id, log)?;
         let app = spec
             .apps
             .iter()
@@ -322,20 +314,8 @@ impl Daemon {
             Ended::Failed(format!("app {app_name} runs no process to run crons in"))
         })?;
         let owner = environment_key(&activity.project, &activity.environment);
-        let id = self
-            .engine
-            .app_container(&owner, &app.name, &process.name)
-            .await
-            .ok()
-            .flatten();
-        let (Some(id), Ok(image)) = (id, self.engine.image(&app.image).await) else {
+        let Some(container) = self.running_container(&owner, app, process).await else {
             return Err(Ended::Failed(format!("app {app_name} is not running")));
-        };
-        let container = Started {
-            app: app.name.clone(),
-            process: process.name.clone(),
-            id,
-            path: app_path(&image),
         };
         log.line(&format!("  Running cron {app_name}:{name}: {}", cron.start))
             .await;

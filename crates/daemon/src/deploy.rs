@@ -1301,6 +1301,48 @@ impl Daemon {
         }
     }
 
+    /// The spec of recorded release `release_id`, its secrets masked in
+    /// `log` from now on.
+    pub(crate) fn release_spec_for(
+        &self,
+        release_id: &str,
+        log: &Log,
+    ) -> Result<DeploySpec, Ended> {
+        let release = self
+            .store
+            .release(release_id)
+            .ok()
+            .flatten()
+            .ok_or_else(|| Ended::Failed(format!("there is no release {release_id}")))?;
+        let spec: DeploySpec = serde_json::from_value(release.spec.clone())
+            .map_err(|_| Ended::Failed(format!("release {release_id} cannot be read")))?;
+        log.add_secrets(crate::release_api::release_secrets(&release, &spec));
+        Ok(spec)
+    }
+
+    /// The running container of `process` of `app` in the environment of
+    /// `owner`, if it runs.
+    pub(crate) async fn running_container(
+        &self,
+        owner: &str,
+        app: &AppSpec,
+        process: &ProcessSpec,
+    ) -> Option<Started> {
+        let id = self
+            .engine
+            .app_container(owner, &app.name, &process.name)
+            .await
+            .ok()
+            .flatten()?;
+        let image = self.engine.image(&app.image).await.ok()?;
+        Some(Started {
+            app: app.name.clone(),
+            process: process.name.clone(),
+            id,
+            path: app_path(&image),
+        })
+    }
+
     /// Runs the post_deploy hooks of the serving release again in its
     /// running containers (a stop came between `released` and `complete`),
     /// then records the deploy complete.
@@ -1311,15 +1353,7 @@ impl Daemon {
         log: &Log,
         cancel: &CancellationToken,
     ) -> Result<std::collections::BTreeMap<String, u64>, Ended> {
-        let release = self
-            .store
-            .release(release_id)
-            .ok()
-            .flatten()
-            .ok_or_else(|| Ended::Failed(format!("there is no release {release_id}")))?;
-        let spec: DeploySpec = serde_json::from_value(release.spec.clone())
-            .map_err(|_| Ended::Failed(format!("release {release_id} cannot be read")))?;
-        log.add_secrets(crate::release_api::release_secrets(&release, &spec));
+        let spec = self.release_spec_for(release_id, log)?;
         let owner = environment_key(&activity.project, &activity.environment);
         for app in &spec.apps {
             let Some(hook) = &app.post_deploy_hook else {
@@ -1328,13 +1362,7 @@ impl Daemon {
             let Some(process) = app.web().or_else(|| app.processes.first()) else {
                 continue;
             };
-            let id = self
-                .engine
-                .app_container(&owner, &app.name, &process.name)
-                .await
-                .ok()
-                .flatten();
-            let (Some(id), Ok(image)) = (id, self.engine.image(&app.image).await) else {
+            let Some(container) = self.running_container(&owner, app, process).await else {
                 log.line(&format!(
                     "    W: application {} is not running; its post_deploy hook was skipped",
                     app.name
@@ -1342,12 +1370,7 @@ impl Daemon {
                 .await;
                 continue;
             };
-            let started = [Started {
-                app: app.name.clone(),
-                process: process.name.clone(),
-                id,
-                path: app_path(&image),
-            }];
+            let started = [container];
             self.run_hook(app, &started, hook, "post_deploy", log, cancel)
                 .await;
         }
