@@ -628,8 +628,17 @@ impl Daemon {
 pub fn serve_http(
     respond: impl Fn(&str) -> Option<(&'static str, Vec<u8>)> + Send + 'static,
 ) -> u16 {
+    serve_http_on(std::net::Ipv4Addr::LOCALHOST, respond)
+}
+
+/// [`serve_http`] on another address (`127.0.0.2`: a loopback address
+/// that hooks' `NO_PROXY` does not name).
+pub fn serve_http_on(
+    ip: std::net::Ipv4Addr,
+    respond: impl Fn(&str) -> Option<(&'static str, Vec<u8>)> + Send + 'static,
+) -> u16 {
     use std::io::{BufRead as _, Write as _};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let listener = std::net::TcpListener::bind((ip, 0)).expect("a loopback port");
     let port = listener.local_addr().expect("its address").port();
     std::thread::spawn(move || {
         for stream in listener.incoming() {

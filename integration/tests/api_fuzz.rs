@@ -126,7 +126,16 @@ async fn read(
     client: &mut Client,
     rng: &mut impl Rng,
 ) -> (&'static str, Result<(), tonic::Status>) {
-    match rng.random_range(0..17) {
+    match rng.random_range(0..18) {
+        17 => (
+            "GetProject",
+            client
+                .get_project(proto::GetProjectRequest {
+                    project: project(rng),
+                })
+                .await
+                .map(drop),
+        ),
         0 => (
             "ListProjects",
             client
@@ -280,7 +289,22 @@ async fn write(
     client: &mut Client,
     rng: &mut impl Rng,
 ) -> (&'static str, Result<(), tonic::Status>) {
-    match rng.random_range(0..18) {
+    match rng.random_range(0..19) {
+        18 => {
+            let request = proto::SetProjectSettingRequest {
+                project: project(rng),
+                key: if rng.random() {
+                    "build.egress".to_owned()
+                } else {
+                    invalid(rng)
+                },
+                value: invalid(rng),
+            };
+            (
+                "SetProjectSetting",
+                client.set_project_setting(request).await.map(drop),
+            )
+        }
         0 => {
             let request = proto::CreateProjectRequest {
                 name: invalid(rng),
@@ -655,8 +679,10 @@ fn cli_args(rng: &mut impl Rng) -> (Vec<String>, bool) {
     let r = arg(rng);
     let bad = bad_arg(rng);
     let changes = rng.random_bool(0.6);
+    let setting = format!("build.egress={bad}");
     let args: Vec<&str> = if changes {
-        match rng.random_range(0..16) {
+        match rng.random_range(0..17) {
+            16 => vec!["project", "set", "-p", &p, &setting],
             0 => vec!["project", "create", &bad],
             1 => vec!["keys", "add", "-p", &bad, "-r", &r, &r],
             2 => vec!["keys", "remove", "-p", &p, &bad],
@@ -675,7 +701,8 @@ fn cli_args(rng: &mut impl Rng) -> (Vec<String>, bool) {
             _ => vec!["builds", "import", "-p", &bad],
         }
     } else {
-        match rng.random_range(0..15) {
+        match rng.random_range(0..16) {
+            15 => vec!["project", "get", "-p", &p],
             12 => vec!["sql", "-p", &p, "-e", &e, "-c", &r],
             13 => vec!["db", "dump", "-p", &p, "-e", &e, "-r", &r],
             14 => vec!["redis", "-p", &p, "-e", &e, "--", &r],

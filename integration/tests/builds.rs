@@ -367,6 +367,12 @@ fn the_build_hook_has_no_network_and_its_failure_fails_the_push() {
         stderr.contains("E: application 'web': the build hook exited with code 1"),
         "{stderr}"
     );
+    // Its output says it could not connect: the message names the setting.
+    assert!(
+        stderr.contains("no network access")
+            && stderr.contains("launchway project set -p shop build.egress=registries"),
+        "{stderr}"
+    );
     assert!(
         matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
         "the hook reached the host's loopback"

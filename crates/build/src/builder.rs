@@ -89,6 +89,50 @@ pub struct AppJob<'a> {
     pub variables: &'a [UserVariable],
     /// `PLATFORM_PROJECT_ENTROPY`.
     pub entropy: &'a str,
+    /// Where the build hook runs; `None`: a namespace of its own with only
+    /// loopback.
+    pub hook_network: Option<&'a HookNetwork>,
+}
+
+/// The network of a build hook: a namespace with only loopback prepared by
+/// the caller (the egress proxy listens in it) and the variables that send
+/// the hook's HTTP clients there.
+#[derive(Clone, Debug)]
+pub struct HookNetwork {
+    /// The pinned namespace.
+    pub netns: PathBuf,
+    /// `HTTP_PROXY` and the like.
+    pub env: Vec<(String, String)>,
+}
+
+/// What tools print when they cannot reach the network (curl, wget, git,
+/// pip, npm, composer, go, bundler), lowercased.
+const NETWORK_FAILURES: &[&str] = &[
+    "could not resolve",
+    "temporary failure in name resolution",
+    "name or service not known",
+    "unable to resolve host",
+    "network is unreachable",
+    "no route to host",
+    "eai_again",
+    "enotfound",
+    "getaddrinfo",
+    "failed to establish a new connection",
+    "connection refused",
+    "from proxy after connect",
+    "tunnel connection failed",
+    "connect tunnel failed",
+    "tunneling socket could not be established",
+    "proxyerror",
+    "dial tcp",
+];
+
+/// Whether `line` of a step's output says the network was out of reach.
+pub(crate) fn says_network_failed(line: &str) -> bool {
+    let line = line.to_ascii_lowercase();
+    NETWORK_FAILURES
+        .iter()
+        .any(|pattern| line.contains(pattern))
 }
 
 /// A finished app build.
@@ -381,12 +425,19 @@ impl Builder {
         {
             say(log, "      Executing build hook...").await;
             let cache = self.prepare_cache_dir(job.project, &plan.name)?;
+            let (network, env) = match job.hook_network {
+                Some(hook_network) => (
+                    Network::Join(hook_network.netns.clone()),
+                    [hook_env.as_slice(), hook_network.env.as_slice()].concat(),
+                ),
+                None => (Network::None, hook_env.clone()),
+            };
             self.run(
                 &workspace,
                 "the build hook",
                 vec!["/bin/sh".into(), "-e".into(), "-c".into(), hook.to_owned()],
-                &hook_env,
-                Network::None,
+                &env,
+                network,
                 vec![Bind {
                     source: cache,
                     target: CACHE_DIR.into(),
@@ -511,6 +562,9 @@ impl Builder {
         let mut spec = StepSpec::new(args);
         spec.env = env.to_vec();
         spec.cwd = crate::env::APP_DIR.into();
+        // Only a hook's output is read for network failures: the other
+        // steps have the network the daemon's settings give them.
+        let watch_network = matches!(network, Network::Join(_) | Network::None);
         spec.network = network;
         spec.binds = binds;
         spec.tmp_size_bytes = self.settings.tmp_mib.max(16) * 1024 * 1024;
@@ -523,10 +577,15 @@ impl Builder {
             pids: (self.settings.pids > 0).then_some(self.settings.pids),
         };
         let (lines, mut received) = mpsc::channel::<OutputLine>(256);
+        let network_failure = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let forward = {
             let log = log.clone();
+            let network_failure = network_failure.clone();
             tokio::spawn(async move {
                 while let Some(line) = received.recv().await {
+                    if watch_network && says_network_failed(&line.line) {
+                        network_failure.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
                     let text = match line.stream {
                         OutputStream::Stdout => format!("        {}", line.line),
                         OutputStream::Stderr => format!("        W: {}", line.line),
@@ -559,6 +618,7 @@ impl Builder {
             return Err(BuildError::StepFailed {
                 step: what.to_owned(),
                 how: outcome.describe(),
+                network_failure: network_failure.load(std::sync::atomic::Ordering::Relaxed),
             });
         }
         Ok(())
@@ -695,4 +755,30 @@ async fn read_inputs(
     })
     .await
     .map_err(|error| BuildError::Config(error.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::says_network_failed;
+
+    #[test]
+    fn what_tools_print_without_network_is_recognised() {
+        for line in [
+            "curl: (6) Could not resolve host: example.org",
+            "curl: (56) CONNECT tunnel failed, response 403",
+            "curl: (56) Received HTTP code 403 from proxy after CONNECT",
+            "npm ERR! code EAI_AGAIN",
+            "npm error request to https://registry.npmjs.org/x failed, reason: getaddrinfo ENOTFOUND registry.npmjs.org",
+            "WARNING: Retrying ... NewConnectionError('<pip._vendor.urllib3.connection.HTTPSConnection object>: Failed to establish a new connection: [Errno -3] Temporary failure in name resolution')",
+            "ERROR: Could not install packages due to an OSError: ProxyError('Cannot connect to proxy.')",
+            "fatal: unable to access 'https://github.com/x/y/': Could not resolve host: github.com",
+            "go: github.com/x/y@v1: Get \"https://proxy.golang.org/...\": dial tcp: lookup proxy.golang.org: no such host",
+            "wget: unable to resolve host address 'example.org'",
+        ] {
+            assert!(says_network_failed(line), "{line}");
+        }
+        for line in ["Collecting flask", "added 12 packages in 2s", "Build OK"] {
+            assert!(!says_network_failed(line), "{line}");
+        }
+    }
 }

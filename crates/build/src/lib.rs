@@ -12,7 +12,8 @@
 //! 3. the app's tree is unpacked into `/app`, owned by uid 10000;
 //! 4. `hooks.build` runs with `/bin/sh -e -c` (dash on Debian images, as on
 //!    Platform.sh), as uid 10000, cwd `/app`, with no network at all (only
-//!    loopback), no services, no mounts, `/tmp` scratch and
+//!    loopback; in the namespace its caller prepares, where the egress proxy
+//!    listens, see [`HookNetwork`]), no services, no mounts, `/tmp` scratch and
 //!    `$PLATFORM_CACHE_DIR` bind-mounted from the project's per-app cache
 //!    (`<data>/build-cache/<project>/<app>`, shared by every branch, never in
 //!    the image);
@@ -30,7 +31,7 @@ pub mod steps;
 use std::path::Path;
 
 pub use builder::{
-    APP_ANNOTATION, AppJob, BUILD_ID_ANNOTATION, BUILD_IMAGE_PREFIX, Builder, Built,
+    APP_ANNOTATION, AppJob, BUILD_ID_ANNOTATION, BUILD_IMAGE_PREFIX, Builder, Built, HookNetwork,
     KEY_ANNOTATION, LogSender, Resolved, SOURCE_MTIME, STEP_IMAGE_PREFIX, STEPS_ANNOTATION, Slot,
     TREE_ANNOTATION, build_image_name,
 };
@@ -55,6 +56,9 @@ pub enum BuildError {
         step: String,
         /// How it ended.
         how: String,
+        /// Whether the build hook's output says it tried to reach the
+        /// network and could not.
+        network_failure: bool,
     },
     /// The build ran out of time.
     #[error("the build took longer than its limit of {limit_secs} s (`[build] timeout_secs`)")]

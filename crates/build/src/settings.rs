@@ -11,6 +11,7 @@
 //! max_source_mib = 2048    # the largest app tree a build unpacks
 //! keep_builds = 10         # per environment, the newest builds whose images `gc` keeps
 //! dependency_network = "host"  # "host" or "none": the network of dependency and flavor steps
+//! egress_allow = ["pypi.org", …]  # what hooks of `build.egress=registries` projects reach
 //! ```
 
 use std::time::Duration;
@@ -51,6 +52,20 @@ pub struct BuildSettings {
     pub keep_builds: usize,
     /// The network of the dependencies and flavor steps.
     pub dependency_network: DependencyNetwork,
+    /// The destinations the build hooks of projects with
+    /// `build.egress=registries` may reach through the egress proxy
+    /// (`host`, `*.domain` or an IPv4 address, optionally `:port`).
+    #[serde(deserialize_with = "egress_destinations")]
+    pub egress_allow: Vec<String>,
+}
+
+/// `egress_allow`, each entry checked (a bad one is an error at its line).
+fn egress_destinations<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    let list = Vec::<String>::deserialize(deserializer)?;
+    launchway_net::egress::AllowList::parse(&list).map_err(serde::de::Error::custom)?;
+    Ok(list)
 }
 
 impl Default for BuildSettings {
@@ -65,6 +80,10 @@ impl Default for BuildSettings {
             max_source_mib: 2048,
             keep_builds: 10,
             dependency_network: DependencyNetwork::Host,
+            egress_allow: launchway_net::egress::DEFAULT_ALLOW
+                .iter()
+                .map(|d| (*d).to_owned())
+                .collect(),
         }
     }
 }
@@ -73,5 +92,10 @@ impl BuildSettings {
     /// The time one build may take.
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs.max(1))
+    }
+
+    /// `egress_allow`, parsed (it was checked when the settings were read).
+    pub fn egress_allow_list(&self) -> launchway_net::egress::AllowList {
+        launchway_net::egress::AllowList::parse(&self.egress_allow).unwrap_or_default()
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use launchway_api::proto;
 use launchway_git::{CommitTree, GitError, Objects, plan};
-use launchway_store::{Activity, KeyGrant, Project, Role, StoreError};
+use launchway_store::{Activity, BuildEgress, KeyGrant, Project, Role, StoreError};
 use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status};
 use tracing::warn;
@@ -81,6 +81,7 @@ impl ApiService {
             default_branch: project.default_branch.clone(),
             git_remote: self.daemon.git_remote(&project.name),
             created_at: project.created_at,
+            settings: crate::projects::settings_of(project).into_iter().collect(),
         }
     }
 
@@ -489,6 +490,7 @@ impl launchway_api::Launchway for ApiService {
             default_branch,
             created_at: now_ms(),
             service_secret: crate::services::new_secret(),
+            build_egress: BuildEgress::None,
         };
         if let Err(error) = self.daemon.store.create_project(&project) {
             let _ = std::fs::remove_dir_all(&repo);
@@ -524,6 +526,25 @@ impl launchway_api::Launchway for ApiService {
         Ok(Response::new(proto::ProjectList {
             projects: projects.iter().map(|p| self.project_info(p)).collect(),
         }))
+    }
+
+    async fn get_project(
+        &self,
+        request: Request<proto::GetProjectRequest>,
+    ) -> Result<Response<proto::ProjectInfo>, Status> {
+        let project = self.existing_project(&request.into_inner().project)?;
+        Ok(Response::new(self.project_info(&project)))
+    }
+
+    async fn set_project_setting(
+        &self,
+        request: Request<proto::SetProjectSettingRequest>,
+    ) -> Result<Response<proto::ProjectInfo>, Status> {
+        let request = request.into_inner();
+        let project =
+            self.daemon
+                .set_project_setting(&request.project, &request.key, &request.value)?;
+        Ok(Response::new(self.project_info(&project)))
     }
 
     async fn add_key(

@@ -54,6 +54,17 @@ pub(crate) fn build_info(build: &Build) -> proto::BuildInfo {
                 digest: app.digest.clone().unwrap_or_default(),
                 reused_from: app.reused_from.clone().unwrap_or_default(),
                 resolved_runtime: app.resolved_runtime.clone().unwrap_or_default(),
+                egress: app
+                    .egress
+                    .iter()
+                    .map(|traffic| proto::EgressTraffic {
+                        destination: traffic.destination.clone(),
+                        connections: traffic.connections,
+                        refused: traffic.refused,
+                        sent: traffic.sent,
+                        received: traffic.received,
+                    })
+                    .collect(),
             })
             .collect(),
         status: build.status.as_str().into(),

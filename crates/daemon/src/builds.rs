@@ -234,6 +234,19 @@ impl Daemon {
                         None => self.builder.slot(&build.project, log, cancel).await?,
                     };
                     let slot = slot.insert(held);
+                    let has_hook = app
+                        .app
+                        .hooks
+                        .build
+                        .as_deref()
+                        .is_some_and(|hook| !hook.trim().is_empty());
+                    let egress = match has_hook {
+                        true => Some(
+                            self.start_hook_egress(&build.project, &build.id, index, log)
+                                .await?,
+                        ),
+                        false => None,
+                    };
                     let job = AppJob {
                         project: &build.project,
                         plan: app,
@@ -242,8 +255,16 @@ impl Daemon {
                         build_id: &build.id,
                         variables,
                         entropy: &entropy,
+                        hook_network: egress.as_ref().map(|e| e.network()),
                     };
                     let built = self.builder.build(job, &resolved, slot, log, cancel).await;
+                    let egress = match egress {
+                        Some(egress) => Some(egress.finish(log).await),
+                        None => None,
+                    };
+                    if let Some(egress) = &egress {
+                        build.apps[index].egress = egress.records();
+                    }
                     match built {
                         Ok(built) => {
                             crate::failpoint::reached("build.frozen");
@@ -252,8 +273,11 @@ impl Daemon {
                         }
                         Err(BuildError::Cancelled) => return Err(BuildError::Cancelled),
                         Err(error) => {
+                            let hint = egress
+                                .and_then(|e| e.hint(&build.project, &error))
+                                .unwrap_or_default();
                             return Err(BuildError::Config(format!(
-                                "application '{}': {error}",
+                                "application '{}': {error}{hint}",
                                 app.name
                             )));
                         }

@@ -23,6 +23,7 @@ mod builds;
 mod crons;
 mod deploy;
 pub mod doctor;
+mod egress;
 mod environments;
 pub mod failpoint;
 #[cfg(test)]
@@ -32,6 +33,7 @@ mod host_fs;
 mod logs;
 mod outage;
 mod policy;
+mod projects;
 mod push;
 mod queue;
 mod reconcile;

@@ -157,6 +157,8 @@ impl Daemon {
             .map(|(project, environment)| environment_id(project, environment))
             .collect();
         launchway_net::remove_networks_except(&self.settings.data_dir.join("netns"), &wanted);
+        // No build runs yet: every hook namespace is a leftover.
+        self.remove_stale_hook_namespaces();
 
         self.restore_routing().await;
         for deployment in post_deploys {

@@ -118,22 +118,15 @@ impl Daemon {
     /// The project's service secret, made and stored the first time a
     /// project made before services needs one.
     pub(crate) fn service_secret(&self, project: &str) -> Result<Vec<u8>, String> {
-        static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _making = match MAKING.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let mut record = self
+        let record = self
             .store
-            .project(project)
-            .map_err(|e| format!("the project cannot be read: {e}"))?
+            .update_project(project, |record| {
+                if record.service_secret.is_empty() {
+                    record.service_secret = new_secret();
+                }
+            })
+            .map_err(|e| format!("the project cannot be recorded: {e}"))?
             .ok_or_else(|| format!("there is no project {project}"))?;
-        if record.service_secret.is_empty() {
-            record.service_secret = new_secret();
-            self.store
-                .put_project(&record)
-                .map_err(|e| format!("the project cannot be recorded: {e}"))?;
-        }
         hex::decode(&record.service_secret)
             .map_err(|_| "the project's service secret is damaged".to_owned())
     }

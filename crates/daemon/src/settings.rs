@@ -365,4 +365,33 @@ mod tests {
         assert!(text.contains("l.toml") && text.contains("line 3"), "{text}");
         assert!(Settings::parse("[ssh]\nlisten = \"nope\"\n", "l.toml").is_err());
     }
+
+    #[test]
+    fn a_bad_egress_destination_is_located_and_named() {
+        let settings = Settings::parse(
+            "[build]\negress_allow = [\"*.npmjs.org\", \"127.0.0.2:4873\"]\n",
+            "l.toml",
+        )
+        .unwrap();
+        assert!(
+            settings
+                .build
+                .egress_allow_list()
+                .permits("registry.npmjs.org", 443)
+        );
+        let error = Settings::parse(
+            "[build]\nconcurrency = 1\negress_allow = [\"pypi.org\", \"pypi.org:https\"]\n",
+            "l.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("l.toml") && error.contains("line 3"),
+            "{error}"
+        );
+        assert!(
+            error.contains("`pypi.org:https`") && error.contains("port"),
+            "{error}"
+        );
+    }
 }

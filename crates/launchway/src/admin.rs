@@ -21,6 +21,22 @@ pub(crate) enum ProjectCommand {
     },
     /// List projects.
     List,
+    /// Show a project and its settings.
+    Get {
+        /// The project.
+        #[arg(long, short = 'p')]
+        project: String,
+    },
+    /// Change project settings: `build.egress=registries` lets build hooks
+    /// reach the package registries of the daemon's allow-list.
+    Set {
+        /// The project.
+        #[arg(long, short = 'p')]
+        project: String,
+        /// `KEY=VALUE`, one or more.
+        #[arg(required = true)]
+        settings: Vec<String>,
+    },
     /// Empty the persistent build cache (`$PLATFORM_CACHE_DIR`) of a project.
     ClearBuildCache {
         /// The project.
@@ -219,6 +235,43 @@ pub(crate) fn project(
             );
             println!("{}", project.git_remote);
         }
+        ProjectCommand::Get { project } => {
+            let info = with_client(settings_path, async |client| {
+                Ok(client
+                    .get_project(proto::GetProjectRequest { project })
+                    .await?
+                    .into_inner())
+            })?;
+            print_project(&info);
+        }
+        ProjectCommand::Set { project, settings } => {
+            let mut changes = Vec::new();
+            for setting in &settings {
+                let Some((key, value)) = setting.split_once('=') else {
+                    anyhow::bail!("`{setting}` is not KEY=VALUE (e.g. build.egress=registries)");
+                };
+                changes.push((key.to_owned(), value.to_owned()));
+            }
+            let info = with_client(settings_path, async |client| {
+                let mut last = None;
+                for (key, value) in changes {
+                    last = Some(
+                        client
+                            .set_project_setting(proto::SetProjectSettingRequest {
+                                project: project.clone(),
+                                key,
+                                value,
+                            })
+                            .await?
+                            .into_inner(),
+                    );
+                }
+                Ok(last)
+            })?;
+            if let Some(info) = info {
+                print_project(&info);
+            }
+        }
         ProjectCommand::ClearBuildCache { project, app } => {
             return crate::builds::clear_build_cache(settings_path, project, app);
         }
@@ -238,6 +291,18 @@ pub(crate) fn project(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_project(info: &proto::ProjectInfo) {
+    let mut fields = vec![
+        ("Name", info.name.clone()),
+        ("Branch", info.default_branch.clone()),
+        ("Git remote", info.git_remote.clone()),
+    ];
+    let mut settings: Vec<(&String, &String)> = info.settings.iter().collect();
+    settings.sort();
+    fields.extend(settings.into_iter().map(|(k, v)| (k.as_str(), v.clone())));
+    print_fields(&fields);
 }
 
 pub(crate) fn keys(settings_path: Option<&Path>, command: KeysCommand) -> anyhow::Result<ExitCode> {

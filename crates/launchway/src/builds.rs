@@ -164,6 +164,36 @@ pub(crate) fn builds(
                 })
                 .collect();
             print_table(&["APP", "RUNTIME", "TREE", "KEY", "IMAGE", "BUILT"], &rows);
+            let egress: Vec<Vec<String>> = build
+                .apps
+                .iter()
+                .flat_map(|app| {
+                    app.egress.iter().map(|traffic| {
+                        vec![
+                            app.name.clone(),
+                            traffic.destination.clone(),
+                            traffic.connections.to_string(),
+                            traffic.refused.to_string(),
+                            crate::environments::human_bytes(traffic.sent),
+                            crate::environments::human_bytes(traffic.received),
+                        ]
+                    })
+                })
+                .collect();
+            if !egress.is_empty() {
+                println!();
+                print_table(
+                    &[
+                        "APP",
+                        "HOOK REACHED",
+                        "CONNECTIONS",
+                        "REFUSED",
+                        "SENT",
+                        "RECEIVED",
+                    ],
+                    &egress,
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Some(BuildsCommand::Logs { id, follow }) => {

@@ -8,6 +8,7 @@
 //! Layout under the daemon's `netns/` directory: the hub is pinned at
 //! `<id>`, members at `<id>.members/<a>x<b>` (their address).
 
+pub mod egress;
 pub mod link;
 pub mod netns;
 

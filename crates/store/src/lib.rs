@@ -15,9 +15,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use records::{
-    Activity, ActivityKind, ActivityResult, ActivityState, Build, BuildApp, BuildStatus,
-    Deployment, Environment, EnvironmentStatus, EnvironmentType, KeyGrant, Project, Release,
-    ReleaseStatus, ReleaseVariable, Role, Variable,
+    Activity, ActivityKind, ActivityResult, ActivityState, Build, BuildApp, BuildEgress,
+    BuildStatus, Deployment, EgressTraffic, Environment, EnvironmentStatus, EnvironmentType,
+    KeyGrant, Project, Release, ReleaseStatus, ReleaseVariable, Role, Variable,
 };
 
 /// The encoding version written in front of every record.
@@ -205,11 +205,32 @@ impl Store {
         self.flush()
     }
 
-    /// Updates an existing project's record.
-    pub fn put_project(&self, project: &Project) -> Result<(), StoreError> {
-        self.projects
-            .insert(project.name.as_bytes(), encode(project))?;
-        self.flush()
+    /// Changes the project `name` with `change`, atomically against other
+    /// writers (retried when the record changed meanwhile); returns the new
+    /// record, or `None` when there is no such project.
+    pub fn update_project(
+        &self,
+        name: &str,
+        mut change: impl FnMut(&mut Project),
+    ) -> Result<Option<Project>, StoreError> {
+        loop {
+            let Some(current) = self.projects.get(name.as_bytes())? else {
+                return Ok(None);
+            };
+            let mut project: Project = decode(PROJECTS, name.as_bytes(), &current)?;
+            change(&mut project);
+            let encoded = encode(&project);
+            if encoded == current.as_ref() {
+                return Ok(Some(project));
+            }
+            let swapped =
+                self.projects
+                    .compare_and_swap(name.as_bytes(), Some(&current), Some(encoded))?;
+            if swapped.is_ok() {
+                self.flush()?;
+                return Ok(Some(project));
+            }
+        }
     }
 
     /// The project called `name`.
@@ -564,6 +585,7 @@ mod tests {
             default_branch: "main".into(),
             created_at: 1,
             service_secret: String::new(),
+            build_egress: BuildEgress::None,
         }
     }
 

@@ -19,6 +19,37 @@ pub struct Project {
     /// Never returned by the API.
     #[serde(default)]
     pub service_secret: String,
+    /// What its build hooks may reach (`launchway project set -p P
+    /// build.egress=…`).
+    #[serde(default)]
+    pub build_egress: BuildEgress,
+}
+
+/// The network a project's build hooks get.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildEgress {
+    /// None at all: only loopback.
+    #[default]
+    None,
+    /// The package registries of the daemon's allow-list, through a proxy.
+    Registries,
+}
+
+impl BuildEgress {
+    /// Every value, as written in `build.egress=…`.
+    pub const ALL: [(&'static str, BuildEgress); 2] = [
+        ("none", BuildEgress::None),
+        ("registries", BuildEgress::Registries),
+    ];
+
+    /// As written in `build.egress=…`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildEgress::None => "none",
+            BuildEgress::Registries => "registries",
+        }
+    }
 }
 
 /// What a key may do on a project.
@@ -382,6 +413,25 @@ pub struct BuildApp {
     /// The cached step images (dependencies, flavor) the image was built on.
     #[serde(default)]
     pub steps: Vec<String>,
+    /// What its build hook reached (or was refused) through the egress
+    /// proxy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<EgressTraffic>,
+}
+
+/// The traffic of a build hook to one destination.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressTraffic {
+    /// `host:port`.
+    pub destination: String,
+    /// Connections let through.
+    pub connections: u64,
+    /// Requests refused.
+    pub refused: u64,
+    /// Bytes sent by the hook.
+    pub sent: u64,
+    /// Bytes received by the hook.
+    pub received: u64,
 }
 
 /// One build: the apps of a commit turned into images.
