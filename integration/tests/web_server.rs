@@ -27,6 +27,10 @@ applications:
     runtime:
       extensions: [redis, pdo_pgsql]
       disabled_extensions: [redis]
+    variables:
+      php:
+        memory_limit: "321M"
+        max_input_vars: 4321
     web:
       locations:
         "/":
@@ -57,7 +61,7 @@ fn php_front_controller_static_locations_and_rules() {
     work.write(".upsun/config.yaml", PHP_APP);
     work.write(
         "web/index.php",
-        "<?php\nheader('Content-Type: text/plain');\necho 'front ', $_SERVER['REQUEST_URI'], ' ', getenv('PLATFORM_APPLICATION_NAME'), ' ', PHP_MAJOR_VERSION, '.', PHP_MINOR_VERSION, \"\\n\";\necho implode(',', array_filter(['pdo_pgsql', 'pdo_mysql', 'redis', 'gd', 'intl', 'Zend OPcache', 'sodium'], 'extension_loaded')), \"\\n\";\n",
+        "<?php\nheader('Content-Type: text/plain');\necho 'front ', $_SERVER['REQUEST_URI'], ' ', getenv('PLATFORM_APPLICATION_NAME'), ' ', PHP_MAJOR_VERSION, '.', PHP_MINOR_VERSION, \"\\n\";\necho implode(',', array_filter(['pdo_pgsql', 'pdo_mysql', 'redis', 'gd', 'intl', 'Zend OPcache', 'sodium'], 'extension_loaded')), \"\\n\";\necho 'ini ', ini_get('memory_limit'), ' ', ini_get('max_input_vars'), \"\\n\";\n",
     );
     work.write("web/hello.php", "<?php echo 'hello from a script';\n");
     work.write("web/assets/site.css", "body { color: red }\n");
@@ -76,6 +80,8 @@ fn php_front_controller_static_locations_and_rules() {
             .contains("pdo_pgsql,pdo_mysql,gd,intl,Zend OPcache,sodium\n"),
         "{front:?}"
     );
+    // The `php:` variables are php.ini settings.
+    assert!(front.body.contains("\nini 321M 4321\n"), "{front:?}");
     let routed = fetch(&daemon, "/blog/post?id=7");
     assert_eq!(routed.status, 200, "{routed:?}");
     assert!(

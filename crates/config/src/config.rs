@@ -61,8 +61,30 @@ pub struct App {
     /// this host has).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub disabled_extensions: Vec<String>,
+    /// PHP-FPM's sizing (`runtime.sizing_hints`), when the app writes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub php_sizing: Option<PhpSizing>,
     /// Keys kept as written that Launchway does not act on yet.
     pub kept: BTreeMap<String, Any>,
+}
+
+/// `runtime.sizing_hints` of a PHP app: how PHP-FPM's worker count is
+/// derived from the container's memory, `(memory - reserved) / request`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct PhpSizing {
+    /// Memory one request takes, MiB (Upsun's default: 45).
+    pub request_memory_mib: u64,
+    /// Memory kept for the rest of the container, MiB (Upsun's default: 70).
+    pub reserved_memory_mib: u64,
+}
+
+impl Default for PhpSizing {
+    fn default() -> Self {
+        PhpSizing {
+            request_memory_mib: 45,
+            reserved_memory_mib: 70,
+        }
+    }
 }
 
 /// What an app runs on.

@@ -24,7 +24,7 @@ mod source;
 mod yaml;
 
 pub use config::{
-    App, Config, Cron, Flavor, Mount, Relationship, Route, Runtime, Service, Web, Worker,
+    App, Config, Cron, Flavor, Mount, PhpSizing, Relationship, Route, Runtime, Service, Web, Worker,
 };
 pub use cron::Schedule;
 pub use diag::{Diagnostic, Diagnostics, Severity, Span};

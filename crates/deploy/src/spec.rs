@@ -62,6 +62,50 @@ pub const SERVER_EXITS_FILE: &str = ".launchway-server-exits";
 /// PHP's scan directory when an app turns extensions off.
 pub const PHP_SCAN_DIR: &str = "/run/php.d";
 
+/// The `php:NAME` variables of a PHP app as `php.ini` lines (Upsun sets
+/// them so: `php:memory_limit` is `memory_limit`). A name or value php.ini
+/// cannot hold is left out, with a note.
+fn php_ini_lines(
+    variables: &serde_json::Map<String, serde_json::Value>,
+    notes: &mut Vec<String>,
+    app: &str,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (name, value) in variables {
+        let Some(directive) = name.strip_prefix("php:") else {
+            continue;
+        };
+        let value = match value {
+            serde_json::Value::String(text) => text.clone(),
+            serde_json::Value::Bool(true) => "On".to_owned(),
+            serde_json::Value::Bool(false) => "Off".to_owned(),
+            serde_json::Value::Number(number) => number.to_string(),
+            _ => String::new(),
+        };
+        let name_ok = !directive.is_empty()
+            && directive
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        let value_ok = !value.contains(['"', '\n', '\r', '\0']);
+        if !name_ok || !value_ok {
+            notes.push(format!(
+                "app '{app}': variable `{name}` is not set in php.ini (a directive is letters, digits, `.`, `_` and `-`; a value holds no quote or line break)"
+            ));
+            continue;
+        }
+        let plain = !value.is_empty()
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-/:".contains(&b));
+        if plain {
+            lines.push(format!("{directive} = {value}"));
+        } else {
+            lines.push(format!("{directive} = \"{value}\""));
+        }
+    }
+    lines
+}
+
 /// PID 1 of every app process container. `$1` = pre_start, `$2` = start,
 /// `$3` = a web server run beside `start` (and restarted alike).
 pub const SUPERVISOR: &str = r#"
@@ -77,7 +121,7 @@ stop() {
   while kill -0 -1 2>/dev/null; do sleep 0.02; wait 2>/dev/null; done
   exit 0
 }
-if [ -n "${LAUNCHWAY_PHP_DISABLED:-}" ]; then
+if [ -n "${LAUNCHWAY_PHP_DISABLED:-}${LAUNCHWAY_PHP_INI:-}" ]; then
   mkdir -p /run/php.d
   for ini in /etc/php/*/cli/conf.d/*.ini; do
     [ -e "$ini" ] || continue
@@ -85,6 +129,9 @@ if [ -n "${LAUNCHWAY_PHP_DISABLED:-}" ]; then
     case " $LAUNCHWAY_PHP_DISABLED " in *" $extension "*) continue ;; esac
     ln -sf "$ini" "/run/php.d/$(basename "$ini")"
   done
+  if [ -n "${LAUNCHWAY_PHP_INI:-}" ]; then
+    printf '%s\n' "$LAUNCHWAY_PHP_INI" > /run/php.d/99-launchway-variables.ini
+  fi
 fi
 if [ -n "$1" ]; then
   in_env "$1" || echo "launchway: pre_start exited with status $?" >&2
@@ -614,6 +661,11 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
                 reach.forwarded.insert(*port);
             }
             let (variables, all_variables) = merged_variables(app, environment.variables);
+            let php_ini = if app.runtime.family() == "php" {
+                php_ini_lines(&all_variables, &mut notes, &app.name)
+            } else {
+                Vec::new()
+            };
             let mut env: BTreeMap<String, String> = variables;
             let mut platform: Vec<(&str, String)> = tool_env(None)
                 .into_iter()
@@ -680,10 +732,12 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
                 };
                 platform.push(("PLATFORM_DOCUMENT_ROOT", path));
             }
-            if !app.disabled_extensions.is_empty() {
+            if !app.disabled_extensions.is_empty() || !php_ini.is_empty() {
                 // The supervisor links Debian's conf.d files but these
-                // into /run/php.d, PHP's scan directory from then on.
+                // into /run/php.d, PHP's scan directory from then on, and
+                // writes the `php:` variables there last.
                 platform.push(("LAUNCHWAY_PHP_DISABLED", app.disabled_extensions.join(" ")));
+                platform.push(("LAUNCHWAY_PHP_INI", php_ini.join("\n")));
                 platform.push(("PHP_INI_SCAN_DIR", PHP_SCAN_DIR.to_owned()));
             }
             // A worker's own `variables` are app config: they beat the
@@ -795,6 +849,34 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn php_variables_become_php_ini_lines() {
+        let variables: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+            r#"{"php:memory_limit": "256M", "php:display_errors": true, "php:max_input_vars": 5000,
+                "php:date.timezone": "Europe/Paris", "php:error_log": "/var/log/app errors.log",
+                "php:bad\"name": "x", "php:auto_prepend_file": "a\"b", "env:PHP_X": "1"}"#,
+        )
+        .unwrap();
+        let mut notes = Vec::new();
+        let lines = php_ini_lines(&variables, &mut notes, "web");
+        assert_eq!(
+            lines,
+            // In the order written (the config's, then the user's).
+            [
+                "memory_limit = 256M",
+                "display_errors = On",
+                "max_input_vars = 5000",
+                "date.timezone = Europe/Paris",
+                "error_log = \"/var/log/app errors.log\"",
+            ]
+        );
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(
+            notes.iter().any(|n| n.contains("php:auto_prepend_file")),
+            "{notes:?}"
+        );
+    }
     use crate::routes::{RouteContext, resolve_routes};
 
     use crate::test_config as config;

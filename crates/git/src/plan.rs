@@ -25,7 +25,14 @@ use crate::{CommitTree, GitError};
 pub const BUILD_KEY_VERSION: u32 = 2;
 
 /// The top-level app keys that do not affect the build.
-const RUNTIME_ONLY_KEYS: &[&str] = &["web", "crons", "workers", "relationships", "timezone"];
+const RUNTIME_ONLY_KEYS: &[&str] = &[
+    "web",
+    "crons",
+    "workers",
+    "relationships",
+    "timezone",
+    "php_sizing",
+];
 /// The hooks that run after the build.
 const RUNTIME_ONLY_HOOKS: &[&str] = &["deploy", "post_deploy"];
 /// Kept (not yet acted on) keys that do not affect the build.

@@ -310,9 +310,12 @@ impl Normalizer<'_> {
             locations: web_config.locations.clone().unwrap_or_default(),
         };
         self.check_locations(name, &web.locations);
-        if is_php {
+        let php_sizing = if is_php {
             self.check_php_runtime(name, config.runtime.as_ref());
-        }
+            self.php_sizing(name, config.runtime.as_ref())
+        } else {
+            None
+        };
         let mounts = self.mounts(
             &["applications", name, "mounts"],
             config.mounts.as_ref(),
@@ -365,15 +368,18 @@ impl Normalizer<'_> {
             (
                 "runtime",
                 to_json(&config.runtime).filter(|runtime| {
-                    // PHP's extension lists are applied; other keys are not.
+                    // PHP's extension lists and sizing hints are applied;
+                    // other keys are not.
                     !is_php
                         || runtime.as_object().is_some_and(|keys| {
-                            keys.keys()
-                                .any(|k| k != "extensions" && k != "disabled_extensions")
+                            keys.keys().any(|k| {
+                                !["extensions", "disabled_extensions", "sizing_hints"]
+                                    .contains(&k.as_str())
+                            })
                         })
                 }),
                 if is_php {
-                    "only `extensions` and `disabled_extensions` are applied yet"
+                    "only `extensions`, `disabled_extensions` and `sizing_hints` are applied yet"
                 } else {
                     "runtime settings are not applied yet"
                 },
@@ -474,6 +480,7 @@ impl Normalizer<'_> {
             } else {
                 Vec::new()
             },
+            php_sizing,
             kept,
         })
     }

@@ -150,7 +150,56 @@ pub(crate) fn disabled_extensions(runtime: Option<&serde_json::Value>) -> Vec<St
         .collect()
 }
 
+/// The smallest values Upsun takes for `sizing_hints`.
+const MIN_REQUEST_MEMORY_MIB: u64 = 10;
+const MIN_RESERVED_MEMORY_MIB: u64 = 70;
+
 impl Normalizer<'_> {
+    /// `runtime.sizing_hints` of a PHP app: each a whole number of MiB at
+    /// least Upsun's minimum (an error at its place otherwise).
+    pub(super) fn php_sizing(
+        &mut self,
+        name: &str,
+        runtime: Option<&serde_json::Value>,
+    ) -> Option<crate::config::PhpSizing> {
+        let hints = runtime.and_then(|r| r.get("sizing_hints"))?;
+        let mut sizing = crate::config::PhpSizing::default();
+        let Some(object) = hints.as_object() else {
+            let span = self.value_span(&["applications", name, "runtime", "sizing_hints"]);
+            self.diags.error(
+                span,
+                "`sizing_hints` is a map: `request_memory` and `reserved_memory`, in MB",
+            );
+            return None;
+        };
+        for (key, value) in object {
+            let (target, minimum) = match key.as_str() {
+                "request_memory" => (&mut sizing.request_memory_mib, MIN_REQUEST_MEMORY_MIB),
+                "reserved_memory" => (&mut sizing.reserved_memory_mib, MIN_RESERVED_MEMORY_MIB),
+                _ => {
+                    let span =
+                        self.key_span(&["applications", name, "runtime", "sizing_hints", key]);
+                    self.diags
+                        .error(span, format!("`{key}` is not a sizing hint"))
+                        .hint = Some("the hints are `request_memory` and `reserved_memory`".into());
+                    continue;
+                }
+            };
+            match value.as_u64().filter(|v| *v >= minimum) {
+                Some(mib) => *target = mib,
+                None => {
+                    let span =
+                        self.value_span(&["applications", name, "runtime", "sizing_hints", key]);
+                    self.diags.error(
+                        span,
+                        format!("`{key}` is a whole number of MB, at least {minimum}"),
+                    );
+                }
+            }
+        }
+        Some(sizing)
+    }
+
     /// Checks the extension names of a PHP app's `runtime`.
     pub(super) fn check_php_runtime(&mut self, name: &str, runtime: Option<&serde_json::Value>) {
         for key in ["extensions", "disabled_extensions"] {
