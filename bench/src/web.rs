@@ -7,12 +7,17 @@
 //!    same files, with the same closed-loop load (N keep-alive
 //!    connections for a fixed time, rounds alternated): throughput and
 //!    p99 latency ratios (goals: >= 0.8 and <= 1.5).
-//! 2. Cron start delay: a `* * * * *` cron's runs, how long after their
+//! 2. A PHP page (a catalog of 50 items rendered by a front controller,
+//!    `passthru: /index.php`) through the router, the container's nginx
+//!    and PHP-FPM, against Debian's nginx and PHP-FPM on the host running
+//!    the same file with a pool of the same size (goal: >= 0.8).
+//! 3. Cron start delay: a `* * * * *` cron's runs, how long after their
 //!    minute each started (goal: <= 1 s).
 //!
 //! Usage: `web-bench LAUNCHWAY_BINARY [ROUNDS]` (root; containerd from
-//! `LAUNCHWAY_CONTAINERD_SOCKET`; nginx on PATH; the runtime image is
-//! built from Debian on first use).
+//! `LAUNCHWAY_CONTAINERD_SOCKET`; nginx and php-fpm8.2 on the host; the
+//! runtime images are built from Debian on first use). `LW_BENCH_SKIP_PHP`
+//! and `LW_BENCH_SKIP_CRON` leave parts out.
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)]
 
 mod common;
@@ -47,6 +52,38 @@ routes:
 "#;
 
 const HOST: &str = "main.web.localhost";
+
+const PHP_CONFIG: &str = r#"applications:
+  shop:
+    type: "php:8.2"
+    build:
+      flavor: none
+    web:
+      locations:
+        "/":
+          root: "web"
+          passthru: "/index.php"
+routes:
+  "https://{default}/":
+    type: upstream
+    upstream: "shop:http"
+"#;
+
+const PHP_HOST: &str = "main.php.localhost";
+
+/// A small catalog page, as a PHP front controller renders one.
+const PHP_PAGE: &str = r#"<?php
+$items = [];
+for ($i = 1; $i <= 50; $i++) {
+    $items[] = ['id' => $i, 'name' => "Product $i <b>", 'price' => $i * 1.25];
+}
+header('Content-Type: text/html; charset=utf-8');
+echo "<!DOCTYPE html>\n<html><head><title>Catalog</title></head><body><h1>Catalog</h1><ul>\n";
+foreach ($items as $item) {
+    printf('<li id="p%d">%s: %.2f</li>' . "\n", $item['id'], htmlspecialchars($item['name']), $item['price']);
+}
+echo '</ul><p>', htmlspecialchars(parse_url($_SERVER['REQUEST_URI'] ?? '/', PHP_URL_PATH)), "</p></body></html>\n";
+"#;
 /// The file measured: a small stylesheet, as most static requests are.
 const ASSET: &str = "/assets/site.css";
 
@@ -65,7 +102,7 @@ fn main() -> anyhow::Result<()> {
     let usage = "usage: web-bench LAUNCHWAY_BINARY [ROUNDS]";
     let launchway = PathBuf::from(args.next().context(usage)?);
     let rounds: usize = args.next().map_or(Ok(3), |r| r.parse())?;
-    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+    let nginx_binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
         .into_iter()
         .map(PathBuf::from)
         .find(|p| p.exists())
@@ -107,9 +144,13 @@ fn main() -> anyhow::Result<()> {
     if status != 200 || body != "<h1>bench</h1>\n" {
         bail!("the static site does not answer through the router: {status} {body:?}");
     }
-    let nginx = static_nginx(&nginx, root, &work.join("public"))?;
+    let nginx = static_nginx(&nginx_binary, root, &work.join("public"))?;
     runtime.block_on(static_files(server.router, nginx.address, rounds));
     drop(nginx);
+
+    if std::env::var_os("LW_BENCH_SKIP_PHP").is_none() {
+        php_page(&server, root, &nginx_binary, &runtime, rounds)?;
+    }
 
     if std::env::var_os("LW_BENCH_SKIP_CRON").is_none() {
         cron_delay(&server)?;
@@ -139,11 +180,43 @@ fn static_nginx(binary: &Path, root: &Path, public: &Path) -> anyhow::Result<Hos
     })
 }
 
-async fn static_files(router: SocketAddr, nginx: SocketAddr, rounds: usize) {
-    const CONNECTIONS: usize = 32;
-    const DURATION: Duration = Duration::from_secs(5);
-    closed_loop(router, HOST, ASSET, CONNECTIONS, Duration::from_secs(1)).await;
-    closed_loop(nginx, HOST, ASSET, CONNECTIONS, Duration::from_secs(1)).await;
+/// What one side of a comparison measured: the median throughput and p99
+/// over the rounds, and the errors of all rounds.
+struct Side {
+    rps: f64,
+    p99: Duration,
+    errors: usize,
+}
+
+fn median(loads: &[Load]) -> Side {
+    let mut rates: Vec<f64> = loads.iter().map(Load::throughput).collect();
+    rates.sort_by(f64::total_cmp);
+    let mut p99s: Vec<Duration> = loads
+        .iter()
+        .map(|l| percentile(&l.latencies, 0.99))
+        .collect();
+    p99s.sort();
+    Side {
+        rps: rates[rates.len() / 2],
+        p99: p99s[p99s.len() / 2],
+        errors: loads.iter().map(|l| l.errors).sum(),
+    }
+}
+
+const CONNECTIONS: usize = 32;
+const DURATION: Duration = Duration::from_secs(5);
+
+/// The same closed-loop load on `path` through the router and on the host
+/// baseline, rounds alternated (which goes first flips each round).
+async fn race(
+    router: SocketAddr,
+    baseline: SocketAddr,
+    host: &str,
+    path: &str,
+    rounds: usize,
+) -> (Side, Side) {
+    closed_loop(router, host, path, CONNECTIONS, Duration::from_secs(1)).await;
+    closed_loop(baseline, host, path, CONNECTIONS, Duration::from_secs(1)).await;
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
     for round in 0..rounds.max(1) {
@@ -153,8 +226,8 @@ async fn static_files(router: SocketAddr, nginx: SocketAddr, rounds: usize) {
             [false, true]
         };
         for through_router in order {
-            let address = if through_router { router } else { nginx };
-            let load = closed_loop(address, HOST, ASSET, CONNECTIONS, DURATION).await;
+            let address = if through_router { router } else { baseline };
+            let load = closed_loop(address, host, path, CONNECTIONS, DURATION).await;
             if through_router {
                 ours.push(load);
             } else {
@@ -162,36 +235,192 @@ async fn static_files(router: SocketAddr, nginx: SocketAddr, rounds: usize) {
             }
         }
     }
-    let median = |loads: &[Load]| {
-        let mut rates: Vec<f64> = loads.iter().map(Load::throughput).collect();
-        rates.sort_by(f64::total_cmp);
-        let mut p99s: Vec<Duration> = loads
-            .iter()
-            .map(|l| percentile(&l.latencies, 0.99))
-            .collect();
-        p99s.sort();
-        let errors: usize = loads.iter().map(|l| l.errors).sum();
-        (rates[rates.len() / 2], p99s[p99s.len() / 2], errors)
-    };
-    let (our_rps, our_p99, our_errors) = median(&ours);
-    let (host_rps, host_p99, host_errors) = median(&theirs);
+    (median(&ours), median(&theirs))
+}
+
+fn print_race(ours_label: &str, theirs_label: &str, ours: &Side, theirs: &Side, goals: &str) {
+    println!(
+        "  {ours_label:<38} {:>8.0} req/s  p99 {:>7.2} ms  errors {}",
+        ours.rps,
+        ours.p99.as_secs_f64() * 1000.0,
+        ours.errors
+    );
+    println!(
+        "  {theirs_label:<38} {:>8.0} req/s  p99 {:>7.2} ms  errors {}",
+        theirs.rps,
+        theirs.p99.as_secs_f64() * 1000.0,
+        theirs.errors
+    );
+    println!(
+        "  throughput ratio: {:.3}; p99 ratio: {:.3} ({goals})",
+        ours.rps / theirs.rps,
+        ours.p99.as_secs_f64() / theirs.p99.as_secs_f64()
+    );
+}
+
+async fn static_files(router: SocketAddr, nginx: SocketAddr, rounds: usize) {
+    let (ours, theirs) = race(router, nginx, HOST, ASSET, rounds).await;
     println!(
         "static files ({ASSET}, 4 KiB): router + the app container's nginx vs nginx on the host serving the same files, {CONNECTIONS} keep-alive connections, {} s x {rounds} rounds, median:",
         DURATION.as_secs()
     );
-    println!(
-        "  launchway (router + container nginx): {our_rps:>8.0} req/s  p99 {:>7.2} ms  errors {our_errors}",
-        our_p99.as_secs_f64() * 1000.0
+    print_race(
+        "launchway (router + container nginx):",
+        "host nginx (baseline):",
+        &ours,
+        &theirs,
+        "goals: >= 0.8 and <= 1.5",
     );
+}
+
+/// Deploys the PHP catalog page and races it against the host's nginx and
+/// PHP-FPM serving the same file with a pool of the same size.
+fn php_page(
+    server: &LaunchwayServer,
+    root: &Path,
+    nginx_binary: &Path,
+    runtime: &tokio::runtime::Runtime,
+    rounds: usize,
+) -> anyhow::Result<()> {
+    let fpm_binary = PathBuf::from("/usr/sbin/php-fpm8.2");
+    if !fpm_binary.exists() {
+        bail!("php-fpm is missing: apt-get install php8.2-fpm (scripts/setup.sh bench)");
+    }
+    let remote = server.project("php")?;
+    let work = root.join("php-work");
+    std::fs::create_dir_all(work.join("web"))?;
+    std::fs::create_dir_all(work.join(".upsun"))?;
+    std::fs::write(work.join(".upsun/config.yaml"), PHP_CONFIG)?;
+    std::fs::write(work.join("web/index.php"), PHP_PAGE)?;
+    run(git(&work).args(["init", "-q", "--initial-branch=main"]))?;
+    run(git(&work).args(["add", "-A"]))?;
+    run(git(&work).args(["commit", "-q", "-m", "catalog"]))?;
+    let pushed = Instant::now();
+    let out = git(&work)
+        .env("GIT_SSH_COMMAND", &server.ssh_command)
+        .args(["push", "-q", &remote, "HEAD:main"])
+        .output()?;
+    if !out.status.success() {
+        bail!("push failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
     println!(
-        "  host nginx (baseline):                {host_rps:>8.0} req/s  p99 {:>7.2} ms  errors {host_errors}",
-        host_p99.as_secs_f64() * 1000.0
+        "web-bench: the PHP app deployed in {:.1} s (runtime image included when built now)",
+        pushed.elapsed().as_secs_f64()
     );
+    let children = deployed_pool_size(&server.data)?;
+    let host = HostPhp::start(&fpm_binary, &root.join("host-php"), children)?;
+    let nginx = HostNginx::start(nginx_binary, &root.join("host-php-nginx"), |address| {
+        format!(
+            r#"  include /etc/nginx/mime.types;
+  server {{
+    listen {address};
+    root {web};
+    location / {{
+      try_files $uri /index.php$is_args$args;
+    }}
+    location ~ \.php$ {{
+      include /etc/nginx/fastcgi_params;
+      fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
+      fastcgi_pass unix:{socket};
+    }}
+  }}"#,
+            web = work.join("web").display(),
+            socket = host.socket.display()
+        )
+    })?;
+    let ours = runtime.block_on(get_once(server.router, PHP_HOST))?;
+    let theirs = runtime.block_on(get_once(nginx.address, PHP_HOST))?;
+    if ours.0 != 200 || !ours.1.contains("Product 50 &lt;b&gt;: 62.50") || ours != theirs {
+        bail!(
+            "the PHP page differs: launchway {} {:?}, host {} {:?}",
+            ours.0,
+            ours.1,
+            theirs.0,
+            theirs.1
+        );
+    }
+    let (ours, theirs) =
+        runtime.block_on(race(server.router, nginx.address, PHP_HOST, "/", rounds));
     println!(
-        "  throughput ratio: {:.3} (goal >= 0.8); p99 ratio: {:.3} (goal <= 1.5)",
-        our_rps / host_rps,
-        our_p99.as_secs_f64() / host_p99.as_secs_f64()
+        "a PHP page (50-item catalog, front controller): router + the container's nginx and PHP-FPM vs nginx + PHP-FPM on the host, {children} FPM workers each, {CONNECTIONS} keep-alive connections, {} s x {rounds} rounds, median:",
+        DURATION.as_secs()
     );
+    print_race(
+        "launchway (router + nginx + PHP-FPM):",
+        "host nginx + PHP-FPM (baseline):",
+        &ours,
+        &theirs,
+        "goal: >= 0.8",
+    );
+    Ok(())
+}
+
+/// `pm.max_children` of the PHP-FPM pool Launchway generated for the app.
+fn deployed_pool_size(data: &Path) -> anyhow::Result<u32> {
+    fn find(dir: &Path, depth: usize) -> Option<PathBuf> {
+        let entries = std::fs::read_dir(dir).ok()?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.file_name().is_some_and(|n| n == "php-fpm.conf") {
+                return Some(path);
+            }
+            if depth > 0
+                && entry
+                    .file_type()
+                    .is_ok_and(|t| t.is_dir() && !t.is_symlink())
+            {
+                if let Some(found) = find(&path, depth - 1) {
+                    return Some(found);
+                }
+            }
+        }
+        None
+    }
+    let path = find(data, 8).context("the deployed app has no php-fpm.conf")?;
+    let text = std::fs::read_to_string(&path)?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("pm.max_children = "))
+        .and_then(|n| n.trim().parse().ok())
+        .with_context(|| format!("no pm.max_children in {}", path.display()))
+}
+
+/// Debian's PHP-FPM on the host, with the pool Launchway generates.
+struct HostPhp {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl HostPhp {
+    fn start(binary: &Path, dir: &Path, children: u32) -> anyhow::Result<HostPhp> {
+        std::fs::create_dir_all(dir)?;
+        let socket = dir.join("php.sock");
+        let config = dir.join("php-fpm.conf");
+        let d = dir.display();
+        std::fs::write(
+            &config,
+            format!(
+                "[global]\npid = {d}/php-fpm.pid\nerror_log = {d}/php-fpm.log\ndaemonize = no\n\n[bench]\nuser = root\ngroup = root\nlisten = {socket}\nlisten.mode = 0660\npm = dynamic\npm.max_children = {children}\npm.start_servers = {start}\npm.min_spare_servers = 1\npm.max_spare_servers = {spare}\npm.max_requests = 1000\nclear_env = no\n",
+                socket = socket.display(),
+                start = children.min(2),
+                spare = children.min(4),
+            ),
+        )?;
+        let child = Command::new(binary)
+            .args(["-F", "-R", "-y"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        common::wait_for("php-fpm", || socket.exists())?;
+        Ok(HostPhp { child, socket })
+    }
+}
+
+impl Drop for HostPhp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Waits for two scheduled runs of the `tick` cron and prints how long
