@@ -368,10 +368,9 @@ fn deployed_pool_size(data: &Path) -> anyhow::Result<u32> {
                 && entry
                     .file_type()
                     .is_ok_and(|t| t.is_dir() && !t.is_symlink())
+                && let Some(found) = find(&path, depth - 1)
             {
-                if let Some(found) = find(&path, depth - 1) {
-                    return Some(found);
-                }
+                return Some(found);
             }
         }
         None
