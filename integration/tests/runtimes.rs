@@ -394,3 +394,57 @@ fn dependencies_are_installed_over_the_network_and_cached(daemon: &Daemon) {
     assert!(log.contains("lwdemo says 42"), "{log}");
     assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), asked);
 }
+
+/// A composable image in Upsun's layout: a stack of a runtime and a
+/// package becomes one Debian image (built here from the catalog's recipe
+/// plus the package), the hook uses both, the app serves with the runtime,
+/// and a second push reuses the image.
+#[test]
+fn a_composable_stack_builds_one_image_with_its_runtime_and_packages() {
+    let daemon = Daemon::start_with("[deploy]\nstart_timeout_secs = 60\n");
+    let work = daemon.admin_work("shop");
+    work.write(
+        ".upsun/config.yaml",
+        r#"applications:
+  app:
+    type: "composable:25.05"
+    stack: ["python@3.11", "sqlite"]
+    hooks:
+      build: |
+        set -e
+        sqlite3 built.db "create table t(x); insert into t values (42);"
+        python3 -c "import sqlite3; print('hook reads', sqlite3.connect('built.db').execute('select x from t').fetchone()[0])"
+    web:
+      commands:
+        start: python3 -m http.server $PORT
+"#,
+    );
+    work.write("index.html", "composed\n");
+    work.commit("composable");
+    let log = work.push_ok("main", &[]);
+    assert!(log.contains("hook reads 42"), "{log}");
+    let listed = daemon.cli_ok(&["builds", "-p", "shop"]);
+    let id = listed
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let info = daemon.cli_ok(&["builds", "info", &id]);
+    assert!(
+        info.contains("composable python:3.11 + sqlite (Debian bookworm) (asked composable:25.05)"),
+        "{info}"
+    );
+    let page = launchway_integration::http_fetch(
+        daemon.router_addr(),
+        "main.shop.localhost",
+        "/index.html",
+    )
+    .unwrap();
+    assert_eq!(page.body, "composed\n", "{page:?}");
+    let runtimes = daemon.cli_ok(&["runtimes", "list"]);
+    assert!(
+        runtimes.lines().any(|l| l.starts_with("composable:")),
+        "{runtimes}"
+    );
+}

@@ -260,13 +260,36 @@ impl Builder {
                 }
             })
         };
-        let runtime = self
-            .engine
-            .resolve_runtime(&plan.runtime, &progress, &self.runtime_options)
-            .await;
+        let runtime = match &plan.app.runtime {
+            launchway_config::Runtime::Composable { stack, .. } => {
+                let entries = launchway_config::stack::stack_entries(stack);
+                let (runtimes, packages): (Vec<_>, Vec<_>) =
+                    entries.into_iter().partition(|entry| entry.runtime);
+                let names = |list: Vec<launchway_config::stack::StackEntry>| -> Vec<String> {
+                    list.into_iter().map(|entry| entry.name).collect()
+                };
+                self.engine
+                    .resolve_composable(
+                        &names(runtimes),
+                        &names(packages),
+                        &progress,
+                        &self.runtime_options,
+                    )
+                    .await
+                    .map(|(composition, image)| {
+                        let summary = format!("composable {}", composition.summary);
+                        (summary, image)
+                    })
+            }
+            _ => self
+                .engine
+                .resolve_runtime(&plan.runtime, &progress, &self.runtime_options)
+                .await
+                .map(|(resolution, image)| (resolution.runtime, image)),
+        };
         drop(progress);
         let _ = forward.await;
-        let (resolution, runtime) = runtime?;
+        let (runtime_type, runtime) = runtime?;
         let context = BuildContext {
             project,
             app: &plan.app,
@@ -277,7 +300,7 @@ impl Builder {
         let key = plan.build_key(&key_variables(&context), runtime.digest());
         Ok(Resolved {
             runtime,
-            runtime_type: resolution.runtime,
+            runtime_type,
             key,
         })
     }

@@ -115,6 +115,16 @@ impl Runtime {
             Runtime::Composable { .. } => "composable",
         }
     }
+
+    /// Whether PHP runs the app: a `php:` type, or a stack with PHP.
+    pub fn has_php(&self) -> bool {
+        match self {
+            Runtime::Single { name, .. } => name == "php",
+            Runtime::Composable { stack, .. } => crate::stack::stack_entries(stack)
+                .iter()
+                .any(|entry| entry.runtime && entry.name.starts_with("php@")),
+        }
+    }
 }
 
 /// The flavor step of a build.

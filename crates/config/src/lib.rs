@@ -21,6 +21,7 @@ pub mod model;
 mod normalize;
 mod schema;
 mod source;
+pub mod stack;
 mod yaml;
 
 pub use config::{

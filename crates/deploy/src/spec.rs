@@ -661,7 +661,7 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
                 reach.forwarded.insert(*port);
             }
             let (variables, all_variables) = merged_variables(app, environment.variables);
-            let php_ini = if app.runtime.family() == "php" {
+            let php_ini = if app.runtime.has_php() {
                 php_ini_lines(&all_variables, &mut notes, &app.name)
             } else {
                 Vec::new()

@@ -17,6 +17,7 @@ mod locations;
 mod php;
 mod relationships;
 mod services;
+mod stack;
 
 use crate::diag::{Diagnostics, Span, did_you_mean};
 use crate::layout::{Assembled, Layout};
@@ -275,7 +276,12 @@ impl Normalizer<'_> {
         }
         let runtime = self.runtime(name, &config)?;
         let source_root = self.source_root(name, &config, assembled)?;
+        // A composable image keeps the defaults of an HTTP app (its start
+        // command says how it serves), PHP in its stack or not.
         let is_php = runtime.family() == "php";
+        if let Runtime::Composable { stack, .. } = &runtime {
+            self.check_stack(name, stack);
+        }
         let flavor = match (
             config.build.as_ref().and_then(|b| b.flavor),
             runtime.family(),

@@ -584,7 +584,8 @@ fn compare_prefix(asked: &[u64], offered: &[u64]) -> Ordering {
     Ordering::Equal
 }
 
-fn nearest(offers: &[(&'static str, Vec<u64>)], asked: &[u64]) -> &'static str {
+/// The nearest of `offers` to `asked` (see the module doc).
+pub(crate) fn nearest_type(offers: &[(&'static str, Vec<u64>)], asked: &[u64]) -> &'static str {
     let major = asked.first().copied().unwrap_or(0);
     let same_major: Vec<&(&str, Vec<u64>)> = offers
         .iter()
@@ -657,7 +658,7 @@ pub fn resolve(written: &str, exact: bool) -> Result<Resolution, ResolveError> {
             offered: offered_list(),
         });
     }
-    let runtime = nearest(&offers, &asked);
+    let runtime = nearest_type(&offers, &asked);
     Ok(Resolution {
         written: written.to_owned(),
         runtime: runtime.to_owned(),

@@ -26,8 +26,10 @@ use crate::spec::StepSpec;
 use crate::step::{Output, Rootfs};
 
 pub mod catalog;
+mod compose;
 
 pub use catalog::{CATALOG, Recipe, Resolution, ResolveError, Tarball, recipe, resolve};
+pub use compose::{ComposeError, Composition, compose};
 
 /// Image names of runtimes start with this.
 pub const IMAGE_PREFIX: &str = "launchway/runtime/";
@@ -96,6 +98,69 @@ pub fn debian_image(recipe: &Recipe) -> DebianImage {
             .iter()
             .map(|part| (*part).to_owned())
             .collect(),
+    }
+}
+
+/// The Debian image of a composable stack: the union of its recipes'
+/// packages, downloads and setup hooks, plus its packages.
+pub fn composed_image(composition: &Composition) -> DebianImage {
+    let mut packages: Vec<String> = catalog::TOOLSET.iter().map(|p| (*p).to_owned()).collect();
+    let mut hooks: Vec<String> = Vec::new();
+    let mut paths: Vec<&str> = Vec::new();
+    for recipe in &composition.recipes {
+        for package in recipe.packages {
+            if !packages.iter().any(|p| p == package) {
+                packages.push((*package).to_owned());
+            }
+        }
+        for hook in recipe
+            .tarballs
+            .iter()
+            .map(tarball_hook)
+            .chain(recipe.setup.iter().map(|hook| (*hook).to_owned()))
+        {
+            if !hooks.contains(&hook) {
+                hooks.push(hook);
+            }
+        }
+        if let Some(path) = recipe.extra_path
+            && !paths.contains(&path)
+        {
+            paths.push(path);
+        }
+    }
+    for package in &composition.packages {
+        if !packages.iter().any(|p| p == package) {
+            packages.push((*package).to_owned());
+        }
+    }
+    let version_command = composition.recipes.first().map_or(
+        vec!["bash".to_owned(), "--version".to_owned()],
+        |recipe| {
+            recipe
+                .version_command
+                .iter()
+                .map(|part| (*part).to_owned())
+                .collect()
+        },
+    );
+    DebianImage {
+        name: image_name(&composition.type_name),
+        what: format!("composable {}", composition.summary),
+        suite: composition.suite.name.into(),
+        backports: composition.suite.backports,
+        packages,
+        extra_path: (!paths.is_empty()).then(|| paths.join(":")),
+        extra_hooks: hooks,
+        labels: HashMap::from([
+            (TYPE_LABEL.to_string(), composition.type_name.clone()),
+            (SOURCE_LABEL.to_string(), "composable".to_string()),
+            (
+                "org.launchway.runtime.stack".to_string(),
+                composition.summary.clone(),
+            ),
+        ]),
+        version_command,
     }
 }
 
@@ -221,6 +286,36 @@ impl Engine {
             .ensure_runtime(&resolution.runtime, progress, options)
             .await?;
         Ok((resolution, image))
+    }
+
+    /// The image of a composable stack (built on first use): its
+    /// composition says what it holds and what resolved to another
+    /// version.
+    pub async fn resolve_composable(
+        &self,
+        runtimes: &[String],
+        packages: &[String],
+        progress: &mpsc::Sender<String>,
+        options: &BuildOptions,
+    ) -> Result<(Composition, Image)> {
+        let composition = compose(runtimes, packages, options.exact_versions).map_err(|error| {
+            EngineError::Invalid {
+                what: "composable stack",
+                reason: error.to_string(),
+            }
+        })?;
+        for note in &composition.notes {
+            let _ = progress.send(note.clone()).await;
+        }
+        let image = match self.image(&image_name(&composition.type_name)).await {
+            Ok(image) => image,
+            Err(error) if error.is_not_found() => {
+                self.build_debian_image(&composed_image(&composition), progress, options)
+                    .await?
+            }
+            Err(error) => return Err(error),
+        };
+        Ok((composition, image))
     }
 
     /// Builds (or rebuilds) runtime `type_name` from the catalog with
