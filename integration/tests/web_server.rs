@@ -25,7 +25,13 @@ applications:
     build:
       flavor: none
     runtime:
-      extensions: [redis, pdo_pgsql]
+      extensions:
+        - redis
+        - pdo_pgsql
+        - name: opcache
+          configuration:
+            validate_timestamps: 0
+            opcache.max_wasted_percentage: 7
       disabled_extensions: [redis]
     variables:
       php:
@@ -61,7 +67,7 @@ fn php_front_controller_static_locations_and_rules() {
     work.write(".upsun/config.yaml", PHP_APP);
     work.write(
         "web/index.php",
-        "<?php\nheader('Content-Type: text/plain');\necho 'front ', $_SERVER['REQUEST_URI'], ' ', getenv('PLATFORM_APPLICATION_NAME'), ' ', PHP_MAJOR_VERSION, '.', PHP_MINOR_VERSION, \"\\n\";\necho implode(',', array_filter(['pdo_pgsql', 'pdo_mysql', 'redis', 'gd', 'intl', 'Zend OPcache', 'sodium'], 'extension_loaded')), \"\\n\";\necho 'ini ', ini_get('memory_limit'), ' ', ini_get('max_input_vars'), \"\\n\";\n",
+        "<?php\nheader('Content-Type: text/plain');\necho 'front ', $_SERVER['REQUEST_URI'], ' ', getenv('PLATFORM_APPLICATION_NAME'), ' ', PHP_MAJOR_VERSION, '.', PHP_MINOR_VERSION, \"\\n\";\necho implode(',', array_filter(['pdo_pgsql', 'pdo_mysql', 'redis', 'gd', 'intl', 'Zend OPcache', 'sodium'], 'extension_loaded')), \"\\n\";\necho 'ini ', ini_get('memory_limit'), ' ', ini_get('max_input_vars'), ' ', ini_get('opcache.validate_timestamps'), ' ', ini_get('opcache.max_wasted_percentage'), \"\\n\";\n",
     );
     work.write("web/hello.php", "<?php echo 'hello from a script';\n");
     work.write("web/assets/site.css", "body { color: red }\n");
@@ -81,7 +87,8 @@ fn php_front_controller_static_locations_and_rules() {
         "{front:?}"
     );
     // The `php:` variables are php.ini settings.
-    assert!(front.body.contains("\nini 321M 4321\n"), "{front:?}");
+    // So is the extensions' configuration.
+    assert!(front.body.contains("\nini 321M 4321 0 7\n"), "{front:?}");
     let routed = fetch(&daemon, "/blog/post?id=7");
     assert_eq!(routed.status, 200, "{routed:?}");
     assert!(

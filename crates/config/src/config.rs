@@ -61,6 +61,10 @@ pub struct App {
     /// this host has).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub disabled_extensions: Vec<String>,
+    /// php.ini settings of the extensions' `configuration`
+    /// (`redis.serializer` → `igbinary`), those this host has.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub php_extension_settings: BTreeMap<String, String>,
     /// PHP-FPM's sizing (`runtime.sizing_hints`), when the app writes it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub php_sizing: Option<PhpSizing>,

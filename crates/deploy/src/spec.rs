@@ -662,7 +662,24 @@ pub fn deploy_spec(environment: &EnvironmentInput<'_>, apps: &[AppInput<'_>]) ->
             }
             let (variables, all_variables) = merged_variables(app, environment.variables);
             let php_ini = if app.runtime.has_php() {
-                php_ini_lines(&all_variables, &mut notes, &app.name)
+                // The extensions' configuration first, the `php:` variables
+                // over it.
+                let mut settings: serde_json::Map<String, serde_json::Value> = app
+                    .php_extension_settings
+                    .iter()
+                    .map(|(name, value)| {
+                        (
+                            format!("php:{name}"),
+                            serde_json::Value::String(value.clone()),
+                        )
+                    })
+                    .collect();
+                for (name, value) in &all_variables {
+                    if name.starts_with("php:") {
+                        settings.insert(name.clone(), value.clone());
+                    }
+                }
+                php_ini_lines(&settings, &mut notes, &app.name)
             } else {
                 Vec::new()
             };

@@ -32,6 +32,7 @@ const RUNTIME_ONLY_KEYS: &[&str] = &[
     "relationships",
     "timezone",
     "php_sizing",
+    "php_extension_settings",
 ];
 /// The hooks that run after the build.
 const RUNTIME_ONLY_HOOKS: &[&str] = &["deploy", "post_deploy"];

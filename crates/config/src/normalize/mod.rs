@@ -486,6 +486,11 @@ impl Normalizer<'_> {
             } else {
                 Vec::new()
             },
+            php_extension_settings: if is_php {
+                php::extension_settings(config.runtime.as_ref())
+            } else {
+                BTreeMap::new()
+            },
             php_sizing,
             kept,
         })

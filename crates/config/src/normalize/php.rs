@@ -141,6 +141,48 @@ fn names(list: Option<&serde_json::Value>) -> Vec<(usize, String)> {
         .unwrap_or_default()
 }
 
+/// The php.ini settings of `runtime.extensions` entries written as
+/// `{name, configuration: {key: value}}`: `name.key = value` (a dotted
+/// key as it is), for the extensions this host has.
+pub(crate) fn extension_settings(
+    runtime: Option<&serde_json::Value>,
+) -> std::collections::BTreeMap<String, String> {
+    let mut settings = std::collections::BTreeMap::new();
+    let entries = runtime
+        .and_then(|r| r.get("extensions"))
+        .and_then(|l| l.as_array());
+    for entry in entries.into_iter().flatten() {
+        let (Some(name), Some(configuration)) = (
+            entry.get("name").and_then(|n| n.as_str()),
+            entry.get("configuration").and_then(|c| c.as_object()),
+        ) else {
+            continue;
+        };
+        let name = name.to_ascii_lowercase();
+        if !PHP_EXTENSIONS_HERE.contains(&name.as_str()) {
+            continue;
+        }
+        for (key, value) in configuration {
+            let value = match value {
+                serde_json::Value::String(text) => text.clone(),
+                serde_json::Value::Bool(true) => "On".to_owned(),
+                serde_json::Value::Bool(false) => "Off".to_owned(),
+                serde_json::Value::Number(number) => number.to_string(),
+                _ => continue,
+            };
+            // `server_id` of blackfire is `blackfire.server_id`; a key
+            // that has its own prefix (`apc.shm_size` of apcu) stays.
+            let directive = if key.contains('.') {
+                key.clone()
+            } else {
+                format!("{name}.{key}")
+            };
+            settings.insert(directive, value);
+        }
+    }
+    settings
+}
+
 /// The extensions a PHP app's `runtime` turns off (those this host has).
 pub(crate) fn disabled_extensions(runtime: Option<&serde_json::Value>) -> Vec<String> {
     names(runtime.and_then(|r| r.get("disabled_extensions")))
