@@ -363,7 +363,11 @@ async fn accept_loop(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((client, _)) = accepted else { continue };
+                let Ok((client, _)) = accepted else {
+                    // Out of descriptors, most likely: let some close.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
                 connections.spawn(serve(client, policy.clone(), traffic.clone(), log.clone()));
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
