@@ -30,7 +30,7 @@ use bytes::Bytes;
 use common::{HostNginx, LaunchwayServer, git, run};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::Request;
-use load::{Load, closed_loop, get_once, percentile};
+use load::{CONNECTIONS, DURATION, get_once, percentile, race};
 
 const CONFIG: &str = r#"applications:
   web:
@@ -176,47 +176,10 @@ async fn router_vs_nginx(
     nginx: SocketAddr,
     rounds: usize,
 ) -> anyhow::Result<()> {
-    const CONNECTIONS: usize = 32;
-    const DURATION: Duration = Duration::from_secs(5);
-    // Warm both (pools, page cache).
-    closed_loop(router, FAST_HOST, "/", CONNECTIONS, Duration::from_secs(1)).await;
-    closed_loop(nginx, FAST_HOST, "/", CONNECTIONS, Duration::from_secs(1)).await;
-    let mut ours = Vec::new();
-    let mut theirs = Vec::new();
-    for round in 0..rounds {
-        let order = if round % 2 == 0 {
-            [true, false]
-        } else {
-            [false, true]
-        };
-        for through_router in order {
-            let address = if through_router { router } else { nginx };
-            let load = closed_loop(address, FAST_HOST, "/", CONNECTIONS, DURATION).await;
-            if through_router {
-                ours.push(load);
-            } else {
-                theirs.push(load);
-            }
-        }
-    }
-    let summary = |loads: &[Load]| {
-        let mut throughputs: Vec<f64> = loads.iter().map(Load::throughput).collect();
-        throughputs.sort_by(f64::total_cmp);
-        let mut p99s: Vec<Duration> = loads
-            .iter()
-            .map(|l| percentile(&l.latencies, 0.99))
-            .collect();
-        p99s.sort();
-        let errors: usize = loads.iter().map(|l| l.errors).sum();
-        (
-            throughputs[throughputs.len() / 2],
-            p99s[p99s.len() / 2],
-            errors,
-            throughputs,
-        )
-    };
-    let (our_rps, our_p99, our_errors, our_all) = summary(&ours);
-    let (nginx_rps, nginx_p99, nginx_errors, nginx_all) = summary(&theirs);
+    let (ours, theirs) = race(router, nginx, FAST_HOST, "/", rounds).await;
+    let (our_rps, our_p99, our_errors, our_all) = (ours.rps, ours.p99, ours.errors, ours.rates);
+    let (nginx_rps, nginx_p99, nginx_errors, nginx_all) =
+        (theirs.rps, theirs.p99, theirs.errors, theirs.rates);
     println!(
         "router vs nginx 1.22 (reverse proxy to the same unix-socket backend app), {CONNECTIONS} keep-alive connections, {} s x {rounds} rounds, median:",
         DURATION.as_secs()

@@ -118,3 +118,66 @@ pub(crate) async fn closed_loop(
     load.latencies.sort();
     load
 }
+
+/// What one side of a comparison measured: the median throughput and p99
+/// over the rounds, and the errors of all rounds.
+pub(crate) struct Side {
+    pub(crate) rps: f64,
+    pub(crate) p99: Duration,
+    pub(crate) errors: usize,
+    /// Each round's throughput, in order of size.
+    pub(crate) rates: Vec<f64>,
+}
+
+fn median(loads: &[Load]) -> Side {
+    let mut rates: Vec<f64> = loads.iter().map(Load::throughput).collect();
+    rates.sort_by(f64::total_cmp);
+    let mut p99s: Vec<Duration> = loads
+        .iter()
+        .map(|l| percentile(&l.latencies, 0.99))
+        .collect();
+    p99s.sort();
+    Side {
+        rps: rates[rates.len() / 2],
+        p99: p99s[p99s.len() / 2],
+        errors: loads.iter().map(|l| l.errors).sum(),
+        rates,
+    }
+}
+
+/// Connections of a race.
+pub(crate) const CONNECTIONS: usize = 32;
+/// How long each side runs per round.
+pub(crate) const DURATION: Duration = Duration::from_secs(5);
+
+/// The same closed-loop load on `path` through the router and on the host
+/// baseline, rounds alternated (which goes first flips each round).
+pub(crate) async fn race(
+    router: SocketAddr,
+    baseline: SocketAddr,
+    host: &str,
+    path: &str,
+    rounds: usize,
+) -> (Side, Side) {
+    closed_loop(router, host, path, CONNECTIONS, Duration::from_secs(1)).await;
+    closed_loop(baseline, host, path, CONNECTIONS, Duration::from_secs(1)).await;
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for round in 0..rounds.max(1) {
+        let order = if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for through_router in order {
+            let address = if through_router { router } else { baseline };
+            let load = closed_loop(address, host, path, CONNECTIONS, DURATION).await;
+            if through_router {
+                ours.push(load);
+            } else {
+                theirs.push(load);
+            }
+        }
+    }
+    (median(&ours), median(&theirs))
+}

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use common::{HostNginx, LaunchwayServer, git, run};
-use load::{Load, closed_loop, get_once, percentile};
+use load::{CONNECTIONS, DURATION, Side, get_once, race};
 
 const CONFIG: &str = r#"applications:
   site:
@@ -114,27 +114,20 @@ fn main() -> anyhow::Result<()> {
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f"])
         .arg(&key))?;
     let mut server = LaunchwayServer::start(&launchway, root, &key)?;
-    let remote = server.project("web")?;
     let work = root.join("work");
-    std::fs::create_dir_all(work.join("public/assets"))?;
-    std::fs::create_dir_all(work.join(".upsun"))?;
-    std::fs::write(work.join(".upsun/config.yaml"), CONFIG)?;
-    std::fs::write(work.join("public/index.html"), "<h1>bench</h1>\n")?;
-    std::fs::write(work.join("public/assets/site.css"), asset())?;
-    run(git(&work).args(["init", "-q", "--initial-branch=main"]))?;
-    run(git(&work).args(["add", "-A"]))?;
-    run(git(&work).args(["commit", "-q", "-m", "site"]))?;
-    let pushed = Instant::now();
-    let out = git(&work)
-        .env("GIT_SSH_COMMAND", &server.ssh_command)
-        .args(["push", "-q", &remote, "HEAD:main"])
-        .output()?;
-    if !out.status.success() {
-        bail!("push failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    }
+    let deployed = deploy_repo(
+        &server,
+        "web",
+        &work,
+        &[
+            (".upsun/config.yaml", CONFIG.to_owned()),
+            ("public/index.html", "<h1>bench</h1>\n".to_owned()),
+            ("public/assets/site.css", asset()),
+        ],
+    )?;
     println!(
         "web-bench: the static site deployed in {:.1} s (runtime image included when built now)",
-        pushed.elapsed().as_secs_f64()
+        deployed.as_secs_f64()
     );
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -159,6 +152,36 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Creates `project`, commits `files` in a new repository at `work` and
+/// pushes it; how long the push (build and deploy) took.
+fn deploy_repo(
+    server: &LaunchwayServer,
+    project: &str,
+    work: &Path,
+    files: &[(&str, String)],
+) -> anyhow::Result<Duration> {
+    let remote = server.project(project)?;
+    for (path, content) in files {
+        let path = work.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, content)?;
+    }
+    run(git(work).args(["init", "-q", "--initial-branch=main"]))?;
+    run(git(work).args(["add", "-A"]))?;
+    run(git(work).args(["commit", "-q", "-m", project]))?;
+    let pushed = Instant::now();
+    let out = git(work)
+        .env("GIT_SSH_COMMAND", &server.ssh_command)
+        .args(["push", "-q", &remote, "HEAD:main"])
+        .output()?;
+    if !out.status.success() {
+        bail!("push failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(pushed.elapsed())
+}
+
 /// Debian's nginx on the host, serving `public` as the container's does.
 fn static_nginx(binary: &Path, root: &Path, public: &Path) -> anyhow::Result<HostNginx> {
     HostNginx::start(binary, &root.join("host-nginx"), |address| {
@@ -180,77 +203,19 @@ fn static_nginx(binary: &Path, root: &Path, public: &Path) -> anyhow::Result<Hos
     })
 }
 
-/// What one side of a comparison measured: the median throughput and p99
-/// over the rounds, and the errors of all rounds.
-struct Side {
-    rps: f64,
-    p99: Duration,
-    errors: usize,
-}
-
-fn median(loads: &[Load]) -> Side {
-    let mut rates: Vec<f64> = loads.iter().map(Load::throughput).collect();
-    rates.sort_by(f64::total_cmp);
-    let mut p99s: Vec<Duration> = loads
-        .iter()
-        .map(|l| percentile(&l.latencies, 0.99))
-        .collect();
-    p99s.sort();
-    Side {
-        rps: rates[rates.len() / 2],
-        p99: p99s[p99s.len() / 2],
-        errors: loads.iter().map(|l| l.errors).sum(),
-    }
-}
-
-const CONNECTIONS: usize = 32;
-const DURATION: Duration = Duration::from_secs(5);
-
-/// The same closed-loop load on `path` through the router and on the host
-/// baseline, rounds alternated (which goes first flips each round).
-async fn race(
-    router: SocketAddr,
-    baseline: SocketAddr,
-    host: &str,
-    path: &str,
-    rounds: usize,
-) -> (Side, Side) {
-    closed_loop(router, host, path, CONNECTIONS, Duration::from_secs(1)).await;
-    closed_loop(baseline, host, path, CONNECTIONS, Duration::from_secs(1)).await;
-    let mut ours = Vec::new();
-    let mut theirs = Vec::new();
-    for round in 0..rounds.max(1) {
-        let order = if round % 2 == 0 {
-            [true, false]
-        } else {
-            [false, true]
-        };
-        for through_router in order {
-            let address = if through_router { router } else { baseline };
-            let load = closed_loop(address, host, path, CONNECTIONS, DURATION).await;
-            if through_router {
-                ours.push(load);
-            } else {
-                theirs.push(load);
-            }
-        }
-    }
-    (median(&ours), median(&theirs))
-}
-
 fn print_race(ours_label: &str, theirs_label: &str, ours: &Side, theirs: &Side, goals: &str) {
-    println!(
-        "  {ours_label:<38} {:>8.0} req/s  p99 {:>7.2} ms  errors {}",
-        ours.rps,
-        ours.p99.as_secs_f64() * 1000.0,
-        ours.errors
-    );
-    println!(
-        "  {theirs_label:<38} {:>8.0} req/s  p99 {:>7.2} ms  errors {}",
-        theirs.rps,
-        theirs.p99.as_secs_f64() * 1000.0,
-        theirs.errors
-    );
+    let line = |label: &str, side: &Side| {
+        let rounds: Vec<String> = side.rates.iter().map(|r| format!("{r:.0}")).collect();
+        println!(
+            "  {label:<38} {:>8.0} req/s  p99 {:>7.2} ms  errors {}  rounds: {}",
+            side.rps,
+            side.p99.as_secs_f64() * 1000.0,
+            side.errors,
+            rounds.join(" ")
+        );
+    };
+    line(ours_label, ours);
+    line(theirs_label, theirs);
     println!(
         "  throughput ratio: {:.3}; p99 ratio: {:.3} ({goals})",
         ours.rps / theirs.rps,
@@ -286,26 +251,19 @@ fn php_page(
     if !fpm_binary.exists() {
         bail!("php-fpm is missing: apt-get install php8.2-fpm (scripts/setup.sh bench)");
     }
-    let remote = server.project("php")?;
     let work = root.join("php-work");
-    std::fs::create_dir_all(work.join("web"))?;
-    std::fs::create_dir_all(work.join(".upsun"))?;
-    std::fs::write(work.join(".upsun/config.yaml"), PHP_CONFIG)?;
-    std::fs::write(work.join("web/index.php"), PHP_PAGE)?;
-    run(git(&work).args(["init", "-q", "--initial-branch=main"]))?;
-    run(git(&work).args(["add", "-A"]))?;
-    run(git(&work).args(["commit", "-q", "-m", "catalog"]))?;
-    let pushed = Instant::now();
-    let out = git(&work)
-        .env("GIT_SSH_COMMAND", &server.ssh_command)
-        .args(["push", "-q", &remote, "HEAD:main"])
-        .output()?;
-    if !out.status.success() {
-        bail!("push failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    }
+    let deployed = deploy_repo(
+        server,
+        "php",
+        &work,
+        &[
+            (".upsun/config.yaml", PHP_CONFIG.to_owned()),
+            ("web/index.php", PHP_PAGE.to_owned()),
+        ],
+    )?;
     println!(
         "web-bench: the PHP app deployed in {:.1} s (runtime image included when built now)",
-        pushed.elapsed().as_secs_f64()
+        deployed.as_secs_f64()
     );
     let children = deployed_pool_size(&server.data)?;
     let host = HostPhp::start(&fpm_binary, &root.join("host-php"), children)?;
