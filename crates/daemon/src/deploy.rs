@@ -229,12 +229,11 @@ impl Daemon {
             .filter(|app| app.web().is_some())
             .map(|app| {
                 let endpoint = match &app.web_server {
-                    Some(server) => Endpoint::Tcp {
-                        netns: Some(factory.clone()),
-                        address: std::net::SocketAddr::new(
-                            app.web().map_or(HUB_ADDRESS, |web| web.address).into(),
-                            server.port,
-                        ),
+                    Some(_) => Endpoint::Unix {
+                        path: self
+                            .run_dir(spec, &app.name, "web")
+                            .join(web_server_socket_name()),
+                        peer_uid: Some(WEB_UID),
                     },
                     None => self.app_endpoint(spec, app, factory),
                 };
@@ -1501,6 +1500,13 @@ pub(crate) fn parse_phase(text: &str) -> Option<Phase> {
 
 /// Writes nginx's (and PHP-FPM's) configuration into a web process's run
 /// directory, its `/run`.
+/// The file name of nginx's socket for the router, in the web process's
+/// run directory (its `/run`).
+fn web_server_socket_name() -> &'static str {
+    let socket = launchway_deploy::web_server::WEB_SERVER_SOCKET;
+    socket.rsplit('/').next().unwrap_or(socket)
+}
+
 fn write_web_server_files(
     run_dir: &Path,
     server: &launchway_deploy::web_server::WebServerSpec,

@@ -4,8 +4,11 @@
 //! As on Upsun, an app with `locations` (or a PHP app, whose FastCGI the
 //! router cannot speak) gets nginx from its runtime image in front of it,
 //! in its web process's container: nginx listens on [`WEB_SERVER_PORT`]
-//! (the router and relationships call that) and hands what it does not
-//! serve itself to the app on `PORT`/`SOCKET`, over HTTP or FastCGI.
+//! (relationships call that) and on [`WEB_SERVER_SOCKET`] (the router calls
+//! that: a unix socket skips the veth, bridge and conntrack an environment
+//! network's TCP crosses, which cost nginx more than serving the file), and
+//! hands what it does not serve itself to the app on `PORT`/`SOCKET`, over
+//! HTTP or FastCGI.
 //! An app with no start command serves its locations only (a static
 //! site). nginx runs as the app's user with everything it writes on the
 //! process's `/run`; its errors and access log go to the app's log.
@@ -29,6 +32,10 @@
 //! - `request_buffering` (`enabled`, `max_request_size`, default 250m).
 //!
 //! Header values are literal: a `$` in one is not an nginx variable.
+//!
+//! `sendfile` is off: on the router's unix socket it sends a response's
+//! header and body apart, waking the router twice, and the small files
+//! sites are made of came out 1.5x faster copied (web-bench).
 
 use std::fmt::Write as _;
 
@@ -40,12 +47,18 @@ use crate::spec::Listen;
 
 /// Where nginx listens in an app's web container.
 pub const WEB_SERVER_PORT: u16 = 8080;
+/// Where nginx also listens for the router, in the web process's `/run`
+/// (a host directory, so the router dials it without entering the
+/// environment's network).
+pub const WEB_SERVER_SOCKET: &str = "/run/.launchway-web.sock";
 /// nginx's configuration file, in the web process's `/run`.
 pub const NGINX_CONFIG: &str = "nginx.conf";
 /// PHP-FPM's configuration file, in the web process's `/run`.
 pub const PHP_FPM_CONFIG: &str = "php-fpm.conf";
 /// The command that runs nginx in the foreground.
-pub const NGINX_COMMAND: &str = "exec nginx -e stderr -c /run/nginx.conf";
+/// A socket left by an nginx that was killed would make its restart fail.
+pub const NGINX_COMMAND: &str =
+    "rm -f /run/.launchway-web.sock; exec nginx -e stderr -c /run/nginx.conf";
 /// The start command Upsun gives PHP apps by default: PHP-FPM.
 pub const PHP_DEFAULT_START: &str = "/usr/bin/start-php-app";
 /// The container memory PHP-FPM is sized for when no limit is set.
@@ -304,7 +317,7 @@ http {{\n\
   include /etc/nginx/mime.types;\n\
   default_type application/octet-stream;\n\
   access_log /dev/stdout combined buffer=32k flush=1s;\n\
-  sendfile on;\n\
+  sendfile off;\n\
   tcp_nopush on;\n\
   keepalive_timeout 65;\n\
   server_tokens off;\n\
@@ -320,6 +333,7 @@ http {{\n\
   upstream launchway_app {{\n    server {upstream};\n    keepalive 32;\n  }}\n\
   server {{\n\
     listen {WEB_SERVER_PORT} default_server;\n\
+    listen unix:{WEB_SERVER_SOCKET} default_server;\n\
     server_name _;\n\
     root /nonexistent;\n\
     absolute_redirect off;\n"
@@ -683,6 +697,12 @@ mod tests {
         let server = web_server(&app, &Listen::Socket("/run/app.sock".into()), 512).expect("nginx");
         let nginx = &server.nginx_config;
         assert!(nginx.contains("server unix:/run/app.sock;"), "{nginx}");
+        // The router dials the socket; a stale one must not stop a restart.
+        assert!(
+            nginx.contains(&format!("listen unix:{WEB_SERVER_SOCKET} default_server;")),
+            "{nginx}"
+        );
+        assert!(NGINX_COMMAND.starts_with(&format!("rm -f {WEB_SERVER_SOCKET};")));
         assert!(nginx.contains("root \"/app/web\";"), "{nginx}");
         assert!(
             nginx.contains("fastcgi_param SCRIPT_FILENAME \"/app/web/index.php\";"),
