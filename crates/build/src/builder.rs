@@ -584,12 +584,16 @@ impl Builder {
         }
         let mut spec = StepSpec::new(args);
         spec.env = env.to_vec();
+        spec.binds = binds;
         spec.cwd = crate::env::APP_DIR.into();
         // Only a hook's output is read for network failures: the other
         // steps have the network the daemon's settings give them.
         let watch_network = matches!(network, Network::Join(_) | Network::None);
+        let networked = matches!(network, Network::Join(_) | Network::Host);
+        if networked {
+            self.add_trust(&mut spec, matches!(network, Network::Host))?;
+        }
         spec.network = network;
-        spec.binds = binds;
         spec.tmp_size_bytes = self.settings.tmp_mib.max(16) * 1024 * 1024;
         spec.timeout = Some(remaining);
         spec.hostname = "build".into();
@@ -601,13 +605,18 @@ impl Builder {
         };
         let (lines, mut received) = mpsc::channel::<OutputLine>(256);
         let network_failure = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tls_untrusted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let forward = {
             let log = log.clone();
             let network_failure = network_failure.clone();
+            let tls_untrusted = tls_untrusted.clone();
             tokio::spawn(async move {
                 while let Some(line) = received.recv().await {
                     if watch_network && says_network_failed(&line.line) {
                         network_failure.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    if networked && crate::trust::says_tls_untrusted(&line.line) {
+                        tls_untrusted.store(true, std::sync::atomic::Ordering::Relaxed);
                     }
                     let text = match line.stream {
                         OutputStream::Stdout => format!("        {}", line.line),
@@ -638,13 +647,52 @@ impl Builder {
             });
         }
         if !outcome.success() {
+            let mut how = outcome.describe();
+            if tls_untrusted.load(std::sync::atomic::Ordering::Relaxed) {
+                how.push_str(&self.tls_hint());
+            }
             return Err(BuildError::StepFailed {
                 step: what.to_owned(),
-                how: outcome.describe(),
+                how,
                 network_failure: network_failure.load(std::sync::atomic::Ordering::Relaxed),
             });
         }
         Ok(())
+    }
+
+    /// Gives a networked step the CA bundle and, on the host's network,
+    /// the upstream proxy ([`crate::trust`]).
+    fn add_trust(&self, spec: &mut StepSpec, host_network: bool) -> Result<(), BuildError> {
+        if let Some(source) = self.settings.ca_source().file() {
+            let dir = self.scratch.join("ca-bundle");
+            let staged = crate::trust::stage_bundle(&source, &dir)
+                .map_err(|error| BuildError::io(&dir, error))?;
+            spec.binds.push(Bind {
+                source: staged,
+                target: crate::trust::CA_DIR.into(),
+                writable: false,
+            });
+            spec.env.extend(crate::trust::ca_env(crate::trust::CA_FILE));
+        }
+        if host_network && let Some(upstream) = self.settings.upstream_proxy() {
+            spec.env.extend(upstream.env());
+        }
+        Ok(())
+    }
+
+    /// What a step that did not trust a certificate is told.
+    fn tls_hint(&self) -> String {
+        match self.settings.ca_source().file() {
+            None => "; a TLS certificate was not trusted: if this network intercepts TLS, \
+                     name the CA bundle that vouches for it with `[build] ca_bundle` in the \
+                     daemon's settings (now off)"
+                .to_owned(),
+            Some(file) => format!(
+                "; a TLS certificate was not trusted, not even by the bundle networked steps \
+                 get (`[build] ca_bundle`: {}): add the CA that signed it there",
+                file.display()
+            ),
+        }
     }
 
     async fn source_tar(

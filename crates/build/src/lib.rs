@@ -27,6 +27,7 @@ mod builder;
 pub mod env;
 mod settings;
 pub mod steps;
+pub mod trust;
 
 use std::path::Path;
 

@@ -12,6 +12,9 @@
 //! keep_builds = 10         # per environment, the newest builds whose images `gc` keeps
 //! dependency_network = "host"  # "host" or "none": the network of dependency and flavor steps
 //! egress_allow = ["pypi.org", …]  # what hooks of `build.egress=registries` projects reach
+//! ca_bundle = "system"     # CAs networked steps trust: "system", "off" or a PEM file
+//! https_proxy = ""         # an upstream http:// proxy for networked steps ("": none)
+//! no_proxy = ""            # hosts reached around it, comma-separated
 //! ```
 
 use std::time::Duration;
@@ -57,6 +60,29 @@ pub struct BuildSettings {
     /// (`host`, `*.domain` or an IPv4 address, optionally `:port`).
     #[serde(deserialize_with = "egress_destinations")]
     pub egress_allow: Vec<String>,
+    /// The CA certificates the networked steps trust (see [`crate::trust`]).
+    #[serde(deserialize_with = "ca_bundle")]
+    pub ca_bundle: String,
+    /// An upstream proxy for the networked steps (`http://host:port`).
+    #[serde(deserialize_with = "proxy_url")]
+    pub https_proxy: String,
+    /// Hosts the networked steps reach around `https_proxy`.
+    pub no_proxy: String,
+}
+
+fn ca_bundle<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let setting = String::deserialize(deserializer)?;
+    crate::trust::CaSource::parse(&setting).map_err(serde::de::Error::custom)?;
+    Ok(setting)
+}
+
+fn proxy_url<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let url = String::deserialize(deserializer)?;
+    if !url.trim().is_empty() {
+        launchway_net::upstream::UpstreamProxy::parse(&url, "")
+            .map_err(serde::de::Error::custom)?;
+    }
+    Ok(url)
 }
 
 /// `egress_allow`, each entry checked (a bad one is an error at its line).
@@ -84,6 +110,9 @@ impl Default for BuildSettings {
                 .iter()
                 .map(|d| (*d).to_owned())
                 .collect(),
+            ca_bundle: "system".to_owned(),
+            https_proxy: String::new(),
+            no_proxy: String::new(),
         }
     }
 }
@@ -92,6 +121,19 @@ impl BuildSettings {
     /// The time one build may take.
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs.max(1))
+    }
+
+    /// `ca_bundle`, parsed (it was checked when the settings were read).
+    pub fn ca_source(&self) -> crate::trust::CaSource {
+        crate::trust::CaSource::parse(&self.ca_bundle).unwrap_or(crate::trust::CaSource::Off)
+    }
+
+    /// `https_proxy` and `no_proxy`, parsed; `None` without a proxy.
+    pub fn upstream_proxy(&self) -> Option<launchway_net::upstream::UpstreamProxy> {
+        if self.https_proxy.trim().is_empty() {
+            return None;
+        }
+        launchway_net::upstream::UpstreamProxy::parse(&self.https_proxy, &self.no_proxy).ok()
     }
 
     /// `egress_allow`, parsed (it was checked when the settings were read).

@@ -170,6 +170,26 @@ impl Daemon {
             .collect()
     }
 
+    /// `[deploy] ca_bundle`, staged for app containers; `None` when off.
+    fn app_ca_bundle(&self) -> std::io::Result<Option<PathBuf>> {
+        let source = launchway_build::trust::CaSource::parse(&self.settings.deploy.ca_bundle)
+            .unwrap_or(launchway_build::trust::CaSource::Off);
+        let Some(file) = source.file() else {
+            return Ok(None);
+        };
+        let dir = self.settings.data_dir.join("ca-bundle-apps");
+        launchway_build::trust::stage_bundle(&file, &dir)
+            .map(Some)
+            .map_err(|error| {
+                std::io::Error::new(
+                    error.kind(),
+                    error
+                        .to_string()
+                        .replace("[build] ca_bundle", "[deploy] ca_bundle"),
+                )
+            })
+    }
+
     fn run_dir(&self, spec: &DeploySpec, app: &str, process: &str) -> PathBuf {
         self.environment_dir(&spec.project, &spec.environment)
             .join("run")
@@ -911,6 +931,20 @@ impl Daemon {
                 }
                 let mut env = app.process_env(process);
                 env.push(("PATH".into(), path.clone()));
+                match self.app_ca_bundle() {
+                    Ok(Some(dir)) => {
+                        binds.push(Bind {
+                            source: dir,
+                            target: launchway_build::trust::CA_DIR.into(),
+                            writable: false,
+                        });
+                        env.extend(launchway_build::trust::ca_env(
+                            launchway_build::trust::CA_FILE,
+                        ));
+                    }
+                    Ok(None) => {}
+                    Err(error) => return Err(fail(error.to_string(), &containers)),
+                }
                 let mut step = StepSpec::new([
                     "/bin/sh".to_string(),
                     "-c".to_string(),

@@ -166,12 +166,14 @@ impl Daemon {
             .unwrap_or_default();
         let policy = match mode {
             BuildEgress::None => EgressPolicy {
+                upstream: None,
                 allow: AllowList::default(),
                 refusal_hint: format!(
                     "build hooks have no network; `launchway project set -p {project} build.egress=registries` lets them reach package registries"
                 ),
             },
             BuildEgress::Registries => EgressPolicy {
+                upstream: self.settings.build.upstream_proxy(),
                 allow: self.settings.build.egress_allow_list(),
                 refusal_hint: "not in the build egress allow-list (`[build] egress_allow` in the daemon's settings)".to_owned(),
             },

@@ -131,6 +131,18 @@ pub struct DeploySettings {
     pub pids: u64,
     /// App log size before rotation.
     pub log_max_mib: u64,
+    /// The CA certificates apps trust besides their image's: `off` (the
+    /// default: runtime images keep Debian's bundle), `system` (the host's)
+    /// or a PEM file; for apps calling internal APIs behind a TLS-
+    /// intercepting proxy. Mounted and pointed at as in builds.
+    #[serde(deserialize_with = "ca_bundle")]
+    pub ca_bundle: String,
+}
+
+fn ca_bundle<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let setting = String::deserialize(deserializer)?;
+    launchway_build::trust::CaSource::parse(&setting).map_err(serde::de::Error::custom)?;
+    Ok(setting)
 }
 
 impl Default for DeploySettings {
@@ -142,6 +154,7 @@ impl Default for DeploySettings {
             memory_mib: 0,
             pids: 4096,
             log_max_mib: 10,
+            ca_bundle: "off".to_owned(),
         }
     }
 }

@@ -18,6 +18,9 @@
 //! Each destination's connections, refusals and bytes are counted for the
 //! build log and the build record ([`EgressReport`]).
 //!
+//! With an upstream proxy ([`crate::upstream`]), a permitted destination
+//! is reached through it (`CONNECT`, or the request in absolute form).
+//!
 //! The allow-list names hosts, not addresses: a name is resolved on the
 //! host when the connection is made. An address (`127.0.0.2:8080`) is let
 //! through only when the list names it exactly.
@@ -200,6 +203,8 @@ pub struct EgressPolicy {
     /// Said to the hook (and in the build log) with each refusal: what to
     /// change to let it through.
     pub refusal_hint: String,
+    /// Where permitted connections go when the network needs a proxy.
+    pub upstream: Option<crate::upstream::UpstreamProxy>,
 }
 
 /// The traffic to one destination during a hook.
@@ -386,6 +391,8 @@ enum Request {
         host: String,
         port: u16,
         head: Vec<u8>,
+        /// The same head in absolute form, for an upstream proxy.
+        proxy_head: Vec<u8>,
     },
 }
 
@@ -435,7 +442,7 @@ fn parse_head(head: &[u8]) -> Result<Request, &'static str> {
     };
     let authority = authority.rsplit('@').next().unwrap_or(authority);
     let (host, port) = split_authority(authority, Some(80)).ok_or("malformed URL authority")?;
-    let mut out = format!("{method} {path} {version}\r\n");
+    let mut out = String::new();
     for line in lines.filter(|l| !l.is_empty()) {
         let name = line.split(':').next().unwrap_or_default().trim();
         let hop_by_hop = [
@@ -454,7 +461,8 @@ fn parse_head(head: &[u8]) -> Result<Request, &'static str> {
     Ok(Request::Forward {
         host,
         port,
-        head: out.into_bytes(),
+        head: format!("{method} {path} {version}\r\n{out}").into_bytes(),
+        proxy_head: format!("{method} {target} {version}\r\n{out}").into_bytes(),
     })
 }
 
@@ -525,15 +533,28 @@ async fn serve(
         let _ = log.send(format!("      Build egress: {message}")).await;
         return answer(&mut client, "403 Forbidden", &message).await;
     }
-    let connected =
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect((host.as_str(), port))).await;
+    let through = policy
+        .upstream
+        .as_ref()
+        .filter(|upstream| upstream.applies_to(&host));
+    let connected = match (through, &request) {
+        (Some(upstream), Request::Connect { .. }) => {
+            Some(upstream.tunnel(&host, port, HANDSHAKE_TIMEOUT).await)
+        }
+        (Some(upstream), Request::Forward { .. }) => Some(upstream.dial(HANDSHAKE_TIMEOUT).await),
+        (None, _) => {
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect((host.as_str(), port)))
+                .await
+                .ok()
+        }
+    };
     let mut upstream = match connected {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(error)) => {
+        Some(Ok(stream)) => stream,
+        Some(Err(error)) => {
             let message = format!("cannot reach {target}: {error}");
             return answer(&mut client, "502 Bad Gateway", &message).await;
         }
-        Err(_) => {
+        None => {
             let message = format!("cannot reach {target}: no answer in 30 s");
             return answer(&mut client, "504 Gateway Timeout", &message).await;
         }
@@ -550,7 +571,12 @@ async fn serve(
             }
             early
         }
-        Request::Forward { head, .. } => [head, early].concat(),
+        Request::Forward {
+            head, proxy_head, ..
+        } => match through {
+            Some(_) => [proxy_head, early].concat(),
+            None => [head, early].concat(),
+        },
     };
     if upstream.write_all(&first).await.is_err() {
         return;
@@ -642,18 +668,28 @@ mod tests {
                 port: 443
             })
         );
-        let Ok(Request::Forward { host, port, head }) = parse_head(
+        let Ok(Request::Forward {
+            host,
+            port,
+            head,
+            proxy_head,
+        }) = parse_head(
             b"GET http://127.0.0.2:8080/lw-demo?x=1 HTTP/1.1\r\nHost: 127.0.0.2:8080\r\nProxy-Connection: keep-alive\r\nConnection: keep-alive\r\nAccept: */*\r\n\r\n",
         ) else {
             panic!("not a forward");
         };
+        assert_eq!(
+            String::from_utf8(proxy_head).unwrap(),
+            "GET http://127.0.0.2:8080/lw-demo?x=1 HTTP/1.1\r\nHost: 127.0.0.2:8080\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        );
         assert_eq!((host.as_str(), port), ("127.0.0.2", 8080));
         assert_eq!(
             String::from_utf8(head).unwrap(),
             "GET /lw-demo?x=1 HTTP/1.1\r\nHost: 127.0.0.2:8080\r\nAccept: */*\r\nConnection: close\r\n\r\n"
         );
-        let Ok(Request::Forward { host, port, head }) =
-            parse_head(b"GET http://example.org HTTP/1.0\r\n\r\n")
+        let Ok(Request::Forward {
+            host, port, head, ..
+        }) = parse_head(b"GET http://example.org HTTP/1.0\r\n\r\n")
         else {
             panic!("not a forward");
         };

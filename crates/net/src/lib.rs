@@ -11,6 +11,7 @@
 pub mod egress;
 pub mod link;
 pub mod netns;
+pub mod upstream;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;

@@ -14,6 +14,7 @@ mod host;
 mod network;
 mod runtime;
 mod system;
+mod trust;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -194,6 +195,7 @@ pub async fn doctor(settings: &Settings, source: &str) -> Report {
     checks.push(git().await);
     checks.push(mmdebstrap().await);
     checks.push(mirror);
+    checks.push(trust::build_cas(&settings.build.ca_bundle, source));
     drop(probe);
     Report {
         settings: label.to_owned(),
