@@ -161,22 +161,22 @@ impl Tinyproxy {
             ),
         )
         .unwrap();
-        let child = std::process::Command::new("tinyproxy")
-            .arg("-d")
-            .arg("-c")
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("tinyproxy (scripts/setup.sh test installs it)");
+        let proxy = Tinyproxy {
+            child: std::process::Command::new("tinyproxy")
+                .arg("-d")
+                .arg("-c")
+                .arg(&config)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("tinyproxy (scripts/setup.sh test installs it)"),
+            log,
+            port,
+            _dir: dir,
+        };
         for _ in 0..500 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Tinyproxy {
-                    child,
-                    log,
-                    port,
-                    _dir: dir,
-                };
+                return proxy;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
