@@ -63,7 +63,8 @@ const PYTHON_SERVER: &str = r#"import http.server, os, psycopg2
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        body = ("psycopg2 " + psycopg2.__version__.split()[0] + "\n").encode()
+        ca = os.environ.get("SSL_CERT_FILE", "none")
+        body = ("psycopg2 " + psycopg2.__version__.split()[0] + " ca=" + ca + "\n").encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -92,6 +93,8 @@ fn dependencies_install_from_the_real_pypi_through_the_hosts_ca() {
     assert!(log.contains("imported"), "{log}");
     let page = http_fetch(daemon.router_addr(), HOST, "/").unwrap();
     assert!(page.body.starts_with("psycopg2 2."), "{page:?}");
+    // Apps keep their image's bundle unless `[deploy] ca_bundle` says otherwise.
+    assert!(page.body.ends_with(" ca=none\n"), "{page:?}");
 
     // The same app where steps trust only their image's bundle.
     let off = Daemon::start_with("[build]\nca_bundle = \"off\"\n");
@@ -127,7 +130,7 @@ fn npm_install_and_a_hook_with_egress_reach_the_real_npm_registry() {
     }
     let proxy = Tinyproxy::start();
     let daemon = Daemon::start_with(&format!(
-        "[build]\nhttps_proxy = \"http://127.0.0.1:{}\"\nno_proxy = \"localhost\"\n[deploy]\nstart_timeout_secs = 60\n",
+        "[build]\nhttps_proxy = \"http://127.0.0.1:{}\"\nno_proxy = \"localhost\"\n[deploy]\nstart_timeout_secs = 60\nca_bundle = \"system\"\n",
         proxy.port
     ));
     let work = daemon.admin_work("shop");
@@ -152,7 +155,7 @@ fn npm_install_and_a_hook_with_egress_reach_the_real_npm_registry() {
     );
     work.write(
         "server.js",
-        "const http = require('http');\nconst isNumber = require('is-number');\nhttp.createServer((req, res) => res.end(`is-number says ${isNumber('42')}\\n`)).listen(process.env.PORT);\n",
+        "const http = require('http');\nconst fs = require('fs');\nconst isNumber = require('is-number');\nconst ca = process.env.NODE_EXTRA_CA_CERTS;\nconst certificates = (fs.readFileSync(ca, 'utf8').match(/BEGIN CERTIFICATE/g) || []).length;\nhttp.createServer((req, res) => res.end(`is-number says ${isNumber('42')}; ${ca} has ${certificates > 0 ? 'certificates' : 'none'}\\n`)).listen(process.env.PORT);\n",
     );
     work.commit("node app with a package from npm");
     let log = work.push_ok("main", &[]);
@@ -164,7 +167,11 @@ fn npm_install_and_a_hook_with_egress_reach_the_real_npm_registry() {
         "{log}"
     );
     let page = http_fetch(daemon.router_addr(), HOST, "/").unwrap();
-    assert_eq!(page.body, "is-number says true\n", "{page:?}");
+    // `[deploy] ca_bundle = "system"`: the app trusts the host's CAs too.
+    assert_eq!(
+        page.body, "is-number says true; /tmp/.launchway-ca/ca-certificates.crt has certificates\n",
+        "{page:?}"
+    );
     // Both the flavor step and the hook's egress proxy went through it.
     let tunnels = proxy
         .log()
