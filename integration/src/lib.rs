@@ -41,19 +41,15 @@ pub fn launchway_bin() -> &'static Path {
 }
 
 /// The `launchway` binary with failpoints compiled in (the crash tests),
-/// built once per test run in a target directory of its own so that the
-/// plain binary never has them.
+/// built once per test run as `launchway-failpoints`: the plain binary
+/// never has them, and the dependencies are the workspace's own build.
 pub fn failpoints_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let target = target_dir().join("failpoints");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .args(["build", "-q", "-p", "launchway", "--features", "failpoints"])
-            .arg("--target-dir")
-            .arg(&target)
-            // A build of its own: no incremental cache to keep on disk.
-            .env("CARGO_INCREMENTAL", "0")
+            .args(["--bin", "launchway-failpoints"])
             .current_dir(workspace())
             .status()
             .expect("cargo runs");
@@ -61,7 +57,7 @@ pub fn failpoints_bin() -> &'static Path {
             status.success(),
             "building launchway with failpoints failed"
         );
-        target.join("debug/launchway")
+        target_dir().join("debug/launchway-failpoints")
     })
 }
 
