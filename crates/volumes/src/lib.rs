@@ -1,5 +1,6 @@
 //! Launchway's volume cloning: an environment's persistent data directory
-//! (the app-writable mounts) copied into a new child environment.
+//! (the app-writable mounts) copied into a new child environment; and
+//! [`retention`], which scheduled backups of that data to keep (pure).
 //!
 //! [`sync_tree`] (or [`sync_tree_limited`], with a limit on the data written)
 //! copies a tree with blocking std I/O on a few threads of its own; the
@@ -78,6 +79,7 @@
 //!   queue holds one (see the `walk` module).
 
 mod fsops;
+pub mod retention;
 mod walk;
 
 use std::ffi::{CStr, CString};
