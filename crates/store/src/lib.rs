@@ -1,12 +1,14 @@
 //! Launchway's state: the only crate that knows sled.
 //!
 //! One sled database under the data directory holds typed trees: projects,
-//! key grants, environments, activities and activity logs. Every record is
+//! key grants, environments, activities and activity logs, builds, releases,
+//! deployments, variables and backups (`backups.rs`). Every record is
 //! stored as one version byte followed by JSON ([`SCHEMA_VERSION`]); a record
 //! written by a newer Launchway is refused with [`StoreError::Version`] rather
 //! than misread. Writes are flushed before the call returns, so a state change
 //! is durable before its effect runs.
 
+mod backups;
 mod records;
 
 use std::path::Path;
@@ -14,6 +16,7 @@ use std::path::Path;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use backups::Backup;
 pub use records::{
     Activity, ActivityKind, ActivityResult, ActivityState, Build, BuildApp, BuildEgress,
     BuildStatus, Deployment, EgressTraffic, Environment, EnvironmentStatus, EnvironmentType,
@@ -76,6 +79,7 @@ pub struct Store {
     releases: sled::Tree,
     deployments: sled::Tree,
     variables: sled::Tree,
+    backups: sled::Tree,
 }
 
 const PROJECTS: &str = "projects";
@@ -154,6 +158,7 @@ impl Store {
             releases: db.open_tree(RELEASES)?,
             deployments: db.open_tree(DEPLOYMENTS)?,
             variables: db.open_tree(VARIABLES)?,
+            backups: db.open_tree(backups::BACKUPS)?,
             db,
         })
     }
