@@ -618,6 +618,49 @@ impl Daemon {
     }
 }
 
+/// Wheels of `packages` (and what they need), downloaded by the host's pip.
+pub fn python_wheels(packages: &[&str]) -> PathBuf {
+    let dir = std::env::temp_dir().join("launchway-test-wheels");
+    std::fs::create_dir_all(&dir).expect("the wheels directory");
+    let out = std::process::Command::new("python3")
+        .args(["-m", "pip", "download", "--quiet", "--only-binary=:all:"])
+        .args(["--python-version", "3.11", "-d"])
+        .arg(&dir)
+        .args(packages)
+        .output()
+        .expect("pip runs");
+    assert!(
+        out.status.success(),
+        "pip download {packages:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
+/// Serves the files of `dir` over HTTP on the host's loopback, with an
+/// index page of links (what pip's `--find-links` reads).
+pub fn serve_wheels(dir: PathBuf) -> String {
+    let port = serve_http(move |path| {
+        let name = path.trim_start_matches('/');
+        if name.is_empty() {
+            let mut html = String::from("<html><body>");
+            for entry in std::fs::read_dir(&dir).ok()?.flatten() {
+                let file = entry.file_name().to_string_lossy().into_owned();
+                html.push_str(&format!("<a href=\"/{file}\">{file}</a>\n"));
+            }
+            html.push_str("</body></html>");
+            Some(("text/html", html.into_bytes()))
+        } else if !name.contains('/') && !name.contains("..") {
+            std::fs::read(dir.join(name))
+                .ok()
+                .map(|body| ("application/octet-stream", body))
+        } else {
+            None
+        }
+    });
+    format!("http://127.0.0.1:{port}/")
+}
+
 /// A tiny HTTP/1.1 server on the host's loopback for the tests' package
 /// indexes: `respond` maps a request path to a content type and a body
 /// (`None`: 404). Returns its port; it serves until the test ends.

@@ -5,52 +5,11 @@
 //! and served to the dependencies step from the host's loopback).
 #![allow(clippy::tests_outside_test_module, clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use launchway_integration::{Daemon, Work, http_get as get, serve_http};
-
-/// Wheels of `packages` (and what they need), downloaded by the host's pip.
-fn wheels(packages: &[&str]) -> PathBuf {
-    let dir = std::env::temp_dir().join("launchway-test-wheels");
-    std::fs::create_dir_all(&dir).unwrap();
-    let out = std::process::Command::new("python3")
-        .args(["-m", "pip", "download", "--quiet", "--only-binary=:all:"])
-        .args(["--python-version", "3.11", "-d"])
-        .arg(&dir)
-        .args(packages)
-        .output()
-        .expect("pip runs");
-    assert!(
-        out.status.success(),
-        "pip download {packages:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir
-}
-
-/// Serves the files of `dir` over HTTP on the host's loopback, with an
-/// index page of links (what pip's `--find-links` reads).
-fn serve(dir: PathBuf) -> String {
-    let port = serve_http(move |path| {
-        let name = path.trim_start_matches('/');
-        if name.is_empty() {
-            let mut html = String::from("<html><body>");
-            for entry in std::fs::read_dir(&dir).ok()?.flatten() {
-                let file = entry.file_name().to_string_lossy().into_owned();
-                html.push_str(&format!("<a href=\"/{file}\">{file}</a>\n"));
-            }
-            html.push_str("</body></html>");
-            Some(("text/html", html.into_bytes()))
-        } else if !name.contains('/') && !name.contains("..") {
-            std::fs::read(dir.join(name))
-                .ok()
-                .map(|body| ("application/octet-stream", body))
-        } else {
-            None
-        }
-    });
-    format!("http://127.0.0.1:{port}/")
-}
+use launchway_integration::{
+    Daemon, Work, http_get as get, python_wheels as wheels, serve_wheels as serve,
+};
 
 /// The start of a config whose one app, `app`, installs `package` from
 /// the wheels served at `links` (and nothing from the index).

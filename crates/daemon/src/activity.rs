@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use launchway_git::{CommitTree, Objects, RefUpdate, count_new_commits, plan};
+use crate::variables::Effective;
+use launchway_git::{CommitTree, Objects, Plan, RefUpdate, count_new_commits, plan};
 use launchway_store::{
     Activity, ActivityKind, ActivityResult, ActivityState, EnvironmentStatus, StoreError,
 };
@@ -54,6 +55,15 @@ pub(crate) enum Work {
     PostDeploy { release: String },
     /// Delete the data of a service the config no longer has.
     DeleteServiceData { service: String },
+    /// Take a backup of the environment's data (`backups.rs`).
+    Backup { live: bool, scheduled: bool },
+    /// Put a backup's data back, then deploy (`restore.rs`).
+    Restore { backup: String, no_code: bool },
+    /// Bring the parent's data and/or code down (`sync.rs`).
+    Sync { data: bool, code: bool },
+    /// Fast-forward the parent to `child` and deploy it (`sync.rs`; runs
+    /// in the parent's queue).
+    Merge { child: String },
     /// One run of a cron of `release` (not queued: see `crons.rs`).
     Cron {
         release: String,
@@ -251,6 +261,19 @@ impl Daemon {
                 self.delete_service_data_activity(&activity, service, &log)
                     .await
             }
+            Work::Backup { live, scheduled } => {
+                self.backup_activity(&activity, *live, *scheduled, &log, &cancel)
+                    .await
+            }
+            Work::Restore { backup, no_code } => {
+                self.restore_activity(&activity, backup, *no_code, &log, &cancel)
+                    .await
+            }
+            Work::Sync { data, code } => {
+                self.sync_activity(&activity, *data, *code, &log, &cancel)
+                    .await
+            }
+            Work::Merge { child } => self.merge_activity(&activity, child, &log, &cancel).await,
             Work::Cron { release, app, name } => {
                 self.cron_activity(&activity, release, app, name, &log, &cancel)
                     .await
@@ -417,19 +440,19 @@ impl Daemon {
         .await
     }
 
-    /// Plans and builds `commit` for `env`, then says where things stand.
+    /// Plans and builds `commit` for `env` (reusing builds): the build,
+    /// its plan and the variables the environment sees.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn build_and_report(
+    pub(crate) async fn plan_and_build(
         &self,
         activity: &Activity,
         env: &launchway_store::Environment,
         commit: &str,
         log: &Log,
         cancel: &CancellationToken,
-        mut timings: BTreeMap<String, u64>,
+        timings: &mut BTreeMap<String, u64>,
         started: Instant,
-        deploy: bool,
-    ) -> Result<BTreeMap<String, u64>, Ended> {
+    ) -> Result<(launchway_store::Build, Plan, Vec<Effective>), Ended> {
         let repo = self.repo_path(&activity.project);
         let planned = {
             let commit = commit.to_owned();
@@ -460,6 +483,25 @@ impl Daemon {
             .build_commit(activity, &planned, &subject, &build_visible, log, cancel)
             .await?;
         timings.insert("build".into(), build_started.elapsed().as_millis() as u64);
+        Ok((build, planned, variables))
+    }
+
+    /// Plans and builds `commit` for `env`, then says where things stand.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn build_and_report(
+        &self,
+        activity: &Activity,
+        env: &launchway_store::Environment,
+        commit: &str,
+        log: &Log,
+        cancel: &CancellationToken,
+        mut timings: BTreeMap<String, u64>,
+        started: Instant,
+        deploy: bool,
+    ) -> Result<BTreeMap<String, u64>, Ended> {
+        let (build, planned, variables) = self
+            .plan_and_build(activity, env, commit, log, cancel, &mut timings, started)
+            .await?;
         if !deploy {
             log.line(&format!(
                 "  Build {} is complete (not deployed: `launchway build` builds only)",

@@ -226,7 +226,88 @@ impl launchway_api::Launchway for ApiService {
     type PromoteReleaseStream = crate::build_api::LogStream;
     type RunCronStream = crate::build_api::LogStream;
     type SetVariableStream = crate::build_api::LogStream;
+    type CreateBackupStream = crate::build_api::LogStream;
+    type SyncEnvironmentStream = crate::build_api::LogStream;
+    type MergeEnvironmentStream = crate::build_api::LogStream;
+    type RestoreBackupStream = crate::build_api::LogStream;
+    type ExportBackupStream = crate::build_api::DataStream;
     type DeleteVariableStream = crate::build_api::LogStream;
+
+    async fn sync_environment(
+        &self,
+        request: Request<proto::SyncEnvironmentRequest>,
+    ) -> Result<Response<Self::SyncEnvironmentStream>, Status> {
+        Ok(Response::new(
+            self.daemon.sync_environment(&request.into_inner())?,
+        ))
+    }
+
+    async fn merge_environment(
+        &self,
+        request: Request<proto::EnvironmentRequest>,
+    ) -> Result<Response<Self::MergeEnvironmentStream>, Status> {
+        Ok(Response::new(
+            self.daemon.merge_environment(&request.into_inner())?,
+        ))
+    }
+
+    async fn create_backup(
+        &self,
+        request: Request<proto::CreateBackupRequest>,
+    ) -> Result<Response<Self::CreateBackupStream>, Status> {
+        Ok(Response::new(
+            self.daemon.create_backup(&request.into_inner())?,
+        ))
+    }
+
+    async fn list_backups(
+        &self,
+        request: Request<proto::ListBackupsRequest>,
+    ) -> Result<Response<proto::BackupList>, Status> {
+        Ok(Response::new(
+            self.daemon.list_backups(&request.into_inner())?,
+        ))
+    }
+
+    async fn restore_backup(
+        &self,
+        request: Request<proto::RestoreBackupRequest>,
+    ) -> Result<Response<Self::RestoreBackupStream>, Status> {
+        Ok(Response::new(
+            self.daemon.restore_backup(&request.into_inner())?,
+        ))
+    }
+
+    async fn delete_backup(
+        &self,
+        request: Request<proto::BackupRequest>,
+    ) -> Result<Response<proto::DeleteBackupReply>, Status> {
+        let request = request.into_inner();
+        self.daemon
+            .delete_backup(&request.project, &request.id)
+            .await?;
+        Ok(Response::new(proto::DeleteBackupReply {}))
+    }
+
+    async fn export_backup(
+        &self,
+        request: Request<proto::BackupRequest>,
+    ) -> Result<Response<Self::ExportBackupStream>, Status> {
+        Ok(Response::new(
+            self.daemon.export_backup_stream(&request.into_inner())?,
+        ))
+    }
+
+    async fn import_backup(
+        &self,
+        request: Request<tonic::Streaming<proto::ImportBuildChunk>>,
+    ) -> Result<Response<proto::BackupInfo>, Status> {
+        Ok(Response::new(
+            self.daemon
+                .import_backup_stream(request.into_inner())
+                .await?,
+        ))
+    }
 
     async fn list_environments(
         &self,
@@ -491,6 +572,7 @@ impl launchway_api::Launchway for ApiService {
             created_at: now_ms(),
             service_secret: crate::services::new_secret(),
             build_egress: BuildEgress::None,
+            backup_max_bytes: 0,
         };
         if let Err(error) = self.daemon.store.create_project(&project) {
             let _ = std::fs::remove_dir_all(&repo);

@@ -208,24 +208,7 @@ impl Daemon {
             .ok_or_else(|| Status::invalid_argument("nothing was sent"))?;
         let project = first.project.clone();
         self.existing_project(&project)?;
-        // The archive is read on a blocking thread; chunks reach it through a channel.
-        let (sender, receiver) = mpsc::channel::<Vec<u8>>(8);
-        let feeding = tokio::spawn(async move {
-            if !first.data.is_empty() && sender.send(first.data).await.is_err() {
-                return Ok(());
-            }
-            while let Some(chunk) = stream.message().await? {
-                if sender.send(chunk.data).await.is_err() {
-                    break;
-                }
-            }
-            Ok::<(), Status>(())
-        });
-        let reader = ChannelReader {
-            receiver,
-            current: Vec::new(),
-            position: 0,
-        };
+        let (reader, feeding) = chunk_reader(first.data, stream);
         let imported = self.import_build(&project, reader).await;
         let fed = feeding.await;
         let build = imported.map_err(Status::invalid_argument)?;
@@ -422,8 +405,35 @@ impl Daemon {
     }
 }
 
+/// A blocking `Read` over an import's chunks (`first`'s data, then the
+/// stream's), and the task feeding it (its error, if the stream failed).
+pub(crate) fn chunk_reader(
+    first: Vec<u8>,
+    mut stream: Streaming<proto::ImportBuildChunk>,
+) -> (ChannelReader, tokio::task::JoinHandle<Result<(), Status>>) {
+    // The archive is read on a blocking thread; chunks reach it through a channel.
+    let (sender, receiver) = mpsc::channel::<Vec<u8>>(8);
+    let feeding = tokio::spawn(async move {
+        if !first.is_empty() && sender.send(first).await.is_err() {
+            return Ok(());
+        }
+        while let Some(chunk) = stream.message().await? {
+            if sender.send(chunk.data).await.is_err() {
+                break;
+            }
+        }
+        Ok::<(), Status>(())
+    });
+    let reader = ChannelReader {
+        receiver,
+        current: Vec::new(),
+        position: 0,
+    };
+    (reader, feeding)
+}
+
 /// A blocking `Read` over chunks arriving on a channel.
-struct ChannelReader {
+pub(crate) struct ChannelReader {
     receiver: mpsc::Receiver<Vec<u8>>,
     current: Vec<u8>,
     position: usize,

@@ -6,7 +6,7 @@
 //! line (capped at [`MAX_BUILD_LOG`]) and streamed into the push.
 //! Garbage collection keeps the images of the newest `[build] keep_builds`
 //! complete builds of each environment, of running builds and of builds an
-//! active (or deploying) release runs, plus the step images those were built from; everything
+//! active (or deploying) release runs or a backup names, plus the step images those were built from; everything
 //! else named `launchway/build/…` or `launchway/step/…` is deleted, and
 //! containerd collects the content.
 //! An export is an OCI image layout (the apps' images) whose `index.json`
@@ -307,6 +307,26 @@ impl Daemon {
             .into_iter()
             .filter(|r| matches!(r.status, ReleaseStatus::Active | ReleaseStatus::Deploying))
             .map(|r| r.build)
+            .collect();
+        // So are those of releases a backup names (a restore deploys them).
+        let backed_up: BTreeSet<String> = self
+            .store
+            .all_backups()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|b| !b.release.is_empty())
+            .map(|b| b.release)
+            .collect();
+        let serving: BTreeSet<String> = serving
+            .into_iter()
+            .chain(
+                self.store
+                    .all_releases()
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .filter(|r| backed_up.contains(&r.id))
+                    .map(|r| r.build),
+            )
             .collect();
         let mut complete_seen: HashMap<(String, String), usize> = HashMap::new();
         let mut keep: BTreeSet<String> = BTreeSet::new();

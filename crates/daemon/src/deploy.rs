@@ -400,6 +400,24 @@ impl Daemon {
         log: &Log,
         cancel: &CancellationToken,
     ) -> Result<Release, Ended> {
+        let release = self
+            .record_release(activity, env, build, plan, variables, log)
+            .await?;
+        self.deploy_release(activity, env, release, true, log, cancel)
+            .await
+    }
+
+    /// Records the release of `build` for `env` (status deploying), ready
+    /// for [`Daemon::deploy_release`] with `fresh`.
+    pub(crate) async fn record_release(
+        &self,
+        activity: &Activity,
+        env: &Environment,
+        build: &Build,
+        plan: &Plan,
+        variables: &[Effective],
+        log: &Log,
+    ) -> Result<Release, Ended> {
         let runtime = crate::variables::runtime_visible(variables);
         let secret = self.service_secret(&env.project).map_err(Ended::Failed)?;
         let spec = self.plan_deploy(env, build, plan, &runtime, &secret);
@@ -448,8 +466,7 @@ impl Daemon {
             .put_release(&release)
             .map_err(|_| Ended::Failed("the release cannot be recorded".into()))?;
         crate::failpoint::reached("deploy.release_recorded");
-        self.deploy_release(activity, env, release, true, log, cancel)
-            .await
+        Ok(release)
     }
 
     /// Deploys `release` to `env` through the whole sequence (hold, stop,

@@ -20,16 +20,14 @@
 //! children are handed to its parent.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
 use launchway_api::proto;
 use launchway_deploy::DeploySpec;
 use launchway_store::{
     Activity, ActivityKind, Environment, EnvironmentStatus, ReleaseStatus, StoreError,
 };
-use launchway_volumes::{SyncMode, SyncReport};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::warn;
@@ -38,14 +36,8 @@ use crate::Daemon;
 use crate::activity::{Ended, Log, Work};
 use crate::api::internal;
 use crate::build_api::LogStream;
-use crate::deploy::environment_key;
+use crate::data_copy::{CopyPurpose, remove_data, remove_tree};
 use crate::variables::Effective;
-
-/// The directories of an environment that hold data worth cloning.
-const PERSISTENT_DIRS: [&str; 2] = ["volumes", "services"];
-/// How far back the catch-up and last passes trust nothing: timestamps are coarse
-/// (a jiffy on ext4) and clocks drift a little.
-const RACY_MARGIN: Duration = Duration::from_secs(2);
 
 /// The queue key of an environment's activities.
 pub(crate) fn queue_key(project: &str, environment: &str) -> String {
@@ -186,152 +178,46 @@ impl Daemon {
             env.name, parent.name
         ))
         .await;
-        let source = self.environment_dir(&env.project, &parent.name);
-        let started = Instant::now();
-        let first_pass_began = SystemTime::now();
-        let copied = sync_data(&source, &target, SyncMode::Full).await;
+        let copied = self
+            .copy_consistently(
+                &env.project,
+                &parent.name,
+                &target,
+                CopyPurpose::Activation,
+                false,
+                log,
+                cancel,
+            )
+            .await;
         let copied = match copied {
             Ok(report) => report,
-            Err(message) => return Err(clone_failed(&target, &parent.name, &message).await),
-        };
-
-        crate::failpoint::reached("activate.first_pass");
-        // Databases flush now, so the catch-up copies what they wrote and
-        // the frozen pass has little left.
-        let services = self
-            .checkpoint_services(&env.project, &parent.name, log, cancel)
-            .await;
-        // Catch up unfrozen with what changed during the first pass (long
-        // without reflinks), so the frozen pass has little left to copy.
-        let catch_up_began = SystemTime::now();
-        if let Err(message) = sync_data(
-            &source,
-            &target,
-            SyncMode::Delta {
-                unchanged_before: first_pass_began
-                    .checked_sub(RACY_MARGIN)
-                    .unwrap_or(first_pass_began),
-            },
-        )
-        .await
-        {
-            return Err(clone_failed(&target, &parent.name, &message).await);
-        }
-
-        // The last pass, with nothing of the parent running or changing.
-        let (_, mut turn) = self
-            .queues
-            .join(&queue_key(&env.project, &parent.name), || {
-                Ok::<_, StoreError>(())
-            })
-            .map_err(|_| Ended::Failed("the parent's queue cannot be joined".into()))?;
-        tokio::select! {
-            () = turn.wait() => {}
-            () = cancel.cancelled() => {
-                let _ = remove_data(&target).await;
-                return Err(Ended::Cancelled);
-            }
-        }
-        // The parent may have been deactivated or deleted meanwhile.
-        let still_there = matches!(
-            self.store.environment(&env.project, &parent.name),
-            Ok(Some(p)) if p.status == EnvironmentStatus::Active
-        );
-        if !still_there {
-            turn.finish();
-            let _ = remove_data(&target).await;
-            return Err(Ended::Failed(format!(
-                "{} was deactivated or deleted while it was cloned",
-                parent.name
-            )));
-        }
-        let parent_key = environment_key(&env.project, &parent.name);
-        let containers = match self.engine.app_containers(Some(&parent_key)).await {
-            Ok(containers) => containers,
-            Err(error) => {
-                turn.finish();
-                let _ = remove_data(&target).await;
-                return Err(Ended::Failed(format!(
-                    "cannot list the containers of {} to freeze them: {error}",
-                    parent.name
-                )));
+            Err(ended) => {
+                if let Err(error) = remove_data(&target).await {
+                    warn!(%error, target = %target.display(), "cannot remove a failed clone's data");
+                }
+                return Err(match ended {
+                    Ended::Failed(message) => Ended::Failed(format!(
+                        "cannot clone the data of {}: {message}",
+                        parent.name
+                    )),
+                    Ended::Cancelled => Ended::Cancelled,
+                });
             }
         };
-        let frozen_at = Instant::now();
-        // Every container a pause was asked of is resumed, even one whose
-        // pause reported an error (it may have frozen anyway).
-        let mut attempted = Vec::new();
-        let mut pause_error = None;
-        for id in &containers {
-            attempted.push(id.clone());
-            if let Err(error) = self.engine.pause_app(id).await {
-                pause_error = Some(error.to_string());
-                break;
-            }
-        }
-        let delta = match &pause_error {
-            None => {
-                crate::failpoint::reached("activate.parent_paused");
-                sync_data(
-                    &source,
-                    &target,
-                    SyncMode::Delta {
-                        unchanged_before: catch_up_began
-                            .checked_sub(RACY_MARGIN)
-                            .unwrap_or(catch_up_began),
-                    },
-                )
-                .await
-            }
-            Some(error) => Err(format!(
-                "cannot freeze the parent's containers for a consistent copy: {error}"
-            )),
-        };
-        let mut still_frozen = Vec::new();
-        for id in &attempted {
-            if self.engine.resume_app(id).await.is_err()
-                && let Err(error) = self.engine.resume_app(id).await
-            {
-                warn!(%error, container = %id, "cannot thaw a container of the parent");
-                still_frozen.push(id.clone());
-            }
-        }
-        let frozen_for = frozen_at.elapsed();
-        turn.finish();
-        if !still_frozen.is_empty() {
-            log.line(&format!(
-                "  E: {} container(s) of {} could not be thawed; redeploy it: launchway redeploy -p {} -e {}",
-                still_frozen.len(),
-                parent.name,
-                env.project,
-                parent.name
-            ))
-            .await;
-        }
-        let delta = match delta {
-            Ok(report) => report,
-            Err(message) => return Err(clone_failed(&target, &parent.name, &message).await),
-        };
-        let how = if copied.reflinked > 0 && copied.copied == 0 {
-            "copy-on-write"
-        } else if copied.reflinked > 0 {
-            "partly copy-on-write"
-        } else {
-            "copied"
-        };
-        let with_services = if services.is_empty() {
+        let with_services = if copied.services.is_empty() {
             String::new()
         } else {
-            format!(", its services {} with it", services.join(", "))
+            format!(", its services {} with it", copied.services.join(", "))
         };
         log.line(&format!(
-            "    Cloned {} files ({:.1} MiB, {how}) from {} in {:.2} s; {} changed while copying (the parent was paused {:.0} ms{with_services})",
-            copied.files,
-            copied.bytes as f64 / 1_048_576.0,
+            "    Cloned {} files ({:.1} MiB, {}) from {} in {:.2} s; {} changed while copying (the parent was paused {:.0} ms{with_services})",
+            copied.first.files,
+            copied.first.bytes as f64 / 1_048_576.0,
+            copied.how(),
             parent.name,
-            started.elapsed().as_secs_f64(),
-            delta.copied + delta.reflinked + delta.removed,
-            frozen_for.as_secs_f64() * 1000.0,
+            copied.elapsed.as_secs_f64(),
+            copied.changed,
+            copied.paused.as_secs_f64() * 1000.0,
         ))
         .await;
         Ok(())
@@ -627,71 +513,4 @@ impl Daemon {
         };
         self.run_activity(&env.project, &env.name, kind, description, work)
     }
-}
-
-/// Syncs every persistent directory of an environment from `source` to
-/// `target` (environment directories) off the runtime's threads.
-async fn sync_data(source: &Path, target: &Path, mode: SyncMode) -> Result<SyncReport, String> {
-    let source = source.to_path_buf();
-    let target = target.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(&target).map_err(|e| format!("{}: {e}", target.display()))?;
-        // Never fill the host's disk: at most 90 % of what is free (holes
-        // and reflinked data cost nothing).
-        let budget = nix::sys::statvfs::statvfs(&target)
-            .ok()
-            .map(|fs| fs.blocks_available().saturating_mul(fs.fragment_size()) / 10 * 9);
-        let mut total = SyncReport::default();
-        for dir in PERSISTENT_DIRS {
-            // A directory the parent never had (no service mounts) is
-            // absent from both sides; one it lost meanwhile is an error.
-            let absent = |path: PathBuf| {
-                matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
-            };
-            if absent(source.join(dir))
-                && (matches!(mode, SyncMode::Full) || absent(target.join(dir)))
-            {
-                continue;
-            }
-            let report = launchway_volumes::sync_tree_limited(
-                &source.join(dir),
-                &target.join(dir),
-                mode,
-                budget.map(|b| b.saturating_sub(total.bytes)),
-            )
-            .map_err(|e| e.to_string())?;
-            total += report;
-        }
-        Ok(total)
-    })
-    .await
-    .map_err(|_| "the copy stopped unexpectedly".to_owned())?
-}
-
-/// Removes an environment's persistent data.
-/// A clone of `parent`'s data failed: what it copied into `target` is removed.
-async fn clone_failed(target: &Path, parent: &str, message: &str) -> Ended {
-    if let Err(error) = remove_data(target).await {
-        warn!(%error, target = %target.display(), "cannot remove a failed clone's data");
-    }
-    Ended::Failed(format!("cannot clone the data of {parent}: {message}"))
-}
-
-async fn remove_data(env_dir: &Path) -> Result<(), String> {
-    for dir in PERSISTENT_DIRS {
-        remove_tree(&env_dir.join(dir)).await?;
-    }
-    Ok(())
-}
-
-/// Removes a directory tree (never following links), if it exists.
-async fn remove_tree(path: &Path) -> Result<(), String> {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&path) {
-        Ok(()) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(error) => Err(format!("cannot remove {}: {error}", path.display())),
-    })
-    .await
-    .map_err(|_| "the removal stopped unexpectedly".to_owned())?
 }

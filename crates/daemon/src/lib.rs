@@ -18,9 +18,12 @@
 
 mod activity;
 mod api;
+mod backup_archive;
+mod backups;
 mod build_api;
 mod builds;
 mod crons;
+mod data_copy;
 mod deploy;
 pub mod doctor;
 mod egress;
@@ -38,11 +41,13 @@ mod push;
 mod queue;
 mod reconcile;
 mod release_api;
+mod restore;
 mod runtimes;
 mod service_client;
 mod service_data;
 mod services;
 mod settings;
+mod sync;
 mod variable_api;
 mod variables;
 
@@ -180,6 +185,9 @@ pub(crate) struct Daemon {
     pub(crate) crons: std::sync::Mutex<HashMap<String, Vec<crons::RunningCron>>>,
     /// Per environment, how many activities are queued or running.
     pub(crate) busy: std::sync::Mutex<HashMap<String, usize>>,
+    /// Backups (`project\0id`) a restore or an export is reading: never
+    /// deleted meanwhile.
+    pub(crate) backups_in_use: Arc<std::sync::Mutex<HashMap<String, usize>>>,
 }
 
 /// Who is serving, for `launchway doctor` and operators.
@@ -333,6 +341,7 @@ pub async fn serve(
         containerd_watch: outage::ContainerdWatch::default(),
         crons: std::sync::Mutex::new(HashMap::new()),
         busy: std::sync::Mutex::new(HashMap::new()),
+        backups_in_use: Arc::default(),
     });
     daemon.reconcile_at_start().await?;
     info!(ssh = %ssh_addr, api = %socket.display(), router = %router_addr, data = %data.display(), "launchway is serving");

@@ -8,6 +8,9 @@
 //! 2. containerd: every container that is not an app's (build steps and
 //!    workspaces) is removed, then every lease, so what only they held
 //!    (half-imported blobs, unfrozen layers, their snapshots) is collected;
+//! 3. restores a stop interrupted are undone (before their swap) or
+//!    finished (`restore.rs`), half-taken backups removed and whole ones
+//!    recorded (`backups.rs`);
 //! 3. an interrupted activation is undone (the environment goes back to
 //!    inactive, no data; `restore_routing` thaws the parent it paused);
 //! 4. each environment's deployment: one whose environment is gone or
@@ -38,6 +41,10 @@ impl Daemon {
     pub(crate) async fn reconcile_at_start(self: &Arc<Self>) -> Result<(), crate::DaemonError> {
         let interrupted_activations = self.reconcile()?;
         self.remove_deleted_service_data();
+        // Before deployments: a restore's data is settled first, and the
+        // deployment record it left is then recovered like any deploy's.
+        self.reconcile_restores();
+        self.reconcile_backups();
         self.reconcile_builds()?;
         match self.engine.remove_leftovers().await {
             Ok((containers, leases)) => {

@@ -36,7 +36,7 @@ pub(crate) struct ServiceView {
 
 /// The bytes of the files under `path` (links not followed; iterative,
 /// so no depth an app can make exhausts the stack).
-fn disk_usage(path: &Path) -> u64 {
+pub(crate) fn disk_usage(path: &Path) -> u64 {
     let mut total = 0u64;
     let mut pending = vec![path.to_path_buf()];
     while let Some(next) = pending.pop() {

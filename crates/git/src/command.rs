@@ -149,6 +149,55 @@ impl Git {
         self.run(command, "update-ref -d").await
     }
 
+    /// Moves the branch `branch` of `repo` to `new` if it still points at
+    /// `expected` (git refuses otherwise: a push moved it meanwhile).
+    pub async fn update_branch(
+        &self,
+        repo: &Path,
+        branch: &str,
+        new: &str,
+        expected: &str,
+    ) -> Result<(), GitError> {
+        let mut command = self.hermetic();
+        command
+            .arg("--git-dir")
+            .arg(repo)
+            .arg("update-ref")
+            .arg(format!("refs/heads/{branch}"))
+            .arg(new)
+            .arg(expected);
+        self.run(command, "update-ref").await
+    }
+
+    /// Whether commit `ancestor` is `descendant` or one of its ancestors.
+    pub async fn is_ancestor(
+        &self,
+        repo: &Path,
+        ancestor: &str,
+        descendant: &str,
+    ) -> Result<bool, GitError> {
+        let mut command = self.hermetic();
+        command
+            .arg("--git-dir")
+            .arg(repo)
+            .args(["merge-base", "--is-ancestor", ancestor, descendant])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let output = command.output().await.map_err(|source| GitError::Spawn {
+            program: self.program.display().to_string(),
+            source,
+        })?;
+        match output.status.code() {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => Err(GitError::Command {
+                command: "merge-base --is-ancestor".to_owned(),
+                status: output.status,
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            }),
+        }
+    }
+
     async fn run(&self, mut command: tokio::process::Command, name: &str) -> Result<(), GitError> {
         let output = command
             .stdout(Stdio::null())

@@ -235,38 +235,7 @@ pub(crate) fn builds(
         }
         Some(BuildsCommand::Import) => {
             let project = need_project(project)?;
-            let (sender, receiver) = tokio::sync::mpsc::channel::<proto::ImportBuildChunk>(8);
-            // stdin is read on its own thread; the first chunk names the project.
-            std::thread::spawn(move || {
-                let mut stdin = std::io::stdin().lock();
-                let mut first = true;
-                loop {
-                    let mut buffer = vec![0u8; 256 * 1024];
-                    let read = match stdin.read(&mut buffer) {
-                        Ok(0) | Err(_) => break,
-                        Ok(read) => read,
-                    };
-                    buffer.truncate(read);
-                    let chunk = proto::ImportBuildChunk {
-                        project: if first {
-                            project.clone()
-                        } else {
-                            String::new()
-                        },
-                        data: buffer,
-                    };
-                    first = false;
-                    if sender.blocking_send(chunk).is_err() {
-                        break;
-                    }
-                }
-                if first {
-                    let _ = sender.blocking_send(proto::ImportBuildChunk {
-                        project,
-                        data: Vec::new(),
-                    });
-                }
-            });
+            let receiver = stdin_chunks(project);
             let build = with_client(settings_path, async |client| {
                 Ok(client
                     .import_build(tokio_stream::wrappers::ReceiverStream::new(receiver))
@@ -380,4 +349,43 @@ async fn print_chunks(stream: &mut tonic::Streaming<proto::LogChunk>) -> Result<
         let _ = out.flush();
     }
     Ok(())
+}
+
+/// Standard input as import chunks on their own thread; the first names
+/// the project (sent even when stdin is empty).
+pub(crate) fn stdin_chunks(
+    project: String,
+) -> tokio::sync::mpsc::Receiver<proto::ImportBuildChunk> {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<proto::ImportBuildChunk>(8);
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut first = true;
+        loop {
+            let mut buffer = vec![0u8; 256 * 1024];
+            let read = match stdin.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(read) => read,
+            };
+            buffer.truncate(read);
+            let chunk = proto::ImportBuildChunk {
+                project: if first {
+                    project.clone()
+                } else {
+                    String::new()
+                },
+                data: buffer,
+            };
+            first = false;
+            if sender.blocking_send(chunk).is_err() {
+                break;
+            }
+        }
+        if first {
+            let _ = sender.blocking_send(proto::ImportBuildChunk {
+                project,
+                data: Vec::new(),
+            });
+        }
+    });
+    receiver
 }

@@ -45,6 +45,30 @@ pub(crate) enum EnvironmentCommand {
         /// The environment.
         environment: String,
     },
+    /// Bring a child its parent's data (a consistent copy) and/or code (a
+    /// fast-forward of its branch), then redeploy it.
+    Sync {
+        /// The project.
+        #[arg(long, short = 'p')]
+        project: String,
+        /// The child environment.
+        environment: String,
+        /// Replace the child's data by a copy of the parent's.
+        #[arg(long)]
+        data: bool,
+        /// Fast-forward the child's branch to the parent's head.
+        #[arg(long)]
+        code: bool,
+    },
+    /// Fast-forward the parent's branch to the child's and deploy the
+    /// parent (refused when not a fast-forward). Data stays where it is.
+    Merge {
+        /// The project.
+        #[arg(long, short = 'p')]
+        project: String,
+        /// The child environment.
+        environment: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -174,6 +198,30 @@ pub(crate) fn environment(
                 environment,
             } => client
                 .delete_environment(proto::EnvironmentRequest {
+                    project,
+                    environment,
+                })
+                .await?
+                .into_inner(),
+            EnvironmentCommand::Sync {
+                project,
+                environment,
+                data,
+                code,
+            } => client
+                .sync_environment(proto::SyncEnvironmentRequest {
+                    project,
+                    environment,
+                    data,
+                    code,
+                })
+                .await?
+                .into_inner(),
+            EnvironmentCommand::Merge {
+                project,
+                environment,
+            } => client
+                .merge_environment(proto::EnvironmentRequest {
                     project,
                     environment,
                 })

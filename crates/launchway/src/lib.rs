@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod admin;
+mod backups;
 mod builds;
 mod checkout;
 mod clients;
@@ -208,6 +209,24 @@ enum Command {
         #[command(subcommand)]
         command: crons::CronCommand,
     },
+    /// List a project's backups, newest first.
+    Backups {
+        /// The project.
+        #[arg(long, short = 'p')]
+        project: String,
+        /// Only this environment's.
+        #[arg(long, short = 'e')]
+        environment: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take, restore, delete, export and import backups of an
+    /// environment's data.
+    Backup {
+        #[command(subcommand)]
+        command: backups::BackupCommand,
+    },
     /// List releases (`-p P [-e ENV]`; `*` marks the serving one), or show one.
     Releases {
         /// The project.
@@ -352,6 +371,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Environment { command } => {
             environments::environment(settings_path.as_deref(), command)
         }
+        Command::Backups {
+            project,
+            environment,
+            json,
+        } => backups::list(settings_path.as_deref(), project, environment, json),
+        Command::Backup { command } => backups::backup(settings_path.as_deref(), command),
         Command::Variable { command } => environments::variable(settings_path.as_deref(), command),
         Command::Releases {
             project,

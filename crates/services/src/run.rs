@@ -353,6 +353,18 @@ pub fn ready_command(resolved: &Resolved) -> Vec<String> {
     words.iter().map(|w| (*w).to_owned()).collect()
 }
 
+/// Whether a copy of a service's data taken while it runs (a live
+/// backup) is one it can start from: services that keep nothing on disk,
+/// and `network-storage`, whose files are as whole as a mount's. A
+/// database's files copied while it writes are not (PostgreSQL's and
+/// MariaDB's pages, Redis's AOF rewrite, RabbitMQ's Mnesia tables), so
+/// those are backed up paused.
+pub fn copies_online(kind: &str) -> bool {
+    crate::catalog::KINDS
+        .iter()
+        .any(|k| k.name == kind && (!k.persistent || k.name == "network-storage"))
+}
+
 /// What the daemon runs in the container of a service of `kind` and
 /// `version` before its data is copied, if anything: PostgreSQL flushes
 /// its dirty pages, so a copy replays little WAL.
@@ -627,6 +639,22 @@ mod tests {
     use crate::catalog::resolve;
     use crate::configuration::parse;
     use crate::credentials::credentials;
+
+    #[test]
+    fn only_services_whose_files_stay_whole_copy_online() {
+        for kind in ["redis", "memcached", "network-storage"] {
+            assert!(copies_online(kind), "{kind}");
+        }
+        for kind in [
+            "postgresql",
+            "mariadb",
+            "redis-persistent",
+            "rabbitmq",
+            "nosuch",
+        ] {
+            assert!(!copies_online(kind), "{kind}");
+        }
+    }
 
     #[test]
     fn postgresql_checkpoints_before_a_copy_and_others_need_nothing() {

@@ -13,7 +13,7 @@ pub(crate) const BACKUPS: &str = "backups";
 /// A backup of an environment's data.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Backup {
-    /// `B` and nine capitals and digits.
+    /// `S` (snapshot: builds have `B`) and nine capitals and digits.
     pub id: String,
     pub project: String,
     /// The environment it was taken from.
@@ -30,6 +30,12 @@ pub struct Backup {
     pub paused_ms: u64,
     /// The activity that took it.
     pub activity: Option<u64>,
+    /// The commit of its release.
+    #[serde(default)]
+    pub commit: String,
+    /// Taken by the environment's schedule: the retention may remove it.
+    #[serde(default)]
+    pub scheduled: bool,
 }
 
 impl Store {
@@ -60,6 +66,12 @@ impl Store {
         Ok(found)
     }
 
+    /// Every backup of every project (garbage collection keeps their
+    /// releases' builds).
+    pub fn all_backups(&self) -> Result<Vec<Backup>, StoreError> {
+        Self::scan(&self.backups, BACKUPS, &[])
+    }
+
     /// Forgets a backup (its data is removed first by the caller); whether
     /// there was one.
     pub fn delete_backup(&self, project: &str, id: &str) -> Result<bool, StoreError> {
@@ -84,6 +96,8 @@ mod tests {
             live: false,
             paused_ms: 120,
             activity: Some(7),
+            commit: "abc".into(),
+            scheduled: false,
         }
     }
 

@@ -591,6 +591,7 @@ mod tests {
             created_at: 1,
             service_secret: String::new(),
             build_egress: BuildEgress::None,
+            backup_max_bytes: 0,
         }
     }
 

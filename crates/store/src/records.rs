@@ -23,6 +23,10 @@ pub struct Project {
     /// build.egress=…`).
     #[serde(default)]
     pub build_egress: BuildEgress,
+    /// The most bytes its backups may hold together (`backup.max_bytes`;
+    /// 0: no limit but the disk's).
+    #[serde(default)]
+    pub backup_max_bytes: u64,
 }
 
 /// The network a project's build hooks get.
@@ -240,6 +244,14 @@ pub enum ActivityKind {
     ServiceDataDelete,
     /// One run of an app's cron.
     Cron,
+    /// A backup of the environment's data taken.
+    BackupCreate,
+    /// A backup's data put back (and its release deployed again).
+    BackupRestore,
+    /// The parent's data and/or code brought down to a child.
+    Sync,
+    /// A child's branch fast-forwarded into its parent's, deployed there.
+    Merge,
 }
 
 impl ActivityKind {
@@ -259,6 +271,10 @@ impl ActivityKind {
             ActivityKind::VariableUpdate => "environment.variable.update",
             ActivityKind::VariableDelete => "environment.variable.delete",
             ActivityKind::ServiceDataDelete => "environment.service_data.delete",
+            ActivityKind::BackupCreate => "environment.backup",
+            ActivityKind::BackupRestore => "environment.restore",
+            ActivityKind::Sync => "environment.synchronize",
+            ActivityKind::Merge => "environment.merge",
         }
     }
 }

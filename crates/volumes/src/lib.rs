@@ -78,6 +78,7 @@
 //!   time, whatever the width and depth of the tree; no work waiting in the
 //!   queue holds one (see the `walk` module).
 
+pub mod archive;
 mod fsops;
 pub mod retention;
 mod walk;
