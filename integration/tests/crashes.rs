@@ -423,3 +423,179 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+/// An app with a persistent Redis and a mount: the test writes a
+/// "generation" into both, so a whole state has the same one in each.
+fn generation_config() -> String {
+    r#"applications:
+  web:
+    type: "python:3.11"
+    relationships:
+      cache: "cache:redis"
+    mounts:
+      state:
+        source: storage
+        source_path: state
+    hooks:
+      build: |
+        mkdir -p public
+        cp version public/index.html
+    web:
+      commands:
+        start: exec httpd -f -p 127.0.0.1:$PORT -h /app/public
+services:
+  cache:
+    type: redis-persistent:7.0
+"#
+    .to_owned()
+}
+
+/// Writes generation `name` into Redis and the mount (the environment
+/// serves; Redis's AOF has it before it answers).
+fn write_generation(daemon: &Daemon, name: &str) {
+    daemon.cli_ok(&[
+        "redis",
+        "-p",
+        "shop",
+        "-e",
+        "main",
+        "--",
+        "SET",
+        "generation",
+        name,
+    ]);
+    let file = generation_file(daemon);
+    std::fs::write(&file, name).unwrap();
+}
+
+fn generation_file(daemon: &Daemon) -> std::path::PathBuf {
+    daemon
+        .data_dir()
+        .join("environments")
+        .join(launchway_deploy::environment_id("shop", "main"))
+        .join("volumes/web/state/generation")
+}
+
+/// The generation Redis and the mount hold: the same in both, or the
+/// test fails (a mix of before and after).
+fn read_generation(daemon: &Daemon, step: &str) -> String {
+    let redis = daemon.cli_ok(&[
+        "redis",
+        "-p",
+        "shop",
+        "-e",
+        "main",
+        "--",
+        "GET",
+        "generation",
+    ]);
+    let file = std::fs::read_to_string(generation_file(daemon)).unwrap_or_default();
+    assert_eq!(
+        redis.trim(),
+        file.trim(),
+        "{step}: Redis and the mount disagree: a mix of two states"
+    );
+    file.trim().to_owned()
+}
+
+#[test]
+fn a_kill_at_every_step_of_a_backup_and_a_restore_leaves_one_whole_state() {
+    use launchway_daemon::failpoint::{BACKUP_STEPS, RESTORE_STEPS};
+    let mut daemon = Daemon::start_binary(
+        failpoints_bin(),
+        "[deploy]\nstart_timeout_secs = 20\nstop_grace_secs = 2\n",
+    );
+    daemon.use_busybox_runtime("python:3.11");
+    let mut work = daemon.admin_work("shop");
+    let alice = daemon.existing_key("alice");
+    work.write(".upsun/config.yaml", generation_config());
+    work.write("version", "v0");
+    work.commit("v0");
+    work.push_ok("main", &[]);
+    let backups = |daemon: &Daemon| -> Vec<serde_json::Value> {
+        serde_json::from_str(&daemon.cli_ok(&["backups", "-p", "shop", "--json"])).unwrap()
+    };
+
+    // A kill during a backup: the environment serves (not left frozen),
+    // nothing half-taken is listed or left on disk, the next one works.
+    write_generation(&daemon, "B");
+    for step in BACKUP_STEPS {
+        restart_with_failpoint(&mut daemon, &mut work, &alice, Some(step));
+        let out = daemon.cli(&["backup", "create", "-p", "shop", "-e", "main"]);
+        assert!(!out.status.success(), "{step}: the backup succeeded");
+        assert_killed_at(&mut daemon, step);
+        restart_with_failpoint(&mut daemon, &mut work, &alice, None);
+        daemon.wait_idle("shop");
+        let (status, body) = http_get(daemon.router_addr(), HOST, "/").unwrap();
+        assert_eq!(status, 200, "{step}: {body}\n{}", daemon.log());
+        let listed = backups(&daemon);
+        let on_disk: Vec<String> = std::fs::read_dir(daemon.data_dir().join("backups/shop"))
+            .map(|dir| {
+                dir.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        // Renamed into place means whole: recorded at the restart.
+        let expected = usize::from(*step == "backup.renamed");
+        assert_eq!(listed.len(), expected, "{step}: {listed:?}");
+        assert_eq!(on_disk.len(), expected, "{step}: {on_disk:?}");
+        for backup in &listed {
+            assert_eq!(backup["status"], "complete", "{step}");
+            daemon.cli_ok(&[
+                "backup",
+                "delete",
+                "-p",
+                "shop",
+                backup["id"].as_str().unwrap(),
+            ]);
+        }
+    }
+    let out = daemon.cli(&["backup", "create", "-p", "shop", "-e", "main"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let backup = backups(&daemon)[0]["id"].as_str().unwrap().to_owned();
+
+    // A kill at every step of a restore: afterwards the environment serves
+    // with generation A (before) or B (the backup's) in both places.
+    for step in RESTORE_STEPS {
+        write_generation(&daemon, "A");
+        restart_with_failpoint(&mut daemon, &mut work, &alice, Some(step));
+        let out = daemon.cli(&["backup", "restore", "-p", "shop", &backup]);
+        assert!(!out.status.success(), "{step}: the restore succeeded");
+        assert_killed_at(&mut daemon, step);
+        restart_with_failpoint(&mut daemon, &mut work, &alice, None);
+        daemon.wait_idle("shop");
+        let (status, body) = http_get(daemon.router_addr(), HOST, "/").unwrap();
+        assert_eq!(status, 200, "{step}: {body}\n{}", daemon.log());
+        let generation = read_generation(&daemon, step);
+        // Before the swap began: undone; from its first rename: finished.
+        let expected = if matches!(*step, "restore.staged" | "restore.stopped") {
+            "A"
+        } else {
+            "B"
+        };
+        assert_eq!(generation, expected, "{step}");
+        assert_eq!(daemon.active_releases("shop", "main").len(), 1, "{step}");
+        let env_dir = generation_file(&daemon)
+            .ancestors()
+            .nth(4)
+            .unwrap()
+            .to_path_buf();
+        for leftover in ["restore.json", ".restore-new", ".restore-old"] {
+            assert!(!env_dir.join(leftover).exists(), "{step}: {leftover} left");
+        }
+    }
+    // And a restore that is not interrupted still works.
+    write_generation(&daemon, "A");
+    let out = daemon.cli(&["backup", "restore", "-p", "shop", &backup]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(read_generation(&daemon, "after"), "B");
+}

@@ -573,6 +573,7 @@ impl launchway_api::Launchway for ApiService {
             service_secret: crate::services::new_secret(),
             build_egress: BuildEgress::None,
             backup_max_bytes: 0,
+            backup_schedules: Default::default(),
         };
         if let Err(error) = self.daemon.store.create_project(&project) {
             let _ = std::fs::remove_dir_all(&repo);

@@ -397,6 +397,9 @@ impl Daemon {
             env.project
         ))
         .await;
+        if scheduled {
+            self.apply_retention(&env.project, &env.name, log).await;
+        }
         Ok(BTreeMap::from([
             ("backup".to_owned(), started.elapsed().as_millis() as u64),
             ("paused".to_owned(), record.paused_ms),

@@ -177,6 +177,7 @@ impl Daemon {
             // A few ms into the minute: the minute it is.
             let minute = SystemTime::now();
             self.start_due_crons(minute).await;
+            self.start_due_backups(minute);
         }
     }
 

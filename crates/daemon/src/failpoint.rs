@@ -12,7 +12,8 @@
 //! `deploy_hook`, `released`, `post_deploy`, `complete`, `rolling_back`),
 //! `deploy.started` (the new containers run, before the hook),
 //! `deploy.exec_output` (a hook's first line of output: it is running),
-//! [`SERVICE_STEPS`] and [`CLONE_STEPS`].
+//! [`SERVICE_STEPS`], [`CLONE_STEPS`], [`BACKUP_STEPS`], [`RESTORE_STEPS`]
+//! and `sync.first_pass`, `sync.parent_paused` (a sync's copy, as a clone's).
 
 /// Every step a failpoint can name, in the order a push reaches them.
 pub const STEPS: &[&str] = &[
@@ -41,6 +42,23 @@ pub const SERVICE_STEPS: &[&str] = &["deploy.service_started", "deploy.services_
 /// included): after the first pass, and with the parent's containers
 /// paused for the last one.
 pub const CLONE_STEPS: &[&str] = &["activate.first_pass", "activate.parent_paused"];
+
+/// The steps of a backup: after the first pass of its copy, with the
+/// environment paused for the last one, and once its directory is renamed
+/// into place but not yet recorded.
+pub const BACKUP_STEPS: &[&str] = &["backup.first_pass", "backup.paused", "backup.renamed"];
+
+/// The steps of a restore (`restore.rs`): the backup's data staged and
+/// journalled, the environment's containers stopped, the first directory
+/// swapped, both swapped (journal `swapped`), and the deploy on the restored
+/// data with its containers started.
+pub const RESTORE_STEPS: &[&str] = &[
+    "restore.staged",
+    "restore.stopped",
+    "restore.half_swapped",
+    "restore.swapped",
+    "deploy.started",
+];
 
 /// Dies here if the failpoint names `step`.
 #[cfg(feature = "failpoints")]

@@ -19,6 +19,7 @@
 mod activity;
 mod api;
 mod backup_archive;
+mod backup_schedule;
 mod backups;
 mod build_api;
 mod builds;

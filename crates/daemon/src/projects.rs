@@ -4,6 +4,9 @@
 //! | key | values | what it does |
 //! |---|---|---|
 //! | `build.egress` | `none` (default), `registries` | whether build hooks reach the package registries of `[build] egress_allow` through the egress proxy |
+//! | `backup.max_bytes` | a size (`20G`, `500MiB`, bytes), `none` (default) | the most the project's backups may hold together; a backup past it is refused before it starts |
+//! | `backup.schedule.<env>` | a cron spec (UTC), `off` | when environment `<env>` is backed up by the schedule |
+//! | `backup.retention.<env>` | `7d,4w,6m,2l` (default `7d,4w`) | which of its scheduled backups stay (d daily, w weekly, m monthly, l the newest N); the rest are deleted after each scheduled backup; manual backups are never deleted by it |
 //!
 //! A setting applies from the next build; builds reused from the cache are
 //! not redone (the setting is not part of the build key: a hook that built
@@ -17,15 +20,74 @@ use tonic::Status;
 use crate::Daemon;
 use crate::api::internal;
 
-/// Every setting key.
-pub(crate) const SETTING_KEYS: &[&str] = &["build.egress"];
+/// Every setting key (`<env>`: an environment's name).
+pub(crate) const SETTING_KEYS: &[&str] = &[
+    "build.egress",
+    "backup.max_bytes",
+    "backup.schedule.<env>",
+    "backup.retention.<env>",
+];
+
+/// The retention of a schedule set without one.
+pub(crate) const DEFAULT_RETENTION: &str = "7d,4w";
 
 /// A project's settings as `key → value`.
 pub(crate) fn settings_of(project: &Project) -> BTreeMap<String, String> {
-    BTreeMap::from([(
-        "build.egress".to_owned(),
-        project.build_egress.as_str().to_owned(),
-    )])
+    let mut settings = BTreeMap::from([
+        (
+            "build.egress".to_owned(),
+            project.build_egress.as_str().to_owned(),
+        ),
+        (
+            "backup.max_bytes".to_owned(),
+            if project.backup_max_bytes == 0 {
+                "none".to_owned()
+            } else {
+                project.backup_max_bytes.to_string()
+            },
+        ),
+    ]);
+    for (environment, schedule) in &project.backup_schedules {
+        settings.insert(
+            format!("backup.schedule.{environment}"),
+            schedule.schedule.clone(),
+        );
+        settings.insert(
+            format!("backup.retention.{environment}"),
+            schedule.retention.clone(),
+        );
+    }
+    settings
+}
+
+/// `20G`, `500MiB`, `1024`, `none` → bytes (0: no limit).
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("none") || text == "0" {
+        return Ok(0);
+    }
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is no size: write 20G, 500MiB or a number of bytes"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "`{other}` is no size unit: use K, M, G or T (powers of 1024)"
+            ));
+        }
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("`{text}` is too large"))
 }
 
 fn parse_egress(value: &str) -> Result<BuildEgress, Status> {
@@ -42,6 +104,22 @@ fn parse_egress(value: &str) -> Result<BuildEgress, Status> {
         })
 }
 
+/// The environment a per-environment key names.
+fn environment_of(key: &str, prefix: &str) -> Result<String, Status> {
+    let environment = &key[prefix.len()..];
+    if environment.is_empty()
+        || environment
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(Status::invalid_argument(format!(
+            "`{}` names no environment: write {prefix}<environment>",
+            key.escape_debug()
+        )));
+    }
+    Ok(environment.to_owned())
+}
+
 impl Daemon {
     /// Sets `key` to `value` on `project`; nothing changes when either is
     /// not known.
@@ -51,10 +129,54 @@ impl Daemon {
         key: &str,
         value: &str,
     ) -> Result<Project, Status> {
+        let invalid = |message: String| Status::invalid_argument(format!("{key}: {message}"));
         let change: Box<dyn Fn(&mut Project)> = match key {
             "build.egress" => {
                 let egress = parse_egress(value)?;
                 Box::new(move |p: &mut Project| p.build_egress = egress)
+            }
+            "backup.max_bytes" => {
+                let bytes = parse_size(value).map_err(invalid)?;
+                Box::new(move |p: &mut Project| p.backup_max_bytes = bytes)
+            }
+            _ if key.starts_with("backup.schedule.") => {
+                let environment = environment_of(key, "backup.schedule.")?;
+                let value = value.trim().to_owned();
+                if value != "off" {
+                    launchway_config::Schedule::parse(&value, &environment)
+                        .map_err(|e| invalid(e.to_string()))?;
+                }
+                Box::new(move |p: &mut Project| {
+                    if value == "off" {
+                        p.backup_schedules.remove(&environment);
+                    } else {
+                        let entry = p.backup_schedules.entry(environment.clone()).or_default();
+                        entry.schedule = value.clone();
+                        if entry.retention.is_empty() {
+                            DEFAULT_RETENTION.clone_into(&mut entry.retention);
+                        }
+                    }
+                })
+            }
+            _ if key.starts_with("backup.retention.") => {
+                let environment = environment_of(key, "backup.retention.")?;
+                let value = value.trim().to_owned();
+                launchway_volumes::retention::Retention::parse(&value).map_err(invalid)?;
+                let exists = self
+                    .store
+                    .project(project)
+                    .map_err(internal)?
+                    .is_some_and(|p| p.backup_schedules.contains_key(&environment));
+                if !exists {
+                    return Err(Status::failed_precondition(format!(
+                        "environment {environment} has no backup schedule: set backup.schedule.{environment} first"
+                    )));
+                }
+                Box::new(move |p: &mut Project| {
+                    if let Some(entry) = p.backup_schedules.get_mut(&environment) {
+                        entry.retention = value.clone();
+                    }
+                })
             }
             _ => {
                 return Err(Status::invalid_argument(format!(
@@ -67,5 +189,22 @@ impl Daemon {
             .update_project(project, |record| change(record))
             .map_err(internal)?
             .ok_or_else(|| Status::not_found(format!("there is no project `{project}`")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(parse_size("none"), Ok(0));
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("20G"), Ok(20 << 30));
+        assert_eq!(parse_size("500MiB"), Ok(500 << 20));
+        assert_eq!(parse_size("3 kb"), Ok(3 << 10));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("G").is_err());
+        assert!(parse_size("99999999999T").is_err());
     }
 }

@@ -18,9 +18,9 @@ use serde::de::DeserializeOwned;
 
 pub use backups::Backup;
 pub use records::{
-    Activity, ActivityKind, ActivityResult, ActivityState, Build, BuildApp, BuildEgress,
-    BuildStatus, Deployment, EgressTraffic, Environment, EnvironmentStatus, EnvironmentType,
-    KeyGrant, Project, Release, ReleaseStatus, ReleaseVariable, Role, Variable,
+    Activity, ActivityKind, ActivityResult, ActivityState, BackupSchedule, Build, BuildApp,
+    BuildEgress, BuildStatus, Deployment, EgressTraffic, Environment, EnvironmentStatus,
+    EnvironmentType, KeyGrant, Project, Release, ReleaseStatus, ReleaseVariable, Role, Variable,
 };
 
 /// The encoding version written in front of every record.
@@ -592,6 +592,7 @@ mod tests {
             service_secret: String::new(),
             build_egress: BuildEgress::None,
             backup_max_bytes: 0,
+            backup_schedules: Default::default(),
         }
     }
 

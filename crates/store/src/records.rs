@@ -27,6 +27,20 @@ pub struct Project {
     /// 0: no limit but the disk's).
     #[serde(default)]
     pub backup_max_bytes: u64,
+    /// Per environment, when its backups are taken and how many are kept
+    /// (`backup.schedule.<env>`, `backup.retention.<env>`).
+    #[serde(default)]
+    pub backup_schedules: BTreeMap<String, BackupSchedule>,
+}
+
+/// An environment's scheduled backups.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupSchedule {
+    /// A cron spec, matched in UTC.
+    pub schedule: String,
+    /// Which scheduled backups stay (`7d,4w`; see
+    /// `launchway_volumes::retention`).
+    pub retention: String,
 }
 
 /// The network a project's build hooks get.
