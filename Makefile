@@ -75,7 +75,9 @@ clean:
 # the router with Debian's nginx; activate-bench
 # clones 1 GiB on the host disk and on an XFS loop mount (nginx and xfsprogs
 # come from scripts/setup.sh); services-bench compares service containers with
-# the same servers run on the host (start, 1 GiB branch, idle memory).
+# the same servers run on the host (start, 1 GiB branch, idle memory);
+# backup-bench backs up and restores 1 GiB (mount files + PostgreSQL) against
+# tar | zstd + pg_dump, and untar + loading the dump.
 HOST_TRIPLE = $(shell rustc -vV | sed -n 's/host: //p')
 bench:
 	$(SETUP) bench
@@ -86,4 +88,5 @@ bench:
 	./scripts/with-containerd.sh ./target/release/engine-bench
 	./scripts/with-containerd.sh ./target/release/activate-bench ./target/release/launchway
 	./scripts/with-containerd.sh ./target/release/services-bench ./target/release/launchway
+	./scripts/with-containerd.sh ./target/release/backup-bench ./target/release/launchway
 	./scripts/with-containerd.sh ./target/release/web-bench ./target/release/launchway 3

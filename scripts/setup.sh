@@ -45,7 +45,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 build_packages=(protobuf-compiler gcc libc6-dev make ca-certificates)
 run_packages=(containerd runc git openssh-client mmdebstrap nftables curl tzdata)
 test_packages=(openssh-server busybox-static xfsprogs e2fsprogs tinyproxy)
-bench_packages=(nginx-light php8.2-fpm php8.2-opcache)
+bench_packages=(nginx-light php8.2-fpm php8.2-opcache zstd)
 
 packages=("${build_packages[@]}")
 case "$purpose" in

@@ -19,8 +19,6 @@
 
 mod common;
 
-use std::io::Write as _;
-use std::os::unix::fs::chown;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -28,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use common::{LaunchwayServer, XfsMount, git, run};
+use common::{LaunchwayServer, XfsMount, fill, git, run};
 
 const CONFIG: &str = r#"applications:
   web:
@@ -194,25 +192,6 @@ fn activation(
         "[{label}] the parent during activation: {requests} requests, {failures} failed, slowest {:.0} ms",
         slowest.as_secs_f64() * 1000.0
     );
-    Ok(())
-}
-
-/// `files` files of `total` bytes together, in directories of 100.
-fn fill(dir: &Path, files: usize, total: usize) -> anyhow::Result<()> {
-    let size = total / files.max(1);
-    let block = launchway_integration::random_bytes(size + 4096, 7);
-    for index in 0..files {
-        let sub = dir.join(format!("d{}", index / 100));
-        if index % 100 == 0 {
-            std::fs::create_dir_all(&sub)?;
-            chown(&sub, Some(10_000), Some(10_000))?;
-        }
-        let path = sub.join(format!("f{}", index % 100));
-        let offset = index % 4096;
-        let mut file = std::fs::File::create(&path)?;
-        file.write_all(&block[offset..offset + size])?;
-        chown(&path, Some(10_000), Some(10_000))?;
-    }
     Ok(())
 }
 

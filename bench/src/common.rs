@@ -192,6 +192,13 @@ impl LaunchwayServer {
             .args(args))
     }
 
+    /// The CLI as a command, to redirect its input or output.
+    pub(crate) fn cli_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.binary);
+        command.arg("--config").arg(&self.settings).args(args);
+        command
+    }
+
     /// Runs the CLI; its log (stderr, where activity logs go) and stdout.
     pub(crate) fn cli_log(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = Command::new(&self.binary)
@@ -450,3 +457,23 @@ impl Drop for HostNginx {
         let _ = self.child.wait();
     }
 }
+
+/// `files` files of `total` bytes together, in directories of 100.
+pub(crate) fn fill(dir: &Path, files: usize, total: usize) -> anyhow::Result<()> {
+    let size = total / files.max(1);
+    let block = launchway_integration::random_bytes(size + 4096, 7);
+    for index in 0..files {
+        let sub = dir.join(format!("d{}", index / 100));
+        if index % 100 == 0 {
+            std::fs::create_dir_all(&sub)?;
+            std::os::unix::fs::chown(&sub, Some(10_000), Some(10_000))?;
+        }
+        let path = sub.join(format!("f{}", index % 100));
+        let offset = index % 4096;
+        let mut file = std::fs::File::create(&path)?;
+        std::io::Write::write_all(&mut file, &block[offset..offset + size])?;
+        std::os::unix::fs::chown(&path, Some(10_000), Some(10_000))?;
+    }
+    Ok(())
+}
+
