@@ -143,7 +143,10 @@ fn backup_and_restore(
     }
     let listed: serde_json::Value =
         serde_json::from_str(&server.cli(&["backups", "-p", "data", "--json"])?)?;
-    let backup = listed[0]["id"].as_str().context("no backup listed")?.to_owned();
+    let backup = listed[0]["id"]
+        .as_str()
+        .context("no backup listed")?
+        .to_owned();
     let paused = Duration::from_millis(listed[0]["paused_ms"].as_u64().unwrap_or(0));
 
     // By hand: tar | zstd of the mount, pg_dump of the database.

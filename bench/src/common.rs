@@ -476,4 +476,3 @@ pub(crate) fn fill(dir: &Path, files: usize, total: usize) -> anyhow::Result<()>
     }
     Ok(())
 }
-

@@ -222,9 +222,13 @@ impl Daemon {
         }
         log.line(&format!("Processing activity: {}", activity.description))
             .await;
-        // Builds leave the running containers alone; everything else in
-        // the queue acts on them, so running crons end first.
-        if !matches!(work, Work::Cron { .. } | Work::Build { .. }) {
+        // Builds leave the running containers alone, and a backup freezes
+        // a running cron with the rest (its copy is consistent); everything
+        // else in the queue acts on them, so running crons end first.
+        if !matches!(
+            work,
+            Work::Cron { .. } | Work::Build { .. } | Work::Backup { .. }
+        ) {
             self.stop_crons(&activity.project, &activity.environment, &log)
                 .await;
         }

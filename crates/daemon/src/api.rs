@@ -3,8 +3,7 @@
 use std::sync::Arc;
 
 use launchway_api::proto;
-use launchway_git::{CommitTree, GitError, Objects, plan};
-use launchway_store::{Activity, BuildEgress, KeyGrant, Project, Role, StoreError};
+use launchway_store::{Activity, KeyGrant, Project, Role};
 use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status};
 use tracing::warn;
@@ -27,21 +26,6 @@ impl ApiService {
 pub(crate) fn internal(error: impl std::fmt::Display) -> Status {
     warn!(%error, "state error");
     Status::internal(format!("the daemon cannot use its state: {error}"))
-}
-
-/// A branch name git accepts and Launchway can use as an environment name.
-fn is_branch_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 200
-        && !name.starts_with(['-', '/', '.'])
-        && !name.ends_with(['/', '.'])
-        && !name.ends_with(".lock")
-        && !name.contains("..")
-        && !name.contains("//")
-        && !name.contains("@{")
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
 }
 
 fn activity_info(activity: &Activity) -> proto::ActivityInfo {
@@ -527,61 +511,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::CreateProjectRequest>,
     ) -> Result<Response<proto::ProjectInfo>, Status> {
-        let request = request.into_inner();
-        let name = request.name;
-        if !launchway_ssh::is_project_name(&name) {
-            return Err(Status::invalid_argument(format!(
-                "`{name}` is not a project name: use lowercase letters, digits and `-`, at most 63 characters, starting with a letter or digit"
-            )));
-        }
-        let default_branch = if request.default_branch.is_empty() {
-            "main".to_owned()
-        } else {
-            request.default_branch
-        };
-        if !is_branch_name(&default_branch) {
-            return Err(Status::invalid_argument(format!(
-                "`{default_branch}` is not a usable branch name"
-            )));
-        }
-        if self
-            .daemon
-            .store
-            .project(&name)
-            .map_err(internal)?
-            .is_some()
-        {
-            return Err(Status::already_exists(format!(
-                "project `{name}` already exists"
-            )));
-        }
-        let repo = self.daemon.repo_path(&name);
-        // A directory left by a creation that failed halfway is replaced.
-        if repo.exists() {
-            std::fs::remove_dir_all(&repo)
-                .map_err(|e| Status::internal(format!("cannot replace {}: {e}", repo.display())))?;
-        }
-        self.daemon
-            .git
-            .init_bare(&repo, &default_branch)
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-        let project = Project {
-            name: name.clone(),
-            default_branch,
-            created_at: now_ms(),
-            service_secret: crate::services::new_secret(),
-            build_egress: BuildEgress::None,
-            backup_max_bytes: 0,
-            backup_schedules: Default::default(),
-        };
-        if let Err(error) = self.daemon.store.create_project(&project) {
-            let _ = std::fs::remove_dir_all(&repo);
-            return Err(match error {
-                StoreError::AlreadyExists { .. } => Status::already_exists(error.to_string()),
-                other => internal(other),
-            });
-        }
+        let project = self.daemon.create_project(request.into_inner()).await?;
         Ok(Response::new(self.project_info(&project)))
     }
 
@@ -703,84 +633,11 @@ impl launchway_api::Launchway for ApiService {
         request: Request<proto::PlanRequest>,
     ) -> Result<Response<proto::PlanReply>, Status> {
         let request = request.into_inner();
-        let project = self.existing_project(&request.project)?;
-        let repo = self.daemon.repo_path(&project.name);
-        let spec = request.r#ref;
-        // The build-visible variables of the branch's environment (the
-        // default one's for a commit): they are part of the key.
-        let branch = spec.strip_prefix("refs/heads/").unwrap_or(&spec);
-        let environment = self
-            .daemon
-            .store
-            .environment(&project.name, branch)
-            .ok()
-            .flatten()
-            .or_else(|| {
-                self.daemon
-                    .store
-                    .environment(&project.name, &project.default_branch)
-                    .ok()
-                    .flatten()
-            });
-        let variables = match environment {
-            Some(env) => crate::variables::build_visible(
-                &self.daemon.environment_variables(&env).map_err(internal)?,
-            ),
-            None => Vec::new(),
-        };
-        let planned = tokio::task::spawn_blocking(move || -> Result<_, Status> {
-            let repository = gix::open_opts(&repo, gix::open::Options::isolated())
-                .map_err(|e| Status::internal(format!("cannot open the repository: {e}")))?;
-            let commit = repository
-                .rev_parse_single(spec.as_str())
-                .ok()
-                .and_then(|id| id.object().ok())
-                .and_then(|object| object.peel_to_commit().ok())
-                .ok_or_else(|| {
-                    Status::not_found(format!("`{spec}` names no commit in this project"))
-                })?;
-            let objects =
-                Objects::open(&repo, None).map_err(|e| Status::internal(e.to_string()))?;
-            let tree = CommitTree::open(objects, &commit.id.to_string())
-                .map_err(|e| Status::internal(e.to_string()))?;
-            plan(&tree).map_err(|e| match e {
-                GitError::InvalidConfig { diagnostics, .. } => {
-                    Status::failed_precondition(diagnostics)
-                }
-                other => Status::internal(other.to_string()),
-            })
-        })
-        .await
-        .map_err(|_| Status::internal("planning stopped unexpectedly"))??;
-        // The key needs the runtime image; a runtime not built yet has none.
-        let mut apps = Vec::new();
-        for app in planned.apps {
-            let runtime = self.daemon.existing_runtime(&app.runtime).await;
-            let build_key = runtime.map_or_else(String::new, |runtime| {
-                let context = launchway_build::env::BuildContext {
-                    project: &project.name,
-                    app: &app.app,
-                    tree_id: &app.tree_id,
-                    variables: &variables,
-                    entropy: "",
-                };
-                app.build_key(
-                    &launchway_build::env::key_variables(&context),
-                    runtime.digest(),
-                )
-            });
-            apps.push(proto::AppPlan {
-                name: app.name,
-                runtime: app.runtime,
-                source_root: app.source_root,
-                tree_id: app.tree_id,
-                build_key,
-            });
-        }
-        Ok(Response::new(proto::PlanReply {
-            commit: planned.commit,
-            apps,
-        }))
+        Ok(Response::new(
+            self.daemon
+                .plan_ref(&request.project, request.r#ref)
+                .await?,
+        ))
     }
 
     async fn list_activities(
@@ -858,20 +715,5 @@ impl launchway_api::Launchway for ApiService {
             .post_receive(&session, &request.updates, &request.push_options)
             .await;
         Ok(Response::new(proto::HookReply { accept }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn branch_names() {
-        for good in ["main", "feature/x", "release-1.2", "a_b"] {
-            assert!(is_branch_name(good), "{good}");
-        }
-        for bad in ["", "-x", "a..b", "a b", "x.lock", "/x", "x/", "a@{b", "ä"] {
-            assert!(!is_branch_name(bad), "{bad}");
-        }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use launchway_api::proto;
+use launchway_git::{CommitTree, GitError, Objects, plan};
 use launchway_store::{ActivityKind, ActivityResult, ActivityState, Build, BuildStatus, Project};
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -216,6 +217,90 @@ impl Daemon {
             return Err(status);
         }
         Ok(build_info(&build))
+    }
+
+    /// `launchway plan`: each app's tree and build key at a ref.
+    pub(crate) async fn plan_ref(
+        &self,
+        project: &str,
+        reference: String,
+    ) -> Result<proto::PlanReply, Status> {
+        let project = self.existing_project(project)?;
+        let repo = self.repo_path(&project.name);
+        let spec = reference;
+        // The build-visible variables of the branch's environment (the
+        // default one's for a commit): they are part of the key.
+        let branch = spec.strip_prefix("refs/heads/").unwrap_or(&spec);
+        let environment = self
+            .store
+            .environment(&project.name, branch)
+            .ok()
+            .flatten()
+            .or_else(|| {
+                self.store
+                    .environment(&project.name, &project.default_branch)
+                    .ok()
+                    .flatten()
+            });
+        let variables = match environment {
+            Some(env) => crate::variables::build_visible(
+                &self.environment_variables(&env).map_err(internal)?,
+            ),
+            None => Vec::new(),
+        };
+        let planned = tokio::task::spawn_blocking(move || -> Result<_, Status> {
+            let repository = gix::open_opts(&repo, gix::open::Options::isolated())
+                .map_err(|e| Status::internal(format!("cannot open the repository: {e}")))?;
+            let commit = repository
+                .rev_parse_single(spec.as_str())
+                .ok()
+                .and_then(|id| id.object().ok())
+                .and_then(|object| object.peel_to_commit().ok())
+                .ok_or_else(|| {
+                    Status::not_found(format!("`{spec}` names no commit in this project"))
+                })?;
+            let objects =
+                Objects::open(&repo, None).map_err(|e| Status::internal(e.to_string()))?;
+            let tree = CommitTree::open(objects, &commit.id.to_string())
+                .map_err(|e| Status::internal(e.to_string()))?;
+            plan(&tree).map_err(|e| match e {
+                GitError::InvalidConfig { diagnostics, .. } => {
+                    Status::failed_precondition(diagnostics)
+                }
+                other => Status::internal(other.to_string()),
+            })
+        })
+        .await
+        .map_err(|_| Status::internal("planning stopped unexpectedly"))??;
+        // The key needs the runtime image; a runtime not built yet has none.
+        let mut apps = Vec::new();
+        for app in planned.apps {
+            let runtime = self.existing_runtime(&app.runtime).await;
+            let build_key = runtime.map_or_else(String::new, |runtime| {
+                let context = launchway_build::env::BuildContext {
+                    project: &project.name,
+                    app: &app.app,
+                    tree_id: &app.tree_id,
+                    variables: &variables,
+                    entropy: "",
+                };
+                app.build_key(
+                    &launchway_build::env::key_variables(&context),
+                    runtime.digest(),
+                )
+            });
+            apps.push(proto::AppPlan {
+                name: app.name,
+                runtime: app.runtime,
+                source_root: app.source_root,
+                tree_id: app.tree_id,
+                build_key,
+            });
+        }
+        Ok(proto::PlanReply {
+            commit: planned.commit,
+            apps,
+        })
     }
 
     pub(crate) fn start_build(

@@ -14,11 +14,12 @@
 
 use std::collections::BTreeMap;
 
-use launchway_store::{BuildEgress, Project};
+use launchway_api::proto;
+use launchway_store::{BuildEgress, Project, StoreError};
 use tonic::Status;
 
-use crate::Daemon;
 use crate::api::internal;
+use crate::{Daemon, now_ms};
 
 /// Every setting key (`<env>`: an environment's name).
 pub(crate) const SETTING_KEYS: &[&str] = &[
@@ -104,6 +105,21 @@ fn parse_egress(value: &str) -> Result<BuildEgress, Status> {
         })
 }
 
+/// A branch name git accepts and Launchway can use as an environment name.
+fn is_branch_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with(['-', '/', '.'])
+        && !name.ends_with(['/', '.'])
+        && !name.ends_with(".lock")
+        && !name.contains("..")
+        && !name.contains("//")
+        && !name.contains("@{")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+}
+
 /// The environment a per-environment key names.
 fn environment_of(key: &str, prefix: &str) -> Result<String, Status> {
     let environment = &key[prefix.len()..];
@@ -121,6 +137,61 @@ fn environment_of(key: &str, prefix: &str) -> Result<String, Status> {
 }
 
 impl Daemon {
+    /// `launchway project create`: a bare repository and the record.
+    pub(crate) async fn create_project(
+        &self,
+        request: proto::CreateProjectRequest,
+    ) -> Result<Project, Status> {
+        let name = request.name;
+        if !launchway_ssh::is_project_name(&name) {
+            return Err(Status::invalid_argument(format!(
+                "`{name}` is not a project name: use lowercase letters, digits and `-`, at most 63 characters, starting with a letter or digit"
+            )));
+        }
+        let default_branch = if request.default_branch.is_empty() {
+            "main".to_owned()
+        } else {
+            request.default_branch
+        };
+        if !is_branch_name(&default_branch) {
+            return Err(Status::invalid_argument(format!(
+                "`{default_branch}` is not a usable branch name"
+            )));
+        }
+        if self.store.project(&name).map_err(internal)?.is_some() {
+            return Err(Status::already_exists(format!(
+                "project `{name}` already exists"
+            )));
+        }
+        let repo = self.repo_path(&name);
+        // A directory left by a creation that failed halfway is replaced.
+        if repo.exists() {
+            std::fs::remove_dir_all(&repo)
+                .map_err(|e| Status::internal(format!("cannot replace {}: {e}", repo.display())))?;
+        }
+        self.git
+            .init_bare(&repo, &default_branch)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let project = Project {
+            name: name.clone(),
+            default_branch,
+            created_at: now_ms(),
+            service_secret: crate::services::new_secret(),
+            build_egress: BuildEgress::None,
+            backup_max_bytes: 0,
+            backup_schedules: Default::default(),
+        };
+        if let Err(error) = self.store.create_project(&project) {
+            let _ = std::fs::remove_dir_all(&repo);
+            return Err(match error {
+                StoreError::AlreadyExists { .. } => Status::already_exists(error.to_string()),
+                other => internal(other),
+            });
+        }
+        Ok(project)
+    }
+
     /// Sets `key` to `value` on `project`; nothing changes when either is
     /// not known.
     pub(crate) fn set_project_setting(
@@ -194,7 +265,17 @@ impl Daemon {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{is_branch_name, parse_size};
+
+    #[test]
+    fn branch_names() {
+        for good in ["main", "feature/x", "release-1.2", "a_b"] {
+            assert!(is_branch_name(good), "{good}");
+        }
+        for bad in ["", "-x", "a..b", "a b", "x.lock", "/x", "x/", "a@{b", "ä"] {
+            assert!(!is_branch_name(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn sizes_read_as_people_write_them() {

@@ -239,6 +239,20 @@ impl Daemon {
         };
         let spec: DeploySpec = serde_json::from_value(release.spec.clone())
             .map_err(|_| Ended::Failed(format!("release {} cannot be read", release.id)))?;
+        // A service would refuse the backup's data (another major): say so
+        // now, before anything changes.
+        let services = self
+            .backup_dir(&backup.project, &backup.id)
+            .join("services");
+        for service in &spec.services {
+            if let Some(why) = crate::services::data_refused(&services.join(&service.name), service)
+            {
+                return Err(Ended::Failed(format!(
+                    "release {} cannot run on backup {}: {why}; nothing was changed",
+                    release.id, backup.id
+                )));
+            }
+        }
         self.check_release_images(&release, &spec)
             .await
             .map_err(|ended| match ended {

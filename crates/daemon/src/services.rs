@@ -499,7 +499,22 @@ impl Daemon {
             }
         }
     }
+}
 
+/// Why `service` would refuse the data in `data` (made by another type or
+/// major, or a damaged record), if it would; reads only.
+pub(crate) fn data_refused(data: &Path, service: &ServiceSpec) -> Option<String> {
+    let text = read_no_follow(&data.join(RECORD_FILE))?;
+    match serde_json::from_str::<DataRecord>(&text) {
+        Ok(recorded) => data_fits(&recorded, service).err(),
+        Err(_) => Some(format!(
+            "the data of service '{}' has a damaged {RECORD_FILE}",
+            service.name
+        )),
+    }
+}
+
+impl Daemon {
     /// Refuses data made by another type or major; records what makes new
     /// data.
     fn check_data(&self, data: &Path, service: &ServiceSpec) -> Result<(), String> {
