@@ -1,13 +1,15 @@
 //! Backups end to end, on the real stack: a Python app in Upsun's layout
 //! with PostgreSQL (its deploy hook migrates) and a mount; backup, a bad
 //! migration, restore (data and code), restore into another environment,
-//! export | import into another project, and the refusals.
+//! export | import into another project, and the refusals; sync and merge;
+//! scheduled backups with their retention, and the byte budget.
 #![allow(clippy::tests_outside_test_module, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use launchway_integration::{Daemon, Work, http_get, python_wheels, serve_wheels};
+use launchway_integration::{Daemon, Work, http_get, pause, python_wheels, serve_wheels};
 
 /// The app. `migrate.py` (the deploy hook) seeds `notes` and a file in the
 /// `uploads` mount when empty, or, in the bad version, drops them;
@@ -434,4 +436,107 @@ fn sync_brings_the_parents_rows_and_code_down_and_merge_fast_forwards_the_parent
     assert!(!ok && output.contains("diverged"), "{output}");
     assert!(page(&daemon, main, "/").starts_with("v5 "));
     assert!(page(&daemon, dev, "/").starts_with("v6 "));
+}
+
+const SCHEDULED_CONFIG: &str = r#"applications:
+  web:
+    type: "python:3.11"
+    mounts:
+      data:
+        source: storage
+        source_path: data
+    hooks:
+      deploy: dd if=/dev/zero of=data/blob bs=1024 count=64 2>/dev/null; echo wrote
+    web:
+      commands:
+        start: exec httpd -f -p 127.0.0.1:$PORT -h /app
+routes:
+  "http://{default}/": {type: upstream, upstream: "web:http"}
+"#;
+
+fn set_setting(daemon: &Daemon, setting: &str) -> (bool, String) {
+    let out = daemon.cli(&["project", "set", "-p", "sched", setting]);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_schedule_takes_backups_the_retention_prunes_them_and_the_budget_refuses_one() {
+    let daemon = Daemon::start_with("[deploy]\nstart_timeout_secs = 20\n");
+    daemon.use_busybox_runtime("python:3.11");
+    let work = daemon.admin_work("sched");
+    work.write(".upsun/config.yaml", SCHEDULED_CONFIG);
+    work.write("index.html", "v1\n");
+    work.commit("v1");
+    work.push_ok("main", &[]);
+
+    // The budget: 64 KiB of data cannot fit in 16 KiB; nothing is kept.
+    assert!(set_setting(&daemon, "backup.max_bytes=16K").0);
+    let out = daemon.cli(&["backup", "create", "-p", "sched", "-e", "main"]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("past its budget"), "{log}");
+    assert!(backups(&daemon, "sched").is_empty());
+    let dir = daemon.data_dir().join("backups/sched");
+    let entries = std::fs::read_dir(&dir).map_or(0, |d| d.count());
+    assert_eq!(entries, 0, "something was left in {}", dir.display());
+    assert!(set_setting(&daemon, "backup.max_bytes=none").0);
+    daemon.cli_ok(&["backup", "create", "-p", "sched", "-e", "main"]);
+    let manual = backups(&daemon, "sched")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Bad values are refused and change nothing.
+    for (setting, says) in [
+        ("backup.retention.main=2l", "no backup schedule"),
+        ("backup.schedule.main=61 * * * *", "backup.schedule.main"),
+        ("backup.max_bytes=lots", "no size"),
+        ("backup.schedule.=* * * * *", "names no environment"),
+    ] {
+        let (ok, stderr) = set_setting(&daemon, setting);
+        assert!(!ok && stderr.contains(says), "{setting}: {stderr}");
+    }
+    assert!(set_setting(&daemon, "backup.schedule.main=* * * * *").0);
+    let (ok, stderr) = set_setting(&daemon, "backup.retention.main=0d");
+    assert!(!ok && stderr.contains("keeps no backup"), "{stderr}");
+    assert!(set_setting(&daemon, "backup.retention.main=2l").0);
+    let shown = daemon.cli_ok(&["project", "get", "-p", "sched"]);
+    assert!(
+        shown.contains("backup.retention.main") && shown.contains("2l"),
+        "{shown}"
+    );
+
+    // Every minute a scheduled backup; past two, the oldest goes.
+    let deadline = Instant::now() + Duration::from_secs(230);
+    let mut pruned = false;
+    let mut listed = Vec::new();
+    while Instant::now() < deadline && !pruned {
+        listed = backups(&daemon, "sched");
+        let activities = daemon.cli_ok(&["activities", "-p", "sched", "--json", "--limit", "50"]);
+        let activities: serde_json::Value = serde_json::from_str(&activities).unwrap();
+        pruned = activities.as_array().unwrap().iter().any(|a| {
+            a["description"] == "scheduled backup of main"
+                && a["state"] == "complete"
+                && daemon
+                    .cli_ok(&["activity", "log", &a["id"].to_string()])
+                    .contains("Retention (keeps 2 newest): deleted")
+        });
+        for _ in 0..50 {
+            pause();
+        }
+    }
+    assert!(pruned, "no scheduled backup was pruned: {listed:#?}");
+    let listed = backups(&daemon, "sched");
+    let scheduled: Vec<_> = listed.iter().filter(|b| b["scheduled"] == true).collect();
+    assert_eq!(scheduled.len(), 2, "{listed:#?}");
+    assert!(
+        listed.iter().any(|b| b["id"] == manual.as_str()),
+        "the manual backup was deleted: {listed:#?}"
+    );
+    // The pruned one's directory is gone with its record.
+    let on_disk = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(on_disk, listed.len(), "{listed:#?}");
 }

@@ -21,7 +21,7 @@ use tonic::{Status, Streaming};
 use tracing::warn;
 
 use crate::backups::{MANIFEST, Manifest, sync_dir, sync_filesystem};
-use crate::build_api::{DataStream, chunk_reader};
+use crate::build_api::DataStream;
 use crate::data_copy::remove_tree;
 use crate::{Daemon, now_ms};
 
@@ -95,17 +95,11 @@ impl Daemon {
     /// `launchway backup import`: see the module doc.
     pub(crate) async fn import_backup_stream(
         &self,
-        mut stream: Streaming<proto::ImportBuildChunk>,
+        stream: Streaming<proto::ImportBuildChunk>,
     ) -> Result<proto::BackupInfo, Status> {
-        let first = stream
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("nothing was sent"))?;
-        let project = first.project.clone();
-        self.existing_project(&project)?;
+        let (project, reader, feeding) = self.import_reader(stream).await?;
         let backups = self.backups_dir(&project);
         let staging = backups.join(format!(".import-{}", &crate::services::new_secret()[..12]));
-        let (reader, feeding) = chunk_reader(first.data, stream);
         let unpacked = {
             let staging = staging.clone();
             tokio::task::spawn_blocking(move || -> Result<Manifest, String> {

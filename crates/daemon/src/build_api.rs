@@ -201,15 +201,9 @@ impl Daemon {
 
     pub(crate) async fn import_build_stream(
         &self,
-        mut stream: Streaming<proto::ImportBuildChunk>,
+        stream: Streaming<proto::ImportBuildChunk>,
     ) -> Result<proto::BuildInfo, Status> {
-        let first = stream
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("nothing was sent"))?;
-        let project = first.project.clone();
-        self.existing_project(&project)?;
-        let (reader, feeding) = chunk_reader(first.data, stream);
+        let (project, reader, feeding) = self.import_reader(stream).await?;
         let imported = self.import_build(&project, reader).await;
         let fed = feeding.await;
         let build = imported.map_err(Status::invalid_argument)?;
@@ -490,9 +484,34 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// An import's project (named by its first chunk, which must exist), a
+    /// blocking reader of its data and the task feeding it.
+    pub(crate) async fn import_reader(
+        &self,
+        mut stream: Streaming<proto::ImportBuildChunk>,
+    ) -> Result<
+        (
+            String,
+            ChannelReader,
+            tokio::task::JoinHandle<Result<(), Status>>,
+        ),
+        Status,
+    > {
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("nothing was sent"))?;
+        let project = first.project.clone();
+        self.existing_project(&project)?;
+        let (reader, feeding) = chunk_reader(first.data, stream);
+        Ok((project, reader, feeding))
+    }
+}
+
 /// A blocking `Read` over an import's chunks (`first`'s data, then the
 /// stream's), and the task feeding it (its error, if the stream failed).
-pub(crate) fn chunk_reader(
+fn chunk_reader(
     first: Vec<u8>,
     mut stream: Streaming<proto::ImportBuildChunk>,
 ) -> (ChannelReader, tokio::task::JoinHandle<Result<(), Status>>) {
