@@ -161,11 +161,10 @@ impl Daemon {
                         code: 301,
                     },
                 };
-                Some(RouteEntry {
-                    host: route.host.clone(),
-                    path: route.path.clone(),
-                    action,
-                })
+                let mut entry = RouteEntry::new(&route.host, &route.path, action);
+                // Redirected from plain HTTP only once the router serves HTTPS.
+                entry.https = route.original_url.starts_with("https://");
+                Some(entry)
             })
             .collect()
     }

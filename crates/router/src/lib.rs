@@ -16,8 +16,13 @@
 //!   stream both ways; hop-by-hop headers are dropped; `X-Forwarded-For`,
 //!   `-Proto` and `-Host` are set; WebSocket (any `Upgrade`) is tunnelled.
 //! - `GET /health` on a host with no route answers the router's own health.
+//! - HTTPS ([`Router::serve_tls`], [`tls`]): the ClientHello's name picks
+//!   the certificate and the host's policy; requests then go through the
+//!   same gates. With an HTTPS port set, a plain request to an `https://`
+//!   route gets a 301 there; HTTPS responses of routes with HSTS carry it.
 
 mod connect;
+pub mod tls;
 
 pub use launchway_net::netns;
 
@@ -95,6 +100,27 @@ pub struct RouteEntry {
     /// Path prefix, starting with `/`.
     pub path: String,
     pub action: Action,
+    /// An `https://` route: with an HTTPS listener, plain HTTP requests to
+    /// it are redirected there (301).
+    pub https: bool,
+    /// The `Strict-Transport-Security` value its HTTPS responses carry.
+    pub hsts: Option<String>,
+    /// Its host's TLS policy (the first `https://` route of a host sets it).
+    pub tls: tls::HostTls,
+}
+
+impl RouteEntry {
+    /// A plain route: no HTTPS redirect, no HSTS, the default policy.
+    pub fn new(host: &str, path: &str, action: Action) -> RouteEntry {
+        RouteEntry {
+            host: host.to_owned(),
+            path: path.to_owned(),
+            action,
+            https: false,
+            hsts: None,
+            tls: tls::HostTls::default(),
+        }
+    }
 }
 
 /// The largest request line plus headers the router reads.
@@ -197,10 +223,37 @@ impl Body for Tracked {
     }
 }
 
+/// A route as looked up.
+#[derive(Clone, Debug)]
+struct Entry {
+    path: String,
+    action: Action,
+    environment: String,
+    https: bool,
+    hsts: Option<String>,
+}
+
 #[derive(Debug, Default)]
 struct Table {
-    /// Host → (path prefix, action, environment), longest prefix first.
-    hosts: HashMap<String, Vec<(String, Action, String)>>,
+    /// Host → its routes, longest prefix first.
+    hosts: HashMap<String, Vec<Entry>>,
+    /// Host → TLS policy.
+    policies: HashMap<String, tls::HostTls>,
+}
+
+/// HTTPS: the certificates, the per-host configs built from them, and the
+/// port HTTPS is served on (0: none; plain requests are then served as
+/// they are).
+struct TlsState {
+    certificates: RwLock<Arc<tls::Certificates>>,
+    configs: std::sync::Mutex<HashMap<String, Arc<rustls::ServerConfig>>>,
+    https_port: std::sync::atomic::AtomicU16,
+}
+
+impl std::fmt::Debug for TlsState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsState").finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -211,6 +264,7 @@ struct Inner {
     gates: std::sync::Mutex<HashMap<String, Arc<Gate>>>,
     registry: connect::Registry,
     generation: AtomicU64,
+    tls: TlsState,
 }
 
 /// The router: cheap to clone, shared by the server and the deployer.
@@ -237,6 +291,11 @@ impl Router {
                 gates: std::sync::Mutex::new(HashMap::new()),
                 registry,
                 generation: AtomicU64::new(0),
+                tls: TlsState {
+                    certificates: RwLock::new(Arc::new(tls::Certificates::self_signed())),
+                    configs: std::sync::Mutex::new(HashMap::new()),
+                    https_port: std::sync::atomic::AtomicU16::new(0),
+                },
             }),
         }
     }
@@ -262,25 +321,34 @@ impl Router {
         for (environment, routes) in all {
             for route in routes {
                 let entries = table.hosts.entry(route.host.clone()).or_default();
-                if let Some((_, _, owner)) = entries.first()
-                    && owner != environment
+                if let Some(first) = entries.first()
+                    && first.environment != *environment
                 {
-                    warn!(host = %route.host, %environment, %owner, "host already routed to another environment");
+                    warn!(host = %route.host, %environment, owner = %first.environment, "host already routed to another environment");
                     continue;
                 }
-                if entries.iter().any(|(path, _, _)| *path == route.path) {
+                if entries.iter().any(|entry| entry.path == route.path) {
                     continue;
                 }
-                entries.push((
-                    route.path.clone(),
-                    route.action.clone(),
-                    environment.clone(),
-                ));
+                entries.push(Entry {
+                    path: route.path.clone(),
+                    action: route.action.clone(),
+                    environment: environment.clone(),
+                    https: route.https,
+                    hsts: route.hsts.clone(),
+                });
+                if route.https {
+                    table
+                        .policies
+                        .entry(route.host.clone())
+                        .or_insert_with(|| route.tls.clone());
+                }
             }
         }
         for entries in table.hosts.values_mut() {
-            entries.sort_by_key(|entry| std::cmp::Reverse(entry.0.len()));
+            entries.sort_by_key(|entry| std::cmp::Reverse(entry.path.len()));
         }
+        lock(&self.inner.tls.configs).clear();
         let mut current = match self.inner.table.write() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -416,46 +484,208 @@ impl Router {
             let router = self.clone();
             let stop = stop.clone();
             let client = client.clone();
-            let header_timeout = self.inner.settings.header_timeout;
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request| {
-                    let router = router.clone();
-                    let client = client.clone();
-                    async move { Ok::<_, Infallible>(router.handle(request, peer, &client).await) }
-                });
-                // half_close: a client may shut down its sending side and
-                // still wait for the answer (nc, some proxies); without it
-                // hyper drops such a connection unanswered when it sees EOF.
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .half_close(true)
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Some(header_timeout))
-                    // Request heads beyond this get 431, not unbounded memory.
-                    .max_buf_size(MAX_REQUEST_HEAD)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades();
-                tokio::select! {
-                    () = stop.cancelled() => {}
-                    result = connection => {
-                        if let Err(error) = result {
-                            debug!(%error, "client connection");
-                        }
-                    }
-                }
+                router
+                    .serve_connection(TokioIo::new(stream), peer, client, false, stop)
+                    .await;
             });
         }
     }
 
-    fn lookup(&self, host: &str, path: &str) -> Option<(Action, String)> {
-        let table = match self.inner.table.read() {
+    /// Serves HTTP/1.1 on one client connection (plain or TLS).
+    async fn serve_connection<IO>(
+        self,
+        io: IO,
+        peer: SocketAddr,
+        client: BackendClient,
+        secure: bool,
+        stop: CancellationToken,
+    ) where
+        IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let header_timeout = self.inner.settings.header_timeout;
+        let router = self.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let router = router.clone();
+            let client = client.clone();
+            async move { Ok::<_, Infallible>(router.handle(request, peer, &client, secure).await) }
+        });
+        // half_close: a client may shut down its sending side and
+        // still wait for the answer (nc, some proxies); without it
+        // hyper drops such a connection unanswered when it sees EOF.
+        let connection = hyper::server::conn::http1::Builder::new()
+            .half_close(true)
+            .timer(TokioTimer::new())
+            .header_read_timeout(Some(header_timeout))
+            // Request heads beyond this get 431, not unbounded memory.
+            .max_buf_size(MAX_REQUEST_HEAD)
+            .serve_connection(io, service)
+            .with_upgrades();
+        tokio::select! {
+            () = stop.cancelled() => {}
+            result = connection => {
+                if let Err(error) = result {
+                    debug!(%error, "client connection");
+                }
+            }
+        }
+    }
+
+    /// The port HTTPS is served on: plain requests to `https://` routes
+    /// are redirected there (0: none).
+    pub fn set_https_port(&self, port: u16) {
+        self.inner
+            .tls
+            .https_port
+            .store(port, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Uses `certificates` from now on (configs are rebuilt).
+    pub fn set_certificates(&self, certificates: tls::Certificates) {
+        let mut current = match self.inner.tls.certificates.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *current = Arc::new(certificates);
+        lock(&self.inner.tls.configs).clear();
+    }
+
+    /// Installs a certificate for `pattern` (a host or `*.domain`); the
+    /// next handshakes use it (a renewal swaps it without a dropped request).
+    pub fn install_certificate(
+        &self,
+        pattern: &str,
+        key: rustls::sign::CertifiedKey,
+    ) -> Result<(), tls::TlsError> {
+        self.certificates().install(pattern, key)?;
+        lock(&self.inner.tls.configs).clear();
+        Ok(())
+    }
+
+    fn certificates(&self) -> Arc<tls::Certificates> {
+        match self.inner.tls.certificates.read() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
-        };
+        }
+    }
+
+    /// The server config for `host` (cached until certificates or routes
+    /// change).
+    fn tls_config(&self, host: &str) -> Option<Arc<rustls::ServerConfig>> {
+        if let Some(config) = lock(&self.inner.tls.configs).get(host) {
+            return Some(config.clone());
+        }
+        let key = self.certificates().for_host(host)?;
+        let policy = self.table().policies.get(host).cloned().unwrap_or_default();
+        match tls::server_config(key, &policy) {
+            Ok(config) => {
+                lock(&self.inner.tls.configs).insert(host.to_owned(), config.clone());
+                Some(config)
+            }
+            Err(error) => {
+                warn!(%error, %host, "no TLS config");
+                None
+            }
+        }
+    }
+
+    /// Serves HTTPS on `listeners` as [`Router::serve_threads`] serves
+    /// HTTP; plain requests to `https://` routes are redirected to `port`.
+    pub fn serve_tls_threads(
+        &self,
+        listeners: Vec<std::net::TcpListener>,
+        port: u16,
+        stop: CancellationToken,
+    ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+        self.set_https_port(port);
+        let mut threads = Vec::new();
+        for (index, listener) in listeners.into_iter().enumerate() {
+            listener.set_nonblocking(true)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let router = self.clone();
+            let stop = stop.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("lw-https-{index}"))
+                    .spawn(move || {
+                        runtime.block_on(async move {
+                            match tokio::net::TcpListener::from_std(listener) {
+                                Ok(listener) => router.serve_tls(listener, stop).await,
+                                Err(error) => warn!(%error, "https listener"),
+                            }
+                        });
+                    })?,
+            );
+        }
+        Ok(threads)
+    }
+
+    /// Serves HTTPS on `listener` until `stop` fires: the ClientHello's
+    /// name picks the certificate and the policy.
+    pub async fn serve_tls(&self, listener: tokio::net::TcpListener, stop: CancellationToken) {
+        let client = self.client();
+        loop {
+            let accepted = tokio::select! {
+                () = stop.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    debug!(%error, "accept");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let router = self.clone();
+            let stop = stop.clone();
+            let client = client.clone();
+            let header_timeout = self.inner.settings.header_timeout;
+            tokio::spawn(async move {
+                let acceptor = tokio_rustls::LazyConfigAcceptor::new(
+                    rustls::server::Acceptor::default(),
+                    stream,
+                );
+                let Ok(Ok(start)) = tokio::time::timeout(header_timeout, acceptor).await else {
+                    return;
+                };
+                let host = start
+                    .client_hello()
+                    .server_name()
+                    .unwrap_or("localhost")
+                    .to_ascii_lowercase();
+                let Some(config) = router.tls_config(&host) else {
+                    return;
+                };
+                let Ok(Ok(tls)) =
+                    tokio::time::timeout(header_timeout, start.into_stream(config)).await
+                else {
+                    return;
+                };
+                router
+                    .serve_connection(TokioIo::new(tls), peer, client, true, stop)
+                    .await;
+            });
+        }
+    }
+
+    fn table(&self) -> Arc<Table> {
+        match self.inner.table.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn lookup(&self, host: &str, path: &str) -> Option<Entry> {
+        let table = self.table();
         let entries = table.hosts.get(host)?;
         entries
             .iter()
-            .find(|(prefix, _, _)| path_matches(prefix, path))
-            .map(|(_, action, environment)| (action.clone(), environment.clone()))
+            .find(|entry| path_matches(&entry.path, path))
+            .cloned()
     }
 
     async fn handle(
@@ -463,10 +693,11 @@ impl Router {
         mut request: Request<Incoming>,
         peer: SocketAddr,
         client: &BackendClient,
+        secure: bool,
     ) -> Response<ProxyBody> {
         let host = request_host(&request);
         let path = request.uri().path().to_string();
-        let Some((action, environment)) = self.lookup(&host, &path) else {
+        let Some(entry) = self.lookup(&host, &path) else {
             if path == "/health" {
                 return text(StatusCode::OK, "ok\n");
             }
@@ -475,7 +706,31 @@ impl Router {
                 &format!("no route for host '{host}'\n"),
             );
         };
-        let app = match action {
+        let https_port = self
+            .inner
+            .tls
+            .https_port
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if !secure && entry.https && https_port != 0 {
+            let port = if https_port == 443 {
+                String::new()
+            } else {
+                format!(":{https_port}")
+            };
+            let target = request
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned();
+            let mut response = text(StatusCode::MOVED_PERMANENTLY, "");
+            if let Ok(location) = HeaderValue::from_str(&format!("https://{host}{port}{target}")) {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            return response;
+        }
+        let hsts = if secure { entry.hsts.clone() } else { None };
+        let environment = entry.environment.clone();
+        let app = match entry.action {
             Action::Redirect { to, code } => {
                 let status = StatusCode::from_u16(code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
                 let mut response = text(status, "");
@@ -494,7 +749,7 @@ impl Router {
 
         let upgrade = request.headers().contains_key(header::UPGRADE);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-        prepare_headers(request.headers_mut(), &host, peer, upgrade);
+        prepare_headers(request.headers_mut(), &host, peer, upgrade, secure);
         let path_and_query = request
             .uri()
             .path_and_query()
@@ -543,6 +798,13 @@ impl Router {
         }
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         strip_hop_by_hop(response.headers_mut(), switching);
+        if let Some(hsts) = hsts
+            && let Ok(value) = HeaderValue::from_str(&hsts)
+        {
+            response
+                .headers_mut()
+                .insert(header::STRICT_TRANSPORT_SECURITY, value);
+        }
         response.map(|body| {
             Tracked {
                 inner: body,
@@ -667,7 +929,13 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-fn prepare_headers(headers: &mut HeaderMap, host: &str, peer: SocketAddr, upgrade: bool) {
+fn prepare_headers(
+    headers: &mut HeaderMap,
+    host: &str,
+    peer: SocketAddr,
+    upgrade: bool,
+    secure: bool,
+) {
     strip_hop_by_hop(headers, upgrade);
     let client = peer.ip().to_string();
     let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
@@ -677,7 +945,10 @@ fn prepare_headers(headers: &mut HeaderMap, host: &str, peer: SocketAddr, upgrad
     if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
         headers.insert("x-forwarded-for", value);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    headers.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if secure { "https" } else { "http" }),
+    );
     if let Some(original) = headers.get(header::HOST).cloned() {
         headers.insert("x-forwarded-host", original);
     } else if let Ok(value) = HeaderValue::from_str(host) {
@@ -749,6 +1020,7 @@ mod tests {
             &mut headers,
             "a.example",
             "127.0.0.2:5555".parse().expect("addr"),
+            false,
             false,
         );
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 127.0.0.2");

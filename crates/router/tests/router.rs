@@ -97,11 +97,7 @@ async fn start_router(
 }
 
 fn upstream(host: &str, path: &str, app: &str) -> RouteEntry {
-    RouteEntry {
-        host: host.into(),
-        path: path.into(),
-        action: Action::Upstream { app: app.into() },
-    }
+    RouteEntry::new(host, path, Action::Upstream { app: app.into() })
 }
 
 #[tokio::test]
@@ -118,14 +114,14 @@ async fn routes_redirects_and_health() {
         vec![
             upstream("main.p.localhost", "/", "web"),
             upstream("main.p.localhost", "/api", "api"),
-            RouteEntry {
-                host: "old.p.localhost".into(),
-                path: "/".into(),
-                action: Action::Redirect {
+            RouteEntry::new(
+                "old.p.localhost",
+                "/",
+                Action::Redirect {
                     to: "http://main.p.localhost/".into(),
                     code: 301,
                 },
-            },
+            ),
         ],
     );
     router.open(
