@@ -440,6 +440,17 @@ impl Router {
         listeners: Vec<std::net::TcpListener>,
         stop: CancellationToken,
     ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+        self.spawn_threads(listeners, false, stop)
+    }
+
+    /// One thread with a single-threaded runtime per listener, serving
+    /// HTTP or (`secure`) HTTPS.
+    fn spawn_threads(
+        &self,
+        listeners: Vec<std::net::TcpListener>,
+        secure: bool,
+        stop: CancellationToken,
+    ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
         let mut threads = Vec::new();
         for (index, listener) in listeners.into_iter().enumerate() {
             listener.set_nonblocking(true)?;
@@ -448,12 +459,14 @@ impl Router {
                 .build()?;
             let router = self.clone();
             let stop = stop.clone();
+            let name = if secure { "lw-https" } else { "lw-router" };
             threads.push(
                 std::thread::Builder::new()
-                    .name(format!("lw-router-{index}"))
+                    .name(format!("{name}-{index}"))
                     .spawn(move || {
                         runtime.block_on(async move {
                             match tokio::net::TcpListener::from_std(listener) {
+                                Ok(listener) if secure => router.serve_tls(listener, stop).await,
                                 Ok(listener) => router.serve(listener, stop).await,
                                 Err(error) => warn!(%error, "router listener"),
                             }
@@ -598,28 +611,7 @@ impl Router {
         stop: CancellationToken,
     ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
         self.set_https_port(port);
-        let mut threads = Vec::new();
-        for (index, listener) in listeners.into_iter().enumerate() {
-            listener.set_nonblocking(true)?;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let router = self.clone();
-            let stop = stop.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("lw-https-{index}"))
-                    .spawn(move || {
-                        runtime.block_on(async move {
-                            match tokio::net::TcpListener::from_std(listener) {
-                                Ok(listener) => router.serve_tls(listener, stop).await,
-                                Err(error) => warn!(%error, "https listener"),
-                            }
-                        });
-                    })?,
-            );
-        }
-        Ok(threads)
+        self.spawn_threads(listeners, true, stop)
     }
 
     /// Serves HTTPS on `listener` until `stop` fires: the ClientHello's
