@@ -522,6 +522,30 @@ impl Daemon {
     }
 }
 
+/// Frees what a test's namespace holds on the shared containerd (images,
+/// leases, snapshots, then the namespace): every test imports root
+/// filesystems of hundreds of MB, and a whole `make test` would otherwise
+/// keep them all until the end and fill a CI machine's disk.
+async fn empty_namespace(engine: &launchway_containerd::Engine) {
+    for image in engine.list_images().await.unwrap_or_default() {
+        let _ = engine.delete_image(&image.name).await;
+    }
+    for lease in engine.list_leases().await.unwrap_or_default() {
+        let _ = engine.delete_lease_id(&lease, true).await;
+    }
+    // A snapshot with children is refused: remove leaves first, a layer a pass.
+    for _ in 0..64 {
+        let snapshots = engine.list_snapshots().await.unwrap_or_default();
+        if snapshots.is_empty() {
+            break;
+        }
+        for snapshot in snapshots {
+            let _ = engine.remove_snapshot(&snapshot).await;
+        }
+    }
+    let _ = engine.delete_namespace().await;
+}
+
 fn proc_status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -544,6 +568,7 @@ impl Drop for Daemon {
         } else {
             self.stop();
             self.remove_environments();
+            self.with_engine_if_any(empty_namespace);
         }
     }
 }
@@ -553,27 +578,37 @@ impl Daemon {
     /// design): the app containers in the daemon's namespace and the
     /// pinned network namespaces under its data directory.
     pub fn remove_environments(&self) {
-        if let Some((socket, namespace)) = self.containerd_endpoint()
-            && let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-        {
-            let scratch = self.scratch("cleanup");
-            runtime.block_on(async {
-                let Ok(engine) =
-                    launchway_containerd::Engine::connect(&socket, &namespace, &scratch).await
-                else {
-                    return;
-                };
-                for id in engine.app_containers(None).await.unwrap_or_default() {
-                    let _ = engine.remove_app(&id).await;
-                }
-            });
-        }
+        self.with_engine_if_any(async |engine| {
+            for id in engine.app_containers(None).await.unwrap_or_default() {
+                let _ = engine.remove_app(&id).await;
+            }
+        });
         launchway_net::remove_networks_except(
             &self.data_dir().join("netns"),
             &std::collections::BTreeSet::new(),
         );
+    }
+
+    /// Runs `body` with an engine on the daemon's containerd namespace when
+    /// one answers (for clean-up, which never fails a test).
+    fn with_engine_if_any(&self, body: impl AsyncFnOnce(&launchway_containerd::Engine)) {
+        let Some((socket, namespace)) = self.containerd_endpoint() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        let scratch = self.scratch("cleanup");
+        runtime.block_on(async {
+            if let Ok(engine) =
+                launchway_containerd::Engine::connect(&socket, &namespace, &scratch).await
+            {
+                body(&engine).await;
+            }
+        });
     }
 
     /// Runs `body` with an engine on the daemon's containerd namespace.

@@ -286,7 +286,7 @@ impl Engine {
     }
 
     /// [`Engine::delete_lease`] by the lease's id.
-    pub(crate) async fn delete_lease_id(&self, id: &str, sync: bool) -> Result<()> {
+    pub async fn delete_lease_id(&self, id: &str, sync: bool) -> Result<()> {
         match LeasesClient::new(self.channel.clone())
             .delete(self.request(api::DeleteRequest {
                 id: id.to_string(),
