@@ -61,7 +61,7 @@ it:
 
 # Regenerate the committed JSON Schema from the model.
 schema:
-	$(CARGO) run -q -p launchway -- config schema > config-schema/launchway.schema.json
+	$(CARGO) run -q -p launchway --bin launchway -- config schema > config-schema/launchway.schema.json
 
 # Rewrite every fixture's expected.txt from the current output; review the diff.
 fixtures-update:

@@ -642,6 +642,16 @@ impl Daemon {
         self.with_engine(async |engine| engine.inventory().await.expect("inventory").containers)
     }
 
+    /// The router's HTTPS address (from the daemon's log).
+    pub fn router_https_addr(&self) -> std::net::SocketAddr {
+        let log = self.log();
+        log.split(" https=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|address| address.parse().ok())
+            .unwrap_or_else(|| panic!("no HTTPS address in the log:\n{log}"))
+    }
+
     /// The router's address (from the daemon's log).
     pub fn router_addr(&self) -> std::net::SocketAddr {
         let log = self.log();

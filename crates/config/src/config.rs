@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use indexmap::IndexMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::layout::Layout;
 use crate::model::{
@@ -255,6 +255,22 @@ pub struct Route {
     pub attributes: BTreeMap<String, Any>,
     /// True for routes Launchway added (the default route, http→https redirects).
     pub generated: bool,
+    /// Its host's TLS settings (`https://` routes).
+    pub tls: Option<RouteTls>,
     /// Keys kept as written that Launchway does not act on yet.
     pub kept: BTreeMap<String, Any>,
+}
+
+/// A route's TLS settings, checked.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteTls {
+    /// The `Strict-Transport-Security` value, when enabled.
+    pub strict_transport_security: Option<String>,
+    /// Only TLS 1.3 (`min_version: TLSv1.3`); lower minimums are what the
+    /// router offers anyway (TLS 1.2 and 1.3).
+    pub tls13_only: bool,
+    /// Clients must present a certificate chaining to these CAs.
+    pub require_client_certificate: bool,
+    /// PEM texts of the client CAs.
+    pub client_certificate_authorities: Vec<String>,
 }

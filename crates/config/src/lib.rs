@@ -25,7 +25,8 @@ pub mod stack;
 mod yaml;
 
 pub use config::{
-    App, Config, Cron, Flavor, Mount, PhpSizing, Relationship, Route, Runtime, Service, Web, Worker,
+    App, Config, Cron, Flavor, Mount, PhpSizing, Relationship, Route, RouteTls, Runtime, Service,
+    Web, Worker,
 };
 pub use cron::Schedule;
 pub use diag::{Diagnostic, Diagnostics, Severity, Span};

@@ -620,9 +620,9 @@ pub struct RouteConfig {
     /// Partial redirects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirects: Option<RedirectsConfig>,
-    /// TLS settings.
+    /// TLS settings of an `https://` route's host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<Any>,
+    pub tls: Option<RouteTlsConfig>,
     /// Free attributes passed to `PLATFORM_ROUTES`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attributes: Option<BTreeMap<String, Any>>,
@@ -641,6 +641,66 @@ pub enum RouteType {
     Redirect,
     /// Proxied to an outside URL.
     Proxy,
+}
+
+/// `routes.<url>.tls`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTlsConfig {
+    /// The `Strict-Transport-Security` header of HTTPS responses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict_transport_security: Option<HstsConfig>,
+    /// The lowest TLS version accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_version: Option<TlsVersionName>,
+    /// Whether clients must present a certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_authentication: Option<ClientAuthentication>,
+    /// PEM certificates of the CAs a client certificate must chain to
+    /// (usually `!include {type: string, path: ca.crt}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate_authorities: Option<Vec<String>>,
+}
+
+/// `routes.<url>.tls.strict_transport_security`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HstsConfig {
+    /// Whether the header is sent (default: false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Adds `includeSubDomains`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_subdomains: Option<bool>,
+    /// Adds `preload`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preload: Option<bool>,
+    /// `max-age`, seconds (default: one year, as Upsun sends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<u64>,
+}
+
+/// A TLS version as Upsun names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum TlsVersionName {
+    #[serde(rename = "TLSv1.0")]
+    Tls10,
+    #[serde(rename = "TLSv1.1")]
+    Tls11,
+    #[serde(rename = "TLSv1.2")]
+    Tls12,
+    #[serde(rename = "TLSv1.3")]
+    Tls13,
+}
+
+/// `routes.<url>.tls.client_authentication`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuthentication {
+    /// A certificate is asked for and checked when given.
+    Request,
+    /// A connection without a valid certificate is refused.
+    Require,
 }
 
 /// `routes.<url>.cache`.

@@ -528,7 +528,46 @@ impl launchway_api::Launchway for ApiService {
             data_dir: info.data_dir.display().to_string(),
             containerd_socket: info.containerd_socket.display().to_string(),
             embedded_containerd: info.embedded_containerd,
+            router_https_listen: info
+                .router_https_listen
+                .map(|address| address.to_string())
+                .unwrap_or_default(),
         }))
+    }
+
+    async fn add_certificate(
+        &self,
+        request: Request<proto::AddCertificateRequest>,
+    ) -> Result<Response<proto::CertificateInfo>, Status> {
+        Ok(Response::new(
+            self.daemon.add_certificate(&request.into_inner())?,
+        ))
+    }
+
+    async fn remove_certificate(
+        &self,
+        request: Request<proto::RemoveCertificateRequest>,
+    ) -> Result<Response<proto::RemoveCertificateReply>, Status> {
+        self.daemon
+            .remove_certificate(&request.into_inner().pattern)?;
+        Ok(Response::new(proto::RemoveCertificateReply {}))
+    }
+
+    async fn list_certificates(
+        &self,
+        request: Request<proto::ListCertificatesRequest>,
+    ) -> Result<Response<proto::CertificateList>, Status> {
+        Ok(Response::new(
+            self.daemon.list_certificates(&request.into_inner())?,
+        ))
+    }
+
+    async fn renew_certificate(
+        &self,
+        request: Request<proto::RenewCertificateRequest>,
+    ) -> Result<Response<proto::RenewCertificateReply>, Status> {
+        self.daemon.renew_certificate(&request.into_inner().host)?;
+        Ok(Response::new(proto::RenewCertificateReply {}))
     }
 
     async fn list_projects(

@@ -164,6 +164,24 @@ impl Daemon {
                 let mut entry = RouteEntry::new(&route.host, &route.path, action);
                 // Redirected from plain HTTP only once the router serves HTTPS.
                 entry.https = route.original_url.starts_with("https://");
+                if let Some(tls) = &route.tls {
+                    entry.hsts = tls.strict_transport_security.clone();
+                    // The CAs were checked as PEM when the config was read;
+                    // one rustls still cannot use fails closed: the host
+                    // refuses handshakes rather than skip client checks.
+                    entry.tls = launchway_router::tls::HostTls::new(
+                        tls.tls13_only,
+                        &tls.client_certificate_authorities,
+                        !tls.require_client_certificate,
+                    )
+                    .unwrap_or_else(|error| {
+                        warn!(host = %route.host, %error, "route TLS settings cannot be applied; the host refuses HTTPS");
+                        launchway_router::tls::HostTls {
+                            refused: Some(format!("client CAs of {}: {error}", route.host)),
+                            ..Default::default()
+                        }
+                    });
+                }
                 Some(entry)
             })
             .collect()
@@ -305,6 +323,7 @@ impl Daemon {
                 branch: &env.name,
                 base_domain: &self.settings.router.base_domain,
                 port: self.public_router_port(),
+                https_port: self.public_https_port(),
                 production: env.kind == EnvironmentType::Production,
             },
         );
@@ -366,6 +385,15 @@ impl Daemon {
         } else {
             self.router_addr.port()
         }
+    }
+
+    /// The HTTPS port printed in URLs, when the router serves HTTPS.
+    pub(crate) fn public_https_port(&self) -> Option<u16> {
+        let bound = self.router_https_addr?;
+        Some(match self.settings.router.https_public_port {
+            0 => bound.port(),
+            port => port,
+        })
     }
 
     /// A record update the deploy goes on without: logged, not fatal (the

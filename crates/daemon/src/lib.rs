@@ -16,6 +16,7 @@
 //! - the messages a pusher sees never include internal error dumps, only
 //!   one-line reasons and config diagnostics.
 
+mod acme;
 mod activity;
 mod api;
 mod backup_archive;
@@ -23,6 +24,7 @@ mod backup_schedule;
 mod backups;
 mod build_api;
 mod builds;
+mod certificates;
 mod crons;
 mod data_copy;
 mod deploy;
@@ -178,6 +180,10 @@ pub(crate) struct Daemon {
     pub(crate) router: launchway_router::Router,
     /// Where the router listens.
     pub(crate) router_addr: SocketAddr,
+    /// Where the router serves HTTPS, when it does.
+    pub(crate) router_https_addr: Option<SocketAddr>,
+    /// ACME: each host's last outcome and the account (`certificates.rs`).
+    pub(crate) acme: certificates::AcmeState,
     /// Per environment (`project/env`), the socket factory of its namespace.
     pub(crate) factories: std::sync::Mutex<HashMap<String, Arc<launchway_router::SocketFactory>>>,
     /// containerd outages and the deploys they interrupted.
@@ -198,6 +204,7 @@ pub(crate) struct ServerInfo {
     pub(crate) pid: u32,
     pub(crate) ssh_listen: SocketAddr,
     pub(crate) router_listen: SocketAddr,
+    pub(crate) router_https_listen: Option<SocketAddr>,
     pub(crate) data_dir: PathBuf,
     pub(crate) containerd_socket: PathBuf,
     pub(crate) embedded_containerd: bool,
@@ -211,6 +218,7 @@ impl Daemon {
             pid: std::process::id(),
             ssh_listen: self.ssh_addr,
             router_listen: self.router_addr,
+            router_https_listen: self.router_https_addr,
             data_dir: self.settings.data_dir.clone(),
             containerd_socket: self.engine.socket().to_path_buf(),
             embedded_containerd: self.engine.socket() != self.settings.containerd.socket,
@@ -310,6 +318,29 @@ pub async fn serve(
         .transpose()
         .map_err(&bind_error)?
         .unwrap_or(settings.router.listen);
+    let https_listeners = match settings.router.https_listen {
+        Some(address) => {
+            let listeners =
+                launchway_router::bind_listeners(address, router_threads).map_err(|source| {
+                    DaemonError::Bind {
+                        address: address.to_string(),
+                        source,
+                    }
+                })?;
+            let bound = listeners
+                .first()
+                .map(std::net::TcpListener::local_addr)
+                .transpose()
+                .map_err(|source| DaemonError::Bind {
+                    address: address.to_string(),
+                    source,
+                })?
+                .unwrap_or(address);
+            Some((listeners, bound))
+        }
+        None => None,
+    };
+    let router_https_addr = https_listeners.as_ref().map(|(_, bound)| *bound);
     let router = launchway_router::Router::new(launchway_router::RouterSettings {
         hold_timeout: Duration::from_secs(settings.router.hold_timeout_secs),
         ..Default::default()
@@ -328,6 +359,8 @@ pub async fn serve(
         gc_lock: tokio::sync::RwLock::new(()),
         router: router.clone(),
         router_addr,
+        router_https_addr,
+        acme: certificates::AcmeState::default(),
         factories: std::sync::Mutex::new(HashMap::new()),
         settings,
         store,
@@ -344,13 +377,31 @@ pub async fn serve(
         busy: std::sync::Mutex::new(HashMap::new()),
         backups_in_use: Arc::default(),
     });
+    daemon.load_certificates()?;
+    if router_https_addr.is_some() && daemon.settings.tls.fallback == settings::TlsFallback::LocalCa
+    {
+        info!(ca = %daemon.local_ca_path().display(), "hosts without a certificate get one from the local CA: trust it to browse them without warnings");
+    }
     daemon.reconcile_at_start().await?;
-    info!(ssh = %ssh_addr, api = %socket.display(), router = %router_addr, data = %data.display(), "launchway is serving");
+    let https = router_https_addr.map_or_else(String::new, |address| address.to_string());
+    info!(ssh = %ssh_addr, api = %socket.display(), router = %router_addr, https = %https, data = %data.display(), "launchway is serving");
 
     let stop = CancellationToken::new();
-    let router_threads = router
+    let mut router_threads = router
         .serve_threads(router_listeners, stop.clone())
         .map_err(&bind_error)?;
+    if let Some((listeners, bound)) = https_listeners {
+        let port = daemon.public_https_port().unwrap_or(bound.port());
+        router_threads.extend(
+            router
+                .serve_tls_threads(listeners, port, stop.clone())
+                .map_err(|source| DaemonError::Bind {
+                    address: bound.to_string(),
+                    source,
+                })?,
+        );
+    }
+    let acme_task = tokio::spawn(daemon.clone().renew_certificates_forever(stop.clone()));
     let rotation = tokio::spawn(logs::rotate_forever(daemon.clone(), stop.clone()));
     let cron_scheduler = tokio::spawn(daemon.clone().run_cron_scheduler(stop.clone()));
     let containerd_watch = tokio::spawn(outage::watch_containerd(
@@ -408,6 +459,7 @@ pub async fn serve(
     }
     rotation.abort();
     cron_scheduler.abort();
+    acme_task.abort();
     daemon.store.flush()?;
     // The watch ends at `stop`; a containerd that hangs a clean-up must not
     // hang the shutdown (dropping the watch kills the embedded containerd).

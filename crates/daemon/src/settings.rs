@@ -65,6 +65,8 @@ pub struct Settings {
     pub deploy: DeploySettings,
     /// Services (databases, caches).
     pub services: ServicesSettings,
+    /// HTTPS certificates.
+    pub tls: TlsSettings,
 }
 
 /// `[services]`.
@@ -102,6 +104,106 @@ pub struct RouterConfig {
     pub public_port: u16,
     /// How long a held request waits.
     pub hold_timeout_secs: u64,
+    /// The HTTPS listen address (`""`: no HTTPS).
+    #[serde(with = "optional_address")]
+    pub https_listen: Option<SocketAddr>,
+    /// The port in printed `https://` URLs (0: the HTTPS listen port).
+    pub https_public_port: u16,
+}
+
+/// `""` or a socket address.
+mod optional_address {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        value: &Option<SocketAddr>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&value.map(|a| a.to_string()).unwrap_or_default())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<SocketAddr>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        text.trim().parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not an address such as \"0.0.0.0:443\" (or \"\" for no HTTPS)"
+            ))
+        })
+    }
+}
+
+/// `[tls]`: where the router's certificates come from.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// Certificates for hosts with no other.
+    pub fallback: TlsFallback,
+    /// Obtain certificates from an ACME server.
+    pub acme: bool,
+    /// The ACME directory URL.
+    pub acme_directory: String,
+    /// Use Let's Encrypt's staging directory instead of `acme_directory`.
+    pub acme_staging: bool,
+    /// The account's contact (`mailto:…`).
+    pub acme_contact: String,
+    /// A PEM file the ACME server's own certificate chains to (test
+    /// servers); empty: the system's roots.
+    pub acme_ca_bundle: String,
+    /// Renew this many days before expiry (a third of a short
+    /// certificate's lifetime at most).
+    pub renew_before_days: u64,
+    /// The first wait after a failed issuance; it doubles up to a day.
+    pub acme_retry_secs: u64,
+}
+
+/// Let's Encrypt's production directory.
+pub(crate) const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory.
+pub(crate) const LETS_ENCRYPT_STAGING: &str =
+    "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+impl TlsSettings {
+    /// The directory URL in use.
+    pub fn directory(&self) -> &str {
+        if self.acme_staging && self.acme_directory == LETS_ENCRYPT {
+            LETS_ENCRYPT_STAGING
+        } else {
+            &self.acme_directory
+        }
+    }
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            fallback: TlsFallback::LocalCa,
+            acme: false,
+            acme_directory: LETS_ENCRYPT.into(),
+            acme_staging: false,
+            acme_contact: String::new(),
+            acme_ca_bundle: String::new(),
+            renew_before_days: 30,
+            acme_retry_secs: 60,
+        }
+    }
+}
+
+/// What serves a host that has no operator or ACME certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsFallback {
+    /// A certificate from a CA generated for this host (trust its root
+    /// once: `<data_dir>/tls/local-ca.pem`).
+    LocalCa,
+    /// A self-signed certificate per host.
+    SelfSigned,
 }
 
 impl Default for RouterConfig {
@@ -111,6 +213,8 @@ impl Default for RouterConfig {
             base_domain: "localhost".into(),
             public_port: 0,
             hold_timeout_secs: 30,
+            https_listen: None,
+            https_public_port: 0,
         }
     }
 }
@@ -252,6 +356,7 @@ impl Default for Settings {
             router: RouterConfig::default(),
             deploy: DeploySettings::default(),
             services: ServicesSettings::default(),
+            tls: TlsSettings::default(),
         }
     }
 }

@@ -6,10 +6,12 @@
 //! - an absolute host is kept in the production environment and gets the
 //!   environment's default host appended elsewhere, so previews never take a
 //!   production name;
-//! - the router speaks plain HTTP (TLS belongs to a proxy in front of it), so
-//!   `https://` routes are served as `http://` on the router's port, and a
-//!   redirect that would send a host and path to itself (the generated
-//!   http→https twins) is dropped; the first route for a host and path wins;
+//! - with an HTTPS listener (`https_port`), `https://` routes resolve to
+//!   `https://` URLs on that port and the router redirects plain requests
+//!   to them; without one they are served as `http://` on the router's
+//!   port. Either way a redirect that would send a host and path to itself
+//!   (the generated http→https twins) is dropped, as the router's own
+//!   redirect does that job; the first route for a host and path wins;
 //! - wildcard hosts and `proxy` routes are not served yet: they are reported,
 //!   not silently dropped.
 
@@ -26,6 +28,9 @@ pub struct RouteContext<'a> {
     pub base_domain: &'a str,
     /// The router's public port; omitted from URLs when 80.
     pub port: u16,
+    /// The router's public HTTPS port when it serves HTTPS; omitted from
+    /// URLs when 443.
+    pub https_port: Option<u16>,
     /// The production (default) environment keeps absolute hosts as written.
     pub production: bool,
 }
@@ -56,6 +61,9 @@ pub struct ResolvedRoute {
     pub primary: bool,
     pub id: Option<String>,
     pub attributes: serde_json::Value,
+    /// An `https://` route's TLS settings.
+    #[serde(default)]
+    pub tls: Option<launchway_config::RouteTls>,
 }
 
 /// A DNS label from a branch or project name.
@@ -125,11 +133,14 @@ fn resolve_template(
     Ok((resolved.to_ascii_lowercase(), path.to_string()))
 }
 
-fn url(host: &str, path: &str, port: u16) -> String {
-    if port == 80 {
-        format!("http://{host}{path}")
-    } else {
-        format!("http://{host}:{port}{path}")
+/// The URL a template resolves to: `https://` on the HTTPS port when the
+/// template asks for it and the router serves HTTPS.
+fn url(template: &str, host: &str, path: &str, context: &RouteContext<'_>) -> String {
+    match context.https_port {
+        Some(443) if template.starts_with("https://") => format!("https://{host}{path}"),
+        Some(port) if template.starts_with("https://") => format!("https://{host}:{port}{path}"),
+        _ if context.port == 80 => format!("http://{host}{path}"),
+        _ => format!("http://{host}:{}{path}", context.port),
     }
 }
 
@@ -187,7 +198,7 @@ pub fn resolve_routes(
                             // router serves both schemes as one.
                             continue;
                         }
-                        url(&to_host, &to_path, context.port)
+                        url(target, &to_host, &to_path, context)
                     }
                     Err(_) if target.starts_with("http") => target.to_string(),
                     Err(note) => {
@@ -206,7 +217,7 @@ pub fn resolve_routes(
             continue;
         }
         resolved.push(ResolvedRoute {
-            url: url(&host, &path, context.port),
+            url: url(&route.url, &host, &path, context),
             host,
             path,
             kind,
@@ -216,6 +227,10 @@ pub fn resolve_routes(
             primary: route.primary,
             id: route.id.clone(),
             attributes: serde_json::to_value(&route.attributes).unwrap_or_default(),
+            tls: route
+                .tls
+                .clone()
+                .filter(|_| route.url.starts_with("https://")),
         });
     }
     if !resolved.iter().any(|r| r.primary)
@@ -265,6 +280,7 @@ mod tests {
                 branch: "feature/New_UI",
                 base_domain: "localhost",
                 port: 8080,
+                https_port: None,
                 production,
             },
         )
@@ -318,5 +334,41 @@ mod tests {
         assert_eq!(host_label("Feature/X_y"), "feature-x-y");
         assert_eq!(host_label("--"), "x");
         assert_eq!(host_label(&"a".repeat(80)).len(), 63);
+    }
+
+    #[test]
+    fn with_an_https_listener_https_routes_get_https_urls_and_their_tls_settings() {
+        let config = config(
+            "applications:\n  web:\n    type: python:3.11\n    web:\n      commands:\n        start: x\nroutes:\n  \"https://{default}/\":\n    type: upstream\n    upstream: web:http\n    tls:\n      min_version: TLSv1.3\n      strict_transport_security:\n        enabled: true\n  \"http://{default}/\":\n    type: redirect\n    to: \"https://{default}/\"\n  \"http://plain.{default}/\":\n    type: upstream\n    upstream: web:http\n",
+        );
+        let apps = config.applications.keys().cloned().collect();
+        let (routes, notes) = resolve_routes(
+            &config.routes,
+            &apps,
+            &RouteContext {
+                project: "shop",
+                branch: "main",
+                base_domain: "localhost",
+                port: 80,
+                https_port: Some(8443),
+                production: true,
+            },
+        );
+        assert!(notes.is_empty(), "{notes:?}");
+        let urls: Vec<&str> = routes.iter().map(|r| r.url.as_str()).collect();
+        assert_eq!(
+            urls,
+            [
+                "https://main.shop.localhost:8443/",
+                "http://plain.main.shop.localhost/"
+            ]
+        );
+        let tls = routes[0].tls.as_ref().expect("tls settings");
+        assert!(tls.tls13_only);
+        assert_eq!(
+            tls.strict_transport_security.as_deref(),
+            Some("max-age=31536000")
+        );
+        assert_eq!(routes[1].tls, None);
     }
 }

@@ -968,6 +968,7 @@ services:
                 branch: "main",
                 base_domain: "localhost",
                 port: 80,
+                https_port: None,
                 production: true,
             },
         );

@@ -5,6 +5,7 @@
 mod admin;
 mod backups;
 mod builds;
+mod certificates;
 mod checkout;
 mod clients;
 mod crons;
@@ -227,6 +228,24 @@ enum Command {
         #[command(subcommand)]
         command: backups::BackupCommand,
     },
+    /// The HTTPS certificates of the routed hosts: HOST ISSUER EXPIRES
+    /// STATUS.
+    Certificates {
+        /// Only this project's hosts.
+        #[arg(long, short = 'p')]
+        project: Option<String>,
+        /// Only this environment's hosts.
+        #[arg(long, short = 'e')]
+        environment: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add or remove operators' certificates; renew an ACME one now.
+    Certificate {
+        #[command(subcommand)]
+        command: certificates::CertificateCommand,
+    },
     /// List releases (`-p P [-e ENV]`; `*` marks the serving one), or show one.
     Releases {
         /// The project.
@@ -377,6 +396,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => backups::list(settings_path.as_deref(), project, environment, json),
         Command::Backup { command } => backups::backup(settings_path.as_deref(), command),
+        Command::Certificates {
+            project,
+            environment,
+            json,
+        } => certificates::list(settings_path.as_deref(), project, environment, json),
+        Command::Certificate { command } => {
+            certificates::certificate(settings_path.as_deref(), command)
+        }
         Command::Variable { command } => environments::variable(settings_path.as_deref(), command),
         Command::Releases {
             project,

@@ -123,6 +123,9 @@ impl RouteEntry {
     }
 }
 
+/// Where ACME servers fetch HTTP-01 answers.
+const ACME_CHALLENGE_PATH: &str = "/.well-known/acme-challenge/";
+
 /// The largest request line plus headers the router reads.
 pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
 
@@ -246,6 +249,8 @@ struct Table {
 /// they are).
 struct TlsState {
     certificates: RwLock<Arc<tls::Certificates>>,
+    /// ACME HTTP-01 answers: token → key authorization.
+    challenges: std::sync::Mutex<HashMap<String, String>>,
     configs: std::sync::Mutex<HashMap<String, Arc<rustls::ServerConfig>>>,
     https_port: std::sync::atomic::AtomicU16,
 }
@@ -293,6 +298,7 @@ impl Router {
                 generation: AtomicU64::new(0),
                 tls: TlsState {
                     certificates: RwLock::new(Arc::new(tls::Certificates::self_signed())),
+                    challenges: std::sync::Mutex::new(HashMap::new()),
                     configs: std::sync::Mutex::new(HashMap::new()),
                     https_port: std::sync::atomic::AtomicU16::new(0),
                 },
@@ -354,6 +360,34 @@ impl Router {
             Err(poisoned) => poisoned.into_inner(),
         };
         *current = Arc::new(table);
+    }
+
+    /// Every routed host: environment, host, and whether an `https://`
+    /// route names it (what needs a certificate), sorted.
+    pub fn routed_hosts(&self) -> Vec<(String, String, bool)> {
+        let mut hosts: BTreeMap<(String, String), bool> = BTreeMap::new();
+        for (environment, routes) in lock(&self.inner.routes).iter() {
+            for route in routes {
+                *hosts
+                    .entry((environment.clone(), route.host.clone()))
+                    .or_default() |= route.https;
+            }
+        }
+        hosts
+            .into_iter()
+            .map(|((environment, host), https)| (environment, host, https))
+            .collect()
+    }
+
+    /// Answers `GET /.well-known/acme-challenge/<token>` on plain HTTP with
+    /// `key_authorization` (RFC 8555 §8.3) until removed.
+    pub fn set_acme_challenge(&self, token: &str, key_authorization: &str) {
+        lock(&self.inner.tls.challenges).insert(token.to_owned(), key_authorization.to_owned());
+    }
+
+    /// Stops answering an ACME challenge.
+    pub fn remove_acme_challenge(&self, token: &str) {
+        lock(&self.inner.tls.challenges).remove(token);
     }
 
     /// Holds new requests to `environment` until [`Router::open`].
@@ -689,6 +723,12 @@ impl Router {
     ) -> Response<ProxyBody> {
         let host = request_host(&request);
         let path = request.uri().path().to_string();
+        if let Some(token) = path.strip_prefix(ACME_CHALLENGE_PATH)
+            && !secure
+            && let Some(answer) = lock(&self.inner.tls.challenges).get(token).cloned()
+        {
+            return text(StatusCode::OK, &answer);
+        }
         let Some(entry) = self.lookup(&host, &path) else {
             if path == "/health" {
                 return text(StatusCode::OK, "ok\n");

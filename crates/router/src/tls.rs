@@ -60,6 +60,37 @@ pub struct HostTls {
     /// DER certificates of the CAs a client certificate must chain to;
     /// empty: no client certificate asked.
     pub client_cas: Vec<Vec<u8>>,
+    /// A client without a certificate is served too (one it gives is
+    /// still checked): Upsun's `client_authentication: request`.
+    pub client_certificate_optional: bool,
+    /// Its settings could not be applied (client CAs rustls cannot use):
+    /// every handshake is refused rather than served without the
+    /// authentication the route asks for.
+    pub refused: Option<String>,
+}
+
+impl HostTls {
+    /// A policy from a route's settings; the CAs are PEM texts.
+    pub fn new(
+        tls13_only: bool,
+        client_cas_pem: &[String],
+        client_certificate_optional: bool,
+    ) -> Result<HostTls, TlsError> {
+        use rustls::pki_types::pem::PemObject as _;
+        let mut client_cas = Vec::new();
+        for pem in client_cas_pem {
+            for der in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let der = der.map_err(|e| TlsError::Certificate(e.to_string()))?;
+                client_cas.push(der.to_vec());
+            }
+        }
+        Ok(HostTls {
+            tls13_only,
+            client_cas,
+            client_certificate_optional,
+            refused: None,
+        })
+    }
 }
 
 /// Reads a PEM chain and key into a certified key, checking that they
@@ -284,6 +315,9 @@ pub fn server_config(
     key: Arc<CertifiedKey>,
     policy: &HostTls,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    if let Some(reason) = &policy.refused {
+        return Err(TlsError::Certificate(reason.clone()));
+    }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let versions: &[&rustls::SupportedProtocolVersion] = if policy.tls13_only {
         &[&rustls::version::TLS13]
@@ -302,7 +336,13 @@ pub fn server_config(
                 .add(CertificateDer::from(der.clone()))
                 .map_err(|e| TlsError::Certificate(e.to_string()))?;
         }
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+        let verifier = if policy.client_certificate_optional {
+            verifier.allow_unauthenticated()
+        } else {
+            verifier
+        };
+        let verifier = verifier
             .build()
             .map_err(|e| TlsError::Certificate(e.to_string()))?;
         builder.with_client_cert_verifier(verifier)

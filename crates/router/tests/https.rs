@@ -134,7 +134,7 @@ async fn https_by_sni_with_redirects_hsts_and_a_tls13_only_host() {
     strict.https = true;
     strict.tls = HostTls {
         tls13_only: true,
-        client_cas: Vec::new(),
+        ..HostTls::default()
     };
     let plain_only = RouteEntry::new(
         "plain.p.localhost",

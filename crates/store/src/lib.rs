@@ -2,13 +2,15 @@
 //!
 //! One sled database under the data directory holds typed trees: projects,
 //! key grants, environments, activities and activity logs, builds, releases,
-//! deployments, variables and backups (`backups.rs`). Every record is
+//! deployments, variables, backups (`backups.rs`) and certificates
+//! (`certificates.rs`). Every record is
 //! stored as one version byte followed by JSON ([`SCHEMA_VERSION`]); a record
 //! written by a newer Launchway is refused with [`StoreError::Version`] rather
 //! than misread. Writes are flushed before the call returns, so a state change
 //! is durable before its effect runs.
 
 mod backups;
+mod certificates;
 mod records;
 
 use std::path::Path;
@@ -17,6 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use backups::Backup;
+pub use certificates::{AcmeAccount, CertificateRecord, CertificateSource};
 pub use records::{
     Activity, ActivityKind, ActivityResult, ActivityState, BackupSchedule, Build, BuildApp,
     BuildEgress, BuildStatus, Deployment, EgressTraffic, Environment, EnvironmentStatus,
@@ -80,6 +83,7 @@ pub struct Store {
     deployments: sled::Tree,
     variables: sled::Tree,
     backups: sled::Tree,
+    certificates: sled::Tree,
 }
 
 const PROJECTS: &str = "projects";
@@ -159,6 +163,7 @@ impl Store {
             deployments: db.open_tree(DEPLOYMENTS)?,
             variables: db.open_tree(VARIABLES)?,
             backups: db.open_tree(backups::BACKUPS)?,
+            certificates: db.open_tree(certificates::CERTIFICATES)?,
             db,
         })
     }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::de::DeserializeOwned;
 
 use crate::config::{
-    App, Config, Cron, Flavor, Mount, Relationship, Route, Runtime, Service, Web, Worker,
+    App, Config, Cron, Flavor, Mount, Relationship, Route, RouteTls, Runtime, Service, Web, Worker,
 };
 use crate::cron;
 
@@ -22,8 +22,9 @@ mod stack;
 use crate::diag::{Diagnostics, Span, did_you_mean};
 use crate::layout::{Assembled, Layout};
 use crate::model::{
-    Any, AppConfig, FlavorConfig, MountConfig, MountSource, Protocol, RelationshipConfig,
-    RouteConfig, RouteType, ServiceConfig, SocketFamily,
+    Any, AppConfig, ClientAuthentication, FlavorConfig, MountConfig, MountSource, Protocol,
+    RelationshipConfig, RouteConfig, RouteTlsConfig, RouteType, ServiceConfig, SocketFamily,
+    TlsVersionName,
 };
 use crate::source::{EntryKind, RepoPath, RepoSource};
 use crate::yaml::Node;
@@ -935,6 +936,95 @@ impl Normalizer<'_> {
         result
     }
 
+    /// Checks a route's `tls` block (Upsun's semantics: HSTS off unless
+    /// enabled, a year's `max-age`; client CAs only with
+    /// `client_authentication`).
+    fn route_tls(&mut self, url: &str, config: &RouteTlsConfig) -> RouteTls {
+        let path = ["routes", url, "tls"];
+        if !url.starts_with("https://") {
+            self.diags.warning(
+                self.key_span(&path),
+                format!("`tls` of `{url}` is ignored: only `https://` routes use TLS"),
+            );
+        }
+        let strict_transport_security = config
+            .strict_transport_security
+            .as_ref()
+            .filter(|hsts| hsts.enabled == Some(true))
+            .map(|hsts| {
+                let mut value = format!("max-age={}", hsts.max_age.unwrap_or(31_536_000));
+                if hsts.include_subdomains == Some(true) {
+                    value.push_str("; includeSubDomains");
+                }
+                if hsts.preload == Some(true) {
+                    value.push_str("; preload");
+                }
+                value
+            });
+        if let Some(hsts) = &config.strict_transport_security
+            && hsts.preload == Some(true)
+            && (hsts.include_subdomains != Some(true)
+                || hsts.max_age.is_some_and(|age| age < 31_536_000))
+        {
+            self.diags.warning(
+                self.key_span(&["routes", url, "tls", "strict_transport_security", "preload"]),
+                "browsers' preload lists need `include_subdomains: true` and a `max_age` of at least a year",
+            );
+        }
+        let mut client_certificate_authorities = Vec::new();
+        for (index, pem) in config
+            .client_certificate_authorities
+            .iter()
+            .flatten()
+            .enumerate()
+        {
+            if pem.contains("-----BEGIN CERTIFICATE-----") {
+                client_certificate_authorities.push(pem.clone());
+            } else {
+                let index = index.to_string();
+                self.diags
+                    .error(
+                        self.value_span(&[
+                            "routes",
+                            url,
+                            "tls",
+                            "client_certificate_authorities",
+                            &index,
+                        ]),
+                        "not a PEM certificate (no `-----BEGIN CERTIFICATE-----` block)",
+                    )
+                    .hint =
+                    Some("include the CA's file: `!include {type: string, path: ca.crt}`".into());
+            }
+        }
+        let require_client_certificate =
+            config.client_authentication == Some(ClientAuthentication::Require);
+        if config.client_authentication.is_some()
+            && config
+                .client_certificate_authorities
+                .as_ref()
+                .is_none_or(Vec::is_empty)
+        {
+            self.diags.error(
+                self.key_span(&["routes", url, "tls", "client_authentication"]),
+                "`client_authentication` needs `client_certificate_authorities`: the CAs client certificates must chain to",
+            );
+        }
+        if config.client_authentication.is_none() && !client_certificate_authorities.is_empty() {
+            self.diags.warning(
+                self.key_span(&["routes", url, "tls", "client_certificate_authorities"]),
+                "client CAs are ignored without `client_authentication: require`",
+            );
+            client_certificate_authorities.clear();
+        }
+        RouteTls {
+            strict_transport_security,
+            tls13_only: config.min_version == Some(TlsVersionName::Tls13),
+            require_client_certificate,
+            client_certificate_authorities,
+        }
+    }
+
     fn routes(&mut self, targets: &Targets) -> Vec<Route> {
         let urls = self.names("routes");
         let mut routes: Vec<Route> = Vec::new();
@@ -1041,11 +1131,8 @@ impl Normalizer<'_> {
                 }
             }
             let mut kept = BTreeMap::new();
-            for (key, value) in [
-                ("ssi", &config.ssi),
-                ("tls", &config.tls),
-                ("sticky", &config.sticky),
-            ] {
+            let tls = config.tls.as_ref().map(|tls| self.route_tls(url, tls));
+            for (key, value) in [("ssi", &config.ssi), ("sticky", &config.sticky)] {
                 if let Some(value) = value {
                     self.note_kept(&path, key, "Launchway's router does not act on it yet");
                     kept.insert(key.to_owned(), value.clone());
@@ -1072,6 +1159,7 @@ impl Normalizer<'_> {
                 redirects: config.redirects,
                 attributes: config.attributes.unwrap_or_default(),
                 generated: false,
+                tls,
                 kept,
             });
         }
@@ -1184,6 +1272,7 @@ fn generated_route(
         redirects: None,
         attributes: BTreeMap::new(),
         generated: true,
+        tls: None,
         kept: BTreeMap::new(),
     }
 }
