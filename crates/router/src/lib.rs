@@ -22,6 +22,9 @@
 //!   route gets a 301 there; HTTPS responses of routes with HSTS carry it.
 
 mod connect;
+use headers::{path_matches, prepare_headers, request_host, strip_hop_by_hop, text};
+mod headers;
+mod https;
 pub mod tls;
 
 pub use launchway_net::netns;
@@ -34,9 +37,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full, combinators::BoxBody};
+use http_body_util::{BodyExt as _, combinators::BoxBody};
 use hyper::body::{Body, Frame, Incoming};
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -244,23 +247,6 @@ struct Table {
     policies: HashMap<String, tls::HostTls>,
 }
 
-/// HTTPS: the certificates, the per-host configs built from them, and the
-/// port HTTPS is served on (0: none; plain requests are then served as
-/// they are).
-struct TlsState {
-    certificates: RwLock<Arc<tls::Certificates>>,
-    /// ACME HTTP-01 answers: token → key authorization.
-    challenges: std::sync::Mutex<HashMap<String, String>>,
-    configs: std::sync::Mutex<HashMap<String, Arc<rustls::ServerConfig>>>,
-    https_port: std::sync::atomic::AtomicU16,
-}
-
-impl std::fmt::Debug for TlsState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsState").finish_non_exhaustive()
-    }
-}
-
 #[derive(Debug)]
 struct Inner {
     settings: RouterSettings,
@@ -269,7 +255,7 @@ struct Inner {
     gates: std::sync::Mutex<HashMap<String, Arc<Gate>>>,
     registry: connect::Registry,
     generation: AtomicU64,
-    tls: TlsState,
+    tls: https::TlsState,
 }
 
 /// The router: cheap to clone, shared by the server and the deployer.
@@ -296,12 +282,7 @@ impl Router {
                 gates: std::sync::Mutex::new(HashMap::new()),
                 registry,
                 generation: AtomicU64::new(0),
-                tls: TlsState {
-                    certificates: RwLock::new(Arc::new(tls::Certificates::self_signed())),
-                    challenges: std::sync::Mutex::new(HashMap::new()),
-                    configs: std::sync::Mutex::new(HashMap::new()),
-                    https_port: std::sync::atomic::AtomicU16::new(0),
-                },
+                tls: https::TlsState::new(),
             }),
         }
     }
@@ -377,17 +358,6 @@ impl Router {
             .into_iter()
             .map(|((environment, host), https)| (environment, host, https))
             .collect()
-    }
-
-    /// Answers `GET /.well-known/acme-challenge/<token>` on plain HTTP with
-    /// `key_authorization` (RFC 8555 §8.3) until removed.
-    pub fn set_acme_challenge(&self, token: &str, key_authorization: &str) {
-        lock(&self.inner.tls.challenges).insert(token.to_owned(), key_authorization.to_owned());
-    }
-
-    /// Stops answering an ACME challenge.
-    pub fn remove_acme_challenge(&self, token: &str) {
-        lock(&self.inner.tls.challenges).remove(token);
     }
 
     /// Holds new requests to `environment` until [`Router::open`].
@@ -578,126 +548,6 @@ impl Router {
         }
     }
 
-    /// The port HTTPS is served on: plain requests to `https://` routes
-    /// are redirected there (0: none).
-    pub fn set_https_port(&self, port: u16) {
-        self.inner
-            .tls
-            .https_port
-            .store(port, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Uses `certificates` from now on (configs are rebuilt).
-    pub fn set_certificates(&self, certificates: tls::Certificates) {
-        let mut current = match self.inner.tls.certificates.write() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        *current = Arc::new(certificates);
-        lock(&self.inner.tls.configs).clear();
-    }
-
-    /// Installs a certificate for `pattern` (a host or `*.domain`); the
-    /// next handshakes use it (a renewal swaps it without a dropped request).
-    pub fn install_certificate(
-        &self,
-        pattern: &str,
-        key: rustls::sign::CertifiedKey,
-    ) -> Result<(), tls::TlsError> {
-        self.certificates().install(pattern, key)?;
-        lock(&self.inner.tls.configs).clear();
-        Ok(())
-    }
-
-    fn certificates(&self) -> Arc<tls::Certificates> {
-        match self.inner.tls.certificates.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    /// The server config for `host` (cached until certificates or routes
-    /// change).
-    fn tls_config(&self, host: &str) -> Option<Arc<rustls::ServerConfig>> {
-        if let Some(config) = lock(&self.inner.tls.configs).get(host) {
-            return Some(config.clone());
-        }
-        let key = self.certificates().for_host(host)?;
-        let policy = self.table().policies.get(host).cloned().unwrap_or_default();
-        match tls::server_config(key, &policy) {
-            Ok(config) => {
-                lock(&self.inner.tls.configs).insert(host.to_owned(), config.clone());
-                Some(config)
-            }
-            Err(error) => {
-                warn!(%error, %host, "no TLS config");
-                None
-            }
-        }
-    }
-
-    /// Serves HTTPS on `listeners` as [`Router::serve_threads`] serves
-    /// HTTP; plain requests to `https://` routes are redirected to `port`.
-    pub fn serve_tls_threads(
-        &self,
-        listeners: Vec<std::net::TcpListener>,
-        port: u16,
-        stop: CancellationToken,
-    ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
-        self.set_https_port(port);
-        self.spawn_threads(listeners, true, stop)
-    }
-
-    /// Serves HTTPS on `listener` until `stop` fires: the ClientHello's
-    /// name picks the certificate and the policy.
-    pub async fn serve_tls(&self, listener: tokio::net::TcpListener, stop: CancellationToken) {
-        let client = self.client();
-        loop {
-            let accepted = tokio::select! {
-                () = stop.cancelled() => return,
-                accepted = listener.accept() => accepted,
-            };
-            let (stream, peer) = match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    debug!(%error, "accept");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let router = self.clone();
-            let stop = stop.clone();
-            let client = client.clone();
-            let header_timeout = self.inner.settings.header_timeout;
-            tokio::spawn(async move {
-                let acceptor = tokio_rustls::LazyConfigAcceptor::new(
-                    rustls::server::Acceptor::default(),
-                    stream,
-                );
-                let Ok(Ok(start)) = tokio::time::timeout(header_timeout, acceptor).await else {
-                    return;
-                };
-                let host = start
-                    .client_hello()
-                    .server_name()
-                    .unwrap_or("localhost")
-                    .to_ascii_lowercase();
-                let Some(config) = router.tls_config(&host) else {
-                    return;
-                };
-                let Ok(Ok(tls)) =
-                    tokio::time::timeout(header_timeout, start.into_stream(config)).await
-                else {
-                    return;
-                };
-                router
-                    .serve_connection(TokioIo::new(tls), peer, client, true, stop)
-                    .await;
-            });
-        }
-    }
-
     fn table(&self) -> Arc<Table> {
         match self.inner.table.read() {
             Ok(guard) => guard.clone(),
@@ -725,7 +575,7 @@ impl Router {
         let path = request.uri().path().to_string();
         if let Some(token) = path.strip_prefix(ACME_CHALLENGE_PATH)
             && !secure
-            && let Some(answer) = lock(&self.inner.tls.challenges).get(token).cloned()
+            && let Some(answer) = self.inner.tls.challenge(token)
         {
             return text(StatusCode::OK, &answer);
         }
@@ -883,180 +733,5 @@ impl Router {
                 }
             }
         }
-    }
-}
-
-/// Whether `path` is under the route prefix `prefix` (on `/` boundaries).
-fn path_matches(prefix: &str, path: &str) -> bool {
-    if prefix == "/" || prefix.is_empty() {
-        return true;
-    }
-    match path.strip_prefix(prefix) {
-        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
-        None => false,
-    }
-}
-
-/// The request's host, lowercase, without port.
-fn request_host(request: &Request<Incoming>) -> String {
-    let raw = request
-        .uri()
-        .host()
-        .map(str::to_string)
-        .or_else(|| {
-            request
-                .headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
-    strip_port(&raw).to_ascii_lowercase()
-}
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.find(']').map_or(host, |end| &host[..=end]);
-    }
-    match host.rsplit_once(':') {
-        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
-        _ => host,
-    }
-}
-
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        if keep_upgrade && name == header::UPGRADE {
-            continue;
-        }
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        if keep_upgrade && (*name == "upgrade" || *name == "connection") {
-            continue;
-        }
-        headers.remove(*name);
-    }
-    if keep_upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
-}
-
-fn prepare_headers(
-    headers: &mut HeaderMap,
-    host: &str,
-    peer: SocketAddr,
-    upgrade: bool,
-    secure: bool,
-) {
-    strip_hop_by_hop(headers, upgrade);
-    let client = peer.ip().to_string();
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(previous) => format!("{previous}, {client}"),
-        None => client,
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert("x-forwarded-for", value);
-    }
-    headers.insert(
-        "x-forwarded-proto",
-        HeaderValue::from_static(if secure { "https" } else { "http" }),
-    );
-    if let Some(original) = headers.get(header::HOST).cloned() {
-        headers.insert("x-forwarded-host", original);
-    } else if let Ok(value) = HeaderValue::from_str(host) {
-        headers.insert("x-forwarded-host", value.clone());
-        headers.insert(header::HOST, value);
-    }
-}
-
-fn text(status: StatusCode, body: &str) -> Response<ProxyBody> {
-    let mut response = Response::new(
-        Full::new(Bytes::from(body.to_string()))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *response.status_mut() = status;
-    if !body.is_empty() {
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-    }
-    response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefixes_match_on_segment_boundaries() {
-        assert!(path_matches("/", "/anything"));
-        assert!(path_matches("/api", "/api"));
-        assert!(path_matches("/api", "/api/x"));
-        assert!(!path_matches("/api", "/apix"));
-        assert!(path_matches("/api/", "/api/x"));
-        assert!(!path_matches("/api/", "/api"));
-    }
-
-    #[test]
-    fn ports_are_stripped_from_hosts() {
-        assert_eq!(strip_port("main.p.localhost:8080"), "main.p.localhost");
-        assert_eq!(strip_port("main.p.localhost"), "main.p.localhost");
-        assert_eq!(strip_port("[::1]:80"), "[::1]");
-    }
-
-    #[test]
-    fn hop_by_hop_headers_go_and_listed_ones_too() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret"),
-        );
-        headers.insert("x-secret", HeaderValue::from_static("1"));
-        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        headers.insert("x-kept", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut headers, false);
-        assert!(headers.get("x-secret").is_none());
-        assert!(headers.get("keep-alive").is_none());
-        assert!(headers.get(header::CONNECTION).is_none());
-        assert!(headers.get("x-kept").is_some());
-    }
-
-    #[test]
-    fn forwarded_headers_append_the_client() {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, HeaderValue::from_static("a.example:8080"));
-        headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        prepare_headers(
-            &mut headers,
-            "a.example",
-            "127.0.0.2:5555".parse().expect("addr"),
-            false,
-            false,
-        );
-        assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
-        assert_eq!(headers["x-forwarded-host"], "a.example:8080");
-        assert_eq!(headers["x-forwarded-proto"], "http");
     }
 }
