@@ -682,6 +682,11 @@ fn acme_certificates_from_pebble_are_issued_renewed_under_load_and_survive_pebbl
                     .contains("ACME failed")
         })
     });
+    let environments = daemon.cli_ok(&["environments", "-p", "shop"]);
+    assert!(
+        environments.contains(&format!("HTTPS main: {www} (local-ca): ACME failed")),
+        "{environments}"
+    );
     let local_ca = daemon.data_dir().join("tls/local-ca.pem");
     let out = curl(
         &daemon,

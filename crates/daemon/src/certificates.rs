@@ -429,6 +429,27 @@ impl Daemon {
         Ok(proto::CertificateList { certificates: rows })
     }
 
+    /// An environment's certificates in a word, or its first host without
+    /// a valid one and why (`launchway environments`).
+    pub(crate) fn https_summary(&self, project: &str, environment: &str) -> String {
+        if self.router_https_addr.is_none() {
+            return String::new();
+        }
+        let Ok(list) = self.list_certificates(&proto::ListCertificatesRequest {
+            project: project.to_owned(),
+            environment: environment.to_owned(),
+        }) else {
+            return String::new();
+        };
+        match list.certificates.iter().find(|row| {
+            !(row.status == "valid" || (row.source == "acme" && row.status.starts_with("valid")))
+        }) {
+            Some(row) => format!("{} ({}): {}", row.host, row.source, row.status),
+            None if list.certificates.is_empty() => String::new(),
+            None => "valid".into(),
+        }
+    }
+
     /// Hosts that need an ACME certificate now.
     fn hosts_due(&self) -> Result<Vec<String>, launchway_store::StoreError> {
         let custom = self.store.certificates(CertificateSource::Custom)?;

@@ -402,6 +402,7 @@ impl Daemon {
             url,
             release: release.map(|r| r.id).unwrap_or_default(),
             head: env.head.clone().unwrap_or_default(),
+            https: self.https_summary(&env.project, &env.name),
         }
     }
 

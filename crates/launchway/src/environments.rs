@@ -159,6 +159,12 @@ pub(crate) fn list(settings_path: Option<&Path>, project: String) -> anyhow::Res
         &["NAME", "TYPE", "STATUS", "PARENT", "URL", "RELEASE"],
         &rows,
     );
+    // What needs attention about HTTPS, under the table (long reasons).
+    for env in &list.environments {
+        if !env.https.is_empty() && env.https != "valid" {
+            println!("HTTPS {}: {}", env.name, env.https);
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
