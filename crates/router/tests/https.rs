@@ -1,6 +1,7 @@
 //! HTTPS on the router over real sockets with a real TLS client (rustls):
 //! certificates by SNI from a local CA, `https://` routes redirected from
-//! plain HTTP, HSTS on HTTPS responses, a host that asks for TLS 1.3 only.
+//! plain HTTP, HSTS on HTTPS responses, a host that asks for TLS 1.3 only,
+//! requests held during a deploy.
 #![allow(clippy::tests_outside_test_module, clippy::unwrap_used)]
 
 use std::collections::HashMap;
@@ -210,6 +211,30 @@ async fn https_by_sni_with_redirects_hsts_and_a_tls13_only_host() {
         .await
         .unwrap();
     assert_eq!((status, hsts), (200, None));
+    // A deploy holds HTTPS requests as it holds plain ones: the request
+    // waits, unanswered, until the environment opens again.
+    router.hold("p/main");
+    let held = {
+        let both = both.clone();
+        tokio::spawn(async move { get_tls(&both, secure_address, "main.p.localhost").await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !held.is_finished(),
+        "an HTTPS request went through a held gate"
+    );
+    router.open(
+        "p/main",
+        HashMap::from([(
+            "web".to_string(),
+            Endpoint::Tcp {
+                netns: None,
+                address: ([127, 0, 0, 1], web_port).into(),
+            },
+        )]),
+    );
+    let (status, _, body) = held.await.unwrap().unwrap();
+    assert_eq!((status, body.as_str()), (200, "backend https"));
     // A client trusting another CA refuses the certificate.
     let (other, _) = new_local_ca("Someone else").unwrap();
     let stranger = client(&other, rustls::ALL_VERSIONS);
