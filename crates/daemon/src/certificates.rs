@@ -274,9 +274,9 @@ impl Daemon {
 
     /// `launchway certificate renew --host H`: an ACME attempt now.
     pub(crate) fn renew_certificate(&self, host: &str) -> Result<(), Status> {
-        if !self.settings.tls.acme {
+        if !self.settings.tls.acme || self.router_https_addr.is_none() {
             return Err(Status::failed_precondition(
-                "ACME is off: set `[tls] acme = true` in the settings",
+                "ACME is off: set `[router] https_listen` and `[tls] acme = true` in the settings",
             ));
         }
         let host = host.trim().to_ascii_lowercase();
@@ -592,7 +592,11 @@ impl Daemon {
 
     /// Keeps ACME certificates for the routed hosts until `stop`.
     pub(crate) async fn renew_certificates_forever(self: Arc<Self>, stop: CancellationToken) {
-        if !self.settings.tls.acme || self.router_https_addr.is_none() {
+        if !self.settings.tls.acme {
+            return;
+        }
+        if self.router_https_addr.is_none() {
+            warn!("`[tls] acme = true` does nothing without `[router] https_listen`");
             return;
         }
         loop {
