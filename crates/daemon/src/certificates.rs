@@ -93,17 +93,7 @@ fn explain(error: &TlsError) -> String {
 /// `example.com` or `*.example.com`: lowercase DNS labels.
 fn valid_pattern(pattern: &str) -> bool {
     let name = pattern.strip_prefix("*.").unwrap_or(pattern);
-    name.contains('.')
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        })
+    name.contains('.') && launchway_net::egress::is_host_name(name)
 }
 
 /// Writes `bytes` to `path` whole (temporary file, fsync, rename).

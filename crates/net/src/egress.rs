@@ -102,7 +102,9 @@ pub struct AllowList {
     rules: Vec<Rule>,
 }
 
-fn is_host_name(name: &str) -> bool {
+/// Whether `name` is a lowercase DNS name (labels of letters, digits and
+/// inner hyphens).
+pub fn is_host_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {

@@ -4,11 +4,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use crate::{Router, lock, tls};
 
@@ -132,24 +131,9 @@ impl Router {
     /// name picks the certificate and the policy.
     pub async fn serve_tls(&self, listener: tokio::net::TcpListener, stop: CancellationToken) {
         let client = self.client();
-        loop {
-            let accepted = tokio::select! {
-                () = stop.cancelled() => return,
-                accepted = listener.accept() => accepted,
-            };
-            let (stream, peer) = match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    debug!(%error, "accept");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let router = self.clone();
-            let stop = stop.clone();
-            let client = client.clone();
-            let header_timeout = self.inner.settings.header_timeout;
+        let header_timeout = self.inner.settings.header_timeout;
+        self.accept_each(&listener, &stop, |router, stream, peer| {
+            let (client, stop) = (client.clone(), stop.clone());
             tokio::spawn(async move {
                 let acceptor = tokio_rustls::LazyConfigAcceptor::new(
                     rustls::server::Acceptor::default(),
@@ -175,6 +159,7 @@ impl Router {
                     .serve_connection(TokioIo::new(tls), peer, client, true, stop)
                     .await;
             });
-        }
+        })
+        .await;
     }
 }

@@ -424,7 +424,7 @@ impl Router {
 
     /// A pooled client for the current runtime (connections to backends
     /// live on the runtime that made them).
-    fn client(&self) -> BackendClient {
+    pub(crate) fn client(&self) -> BackendClient {
         Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
@@ -484,6 +484,25 @@ impl Router {
     /// Serves HTTP on `listener` until `stop` fires.
     pub async fn serve(&self, listener: tokio::net::TcpListener, stop: CancellationToken) {
         let client = self.client();
+        self.accept_each(&listener, &stop, |router, stream, peer| {
+            let (client, stop) = (client.clone(), stop.clone());
+            tokio::spawn(async move {
+                router
+                    .serve_connection(TokioIo::new(stream), peer, client, false, stop)
+                    .await;
+            });
+        })
+        .await;
+    }
+
+    /// Accepts connections (no Nagle) until `stop` fires, handing each to
+    /// `on_connection`; a failed accept (out of descriptors) is retried.
+    pub(crate) async fn accept_each(
+        &self,
+        listener: &tokio::net::TcpListener,
+        stop: &CancellationToken,
+        mut on_connection: impl FnMut(Router, tokio::net::TcpStream, SocketAddr),
+    ) {
         loop {
             let accepted = tokio::select! {
                 () = stop.cancelled() => return,
@@ -498,19 +517,12 @@ impl Router {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let router = self.clone();
-            let stop = stop.clone();
-            let client = client.clone();
-            tokio::spawn(async move {
-                router
-                    .serve_connection(TokioIo::new(stream), peer, client, false, stop)
-                    .await;
-            });
+            on_connection(self.clone(), stream, peer);
         }
     }
 
     /// Serves HTTP/1.1 on one client connection (plain or TLS).
-    async fn serve_connection<IO>(
+    pub(crate) async fn serve_connection<IO>(
         self,
         io: IO,
         peer: SocketAddr,
