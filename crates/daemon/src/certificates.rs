@@ -96,6 +96,15 @@ fn valid_pattern(pattern: &str) -> bool {
     name.contains('.') && launchway_net::egress::is_host_name(name)
 }
 
+/// Whether a certificate valid until `not_after`, issued at `issued_at`,
+/// is due for renewal at `now`: within `renew_before` seconds of expiry, or
+/// within a third of its lifetime for short-lived ones (so a 6-day
+/// certificate is renewed with 2 days left, not at once).
+fn renewal_due(not_after: i64, issued_at: i64, now: i64, renew_before: i64) -> bool {
+    let lifetime = (not_after - issued_at).max(0);
+    not_after - now <= renew_before.min(lifetime / 3)
+}
+
 /// Writes `bytes` to `path` whole (temporary file, fsync, rename).
 fn write_whole(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write as _;
@@ -467,8 +476,12 @@ impl Daemon {
                 continue;
             }
             let fresh = acme.get(&host).is_some_and(|record| {
-                let lifetime = record.not_after - (record.added_at / 1000) as i64;
-                record.not_after - now > renew_before.min(lifetime / 3)
+                !renewal_due(
+                    record.not_after,
+                    (record.added_at / 1000) as i64,
+                    now,
+                    renew_before,
+                )
             });
             if state.forced || !fresh {
                 due.push(host);
@@ -616,6 +629,18 @@ impl Daemon {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renewal_comes_before_expiry_and_not_at_once_for_short_certificates() {
+        let day = 86_400;
+        // 90 days, renew 30 days before.
+        assert!(!renewal_due(90 * day, 0, 59 * day, 30 * day));
+        assert!(renewal_due(90 * day, 0, 60 * day, 30 * day));
+        assert!(renewal_due(90 * day, 0, 91 * day, 30 * day));
+        // 6 days: a third of the lifetime, not "30 days before" (at once).
+        assert!(!renewal_due(6 * day, 0, day, 30 * day));
+        assert!(renewal_due(6 * day, 0, 4 * day, 30 * day));
+    }
 
     #[test]
     fn patterns_are_hosts_or_one_label_wildcards() {
