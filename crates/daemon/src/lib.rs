@@ -28,6 +28,7 @@ mod certificates;
 mod crons;
 mod data_copy;
 mod deploy;
+mod deploy_start;
 pub mod doctor;
 mod egress;
 mod environments;
