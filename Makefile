@@ -72,7 +72,9 @@ clean:
 
 # Benchmarks of the real thing (release build; sshd needs root).
 # deploy-bench deploys a static std-only backend (bench/backend) and compares
-# the router with Debian's nginx; activate-bench
+# the router with Debian's nginx; https-bench compares the router's HTTPS with
+# nginx terminating TLS with the same certificate in front of the same backend
+# (keep-alive throughput and p99, full handshakes per second); activate-bench
 # clones 1 GiB on the host disk and on an XFS loop mount (nginx and xfsprogs
 # come from scripts/setup.sh); services-bench compares service containers with
 # the same servers run on the host (start, 1 GiB branch, idle memory);
@@ -85,6 +87,7 @@ bench:
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release -q --target $(HOST_TRIPLE) -p launchway-bench-backend
 	./scripts/with-containerd.sh ./target/release/push-bench ./target/release/launchway 5
 	./scripts/with-containerd.sh ./target/release/deploy-bench ./target/release/launchway ./target/$(HOST_TRIPLE)/release/launchway-bench-backend 3
+	./scripts/with-containerd.sh ./target/release/https-bench ./target/release/launchway ./target/$(HOST_TRIPLE)/release/launchway-bench-backend 3
 	./scripts/with-containerd.sh ./target/release/engine-bench
 	./scripts/with-containerd.sh ./target/release/activate-bench ./target/release/launchway
 	./scripts/with-containerd.sh ./target/release/services-bench ./target/release/launchway

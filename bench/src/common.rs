@@ -130,6 +130,8 @@ pub(crate) struct LaunchwayServer {
     pub(crate) ssh_command: String,
     /// The HTTP router's address.
     pub(crate) router: std::net::SocketAddr,
+    /// The HTTPS router's address (see [`LaunchwayServer::start_with_https`]).
+    pub(crate) https: Option<std::net::SocketAddr>,
     /// The data directory.
     pub(crate) data: PathBuf,
     namespace: Option<String>,
@@ -138,8 +140,35 @@ pub(crate) struct LaunchwayServer {
 
 impl LaunchwayServer {
     pub(crate) fn start(binary: &Path, root: &Path, key: &Path) -> anyhow::Result<LaunchwayServer> {
+        LaunchwayServer::start_with(binary, root, key, false)
+    }
+
+    /// As [`LaunchwayServer::start`], with the router serving HTTPS too
+    /// (`[router] https_listen`) on a port of its own.
+    pub(crate) fn start_with_https(
+        binary: &Path,
+        root: &Path,
+        key: &Path,
+    ) -> anyhow::Result<LaunchwayServer> {
+        LaunchwayServer::start_with(binary, root, key, true)
+    }
+
+    fn start_with(
+        binary: &Path,
+        root: &Path,
+        key: &Path,
+        with_https: bool,
+    ) -> anyhow::Result<LaunchwayServer> {
         let port = free_port()?;
         let router = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let https = if with_https {
+            Some(std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?)))
+        } else {
+            None
+        };
+        let https_listen = https
+            .map(|address| format!("https_listen = \"{address}\"\n"))
+            .unwrap_or_default();
         let data = root.join("launchway");
         let settings = root.join("launchway.toml");
         let containerd = containerd_settings();
@@ -150,7 +179,7 @@ impl LaunchwayServer {
         std::fs::write(
             &settings,
             format!(
-                "data_dir = \"{}\"\n[ssh]\nlisten = \"127.0.0.1:{port}\"\n[router]\nlisten = \"{router}\"\n[deploy]\nstop_grace_secs = 5\n{containerd}",
+                "data_dir = \"{}\"\n[ssh]\nlisten = \"127.0.0.1:{port}\"\n[router]\nlisten = \"{router}\"\n{https_listen}[deploy]\nstop_grace_secs = 5\n{containerd}",
                 data.display(),
             ),
         )?;
@@ -179,6 +208,7 @@ impl LaunchwayServer {
             key: key.to_path_buf(),
             ssh_command: ssh_command(key, &known_hosts),
             router,
+            https,
             data,
             namespace,
             stopped: false,
@@ -429,11 +459,30 @@ impl HostNginx {
         dir: &Path,
         http: impl FnOnce(std::net::SocketAddr) -> String,
     ) -> anyhow::Result<HostNginx> {
+        HostNginx::start_workers(binary, dir, "auto", http)
+    }
+
+    /// As [`HostNginx::start`], with `workers` worker processes.
+    pub(crate) fn start_with_workers(
+        binary: &Path,
+        dir: &Path,
+        workers: usize,
+        http: impl FnOnce(std::net::SocketAddr) -> String,
+    ) -> anyhow::Result<HostNginx> {
+        HostNginx::start_workers(binary, dir, &workers.to_string(), http)
+    }
+
+    fn start_workers(
+        binary: &Path,
+        dir: &Path,
+        workers: &str,
+        http: impl FnOnce(std::net::SocketAddr) -> String,
+    ) -> anyhow::Result<HostNginx> {
         std::fs::create_dir_all(dir.join("tmp"))?;
         let address = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let d = dir.display();
         let config = format!(
-            "user root;\nworker_processes auto;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\ndaemon off;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/tmp/body;\n  proxy_temp_path {d}/tmp/proxy;\n  fastcgi_temp_path {d}/tmp/fastcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n{}\n}}\n",
+            "user root;\nworker_processes {workers};\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\ndaemon off;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/tmp/body;\n  proxy_temp_path {d}/tmp/proxy;\n  fastcgi_temp_path {d}/tmp/fastcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n{}\n}}\n",
             http(address)
         );
         let path = dir.join("nginx.conf");
@@ -452,10 +501,58 @@ impl HostNginx {
 }
 
 impl Drop for HostNginx {
+    /// SIGTERM first: the master stops its workers (killed at once, it
+    /// would leave them serving); SIGKILL if it has not ended in 5 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The socket a unix-socket app (`upstream.socket_family: unix`) named
+/// `app` listens on, seen from the host.
+pub(crate) fn app_socket(data: &Path, app: &str) -> anyhow::Result<PathBuf> {
+    for environment in std::fs::read_dir(data.join("environments"))?.flatten() {
+        let socket = environment.path().join(format!("run/{app}-web/app.sock"));
+        if socket.exists() {
+            return Ok(socket);
+        }
+    }
+    bail!("the {app} app's socket was not found")
+}
+
+/// The `http {}` contents of nginx as a reverse proxy to `socket` with
+/// upstream keep-alive: one server whose `listen` directive says `listen`
+/// (an address, `ADDRESS ssl`, …), with `server` (directives, each line
+/// indented by four spaces and ended with a newline) before its location.
+pub(crate) fn nginx_proxy(socket: &Path, listen: &str, server: &str) -> String {
+    format!(
+        r#"  upstream backend {{
+    server unix:{socket};
+    keepalive 256;
+  }}
+  server {{
+    listen {listen};
+{server}    location / {{
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $host;
+    }}
+  }}"#,
+        socket = socket.display()
+    )
 }
 
 /// `files` files of `total` bytes together, in directories of 100.

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
-use common::{HostNginx, LaunchwayServer, git, run};
+use common::{HostNginx, LaunchwayServer, app_socket, git, nginx_proxy, run};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::Request;
 use load::{CONNECTIONS, DURATION, get_once, percentile, race};
@@ -105,7 +105,7 @@ fn main() -> anyhow::Result<()> {
         Ok(())
     })?;
 
-    let socket = find_socket(&server.data)?;
+    let socket = app_socket(&server.data, "fast")?;
     if rounds > 0 {
         let nginx = proxy_nginx(&nginx, root, &socket)?;
         runtime.block_on(router_vs_nginx(router, nginx.address, rounds))?;
@@ -135,39 +135,10 @@ fn push(work: &Path, remote: &str, ssh_command: &str) -> anyhow::Result<String> 
     Ok(log)
 }
 
-/// The `fast` app's socket on the host.
-fn find_socket(data: &Path) -> anyhow::Result<PathBuf> {
-    for environment in std::fs::read_dir(data.join("environments"))?.flatten() {
-        let socket = environment.path().join("run/fast-web/app.sock");
-        if socket.exists() {
-            return Ok(socket);
-        }
-    }
-    bail!("the fast app's socket was not found")
-}
-
 /// nginx as a reverse proxy to the backend's socket, with keep-alive.
 fn proxy_nginx(binary: &Path, root: &Path, socket: &Path) -> anyhow::Result<HostNginx> {
     HostNginx::start(binary, &root.join("nginx"), |address| {
-        format!(
-            r#"  upstream backend {{
-    server unix:{socket};
-    keepalive 256;
-  }}
-  server {{
-    listen {address};
-    location / {{
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $host;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto $scheme;
-      proxy_set_header X-Forwarded-Host $host;
-    }}
-  }}"#,
-            socket = socket.display()
-        )
+        nginx_proxy(socket, &address.to_string(), "")
     })
 }
 

@@ -1,5 +1,9 @@
-//! The closed-loop load both the deploy and web benches drive: N
-//! keep-alive HTTP/1.1 connections sending requests back to back.
+//! The closed-loop load the deploy, web and HTTPS benches drive: N
+//! keep-alive HTTP/1.1 connections sending requests back to back (or, to
+//! measure connection set-up, one request per connection), over plain TCP
+//! or whatever a [`Connect`] opens.
+// Each bench uses a part of it.
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -24,6 +28,37 @@ pub(crate) fn request(host: &str, path: &str) -> anyhow::Result<Request<Empty<By
     Ok(Request::get(path).header("host", host).body(Empty::new())?)
 }
 
+/// Opens the connections of a load.
+pub(crate) trait Connect: Clone + Send + Sync + 'static {
+    type Stream: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static;
+
+    fn connect(&self) -> impl Future<Output = anyhow::Result<Self::Stream>> + Send;
+}
+
+/// Plain TCP (`TCP_NODELAY`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tcp(pub(crate) SocketAddr);
+
+impl Connect for Tcp {
+    type Stream = TokioIo<tokio::net::TcpStream>;
+
+    async fn connect(&self) -> anyhow::Result<Self::Stream> {
+        let stream = tokio::net::TcpStream::connect(self.0).await?;
+        let _ = stream.set_nodelay(true);
+        Ok(TokioIo::new(stream))
+    }
+}
+
+/// How a load uses its connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reuse {
+    /// Requests back to back on each connection.
+    KeepAlive,
+    /// One request per connection (`Connection: close`), then a new
+    /// connection: each latency includes connecting.
+    NewConnection,
+}
+
 /// What a closed-loop run measured.
 pub(crate) struct Load {
     pub(crate) requests: usize,
@@ -46,10 +81,11 @@ pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index.min(sorted.len() - 1)]
 }
 
-/// `connections` keep-alive connections sending requests back to back for
-/// `duration`.
-pub(crate) async fn closed_loop(
-    address: SocketAddr,
+/// `connections` connections opened by `connect` sending requests back to
+/// back for `duration`, kept alive or not (`reuse`).
+pub(crate) async fn closed_loop_with<C: Connect>(
+    connect: C,
+    reuse: Reuse,
     host: &str,
     path: &str,
     connections: usize,
@@ -61,27 +97,37 @@ pub(crate) async fn closed_loop(
         .map(|_| {
             let host = host.to_string();
             let path = path.to_string();
+            let connect = connect.clone();
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut errors = 0usize;
                 'connect: while Instant::now() < deadline {
-                    let Ok(stream) = tokio::net::TcpStream::connect(address).await else {
+                    let connecting = Instant::now();
+                    let Ok(stream) = connect.connect().await else {
                         errors += 1;
                         continue;
                     };
-                    let _ = stream.set_nodelay(true);
                     let Ok((mut sender, connection)) =
-                        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+                        hyper::client::conn::http1::handshake(stream).await
                     else {
                         errors += 1;
                         continue;
                     };
                     tokio::spawn(connection);
                     while Instant::now() < deadline {
-                        let Ok(request) = request(&host, &path) else {
+                        let Ok(mut request) = request(&host, &path) else {
                             break 'connect;
                         };
-                        let sent = Instant::now();
+                        let sent = match reuse {
+                            Reuse::KeepAlive => Instant::now(),
+                            Reuse::NewConnection => {
+                                request.headers_mut().insert(
+                                    hyper::header::CONNECTION,
+                                    hyper::header::HeaderValue::from_static("close"),
+                                );
+                                connecting
+                            }
+                        };
                         match sender.send_request(request).await {
                             Ok(response) if response.status().is_success() => {
                                 if response.into_body().collect().await.is_err() {
@@ -94,6 +140,9 @@ pub(crate) async fn closed_loop(
                                 errors += 1;
                                 continue 'connect;
                             }
+                        }
+                        if reuse == Reuse::NewConnection {
+                            continue 'connect;
                         }
                     }
                 }
@@ -159,8 +208,30 @@ pub(crate) async fn race(
     path: &str,
     rounds: usize,
 ) -> (Side, Side) {
-    closed_loop(router, host, path, CONNECTIONS, Duration::from_secs(1)).await;
-    closed_loop(baseline, host, path, CONNECTIONS, Duration::from_secs(1)).await;
+    race_with(
+        Tcp(router),
+        Tcp(baseline),
+        Reuse::KeepAlive,
+        host,
+        path,
+        rounds,
+    )
+    .await
+}
+
+/// [`race`] over the connections `router` and `baseline` open, used as
+/// `reuse` says.
+pub(crate) async fn race_with<R: Connect, B: Connect>(
+    router: R,
+    baseline: B,
+    reuse: Reuse,
+    host: &str,
+    path: &str,
+    rounds: usize,
+) -> (Side, Side) {
+    let warm_up = Duration::from_secs(1);
+    closed_loop_with(router.clone(), reuse, host, path, CONNECTIONS, warm_up).await;
+    closed_loop_with(baseline.clone(), reuse, host, path, CONNECTIONS, warm_up).await;
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
     for round in 0..rounds.max(1) {
@@ -170,11 +241,15 @@ pub(crate) async fn race(
             [false, true]
         };
         for through_router in order {
-            let address = if through_router { router } else { baseline };
-            let load = closed_loop(address, host, path, CONNECTIONS, DURATION).await;
             if through_router {
+                let load =
+                    closed_loop_with(router.clone(), reuse, host, path, CONNECTIONS, DURATION)
+                        .await;
                 ours.push(load);
             } else {
+                let load =
+                    closed_loop_with(baseline.clone(), reuse, host, path, CONNECTIONS, DURATION)
+                        .await;
                 theirs.push(load);
             }
         }
