@@ -1,0 +1,65 @@
+//! Activities and their logs.
+
+use crate::{ACTIVITIES, Activity, Store, StoreError, decode, encode};
+
+impl Store {
+    // Activities.
+
+    /// A new, never reused activity number.
+    pub fn next_activity_id(&self) -> Result<u64, StoreError> {
+        // sled's ids start at 0; activity ids start at 1 so that 0 never names one.
+        Ok(self.db.generate_id()? + 1)
+    }
+
+    /// Creates or updates an activity.
+    pub fn put_activity(&self, activity: &Activity) -> Result<(), StoreError> {
+        self.activities
+            .insert(activity.id.to_be_bytes(), encode(activity))?;
+        self.flush()
+    }
+
+    /// The activity `id`.
+    pub fn activity(&self, id: u64) -> Result<Option<Activity>, StoreError> {
+        Self::get(&self.activities, ACTIVITIES, &id.to_be_bytes())
+    }
+
+    /// The activities of a project (every project when `None`), newest first,
+    /// at most `limit`.
+    pub fn activities(
+        &self,
+        project: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Activity>, StoreError> {
+        let mut found = Vec::new();
+        for item in self.activities.iter().rev() {
+            let (key, value) = item?;
+            let activity: Activity = decode(ACTIVITIES, &key, &value)?;
+            if project.is_none_or(|p| p == activity.project) {
+                found.push(activity);
+                if found.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Appends text to an activity's stored log. Not flushed: the log is
+    /// flushed with the activity's next state change.
+    pub fn append_log(&self, id: u64, text: &str) -> Result<(), StoreError> {
+        let mut key = id.to_be_bytes().to_vec();
+        key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
+        self.logs.insert(key, text.as_bytes())?;
+        Ok(())
+    }
+
+    /// The stored log of an activity.
+    pub fn log(&self, id: u64) -> Result<String, StoreError> {
+        let mut text = String::new();
+        for item in self.logs.scan_prefix(id.to_be_bytes()) {
+            let (_, value) = item?;
+            text.push_str(&String::from_utf8_lossy(&value));
+        }
+        Ok(text)
+    }
+}
