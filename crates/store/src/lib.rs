@@ -5,7 +5,7 @@
 //! activities and their logs (`activities.rs`), builds and their logs
 //! (`builds.rs`), releases and deployments (`releases.rs`), variables
 //! (`variables.rs`), backups (`backups.rs`) and certificates
-//! (`certificates.rs`); the record types are in `records.rs`. Every record
+//! (`certificates.rs`), API tokens (`tokens.rs`); the record types are in `records.rs`. Every record
 //! is stored as one version byte followed by JSON ([`SCHEMA_VERSION`]); a record
 //! written by a newer Launchway is refused with [`StoreError::Version`] rather
 //! than misread. Writes are flushed before the call returns, so a state change
@@ -18,6 +18,7 @@ mod certificates;
 mod projects;
 mod records;
 mod releases;
+mod tokens;
 mod variables;
 
 use std::path::Path;
@@ -32,6 +33,7 @@ pub use records::{
     BuildEgress, BuildStatus, Deployment, EgressTraffic, Environment, EnvironmentStatus,
     EnvironmentType, KeyGrant, Project, Release, ReleaseStatus, ReleaseVariable, Role, Variable,
 };
+pub use tokens::{NewToken, TokenRecord, secret_is_well_formed, token_hash};
 
 /// The encoding version written in front of every record.
 pub const SCHEMA_VERSION: u8 = 1;
@@ -91,6 +93,8 @@ pub struct Store {
     variables: sled::Tree,
     backups: sled::Tree,
     certificates: sled::Tree,
+    tokens: sled::Tree,
+    token_hashes: sled::Tree,
 }
 
 const PROJECTS: &str = "projects";
@@ -171,6 +175,8 @@ impl Store {
             variables: db.open_tree(VARIABLES)?,
             backups: db.open_tree(backups::BACKUPS)?,
             certificates: db.open_tree(certificates::CERTIFICATES)?,
+            tokens: db.open_tree(tokens::TOKENS)?,
+            token_hashes: db.open_tree(tokens::TOKEN_HASHES)?,
             db,
         })
     }
