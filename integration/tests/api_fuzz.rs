@@ -126,7 +126,23 @@ async fn read(
     client: &mut Client,
     rng: &mut impl Rng,
 ) -> (&'static str, Result<(), tonic::Status>) {
-    match rng.random_range(0..18) {
+    match rng.random_range(0..20) {
+        18 => {
+            let request = proto::ListCertificatesRequest {
+                project: text(rng, 8),
+                environment: environment(rng),
+            };
+            (
+                "ListCertificates",
+                client.list_certificates(request).await.map(drop),
+            )
+        }
+        19 => {
+            let request = proto::ListTokensRequest {
+                project: text(rng, 8),
+            };
+            ("ListTokens", client.list_tokens(request).await.map(drop))
+        }
         17 => (
             "GetProject",
             client
@@ -289,7 +305,49 @@ async fn write(
     client: &mut Client,
     rng: &mut impl Rng,
 ) -> (&'static str, Result<(), tonic::Status>) {
-    match rng.random_range(0..19) {
+    match rng.random_range(0..24) {
+        19 => {
+            let request = proto::AddCertificateRequest {
+                pattern: invalid(rng),
+                chain_pem: text(rng, 80),
+                key_pem: text(rng, 80),
+            };
+            (
+                "AddCertificate",
+                client.add_certificate(request).await.map(drop),
+            )
+        }
+        20 => {
+            let request = proto::RemoveCertificateRequest {
+                pattern: invalid(rng),
+            };
+            (
+                "RemoveCertificate",
+                client.remove_certificate(request).await.map(drop),
+            )
+        }
+        21 => {
+            let request = proto::RenewCertificateRequest { host: invalid(rng) };
+            (
+                "RenewCertificate",
+                client.renew_certificate(request).await.map(drop),
+            )
+        }
+        22 => {
+            let request = proto::CreateTokenRequest {
+                project: invalid(rng),
+                role: text(rng, 8),
+                environment: environment(rng),
+                expires: text(rng, 4),
+                name: text(rng, 8),
+                deploy_key: rng.random(),
+            };
+            ("CreateToken", client.create_token(request).await.map(drop))
+        }
+        23 => {
+            let request = proto::RevokeTokenRequest { id: invalid(rng) };
+            ("RevokeToken", client.revoke_token(request).await.map(drop))
+        }
         18 => {
             let request = proto::SetProjectSettingRequest {
                 project: project(rng),
@@ -570,8 +628,25 @@ async fn state(client: &mut Client) -> String {
         .await
         .unwrap()
         .into_inner();
+    // Settings are a map: printed sorted, so two reads of one state match.
+    let projects: Vec<String> = projects
+        .projects
+        .iter()
+        .map(|p| {
+            let settings: std::collections::BTreeMap<_, _> = p.settings.iter().collect();
+            format!(
+                "{} {} {} {} {settings:?}",
+                p.name, p.default_branch, p.git_remote, p.created_at
+            )
+        })
+        .collect();
+    let tokens = client
+        .list_tokens(proto::ListTokensRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     format!(
-        "{projects:?}\n{keys:?}\n{environments:?}\n{variables:?}\n{activities:?}\n{timings:?}\n{builds:?}\n{releases:?}\n{runtimes:?}"
+        "{projects:?}\n{tokens:?}\n{keys:?}\n{environments:?}\n{variables:?}\n{activities:?}\n{timings:?}\n{builds:?}\n{releases:?}\n{runtimes:?}"
     )
 }
 

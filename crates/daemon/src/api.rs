@@ -562,6 +562,32 @@ impl launchway_api::Launchway for ApiService {
         ))
     }
 
+    async fn create_token(
+        &self,
+        request: Request<proto::CreateTokenRequest>,
+    ) -> Result<Response<proto::TokenInfo>, Status> {
+        Ok(Response::new(
+            self.daemon.create_token(&request.into_inner())?,
+        ))
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<proto::ListTokensRequest>,
+    ) -> Result<Response<proto::TokenList>, Status> {
+        Ok(Response::new(
+            self.daemon.list_tokens(&request.into_inner().project)?,
+        ))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<proto::RevokeTokenRequest>,
+    ) -> Result<Response<proto::RevokeTokenReply>, Status> {
+        self.daemon.revoke_token(&request.into_inner().id)?;
+        Ok(Response::new(proto::RevokeTokenReply {}))
+    }
+
     async fn renew_certificate(
         &self,
         request: Request<proto::RenewCertificateRequest>,

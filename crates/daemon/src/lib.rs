@@ -52,6 +52,7 @@ mod service_data;
 mod services;
 mod settings;
 mod sync;
+mod tokens;
 mod variable_api;
 mod variables;
 

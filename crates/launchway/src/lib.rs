@@ -14,6 +14,7 @@ mod environments;
 mod hook;
 mod releases;
 mod runtimes;
+mod tokens;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -241,6 +242,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// API tokens: create (the secret is shown once), list, revoke.
+    Token {
+        #[command(subcommand)]
+        command: tokens::TokenCommand,
+    },
     /// Add or remove operators' certificates; renew an ACME one now.
     Certificate {
         #[command(subcommand)]
@@ -401,6 +407,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             environment,
             json,
         } => certificates::list(settings_path.as_deref(), project, environment, json),
+        Command::Token { command } => tokens::token(settings_path.as_deref(), command),
         Command::Certificate { command } => {
             certificates::certificate(settings_path.as_deref(), command)
         }
