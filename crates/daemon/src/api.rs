@@ -22,6 +22,15 @@ impl ApiService {
     }
 }
 
+/// `admin`, `contributor` or `viewer`, or a refusal that says so.
+pub(crate) fn parse_role(text: &str) -> Result<Role, Status> {
+    Role::parse(text).ok_or_else(|| {
+        Status::invalid_argument(format!(
+            "`{text}` is not a role: use admin, contributor or viewer"
+        ))
+    })
+}
+
 /// A state error as a status (logged here, said briefly to the client).
 pub(crate) fn internal(error: impl std::fmt::Display) -> Status {
     warn!(%error, "state error");
@@ -631,12 +640,7 @@ impl launchway_api::Launchway for ApiService {
     ) -> Result<Response<proto::KeyInfo>, Status> {
         let request = request.into_inner();
         let project = self.existing_project(&request.project)?;
-        let role = Role::parse(&request.role).ok_or_else(|| {
-            Status::invalid_argument(format!(
-                "`{}` is not a role: use admin, contributor or viewer",
-                request.role
-            ))
-        })?;
+        let role = parse_role(&request.role)?;
         let key = launchway_ssh::parse_public_key(&request.public_key)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let grant = KeyGrant {

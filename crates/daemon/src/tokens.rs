@@ -5,10 +5,10 @@
 //! are made over the operator's socket.
 
 use launchway_api::proto;
-use launchway_store::{NewToken, Role, TokenRecord};
+use launchway_store::{NewToken, TokenRecord};
 use tonic::Status;
 
-use crate::api::internal;
+use crate::api::{internal, parse_role};
 use crate::{Daemon, now_ms};
 
 /// `30d`, `12h`, `90m` in milliseconds.
@@ -48,12 +48,7 @@ impl Daemon {
         request: &proto::CreateTokenRequest,
     ) -> Result<proto::TokenInfo, Status> {
         let project = self.existing_project(&request.project)?;
-        let role = Role::parse(&request.role).ok_or_else(|| {
-            Status::invalid_argument(format!(
-                "`{}` is not a role: use admin, contributor or viewer",
-                request.role
-            ))
-        })?;
+        let role = parse_role(&request.role)?;
         let environment = match request.environment.trim() {
             "" => None,
             name => {
