@@ -5,6 +5,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // The HTTP API's JSON is these messages (snake_case fields, absent
+        // fields default), so both doors speak the same shapes.
+        .type_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)]")
+        .message_attribute(".", "#[serde(default)]")
         .compile_protos(&["proto/launchway.proto"], &["proto"])?;
     Ok(())
 }

@@ -107,7 +107,17 @@ pub async fn serve<S: Launchway>(
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(bound_status_message))
-        .add_service(LaunchwayServer::new(service))
+        // Whoever can open the 0600 socket is the host's operator: every
+        // request is marked so, and the service authorizes by that mark.
+        .add_service(LaunchwayServer::with_interceptor(
+            service,
+            |mut request: tonic::Request<()>| {
+                request
+                    .extensions_mut()
+                    .insert(launchway_ops::Principal::Operator);
+                Ok(request)
+            },
+        ))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(listener),
             shutdown,

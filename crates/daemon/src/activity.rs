@@ -123,6 +123,7 @@ impl Log {
         if let Err(error) = self.daemon.store.append_log(self.id, &line) {
             warn!(%error, activity = self.id, "cannot store the activity log");
         }
+        self.daemon.log_written.notify_waiters();
         if let Some(sink) = &self.sink {
             let _ = sink.send(line.into_bytes()).await;
         }
@@ -210,6 +211,7 @@ impl Daemon {
             if let Err(error) = self.store.put_activity(&activity) {
                 warn!(%error, "cannot record the activity end");
             }
+            self.log_written.notify_waiters();
             return ActivityResult::Failure;
         }
         activity.state = ActivityState::InProgress;
@@ -307,6 +309,7 @@ impl Daemon {
         if let Err(error) = self.store.put_activity(&activity) {
             warn!(%error, "cannot record the activity end");
         }
+        self.log_written.notify_waiters();
         result.unwrap_or(ActivityResult::Failure)
     }
 

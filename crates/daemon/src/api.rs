@@ -3,17 +3,19 @@
 use std::sync::Arc;
 
 use launchway_api::proto;
-use launchway_store::{Activity, KeyGrant, Project, Role};
+use launchway_store::{Project, Role};
 use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status};
 use tracing::warn;
 
-use crate::{Daemon, now_ms};
+use crate::Daemon;
+use crate::admission::principal;
+use launchway_ops::{ActionKind, Target};
 
 /// The tonic service.
 #[derive(Debug)]
 pub(crate) struct ApiService {
-    daemon: Arc<Daemon>,
+    pub(crate) daemon: Arc<Daemon>,
 }
 
 impl ApiService {
@@ -35,36 +37,6 @@ pub(crate) fn parse_role(text: &str) -> Result<Role, Status> {
 pub(crate) fn internal(error: impl std::fmt::Display) -> Status {
     warn!(%error, "state error");
     Status::internal(format!("the daemon cannot use its state: {error}"))
-}
-
-fn activity_info(activity: &Activity) -> proto::ActivityInfo {
-    proto::ActivityInfo {
-        id: activity.id,
-        project: activity.project.clone(),
-        environment: activity.environment.clone(),
-        r#type: activity.kind.as_str().into(),
-        description: activity.description.clone(),
-        state: activity.state.as_str().into(),
-        result: activity
-            .result
-            .map(|r| r.as_str().into())
-            .unwrap_or_default(),
-        created_at: activity.created_at,
-        started_at: activity.started_at.unwrap_or_default(),
-        completed_at: activity.completed_at.unwrap_or_default(),
-        timings_ms: activity.timings.clone().into_iter().collect(),
-    }
-}
-
-fn key_info(grant: &KeyGrant) -> proto::KeyInfo {
-    proto::KeyInfo {
-        project: grant.project.clone(),
-        fingerprint: grant.fingerprint.clone(),
-        role: grant.role.as_str().into(),
-        comment: grant.comment.clone(),
-        added_at: grant.added_at,
-        public_key: grant.public_key.clone(),
-    }
 }
 
 impl ApiService {
@@ -100,6 +72,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::ListReleasesRequest>,
     ) -> Result<Response<proto::ReleaseList>, Status> {
+        self.admit(&request)?;
         Ok(Response::new(
             self.daemon.list_releases(&request.into_inner())?,
         ))
@@ -109,6 +82,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::GetReleaseRequest>,
     ) -> Result<Response<proto::ReleaseInfo>, Status> {
+        self.admit(&request)?;
         Ok(Response::new(
             self.daemon.get_release(&request.into_inner().id)?,
         ))
@@ -118,6 +92,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::AppLogsRequest>,
     ) -> Result<Response<Self::AppLogsStream>, Status> {
+        self.admit(&request)?;
         Ok(Response::new(self.daemon.app_logs(&request.into_inner())?))
     }
     type ExportBuildStream = crate::build_api::DataStream;
@@ -127,6 +102,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::ListBuildsRequest>,
     ) -> Result<Response<proto::BuildList>, Status> {
+        self.admit(&request)?;
         let request = request.into_inner();
         Ok(Response::new(
             self.daemon.list_builds(&request.project, request.limit)?,
@@ -137,6 +113,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::GetBuildRequest>,
     ) -> Result<Response<proto::BuildInfo>, Status> {
+        self.admit(&request)?;
         Ok(Response::new(
             self.daemon.get_build(&request.into_inner().id)?,
         ))
@@ -146,6 +123,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::BuildLogsRequest>,
     ) -> Result<Response<Self::BuildLogsStream>, Status> {
+        self.admit(&request)?;
         let request = request.into_inner();
         Ok(Response::new(
             self.daemon.build_logs(&request.id, request.follow)?,
@@ -156,6 +134,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::ExportBuildRequest>,
     ) -> Result<Response<Self::ExportBuildStream>, Status> {
+        self.admit(&request)?;
         Ok(Response::new(
             self.daemon.export_build_stream(&request.into_inner().id)?,
         ))
@@ -165,6 +144,11 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<tonic::Streaming<proto::ImportBuildChunk>>,
     ) -> Result<Response<proto::BuildInfo>, Status> {
+        // Imports name their project inside the stream: the socket's
+        // operator only, until a door streams them.
+        self.check(&principal(&request)?, ActionKind::ImportBuild, |_| {
+            Ok(Target::host())
+        })?;
         Ok(Response::new(
             self.daemon
                 .import_build_stream(request.into_inner())
@@ -176,6 +160,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::StartBuildRequest>,
     ) -> Result<Response<Self::StartBuildStream>, Status> {
+        self.admit(&request)?;
         let request = request.into_inner();
         Ok(Response::new(
             self.daemon.start_build(&request.project, &request.branch)?,
@@ -186,6 +171,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::CancelActivityRequest>,
     ) -> Result<Response<proto::CancelActivityReply>, Status> {
+        self.admit(&request)?;
         Ok(Response::new(
             self.daemon.cancel_activity(&request.into_inner().id)?,
         ))
@@ -195,6 +181,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::ClearBuildCacheRequest>,
     ) -> Result<Response<proto::ClearBuildCacheReply>, Status> {
+        self.admit(&request)?;
         let request = request.into_inner();
         Ok(Response::new(
             self.daemon
@@ -205,8 +192,9 @@ impl launchway_api::Launchway for ApiService {
 
     async fn collect_garbage(
         &self,
-        _request: Request<proto::CollectGarbageRequest>,
+        request: Request<proto::CollectGarbageRequest>,
     ) -> Result<Response<proto::CollectGarbageReply>, Status> {
+        self.admit(&request)?;
         Ok(Response::new(self.daemon.garbage().await?))
     }
 
@@ -230,6 +218,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::SyncEnvironmentRequest>,
     ) -> Result<Response<Self::SyncEnvironmentStream>, Status> {
+        self.admit(&request)?;
         Ok(Response::new(
             self.daemon.sync_environment(&request.into_inner())?,
         ))
@@ -239,6 +228,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::EnvironmentRequest>,
     ) -> Result<Response<Self::MergeEnvironmentStream>, Status> {
+        self.admit_environment(ActionKind::MergeEnvironment, &request)?;
         Ok(Response::new(
             self.daemon.merge_environment(&request.into_inner())?,
         ))
@@ -248,6 +238,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::CreateBackupRequest>,
     ) -> Result<Response<Self::CreateBackupStream>, Status> {
+        self.admit(&request)?;
         Ok(Response::new(
             self.daemon.create_backup(&request.into_inner())?,
         ))
@@ -257,6 +248,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::ListBackupsRequest>,
     ) -> Result<Response<proto::BackupList>, Status> {
+        self.admit(&request)?;
         Ok(Response::new(
             self.daemon.list_backups(&request.into_inner())?,
         ))
@@ -266,6 +258,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::RestoreBackupRequest>,
     ) -> Result<Response<Self::RestoreBackupStream>, Status> {
+        self.admit(&request)?;
         Ok(Response::new(
             self.daemon.restore_backup(&request.into_inner())?,
         ))
@@ -275,6 +268,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::BackupRequest>,
     ) -> Result<Response<proto::DeleteBackupReply>, Status> {
+        self.admit_backup(ActionKind::DeleteBackup, &request)?;
         let request = request.into_inner();
         self.daemon
             .delete_backup(&request.project, &request.id)
@@ -286,6 +280,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::BackupRequest>,
     ) -> Result<Response<Self::ExportBackupStream>, Status> {
+        self.admit_backup(ActionKind::ExportBackup, &request)?;
         Ok(Response::new(
             self.daemon.export_backup_stream(&request.into_inner())?,
         ))
@@ -295,6 +290,11 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<tonic::Streaming<proto::ImportBuildChunk>>,
     ) -> Result<Response<proto::BackupInfo>, Status> {
+        // Imports name their project inside the stream: the socket's
+        // operator only, until a door streams them.
+        self.check(&principal(&request)?, ActionKind::ImportBackup, |_| {
+            Ok(Target::host())
+        })?;
         Ok(Response::new(
             self.daemon
                 .import_backup_stream(request.into_inner())
@@ -306,6 +306,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::ListEnvironmentsRequest>,
     ) -> Result<Response<proto::EnvironmentList>, Status> {
+        self.admit(&request)?;
         Ok(Response::new(
             self.daemon
                 .list_environments(&request.into_inner().project)?,
@@ -316,6 +317,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::EnvironmentRequest>,
     ) -> Result<Response<proto::ServiceList>, Status> {
+        self.admit_environment(ActionKind::ListServices, &request)?;
         let request = request.into_inner();
         let environment = self
             .daemon
@@ -340,6 +342,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::DeleteServiceDataRequest>,
     ) -> Result<Response<Self::DeleteServiceDataStream>, Status> {
+        self.admit(&request)?;
         Ok(Response::new(
             self.daemon.delete_service_data(&request.into_inner())?,
         ))
@@ -355,12 +358,16 @@ impl launchway_api::Launchway for ApiService {
     ) -> Result<Response<Self::ServiceClientStream>, Status> {
         use proto::service_client_input::Input;
         use proto::service_client_output::Output;
+        let who = principal(&request)?;
         let mut inputs = request.into_inner();
         let Some(Input::Start(start)) = inputs.message().await?.and_then(|m| m.input) else {
             return Err(Status::invalid_argument(
                 "the first message of a service client names what to run",
             ));
         };
+        self.check(&who, ActionKind::ServiceClient, |resolve| {
+            resolve.environment(&start.project, &start.environment)
+        })?;
         let (stdin, stdin_receiver) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
             while let Ok(Some(message)) = inputs.message().await {
@@ -388,6 +395,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::ActivateEnvironmentRequest>,
     ) -> Result<Response<Self::ActivateEnvironmentStream>, Status> {
+        self.admit(&request)?;
         Ok(Response::new(
             self.daemon.activate_environment(&request.into_inner())?,
         ))
@@ -397,6 +405,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::EnvironmentRequest>,
     ) -> Result<Response<Self::DeactivateEnvironmentStream>, Status> {
+        self.admit_environment(ActionKind::DeactivateEnvironment, &request)?;
         Ok(Response::new(
             self.daemon
                 .remove_environment(&request.into_inner(), false)?,
@@ -407,6 +416,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::EnvironmentRequest>,
     ) -> Result<Response<Self::DeleteEnvironmentStream>, Status> {
+        self.admit_environment(ActionKind::DeleteEnvironment, &request)?;
         Ok(Response::new(
             self.daemon
                 .remove_environment(&request.into_inner(), true)?,
@@ -417,6 +427,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::EnvironmentRequest>,
     ) -> Result<Response<Self::DeployStream>, Status> {
+        self.admit_environment(ActionKind::Deploy, &request)?;
         Ok(Response::new(
             self.daemon
                 .deploy_environment(&request.into_inner(), false)?,
@@ -427,6 +438,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::EnvironmentRequest>,
     ) -> Result<Response<Self::RedeployStream>, Status> {
+        self.admit_environment(ActionKind::Redeploy, &request)?;
         Ok(Response::new(
             self.daemon
                 .deploy_environment(&request.into_inner(), true)?,
@@ -437,6 +449,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::PromoteReleaseRequest>,
     ) -> Result<Response<Self::PromoteReleaseStream>, Status> {
+        self.admit(&request)?;
         Ok(Response::new(
             self.daemon.promote_release(&request.into_inner().id)?,
         ))
@@ -446,6 +459,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::ListVariablesRequest>,
     ) -> Result<Response<proto::VariableList>, Status> {
+        self.admit(&request)?;
         Ok(Response::new(
             self.daemon.list_variables(&request.into_inner())?,
         ))
@@ -455,6 +469,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::SetVariableRequest>,
     ) -> Result<Response<Self::SetVariableStream>, Status> {
+        self.admit(&request)?;
         Ok(Response::new(
             self.daemon.set_variable(&request.into_inner())?,
         ))
@@ -464,6 +479,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::EnvironmentRequest>,
     ) -> Result<Response<proto::CronList>, Status> {
+        self.admit_environment(ActionKind::ListCrons, &request)?;
         Ok(Response::new(
             self.daemon.list_crons(&request.into_inner())?,
         ))
@@ -473,6 +489,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::RunCronRequest>,
     ) -> Result<Response<Self::RunCronStream>, Status> {
+        self.admit(&request)?;
         Ok(Response::new(
             self.daemon.run_cron_now(&request.into_inner())?,
         ))
@@ -482,6 +499,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::DeleteVariableRequest>,
     ) -> Result<Response<Self::DeleteVariableStream>, Status> {
+        self.admit(&request)?;
         Ok(Response::new(
             self.daemon.delete_variable(&request.into_inner())?,
         ))
@@ -489,8 +507,9 @@ impl launchway_api::Launchway for ApiService {
 
     async fn list_runtimes(
         &self,
-        _request: Request<proto::ListRuntimesRequest>,
+        request: Request<proto::ListRuntimesRequest>,
     ) -> Result<Response<proto::RuntimeList>, Status> {
+        self.admit(&request)?;
         Ok(Response::new(self.daemon.list_runtimes().await?))
     }
 
@@ -498,6 +517,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::BuildRuntimeRequest>,
     ) -> Result<Response<Self::BuildRuntimeStream>, Status> {
+        self.admit(&request)?;
         let request = request.into_inner();
         Ok(Response::new(
             self.daemon.build_runtime(request.r#type, request.rebuild),
@@ -508,6 +528,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::ImportRuntimeRequest>,
     ) -> Result<Response<proto::RuntimeInfo>, Status> {
+        self.admit(&request)?;
         let request = request.into_inner();
         Ok(Response::new(
             self.daemon
@@ -520,14 +541,16 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::CreateProjectRequest>,
     ) -> Result<Response<proto::ProjectInfo>, Status> {
+        self.admit(&request)?;
         let project = self.daemon.create_project(request.into_inner()).await?;
         Ok(Response::new(self.project_info(&project)))
     }
 
     async fn server_info(
         &self,
-        _request: Request<proto::ServerInfoRequest>,
+        request: Request<proto::ServerInfoRequest>,
     ) -> Result<Response<proto::ServerInfoReply>, Status> {
+        self.admit(&request)?;
         let info = self.daemon.server_info();
         Ok(Response::new(proto::ServerInfoReply {
             version: info.version.into(),
@@ -548,6 +571,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::AddCertificateRequest>,
     ) -> Result<Response<proto::CertificateInfo>, Status> {
+        self.admit(&request)?;
         Ok(Response::new(
             self.daemon.add_certificate(&request.into_inner())?,
         ))
@@ -557,6 +581,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::RemoveCertificateRequest>,
     ) -> Result<Response<proto::RemoveCertificateReply>, Status> {
+        self.admit(&request)?;
         self.daemon
             .remove_certificate(&request.into_inner().pattern)?;
         Ok(Response::new(proto::RemoveCertificateReply {}))
@@ -566,6 +591,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::ListCertificatesRequest>,
     ) -> Result<Response<proto::CertificateList>, Status> {
+        self.admit(&request)?;
         Ok(Response::new(
             self.daemon.list_certificates(&request.into_inner())?,
         ))
@@ -575,6 +601,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::CreateTokenRequest>,
     ) -> Result<Response<proto::TokenInfo>, Status> {
+        self.admit(&request)?;
         Ok(Response::new(
             self.daemon.create_token(&request.into_inner())?,
         ))
@@ -584,6 +611,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::ListTokensRequest>,
     ) -> Result<Response<proto::TokenList>, Status> {
+        self.admit(&request)?;
         Ok(Response::new(
             self.daemon.list_tokens(&request.into_inner().project)?,
         ))
@@ -593,6 +621,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::RevokeTokenRequest>,
     ) -> Result<Response<proto::RevokeTokenReply>, Status> {
+        self.admit(&request)?;
         self.daemon.revoke_token(&request.into_inner().id)?;
         Ok(Response::new(proto::RevokeTokenReply {}))
     }
@@ -601,17 +630,23 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::RenewCertificateRequest>,
     ) -> Result<Response<proto::RenewCertificateReply>, Status> {
+        self.admit(&request)?;
         self.daemon.renew_certificate(&request.into_inner().host)?;
         Ok(Response::new(proto::RenewCertificateReply {}))
     }
 
     async fn list_projects(
         &self,
-        _request: Request<proto::ListProjectsRequest>,
+        request: Request<proto::ListProjectsRequest>,
     ) -> Result<Response<proto::ProjectList>, Status> {
+        let who = self.admit(&request)?;
         let projects = self.daemon.store.projects().map_err(internal)?;
         Ok(Response::new(proto::ProjectList {
-            projects: projects.iter().map(|p| self.project_info(p)).collect(),
+            projects: projects
+                .iter()
+                .filter(|project| who.sees_project(&project.name))
+                .map(|p| self.project_info(p))
+                .collect(),
         }))
     }
 
@@ -619,6 +654,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::GetProjectRequest>,
     ) -> Result<Response<proto::ProjectInfo>, Status> {
+        self.admit(&request)?;
         let project = self.existing_project(&request.into_inner().project)?;
         Ok(Response::new(self.project_info(&project)))
     }
@@ -627,6 +663,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::SetProjectSettingRequest>,
     ) -> Result<Response<proto::ProjectInfo>, Status> {
+        self.admit(&request)?;
         let request = request.into_inner();
         let project =
             self.daemon
@@ -638,69 +675,35 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::AddKeyRequest>,
     ) -> Result<Response<proto::KeyInfo>, Status> {
-        let request = request.into_inner();
-        let project = self.existing_project(&request.project)?;
-        let role = parse_role(&request.role)?;
-        let key = launchway_ssh::parse_public_key(&request.public_key)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let grant = KeyGrant {
-            project: project.name,
-            fingerprint: key.fingerprint,
-            public_key: key.public_key,
-            comment: key.comment,
-            role,
-            added_at: now_ms(),
-        };
-        self.daemon.store.put_key(&grant).map_err(internal)?;
-        Ok(Response::new(key_info(&grant)))
+        self.admit(&request)?;
+        Ok(Response::new(self.daemon.add_key(&request.into_inner())?))
     }
 
     async fn list_keys(
         &self,
         request: Request<proto::ListKeysRequest>,
     ) -> Result<Response<proto::KeyList>, Status> {
-        let project = request.into_inner().project;
-        let filter = if project.is_empty() {
-            None
-        } else {
-            Some(self.existing_project(&project)?.name)
-        };
-        let keys = self
-            .daemon
-            .store
-            .keys(filter.as_deref())
-            .map_err(internal)?;
-        Ok(Response::new(proto::KeyList {
-            keys: keys.iter().map(key_info).collect(),
-        }))
+        self.admit(&request)?;
+        Ok(Response::new(
+            self.daemon.list_keys(&request.into_inner().project)?,
+        ))
     }
 
     async fn remove_key(
         &self,
         request: Request<proto::RemoveKeyRequest>,
     ) -> Result<Response<proto::RemoveKeyReply>, Status> {
-        let request = request.into_inner();
-        let project = self.existing_project(&request.project)?;
-        let key = request.key.trim();
-        let fingerprint = if key.starts_with("SHA256:") {
-            key.to_owned()
-        } else {
-            launchway_ssh::parse_public_key(key)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?
-                .fingerprint
-        };
-        let removed = self
-            .daemon
-            .store
-            .remove_key(&project.name, &fingerprint)
-            .map_err(internal)?;
-        Ok(Response::new(proto::RemoveKeyReply { removed }))
+        self.admit(&request)?;
+        Ok(Response::new(
+            self.daemon.remove_key(&request.into_inner())?,
+        ))
     }
 
     async fn plan(
         &self,
         request: Request<proto::PlanRequest>,
     ) -> Result<Response<proto::PlanReply>, Status> {
+        self.admit(&request)?;
         let request = request.into_inner();
         Ok(Response::new(
             self.daemon
@@ -713,52 +716,42 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::ListActivitiesRequest>,
     ) -> Result<Response<proto::ActivityList>, Status> {
-        let request = request.into_inner();
-        let project = if request.project.is_empty() {
-            None
-        } else {
-            Some(self.existing_project(&request.project)?.name)
-        };
-        let limit = if request.limit == 0 {
-            20
-        } else {
-            request.limit as usize
-        };
-        let activities = self
-            .daemon
-            .store
-            .activities(project.as_deref(), usize::MAX)
-            .map_err(internal)?
-            .into_iter()
-            .filter(|a| request.environment.is_empty() || a.environment == request.environment)
-            .take(limit)
-            .map(|a| activity_info(&a))
-            .collect();
-        Ok(Response::new(proto::ActivityList { activities }))
+        self.admit(&request)?;
+        Ok(Response::new(
+            self.daemon.list_activities(&request.into_inner())?,
+        ))
     }
 
     async fn activity_log(
         &self,
         request: Request<proto::ActivityLogRequest>,
     ) -> Result<Response<proto::ActivityLogReply>, Status> {
-        let id = request.into_inner().id;
-        let activity = self
-            .daemon
-            .store
-            .activity(id)
-            .map_err(internal)?
-            .ok_or_else(|| Status::not_found(format!("there is no activity {id}")))?;
-        let log = self.daemon.store.log(id).map_err(internal)?;
-        Ok(Response::new(proto::ActivityLogReply {
-            activity: Some(activity_info(&activity)),
-            log,
-        }))
+        self.admit(&request)?;
+        Ok(Response::new(
+            self.daemon.activity_log(request.into_inner().id)?,
+        ))
+    }
+
+    type FollowActivityStream = crate::activity_views::FollowStream;
+
+    async fn follow_activity(
+        &self,
+        request: Request<proto::FollowActivityRequest>,
+    ) -> Result<Response<Self::FollowActivityStream>, Status> {
+        self.admit(&request)?;
+        let request = request.into_inner();
+        Ok(Response::new(
+            self.daemon.follow_activity(request.id, request.after)?,
+        ))
     }
 
     async fn pre_receive(
         &self,
         request: Request<proto::HookRequest>,
     ) -> Result<Response<proto::HookReply>, Status> {
+        self.check(&principal(&request)?, ActionKind::PreReceive, |_| {
+            Ok(Target::host())
+        })?;
         let request = request.into_inner();
         let session = self.push_session(&request.session)?;
         let accept = self
@@ -777,6 +770,9 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::HookRequest>,
     ) -> Result<Response<proto::HookReply>, Status> {
+        self.check(&principal(&request)?, ActionKind::PostReceive, |_| {
+            Ok(Target::host())
+        })?;
         let request = request.into_inner();
         let session = self.push_session(&request.session)?;
         let accept = self

@@ -18,6 +18,8 @@
 
 mod acme;
 mod activity;
+mod activity_views;
+mod admission;
 mod api;
 mod backup_archive;
 mod backup_schedule;
@@ -37,6 +39,7 @@ pub mod failpoint;
 mod fuzz;
 mod gate;
 mod host_fs;
+mod keys;
 mod logs;
 mod outage;
 mod policy;
@@ -197,6 +200,9 @@ pub(crate) struct Daemon {
     /// Backups (`project\0id`) a restore or an export is reading: never
     /// deleted meanwhile.
     pub(crate) backups_in_use: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    /// Woken whenever an activity's log grows or an activity ends
+    /// (followers of activity logs wait on it).
+    pub(crate) log_written: tokio::sync::Notify,
 }
 
 /// Who is serving, for `launchway doctor` and operators.
@@ -378,6 +384,7 @@ pub async fn serve(
         crons: std::sync::Mutex::new(HashMap::new()),
         busy: std::sync::Mutex::new(HashMap::new()),
         backups_in_use: Arc::default(),
+        log_written: tokio::sync::Notify::new(),
     });
     daemon.load_certificates()?;
     if router_https_addr.is_some() && daemon.settings.tls.fallback == settings::TlsFallback::LocalCa

@@ -53,6 +53,29 @@ impl Store {
         Ok(())
     }
 
+    /// The pieces of an activity's log stored after position `after` (0:
+    /// all), each with its position, oldest first. Positions only grow, so a
+    /// reader that resumes after the last one it saw sees every piece once.
+    pub fn log_after(&self, id: u64, after: u64) -> Result<Vec<(u64, String)>, StoreError> {
+        let mut start = id.to_be_bytes().to_vec();
+        // Positions are sled's ids plus one, so 0 can mean "from the start".
+        start.extend_from_slice(&after.to_be_bytes());
+        let mut pieces = Vec::new();
+        for item in self.logs.range(start..) {
+            let (key, value) = item?;
+            if key.len() != 16 || key[..8] != id.to_be_bytes() {
+                break;
+            }
+            let mut position = [0u8; 8];
+            position.copy_from_slice(&key[8..]);
+            pieces.push((
+                u64::from_be_bytes(position).saturating_add(1),
+                String::from_utf8_lossy(&value).into_owned(),
+            ));
+        }
+        Ok(pieces)
+    }
+
     /// The stored log of an activity.
     pub fn log(&self, id: u64) -> Result<String, StoreError> {
         let mut text = String::new();

@@ -1,7 +1,6 @@
 //! The records the store keeps. Times are milliseconds since the Unix epoch.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -70,44 +69,7 @@ impl BuildEgress {
     }
 }
 
-/// What a key may do on a project.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Fetch and clone.
-    Viewer,
-    /// Also push to any branch but the default one.
-    Contributor,
-    /// Also push the default branch and delete branches.
-    Admin,
-}
-
-impl Role {
-    /// The role's name as users write it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Contributor => "contributor",
-            Role::Admin => "admin",
-        }
-    }
-
-    /// Parses `admin`, `contributor` or `viewer`.
-    pub fn parse(text: &str) -> Option<Role> {
-        match text {
-            "viewer" => Some(Role::Viewer),
-            "contributor" => Some(Role::Contributor),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use launchway_ops::Role;
 
 /// An SSH public key granted a role on one project.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
