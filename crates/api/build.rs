@@ -8,7 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // The HTTP API's JSON is these messages (snake_case fields, absent
         // fields default), so both doors speak the same shapes.
         .type_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)]")
-        .message_attribute(".", "#[serde(default)]")
+        .message_attribute(".", "#[serde(default, deny_unknown_fields)]")
         .compile_protos(&["proto/launchway.proto"], &["proto"])?;
     Ok(())
 }

@@ -564,6 +564,10 @@ impl launchway_api::Launchway for ApiService {
                 .router_https_listen
                 .map(|address| address.to_string())
                 .unwrap_or_default(),
+            http_listen: info
+                .http_listen
+                .map(|address| address.to_string())
+                .unwrap_or_default(),
         }))
     }
 

@@ -39,6 +39,7 @@ pub mod failpoint;
 mod fuzz;
 mod gate;
 mod host_fs;
+mod http_door;
 mod keys;
 mod logs;
 mod outage;
@@ -117,6 +118,9 @@ pub enum DaemonError {
     /// The API server stopped with an error.
     #[error("the API server failed")]
     Api(#[source] tonic::transport::Error),
+    /// The HTTP API's listener cannot be set up.
+    #[error("the HTTP API: {0}")]
+    Http(String),
     /// No containerd to run containers with.
     #[error("no containerd: {0}")]
     Containerd(#[source] launchway_containerd::EngineError),
@@ -187,6 +191,8 @@ pub(crate) struct Daemon {
     pub(crate) router_addr: SocketAddr,
     /// Where the router serves HTTPS, when it does.
     pub(crate) router_https_addr: Option<SocketAddr>,
+    /// Where the HTTP API listens, when it does.
+    pub(crate) http_addr: Option<SocketAddr>,
     /// ACME: each host's last outcome and the account (`certificates.rs`).
     pub(crate) acme: certificates::AcmeState,
     /// Per environment (`project/env`), the socket factory of its namespace.
@@ -213,6 +219,7 @@ pub(crate) struct ServerInfo {
     pub(crate) ssh_listen: SocketAddr,
     pub(crate) router_listen: SocketAddr,
     pub(crate) router_https_listen: Option<SocketAddr>,
+    pub(crate) http_listen: Option<SocketAddr>,
     pub(crate) data_dir: PathBuf,
     pub(crate) containerd_socket: PathBuf,
     pub(crate) embedded_containerd: bool,
@@ -227,6 +234,7 @@ impl Daemon {
             ssh_listen: self.ssh_addr,
             router_listen: self.router_addr,
             router_https_listen: self.router_https_addr,
+            http_listen: self.http_addr,
             data_dir: self.settings.data_dir.clone(),
             containerd_socket: self.engine.socket().to_path_buf(),
             embedded_containerd: self.engine.socket() != self.settings.containerd.socket,
@@ -349,6 +357,21 @@ pub async fn serve(
         None => None,
     };
     let router_https_addr = https_listeners.as_ref().map(|(_, bound)| *bound);
+    let http = match settings.http.listen {
+        Some(address) => {
+            let bind = |source| DaemonError::Bind {
+                address: address.to_string(),
+                source,
+            };
+            let listener = tokio::net::TcpListener::bind(address).await.map_err(bind)?;
+            let bound = listener.local_addr().map_err(bind)?;
+            let tls = http_door::tls_config(&settings.http, &data)
+                .map_err(|error| DaemonError::Http(error.to_string()))?;
+            Some((listener, bound, tls))
+        }
+        None => None,
+    };
+    let http_addr = http.as_ref().map(|(_, bound, _)| *bound);
     let router = launchway_router::Router::new(launchway_router::RouterSettings {
         hold_timeout: Duration::from_secs(settings.router.hold_timeout_secs),
         ..Default::default()
@@ -368,6 +391,7 @@ pub async fn serve(
         router: router.clone(),
         router_addr,
         router_https_addr,
+        http_addr,
         acme: certificates::AcmeState::default(),
         factories: std::sync::Mutex::new(HashMap::new()),
         settings,
@@ -393,7 +417,8 @@ pub async fn serve(
     }
     daemon.reconcile_at_start().await?;
     let https = router_https_addr.map_or_else(String::new, |address| address.to_string());
-    info!(ssh = %ssh_addr, api = %socket.display(), router = %router_addr, https = %https, data = %data.display(), "launchway is serving");
+    let http_api = http_addr.map_or_else(String::new, |address| address.to_string());
+    info!(ssh = %ssh_addr, api = %socket.display(), http_api = %http_api, router = %router_addr, https = %https, data = %data.display(), "launchway is serving");
 
     let stop = CancellationToken::new();
     let mut router_threads = router
@@ -435,6 +460,16 @@ pub async fn serve(
         stop.clone().cancelled_owned(),
     ));
 
+    if let Some((listener, _, tls)) = http {
+        let door = launchway_http::HttpDoor::new(
+            Arc::new(api::ApiService::new(daemon.clone())),
+            Arc::new(http_door::TokenAuthenticator {
+                daemon: daemon.clone(),
+            }),
+            daemon.settings.http.failed_auth_per_minute,
+        );
+        tokio::spawn(door.serve(listener, tls, stop.clone()));
+    }
     let mut ssh_task = ssh_task;
     let mut api_task = api_task;
     let early = tokio::select! {

@@ -67,6 +67,36 @@ pub struct Settings {
     pub services: ServicesSettings,
     /// HTTPS certificates.
     pub tls: TlsSettings,
+    /// The HTTP API.
+    pub http: HttpSettings,
+}
+
+/// `[http]`: the HTTPS API (and, later, the console) for remote CLIs and CI.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// The listen address (`""`: no HTTP API).
+    #[serde(with = "optional_address")]
+    pub listen: Option<SocketAddr>,
+    /// A PEM certificate chain; empty: a self-signed one made on first
+    /// start in `<data_dir>/http/`.
+    pub certificate: PathBuf,
+    /// Its PEM private key.
+    pub key: PathBuf,
+    /// Failed authentications one address may make in a minute before it
+    /// is answered 429 until the minute ends.
+    pub failed_auth_per_minute: u32,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            listen: None,
+            certificate: PathBuf::new(),
+            key: PathBuf::new(),
+            failed_auth_per_minute: 10,
+        }
+    }
 }
 
 /// `[services]`.
@@ -357,6 +387,7 @@ impl Default for Settings {
             deploy: DeploySettings::default(),
             services: ServicesSettings::default(),
             tls: TlsSettings::default(),
+            http: HttpSettings::default(),
         }
     }
 }
