@@ -652,6 +652,16 @@ impl Daemon {
             .unwrap_or_else(|| panic!("no HTTPS address in the log:\n{log}"))
     }
 
+    /// The HTTP API's address (from the daemon's log).
+    pub fn http_api_addr(&self) -> std::net::SocketAddr {
+        let log = self.log();
+        log.split(" http_api=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|address| address.parse().ok())
+            .unwrap_or_else(|| panic!("no HTTP API address in the log:\n{log}"))
+    }
+
     /// The router's address (from the daemon's log).
     pub fn router_addr(&self) -> std::net::SocketAddr {
         let log = self.log();

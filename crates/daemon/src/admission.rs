@@ -9,7 +9,7 @@
 //! principal may not see answers exactly as a missing one.
 
 use launchway_api::proto;
-use launchway_ops::{ActionKind, Denied, Principal, Target, authorize};
+use launchway_ops::{ActionKind, Denied, Need, Principal, Target, authorize};
 use tonic::{Request, Status};
 
 use crate::api::{ApiService, internal};
@@ -298,6 +298,12 @@ impl ApiService {
         // answers they had before doors existed (no lookups added).
         if *who == Principal::Operator {
             return Ok(());
+        }
+        // Host-wide operations are refused before anything is looked up,
+        // as the table orders them.
+        if kind.need() == Need::Operator {
+            return authorize(who, kind, &Target::host(), now_ms())
+                .map_err(|denied| Status::permission_denied(denied.to_string()));
         }
         let resolver = Resolver {
             daemon: &self.daemon,
