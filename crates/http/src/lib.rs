@@ -22,9 +22,12 @@
 
 mod dispatch;
 mod limits;
+mod pinning;
+mod remote;
 mod request;
 mod routes;
 mod serve;
 
+pub use remote::{Remote, RemoteSettings, RemoteStream, connect};
 pub use routes::{ROUTES, Route, SOCKET_ONLY, Shape};
 pub use serve::{Authenticate, HttpDoor};

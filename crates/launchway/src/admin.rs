@@ -104,9 +104,19 @@ pub(crate) fn with_client<T>(
         &mut launchway_api::LaunchwayClient<tonic::transport::Channel>,
     ) -> Result<T, tonic::Status>,
 ) -> anyhow::Result<T> {
-    let settings = Settings::load(settings_path)?;
+    let remote = crate::remote::remote(settings_path)?;
+    let settings = match remote {
+        Some(_) => None,
+        None => Some(Settings::load(settings_path)?),
+    };
     runtime()?.block_on(async {
-        let mut client = launchway_api::connect(&settings.socket_path()).await?;
+        let mut client = match (&remote, &settings) {
+            (Some(remote), _) => launchway_http::connect(remote)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?,
+            (None, Some(settings)) => launchway_api::connect(&settings.socket_path()).await?,
+            (None, None) => anyhow::bail!("no daemon to talk to"),
+        };
         body(&mut client)
             .await
             .map_err(|status| anyhow::anyhow!("{}", status.message()))

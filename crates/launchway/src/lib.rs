@@ -13,6 +13,7 @@ mod doctor;
 mod environments;
 mod hook;
 mod releases;
+mod remote;
 mod runtimes;
 mod tokens;
 
@@ -53,6 +54,15 @@ enum Command {
     },
     /// Run the daemon: SSH for git, the admin API on a unix socket.
     Serve,
+    /// Use a daemon's HTTP API from this machine: checks the token (read
+    /// from LAUNCHWAY_TOKEN or stdin), pins the API's certificate, and saves
+    /// both for the next commands (without --config).
+    Login {
+        /// `https://host:port` of the daemon's `[http] listen`.
+        url: String,
+    },
+    /// Forget the saved login.
+    Logout,
     /// Check that this host can run `launchway serve` with these settings:
     /// each check passes or says what is wrong and how to fix it; exits 1
     /// when something needed fails.
@@ -338,6 +348,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings_path = cli.config.clone();
     match cli.command {
         Command::Serve => admin::serve(settings_path.as_deref()),
+        Command::Login { url } => remote::login(&url),
+        Command::Logout => remote::logout(),
         Command::Doctor { json } => doctor::doctor(settings_path.as_deref(), json),
         Command::Settings { command } => doctor::settings(settings_path.as_deref(), command),
         Command::Hook { name } => hook::run(&name),
