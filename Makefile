@@ -62,6 +62,7 @@ it:
 # Regenerate the committed JSON Schema from the model.
 schema:
 	$(CARGO) run -q -p launchway --bin launchway -- config schema > config-schema/launchway.schema.json
+	LAUNCHWAY_UPDATE_SNAPSHOTS=1 $(CARGO) test -q -p launchway-http openapi
 
 # Rewrite every fixture's expected.txt from the current output; review the diff.
 fixtures-update:

@@ -7,7 +7,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         // The HTTP API's JSON is these messages (snake_case fields, absent
         // fields default), so both doors speak the same shapes.
-        .type_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)]")
+        .type_attribute(
+            ".",
+            "#[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]",
+        )
         .message_attribute(".", "#[serde(default, deny_unknown_fields)]")
         .compile_protos(&["proto/launchway.proto"], &["proto"])?;
     Ok(())

@@ -22,12 +22,14 @@
 
 mod dispatch;
 mod limits;
+mod openapi;
 mod pinning;
 mod remote;
 mod request;
 mod routes;
 mod serve;
 
+pub use openapi::openapi;
 pub use remote::{Remote, RemoteSettings, RemoteStream, connect};
 pub use routes::{ROUTES, Route, SOCKET_ONLY, Shape};
 pub use serve::{Authenticate, HttpDoor};
