@@ -5,6 +5,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Maps in a stable order: the same answer prints the same JSON.
+        .btree_map(".")
         // The HTTP API's JSON is these messages (snake_case fields, absent
         // fields default), so both doors speak the same shapes.
         .type_attribute(

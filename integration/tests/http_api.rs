@@ -647,3 +647,222 @@ fn refusals_are_json_that_says_what_to_do_and_guessing_is_slowed() {
     let wait: u64 = answer.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=60).contains(&wait), "{wait}");
 }
+
+/// A generator from `$LAUNCHWAY_FUZZ_SEED`, or a random seed (printed).
+#[allow(clippy::print_stdout)] // the seed must reach the test output
+fn seeded() -> rand::rngs::StdRng {
+    use rand::{RngExt as _, SeedableRng as _};
+    let seed: u64 = std::env::var("LAUNCHWAY_FUZZ_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    println!("seed {seed} (LAUNCHWAY_FUZZ_SEED replays it)");
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
+fn junk(rng: &mut rand::rngs::StdRng) -> String {
+    use rand::RngExt as _;
+    // What a client may put in a URL (the rest it must escape; hyper
+    // itself answers a raw one with a bare 400), bad escapes included; no
+    // real name, so no request is a valid change by chance.
+    const PIECES: &[&str] = &[
+        "%",
+        "%2",
+        "%zz",
+        "%00",
+        "%2F",
+        "..",
+        ".",
+        "%C3%A9",
+        "%F0%9F%98%80",
+        "%FF",
+        "a",
+        "%7Bid%7D",
+        "'",
+        "%22",
+        "%3C",
+        "%3E",
+        ";",
+        "=",
+        "&",
+        "?",
+        "%23",
+        "~",
+        "-",
+        "_",
+        "0",
+        "18446744073709551616",
+        "%20",
+    ];
+    let n = rng.random_range(0..5);
+    (0..n)
+        .map(|_| PIECES[rng.random_range(0..PIECES.len())])
+        .collect::<String>()
+}
+
+/// A JSON value no scalar or list-of-text field takes.
+fn wrong_value(rng: &mut rand::rngs::StdRng) -> serde_json::Value {
+    use rand::RngExt as _;
+    match rng.random_range(0..3) {
+        0 => serde_json::json!({"nested": junk(rng)}),
+        1 => serde_json::json!([{"x": 1}, {}]),
+        _ => serde_json::json!({}),
+    }
+}
+
+/// What a caller can see of the project, to show nothing changed.
+fn state(api: SocketAddr, token: &str) -> Vec<String> {
+    [
+        "/api/v1/projects",
+        "/api/v1/projects/shop/environments",
+        "/api/v1/projects/shop/releases",
+        "/api/v1/projects/shop/builds",
+        "/api/v1/projects/shop/variables",
+        "/api/v1/projects/shop/activities?limit=1000",
+        "/api/v1/projects/shop/keys",
+        "/api/v1/tokens?project=shop",
+    ]
+    .iter()
+    .map(|path| curl(api, Some(token), "GET", path, None, &[]).body)
+    .collect()
+}
+
+#[test]
+fn random_requests_to_every_route_are_refused_with_a_message_and_change_nothing() {
+    use rand::RngExt as _;
+    let daemon =
+        Daemon::start_with("[http]\nlisten = \"127.0.0.1:0\"\nfailed_auth_per_minute = 100000\n");
+    let api = daemon.http_api_addr();
+    daemon.use_busybox_runtime("python:3.11");
+    let work: Work = daemon.admin_work("shop");
+    work.write(".upsun/config.yaml", APP);
+    work.commit("first");
+    work.push_ok("main", &[]);
+    daemon.wait_idle("shop");
+    let (admin, _) = token(&daemon, "shop", &["--role", "admin"]);
+    let before = state(api, &admin);
+    let mut rng = seeded();
+    let description = launchway_http::openapi();
+    let mut failures = Vec::new();
+    let methods = ["GET", "POST", "PUT", "DELETE", "PATCH"];
+    for round in 0..300 {
+        let route = &launchway_http::ROUTES[rng.random_range(0..launchway_http::ROUTES.len())];
+        let (method, path, body) = match round % 4 {
+            // The route, with junk in its braced segments.
+            0 => {
+                let path: String = route
+                    .path
+                    .split('/')
+                    .map(|part| {
+                        if part.starts_with('{') {
+                            let piece = junk(&mut rng);
+                            if piece.is_empty() {
+                                "x".to_owned()
+                            } else {
+                                piece
+                            }
+                        } else {
+                            part.to_owned()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("/");
+                (route.method, path, None)
+            }
+            // Real fields of the operation with values of no field's type.
+            1 | 2 => {
+                let operation =
+                    &description["paths"][route.path][route.method.to_ascii_lowercase()];
+                let mut names: Vec<String> = operation["parameters"]
+                    .as_array()
+                    .map(|ps| {
+                        ps.iter()
+                            .filter_map(|p| p["name"].as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if let Some(properties) =
+                    operation["requestBody"]["content"]["application/json"]["schema"]["properties"]
+                        .as_object()
+                {
+                    names.extend(properties.keys().cloned());
+                }
+                names.push("not_a_field".into());
+                let mut body = serde_json::Map::new();
+                for _ in 0..rng.random_range(1..3) {
+                    let name = names[rng.random_range(0..names.len())].clone();
+                    body.insert(name, wrong_value(&mut rng));
+                }
+                let path = route
+                    .path
+                    .replace("{project}", "shop")
+                    .replace("{environment}", "main");
+                let path = path
+                    .split('/')
+                    .map(|part| if part.starts_with('{') { "x" } else { part })
+                    .collect::<Vec<_>>()
+                    .join("/");
+                let method = if route.method == "GET" {
+                    "POST"
+                } else {
+                    route.method
+                };
+                let body = if rng.random_range(0..5) == 0 {
+                    junk(&mut rng)
+                } else {
+                    serde_json::Value::Object(body).to_string()
+                };
+                if route.method == "GET" {
+                    (
+                        route.method,
+                        format!("{path}?{}={}", junk(&mut rng), junk(&mut rng)),
+                        None,
+                    )
+                } else {
+                    (method, path, Some(body))
+                }
+            }
+            // Anywhere, any method.
+            _ => (
+                methods[rng.random_range(0..methods.len())],
+                format!("/api/v1/{}/{}", junk(&mut rng), junk(&mut rng)),
+                None,
+            ),
+        };
+        let path = path.replace(' ', "%20");
+        let answer = curl(
+            api,
+            Some(&admin),
+            method,
+            &path,
+            body.as_deref(),
+            &["--max-time", "5", "--path-as-is"],
+        );
+        let message = serde_json::from_str::<serde_json::Value>(&answer.body)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned));
+        // Requests that happen to be valid are answered; every other one
+        // is a 4xx with a message; none is a 5xx.
+        let fine = match answer.status {
+            200..300 => true,
+            400..500 => message.is_some_and(|m| !m.is_empty()),
+            _ => false,
+        };
+        if !fine {
+            failures.push(format!(
+                "{method} {path} {body:?}: {} {}",
+                answer.status, answer.body
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} answers were not refusals with a message:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    let after = state(api, &admin);
+    for (before, after) in before.iter().zip(&after) {
+        assert_eq!(before, after, "random requests changed something");
+    }
+}
