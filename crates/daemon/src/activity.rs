@@ -33,6 +33,9 @@ pub(crate) enum Work {
     Push { update: RefUpdate, activate: bool },
     /// `launchway build`: build a commit, deploy nothing.
     Build { commit: String },
+    /// `launchway build|deploy DIR`: build an uploaded commit (`uploads.rs`),
+    /// and deploy it with `deploy`.
+    Upload { commit: String, deploy: bool },
     /// Build the branch head and deploy it (`launchway deploy`, and a
     /// variable change: the build is reused unless a build-visible one changed).
     DeployHead,
@@ -229,7 +232,10 @@ impl Daemon {
         // else in the queue acts on them, so running crons end first.
         if !matches!(
             work,
-            Work::Cron { .. } | Work::Build { .. } | Work::Backup { .. }
+            Work::Cron { .. }
+                | Work::Build { .. }
+                | Work::Upload { deploy: false, .. }
+                | Work::Backup { .. }
         ) {
             self.stop_crons(&activity.project, &activity.environment, &log)
                 .await;
@@ -244,6 +250,10 @@ impl Daemon {
                     .await
             }
             Work::Build { commit } => self.build_activity(&activity, commit, &log, &cancel).await,
+            Work::Upload { commit, deploy } => {
+                self.upload_activity(&activity, commit, *deploy, &log, &cancel)
+                    .await
+            }
             Work::DeployHead => self.deploy_head_activity(&activity, &log, &cancel).await,
             Work::Activate => self.activate_activity(&activity, &log, &cancel).await,
             Work::Deactivate => self.deactivate_activity(&activity, &log).await,
@@ -409,6 +419,29 @@ impl Daemon {
             BTreeMap::new(),
             Instant::now(),
             false,
+        )
+        .await
+    }
+
+    /// An uploaded directory's commit, built as any commit is (and deployed).
+    async fn upload_activity(
+        &self,
+        activity: &Activity,
+        commit: &str,
+        deploy: bool,
+        log: &Log,
+        cancel: &CancellationToken,
+    ) -> Result<BTreeMap<String, u64>, Ended> {
+        let env = self.activity_environment(activity)?;
+        self.build_and_report(
+            activity,
+            &env,
+            commit,
+            log,
+            cancel,
+            BTreeMap::new(),
+            Instant::now(),
+            deploy,
         )
         .await
     }

@@ -156,6 +156,37 @@ impl launchway_api::Launchway for ApiService {
         ))
     }
 
+    type UploadSourceStream = crate::build_api::LogStream;
+
+    async fn upload_source(
+        &self,
+        request: Request<tonic::Streaming<proto::SourceChunk>>,
+    ) -> Result<Response<Self::UploadSourceStream>, Status> {
+        let who = principal(&request)?;
+        let mut chunks = request.into_inner();
+        let start = chunks.message().await?.ok_or_else(|| {
+            Status::invalid_argument("an upload starts with a message naming its project")
+        })?;
+        self.check(&who, ActionKind::UploadSource, |resolve| {
+            resolve.environment(&start.project, &start.environment)
+        })?;
+        let first = bytes::Bytes::from(start.data.clone());
+        let rest = futures_util::stream::unfold(chunks, |mut chunks| async move {
+            match chunks.message().await {
+                Ok(Some(chunk)) => Some((Ok(bytes::Bytes::from(chunk.data)), chunks)),
+                Ok(None) => None,
+                Err(status) => Some((Err(status), chunks)),
+            }
+        });
+        let data = futures_util::StreamExt::boxed(futures_util::StreamExt::chain(
+            futures_util::stream::once(async move { Ok(first) }),
+            rest,
+        ));
+        Ok(Response::new(
+            self.daemon.upload_source(&start, data).await?,
+        ))
+    }
+
     async fn start_build(
         &self,
         request: Request<proto::StartBuildRequest>,

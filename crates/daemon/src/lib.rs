@@ -57,6 +57,7 @@ mod services;
 mod settings;
 mod sync;
 mod tokens;
+mod uploads;
 mod variable_api;
 mod variables;
 

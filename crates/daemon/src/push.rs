@@ -331,7 +331,7 @@ impl Daemon {
 
 /// Reads the config at `commit` (quarantined objects first): `Ok` with the
 /// warnings text, or `Err` with the diagnostics.
-async fn validate_commit(
+pub(crate) async fn validate_commit(
     repo: PathBuf,
     quarantine: Option<PathBuf>,
     commit: String,

@@ -198,6 +198,93 @@ impl Git {
         }
     }
 
+    /// Records the files of `dir` as a commit of `repo` (parent `parent`),
+    /// kept reachable by `reference`; `index` is a scratch index file. The
+    /// tree is what `git add -A` sees, so `.gitignore` files in `dir` apply.
+    pub async fn commit_directory(
+        &self,
+        repo: &Path,
+        dir: &Path,
+        index: &Path,
+        parent: Option<&str>,
+        message: &str,
+        reference: &str,
+    ) -> Result<String, GitError> {
+        let mut add = self.hermetic();
+        add.arg("--git-dir")
+            .arg(repo)
+            .arg("--work-tree")
+            .arg(dir)
+            .env("GIT_INDEX_FILE", index)
+            .args(["add", "-A", "."])
+            .current_dir(dir);
+        self.run(add, "add").await?;
+        let mut write = self.hermetic();
+        write
+            .arg("--git-dir")
+            .arg(repo)
+            .env("GIT_INDEX_FILE", index)
+            .arg("write-tree");
+        let tree = self.output(write, "write-tree").await?;
+        let mut commit = self.hermetic();
+        commit
+            .arg("--git-dir")
+            .arg(repo)
+            .envs([
+                ("GIT_AUTHOR_NAME", "Launchway"),
+                ("GIT_AUTHOR_EMAIL", "launchway@localhost"),
+                ("GIT_COMMITTER_NAME", "Launchway"),
+                ("GIT_COMMITTER_EMAIL", "launchway@localhost"),
+            ])
+            .args(["commit-tree", &tree, "-m", message]);
+        if let Some(parent) = parent {
+            commit.args(["-p", parent]);
+        }
+        let id = self.output(commit, "commit-tree").await?;
+        let mut update = self.hermetic();
+        update
+            .arg("--git-dir")
+            .arg(repo)
+            .args(["update-ref", reference, &id]);
+        self.run(update, "update-ref").await?;
+        Ok(id)
+    }
+
+    /// Deletes `reference` of `repo` (an upload refused after all).
+    pub async fn delete_ref(&self, repo: &Path, reference: &str) -> Result<(), GitError> {
+        let mut command = self.hermetic();
+        command
+            .arg("--git-dir")
+            .arg(repo)
+            .args(["update-ref", "-d", reference]);
+        self.run(command, "update-ref -d").await
+    }
+
+    async fn output(
+        &self,
+        mut command: tokio::process::Command,
+        name: &str,
+    ) -> Result<String, GitError> {
+        let output = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .await
+            .map_err(|source| GitError::Spawn {
+                program: self.program.display().to_string(),
+                source,
+            })?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        } else {
+            Err(GitError::Command {
+                command: name.to_owned(),
+                status: output.status,
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            })
+        }
+    }
+
     async fn run(&self, mut command: tokio::process::Command, name: &str) -> Result<(), GitError> {
         let output = command
             .stdout(Stdio::null())

@@ -32,4 +32,4 @@ mod serve;
 pub use openapi::openapi;
 pub use remote::{Remote, RemoteSettings, RemoteStream, connect};
 pub use routes::{ROUTES, Route, SOCKET_ONLY, Shape};
-pub use serve::{Authenticate, HttpDoor};
+pub use serve::{Authenticate, HttpDoor, Uploads};

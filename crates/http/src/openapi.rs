@@ -53,6 +53,7 @@ messages! {
     GetBuild => GetBuildRequest -> BuildInfo,
     BuildLogs => BuildLogsRequest -> LogChunk,
     StartBuild => StartBuildRequest -> LogChunk,
+    UploadSource => SourceChunk -> LogChunk,
     ExportBuild => ExportBuildRequest -> DataChunk,
     ClearBuildCache => ClearBuildCacheRequest -> ClearBuildCacheReply,
     CollectGarbage => CollectGarbageRequest -> CollectGarbageReply,
@@ -143,7 +144,21 @@ pub fn openapi() -> Value {
             "x-launchway-deploy-key".into(),
             json!(route.kind.deploy_key()),
         );
-        if matches!(route.method, "GET" | "DELETE") {
+        if route.shape == Shape::Upload {
+            parameters.extend(rest.iter().filter(|(name, _)| *name != "data").map(
+                |(name, schema)| {
+                    json!({"name": name, "in": "query", "required": false, "schema": schema})
+                },
+            ));
+            operation.insert(
+                "requestBody".into(),
+                json!({
+                    "required": true,
+                    "description": "A tar of the source tree.",
+                    "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}
+                }),
+            );
+        } else if matches!(route.method, "GET" | "DELETE") {
             parameters.extend(rest.iter().map(|(name, schema)| {
                 json!({"name": name, "in": "query", "required": false, "schema": schema})
             }));
@@ -186,7 +201,7 @@ pub fn openapi() -> Value {
                     json!({"description": "A stream of events.", "content": events}),
                 );
             }
-            Shape::Activity => {
+            Shape::Activity | Shape::Upload => {
                 responses.insert(
                     "202".into(),
                     json!({

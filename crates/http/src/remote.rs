@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt as _, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode, header};
 use hyper_util::rt::TokioIo;
@@ -42,6 +43,8 @@ pub struct RemoteSettings {
     /// Told when the API's certificate is pinned for the first time.
     pub notice: fn(&str),
 }
+
+type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A stream of replies read from Server-Sent Events.
 pub type RemoteStream<T> = ReceiverStream<Result<T, Status>>;
@@ -140,6 +143,22 @@ impl Remote {
         body: Option<Vec<u8>>,
         events: bool,
     ) -> Result<Response<Incoming>, Status> {
+        let json = body.is_some();
+        let body = Full::new(Bytes::from(body.unwrap_or_default()))
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        self.send_body(method, path, body, json, events).await
+    }
+
+    /// Sends one request with `body` on a connection of its own.
+    async fn send_body(
+        &self,
+        method: &str,
+        path: &str,
+        body: UnsyncBoxBody<Bytes, BodyError>,
+        json: bool,
+        events: bool,
+    ) -> Result<Response<Incoming>, Status> {
         let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|e| self.unreachable(e))?;
@@ -167,11 +186,16 @@ impl Remote {
         if events {
             request = request.header(header::ACCEPT, "text/event-stream");
         }
-        if body.is_some() {
-            request = request.header(header::CONTENT_TYPE, "application/json");
-        }
+        request = request.header(
+            header::CONTENT_TYPE,
+            if json {
+                "application/json"
+            } else {
+                "application/x-tar"
+            },
+        );
         let request = request
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .body(body)
             .map_err(|e| Status::internal(e.to_string()))?;
         let response = sender
             .send_request(request)
@@ -220,7 +244,7 @@ impl Remote {
             }
         }
         fields.retain(|_, value| !is_default(value));
-        if matches!(route.method, "GET" | "DELETE") {
+        if matches!(route.method, "GET" | "DELETE") || route.shape == Shape::Upload {
             let mut query = Vec::new();
             for (name, value) in &fields {
                 match value {
@@ -274,6 +298,60 @@ impl Remote {
         let (route, path, body) = Self::request_of(kind, message)?;
         let response = self
             .send(route.method, &path, body, route.shape != Shape::Data)
+            .await?;
+        let (sender, receiver) = mpsc::channel(64);
+        tokio::spawn(read_events(response.into_body(), sender));
+        Ok(tonic::Response::new(ReceiverStream::new(receiver)))
+    }
+
+    /// `UploadSource`: the first message names where, the data of every
+    /// message is the request's body as it comes.
+    async fn upload(
+        &self,
+        mut chunks: tonic::Streaming<proto::SourceChunk>,
+    ) -> Result<tonic::Response<RemoteStream<proto::LogChunk>>, Status> {
+        let start = chunks.message().await?.ok_or_else(|| {
+            Status::invalid_argument("an upload starts with a message naming its project")
+        })?;
+        let mut first = proto::SourceChunk {
+            data: Vec::new(),
+            ..start.clone()
+        };
+        // The route names the environment: the project's default one when
+        // the caller named none, as over the socket.
+        if first.environment.is_empty() {
+            let project: tonic::Response<proto::ProjectInfo> = self
+                .unary(
+                    ActionKind::GetProject,
+                    &proto::GetProjectRequest {
+                        project: first.project.clone(),
+                    },
+                )
+                .await?;
+            first.environment = project.into_inner().default_branch;
+        }
+        let (route, path, _) = Self::request_of(ActionKind::UploadSource, &first)?;
+        let head = Bytes::from(start.data);
+        let rest = futures_util::stream::unfold(chunks, |mut chunks| async move {
+            match chunks.message().await {
+                Ok(Some(chunk)) => Some((Ok(Bytes::from(chunk.data)), chunks)),
+                Ok(None) => None,
+                Err(status) => Some((Err(status), chunks)),
+            }
+        });
+        let frames = futures_util::StreamExt::map(
+            futures_util::StreamExt::chain(
+                futures_util::stream::once(async move { Ok(head) }),
+                rest,
+            ),
+            |item: Result<Bytes, Status>| {
+                item.map(hyper::body::Frame::data)
+                    .map_err(|status| -> BodyError { status.message().to_owned().into() })
+            },
+        );
+        let body = StreamBody::new(frames).boxed_unsync();
+        let response = self
+            .send_body(route.method, &path, body, false, true)
             .await?;
         let (sender, receiver) = mpsc::channel(64);
         tokio::spawn(read_events(response.into_body(), sender));
@@ -462,6 +540,11 @@ macro_rules! remote_service {
             async fn $dm(&self, request: tonic::Request<proto::$dt>) -> Result<tonic::Response<Self::$dn>, Status> {
                 self.data(ActionKind::$dk, request.get_ref()).await
             })*
+
+            type UploadSourceStream = RemoteStream<proto::LogChunk>;
+            async fn upload_source(&self, request: tonic::Request<tonic::Streaming<proto::SourceChunk>>) -> Result<tonic::Response<Self::UploadSourceStream>, Status> {
+                self.upload(request.into_inner()).await
+            }
 
             async fn pre_receive(&self, _: tonic::Request<proto::HookRequest>) -> Result<tonic::Response<proto::HookReply>, Status> {
                 Err(over_the_socket("a git hook"))

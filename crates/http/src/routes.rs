@@ -18,6 +18,8 @@ pub enum Shape {
     Events,
     /// Bytes (`application/octet-stream`).
     Data,
+    /// The request's body is bytes (a tar); answered as [`Shape::Activity`].
+    Upload,
 }
 
 /// One route.
@@ -39,7 +41,7 @@ const fn route(method: &'static str, path: &'static str, kind: ActionKind, shape
     }
 }
 
-use Shape::{Activity, Data, Events, Unary};
+use Shape::{Activity, Data, Events, Unary, Upload};
 
 const P: &str = "/api/v1/projects/{project}";
 
@@ -84,6 +86,12 @@ pub const ROUTES: &[Route] = &[
     ),
     route("GET", at!("/builds"), ListBuilds, Unary),
     route("POST", at!("/builds"), StartBuild, Activity),
+    route(
+        "POST",
+        at!("/environments/{environment}/source"),
+        UploadSource,
+        Upload,
+    ),
     route("GET", "/api/v1/builds/{id}", GetBuild, Unary),
     route("GET", "/api/v1/builds/{id}/log", BuildLogs, Events),
     route("GET", "/api/v1/builds/{id}/export", ExportBuild, Data),

@@ -26,6 +26,22 @@ use crate::limits::Limiter;
 use crate::request::{fields, percent_decode, query_pairs};
 use crate::routes::{Miss, Route, Shape, find};
 
+/// Operations whose request body is bytes, not JSON: the door hands the
+/// body over as it arrives.
+pub trait Uploads: Send + Sync + 'static {
+    /// `UploadSource`: `start` names the project, environment and whether
+    /// to deploy; `data` is the tar. Authorization is the implementor's
+    /// (the core's), as for every operation.
+    fn receive_upload(
+        &self,
+        who: Principal,
+        start: launchway_api::proto::SourceChunk,
+        data: BoxStream<'static, Result<Bytes, Status>>,
+    ) -> impl std::future::Future<
+        Output = Result<BoxStream<'static, Result<launchway_api::proto::LogChunk, Status>>, Status>,
+    > + Send;
+}
+
 /// Turns a bearer secret into who it stands for.
 pub trait Authenticate: Send + Sync + 'static {
     /// The principal, or why not (said to the client as is: no secrets).
@@ -201,7 +217,7 @@ fn events(
         .boxed()
 }
 
-impl<S: Launchway> HttpDoor<S> {
+impl<S: Launchway + Uploads> HttpDoor<S> {
     pub fn new(
         service: Arc<S>,
         authenticator: Arc<dyn Authenticate>,
@@ -387,6 +403,29 @@ impl<S: Launchway> HttpDoor<S> {
         {
             texts.push(("after".into(), last));
         }
+        if route.shape == Shape::Upload {
+            let fields = fields::<launchway_api::proto::SourceChunk>(&texts, None)?;
+            let start: launchway_api::proto::SourceChunk = crate::request::decode(fields)?;
+            let data = http_body_util::BodyStream::new(request.into_body())
+                .filter_map(|frame| {
+                    std::future::ready(match frame {
+                        Ok(frame) => frame.into_data().ok().map(Ok),
+                        Err(error) => Some(Err(Status::cancelled(format!(
+                            "the upload broke off: {error}"
+                        )))),
+                    })
+                })
+                .boxed();
+            let chunks = self.service.receive_upload(who, start, data).await?;
+            let items = chunks
+                .map(|item| {
+                    item.and_then(|chunk| {
+                        serde_json::to_value(chunk).map_err(|e| Status::internal(e.to_string()))
+                    })
+                })
+                .boxed();
+            return Ok(render(route, Reply::Stream(items), wants_events).await);
+        }
         let body = read_body(request.into_body()).await?;
         let fields = message_fields(route.kind, &texts, body)?;
         let reply = call(&*self.service, route.kind, &who, fields).await?;
@@ -520,7 +559,9 @@ async fn render(route: &Route, reply: Reply, wants_events: bool) -> Response<Bod
             );
             response
         }
-        Reply::Stream(items) if route.shape != Shape::Activity || wants_events => {
+        Reply::Stream(items)
+            if !matches!(route.shape, Shape::Activity | Shape::Upload) || wants_events =>
+        {
             sse_response(events(route.kind, items))
         }
         Reply::Stream(mut items) => {

@@ -16,6 +16,7 @@ mod releases;
 mod remote;
 mod runtimes;
 mod tokens;
+mod upload;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -131,17 +132,24 @@ enum Command {
         #[arg(long, short = 'p')]
         project: String,
         /// The branch (the project's default branch when omitted).
-        #[arg(long = "ref")]
+        #[arg(long = "ref", short = 'e', alias = "environment")]
         branch: Option<String>,
+        /// Build this directory instead (a checkout: what .gitignore lets
+        /// through), as a commit of the environment, without `git push`.
+        dir: Option<PathBuf>,
     },
-    /// Build an environment's head (reusing builds) and deploy it.
+    /// Build an environment's head (reusing builds) and deploy it; or, with
+    /// DIR, build and deploy that directory (CI without `git push`).
     Deploy {
         /// The project.
         #[arg(long, short = 'p')]
         project: String,
-        /// The environment.
+        /// The environment (with DIR: the project's default one when
+        /// omitted).
         #[arg(long, short = 'e')]
-        environment: String,
+        environment: Option<String>,
+        /// Deploy this directory (a checkout: what .gitignore lets through).
+        dir: Option<PathBuf>,
     },
     /// Deploy the serving release again (nothing is built).
     Redeploy {
@@ -371,9 +379,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             limit,
             command,
         } => builds::builds(settings_path.as_deref(), project, limit, command),
-        Command::Build { project, branch } => {
-            builds::build(settings_path.as_deref(), project, branch)
-        }
+        Command::Build {
+            project,
+            branch,
+            dir: Some(dir),
+        } => upload::upload(settings_path.as_deref(), project, branch, &dir, false),
+        Command::Build {
+            project,
+            branch,
+            dir: None,
+        } => builds::build(settings_path.as_deref(), project, branch),
         Command::Gc => builds::gc(settings_path.as_deref()),
         Command::Crons {
             project,
@@ -383,7 +398,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Deploy {
             project,
             environment,
-        } => environments::deploy(settings_path.as_deref(), project, environment, false),
+            dir: Some(dir),
+        } => upload::upload(settings_path.as_deref(), project, environment, &dir, true),
+        Command::Deploy {
+            project,
+            environment,
+            dir: None,
+        } => {
+            let environment = anyhow::Context::context(
+                environment,
+                "name the environment to deploy with -e (or give a directory to deploy)",
+            )?;
+            environments::deploy(settings_path.as_deref(), project, environment, false)
+        }
         Command::Redeploy {
             project,
             environment,

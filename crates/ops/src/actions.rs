@@ -75,6 +75,7 @@ actions! {
     GetBuild => Read, deploy_key: true;
     BuildLogs => Read, deploy_key: true;
     StartBuild => Change, deploy_key: true;
+    UploadSource => Change, deploy_key: true;
     ExportBuild => Admin, deploy_key: false;
     ImportBuild => Admin, deploy_key: true;
     ClearBuildCache => Admin, deploy_key: false;

@@ -228,6 +228,9 @@ pub enum ActivityKind {
     Sync,
     /// A child's branch fast-forwarded into its parent's, deployed there.
     Merge,
+    /// A directory uploaded by `launchway build|deploy DIR`, built (and
+    /// deployed).
+    Upload,
 }
 
 impl ActivityKind {
@@ -251,6 +254,7 @@ impl ActivityKind {
             ActivityKind::BackupRestore => "environment.restore",
             ActivityKind::Sync => "environment.synchronize",
             ActivityKind::Merge => "environment.merge",
+            ActivityKind::Upload => "environment.upload",
         }
     }
 }
