@@ -173,6 +173,7 @@ struct Ids {
     release: String,
     backup: String,
     token: String,
+    webhook: String,
 }
 
 /// What the route acts on, as the daemon resolves it, for `environment`.
@@ -182,9 +183,10 @@ fn target_of(route: &launchway_http::Route, environment: &str) -> Target {
     match route.kind {
         ActionKind::StartBuild => env_target("main"),
         ActionKind::MergeEnvironment => env_target("main"),
-        ActionKind::ListTokens | ActionKind::CreateToken | ActionKind::RevokeToken => {
-            Target::project("shop")
-        }
+        ActionKind::ListTokens
+        | ActionKind::CreateToken
+        | ActionKind::RevokeToken
+        | ActionKind::DeleteWebhook => Target::project("shop"),
         ActionKind::ListCertificates => Target::project("shop"),
         _ if path.contains("{environment}") => env_target(environment),
         _ if path.starts_with("/api/v1/activities/")
@@ -208,6 +210,8 @@ fn fill(route: &launchway_http::Route, environment: &str, ids: &Ids) -> String {
         &ids.release
     } else if route.path.starts_with("/api/v1/tokens/") {
         &ids.token
+    } else if route.path.starts_with("/api/v1/webhooks/") {
+        &ids.webhook
     } else {
         &ids.backup
     };
@@ -365,12 +369,20 @@ fn every_route_answers_as_the_authorization_table_says() {
         .unwrap()
         .to_owned();
     let (_, victim) = token(&daemon, "shop", &["--role", "viewer", "--name", "victim"]);
+    let out = daemon.cli(&["webhook", "add", "-p", "shop", "http://127.0.0.1:9/"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let webhook = text(&out.stderr)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned();
     let ids = Ids {
         activity: activity.to_string(),
         build,
         release,
         backup,
         token: victim,
+        webhook,
     };
 
     let (revoked, revoked_id) = token(&daemon, "shop", &["--role", "admin"]);

@@ -225,6 +225,7 @@ impl Daemon {
         if let Err(error) = self.store.put_activity(&activity) {
             warn!(%error, "cannot record the activity start");
         }
+        self.emit("activity.started", &activity);
         log.line(&format!("Processing activity: {}", activity.description))
             .await;
         // Builds leave the running containers alone, and a backup freezes
@@ -320,6 +321,7 @@ impl Daemon {
             warn!(%error, "cannot record the activity end");
         }
         self.log_written.notify_waiters();
+        self.emit_completed(&activity);
         result.unwrap_or(ActivityResult::Failure)
     }
 

@@ -133,6 +133,20 @@ impl Resolver<'_> {
         self.project(&token.project)
     }
 
+    fn webhook(&self, id: &str) -> Result<Target, Status> {
+        let missing = format!("there is no webhook {id}");
+        let webhook = self
+            .daemon
+            .store
+            .webhook(id.trim())
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(missing.clone()))?;
+        if !self.who.sees_project(&webhook.project) {
+            return Err(Status::not_found(missing));
+        }
+        self.project(&webhook.project)
+    }
+
     /// The environment a merge changes: the child's parent.
     fn merge(&self, project: &str, child: &str) -> Result<Target, Status> {
         self.project(project)?;
@@ -221,6 +235,10 @@ targeted! {
     CreateTokenRequest => CreateToken, |r, x| x.project(&r.project);
     ListTokensRequest => ListTokens, |r, x| x.project(&r.project);
     RevokeTokenRequest => RevokeToken, |r, x| x.token(&r.id);
+    CreateWebhookRequest => CreateWebhook, |r, x| x.project(&r.project);
+    ListWebhooksRequest => ListWebhooks, |r, x| x.project(&r.project);
+    DeleteWebhookRequest => DeleteWebhook, |r, x| x.webhook(&r.id);
+    ListWebhookDeliveriesRequest => ListWebhookDeliveries, |r, x| x.project(&r.project);
 }
 
 /// `EnvironmentRequest` and `BackupRequest` serve several operations.

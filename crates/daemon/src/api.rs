@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use launchway_api::proto;
 use launchway_store::{Project, Role};
-use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status};
 use tracing::warn;
 
@@ -162,29 +161,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<tonic::Streaming<proto::SourceChunk>>,
     ) -> Result<Response<Self::UploadSourceStream>, Status> {
-        let who = principal(&request)?;
-        let mut chunks = request.into_inner();
-        let start = chunks.message().await?.ok_or_else(|| {
-            Status::invalid_argument("an upload starts with a message naming its project")
-        })?;
-        self.check(&who, ActionKind::UploadSource, |resolve| {
-            resolve.environment(&start.project, &start.environment)
-        })?;
-        let first = bytes::Bytes::from(start.data.clone());
-        let rest = futures_util::stream::unfold(chunks, |mut chunks| async move {
-            match chunks.message().await {
-                Ok(Some(chunk)) => Some((Ok(bytes::Bytes::from(chunk.data)), chunks)),
-                Ok(None) => None,
-                Err(status) => Some((Err(status), chunks)),
-            }
-        });
-        let data = futures_util::StreamExt::boxed(futures_util::StreamExt::chain(
-            futures_util::stream::once(async move { Ok(first) }),
-            rest,
-        ));
-        Ok(Response::new(
-            self.daemon.upload_source(&start, data).await?,
-        ))
+        self.receive_upload_stream(request).await
     }
 
     async fn start_build(
@@ -379,47 +356,13 @@ impl launchway_api::Launchway for ApiService {
         ))
     }
 
-    type ServiceClientStream = std::pin::Pin<
-        Box<dyn tokio_stream::Stream<Item = Result<proto::ServiceClientOutput, Status>> + Send>,
-    >;
+    type ServiceClientStream = crate::service_client::ServiceClientStream;
 
     async fn service_client(
         &self,
         request: Request<tonic::Streaming<proto::ServiceClientInput>>,
     ) -> Result<Response<Self::ServiceClientStream>, Status> {
-        use proto::service_client_input::Input;
-        use proto::service_client_output::Output;
-        let who = principal(&request)?;
-        let mut inputs = request.into_inner();
-        let Some(Input::Start(start)) = inputs.message().await?.and_then(|m| m.input) else {
-            return Err(Status::invalid_argument(
-                "the first message of a service client names what to run",
-            ));
-        };
-        self.check(&who, ActionKind::ServiceClient, |resolve| {
-            resolve.environment(&start.project, &start.environment)
-        })?;
-        let (stdin, stdin_receiver) = tokio::sync::mpsc::channel(16);
-        tokio::spawn(async move {
-            while let Ok(Some(message)) = inputs.message().await {
-                if let Some(Input::Stdin(bytes)) = message.input
-                    && stdin.send(bytes).await.is_err()
-                {
-                    return;
-                }
-            }
-        });
-        let outputs = self.daemon.service_client(&start, stdin_receiver).await?;
-        let stream = tokio_stream::wrappers::ReceiverStream::new(outputs).map(|output| {
-            Ok(proto::ServiceClientOutput {
-                output: Some(match output {
-                    crate::service_client::ClientOutput::Stdout(bytes) => Output::Stdout(bytes),
-                    crate::service_client::ClientOutput::Stderr(bytes) => Output::Stderr(bytes),
-                    crate::service_client::ClientOutput::Exit(code) => Output::ExitCode(code),
-                }),
-            })
-        });
-        Ok(Response::new(Box::pin(stream)))
+        self.run_service_client(request).await
     }
 
     async fn activate_environment(
@@ -582,24 +525,7 @@ impl launchway_api::Launchway for ApiService {
         request: Request<proto::ServerInfoRequest>,
     ) -> Result<Response<proto::ServerInfoReply>, Status> {
         self.admit(&request)?;
-        let info = self.daemon.server_info();
-        Ok(Response::new(proto::ServerInfoReply {
-            version: info.version.into(),
-            pid: info.pid,
-            ssh_listen: info.ssh_listen.to_string(),
-            router_listen: info.router_listen.to_string(),
-            data_dir: info.data_dir.display().to_string(),
-            containerd_socket: info.containerd_socket.display().to_string(),
-            embedded_containerd: info.embedded_containerd,
-            router_https_listen: info
-                .router_https_listen
-                .map(|address| address.to_string())
-                .unwrap_or_default(),
-            http_listen: info
-                .http_listen
-                .map(|address| address.to_string())
-                .unwrap_or_default(),
-        }))
+        Ok(Response::new(self.daemon.server_info().to_proto()))
     }
 
     async fn add_certificate(
@@ -764,6 +690,46 @@ impl launchway_api::Launchway for ApiService {
         self.admit(&request)?;
         Ok(Response::new(
             self.daemon.activity_log(request.into_inner().id)?,
+        ))
+    }
+
+    async fn create_webhook(
+        &self,
+        request: Request<proto::CreateWebhookRequest>,
+    ) -> Result<Response<proto::WebhookInfo>, Status> {
+        self.admit(&request)?;
+        Ok(Response::new(
+            self.daemon.create_webhook(request.get_ref())?,
+        ))
+    }
+
+    async fn list_webhooks(
+        &self,
+        request: Request<proto::ListWebhooksRequest>,
+    ) -> Result<Response<proto::WebhookList>, Status> {
+        self.admit(&request)?;
+        Ok(Response::new(
+            self.daemon.list_webhooks(&request.get_ref().project)?,
+        ))
+    }
+
+    async fn delete_webhook(
+        &self,
+        request: Request<proto::DeleteWebhookRequest>,
+    ) -> Result<Response<proto::DeleteWebhookReply>, Status> {
+        self.admit(&request)?;
+        Ok(Response::new(
+            self.daemon.delete_webhook(&request.get_ref().id)?,
+        ))
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        request: Request<proto::ListWebhookDeliveriesRequest>,
+    ) -> Result<Response<proto::WebhookDeliveryList>, Status> {
+        self.admit(&request)?;
+        Ok(Response::new(
+            self.daemon.list_deliveries(request.get_ref())?,
         ))
     }
 

@@ -60,6 +60,7 @@ mod tokens;
 mod uploads;
 mod variable_api;
 mod variables;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -210,6 +211,8 @@ pub(crate) struct Daemon {
     /// Woken whenever an activity's log grows or an activity ends
     /// (followers of activity logs wait on it).
     pub(crate) log_written: tokio::sync::Notify,
+    /// Woken when a webhook delivery is recorded.
+    pub(crate) deliveries_due: tokio::sync::Notify,
 }
 
 /// Who is serving, for `launchway doctor` and operators.
@@ -224,6 +227,23 @@ pub(crate) struct ServerInfo {
     pub(crate) data_dir: PathBuf,
     pub(crate) containerd_socket: PathBuf,
     pub(crate) embedded_containerd: bool,
+}
+
+impl ServerInfo {
+    pub(crate) fn to_proto(&self) -> launchway_api::proto::ServerInfoReply {
+        let address = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+        launchway_api::proto::ServerInfoReply {
+            version: self.version.into(),
+            pid: self.pid,
+            ssh_listen: self.ssh_listen.to_string(),
+            router_listen: self.router_listen.to_string(),
+            data_dir: self.data_dir.display().to_string(),
+            containerd_socket: self.containerd_socket.display().to_string(),
+            embedded_containerd: self.embedded_containerd,
+            router_https_listen: address(self.router_https_listen),
+            http_listen: address(self.http_listen),
+        }
+    }
 }
 
 impl Daemon {
@@ -410,6 +430,7 @@ pub async fn serve(
         busy: std::sync::Mutex::new(HashMap::new()),
         backups_in_use: Arc::default(),
         log_written: tokio::sync::Notify::new(),
+        deliveries_due: tokio::sync::Notify::new(),
     });
     daemon.load_certificates()?;
     if router_https_addr.is_some() && daemon.settings.tls.fallback == settings::TlsFallback::LocalCa
@@ -437,6 +458,7 @@ pub async fn serve(
         );
     }
     let acme_task = tokio::spawn(daemon.clone().renew_certificates_forever(stop.clone()));
+    let webhooks_task = tokio::spawn(daemon.clone().deliver_webhooks_forever(stop.clone()));
     let rotation = tokio::spawn(logs::rotate_forever(daemon.clone(), stop.clone()));
     let cron_scheduler = tokio::spawn(daemon.clone().run_cron_scheduler(stop.clone()));
     let containerd_watch = tokio::spawn(outage::watch_containerd(
@@ -505,6 +527,7 @@ pub async fn serve(
     rotation.abort();
     cron_scheduler.abort();
     acme_task.abort();
+    webhooks_task.abort();
     daemon.store.flush()?;
     // The watch ends at `stop`; a containerd that hangs a clean-up must not
     // hang the shutdown (dropping the watch kills the embedded containerd).

@@ -19,6 +19,7 @@ use launchway_deploy::services::ServiceSpec;
 use launchway_deploy::{DeploySpec, environment_id};
 use launchway_services::client::{ClientCommand, ClientMode, client_command, mode_serves};
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
@@ -267,5 +268,53 @@ impl Daemon {
             let _ = sender.send(last).await;
         });
         Ok(output)
+    }
+}
+
+/// What `ServiceClient` answers.
+pub(crate) type ServiceClientStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<proto::ServiceClientOutput, Status>> + Send>,
+>;
+
+impl crate::api::ApiService {
+    /// `ServiceClient`: the first message names what to run (and is
+    /// authorized), the rest are stdin.
+    pub(crate) async fn run_service_client(
+        &self,
+        request: tonic::Request<tonic::Streaming<proto::ServiceClientInput>>,
+    ) -> Result<tonic::Response<ServiceClientStream>, Status> {
+        use proto::service_client_input::Input;
+        use proto::service_client_output::Output;
+        let who = crate::admission::principal(&request)?;
+        let mut inputs = request.into_inner();
+        let Some(Input::Start(start)) = inputs.message().await?.and_then(|m| m.input) else {
+            return Err(Status::invalid_argument(
+                "the first message of a service client names what to run",
+            ));
+        };
+        self.check(&who, launchway_ops::ActionKind::ServiceClient, |resolve| {
+            resolve.environment(&start.project, &start.environment)
+        })?;
+        let (stdin, stdin_receiver) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            while let Ok(Some(message)) = inputs.message().await {
+                if let Some(Input::Stdin(bytes)) = message.input
+                    && stdin.send(bytes).await.is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let outputs = self.daemon.service_client(&start, stdin_receiver).await?;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(outputs).map(|output| {
+            Ok(proto::ServiceClientOutput {
+                output: Some(match output {
+                    crate::service_client::ClientOutput::Stdout(bytes) => Output::Stdout(bytes),
+                    crate::service_client::ClientOutput::Stderr(bytes) => Output::Stderr(bytes),
+                    crate::service_client::ClientOutput::Exit(code) => Output::ExitCode(code),
+                }),
+            })
+        });
+        Ok(tonic::Response::new(Box::pin(stream)))
     }
 }

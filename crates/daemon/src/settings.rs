@@ -69,6 +69,31 @@ pub struct Settings {
     pub tls: TlsSettings,
     /// The HTTP API.
     pub http: HttpSettings,
+    /// Webhook deliveries.
+    pub webhooks: WebhookSettings,
+}
+
+/// `[webhooks]`: how events are delivered.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// After a failed attempt, the first wait; each next one is four times
+    /// longer, at most an hour.
+    pub first_retry_secs: u64,
+    /// Attempts before a delivery is given up.
+    pub attempts: u32,
+    /// How long a receiver has to answer.
+    pub timeout_secs: u64,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            first_retry_secs: 5,
+            attempts: 8,
+            timeout_secs: 10,
+        }
+    }
 }
 
 /// `[http]`: the HTTPS API (and, later, the console) for remote CLIs and CI.
@@ -388,6 +413,7 @@ impl Default for Settings {
             services: ServicesSettings::default(),
             tls: TlsSettings::default(),
             http: HttpSettings::default(),
+            webhooks: WebhookSettings::default(),
         }
     }
 }

@@ -181,3 +181,36 @@ impl launchway_http::Uploads for crate::api::ApiService {
         Ok(self.daemon.upload_source(&start, data).await?.boxed())
     }
 }
+
+impl crate::api::ApiService {
+    /// `UploadSource` over the socket: the first message names where (and
+    /// is authorized), the data of every message is the tar.
+    pub(crate) async fn receive_upload_stream(
+        &self,
+        request: tonic::Request<tonic::Streaming<proto::SourceChunk>>,
+    ) -> Result<tonic::Response<LogStream>, Status> {
+        let who = crate::admission::principal(&request)?;
+        let mut chunks = request.into_inner();
+        let start = chunks.message().await?.ok_or_else(|| {
+            Status::invalid_argument("an upload starts with a message naming its project")
+        })?;
+        self.check(&who, launchway_ops::ActionKind::UploadSource, |resolve| {
+            resolve.environment(&start.project, &start.environment)
+        })?;
+        let first = bytes::Bytes::from(start.data.clone());
+        let rest = futures_util::stream::unfold(chunks, |mut chunks| async move {
+            match chunks.message().await {
+                Ok(Some(chunk)) => Some((Ok(bytes::Bytes::from(chunk.data)), chunks)),
+                Ok(None) => None,
+                Err(status) => Some((Err(status), chunks)),
+            }
+        });
+        let data = futures_util::StreamExt::boxed(futures_util::StreamExt::chain(
+            futures_util::stream::once(async move { Ok(first) }),
+            rest,
+        ));
+        Ok(tonic::Response::new(
+            self.daemon.upload_source(&start, data).await?,
+        ))
+    }
+}

@@ -149,6 +149,10 @@ pub(crate) async fn call<S: Launchway>(
             CreateToken => create_token(CreateTokenRequest),
             ListTokens => list_tokens(ListTokensRequest),
             RevokeToken => revoke_token(RevokeTokenRequest),
+            CreateWebhook => create_webhook(CreateWebhookRequest),
+            ListWebhooks => list_webhooks(ListWebhooksRequest),
+            DeleteWebhook => delete_webhook(DeleteWebhookRequest),
+            ListWebhookDeliveries => list_webhook_deliveries(ListWebhookDeliveriesRequest),
         }
         stream {
             FollowActivity => follow_activity(FollowActivityRequest),

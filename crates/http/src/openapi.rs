@@ -88,6 +88,10 @@ messages! {
     CreateToken => CreateTokenRequest -> TokenInfo,
     ListTokens => ListTokensRequest -> TokenList,
     RevokeToken => RevokeTokenRequest -> RevokeTokenReply,
+    CreateWebhook => CreateWebhookRequest -> WebhookInfo,
+    ListWebhooks => ListWebhooksRequest -> WebhookList,
+    DeleteWebhook => DeleteWebhookRequest -> DeleteWebhookReply,
+    ListWebhookDeliveries => ListWebhookDeliveriesRequest -> WebhookDeliveryList,
 }
 
 /// The refusals every operation may answer, by status.

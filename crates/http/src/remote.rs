@@ -601,6 +601,10 @@ remote_service! {
         create_token(CreateTokenRequest) -> TokenInfo = CreateToken,
         list_tokens(ListTokensRequest) -> TokenList = ListTokens,
         revoke_token(RevokeTokenRequest) -> RevokeTokenReply = RevokeToken,
+        create_webhook(CreateWebhookRequest) -> WebhookInfo = CreateWebhook,
+        list_webhooks(ListWebhooksRequest) -> WebhookList = ListWebhooks,
+        delete_webhook(DeleteWebhookRequest) -> DeleteWebhookReply = DeleteWebhook,
+        list_webhook_deliveries(ListWebhookDeliveriesRequest) -> WebhookDeliveryList = ListWebhookDeliveries,
     }
     stream {
         follow_activity(FollowActivityRequest) -> LogEntry as FollowActivityStream = FollowActivity,

@@ -213,6 +213,15 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/api/v1/tokens", ListTokens, Unary),
     route("POST", "/api/v1/tokens", CreateToken, Unary),
     route("DELETE", "/api/v1/tokens/{id}", RevokeToken, Unary),
+    route("GET", at!("/webhooks"), ListWebhooks, Unary),
+    route("POST", at!("/webhooks"), CreateWebhook, Unary),
+    route("DELETE", "/api/v1/webhooks/{id}", DeleteWebhook, Unary),
+    route(
+        "GET",
+        at!("/webhook-deliveries"),
+        ListWebhookDeliveries,
+        Unary,
+    ),
 ];
 
 /// Operations only the admin socket offers, and why.

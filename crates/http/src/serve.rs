@@ -527,6 +527,10 @@ fn message_fields(
         CreateToken => CreateTokenRequest,
         ListTokens => ListTokensRequest,
         RevokeToken => RevokeTokenRequest,
+        CreateWebhook => CreateWebhookRequest,
+        ListWebhooks => ListWebhooksRequest,
+        DeleteWebhook => DeleteWebhookRequest,
+        ListWebhookDeliveries => ListWebhookDeliveriesRequest,
     }
 }
 

@@ -17,6 +17,7 @@ mod remote;
 mod runtimes;
 mod tokens;
 mod upload;
+mod webhooks;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -260,6 +261,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List a project's webhooks.
+    Webhooks {
+        /// The project.
+        #[arg(long, short = 'p')]
+        project: String,
+    },
+    /// Webhooks: add (the signing secret is shown once), remove, and the
+    /// delivery log.
+    Webhook {
+        #[command(subcommand)]
+        command: webhooks::WebhookCommand,
+    },
     /// API tokens: create (the secret is shown once), list, revoke.
     Token {
         #[command(subcommand)]
@@ -447,6 +460,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => certificates::list(settings_path.as_deref(), project, environment, json),
         Command::Token { command } => tokens::token(settings_path.as_deref(), command),
+        Command::Webhooks { project } => webhooks::list(settings_path.as_deref(), project),
+        Command::Webhook { command } => webhooks::webhook(settings_path.as_deref(), command),
         Command::Certificate { command } => {
             certificates::certificate(settings_path.as_deref(), command)
         }

@@ -1,5 +1,5 @@
-//! `launchway token …`: API tokens scoped to a project (the HTTP API that
-//! accepts them is being built: issue 23).
+//! `launchway token …`: API tokens scoped to a project, which the HTTP API
+//! (`[http] listen`) accepts.
 
 use std::path::Path;
 use std::process::ExitCode;

@@ -113,6 +113,10 @@ actions! {
     CreateToken => Operator, deploy_key: false;
     ListTokens => Admin, deploy_key: false;
     RevokeToken => Admin, deploy_key: false;
+    CreateWebhook => Admin, deploy_key: false;
+    ListWebhooks => Admin, deploy_key: false;
+    DeleteWebhook => Admin, deploy_key: false;
+    ListWebhookDeliveries => Admin, deploy_key: false;
 }
 
 impl ActionKind {

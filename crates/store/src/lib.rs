@@ -20,6 +20,7 @@ mod records;
 mod releases;
 mod tokens;
 mod variables;
+mod webhooks;
 
 use std::path::Path;
 
@@ -34,6 +35,7 @@ pub use records::{
     EnvironmentType, KeyGrant, Project, Release, ReleaseStatus, ReleaseVariable, Role, Variable,
 };
 pub use tokens::{NewToken, TokenRecord, secret_is_well_formed, token_hash};
+pub use webhooks::{Delivery, DeliveryState, Webhook};
 
 /// The encoding version written in front of every record.
 pub const SCHEMA_VERSION: u8 = 1;
@@ -95,6 +97,8 @@ pub struct Store {
     certificates: sled::Tree,
     tokens: sled::Tree,
     token_hashes: sled::Tree,
+    webhooks: sled::Tree,
+    deliveries: sled::Tree,
 }
 
 const PROJECTS: &str = "projects";
@@ -177,6 +181,8 @@ impl Store {
             certificates: db.open_tree(certificates::CERTIFICATES)?,
             tokens: db.open_tree(tokens::TOKENS)?,
             token_hashes: db.open_tree(tokens::TOKEN_HASHES)?,
+            webhooks: db.open_tree(webhooks::WEBHOOKS)?,
+            deliveries: db.open_tree(webhooks::DELIVERIES)?,
             db,
         })
     }
