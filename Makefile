@@ -80,7 +80,10 @@ clean:
 # come from scripts/setup.sh); services-bench compares service containers with
 # the same servers run on the host (start, 1 GiB branch, idle memory);
 # backup-bench backs up and restores 1 GiB (mount files + PostgreSQL) against
-# tar | zstd + pg_dump, and untar + loading the dump.
+# tar | zstd + pg_dump, and untar + loading the dump; api-bench measures the
+# HTTPS API (a project page with 100 environments against the admin socket,
+# live logs over SSE against the push's own SSH stream, `deploy DIR` against
+# `git push`).
 HOST_TRIPLE = $(shell rustc -vV | sed -n 's/host: //p')
 bench:
 	$(SETUP) bench
@@ -94,3 +97,4 @@ bench:
 	./scripts/with-containerd.sh ./target/release/services-bench ./target/release/launchway
 	./scripts/with-containerd.sh ./target/release/backup-bench ./target/release/launchway
 	./scripts/with-containerd.sh ./target/release/web-bench ./target/release/launchway 3
+	./scripts/with-containerd.sh ./target/release/api-bench ./target/release/launchway 5

@@ -132,6 +132,8 @@ pub(crate) struct LaunchwayServer {
     pub(crate) router: std::net::SocketAddr,
     /// The HTTPS router's address (see [`LaunchwayServer::start_with_https`]).
     pub(crate) https: Option<std::net::SocketAddr>,
+    /// The HTTP API's address (`[http] listen`).
+    pub(crate) api: std::net::SocketAddr,
     /// The data directory.
     pub(crate) data: PathBuf,
     namespace: Option<String>,
@@ -169,6 +171,7 @@ impl LaunchwayServer {
         let https_listen = https
             .map(|address| format!("https_listen = \"{address}\"\n"))
             .unwrap_or_default();
+        let api = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let data = root.join("launchway");
         let settings = root.join("launchway.toml");
         let containerd = containerd_settings();
@@ -179,7 +182,7 @@ impl LaunchwayServer {
         std::fs::write(
             &settings,
             format!(
-                "data_dir = \"{}\"\n[ssh]\nlisten = \"127.0.0.1:{port}\"\n[router]\nlisten = \"{router}\"\n{https_listen}[deploy]\nstop_grace_secs = 5\n{containerd}",
+                "data_dir = \"{}\"\n[ssh]\nlisten = \"127.0.0.1:{port}\"\n[router]\nlisten = \"{router}\"\n{https_listen}[http]\nlisten = \"{api}\"\n[deploy]\nstop_grace_secs = 5\n{containerd}",
                 data.display(),
             ),
         )?;
@@ -209,10 +212,21 @@ impl LaunchwayServer {
             ssh_command: ssh_command(key, &known_hosts),
             router,
             https,
+            api,
             data,
             namespace,
             stopped: false,
         })
+    }
+
+    /// The daemon's settings file.
+    pub(crate) fn settings(&self) -> &Path {
+        &self.settings
+    }
+
+    /// The CLI binary.
+    pub(crate) fn binary(&self) -> &Path {
+        &self.binary
     }
 
     pub(crate) fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
