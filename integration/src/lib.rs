@@ -1040,3 +1040,16 @@ impl Daemon {
         ]);
     }
 }
+
+/// A generator from `$LAUNCHWAY_FUZZ_SEED`, or a random seed (printed, so a
+/// failure can be replayed).
+#[allow(clippy::print_stdout)] // the seed must reach the test output
+pub fn fuzz_rng() -> rand::rngs::StdRng {
+    use rand::{RngExt as _, SeedableRng as _};
+    let seed: u64 = std::env::var("LAUNCHWAY_FUZZ_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    println!("seed {seed} (LAUNCHWAY_FUZZ_SEED replays it)");
+    rand::rngs::StdRng::seed_from_u64(seed)
+}

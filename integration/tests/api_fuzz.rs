@@ -12,7 +12,7 @@
 
 use launchway_api::proto;
 use launchway_integration::{Daemon, Work};
-use rand::{Rng, RngExt as _, SeedableRng as _};
+use rand::{Rng, RngExt as _};
 use tonic::Code;
 
 const REQUESTS: usize = 20_000;
@@ -661,21 +661,10 @@ fn shop_with_a_release() -> (Daemon, Work) {
     (daemon, work)
 }
 
-/// A generator from `$LAUNCHWAY_FUZZ_SEED`, or a random seed (printed).
-#[allow(clippy::print_stdout)] // the seed must reach the test output
-fn seeded() -> rand::rngs::StdRng {
-    let seed: u64 = std::env::var("LAUNCHWAY_FUZZ_SEED")
-        .ok()
-        .and_then(|seed| seed.parse().ok())
-        .unwrap_or_else(|| rand::rng().random());
-    println!("seed {seed} (LAUNCHWAY_FUZZ_SEED replays it)");
-    rand::rngs::StdRng::seed_from_u64(seed)
-}
-
 #[test]
 fn random_api_requests_are_answered_or_refused_and_change_nothing() {
     let (daemon, work) = shop_with_a_release();
-    let mut rng = seeded();
+    let mut rng = launchway_integration::fuzz_rng();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -808,7 +797,7 @@ fn cli_args(rng: &mut impl Rng) -> (Vec<String>, bool) {
 #[test]
 fn random_cli_arguments_get_a_message_never_a_panic_and_change_nothing() {
     let (daemon, _work) = shop_with_a_release();
-    let mut rng = seeded();
+    let mut rng = launchway_integration::fuzz_rng();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

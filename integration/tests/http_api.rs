@@ -660,18 +660,6 @@ fn refusals_are_json_that_says_what_to_do_and_guessing_is_slowed() {
     assert!((1..=60).contains(&wait), "{wait}");
 }
 
-/// A generator from `$LAUNCHWAY_FUZZ_SEED`, or a random seed (printed).
-#[allow(clippy::print_stdout)] // the seed must reach the test output
-fn seeded() -> rand::rngs::StdRng {
-    use rand::{RngExt as _, SeedableRng as _};
-    let seed: u64 = std::env::var("LAUNCHWAY_FUZZ_SEED")
-        .ok()
-        .and_then(|seed| seed.parse().ok())
-        .unwrap_or_else(|| rand::rng().random());
-    println!("seed {seed} (LAUNCHWAY_FUZZ_SEED replays it)");
-    rand::rngs::StdRng::seed_from_u64(seed)
-}
-
 fn junk(rng: &mut rand::rngs::StdRng) -> String {
     use rand::RngExt as _;
     // What a client may put in a URL (the rest it must escape; hyper
@@ -753,7 +741,7 @@ fn random_requests_to_every_route_are_refused_with_a_message_and_change_nothing(
     daemon.wait_idle("shop");
     let (admin, _) = token(&daemon, "shop", &["--role", "admin"]);
     let before = state(api, &admin);
-    let mut rng = seeded();
+    let mut rng = launchway_integration::fuzz_rng();
     let description = launchway_http::openapi();
     let mut failures = Vec::new();
     let methods = ["GET", "POST", "PUT", "DELETE", "PATCH"];

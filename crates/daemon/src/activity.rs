@@ -250,9 +250,12 @@ impl Daemon {
                 self.push_activity(&activity, update, *activate, &log, &cancel)
                     .await
             }
-            Work::Build { commit } => self.build_activity(&activity, commit, &log, &cancel).await,
+            Work::Build { commit } => {
+                self.build_commit_activity(&activity, commit, false, &log, &cancel)
+                    .await
+            }
             Work::Upload { commit, deploy } => {
-                self.upload_activity(&activity, commit, *deploy, &log, &cancel)
+                self.build_commit_activity(&activity, commit, *deploy, &log, &cancel)
                     .await
             }
             Work::DeployHead => self.deploy_head_activity(&activity, &log, &cancel).await,
@@ -402,31 +405,9 @@ impl Daemon {
             })
     }
 
-    /// `launchway build`: builds the environment's head (or a given commit)
-    /// without deploying.
-    async fn build_activity(
-        &self,
-        activity: &Activity,
-        commit: &str,
-        log: &Log,
-        cancel: &CancellationToken,
-    ) -> Result<BTreeMap<String, u64>, Ended> {
-        let env = self.activity_environment(activity)?;
-        self.build_and_report(
-            activity,
-            &env,
-            commit,
-            log,
-            cancel,
-            BTreeMap::new(),
-            Instant::now(),
-            false,
-        )
-        .await
-    }
-
-    /// An uploaded directory's commit, built as any commit is (and deployed).
-    async fn upload_activity(
+    /// A commit (`launchway build`, or an uploaded directory's) built as any
+    /// commit is, and deployed with `deploy`.
+    async fn build_commit_activity(
         &self,
         activity: &Activity,
         commit: &str,

@@ -241,23 +241,25 @@ targeted! {
     ListWebhookDeliveriesRequest => ListWebhookDeliveries, |r, x| x.project(&r.project);
 }
 
-/// `EnvironmentRequest` and `BackupRequest` serve several operations.
-pub(crate) struct For<'a, R>(pub ActionKind, pub &'a R);
+/// A request type several operations share (`EnvironmentRequest`,
+/// `BackupRequest`): its target depends on the operation.
+pub(crate) trait SharedTargeted {
+    fn target_for(&self, kind: ActionKind, resolve: &Resolver<'_>) -> Result<Target, Status>;
+}
 
-impl For<'_, proto::EnvironmentRequest> {
-    fn target(&self, resolve: &Resolver<'_>) -> Result<Target, Status> {
-        let request = self.1;
-        if self.0 == ActionKind::MergeEnvironment {
-            resolve.merge(&request.project, &request.environment)
+impl SharedTargeted for proto::EnvironmentRequest {
+    fn target_for(&self, kind: ActionKind, resolve: &Resolver<'_>) -> Result<Target, Status> {
+        if kind == ActionKind::MergeEnvironment {
+            resolve.merge(&self.project, &self.environment)
         } else {
-            resolve.environment(&request.project, &request.environment)
+            resolve.environment(&self.project, &self.environment)
         }
     }
 }
 
-impl For<'_, proto::BackupRequest> {
-    fn target(&self, resolve: &Resolver<'_>) -> Result<Target, Status> {
-        resolve.backup(&self.1.project, &self.1.id, "")
+impl SharedTargeted for proto::BackupRequest {
+    fn target_for(&self, _: ActionKind, resolve: &Resolver<'_>) -> Result<Target, Status> {
+        resolve.backup(&self.project, &self.id, "")
     }
 }
 
@@ -280,26 +282,14 @@ impl ApiService {
     }
 
     /// Authorizes one of the operations that share a request type.
-    pub(crate) fn admit_environment(
+    pub(crate) fn admit_as<R: SharedTargeted>(
         &self,
         kind: ActionKind,
-        request: &Request<proto::EnvironmentRequest>,
+        request: &Request<R>,
     ) -> Result<Principal, Status> {
         let who = principal(request)?;
         self.check(&who, kind, |resolve| {
-            For(kind, request.get_ref()).target(resolve)
-        })?;
-        Ok(who)
-    }
-
-    pub(crate) fn admit_backup(
-        &self,
-        kind: ActionKind,
-        request: &Request<proto::BackupRequest>,
-    ) -> Result<Principal, Status> {
-        let who = principal(request)?;
-        self.check(&who, kind, |resolve| {
-            For(kind, request.get_ref()).target(resolve)
+            request.get_ref().target_for(kind, resolve)
         })?;
         Ok(who)
     }

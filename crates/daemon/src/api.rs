@@ -236,7 +236,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::EnvironmentRequest>,
     ) -> Result<Response<Self::MergeEnvironmentStream>, Status> {
-        self.admit_environment(ActionKind::MergeEnvironment, &request)?;
+        self.admit_as(ActionKind::MergeEnvironment, &request)?;
         Ok(Response::new(
             self.daemon.merge_environment(&request.into_inner())?,
         ))
@@ -276,7 +276,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::BackupRequest>,
     ) -> Result<Response<proto::DeleteBackupReply>, Status> {
-        self.admit_backup(ActionKind::DeleteBackup, &request)?;
+        self.admit_as(ActionKind::DeleteBackup, &request)?;
         let request = request.into_inner();
         self.daemon
             .delete_backup(&request.project, &request.id)
@@ -288,7 +288,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::BackupRequest>,
     ) -> Result<Response<Self::ExportBackupStream>, Status> {
-        self.admit_backup(ActionKind::ExportBackup, &request)?;
+        self.admit_as(ActionKind::ExportBackup, &request)?;
         Ok(Response::new(
             self.daemon.export_backup_stream(&request.into_inner())?,
         ))
@@ -325,7 +325,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::EnvironmentRequest>,
     ) -> Result<Response<proto::ServiceList>, Status> {
-        self.admit_environment(ActionKind::ListServices, &request)?;
+        self.admit_as(ActionKind::ListServices, &request)?;
         let request = request.into_inner();
         let environment = self
             .daemon
@@ -379,7 +379,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::EnvironmentRequest>,
     ) -> Result<Response<Self::DeactivateEnvironmentStream>, Status> {
-        self.admit_environment(ActionKind::DeactivateEnvironment, &request)?;
+        self.admit_as(ActionKind::DeactivateEnvironment, &request)?;
         Ok(Response::new(
             self.daemon
                 .remove_environment(&request.into_inner(), false)?,
@@ -390,7 +390,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::EnvironmentRequest>,
     ) -> Result<Response<Self::DeleteEnvironmentStream>, Status> {
-        self.admit_environment(ActionKind::DeleteEnvironment, &request)?;
+        self.admit_as(ActionKind::DeleteEnvironment, &request)?;
         Ok(Response::new(
             self.daemon
                 .remove_environment(&request.into_inner(), true)?,
@@ -401,7 +401,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::EnvironmentRequest>,
     ) -> Result<Response<Self::DeployStream>, Status> {
-        self.admit_environment(ActionKind::Deploy, &request)?;
+        self.admit_as(ActionKind::Deploy, &request)?;
         Ok(Response::new(
             self.daemon
                 .deploy_environment(&request.into_inner(), false)?,
@@ -412,7 +412,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::EnvironmentRequest>,
     ) -> Result<Response<Self::RedeployStream>, Status> {
-        self.admit_environment(ActionKind::Redeploy, &request)?;
+        self.admit_as(ActionKind::Redeploy, &request)?;
         Ok(Response::new(
             self.daemon
                 .deploy_environment(&request.into_inner(), true)?,
@@ -453,7 +453,7 @@ impl launchway_api::Launchway for ApiService {
         &self,
         request: Request<proto::EnvironmentRequest>,
     ) -> Result<Response<proto::CronList>, Status> {
-        self.admit_environment(ActionKind::ListCrons, &request)?;
+        self.admit_as(ActionKind::ListCrons, &request)?;
         Ok(Response::new(
             self.daemon.list_crons(&request.into_inner())?,
         ))

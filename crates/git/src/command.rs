@@ -285,24 +285,7 @@ impl Git {
         }
     }
 
-    async fn run(&self, mut command: tokio::process::Command, name: &str) -> Result<(), GitError> {
-        let output = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .await
-            .map_err(|source| GitError::Spawn {
-                program: self.program.display().to_string(),
-                source,
-            })?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(GitError::Command {
-                command: name.to_owned(),
-                status: output.status,
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-            })
-        }
+    async fn run(&self, command: tokio::process::Command, name: &str) -> Result<(), GitError> {
+        self.output(command, name).await.map(drop)
     }
 }
