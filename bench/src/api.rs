@@ -93,8 +93,10 @@ async fn connect(api: SocketAddr, tls: &tokio_rustls::TlsConnector) -> anyhow::R
     let stream = tls
         .connect(rustls::pki_types::ServerName::try_from("localhost")?, tcp)
         .await?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
+    sender.ready().await?;
     Ok(sender)
 }
 
@@ -187,6 +189,7 @@ fn bench(server: &LaunchwayServer, root: &Path, rounds: usize) -> anyhow::Result
         let mut http = Vec::with_capacity(REQUESTS);
         for _ in 0..REQUESTS {
             let started = Instant::now();
+            sender.ready().await?;
             let response = sender.send_request(get(&path, &token, None)?).await?;
             response.into_body().collect().await?;
             http.push(started.elapsed());

@@ -197,6 +197,9 @@ impl Remote {
         let request = request
             .body(body)
             .map_err(|e| Status::internal(e.to_string()))?;
+        // The connection must be ready (its task polled once) before the
+        // first request, or hyper refuses it as "not ready".
+        sender.ready().await.map_err(|e| self.unreachable(e))?;
         let response = sender
             .send_request(request)
             .await
