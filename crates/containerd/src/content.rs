@@ -32,7 +32,10 @@ where
         });
     }
     // Present already: read the bytes through anyway (the caller's stream must
-    // be consumed and checked), then only merge labels.
+    // be consumed and checked), then only merge labels. The blob joins our
+    // lease first: the lease that keeps it now may be another build's, and a
+    // blob checked present and then collected is a layer "not found" later.
+    engine.hold_content(lease, digest).await?;
     if engine.content_info(digest).await.is_ok() {
         let mut hasher = Hasher::default();
         let mut written = 0u64;

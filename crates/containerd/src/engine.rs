@@ -279,6 +279,23 @@ impl Engine {
         Ok(Lease { id, header })
     }
 
+    /// Adds blob `digest` to `lease`, so it outlives whichever lease or image
+    /// holds it now. Needed before relying on a blob found present: another
+    /// build's lease may be all that keeps it, and may go at any moment.
+    pub async fn hold_content(&self, lease: &Lease, digest: &str) -> Result<()> {
+        LeasesClient::new(self.channel.clone())
+            .add_resource(self.request(api::AddResourceRequest {
+                id: lease.id.clone(),
+                resource: Some(api::Resource {
+                    id: digest.to_string(),
+                    r#type: "content".to_string(),
+                }),
+            }))
+            .await
+            .map_err(|status| EngineError::rpc("lease add", || format!("blob {digest}"), status))?;
+        Ok(())
+    }
+
     /// Deletes a lease; with `sync` the garbage collector runs before this
     /// returns, so what only the lease held is gone (space freed at once).
     pub async fn delete_lease(&self, lease: &Lease, sync: bool) -> Result<()> {

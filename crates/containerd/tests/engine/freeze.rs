@@ -100,3 +100,44 @@ async fn a_discarded_workspace_leaves_nothing() {
     assert_eq!(ns.engine.inventory().await.expect("inventory"), before);
     ns.finish().await;
 }
+
+/// Two builds writing the same blob (the same source tree, say): the second
+/// finds it present, and must still hold it once the first one's lease goes.
+#[tokio::test]
+async fn a_blob_found_present_outlives_the_lease_that_wrote_it() {
+    let ns = Ns::new().await;
+    let bytes = format!("shared source tree {}", crate::hex_id()).into_bytes();
+    let first = ns
+        .engine
+        .create_lease("lw-test-first")
+        .await
+        .expect("lease");
+    let second = ns
+        .engine
+        .create_lease("lw-test-second")
+        .await
+        .expect("lease");
+    let blob = ns
+        .engine
+        .write_small_blob(&first, bytes.clone(), Default::default())
+        .await
+        .expect("first write");
+    ns.engine
+        .write_small_blob(&second, bytes, Default::default())
+        .await
+        .expect("second write (present already)");
+    ns.engine
+        .delete_lease(&first, true)
+        .await
+        .expect("first lease goes");
+    assert!(
+        ns.engine.content_info(&blob.digest).await.is_ok(),
+        "the blob went with the first lease although the second one uses it"
+    );
+    ns.engine
+        .delete_lease(&second, true)
+        .await
+        .expect("second lease goes");
+    assert!(ns.engine.content_info(&blob.digest).await.is_err());
+    ns.finish().await;
+}
