@@ -16,6 +16,10 @@ use crate::{Daemon, PushSession};
 const MESSAGE_QUEUE: usize = 256;
 
 impl Gate for Daemon {
+    async fn login(&self, fingerprint: &str) -> Result<String, String> {
+        self.console_login_link(fingerprint)
+    }
+
     async fn authenticate(&self, fingerprint: &str) -> bool {
         match self.store.key_is_known(fingerprint) {
             Ok(known) => known,

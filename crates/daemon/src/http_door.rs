@@ -56,6 +56,14 @@ impl launchway_http::Authenticate for TokenAuthenticator {
             },
         })
     }
+
+    fn redeem_login(&self, code: &str) -> Result<String, String> {
+        self.daemon.redeem_console_login(code)
+    }
+
+    fn member(&self, fingerprint: &str) -> Result<Principal, String> {
+        self.daemon.console_member(fingerprint)
+    }
 }
 
 /// Why the HTTP API cannot start.

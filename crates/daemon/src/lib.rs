@@ -27,6 +27,7 @@ mod backups;
 mod build_api;
 mod builds;
 mod certificates;
+mod console_login;
 mod crons;
 mod data_copy;
 mod deploy;
@@ -213,6 +214,8 @@ pub(crate) struct Daemon {
     pub(crate) log_written: tokio::sync::Notify,
     /// Woken when a webhook delivery is recorded.
     pub(crate) deliveries_due: tokio::sync::Notify,
+    /// Console login codes made over SSH and not yet used.
+    pub(crate) console_logins: console_login::LoginCodes,
 }
 
 /// Who is serving, for `launchway doctor` and operators.
@@ -431,6 +434,7 @@ pub async fn serve(
         backups_in_use: Arc::default(),
         log_written: tokio::sync::Notify::new(),
         deliveries_due: tokio::sync::Notify::new(),
+        console_logins: console_login::LoginCodes::default(),
     });
     daemon.load_certificates()?;
     if router_https_addr.is_some() && daemon.settings.tls.fallback == settings::TlsFallback::LocalCa
@@ -490,6 +494,7 @@ pub async fn serve(
                 daemon: daemon.clone(),
             }),
             daemon.settings.http.failed_auth_per_minute,
+            Duration::from_secs(daemon.settings.http.session_hours.max(1) * 3600),
         );
         tokio::spawn(door.serve(listener, tls, stop.clone()));
     }

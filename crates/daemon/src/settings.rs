@@ -111,6 +111,11 @@ pub struct HttpSettings {
     /// Failed authentications one address may make in a minute before it
     /// is answered 429 until the minute ends.
     pub failed_auth_per_minute: u32,
+    /// The console's address as people reach it (`https://deploy.example.com`),
+    /// used in login links; empty: `https://<host name>:<listen port>`.
+    pub public_url: String,
+    /// How long a console sign-in lasts.
+    pub session_hours: u64,
 }
 
 impl Default for HttpSettings {
@@ -120,6 +125,8 @@ impl Default for HttpSettings {
             certificate: PathBuf::new(),
             key: PathBuf::new(),
             failed_auth_per_minute: 10,
+            public_url: String::new(),
+            session_hours: 12,
         }
     }
 }

@@ -19,7 +19,11 @@
 //! - Errors are `{"error": {"code", "message"}}` with the HTTP status of
 //!   their kind; failed authentications are limited per address
 //!   (`429` with `Retry-After` past the limit).
+//! - The web console (`/console`, module `console`) is a third door on the
+//!   same listener: pages rendered from the same operations, signed in with
+//!   a one-time link from `ssh git@host login` or a token.
 
+mod console;
 mod dispatch;
 mod limits;
 mod openapi;

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 use tracing::{debug, warn};
 
+use crate::console::Sessions;
 use crate::dispatch::{Reply, call};
 use crate::limits::Limiter;
 use crate::request::{fields, percent_decode, query_pairs};
@@ -42,14 +43,22 @@ pub trait Uploads: Send + Sync + 'static {
     > + Send;
 }
 
-/// Turns a bearer secret into who it stands for.
+/// Turns a bearer secret (or a console sign-in) into who it stands for.
 pub trait Authenticate: Send + Sync + 'static {
     /// The principal, or why not (said to the client as is: no secrets).
     fn authenticate(&self, secret: &str) -> Result<Principal, String>;
+
+    /// Uses up a console login code (`ssh git@host login`); the fingerprint
+    /// of the key it was made for, or why not.
+    fn redeem_login(&self, code: &str) -> Result<String, String>;
+
+    /// Who the key `fingerprint` stands for now (its roles, read afresh), or
+    /// why not (it was removed).
+    fn member(&self, fingerprint: &str) -> Result<Principal, String>;
 }
 
 type BodyError = Box<dyn std::error::Error + Send + Sync>;
-type Body = UnsyncBoxBody<Bytes, BodyError>;
+pub(crate) type Body = UnsyncBoxBody<Bytes, BodyError>;
 
 /// The largest JSON body a request may send.
 const MAX_BODY: usize = 1 << 20;
@@ -58,9 +67,10 @@ const HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// The door: the service every operation runs in, and who may knock.
 pub struct HttpDoor<S> {
-    service: Arc<S>,
-    authenticator: Arc<dyn Authenticate>,
-    limiter: Limiter,
+    pub(crate) service: Arc<S>,
+    pub(crate) authenticator: Arc<dyn Authenticate>,
+    pub(crate) limiter: Limiter,
+    pub(crate) sessions: Sessions,
 }
 
 impl<S> std::fmt::Debug for HttpDoor<S> {
@@ -74,10 +84,10 @@ impl<S> std::fmt::Debug for HttpDoor<S> {
 /// An answer that is not the operation's: refusals of the door itself, and
 /// the operation's errors.
 #[derive(Debug)]
-struct Refusal {
-    status: StatusCode,
+pub(crate) struct Refusal {
+    pub(crate) status: StatusCode,
     code: &'static str,
-    message: String,
+    pub(crate) message: String,
     headers: Vec<(header::HeaderName, String)>,
 }
 
@@ -122,7 +132,7 @@ fn error_json(code: &str, message: &str) -> Value {
     json!({"error": {"code": code, "message": message}})
 }
 
-fn full(bytes: impl Into<Bytes>) -> Body {
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed_unsync()
@@ -168,7 +178,7 @@ fn event(id: Option<u64>, name: Option<&str>, data: &Value) -> Bytes {
     Bytes::from(text)
 }
 
-fn sse_response(events: BoxStream<'static, Bytes>) -> Response<Body> {
+pub(crate) fn sse_response(events: BoxStream<'static, Bytes>) -> Response<Body> {
     let body = StreamBody::new(events.map(|bytes| Ok::<_, BodyError>(Frame::data(bytes))));
     let mut response = Response::new(http_body_util::BodyExt::boxed_unsync(body));
     let headers = response.headers_mut();
@@ -184,7 +194,7 @@ fn sse_response(events: BoxStream<'static, Bytes>) -> Response<Body> {
 /// A stream of JSON items as events: activity log entries carry their
 /// position as the event id and end with a `done` event; a failure in the
 /// middle is an `error` event, then the end.
-fn events(
+pub(crate) fn events(
     kind: ActionKind,
     items: BoxStream<'static, Result<Value, Status>>,
 ) -> BoxStream<'static, Bytes> {
@@ -222,11 +232,13 @@ impl<S: Launchway + Uploads> HttpDoor<S> {
         service: Arc<S>,
         authenticator: Arc<dyn Authenticate>,
         failed_authentications_per_minute: u32,
+        console_session: Duration,
     ) -> Arc<HttpDoor<S>> {
         Arc::new(HttpDoor {
             service,
             authenticator,
             limiter: Limiter::new(failed_authentications_per_minute),
+            sessions: Sessions::new(console_session),
         })
     }
 
@@ -292,6 +304,9 @@ impl<S: Launchway + Uploads> HttpDoor<S> {
     }
 
     async fn handle(&self, peer: IpAddr, request: Request<Incoming>) -> Response<Body> {
+        if crate::console::is_console(request.uri().path()) {
+            return self.console(peer, request).await;
+        }
         match self.respond(peer, request).await {
             Ok(response) => response,
             Err(refusal) => refusal_response(refusal),

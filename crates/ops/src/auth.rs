@@ -1,5 +1,6 @@
 //! Who may run what: [`authorize`] is the only place a role is compared.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::{ActionKind, Need, Role};
@@ -12,13 +13,23 @@ pub enum Principal {
     Operator,
     /// An API token (or a deploy key), already authenticated.
     Token { id: String, access: Access },
+    /// A person known by an SSH key (signed in to the console with a login
+    /// link): the key's role in each project it was added to, read at each
+    /// request so a removed key loses its rights at once.
+    Member {
+        /// The key's comment (or fingerprint), for records.
+        name: String,
+        fingerprint: String,
+        roles: BTreeMap<String, Role>,
+    },
 }
 
 impl Principal {
-    /// The project a token is limited to; `None` for the operator.
+    /// The one project a token is limited to; `None` for the operator and
+    /// members (who are checked project by project: [`Self::sees_project`]).
     pub fn project(&self) -> Option<&str> {
         match self {
-            Principal::Operator => None,
+            Principal::Operator | Principal::Member { .. } => None,
             Principal::Token { access, .. } => Some(&access.project),
         }
     }
@@ -26,7 +37,11 @@ impl Principal {
     /// Whether the principal may see anything of `project` (lists are
     /// filtered with it).
     pub fn sees_project(&self, project: &str) -> bool {
-        self.project().is_none_or(|own| own == project)
+        match self {
+            Principal::Operator => true,
+            Principal::Token { access, .. } => access.project == project,
+            Principal::Member { roles, .. } => roles.contains_key(project),
+        }
     }
 
     /// How the principal is named in records (`created_by`, audit).
@@ -34,6 +49,7 @@ impl Principal {
         match self {
             Principal::Operator => "operator".into(),
             Principal::Token { id, .. } => format!("token {id}"),
+            Principal::Member { name, .. } => name.clone(),
         }
     }
 }
@@ -149,6 +165,7 @@ pub fn authorize(
     let access = match who {
         Principal::Operator => return Ok(()),
         Principal::Token { access, .. } => access,
+        Principal::Member { roles, .. } => return authorize_member(roles, kind, target),
     };
     if access.expires_at.is_some_and(|at| at <= now_ms) {
         return Err(Denied::Expired);
@@ -183,18 +200,43 @@ pub fn authorize(
             });
         }
     }
-    let needed = match need {
+    has_role(access.role, kind, target)
+}
+
+/// A member: their key's role in the target's project, as a token of that
+/// role limited to nothing narrower than the project.
+fn authorize_member(
+    roles: &BTreeMap<String, Role>,
+    kind: ActionKind,
+    target: &Target,
+) -> Result<(), Denied> {
+    match kind.need() {
+        Need::Operator => return Err(Denied::OperatorOnly { kind }),
+        Need::Authenticated => return Ok(()),
+        Need::Read | Need::Change | Need::Admin => {}
+    }
+    let Some(project) = &target.project else {
+        return Err(Denied::OperatorOnly { kind });
+    };
+    let Some(role) = roles.get(project) else {
+        return Err(Denied::Hidden);
+    };
+    has_role(*role, kind, target)
+}
+
+fn has_role(have: Role, kind: ActionKind, target: &Target) -> Result<(), Denied> {
+    let needed = match kind.need() {
         Need::Read => Role::Viewer,
         Need::Change => {
             ActionKind::change_role(target.default_environment, target.environment.is_some())
         }
         Need::Admin | Need::Operator | Need::Authenticated => Role::Admin,
     };
-    if access.role < needed {
+    if have < needed {
         return Err(Denied::Role {
             kind,
             need: needed,
-            have: access.role,
+            have,
         });
     }
     Ok(())
@@ -225,7 +267,7 @@ mod tests {
                 change(&mut access);
                 Principal::Token { id, access }
             }
-            Principal::Operator => Principal::Operator,
+            other => other,
         }
     }
 
@@ -352,6 +394,63 @@ mod tests {
             ),
             Err(Denied::OutsideEnvironment { .. })
         ));
+    }
+
+    #[test]
+    fn a_member_has_their_keys_role_in_each_project_and_nothing_elsewhere() {
+        let member = Principal::Member {
+            name: "alice".into(),
+            fingerprint: "SHA256:x".into(),
+            roles: BTreeMap::from([
+                ("shop".to_owned(), Role::Contributor),
+                ("blog".to_owned(), Role::Viewer),
+            ]),
+        };
+        let shop_feature = Target::environment("shop", "feature", false);
+        let shop_main = Target::environment("shop", "main", true);
+        let blog_main = Target::environment("blog", "main", true);
+        let news_main = Target::environment("news", "main", true);
+        assert_eq!(
+            authorize(&member, ActionKind::Deploy, &shop_feature, 0),
+            Ok(())
+        );
+        assert!(matches!(
+            authorize(&member, ActionKind::PromoteRelease, &shop_main, 0),
+            Err(Denied::Role {
+                need: Role::Admin,
+                have: Role::Contributor,
+                ..
+            })
+        ));
+        assert_eq!(
+            authorize(&member, ActionKind::ListReleases, &blog_main, 0),
+            Ok(())
+        );
+        assert!(matches!(
+            authorize(&member, ActionKind::Deploy, &blog_main, 0),
+            Err(Denied::Role { .. })
+        ));
+        assert_eq!(
+            authorize(&member, ActionKind::ListReleases, &news_main, 0),
+            Err(Denied::Hidden)
+        );
+        assert_eq!(
+            authorize(&member, ActionKind::CreateProject, &Target::host(), 0),
+            Err(Denied::OperatorOnly {
+                kind: ActionKind::CreateProject
+            })
+        );
+        assert!(member.sees_project("blog") && !member.sees_project("news"));
+        // Viewers and contributors: the same table as tokens of that role.
+        for kind in ActionKind::ALL {
+            for target in [&shop_feature, &shop_main, &Target::project("shop")] {
+                assert_eq!(
+                    authorize(&member, *kind, target, 0).is_ok(),
+                    authorize(&token(Role::Contributor), *kind, target, 0).is_ok(),
+                    "{kind:?} on {target:?}"
+                );
+            }
+        }
     }
 
     #[test]

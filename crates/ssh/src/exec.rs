@@ -1,6 +1,6 @@
 //! Parsing what an SSH client asks to run. Only `git-receive-pack` and
-//! `git-upload-pack` with one repository argument are accepted; the argument
-//! names a project, never a path.
+//! `git-upload-pack` with one repository argument are accepted (the argument
+//! names a project, never a path), and `login` (a console sign-in link).
 
 use launchway_git::GitService;
 
@@ -8,7 +8,9 @@ use launchway_git::GitService;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ExecError {
     /// Not a git command.
-    #[error("only git push and git fetch/clone are available here (asked to run `{0}`)")]
+    #[error(
+        "only git push, git fetch/clone and `login` (a console sign-in link) are available here (asked to run `{0}`)"
+    )]
     NotGit(String),
     /// The repository argument is not `'NAME.git'`.
     #[error("`{0}` is not a repository name: use ssh://git@HOST:PORT/PROJECT.git")]
@@ -25,6 +27,11 @@ pub fn is_project_name(name: &str) -> bool {
         && bytes
             .iter()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+/// Whether the client asked for a console sign-in link (`ssh git@host login`).
+pub(crate) fn is_login(command: &[u8]) -> bool {
+    command.trim_ascii() == b"login"
 }
 
 /// Parses `git-receive-pack '/project.git'` (quoted or not, with or without

@@ -56,4 +56,8 @@ pub trait Gate: Send + Sync + 'static {
     /// git exited with `git_status`; returns the exit status the client gets
     /// (non-zero when the push's activities failed) and ends the session.
     fn finish(&self, session: &str, git_status: u32) -> impl Future<Output = u32> + Send;
+
+    /// `ssh git@host login`: a one-time console sign-in link for the key
+    /// `fingerprint` (the text printed), or why not (one line).
+    fn login(&self, fingerprint: &str) -> impl Future<Output = Result<String, String>> + Send;
 }

@@ -256,6 +256,33 @@ fn is_git_protocol(value: &str) -> bool {
 
 impl<G: Gate> Connection<G> {
     /// Refuses what the channel asked for: one line on stderr, exit status 1.
+    /// Prints a console sign-in link and ends the channel.
+    async fn login(&mut self, channel_id: ChannelId, session: &mut Session) {
+        let Some(fingerprint) = self.fingerprint.clone() else {
+            self.refuse(channel_id, session, "not authenticated".into());
+            return;
+        };
+        let link = match self.gate.login(&fingerprint).await {
+            Ok(link) => link,
+            Err(reason) => {
+                self.refuse(channel_id, session, reason);
+                return;
+            }
+        };
+        info!(peer = ?self.peer, %fingerprint, "console login link made");
+        let _ = session.channel_success(channel_id);
+        let Some(channel) = self.channels.remove(&channel_id) else {
+            let _ = session.close(channel_id);
+            return;
+        };
+        tokio::spawn(async move {
+            let _ = channel.data(format!("{link}\n").as_bytes()).await;
+            let _ = channel.exit_status(0).await;
+            let _ = channel.eof().await;
+            let _ = channel.close().await;
+        });
+    }
+
     fn refuse(&mut self, channel: ChannelId, session: &mut Session, reason: String) {
         info!(peer = ?self.peer, %reason, "refused");
         let _ = session.channel_success(channel);
@@ -453,6 +480,10 @@ impl<G: Gate> Handler for Connection<G> {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if exec::is_login(data) {
+            self.login(channel_id, session).await;
+            return Ok(());
+        }
         let (service, project) = match exec::parse_exec(data) {
             Ok(parsed) => parsed,
             Err(error) => {
