@@ -189,6 +189,7 @@ async fn read(
                 project: project(rng),
                 environment: environment(rng),
                 limit: rng.random(),
+                cursor: text(rng, 12),
             };
             (
                 "ListActivities",
@@ -205,6 +206,7 @@ async fn read(
             let request = proto::ListBuildsRequest {
                 project: project(rng),
                 limit: rng.random(),
+                cursor: text(rng, 12),
             };
             ("ListBuilds", client.list_builds(request).await.map(drop))
         }
@@ -224,6 +226,7 @@ async fn read(
                 project: project(rng),
                 environment: environment(rng),
                 limit: rng.random(),
+                cursor: text(rng, 12),
             };
             (
                 "ListReleases",
@@ -592,6 +595,7 @@ async fn state(client: &mut Client) -> String {
             project: "shop".into(),
             environment: String::new(),
             limit: 1000,
+            cursor: String::new(),
         })
         .await
         .unwrap()
@@ -610,6 +614,7 @@ async fn state(client: &mut Client) -> String {
         .list_builds(proto::ListBuildsRequest {
             project: "shop".into(),
             limit: 1000,
+            cursor: String::new(),
         })
         .await
         .unwrap()
@@ -619,6 +624,7 @@ async fn state(client: &mut Client) -> String {
             project: "shop".into(),
             environment: "main".into(),
             limit: 1000,
+            cursor: String::new(),
         })
         .await
         .unwrap()

@@ -543,6 +543,67 @@ fn every_route_answers_as_the_authorization_table_says() {
         .collect();
     assert_eq!(names, vec!["blog".to_owned()]);
 
+    // Lists page with a cursor: pages of 3 put together are the whole list,
+    // each item once, in order.
+    let admin = &callers.iter().find(|c| c.name == "admin").unwrap();
+    for (path, field, key) in [
+        ("/api/v1/projects/shop/activities", "activities", "id"),
+        ("/api/v1/projects/shop/builds", "builds", "id"),
+        ("/api/v1/projects/shop/releases", "releases", "id"),
+    ] {
+        let all = curl(
+            api,
+            admin.secret.as_deref(),
+            "GET",
+            &format!("{path}?limit=1000"),
+            None,
+            &[],
+        )
+        .json();
+        let all: Vec<String> = all[field]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i[key].to_string())
+            .collect();
+        assert!(all.len() > 3, "{path}: too few to page: {all:?}");
+        let mut paged = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let page = curl(
+                api,
+                admin.secret.as_deref(),
+                "GET",
+                &format!("{path}?limit=3&cursor={cursor}"),
+                None,
+                &[],
+            )
+            .json();
+            paged.extend(
+                page[field]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i[key].to_string()),
+            );
+            cursor = page["next_cursor"].as_str().unwrap_or_default().to_owned();
+            if cursor.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(paged, all, "{path}");
+    }
+    let bad = curl(
+        api,
+        admin.secret.as_deref(),
+        "GET",
+        "/api/v1/projects/shop/activities?cursor=nonsense",
+        None,
+        &[],
+    );
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.body.contains("not a cursor"), "{}", bad.body);
+
     // A token that has expired is refused as such.
     loop {
         let answer = curl(

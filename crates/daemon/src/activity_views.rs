@@ -54,21 +54,21 @@ impl Daemon {
         } else {
             Some(self.existing_project(&request.project)?.name)
         };
-        let limit = if request.limit == 0 {
-            20
-        } else {
-            request.limit as usize
-        };
-        let activities = self
-            .store
-            .activities(project.as_deref(), usize::MAX)
-            .map_err(internal)?
-            .into_iter()
-            .filter(|a| request.environment.is_empty() || a.environment == request.environment)
-            .take(limit)
-            .map(|a| activity_info(&a))
-            .collect();
-        Ok(proto::ActivityList { activities })
+        let page = crate::paging::page(
+            self.store
+                .activities(project.as_deref(), usize::MAX)
+                .map_err(internal)?
+                .into_iter()
+                .filter(|a| request.environment.is_empty() || a.environment == request.environment),
+            |a| (a.id, String::new()),
+            &request.cursor,
+            request.limit,
+            20,
+        )?;
+        Ok(proto::ActivityList {
+            activities: page.items.iter().map(activity_info).collect(),
+            next_cursor: page.next_cursor,
+        })
     }
 
     /// `launchway activity log`: the stored log as it is now.

@@ -103,9 +103,7 @@ impl launchway_api::Launchway for ApiService {
     ) -> Result<Response<proto::BuildList>, Status> {
         self.admit(&request)?;
         let request = request.into_inner();
-        Ok(Response::new(
-            self.daemon.list_builds(&request.project, request.limit)?,
-        ))
+        Ok(Response::new(self.daemon.list_builds(&request)?))
     }
 
     async fn get_build(

@@ -96,20 +96,22 @@ impl Daemon {
 
     pub(crate) fn list_builds(
         &self,
-        project: &str,
-        limit: u32,
+        request: &proto::ListBuildsRequest,
     ) -> Result<proto::BuildList, Status> {
-        self.existing_project(project)?;
-        let limit = if limit == 0 { 20 } else { limit as usize };
-        let builds = self
-            .store
-            .builds(Some(project))
-            .map_err(internal)?
-            .iter()
-            .take(limit)
-            .map(build_info)
-            .collect();
-        Ok(proto::BuildList { builds })
+        self.existing_project(&request.project)?;
+        let page = crate::paging::page(
+            self.store
+                .builds(Some(&request.project))
+                .map_err(internal)?,
+            |b| (b.started_at, b.id.clone()),
+            &request.cursor,
+            request.limit,
+            20,
+        )?;
+        Ok(proto::BuildList {
+            builds: page.items.iter().map(build_info).collect(),
+            next_cursor: page.next_cursor,
+        })
     }
 
     pub(crate) fn get_build(&self, id: &str) -> Result<proto::BuildInfo, Status> {

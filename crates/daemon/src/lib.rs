@@ -44,6 +44,7 @@ mod http_door;
 mod keys;
 mod logs;
 mod outage;
+mod paging;
 mod policy;
 mod projects;
 mod push;

@@ -96,20 +96,19 @@ impl Daemon {
     ) -> Result<proto::ReleaseList, Status> {
         self.existing_project(&request.project)?;
         let environment = (!request.environment.is_empty()).then_some(request.environment.as_str());
-        let limit = if request.limit == 0 {
-            20
-        } else {
-            request.limit as usize
-        };
-        let releases = self
-            .store
-            .releases(&request.project, environment)
-            .map_err(internal)?
-            .iter()
-            .take(limit)
-            .map(release_info)
-            .collect();
-        Ok(proto::ReleaseList { releases })
+        let page = crate::paging::page(
+            self.store
+                .releases(&request.project, environment)
+                .map_err(internal)?,
+            |r| (r.created_at, r.id.clone()),
+            &request.cursor,
+            request.limit,
+            20,
+        )?;
+        Ok(proto::ReleaseList {
+            releases: page.items.iter().map(release_info).collect(),
+            next_cursor: page.next_cursor,
+        })
     }
 
     pub(crate) fn get_release(&self, id: &str) -> Result<proto::ReleaseInfo, Status> {

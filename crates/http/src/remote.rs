@@ -727,6 +727,7 @@ mod tests {
                 project: "shop".into(),
                 environment: "feature/x".into(),
                 limit: 5,
+                cursor: String::new(),
             },
         )
         .unwrap();

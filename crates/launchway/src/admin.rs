@@ -435,7 +435,7 @@ pub(crate) fn activities(
     settings_path: Option<&Path>,
     project: Option<String>,
     environment: Option<String>,
-    limit: u32,
+    page: crate::Page,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let list = with_client(settings_path, async |client| {
@@ -443,7 +443,8 @@ pub(crate) fn activities(
             .list_activities(proto::ListActivitiesRequest {
                 project: project.unwrap_or_default(),
                 environment: environment.unwrap_or_default(),
-                limit,
+                limit: page.limit,
+                cursor: page.cursor.clone(),
             })
             .await?
             .into_inner())
@@ -469,6 +470,7 @@ pub(crate) fn activities(
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&activities)?);
+        page.hint_next(&list.next_cursor);
         return Ok(ExitCode::SUCCESS);
     }
     let rows: Vec<Vec<String>> = list

@@ -66,7 +66,7 @@ fn need_project(project: Option<String>) -> anyhow::Result<String> {
 pub(crate) fn builds(
     settings_path: Option<&Path>,
     project: Option<String>,
-    limit: u32,
+    page: crate::Page,
     command: Option<BuildsCommand>,
 ) -> anyhow::Result<ExitCode> {
     match command {
@@ -76,7 +76,8 @@ pub(crate) fn builds(
                 Ok(client
                     .list_builds(proto::ListBuildsRequest {
                         project: project.clone(),
-                        limit,
+                        limit: page.limit,
+                        cursor: page.cursor.clone(),
                     })
                     .await?
                     .into_inner())

@@ -47,6 +47,26 @@ struct Cli {
     command: Command,
 }
 
+/// One page of a newest-first list.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct Page {
+    /// At most this many.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) limit: u32,
+    /// Start after this point (the cursor the previous page printed).
+    #[arg(long, default_value = "")]
+    pub(crate) cursor: String,
+}
+
+impl Page {
+    /// Says, on stderr, how to see the next page when there is one.
+    pub(crate) fn hint_next(&self, next_cursor: &str) {
+        if !next_cursor.is_empty() {
+            eprintln!("(more: add --cursor {next_cursor})");
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Work with a repository's configuration.
@@ -104,9 +124,8 @@ enum Command {
         /// Only this environment.
         #[arg(long, short = 'e')]
         environment: Option<String>,
-        /// At most this many.
-        #[arg(long, default_value_t = 20)]
-        limit: u32,
+        #[command(flatten)]
+        page: Page,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -121,9 +140,8 @@ enum Command {
         /// The project.
         #[arg(long, short = 'p', global = true)]
         project: Option<String>,
-        /// At most this many.
-        #[arg(long, default_value_t = 20)]
-        limit: u32,
+        #[command(flatten)]
+        page: Page,
         #[command(subcommand)]
         command: Option<builds::BuildsCommand>,
     },
@@ -291,9 +309,8 @@ enum Command {
         /// Only this environment.
         #[arg(long, short = 'e', global = true)]
         environment: Option<String>,
-        /// At most this many.
-        #[arg(long, default_value_t = 20)]
-        limit: u32,
+        #[command(flatten)]
+        page: Page,
         #[command(subcommand)]
         command: Option<releases::ReleasesCommand>,
     },
@@ -382,16 +399,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Activities {
             project,
             environment,
-            limit,
+            page,
             json,
-        } => admin::activities(settings_path.as_deref(), project, environment, limit, json),
+        } => admin::activities(settings_path.as_deref(), project, environment, page, json),
         Command::Activity { command } => admin::activity(settings_path.as_deref(), command),
         Command::Runtimes { command } => runtimes::runtimes(settings_path.as_deref(), command),
         Command::Builds {
             project,
-            limit,
+            page,
             command,
-        } => builds::builds(settings_path.as_deref(), project, limit, command),
+        } => builds::builds(settings_path.as_deref(), project, page, command),
         Command::Build {
             project,
             branch,
@@ -469,13 +486,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Releases {
             project,
             environment,
-            limit,
+            page,
             command,
         } => releases::releases(
             settings_path.as_deref(),
             project,
             environment,
-            limit,
+            page,
             command,
         ),
         Command::Logs {

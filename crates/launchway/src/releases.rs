@@ -27,7 +27,7 @@ pub(crate) fn releases(
     settings_path: Option<&Path>,
     project: Option<String>,
     environment: Option<String>,
-    limit: u32,
+    page: crate::Page,
     command: Option<ReleasesCommand>,
 ) -> anyhow::Result<ExitCode> {
     match command {
@@ -40,7 +40,8 @@ pub(crate) fn releases(
                     .list_releases(proto::ListReleasesRequest {
                         project: project.clone(),
                         environment: environment.clone().unwrap_or_default(),
-                        limit,
+                        limit: page.limit,
+                        cursor: page.cursor.clone(),
                     })
                     .await?
                     .into_inner())
