@@ -34,6 +34,7 @@ mod deploy;
 mod deploy_start;
 pub mod doctor;
 mod egress;
+mod environment_runtime;
 mod environments;
 pub mod failpoint;
 #[cfg(test)]
