@@ -691,6 +691,7 @@ fn fuzz(api: SocketAddr, cookie: &str, csrf: &str, release: &str) {
         "/console/{}/{}",
         "/console/static/{}",
         "/console/login?code={}",
+        "/console/projects/shop/builds?cursor={}",
     ];
     let mut failures = Vec::new();
     for round in 0..150 {

@@ -226,7 +226,12 @@ impl<S: Launchway + Uploads> HttpDoor<S> {
                     .await;
             }
             (&Method::GET, ["console", "projects", project, "builds"]) => {
-                self.builds_page(&signed_in, project).await
+                let cursor = query_pairs(request.uri().query().unwrap_or_default())
+                    .ok()
+                    .and_then(|pairs| pairs.into_iter().find(|(name, _)| name == "cursor"))
+                    .map(|(_, value)| value)
+                    .unwrap_or_default();
+                self.builds_page(&signed_in, project, &cursor).await
             }
             (&Method::GET, ["console", "projects", project, "builds", id]) => {
                 self.build_page(&signed_in, project, id).await
@@ -649,12 +654,13 @@ impl<S: Launchway + Uploads> HttpDoor<S> {
         &self,
         signed_in: &SignedIn,
         project: &str,
+        cursor: &str,
     ) -> Result<Response<Body>, Status> {
         let list: proto::BuildList = self
             .ask(
                 &signed_in.who,
                 ActionKind::ListBuilds,
-                json!({"project": project, "limit": 50}),
+                json!({"project": project, "limit": 50, "cursor": cursor}),
             )
             .await?;
         Ok(html(

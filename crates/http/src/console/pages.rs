@@ -470,6 +470,13 @@ pub(crate) fn builds(viewer: &Viewer<'_>, project: &str, list: &proto::BuildList
         }
         body.push_str("</table>");
     }
+    if !list.next_cursor.is_empty() {
+        let _ = write!(
+            body,
+            r#"<p><a id="older" href="/console/projects/{p}/builds?cursor={}">Older builds</a></p>"#,
+            seg(&list.next_cursor)
+        );
+    }
     layout(&format!("Builds · {project}"), Some(viewer), &body)
 }
 
