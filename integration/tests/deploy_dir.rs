@@ -126,10 +126,41 @@ fn a_checkout_is_deployed_by_a_deploy_key_reused_when_unchanged_and_refused_when
     // `build DIR` builds without deploying; the operator's socket works too.
     std::fs::write(checkout.join(".upsun/config.yaml"), APP).unwrap();
     let out = daemon.cli(&["build", "-p", "shop", dir]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stderr);
+    assert!(out.status.success(), "{said}");
     assert_eq!(
         http_get(router, "main.shop.localhost", "/index.html").unwrap(),
         (200, "from CI\n".to_owned())
+    );
+    // It left a release waiting for a promotion (Convox's `build`), which
+    // the deploy key may promote.
+    let release = said
+        .split("release ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(release.starts_with('R'), "{said}");
+    let listed = daemon.cli_ok(&["releases", "-p", "shop", "-e", "main"]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(&release) && l.contains("pending")),
+        "{listed}"
+    );
+    let out = remote(&home, &url, &deploy_key, &["releases", "promote", &release]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    daemon.wait_idle("shop");
+    assert_eq!(
+        http_get(router, "main.shop.localhost", "/index.html").unwrap(),
+        (200, "broken\n".to_owned())
+    );
+    let listed = daemon.cli_ok(&["releases", "-p", "shop", "-e", "main"]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(&release) && l.contains("active")),
+        "{listed}"
     );
 
     // A viewer's token may not deploy.

@@ -526,9 +526,20 @@ impl Daemon {
             .plan_and_build(activity, env, commit, log, cancel, &mut timings, started)
             .await?;
         if !deploy {
+            let release = self
+                .record_release(
+                    activity,
+                    env,
+                    &build,
+                    &planned,
+                    &variables,
+                    log,
+                    launchway_store::ReleaseStatus::Pending,
+                )
+                .await?;
             log.line(&format!(
-                "  Build {} is complete (not deployed: `launchway build` builds only)",
-                build.id
+                "  Build {} is complete; release {} is ready, not deployed: `launchway releases promote {}` serves it",
+                build.id, release.id, release.id
             ))
             .await;
             return Ok(timings);

@@ -308,6 +308,24 @@ impl Daemon {
             .filter(|r| matches!(r.status, ReleaseStatus::Active | ReleaseStatus::Deploying))
             .map(|r| r.build)
             .collect();
+        // So is the newest release `launchway build` left waiting for a
+        // promotion in each environment (older ones may be collected: their
+        // promotion then says their images are gone).
+        let mut pending: HashMap<(String, String), (u64, String)> = HashMap::new();
+        for release in self.store.all_releases().map_err(|e| e.to_string())? {
+            if release.status == ReleaseStatus::Pending {
+                let newest = pending
+                    .entry((release.project.clone(), release.environment.clone()))
+                    .or_insert((0, String::new()));
+                if release.created_at >= newest.0 {
+                    *newest = (release.created_at, release.build.clone());
+                }
+            }
+        }
+        let serving: BTreeSet<String> = serving
+            .into_iter()
+            .chain(pending.into_values().map(|(_, build)| build))
+            .collect();
         // So are those of releases a backup names (a restore deploys them).
         let backed_up: BTreeSet<String> = self
             .store

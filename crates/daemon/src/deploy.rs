@@ -217,14 +217,24 @@ impl Daemon {
         cancel: &CancellationToken,
     ) -> Result<Release, Ended> {
         let release = self
-            .record_release(activity, env, build, plan, variables, log)
+            .record_release(
+                activity,
+                env,
+                build,
+                plan,
+                variables,
+                log,
+                ReleaseStatus::Deploying,
+            )
             .await?;
         self.deploy_release(activity, env, release, true, log, cancel)
             .await
     }
 
-    /// Records the release of `build` for `env` (status deploying), ready
-    /// for [`Daemon::deploy_release`] with `fresh`.
+    /// Records the release of `build` for `env`: `Deploying`, ready for
+    /// [`Daemon::deploy_release`] with `fresh`, or `Pending` (built only,
+    /// deployed by a later promotion).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn record_release(
         &self,
         activity: &Activity,
@@ -233,6 +243,7 @@ impl Daemon {
         plan: &Plan,
         variables: &[Effective],
         log: &Log,
+        status: ReleaseStatus,
     ) -> Result<Release, Ended> {
         let runtime = crate::variables::runtime_visible(variables);
         let secret = self.service_secret(&env.project).map_err(Ended::Failed)?;
@@ -272,7 +283,7 @@ impl Daemon {
             commit: build.commit.clone(),
             created_at: now_ms(),
             description: build.description.clone(),
-            status: ReleaseStatus::Deploying,
+            status,
             spec: spec_json,
             activity: Some(activity.id),
             variables: crate::variables::release_variables(variables),

@@ -217,7 +217,15 @@ impl Daemon {
                     .plan_and_build(activity, &env, &head, log, cancel, &mut timings, started)
                     .await?;
                 let release = self
-                    .record_release(activity, &env, &build, &planned, &variables, log)
+                    .record_release(
+                        activity,
+                        &env,
+                        &build,
+                        &planned,
+                        &variables,
+                        log,
+                        launchway_store::ReleaseStatus::Deploying,
+                    )
                     .await?;
                 (release, true)
             }

@@ -471,6 +471,9 @@ pub enum ReleaseStatus {
     Superseded,
     /// Its deploy failed; it never served.
     Failed,
+    /// Built by `launchway build`: never deployed, waiting for
+    /// `launchway releases promote` (Convox's unpromoted release).
+    Pending,
 }
 
 impl ReleaseStatus {
@@ -480,6 +483,7 @@ impl ReleaseStatus {
             ReleaseStatus::Active => "active",
             ReleaseStatus::Superseded => "superseded",
             ReleaseStatus::Failed => "failed",
+            ReleaseStatus::Pending => "pending",
         }
     }
 }
