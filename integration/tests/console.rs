@@ -535,6 +535,37 @@ fn a_key_signs_in_by_link_watches_a_push_live_and_rolls_back() {
     browser.wait_text("#build-log", "a build log", |t| t.contains("hook"));
     browser.screenshot("9-build");
 
+    // The live log's endpoint resumes where a dropped connection stopped
+    // (EventSource sends `Last-Event-ID`): the rest, nothing twice.
+    let events_url = format!("{base}/console/projects/shop/activities/{activity}/events");
+    let whole = curl(
+        api,
+        &["-H", &format!("Cookie: lw_console={cookie}"), &events_url],
+    )
+    .2;
+    let ids: Vec<u64> = whole
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: ")?.parse().ok())
+        .collect();
+    assert!(ids.len() > 3, "{whole}");
+    let middle = ids[ids.len() / 2];
+    let rest = curl(
+        api,
+        &[
+            "-H",
+            &format!("Cookie: lw_console={cookie}"),
+            "-H",
+            &format!("Last-Event-ID: {middle}"),
+            &events_url,
+        ],
+    )
+    .2;
+    let rest_ids: Vec<u64> = rest
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: ")?.parse().ok())
+        .collect();
+    assert_eq!(rest_ids, ids[ids.len() / 2 + 1..].to_vec(), "{rest}");
+
     // Every page carries the strict policy.
     let (_, head, _) = curl(
         api,
