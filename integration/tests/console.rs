@@ -371,6 +371,22 @@ fn a_key_signs_in_by_link_watches_a_push_live_and_rolls_back() {
         link.starts_with(&format!("{base}/console/login?code=")),
         "{link}"
     );
+    // With the default settings, webhooks may not point at this host or at
+    // link-local addresses (a project admin probing the server's services).
+    for url in [
+        "http://127.0.0.1:9/",
+        "http://localhost/hook",
+        "http://[::1]/",
+        "http://169.254.169.254/latest/meta-data/",
+    ] {
+        let out = daemon.cli(&["webhook", "add", "-p", "shop", url]);
+        assert!(!out.status.success(), "{url} was accepted");
+        assert!(
+            text(&out.stderr).contains("allow_local"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
     // A viewer's key gets none.
     let viewer_key = daemon.key("victor", "shop", "viewer");
     let refused = daemon.ssh(&viewer_key, &["git@127.0.0.1", "login"]);

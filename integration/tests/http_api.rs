@@ -237,8 +237,9 @@ fn fill(route: &launchway_http::Route, environment: &str, ids: &Ids) -> String {
 
 #[test]
 fn every_route_answers_as_the_authorization_table_says() {
-    let daemon =
-        Daemon::start_with("[http]\nlisten = \"127.0.0.1:0\"\nfailed_auth_per_minute = 100000\n");
+    let daemon = Daemon::start_with(
+        "[http]\nlisten = \"127.0.0.1:0\"\nfailed_auth_per_minute = 100000\n[webhooks]\nallow_local = true\n",
+    );
     let api = daemon.http_api_addr();
     daemon.use_busybox_runtime("python:3.11");
     let work: Work = daemon.admin_work("shop");
@@ -791,8 +792,9 @@ fn state(api: SocketAddr, token: &str) -> Vec<String> {
 #[test]
 fn random_requests_to_every_route_are_refused_with_a_message_and_change_nothing() {
     use rand::RngExt as _;
-    let daemon =
-        Daemon::start_with("[http]\nlisten = \"127.0.0.1:0\"\nfailed_auth_per_minute = 100000\n");
+    let daemon = Daemon::start_with(
+        "[http]\nlisten = \"127.0.0.1:0\"\nfailed_auth_per_minute = 100000\n[webhooks]\nallow_local = true\n",
+    );
     let api = daemon.http_api_addr();
     daemon.use_busybox_runtime("python:3.11");
     let work: Work = daemon.admin_work("shop");

@@ -84,6 +84,10 @@ pub struct WebhookSettings {
     pub attempts: u32,
     /// How long a receiver has to answer.
     pub timeout_secs: u64,
+    /// Whether webhook URLs may point at this host (loopback) or at
+    /// link-local addresses (cloud metadata services). Off: a project
+    /// admin's webhook cannot probe the server's own services.
+    pub allow_local: bool,
 }
 
 impl Default for WebhookSettings {
@@ -92,11 +96,12 @@ impl Default for WebhookSettings {
             first_retry_secs: 5,
             attempts: 8,
             timeout_secs: 10,
+            allow_local: false,
         }
     }
 }
 
-/// `[http]`: the HTTPS API (and, later, the console) for remote CLIs and CI.
+/// `[http]`: the HTTPS API and the web console, for remote CLIs, CI and people.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSettings {

@@ -99,6 +99,14 @@ impl Daemon {
                 "`{url}` is not an http:// or https:// URL with a host"
             )));
         }
+        if !self.settings.webhooks.allow_local
+            && let Some(host) = parsed.host()
+            && names_this_host(host)
+        {
+            return Err(Status::invalid_argument(format!(
+                "`{url}` points at this host or a link-local address, which webhooks may not reach (the operator allows it with `[webhooks] allow_local = true`)"
+            )));
+        }
         for event in &request.events {
             if !EVENTS.contains(&event.as_str()) {
                 return Err(Status::invalid_argument(format!(
@@ -243,8 +251,19 @@ impl Daemon {
     /// Sends due deliveries until `stop`: at once when woken, else every
     /// second.
     pub(crate) async fn deliver_webhooks_forever(self: Arc<Self>, stop: CancellationToken) {
+        // Names are resolved through the guard, so a name that resolves to
+        // this host is refused at connection time too (not only at `add`).
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new_with_resolver(
+            GuardedResolver {
+                allow_local: self.settings.webhooks.allow_local,
+            },
+        );
+        http.enforce_http(false);
         let connector = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
-            Ok(builder) => builder.https_or_http().enable_http1().build(),
+            Ok(builder) => builder
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(http.clone()),
             Err(error) => {
                 warn!(%error, "no system certificates: webhooks to https:// URLs will fail");
                 hyper_rustls::HttpsConnectorBuilder::new()
@@ -263,7 +282,7 @@ impl Daemon {
                     )
                     .https_or_http()
                     .enable_http1()
-                    .build()
+                    .wrap_connector(http)
             }
         };
         let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
@@ -323,7 +342,17 @@ impl Daemon {
             .body(Full::new(Bytes::from(delivery.payload.clone())));
         delivery.attempts += 1;
         let timeout = Duration::from_secs(self.settings.webhooks.timeout_secs.max(1));
+        let literal_local = !self.settings.webhooks.allow_local
+            && webhook
+                .url
+                .parse::<hyper::Uri>()
+                .ok()
+                .and_then(|uri| uri.host().map(names_this_host))
+                .unwrap_or(false);
         let outcome = match request {
+            _ if literal_local => Err(
+                "the URL points at this host or a link-local address, which webhooks may not reach ([webhooks] allow_local)".to_owned(),
+            ),
             Err(error) => Err(format!("the URL cannot be requested: {error}")),
             Ok(request) => match tokio::time::timeout(timeout, client.request(request)).await {
                 Err(_) => Err(format!("no answer within {} s", timeout.as_secs())),
@@ -371,6 +400,32 @@ fn unreachable_config() -> rustls::ClientConfig {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn this_host_and_link_local_addresses_are_recognised() {
+        for local in [
+            "localhost",
+            "api.localhost",
+            "127.0.0.1",
+            "127.1.2.3",
+            "[::1]",
+            "0.0.0.0",
+            "169.254.169.254",
+            "[fe80::1]",
+            "[::ffff:127.0.0.1]",
+        ] {
+            assert!(super::names_this_host(local), "{local}");
+        }
+        for remote in [
+            "example.com",
+            "10.0.0.5",
+            "192.168.1.2",
+            "[2001:db8::1]",
+            "8.8.8.8",
+        ] {
+            assert!(!super::names_this_host(remote), "{remote}");
+        }
+    }
+
     use super::*;
 
     #[test]
@@ -391,5 +446,80 @@ mod tests {
         assert_eq!(retry_delay(5, 2), Duration::from_secs(20));
         assert_eq!(retry_delay(5, 3), Duration::from_secs(80));
         assert_eq!(retry_delay(5, 30), Duration::from_secs(3600));
+    }
+}
+
+/// Whether webhooks may not reach `ip` unless allowed: this host
+/// (loopback, unspecified) and link-local addresses (cloud metadata
+/// services); multicast and broadcast are never receivers.
+fn is_local(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| is_local(IpAddr::V4(v4)))
+        }
+    }
+}
+
+/// Whether a URL's host names this host or a link-local address without
+/// any resolution (`localhost`, an address literal).
+fn names_this_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let lowered = host.to_ascii_lowercase();
+    if lowered == "localhost" || lowered.ends_with(".localhost") {
+        return true;
+    }
+    host.parse::<std::net::IpAddr>().is_ok_and(is_local)
+}
+
+/// Resolves receivers' names, keeping only addresses webhooks may reach.
+#[derive(Clone, Debug)]
+struct GuardedResolver {
+    allow_local: bool,
+}
+
+impl tower::Service<hyper_util::client::legacy::connect::dns::Name> for GuardedResolver {
+    type Response = std::vec::IntoIter<std::net::SocketAddr>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
+        let allow_local = self.allow_local;
+        Box::pin(async move {
+            let found: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            let kept: Vec<std::net::SocketAddr> = found
+                .into_iter()
+                .filter(|address| allow_local || !is_local(address.ip()))
+                .collect();
+            if kept.is_empty() {
+                return Err(std::io::Error::other(format!(
+                    "{name} resolves only to this host or link-local addresses, which webhooks may not reach ([webhooks] allow_local)"
+                )));
+            }
+            Ok(kept.into_iter())
+        })
     }
 }
