@@ -383,12 +383,12 @@ impl<S: Launchway + Uploads> HttpDoor<S> {
         ))
     }
 
-    async fn project_page(
+    /// A project and its environments, the head of its pages.
+    async fn project_and_environments(
         &self,
-        signed_in: &SignedIn,
+        who: &Principal,
         project: &str,
-    ) -> Result<Response<Body>, Status> {
-        let who = &signed_in.who;
+    ) -> Result<(proto::ProjectInfo, proto::EnvironmentList), Status> {
         let info: proto::ProjectInfo = self
             .ask(who, ActionKind::GetProject, json!({"project": project}))
             .await?;
@@ -399,6 +399,16 @@ impl<S: Launchway + Uploads> HttpDoor<S> {
                 json!({"project": project}),
             )
             .await?;
+        Ok((info, environments))
+    }
+
+    async fn project_page(
+        &self,
+        signed_in: &SignedIn,
+        project: &str,
+    ) -> Result<Response<Body>, Status> {
+        let who = &signed_in.who;
+        let (info, environments) = self.project_and_environments(who, project).await?;
         let activities: proto::ActivityList = self
             .ask(
                 who,
@@ -419,16 +429,7 @@ impl<S: Launchway + Uploads> HttpDoor<S> {
         environment: &str,
     ) -> Result<Response<Body>, Status> {
         let who = &signed_in.who;
-        let info: proto::ProjectInfo = self
-            .ask(who, ActionKind::GetProject, json!({"project": project}))
-            .await?;
-        let environments: proto::EnvironmentList = self
-            .ask(
-                who,
-                ActionKind::ListEnvironments,
-                json!({"project": project}),
-            )
-            .await?;
+        let (info, environments) = self.project_and_environments(who, project).await?;
         let Some(found) = environments
             .environments
             .iter()
