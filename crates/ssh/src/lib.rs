@@ -1,7 +1,8 @@
 //! Launchway's SSH front door (russh).
 //!
 //! Public-key authentication only. A session may exec `git-receive-pack` or
-//! `git-upload-pack` on a project; anything else (a shell, a pty, other
+//! `git-upload-pack` on a project, or `login` (a one-time console sign-in
+//! link the [`Gate`] mints for the key); anything else (a shell, a pty, other
 //! commands, subsystems, port or agent forwarding) is refused with a one-line
 //! reason and exit status 1. The crate decides nothing about projects, roles
 //! or builds: it asks a [`Gate`] (the daemon) and pipes the channel to the real
