@@ -406,6 +406,9 @@ fn a_key_signs_in_by_link_watches_a_push_live_and_rolls_back() {
         browser.url()
     );
     browser.goto(&link);
+    // The page names the key the link was made for.
+    let owner = browser.text_of("#owner");
+    assert!(owner.starts_with("alice (SHA256:"), "{owner}");
     browser.screenshot("1-login");
     browser.click("#sign-in");
     let projects = browser.wait_text("ul.projects", "the project list", |t| t.contains("shop"));
@@ -500,14 +503,16 @@ fn a_key_signs_in_by_link_watches_a_push_live_and_rolls_back() {
 
     // Before confirming: a forged POST (no CSRF token, or a wrong one) with
     // the browser's own cookie is refused and changes nothing.
-    let cookie = browser.cookie("lw_console").expect("the session cookie");
+    let cookie = browser
+        .cookie("__Host-lw_console")
+        .expect("the session cookie");
     let promote = format!("{base}/console/projects/shop/releases/{v1}/promote");
     for form in ["", "csrf=0123456789abcdef"] {
         let (status, _, body) = curl(
             api,
             &[
                 "-H",
-                &format!("Cookie: lw_console={cookie}"),
+                &format!("Cookie: __Host-lw_console={cookie}"),
                 "-d",
                 form,
                 &promote,
@@ -522,7 +527,7 @@ fn a_key_signs_in_by_link_watches_a_push_live_and_rolls_back() {
         api,
         &[
             "-H",
-            &format!("Cookie: lw_console={cookie}"),
+            &format!("Cookie: __Host-lw_console={cookie}"),
             "-H",
             "Origin: https://evil.example",
             "-d",
@@ -556,7 +561,11 @@ fn a_key_signs_in_by_link_watches_a_push_live_and_rolls_back() {
     let events_url = format!("{base}/console/projects/shop/activities/{activity}/events");
     let whole = curl(
         api,
-        &["-H", &format!("Cookie: lw_console={cookie}"), &events_url],
+        &[
+            "-H",
+            &format!("Cookie: __Host-lw_console={cookie}"),
+            &events_url,
+        ],
     )
     .2;
     let ids: Vec<u64> = whole
@@ -569,7 +578,7 @@ fn a_key_signs_in_by_link_watches_a_push_live_and_rolls_back() {
         api,
         &[
             "-H",
-            &format!("Cookie: lw_console={cookie}"),
+            &format!("Cookie: __Host-lw_console={cookie}"),
             "-H",
             &format!("Last-Event-ID: {middle}"),
             &events_url,
@@ -587,7 +596,7 @@ fn a_key_signs_in_by_link_watches_a_push_live_and_rolls_back() {
         api,
         &[
             "-H",
-            &format!("Cookie: lw_console={cookie}"),
+            &format!("Cookie: __Host-lw_console={cookie}"),
             &format!("{base}/console/"),
         ],
     );
@@ -620,7 +629,7 @@ fn a_key_signs_in_by_link_watches_a_push_live_and_rolls_back() {
                 .then(|| l.to_owned())
         })
         .and_then(|l| {
-            l.split_once("lw_console=")
+            l.split_once("__Host-lw_console=")
                 .map(|(_, v)| v.split(';').next().unwrap_or_default().to_owned())
         })
         .unwrap();
@@ -628,7 +637,7 @@ fn a_key_signs_in_by_link_watches_a_push_live_and_rolls_back() {
         api,
         &[
             "-H",
-            &format!("Cookie: lw_console={viewer_cookie}"),
+            &format!("Cookie: __Host-lw_console={viewer_cookie}"),
             &format!("{base}/console/projects/shop/environments/main"),
         ],
     );
@@ -650,7 +659,7 @@ fn a_key_signs_in_by_link_watches_a_push_live_and_rolls_back() {
         api,
         &[
             "-H",
-            &format!("Cookie: lw_console={viewer_cookie}"),
+            &format!("Cookie: __Host-lw_console={viewer_cookie}"),
             "-d",
             &format!("csrf={viewer_csrf}"),
             &promote,
@@ -670,7 +679,7 @@ fn a_key_signs_in_by_link_watches_a_push_live_and_rolls_back() {
         api,
         &[
             "-H",
-            &format!("Cookie: lw_console={viewer_cookie}"),
+            &format!("Cookie: __Host-lw_console={viewer_cookie}"),
             "-d",
             &format!("csrf={viewer_csrf}"),
             &format!("{base}/console/logout"),
@@ -681,7 +690,7 @@ fn a_key_signs_in_by_link_watches_a_push_live_and_rolls_back() {
         api,
         &[
             "-H",
-            &format!("Cookie: lw_console={viewer_cookie}"),
+            &format!("Cookie: __Host-lw_console={viewer_cookie}"),
             &format!("{base}/console/"),
         ],
     );
@@ -765,7 +774,7 @@ fn fuzz(api: SocketAddr, cookie: &str, csrf: &str, release: &str) {
         let url = format!("https://{api}{path}");
         let mut args = vec![
             "-H".to_owned(),
-            format!("Cookie: lw_console={cookie}"),
+            format!("Cookie: __Host-lw_console={cookie}"),
             "--path-as-is".to_owned(),
         ];
         if post {

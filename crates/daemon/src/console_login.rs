@@ -66,6 +66,14 @@ impl LoginCodes {
         code
     }
 
+    fn peek(&self, code: &str) -> Option<String> {
+        let pending = self.pending.lock().ok()?;
+        pending
+            .get(&digest(code))
+            .filter(|p| p.expires > Instant::now())
+            .map(|p| p.fingerprint.clone())
+    }
+
     fn redeem(&self, code: &str) -> Option<String> {
         let mut pending = self.pending.lock().ok()?;
         let found = pending.remove(&digest(code))?;
@@ -136,6 +144,17 @@ impl Daemon {
         ))
     }
 
+    /// Whose key a pending code was made for: "comment (fingerprint)".
+    pub(crate) fn console_login_owner(&self, code: &str) -> Option<String> {
+        let fingerprint = self.console_logins.peek(code)?;
+        let (name, _) = self.key_roles(&fingerprint).ok()?;
+        Some(if name == fingerprint {
+            fingerprint
+        } else {
+            format!("{name} ({fingerprint})")
+        })
+    }
+
     pub(crate) fn redeem_console_login(&self, code: &str) -> Result<String, String> {
         self.console_logins.redeem(code).ok_or_else(|| {
             "this sign-in link is unknown, used or expired: run `ssh git@HOST login` again".into()
@@ -164,6 +183,7 @@ mod tests {
         let codes = LoginCodes::default();
         let code = codes.mint("SHA256:abc");
         assert_eq!(codes.redeem("nonsense"), None);
+        assert_eq!(codes.peek(&code), Some("SHA256:abc".into()));
         assert_eq!(codes.redeem(&code), Some("SHA256:abc".into()));
         assert_eq!(codes.redeem(&code), None);
     }

@@ -61,6 +61,10 @@ impl launchway_http::Authenticate for TokenAuthenticator {
         self.daemon.redeem_console_login(code)
     }
 
+    fn login_owner(&self, code: &str) -> Option<String> {
+        self.daemon.console_login_owner(code)
+    }
+
     fn member(&self, fingerprint: &str) -> Result<Principal, String> {
         self.daemon.console_member(fingerprint)
     }

@@ -52,6 +52,10 @@ pub trait Authenticate: Send + Sync + 'static {
     /// of the key it was made for, or why not.
     fn redeem_login(&self, code: &str) -> Result<String, String>;
 
+    /// The key a console login code was made for (its comment and
+    /// fingerprint), without using the code up; `None` when unknown.
+    fn login_owner(&self, code: &str) -> Option<String>;
+
     /// Who the key `fingerprint` stands for now (its roles, read afresh), or
     /// why not (it was removed).
     fn member(&self, fingerprint: &str) -> Result<Principal, String>;

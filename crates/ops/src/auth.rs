@@ -131,7 +131,7 @@ impl fmt::Display for Denied {
             Denied::Hidden => f.write_str("not found"),
             Denied::Role { kind, need, have } => write!(
                 f,
-                "{} needs the {need} role here; this token has {have}",
+                "{} needs the {need} role here; you have {have}",
                 kind.name()
             ),
             Denied::OutsideEnvironment { kind, allowed } => write!(
@@ -464,7 +464,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             denied.to_string(),
-            "PromoteRelease needs the admin role here; this token has viewer"
+            "PromoteRelease needs the admin role here; you have viewer"
         );
     }
 }

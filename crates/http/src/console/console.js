@@ -24,7 +24,9 @@
     const entry = JSON.parse(event.data);
     append(entry.text || "");
     if (state) {
-      state.textContent = entry.failed ? "failure" : (entry.state || "complete");
+      state.textContent = entry.state === "cancelled"
+        ? "cancelled"
+        : (entry.failed ? "failure" : (entry.state || "complete"));
       state.className = "status s-" + state.textContent;
     }
     log.dataset.done = "true";

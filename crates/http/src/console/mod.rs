@@ -37,8 +37,13 @@ use pages::Viewer;
 pub(crate) use sessions::Sessions;
 use sessions::{Session, Subject, same_secret};
 
-const COOKIE: &str = "lw_console";
+/// `__Host-`: the browser refuses it with a `Domain` or a path other than
+/// `/`, so an app served under a sibling host name cannot plant or shadow
+/// it (apps run on subdomains of the same site).
+const COOKIE: &str = "__Host-lw_console";
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// The most of a build log one page holds.
+const MAX_PAGE_LOG: usize = 1 << 20;
 /// The most a form may send.
 const MAX_FORM: usize = 16 * 1024;
 const STYLE: &str = include_str!("console.css");
@@ -170,7 +175,16 @@ impl<S: Launchway + Uploads> HttpDoor<S> {
                             .find(|(name, _)| name == "code")
                             .map(|(_, v)| v)
                     });
-                return html(StatusCode::OK, pages::login(code.as_deref(), None));
+                let owner = code
+                    .as_deref()
+                    .and_then(|code| self.authenticator.login_owner(code));
+                let message = (code.is_some() && owner.is_none()).then_some(
+                    "This sign-in link is unknown, used or expired: run `ssh git@HOST login` again.",
+                );
+                return html(
+                    StatusCode::OK,
+                    pages::login(code.as_deref().zip(owner.as_deref()), message),
+                );
             }
             (&Method::POST, ["console", "login"]) => return self.sign_in(peer, request).await,
             _ => {}
@@ -192,7 +206,7 @@ impl<S: Launchway + Uploads> HttpDoor<S> {
                         self.sessions.close(&signed_in.id);
                         let mut response = redirect("/console/login");
                         if let Ok(cookie) = HeaderValue::from_str(&format!(
-                            "{COOKIE}=; Path=/console; Max-Age=0; HttpOnly; Secure; SameSite=Strict"
+                            "{COOKIE}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict"
                         )) {
                             response.headers_mut().insert(header::SET_COOKIE, cookie);
                         }
@@ -347,7 +361,7 @@ impl<S: Launchway + Uploads> HttpDoor<S> {
         let id = self.sessions.open(subject);
         let mut response = redirect("/console/");
         let cookie = format!(
-            "{COOKIE}={id}; Path=/console; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
+            "{COOKIE}={id}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
             self.sessions.lifetime().as_secs()
         );
         if let Ok(cookie) = HeaderValue::from_str(&cookie) {
@@ -702,6 +716,13 @@ impl<S: Launchway + Uploads> HttpDoor<S> {
                         .and_then(Value::as_str)
                         .unwrap_or_default(),
                 );
+                if log.len() > MAX_PAGE_LOG {
+                    log.push_str(&format!(
+                        "\n… (the page shows the first {} KiB: `launchway builds logs {id}` prints it all)\n",
+                        MAX_PAGE_LOG / 1024
+                    ));
+                    break;
+                }
             }
         }
         Ok(html(

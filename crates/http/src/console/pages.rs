@@ -89,16 +89,31 @@ fn status(word: &str) -> String {
     format!(r#"<span class="status s-{0}">{0}</span>"#, esc(word))
 }
 
-pub(crate) fn login(code: Option<&str>, message: Option<&str>) -> String {
+/// A link to `url` when it is an http(s) URL (the only kind routes make);
+/// anything else shows as text.
+fn url_link(url: &str) -> String {
+    if url.starts_with("https://") || url.starts_with("http://") {
+        format!(
+            r#"<a class="url" href="{0}" rel="noopener noreferrer">{0}</a>"#,
+            esc(url)
+        )
+    } else {
+        esc(url)
+    }
+}
+
+/// The sign-in page; `link` is a login code and the key it was made for.
+pub(crate) fn login(link: Option<(&str, &str)>, message: Option<&str>) -> String {
     let mut body = String::from("<h1>Sign in</h1>");
     if let Some(message) = message {
         let _ = write!(body, r#"<p class="error">{}</p>"#, esc(message));
     }
-    if let Some(code) = code {
+    if let Some((code, owner)) = link {
         let _ = write!(
             body,
-            r#"<form method="post" action="/console/login" class="card"><input type="hidden" name="code" value="{}"><p>This one-time link was made with <code>ssh … login</code> by an SSH key. Sign in as its owner?</p><button type="submit" id="sign-in">Sign in</button></form>"#,
-            esc(code)
+            r#"<form method="post" action="/console/login" class="card"><input type="hidden" name="code" value="{}"><p>This one-time link was made with <code>ssh … login</code> by the SSH key <b id="owner">{}</b>. Sign in as that key's owner? (If it is not your key, close this page.)</p><button type="submit" id="sign-in">Sign in</button></form>"#,
+            esc(code),
+            esc(owner)
         );
     } else {
         body.push_str(r#"<p>Run <code>ssh git@THIS-HOST login</code> with a key that can push, and open the link it prints. Or sign in with an API token:</p>"#);
@@ -140,29 +155,27 @@ pub(crate) fn projects(viewer: &Viewer<'_>, list: &proto::ProjectList) -> String
 fn environment_tree(
     project: &str,
     environments: &[proto::EnvironmentInfo],
-    parent: &str,
-    depth: usize,
+    roots: &[&proto::EnvironmentInfo],
+    seen: &mut std::collections::BTreeSet<String>,
     out: &mut String,
 ) {
-    if depth > 32 {
-        return;
-    }
-    let children: Vec<&proto::EnvironmentInfo> = environments
+    let fresh: Vec<&proto::EnvironmentInfo> = roots
         .iter()
-        .filter(|e| e.parent == parent && e.name != parent)
+        .copied()
+        .filter(|e| !seen.contains(&e.name))
         .collect();
-    if children.is_empty() {
+    if fresh.is_empty() {
         return;
     }
     out.push_str("<ul>");
-    for environment in children {
+    for environment in fresh {
+        if !seen.insert(environment.name.clone()) {
+            continue;
+        }
         let url = if environment.url.is_empty() {
             String::new()
         } else {
-            format!(
-                r#" <a class="url" href="{0}" rel="noopener noreferrer">{0}</a>"#,
-                esc(&environment.url)
-            )
+            format!(" {}", url_link(&environment.url))
         };
         let release = if environment.release.is_empty() {
             String::new()
@@ -181,7 +194,11 @@ fn environment_tree(
             status = status(&environment.status),
             kind = esc(&environment.r#type),
         );
-        environment_tree(project, environments, &environment.name, depth + 1, out);
+        let children: Vec<&proto::EnvironmentInfo> = environments
+            .iter()
+            .filter(|e| e.parent == environment.name)
+            .collect();
+        environment_tree(project, environments, &children, seen, out);
         out.push_str("</li>");
     }
     out.push_str("</ul>");
@@ -228,25 +245,20 @@ pub(crate) fn project(
         esc(&project.git_remote),
         seg(&project.name),
     );
+    let all = &environments.environments;
     let mut tree = String::new();
-    environment_tree(&project.name, &environments.environments, "", 0, &mut tree);
-    // Environments whose parent is gone still show, at the top.
-    let orphans: Vec<proto::EnvironmentInfo> = environments
-        .environments
+    let mut seen = std::collections::BTreeSet::new();
+    // Roots: no parent, or one that is gone or itself; then whatever a
+    // cycle of parents kept out, so every environment shows once.
+    let roots: Vec<&proto::EnvironmentInfo> = all
         .iter()
         .filter(|e| {
-            !e.parent.is_empty()
-                && !environments
-                    .environments
-                    .iter()
-                    .any(|other| other.name == e.parent)
-        })
-        .map(|e| proto::EnvironmentInfo {
-            parent: String::new(),
-            ..e.clone()
+            e.parent.is_empty() || e.parent == e.name || !all.iter().any(|o| o.name == e.parent)
         })
         .collect();
-    environment_tree(&project.name, &orphans, "", 0, &mut tree);
+    environment_tree(&project.name, all, &roots, &mut seen, &mut tree);
+    let rest: Vec<&proto::EnvironmentInfo> = all.iter().collect();
+    environment_tree(&project.name, all, &rest, &mut seen, &mut tree);
     if tree.is_empty() {
         tree = "<p class=\"muted\">No environment yet: push a branch.</p>".into();
     }
@@ -286,10 +298,7 @@ pub(crate) fn environment(viewer: &Viewer<'_>, page: &EnvironmentPage<'_>) -> St
         url = if environment.url.is_empty() {
             "—".to_owned()
         } else {
-            format!(
-                r#"<a href="{0}" rel="noopener noreferrer">{0}</a>"#,
-                esc(&environment.url)
-            )
+            url_link(&environment.url)
         },
         release = esc(if environment.release.is_empty() {
             "none"
@@ -316,7 +325,11 @@ pub(crate) fn environment(viewer: &Viewer<'_>, page: &EnvironmentPage<'_>) -> St
             {
                 String::new()
             } else {
-                let label = if serving_created.is_some_and(|at| release.created_at < at) {
+                // Only a release that served can be rolled back to; an
+                // older pending one (built, never served) is promoted.
+                let label = if release.status == "superseded"
+                    && serving_created.is_some_and(|at| release.created_at < at)
+                {
                     "Roll back to this"
                 } else {
                     "Promote"
@@ -526,6 +539,43 @@ mod tests {
             "&lt;script&gt;&quot;a&quot;&amp;&#39;b&#39;&lt;/script&gt;"
         );
         assert_eq!(seg("a b/c"), "a%20b%2Fc");
+    }
+
+    #[test]
+    fn every_environment_shows_once_whatever_its_parents() {
+        let env = |name: &str, parent: &str| proto::EnvironmentInfo {
+            name: name.into(),
+            parent: parent.into(),
+            ..Default::default()
+        };
+        let all = vec![
+            env("main", ""),
+            env("feature", "main"),
+            env("sub", "feature"),
+            env("orphan", "gone"),
+            env("orphan-child", "orphan"),
+            env("me", "me"),
+            env("a", "b"),
+            env("b", "a"),
+        ];
+        let page = project(
+            &Viewer {
+                name: "x",
+                csrf: "c",
+            },
+            &proto::ProjectInfo {
+                name: "shop".into(),
+                ..Default::default()
+            },
+            &proto::EnvironmentList {
+                environments: all.clone(),
+            },
+            &proto::ActivityList::default(),
+        );
+        for e in &all {
+            let marker = format!("data-environment=\"{}\"", e.name);
+            assert_eq!(page.matches(&marker).count(), 1, "{}", e.name);
+        }
     }
 
     #[test]
