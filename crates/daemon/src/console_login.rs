@@ -24,6 +24,9 @@ use crate::Daemon;
 pub(crate) const CODE_LIFETIME: Duration = Duration::from_secs(600);
 /// At most this many unused codes at once (the oldest go first).
 const MAX_PENDING: usize = 1_000;
+/// At most this many unused codes per key (its own oldest go first), so one
+/// key cannot void everyone else's links.
+const MAX_PER_KEY: usize = 5;
 
 #[derive(Debug)]
 struct Pending {
@@ -47,6 +50,16 @@ impl LoginCodes {
         let now = Instant::now();
         if let Ok(mut pending) = self.pending.lock() {
             pending.retain(|_, p| p.expires > now);
+            let own: Vec<(String, Instant)> = pending
+                .iter()
+                .filter(|(_, p)| p.fingerprint == fingerprint)
+                .map(|(k, p)| (k.clone(), p.expires))
+                .collect();
+            if own.len() >= MAX_PER_KEY
+                && let Some((oldest, _)) = own.iter().min_by_key(|(_, expires)| *expires)
+            {
+                pending.remove(oldest);
+            }
             if pending.len() >= MAX_PENDING
                 && let Some(oldest) = pending
                     .iter()
@@ -186,5 +199,15 @@ mod tests {
         assert_eq!(codes.peek(&code), Some("SHA256:abc".into()));
         assert_eq!(codes.redeem(&code), Some("SHA256:abc".into()));
         assert_eq!(codes.redeem(&code), None);
+    }
+
+    #[test]
+    fn one_key_cannot_void_the_others_links() {
+        let codes = LoginCodes::default();
+        let theirs = codes.mint("SHA256:theirs");
+        for _ in 0..MAX_PENDING * 2 {
+            codes.mint("SHA256:noisy");
+        }
+        assert_eq!(codes.redeem(&theirs), Some("SHA256:theirs".into()));
     }
 }

@@ -14,6 +14,9 @@ use sha2::{Digest as _, Sha256};
 
 /// The most sessions kept at once; past it the oldest goes first.
 const MAX_SESSIONS: usize = 10_000;
+/// The most sessions one key or token holds; past it its own oldest goes,
+/// so no one can sign everyone else out by signing in many times.
+const MAX_PER_SUBJECT: usize = 32;
 
 /// Who a session was opened for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,6 +76,16 @@ impl Sessions {
         };
         if let Ok(mut open) = self.open.lock() {
             open.retain(|_, s| s.expires > now);
+            let own: Vec<(String, Instant)> = open
+                .iter()
+                .filter(|(_, s)| s.subject == session.subject)
+                .map(|(k, s)| (k.clone(), s.opened))
+                .collect();
+            if own.len() >= MAX_PER_SUBJECT
+                && let Some((oldest, _)) = own.iter().min_by_key(|(_, opened)| *opened)
+            {
+                open.remove(oldest);
+            }
             if open.len() >= MAX_SESSIONS
                 && let Some(oldest) = open
                     .iter()
@@ -127,6 +140,26 @@ mod tests {
         let expired = Sessions::new(Duration::ZERO);
         let id = expired.open(Subject::Token("lw_api_x".into()));
         assert!(expired.get(&id).is_none());
+    }
+
+    #[test]
+    fn one_subject_cannot_crowd_out_the_others() {
+        let sessions = Sessions::new(Duration::from_secs(60));
+        let other = sessions.open(Subject::Key("SHA256:other".into()));
+        let first = sessions.open(Subject::Token("lw_api_x".into()));
+        for _ in 0..MAX_PER_SUBJECT * 3 {
+            sessions.open(Subject::Token("lw_api_x".into()));
+        }
+        assert!(sessions.get(&other).is_some());
+        assert!(sessions.get(&first).is_none());
+        let own = sessions
+            .open
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|s| s.subject == Subject::Token("lw_api_x".into()))
+            .count();
+        assert_eq!(own, MAX_PER_SUBJECT);
     }
 
     #[test]
