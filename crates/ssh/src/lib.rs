@@ -16,6 +16,7 @@
 mod exec;
 mod keys;
 mod server;
+mod target;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ pub use exec::{ExecError, is_project_name, parse_exec};
 pub use keys::{KeyError, UserKey, fingerprint, load_or_create_host_key, parse_public_key};
 pub use launchway_git::GitService;
 pub use server::{SshServer, SshSettings};
+pub use target::{Target, TargetError, parse_target};
 
 /// What the daemon lets a session run.
 #[derive(Debug)]
