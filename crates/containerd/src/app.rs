@@ -33,7 +33,8 @@ use crate::error::{EngineError, Result};
 use crate::spec::{StepSpec, process_spec, runtime_spec};
 use crate::step::{Output, OutputStream, StepOutcome, Waited};
 
-const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+pub(crate) const PROCESS_TYPE_URL: &str =
+    "types.containerd.io/opencontainers/runtime-spec/1/Process";
 const SIGKILL: u32 = 9;
 const SIGTERM: u32 = 15;
 

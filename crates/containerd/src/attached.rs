@@ -136,7 +136,7 @@ impl Engine {
 
 /// Copies one output FIFO to `output` until its end. When `output`'s
 /// receiver is gone, `reader_gone` is cancelled (the process is killed).
-async fn pump_bytes(
+pub(crate) async fn pump_bytes(
     mut receiver: tokio::net::unix::pipe::Receiver,
     stream: OutputStream,
     output: mpsc::Sender<OutputChunk>,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use launchway_containerd::{AppLabels, OutputChunk, OutputStream, StepSpec};
+use launchway_containerd::{AppLabels, ExecInput, OutputChunk, OutputStream, PtySize, StepSpec};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -84,6 +84,121 @@ async fn stdin_reaches_the_process_and_its_end_ends_the_input() {
     let chunk = vec![b'y'; 64 * 1024];
     let (code, _, _) = attached(&ns, &id, "exit 3", vec![chunk; 32]).await;
     assert_eq!(code, 3);
+
+    ns.engine.remove_app(&id).await.expect("remove");
+    ns.finish().await;
+}
+
+/// Runs `script` interactively in `id`, sending `inputs` once it started,
+/// and returns how it ended and everything it printed (stdout first).
+async fn interactive(
+    ns: &Ns,
+    id: &str,
+    script: &str,
+    tty: Option<PtySize>,
+    inputs: Vec<ExecInput>,
+) -> (launchway_containerd::StepOutcome, String) {
+    let (input, input_receiver) = mpsc::channel(8);
+    let (output, mut output_receiver) = mpsc::channel::<OutputChunk>(8);
+    let mut step = StepSpec::new(["sh", "-c", script]);
+    step.timeout = Some(Duration::from_secs(30));
+    step.env = vec![("OWN".into(), "exec".into())];
+    let cancel = CancellationToken::new();
+    let feed = tokio::spawn(async move {
+        for message in inputs {
+            if input.send(message).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        // Holds the input open until the process ends (as a client would).
+        std::future::pending::<()>().await;
+    });
+    let run = ns
+        .engine
+        .exec_interactive(id, &step, tty, input_receiver, output, &cancel);
+    let collect = async {
+        let mut all = Vec::new();
+        while let Some(chunk) = output_receiver.recv().await {
+            all.extend(chunk.bytes);
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    };
+    let (outcome, text) = tokio::join!(run, collect);
+    feed.abort();
+    (outcome.expect("the exec runs"), text)
+}
+
+#[tokio::test]
+async fn interactive_execs_get_a_terminal_the_container_env_resizes_and_signals() {
+    let ns = Ns::new().await;
+    let id = format!("interactive-{}", hex_id());
+    let labels = AppLabels {
+        owner: "test/interactive".into(),
+        ..Default::default()
+    };
+    let mut app = StepSpec::new(["sleep", "3600"]);
+    app.env = vec![("FROM_DEPLOY".into(), "deployed".into())];
+    ns.engine
+        .create_app(&id, BUSYBOX, &app, &labels)
+        .await
+        .expect("create");
+    let log = tempfile::NamedTempFile::new().unwrap();
+    ns.engine.start_app(&id, log.path()).await.expect("start");
+
+    // A terminal of the asked size, resized; the container's variables
+    // under the exec's own; typed input echoed by the terminal.
+    let (outcome, text) = interactive(
+        &ns,
+        &id,
+        "[ -t 0 ] && echo tty; stty size; echo \"$FROM_DEPLOY/$OWN\"; read line; stty size; echo \"got:$line\"",
+        Some(PtySize { cols: 80, rows: 24 }),
+        vec![
+            ExecInput::Resize(PtySize {
+                cols: 100,
+                rows: 50,
+            }),
+            ExecInput::Stdin(b"hello\r".to_vec()),
+        ],
+    )
+    .await;
+    assert_eq!(outcome.exit_code, 0, "{text}");
+    for expected in ["tty", "24 80", "deployed/exec", "50 100", "got:hello"] {
+        assert!(text.contains(expected), "`{expected}` missing in {text:?}");
+    }
+
+    // Ctrl-C typed on the terminal interrupts the foreground command,
+    // not the shell that traps it.
+    let (outcome, text) = interactive(
+        &ns,
+        &id,
+        "trap 'echo interrupted' INT; sleep 20; echo after",
+        Some(PtySize { cols: 80, rows: 24 }),
+        vec![ExecInput::Stdin(vec![0x03])],
+    )
+    .await;
+    assert!(!outcome.timed_out, "{text}");
+    assert!(
+        text.contains("interrupted") && text.contains("after"),
+        "{text:?}"
+    );
+
+    // Without a terminal: two streams, a signal sent by number ends it.
+    let (outcome, _) =
+        interactive(&ns, &id, "exec sleep 20", None, vec![ExecInput::Signal(15)]).await;
+    assert!(!outcome.timed_out);
+    assert_eq!(outcome.exit_code, 128 + 15);
+
+    // The end of input ends a command reading it.
+    let (outcome, text) = interactive(
+        &ns,
+        &id,
+        "cat; echo end",
+        None,
+        vec![ExecInput::Stdin(b"abc\n".to_vec()), ExecInput::Eof],
+    )
+    .await;
+    assert_eq!((outcome.exit_code, text.as_str()), (0, "abc\nend\n"));
 
     ns.engine.remove_app(&id).await.expect("remove");
     ns.finish().await;
