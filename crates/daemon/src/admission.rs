@@ -302,6 +302,19 @@ impl ApiService {
         kind: ActionKind,
         target: impl FnOnce(&Resolver<'_>) -> Result<Target, Status>,
     ) -> Result<(), Status> {
+        self.daemon.check_action(who, kind, target)
+    }
+}
+
+impl Daemon {
+    /// Authorizes `kind` for `who` on a target resolved by `target`: the
+    /// one check every door (the socket, HTTP, the console, SSH) goes through.
+    pub(crate) fn check_action(
+        &self,
+        who: &Principal,
+        kind: ActionKind,
+        target: impl FnOnce(&Resolver<'_>) -> Result<Target, Status>,
+    ) -> Result<(), Status> {
         // The operator may do everything: its requests keep exactly the
         // answers they had before doors existed (no lookups added).
         if *who == Principal::Operator {
@@ -313,10 +326,7 @@ impl ApiService {
             return authorize(who, kind, &Target::host(), now_ms())
                 .map_err(|denied| Status::permission_denied(denied.to_string()));
         }
-        let resolver = Resolver {
-            daemon: &self.daemon,
-            who,
-        };
+        let resolver = Resolver { daemon: self, who };
         let target = target(&resolver)?;
         authorize(who, kind, &target, now_ms()).map_err(|denied| match denied {
             Denied::Hidden => Status::not_found(match &target.project {

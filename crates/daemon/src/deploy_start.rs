@@ -116,29 +116,22 @@ impl Daemon {
                 let run_dir = self.run_dir(spec, &app.name, &process.name);
                 let log_path =
                     self.log_path(&spec.project, &spec.environment, &app.name, &process.name);
-                let mut binds = match prepare_mounts(&env_dir, process, &run_dir, &log_path) {
-                    Ok(binds) => binds,
-                    Err(error) => {
-                        return Err(fail(
-                            format!("cannot prepare the mounts of app '{}': {error}", app.name),
-                            &containers,
-                        ));
-                    }
+                let args = vec![
+                    "/bin/sh".to_string(),
+                    "-c".to_string(),
+                    SUPERVISOR.to_string(),
+                    "launchway-supervise".to_string(),
+                    process.pre_start.clone().unwrap_or_default(),
+                    process.start.clone(),
+                    process.server.clone().unwrap_or_default(),
+                ];
+                let step = match self
+                    .app_step(spec, app, process, &path, &run_dir, &log_path, args)
+                    .await
+                {
+                    Ok(step) => step,
+                    Err(message) => return Err(fail(message, &containers)),
                 };
-                binds.push(Bind {
-                    source: hosts.clone(),
-                    target: "/etc/hosts".into(),
-                    writable: false,
-                });
-                if let Err(error) = write_file(
-                    &run_dir.join("config.json"),
-                    launchway_deploy::spec::run_config(spec, app).as_bytes(),
-                ) {
-                    return Err(fail(
-                        format!("cannot write /run/config.json: {error}"),
-                        &containers,
-                    ));
-                }
                 if let (true, Some(server)) = (process.web, &app.web_server)
                     && let Err(error) = write_web_server_files(&run_dir, server)
                 {
@@ -147,68 +140,6 @@ impl Daemon {
                         &containers,
                     ));
                 }
-                let mut env = app.process_env(process);
-                env.push(("PATH".into(), path.clone()));
-                match self.app_ca_bundle() {
-                    Ok(Some(dir)) => {
-                        binds.push(Bind {
-                            source: dir,
-                            target: launchway_build::trust::CA_DIR.into(),
-                            writable: false,
-                        });
-                        env.extend(launchway_build::trust::ca_env(
-                            launchway_build::trust::CA_FILE,
-                        ));
-                    }
-                    Ok(None) => {}
-                    Err(error) => return Err(fail(error.to_string(), &containers)),
-                }
-                let mut step = StepSpec::new([
-                    "/bin/sh".to_string(),
-                    "-c".to_string(),
-                    SUPERVISOR.to_string(),
-                    "launchway-supervise".to_string(),
-                    process.pre_start.clone().unwrap_or_default(),
-                    process.start.clone(),
-                    process.server.clone().unwrap_or_default(),
-                ]);
-                step.env = env;
-                step.cwd = launchway_build::env::APP_DIR.into();
-                step.binds = binds;
-                let member = {
-                    let network = network.clone();
-                    let (address, rules) = (process.address, ruleset(&app.reach));
-                    tokio::task::spawn_blocking(move || {
-                        network.ensure_member(address, PREFIX_LEN, HUB_ADDRESS, &rules)
-                    })
-                    .await
-                };
-                let member = match member {
-                    Ok(Ok(member)) => member,
-                    Ok(Err(error)) => {
-                        return Err(fail(
-                            format!(
-                                "cannot connect app '{}' ({}) to the environment network: {error}",
-                                app.name, process.name
-                            ),
-                            &containers,
-                        ));
-                    }
-                    Err(error) => {
-                        return Err(fail(
-                            format!("the network set-up of app '{}' stopped: {error}", app.name),
-                            &containers,
-                        ));
-                    }
-                };
-                step.network = Network::Join(member);
-                step.hostname = launchway_deploy::routes::host_label(&app.name);
-                step.limits = Limits {
-                    memory_bytes: (self.settings.deploy.memory_mib > 0)
-                        .then_some(self.settings.deploy.memory_mib << 20),
-                    cpu_shares: None,
-                    pids: Some(self.settings.deploy.pids),
-                };
                 let id = format!(
                     "lw-{}-{}-{}-{}",
                     environment_id(&spec.project, &spec.environment),
@@ -269,6 +200,86 @@ impl Daemon {
             }
         }
         Ok(containers)
+    }
+
+    /// The container step of `process` of `app` running `args`: its mounts
+    /// and a fresh `run_dir` as `/run`, `/etc/hosts`, `/run/config.json`,
+    /// the app's variables, `PATH` (`image_path`), the CA bundle, its place
+    /// in the environment network and the deploy's limits. The caller
+    /// checked `image_path` against the app's image.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn app_step(
+        &self,
+        spec: &DeploySpec,
+        app: &AppSpec,
+        process: &ProcessSpec,
+        image_path: &str,
+        run_dir: &Path,
+        log_path: &Path,
+        args: Vec<String>,
+    ) -> Result<StepSpec, String> {
+        let env_dir = self.environment_dir(&spec.project, &spec.environment);
+        let hosts = env_dir.join("hosts").join(&app.name);
+        let mut binds = prepare_mounts(&env_dir, process, run_dir, log_path)
+            .map_err(|error| format!("cannot prepare the mounts of app '{}': {error}", app.name))?;
+        binds.push(Bind {
+            source: hosts,
+            target: "/etc/hosts".into(),
+            writable: false,
+        });
+        write_file(
+            &run_dir.join("config.json"),
+            launchway_deploy::spec::run_config(spec, app).as_bytes(),
+        )
+        .map_err(|error| format!("cannot write /run/config.json: {error}"))?;
+        let mut env = app.process_env(process);
+        env.push(("PATH".into(), image_path.to_owned()));
+        if let Some(dir) = self.app_ca_bundle().map_err(|error| error.to_string())? {
+            binds.push(Bind {
+                source: dir,
+                target: launchway_build::trust::CA_DIR.into(),
+                writable: false,
+            });
+            env.extend(launchway_build::trust::ca_env(
+                launchway_build::trust::CA_FILE,
+            ));
+        }
+        let mut step = StepSpec::new(args);
+        step.env = env;
+        step.cwd = launchway_build::env::APP_DIR.into();
+        step.binds = binds;
+        let member = {
+            let network = self.network(&spec.project, &spec.environment);
+            let (address, rules) = (process.address, ruleset(&app.reach));
+            tokio::task::spawn_blocking(move || {
+                network.ensure_member(address, PREFIX_LEN, HUB_ADDRESS, &rules)
+            })
+            .await
+        };
+        let member = match member {
+            Ok(Ok(member)) => member,
+            Ok(Err(error)) => {
+                return Err(format!(
+                    "cannot connect app '{}' ({}) to the environment network: {error}",
+                    app.name, process.name
+                ));
+            }
+            Err(error) => {
+                return Err(format!(
+                    "the network set-up of app '{}' stopped: {error}",
+                    app.name
+                ));
+            }
+        };
+        step.network = Network::Join(member);
+        step.hostname = launchway_deploy::routes::host_label(&app.name);
+        step.limits = Limits {
+            memory_bytes: (self.settings.deploy.memory_mib > 0)
+                .then_some(self.settings.deploy.memory_mib << 20),
+            cpu_shares: None,
+            pids: Some(self.settings.deploy.pids),
+        };
+        Ok(step)
     }
 
     /// Waits until `pre_start` is done, runs `post_start`, then waits until

@@ -16,6 +16,26 @@ use crate::{Daemon, PushSession};
 const MESSAGE_QUEUE: usize = 256;
 
 impl Gate for Daemon {
+    async fn start(
+        &self,
+        fingerprint: &str,
+        target: &launchway_ssh::Target,
+        request: launchway_ssh::ProcessRequest,
+    ) -> Result<launchway_ssh::Process, String> {
+        self.start_shell(fingerprint, target, request).await
+    }
+
+    async fn tunnel(
+        &self,
+        fingerprint: &str,
+        target: &launchway_ssh::Target,
+        relationship: &str,
+        port: u32,
+    ) -> Result<tokio::net::TcpStream, String> {
+        self.open_tunnel(fingerprint, target, relationship, port)
+            .await
+    }
+
     async fn login(&self, fingerprint: &str) -> Result<String, String> {
         self.console_login_link(fingerprint)
     }

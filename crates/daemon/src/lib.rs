@@ -58,6 +58,7 @@ mod service_client;
 mod service_data;
 mod services;
 mod settings;
+mod shell;
 mod sync;
 mod tokens;
 mod uploads;

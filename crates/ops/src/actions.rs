@@ -94,6 +94,9 @@ actions! {
     MergeEnvironment => Change, deploy_key: false;
     ListServices => Read, deploy_key: false;
     ServiceClient => Change, deploy_key: false;
+    Shell => Change, deploy_key: false;
+    RunCommand => Change, deploy_key: false;
+    Tunnel => Change, deploy_key: false;
     DeleteServiceData => Admin, deploy_key: false;
     ListVariables => Read, deploy_key: false;
     SetVariable => Change, deploy_key: false;

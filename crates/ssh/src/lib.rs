@@ -1,10 +1,17 @@
 //! Launchway's SSH front door (russh).
 //!
-//! Public-key authentication only. A session may exec `git-receive-pack` or
-//! `git-upload-pack` on a project, or `login` (a one-time console sign-in
-//! link the [`Gate`] mints for the key); anything else (a shell, a pty, other
-//! commands, subsystems, port or agent forwarding) is refused with a one-line
-//! reason and exit status 1. The crate decides nothing about projects, roles
+//! Public-key authentication only. The user name chooses the mode:
+//! - any name without `:` (`git@host`): a session may exec
+//!   `git-receive-pack` or `git-upload-pack` on a project, or `login` (a
+//!   one-time console sign-in link the [`Gate`] mints for the key); anything
+//!   else (a shell, a pty, other commands, port forwarding) is refused with a
+//!   one-line reason and exit status 1;
+//! - `PROJECT:ENVIRONMENT[:APP]` ([`parse_target`]): a shell or a command in
+//!   that app's running container, with a pty if asked, and `direct-tcpip`
+//!   tunnels to the app's relationships ([`session`]).
+//!
+//! In both modes subsystems, agent and X11 forwarding and remote forwarding
+//! stay refused. The crate decides nothing about projects, roles
 //! or builds: it asks a [`Gate`] (the daemon) and pipes the channel to the real
 //! git it is told to run.
 //!
@@ -16,6 +23,7 @@
 mod exec;
 mod keys;
 mod server;
+pub mod session;
 mod target;
 
 use std::future::Future;
@@ -25,6 +33,7 @@ pub use exec::{ExecError, is_project_name, parse_exec};
 pub use keys::{KeyError, UserKey, fingerprint, load_or_create_host_key, parse_public_key};
 pub use launchway_git::GitService;
 pub use server::{SshServer, SshSettings};
+pub use session::{Command, Process, ProcessInput, ProcessOutput, ProcessRequest, Pty};
 pub use target::{Target, TargetError, parse_target};
 
 /// What the daemon lets a session run.
@@ -63,4 +72,24 @@ pub trait Gate: Send + Sync + 'static {
     /// `ssh git@host login`: a one-time console sign-in link for the key
     /// `fingerprint` (the text printed), or why not (one line).
     fn login(&self, fingerprint: &str) -> impl Future<Output = Result<String, String>> + Send;
+
+    /// Starts a shell or command in `target` for the key `fingerprint` (the
+    /// daemon decides whether the key may, and records who ran what), or
+    /// says why not (one line). Dropping the [`Process`]'s guard ends it.
+    fn start(
+        &self,
+        fingerprint: &str,
+        target: &Target,
+        request: ProcessRequest,
+    ) -> impl Future<Output = Result<Process, String>> + Send;
+
+    /// Dials relationship `relationship` of `target`'s app on `port` for a
+    /// tunnel of the key `fingerprint`, or says why not (one line).
+    fn tunnel(
+        &self,
+        fingerprint: &str,
+        target: &Target,
+        relationship: &str,
+        port: u32,
+    ) -> impl Future<Output = Result<tokio::net::TcpStream, String>> + Send;
 }

@@ -14,7 +14,11 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 use tracing::{Instrument as _, debug, info, warn};
 
-use crate::{Gate, Grant, exec};
+use crate::session::{
+    Command, MAX_SESSIONS, MAX_TUNNELS, Pending, ProcessRequest, Slot, TunnelRequest, accepted_env,
+    checked_command, checked_pty, open_tunnel, pump_process,
+};
+use crate::{Gate, Grant, Target, TargetError, exec, parse_target};
 
 /// Tunables of the SSH server.
 #[derive(Clone, Debug)]
@@ -105,6 +109,11 @@ impl<G: Gate> SshServer<G> {
             auth_rejection_time_initial: Some(Duration::ZERO),
             keys: vec![host_key],
             inactivity_timeout: Some(settings.inactivity_timeout),
+            // Server output resets the inactivity timer, so a shell printing
+            // to a vanished client would keep it alive: keepalives find the
+            // client gone within about two minutes.
+            keepalive_interval: Some(Duration::from_secs(30)),
+            keepalive_max: 3,
             nodelay: true,
             ..Default::default()
         };
@@ -221,9 +230,13 @@ impl<G: Gate> Server for SshServer<G> {
             git: self.git.clone(),
             peer,
             fingerprint: None,
+            user: None,
             authenticated: Arc::default(),
             channels: HashMap::new(),
             git_protocol: HashMap::new(),
+            pending: HashMap::new(),
+            sessions: Arc::default(),
+            tunnels: Arc::default(),
         }
     }
 
@@ -241,8 +254,17 @@ pub struct Connection<G> {
     fingerprint: Option<String>,
     /// Set once a key is accepted (the accept loop's deadline reads it).
     authenticated: Arc<std::sync::atomic::AtomicBool>,
+    /// The user name of the accepted key (clients may change it between
+    /// attempts: only the one that succeeded counts).
+    user: Option<String>,
+    /// Session channels opened but not yet running anything.
     channels: HashMap<ChannelId, Channel<Msg>>,
     git_protocol: HashMap<ChannelId, String>,
+    /// What parked channels asked for (target mode), and how much.
+    pending: HashMap<ChannelId, Pending>,
+    /// Shells and commands running, tunnels open (per-connection limits).
+    sessions: Arc<std::sync::atomic::AtomicUsize>,
+    tunnels: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// `GIT_PROTOCOL` values git sends: `version=2`, colon-separated keys.
@@ -255,7 +277,78 @@ fn is_git_protocol(value: &str) -> bool {
 }
 
 impl<G: Gate> Connection<G> {
-    /// Refuses what the channel asked for: one line on stderr, exit status 1.
+    /// The target the user name names (`None`: git mode).
+    fn target(&self) -> Option<Result<Target, TargetError>> {
+        self.user.as_deref().and_then(parse_target)
+    }
+
+    /// Counts a request or data message on a parked channel; past the
+    /// limit the channel is dropped and closed (its queue would otherwise
+    /// fill and stall the whole connection). False when it was.
+    fn count_pending(&mut self, channel: ChannelId, session: &mut Session) -> bool {
+        if !self.channels.contains_key(&channel) {
+            return true;
+        }
+        if self.pending.entry(channel).or_default().count() {
+            return true;
+        }
+        info!(peer = ?self.peer, "too many requests before a command; channel closed");
+        self.channels.remove(&channel);
+        self.pending.remove(&channel);
+        let _ = session.close(channel);
+        false
+    }
+
+    /// Starts `command` in the target's app for the channel.
+    async fn start_process(
+        &mut self,
+        channel_id: ChannelId,
+        command: Command,
+        session: &mut Session,
+    ) {
+        let target = match self.target() {
+            Some(Ok(target)) => target,
+            Some(Err(error)) => return self.refuse(channel_id, session, error.to_string()),
+            None => return self.refuse(channel_id, session, "no target".into()),
+        };
+        let Some(fingerprint) = self.fingerprint.clone() else {
+            return self.refuse(channel_id, session, "not authenticated".into());
+        };
+        let Some(slot) = Slot::take(&self.sessions, MAX_SESSIONS) else {
+            return self.refuse(
+                channel_id,
+                session,
+                format!("this connection already runs {MAX_SESSIONS} sessions"),
+            );
+        };
+        let pending = self.pending.remove(&channel_id).unwrap_or_default();
+        let request = ProcessRequest {
+            command,
+            pty: pending.pty,
+            env: pending.env,
+        };
+        let shown = match &request.command {
+            Command::Shell => "shell".to_owned(),
+            Command::Exec(line) => line.chars().take(80).collect(),
+        };
+        let process = match self.gate.start(&fingerprint, &target, request).await {
+            Ok(process) => process,
+            Err(reason) => return self.refuse(channel_id, session, reason),
+        };
+        let Some(channel) = self.channels.remove(&channel_id) else {
+            return;
+        };
+        let _ = session.channel_success(channel_id);
+        let span = tracing::info_span!(
+            "ssh",
+            project = %target.project,
+            environment = %target.environment,
+            peer = ?self.peer
+        );
+        info!(parent: &span, %fingerprint, command = %shown, "started");
+        tokio::spawn(pump_process(channel, process, slot).instrument(span));
+    }
+
     /// Prints a console sign-in link and ends the channel.
     async fn login(&mut self, channel_id: ChannelId, session: &mut Session) {
         let Some(fingerprint) = self.fingerprint.clone() else {
@@ -283,7 +376,9 @@ impl<G: Gate> Connection<G> {
         });
     }
 
+    /// Refuses what the channel asked for: one line on stderr, exit status 1.
     fn refuse(&mut self, channel: ChannelId, session: &mut Session, reason: String) {
+        self.pending.remove(&channel);
         info!(peer = ?self.peer, %reason, "refused");
         let _ = session.channel_success(channel);
         let Some(channel) = self.channels.remove(&channel) else {
@@ -318,13 +413,14 @@ impl<G: Gate> Handler for Connection<G> {
 
     async fn auth_publickey(
         &mut self,
-        _user: &str,
+        user: &str,
         key: russh::server::VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
         let fingerprint = crate::fingerprint(key.public_key);
         if self.gate.authenticate(&fingerprint).await {
             info!(peer = ?self.peer, %fingerprint, "authenticated");
             self.fingerprint = Some(fingerprint);
+            self.user = Some(user.to_owned());
             self.authenticated
                 .store(true, std::sync::atomic::Ordering::SeqCst);
             Ok(Auth::Accept)
@@ -347,15 +443,54 @@ impl<G: Gate> Handler for Connection<G> {
 
     async fn channel_open_direct_tcpip(
         &mut self,
-        _channel: Channel<Msg>,
-        _host: &str,
-        _port: u32,
+        channel: Channel<Msg>,
+        host: &str,
+        port: u32,
         _originator: &str,
         _originator_port: u32,
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        reply.reject(forwarding_refused()).await;
+        let target = match self.target() {
+            Some(Ok(target)) => target,
+            Some(Err(error)) => {
+                reply
+                    .reject(ChannelOpenFailure::Other {
+                        code: 1,
+                        reason: format!("launchway: {error}"),
+                    })
+                    .await;
+                return Ok(());
+            }
+            None => {
+                reply.reject(forwarding_refused()).await;
+                return Ok(());
+            }
+        };
+        let (Some(fingerprint), Some(slot)) = (
+            self.fingerprint.clone(),
+            Slot::take(&self.tunnels, MAX_TUNNELS),
+        ) else {
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        };
+        let span = tracing::info_span!("tunnel", project = %target.project, environment = %target.environment, peer = ?self.peer);
+        // Dialing may take a while: the connection goes on meanwhile.
+        tokio::spawn(
+            open_tunnel(
+                self.gate.clone(),
+                TunnelRequest {
+                    fingerprint,
+                    target,
+                    host: host.to_owned(),
+                    port,
+                },
+                channel,
+                reply,
+                slot,
+            )
+            .instrument(span),
+        );
         Ok(())
     }
 
@@ -422,15 +557,25 @@ impl<G: Gate> Handler for Connection<G> {
     async fn pty_request(
         &mut self,
         channel: ChannelId,
-        _term: &str,
-        _cols: u32,
-        _rows: u32,
+        term: &str,
+        cols: u32,
+        rows: u32,
         _pix_width: u32,
         _pix_height: u32,
         _modes: &[(russh::Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_failure(channel)
+        if !self.count_pending(channel, session) {
+            return Ok(());
+        }
+        // Terminal modes are left to the container's terminal defaults.
+        match (self.target(), checked_pty(term, cols, rows)) {
+            (Some(Ok(_)), Some(pty)) => {
+                self.pending.entry(channel).or_default().pty = Some(pty);
+                session.channel_success(channel)
+            }
+            _ => session.channel_failure(channel),
+        }
     }
 
     async fn env_request(
@@ -438,11 +583,40 @@ impl<G: Gate> Handler for Connection<G> {
         channel: ChannelId,
         name: &str,
         value: &str,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if !self.count_pending(channel, session) {
+            return Ok(());
+        }
         if name == "GIT_PROTOCOL" && is_git_protocol(value) {
             self.git_protocol.insert(channel, value.to_owned());
+        } else if matches!(self.target(), Some(Ok(_))) {
+            let pending = self.pending.entry(channel).or_default();
+            if accepted_env(name, value, pending.env.len()) {
+                pending.env.push((name.to_owned(), value.to_owned()));
+            }
         }
+        Ok(())
+    }
+
+    async fn data(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.count_pending(channel, session);
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.channels.remove(&channel);
+        self.pending.remove(&channel);
+        self.git_protocol.remove(&channel);
         Ok(())
     }
 
@@ -451,6 +625,10 @@ impl<G: Gate> Handler for Connection<G> {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if self.target().is_some() {
+            self.start_process(channel, Command::Shell, session).await;
+            return Ok(());
+        }
         self.refuse(
             channel,
             session,
@@ -480,6 +658,16 @@ impl<G: Gate> Handler for Connection<G> {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if self.target().is_some() {
+            match checked_command(data) {
+                Ok(line) => {
+                    self.start_process(channel_id, Command::Exec(line), session)
+                        .await;
+                }
+                Err(reason) => self.refuse(channel_id, session, reason),
+            }
+            return Ok(());
+        }
         if exec::is_login(data) {
             self.login(channel_id, session).await;
             return Ok(());

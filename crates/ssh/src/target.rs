@@ -1,5 +1,4 @@
-//! The SSH user name as a target for shells, commands and tunnels (issue
-//! 24; not wired yet): `PROJECT:ENVIRONMENT[:APP]`, e.g.
+//! The SSH user name as a target for shells, commands and tunnels: `PROJECT:ENVIRONMENT[:APP]`, e.g.
 //! `ssh -t shop:main:web@host`. `:` is the separator because none of the
 //! three may contain it (git refuses it in ref names; project and app names
 //! are letters, digits, `-` and `_`), so the split is never ambiguous,

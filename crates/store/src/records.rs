@@ -231,6 +231,10 @@ pub enum ActivityKind {
     /// A directory uploaded by `launchway build|deploy DIR`, built (and
     /// deployed).
     Upload,
+    /// A shell or a command run in an app's container over SSH.
+    Shell,
+    /// `launchway run`: a command in a new container of the app's release.
+    Run,
 }
 
 impl ActivityKind {
@@ -255,6 +259,8 @@ impl ActivityKind {
             ActivityKind::Sync => "environment.synchronize",
             ActivityKind::Merge => "environment.merge",
             ActivityKind::Upload => "environment.upload",
+            ActivityKind::Shell => "environment.ssh",
+            ActivityKind::Run => "environment.run",
         }
     }
 }
