@@ -67,6 +67,10 @@ pub enum Rootfs<'a> {
     /// A fresh snapshot of the image: read-only (a view) or writable (thrown
     /// away after the step).
     Image { name: &'a str, writable: bool },
+    /// An app's image as its containers see it: a read-only root over a
+    /// writable snapshot (so runc can make the bind targets the image
+    /// lacks), thrown away after the step.
+    App { name: &'a str },
     /// The writable snapshot of a workspace, which outlives the step.
     Workspace(&'a Workspace),
 }
@@ -600,6 +604,13 @@ impl Engine {
                     self.view_snapshot(&lease, &id, &image.chain_id).await?
                 };
                 (image, mounts, !writable, id.clone())
+            }
+            Rootfs::App { name } => {
+                let image = self.image(name).await?;
+                self.unpack(&lease, &image).await?;
+                leftovers.snapshot = Some(id.clone());
+                let mounts = self.prepare_snapshot(&lease, &id, &image.chain_id).await?;
+                (image, mounts, true, id.clone())
             }
             Rootfs::Workspace(workspace) => {
                 let mounts = self.snapshot_mounts(&workspace.key).await?;

@@ -363,6 +363,15 @@ impl launchway_api::Launchway for ApiService {
         self.run_service_client(request).await
     }
 
+    type RunCommandStream = crate::service_client::ServiceClientStream;
+
+    async fn run_command(
+        &self,
+        request: Request<proto::RunCommandRequest>,
+    ) -> Result<Response<Self::RunCommandStream>, Status> {
+        self.run_command_rpc(request).await
+    }
+
     async fn activate_environment(
         &self,
         request: Request<proto::ActivateEnvironmentRequest>,

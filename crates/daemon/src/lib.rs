@@ -53,6 +53,7 @@ mod queue;
 mod reconcile;
 mod release_api;
 mod restore;
+mod run_command;
 mod runtimes;
 mod service_client;
 mod service_data;

@@ -24,12 +24,13 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use launchway_containerd::{ExecInput, OutputStream, PtySize, StepSpec};
 use launchway_deploy::DeploySpec;
-use launchway_deploy::spec::AppSpec;
+use launchway_deploy::spec::{AppSpec, ProcessSpec};
 use launchway_ops::{ActionKind, Principal};
 use launchway_ssh::{Command, Process, ProcessInput, ProcessOutput, ProcessRequest, Target};
 use launchway_store::{Activity, ActivityKind, ActivityResult, ActivityState, EnvironmentStatus};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tonic::Status;
 use tracing::warn;
 
 use crate::{Daemon, now_ms};
@@ -51,13 +52,13 @@ pub(crate) struct ResolvedApp {
 }
 
 /// The message of a refusal status.
-fn said(status: tonic::Status) -> String {
+fn said(status: Status) -> String {
     status.message().to_owned()
 }
 
 impl Daemon {
-    /// Authorizes `kind` on `target` for the key `fingerprint` and finds the
-    /// app of the serving release it names.
+    /// Authorizes `kind` on an environment for `who` and finds the app of
+    /// its serving release that `app` names (or its only one).
     pub(crate) fn resolve_app(
         &self,
         who: &Principal,
@@ -65,24 +66,23 @@ impl Daemon {
         environment: &str,
         app: Option<&str>,
         kind: ActionKind,
-    ) -> Result<(DeploySpec, AppSpec), String> {
+    ) -> Result<(DeploySpec, AppSpec), Status> {
         self.check_action(who, kind, |resolve| {
             resolve.environment(project, environment)
-        })
-        .map_err(said)?;
-        let found = self
-            .existing_environment(project, environment)
-            .map_err(said)?;
+        })?;
+        let found = self.existing_environment(project, environment)?;
         if found.status != EnvironmentStatus::Active {
-            return Err(format!(
+            return Err(Status::failed_precondition(format!(
                 "environment {environment} is not active: activate it with launchway environments activate -p {project} {environment}"
-            ));
+            )));
         }
         let spec = self
             .serving_release(project, environment)
             .and_then(|release| serde_json::from_value::<DeploySpec>(release.spec).ok())
             .ok_or_else(|| {
-                format!("environment {environment} serves no release: deploy it first")
+                Status::failed_precondition(format!(
+                    "environment {environment} serves no release: deploy it first"
+                ))
             })?;
         let names = || {
             spec.apps
@@ -93,18 +93,18 @@ impl Daemon {
         };
         let chosen = match app {
             Some(name) => spec.apps.iter().find(|a| a.name == name).ok_or_else(|| {
-                format!(
+                Status::not_found(format!(
                     "environment {environment} has no app `{}`; its apps: {}",
                     name.escape_debug(),
                     names()
-                )
+                ))
             })?,
             None if spec.apps.len() == 1 => &spec.apps[0],
             None => {
-                return Err(format!(
-                    "environment {environment} has several apps; name one (PROJECT:ENVIRONMENT:APP): {}",
+                return Err(Status::failed_precondition(format!(
+                    "environment {environment} has several apps; name one: {}",
                     names()
-                ));
+                )));
             }
         };
         let chosen = chosen.clone();
@@ -124,17 +124,16 @@ impl Daemon {
             )
         };
         let who = self.console_member(fingerprint).map_err(|_| hidden())?;
-        let name = match &who {
-            Principal::Member { name, .. } => name.clone(),
-            _ => fingerprint.to_owned(),
-        };
-        let (spec, app) = self.resolve_app(
-            &who,
-            &target.project,
-            &target.environment,
-            target.app.as_deref(),
-            kind,
-        )?;
+        let name = principal_name(&who);
+        let (spec, app) = self
+            .resolve_app(
+                &who,
+                &target.project,
+                &target.environment,
+                target.app.as_deref(),
+                kind,
+            )
+            .map_err(said)?;
         Ok((
             who,
             ResolvedApp {
@@ -180,12 +179,7 @@ impl Daemon {
         let (_, resolved) = self.ssh_target(fingerprint, target, ActionKind::Shell)?;
         let ResolvedApp { who, spec, app } = resolved;
         let owner = crate::deploy::environment_key(&spec.project, &spec.environment);
-        let process = app
-            .processes
-            .iter()
-            .find(|p| p.web)
-            .or_else(|| app.processes.first())
-            .ok_or_else(|| format!("app {} runs no process", app.name))?;
+        let process = main_process(&app).map_err(said)?;
         let container = self
             .running_container(&owner, &app, process)
             .await
@@ -358,6 +352,24 @@ impl Daemon {
             .await
             .map_err(|error| format!("`{relationship}` does not answer: {error}"))
     }
+}
+
+/// Who a principal is, for records.
+pub(crate) fn principal_name(who: &Principal) -> String {
+    match who {
+        Principal::Operator => "the operator".to_owned(),
+        Principal::Token { id, .. } => format!("token {id}"),
+        Principal::Member { name, .. } => name.clone(),
+    }
+}
+
+/// The process a shell or a command joins: the web one, else the first.
+pub(crate) fn main_process(app: &AppSpec) -> Result<&ProcessSpec, Status> {
+    app.processes
+        .iter()
+        .find(|p| p.web)
+        .or_else(|| app.processes.first())
+        .ok_or_else(|| Status::failed_precondition(format!("app {} runs no process", app.name)))
 }
 
 /// Each relationship of `app` with its address and port.

@@ -565,6 +565,10 @@ macro_rules! remote_service {
             async fn service_client(&self, _: tonic::Request<tonic::Streaming<proto::ServiceClientInput>>) -> Result<tonic::Response<Self::ServiceClientStream>, Status> {
                 Err(over_the_socket("a service's client"))
             }
+            type RunCommandStream = RemoteStream<proto::ServiceClientOutput>;
+            async fn run_command(&self, _: tonic::Request<proto::RunCommandRequest>) -> Result<tonic::Response<Self::RunCommandStream>, Status> {
+                Err(over_the_socket("a one-off command (over SSH: ssh PROJECT:ENVIRONMENT:APP@HOST -- COMMAND)"))
+            }
         }
     };
 }

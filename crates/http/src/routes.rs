@@ -241,7 +241,16 @@ pub const SOCKET_ONLY: &[(ActionKind, &str)] = &[
     ),
     (
         ServiceClient,
-        "an interactive session; over SSH with issue 24's tunnels",
+        "an interactive session; from elsewhere, open a tunnel over SSH (launchway tunnel)",
+    ),
+    (
+        RunCommand,
+        "a streamed process; from elsewhere, run it over SSH: ssh PROJECT:ENVIRONMENT:APP@HOST -- COMMAND",
+    ),
+    (Shell, "over SSH only: ssh -t PROJECT:ENVIRONMENT:APP@HOST"),
+    (
+        Tunnel,
+        "over SSH only: ssh -L PORT:RELATIONSHIP:PORT PROJECT:ENVIRONMENT:APP@HOST",
     ),
 ];
 

@@ -15,6 +15,7 @@ mod hook;
 mod releases;
 mod remote;
 mod runtimes;
+mod shell;
 mod tokens;
 mod upload;
 mod webhooks;
@@ -220,6 +221,38 @@ enum Command {
         /// The command and its arguments.
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Run a command in a new container of an app of the serving release
+    /// (its mounts, relationships and variables): `launchway run -p P -e E
+    /// -- php bin/console doctrine:migrations:migrate`.
+    Run {
+        #[command(flatten)]
+        target: shell::AppTarget,
+        /// The command and its arguments (run by the app's shell).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Open a shell in an app's running container over SSH (or run
+    /// `-- COMMAND` there): wraps `ssh -t PROJECT:ENVIRONMENT[:APP]@HOST`.
+    Ssh {
+        #[command(flatten)]
+        target: shell::AppTarget,
+        #[command(flatten)]
+        server: shell::SshServer,
+        /// A command to run instead of a shell.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Forward local ports to the app's relationships over SSH and print
+    /// their URLs (until Ctrl-C).
+    Tunnel {
+        #[command(flatten)]
+        target: shell::AppTarget,
+        #[command(flatten)]
+        server: shell::SshServer,
+        /// Only this relationship (default: all of them).
+        #[arg(long, short = 'r')]
+        relationship: Option<String>,
     },
     /// Activate, deactivate or delete an environment.
     Environment {
@@ -462,6 +495,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Redis { target, args } => {
             clients::run(settings_path.as_deref(), target, clients::Mode::Redis(args))
         }
+        Command::Run { target, command } => shell::run(settings_path.as_deref(), target, command),
+        Command::Ssh {
+            target,
+            server,
+            command,
+        } => shell::ssh(settings_path.as_deref(), target, server, command),
+        Command::Tunnel {
+            target,
+            server,
+            relationship,
+        } => shell::tunnel(settings_path.as_deref(), target, server, relationship),
         Command::Environment { command } => {
             environments::environment(settings_path.as_deref(), command)
         }
