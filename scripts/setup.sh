@@ -44,7 +44,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 # Debian package names per purpose; each purpose includes the ones before it.
 build_packages=(protobuf-compiler gcc libc6-dev make ca-certificates)
 run_packages=(containerd runc git openssh-client mmdebstrap nftables curl tzdata)
-test_packages=(openssh-server busybox-static xfsprogs e2fsprogs tinyproxy pebble openssl chromium chromium-driver fonts-dejavu-core)
+test_packages=(openssh-server postgresql-client busybox-static xfsprogs e2fsprogs tinyproxy pebble openssl chromium chromium-driver fonts-dejavu-core)
 bench_packages=(nginx-light php8.2-fpm php8.2-opcache zstd)
 
 packages=("${build_packages[@]}")

@@ -125,9 +125,12 @@ impl Daemon {
                     process.start.clone(),
                     process.server.clone().unwrap_or_default(),
                 ];
-                let step = match self
-                    .app_step(spec, app, process, &path, &run_dir, &log_path, args)
-                    .await
+                // Boxed: the deploy's future is deep already, and debug
+                // builds copy large futures on the worker's stack.
+                let step = match Box::pin(
+                    self.app_step(spec, app, process, &path, &run_dir, &log_path, args),
+                )
+                .await
                 {
                     Ok(step) => step,
                     Err(message) => return Err(fail(message, &containers)),

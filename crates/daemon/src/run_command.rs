@@ -74,7 +74,7 @@ impl Daemon {
         let env_dir = self.environment_dir(&spec.project, &spec.environment);
         let run_dir = env_dir.join("run").join(format!(
             "once-{}",
-            &crate::builds::new_record_id('r')[1..13].to_ascii_lowercase()
+            crate::builds::new_record_id('r').to_ascii_lowercase()
         ));
         let log_path = self.log_path(&spec.project, &spec.environment, &app.name, &process.name);
         let args = vec![

@@ -133,7 +133,14 @@ pub(crate) fn serve(settings_path: Option<&Path>) -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    runtime()?.block_on(launchway_daemon::serve(settings, shutdown_signal()))?;
+    // The daemon's activities are deep futures (an activity builds a
+    // runtime image inside a build inside a push); unoptimized builds keep
+    // large frames while polling them, more than tokio's 2 MiB default.
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(16 << 20)
+        .build()?
+        .block_on(launchway_daemon::serve(settings, shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -255,6 +255,8 @@ pub(crate) fn tunnel(
                 let _ = child.kill();
                 bail!("the tunnels did not open within 30 s");
             }
+            // Polling with a deadline: ssh says nothing when its ports listen.
+            #[allow(clippy::disallowed_methods)]
             std::thread::sleep(Duration::from_millis(100));
         }
     }
