@@ -184,7 +184,8 @@ fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 fn shells_commands_and_tunnels_reach_the_app_and_its_database() {
     let links = serve(wheels(&["pg8000"]));
-    let daemon = Daemon::start_with("[deploy]\nstart_timeout_secs = 60\n");
+    let daemon =
+        Daemon::start_with("[deploy]\nstart_timeout_secs = 60\n[ssh]\nkeepalive_secs = 1\n");
     let work = daemon.admin_work("shop");
     write_app(&work, &links);
     work.push_ok("main", &[]);
@@ -404,6 +405,24 @@ fn shells_commands_and_tunnels_reach_the_app_and_its_database() {
     sleeper.kill().unwrap();
     let _ = sleeper.wait();
     eventually("the sleep ends with its client", || sleeping() == 0);
+    // A client that stops answering (frozen, or its network gone): three
+    // unanswered keepalives end the connection and the process.
+    let mut frozen = Command::new(&args[0])
+        .args(&args[1..])
+        .args(["--", "exec sleep 300"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("the sleep starts", || sleeping() == 1);
+    let stopped = Command::new("kill")
+        .args(["-STOP", &frozen.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    eventually("the sleep ends with its silent client", || sleeping() == 0);
+    frozen.kill().unwrap();
+    let _ = frozen.wait();
 
     let mut run = daemon
         .cli_command(&["run", "-p", "shop", "-e", "main", "--", "sleep", "300"])
@@ -421,7 +440,16 @@ fn shells_commands_and_tunnels_reach_the_app_and_its_database() {
     pause();
 
     // Each session is in the environment's activity log: who, which command.
-    let log = daemon.cli_ok(&["activities", "-p", "shop", "-e", "main", "--json"]);
+    let log = daemon.cli_ok(&[
+        "activities",
+        "-p",
+        "shop",
+        "-e",
+        "main",
+        "--json",
+        "--limit",
+        "500",
+    ]);
     assert!(log.contains("environment.ssh"), "{log}");
     assert!(log.contains("environment.run"), "{log}");
     assert!(

@@ -481,6 +481,7 @@ pub async fn serve(
         &launchway_ssh::SshSettings {
             auth_timeout: Duration::from_secs(daemon.settings.ssh.auth_timeout_secs.max(1)),
             max_connections_per_ip: daemon.settings.ssh.max_connections_per_ip,
+            keepalive_interval: Duration::from_secs(daemon.settings.ssh.keepalive_secs.max(1)),
             ..launchway_ssh::SshSettings::default()
         },
     );

@@ -391,6 +391,9 @@ pub struct SshSettings {
     pub auth_timeout_secs: u64,
     /// Connections one IP address may hold at once.
     pub max_connections_per_ip: usize,
+    /// Seconds between keepalives to a quiet client; three unanswered
+    /// close the connection (and end its shells, commands and tunnels).
+    pub keepalive_secs: u64,
 }
 
 /// `[api]`.
@@ -437,6 +440,7 @@ impl Default for SshSettings {
             public_host: String::new(),
             auth_timeout_secs: 30,
             max_connections_per_ip: 64,
+            keepalive_secs: 30,
         }
     }
 }

@@ -20,6 +20,9 @@ use crate::session::{
 };
 use crate::{Gate, Grant, Target, TargetError, exec, parse_target};
 
+/// How long a session channel may wait for its shell or command.
+const PENDING_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Tunables of the SSH server.
 #[derive(Clone, Debug)]
 pub struct SshSettings {
@@ -32,6 +35,10 @@ pub struct SshSettings {
     pub auth_timeout: Duration,
     /// Connections one IP address may hold at once; more are closed at once.
     pub max_connections_per_ip: usize,
+    /// Keepalives to a quiet client this often; three unanswered close the
+    /// connection. (Server output resets the inactivity timer, so a shell
+    /// printing to a vanished client would otherwise keep it open.)
+    pub keepalive_interval: Duration,
 }
 
 impl Default for SshSettings {
@@ -41,6 +48,7 @@ impl Default for SshSettings {
             auth_rejection_time: Duration::from_millis(300),
             auth_timeout: Duration::from_secs(30),
             max_connections_per_ip: 64,
+            keepalive_interval: Duration::from_secs(30),
         }
     }
 }
@@ -109,10 +117,7 @@ impl<G: Gate> SshServer<G> {
             auth_rejection_time_initial: Some(Duration::ZERO),
             keys: vec![host_key],
             inactivity_timeout: Some(settings.inactivity_timeout),
-            // Server output resets the inactivity timer, so a shell printing
-            // to a vanished client would keep it alive: keepalives find the
-            // client gone within about two minutes.
-            keepalive_interval: Some(Duration::from_secs(30)),
+            keepalive_interval: Some(settings.keepalive_interval),
             keepalive_max: 3,
             nodelay: true,
             ..Default::default()
@@ -233,6 +238,7 @@ impl<G: Gate> Server for SshServer<G> {
             user: None,
             authenticated: Arc::default(),
             channels: HashMap::new(),
+            parked: Arc::default(),
             git_protocol: HashMap::new(),
             pending: HashMap::new(),
             sessions: Arc::default(),
@@ -259,6 +265,9 @@ pub struct Connection<G> {
     user: Option<String>,
     /// Session channels opened but not yet running anything.
     channels: HashMap<ChannelId, Channel<Msg>>,
+    /// The ids in `channels`, for the timers that close channels left
+    /// without a command ([`PENDING_TIMEOUT`]).
+    parked: Arc<std::sync::Mutex<std::collections::HashSet<ChannelId>>>,
     git_protocol: HashMap<ChannelId, String>,
     /// What parked channels asked for (target mode), and how much.
     pending: HashMap<ChannelId, Pending>,
@@ -277,6 +286,14 @@ fn is_git_protocol(value: &str) -> bool {
 }
 
 impl<G: Gate> Connection<G> {
+    /// Takes a parked channel to run something on it (or drop it).
+    fn take_channel(&mut self, id: &ChannelId) -> Option<Channel<Msg>> {
+        if let Ok(mut parked) = self.parked.lock() {
+            parked.remove(id);
+        }
+        self.channels.remove(id)
+    }
+
     /// The target the user name names (`None`: git mode).
     fn target(&self) -> Option<Result<Target, TargetError>> {
         self.user.as_deref().and_then(parse_target)
@@ -293,7 +310,7 @@ impl<G: Gate> Connection<G> {
             return true;
         }
         info!(peer = ?self.peer, "too many requests before a command; channel closed");
-        self.channels.remove(&channel);
+        self.take_channel(&channel);
         self.pending.remove(&channel);
         let _ = session.close(channel);
         false
@@ -335,7 +352,7 @@ impl<G: Gate> Connection<G> {
             Ok(process) => process,
             Err(reason) => return self.refuse(channel_id, session, reason),
         };
-        let Some(channel) = self.channels.remove(&channel_id) else {
+        let Some(channel) = self.take_channel(&channel_id) else {
             return;
         };
         let _ = session.channel_success(channel_id);
@@ -364,7 +381,7 @@ impl<G: Gate> Connection<G> {
         };
         info!(peer = ?self.peer, %fingerprint, "console login link made");
         let _ = session.channel_success(channel_id);
-        let Some(channel) = self.channels.remove(&channel_id) else {
+        let Some(channel) = self.take_channel(&channel_id) else {
             let _ = session.close(channel_id);
             return;
         };
@@ -381,7 +398,7 @@ impl<G: Gate> Connection<G> {
         self.pending.remove(&channel);
         info!(peer = ?self.peer, %reason, "refused");
         let _ = session.channel_success(channel);
-        let Some(channel) = self.channels.remove(&channel) else {
+        let Some(channel) = self.take_channel(&channel) else {
             let _ = session.close(channel);
             return;
         };
@@ -434,10 +451,25 @@ impl<G: Gate> Handler for Connection<G> {
         &mut self,
         channel: Channel<Msg>,
         reply: ChannelOpenHandle,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.channels.insert(channel.id(), channel);
+        let id = channel.id();
+        self.channels.insert(id, channel);
+        if let Ok(mut parked) = self.parked.lock() {
+            parked.insert(id);
+        }
         reply.accept().await;
+        // A channel that never asks for a command holds a slot and a
+        // queue: it is closed after a while.
+        let (parked, handle) = (self.parked.clone(), session.handle());
+        tokio::spawn(async move {
+            tokio::time::sleep(PENDING_TIMEOUT).await;
+            let still = parked.lock().map(|mut p| p.remove(&id)).unwrap_or(false);
+            if still {
+                info!("no command on a channel in time; closed");
+                let _ = handle.close(id).await;
+            }
+        });
         Ok(())
     }
 
@@ -614,7 +646,7 @@ impl<G: Gate> Handler for Connection<G> {
         channel: ChannelId,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.channels.remove(&channel);
+        self.take_channel(&channel);
         self.pending.remove(&channel);
         self.git_protocol.remove(&channel);
         Ok(())
@@ -708,7 +740,7 @@ impl<G: Gate> Handler for Connection<G> {
                 return Ok(());
             }
         };
-        let Some(channel) = self.channels.remove(&channel_id) else {
+        let Some(channel) = self.take_channel(&channel_id) else {
             return Ok(());
         };
         session.channel_success(channel_id)?;
