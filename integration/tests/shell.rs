@@ -128,32 +128,25 @@ sys.stdout.write(out.decode(errors="replace"))
 print("\nSSH-EXIT=%d" % os.waitstatus_to_exitcode(status))
 "#;
 
-/// `ssh` as `key` for `user`, its arguments for Command.
-fn ssh_args(daemon: &Daemon, key: &Key, user: &str, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = daemon
-        .ssh_command(key)
-        .split(' ')
-        .map(str::to_owned)
-        .collect();
-    args.extend([
-        "-p".into(),
-        daemon.port.to_string(),
-        "-l".into(),
-        user.into(),
-    ]);
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    args.push("127.0.0.1".into());
-    args
+/// `ssh` as `key` for `user` at the daemon, with `options` before the
+/// destination (what is added after it is the command).
+fn ssh(daemon: &Daemon, key: &Key, user: &str, options: &[&str]) -> Command {
+    let line = daemon.ssh_command(key);
+    let mut parts = line.split(' ');
+    let mut command = Command::new(parts.next().unwrap());
+    command
+        .args(parts)
+        .args(["-p", &daemon.port.to_string(), "-l", user])
+        .args(options)
+        .arg("127.0.0.1")
+        .stdin(Stdio::null());
+    command
 }
 
-/// Runs `ssh … user@host -- command` (stdin closed); (status, stdout, stderr).
+/// Runs `ssh … user@host -- command`; (status, stdout, stderr).
 fn ssh_run(daemon: &Daemon, key: &Key, user: &str, command: &str) -> (i32, String, String) {
-    let args = ssh_args(daemon, key, user, &[]);
-    let output = Command::new(&args[0])
-        .args(&args[1..])
-        .arg("--")
-        .arg(command)
-        .stdin(Stdio::null())
+    let output = ssh(daemon, key, user, &[])
+        .args(["--", command])
         .output()
         .unwrap();
     (
@@ -161,6 +154,13 @@ fn ssh_run(daemon: &Daemon, key: &Key, user: &str, command: &str) -> (i32, Strin
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// What ssh said on stderr when forwarding to `forward` as `key` for `user`.
+fn forward_refusal(daemon: &Daemon, key: &Key, user: &str, forward: &str) -> String {
+    let output = ssh(daemon, key, user, &["-W", forward]).output().unwrap();
+    assert!(!output.status.success(), "{forward}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 fn marker<'a>(text: &'a str, name: &str) -> &'a str {
@@ -203,9 +203,11 @@ fn shells_commands_and_tunnels_reach_the_app_and_its_database() {
     let driver = daemon.scratch("pty").join("driver.py");
     std::fs::create_dir_all(driver.parent().unwrap()).unwrap();
     std::fs::write(&driver, PTY_DRIVER).unwrap();
+    let client = ssh(&daemon, &alice, "shop:main", &["-t"]);
     let output = Command::new("python3")
         .arg(&driver)
-        .args(ssh_args(&daemon, &alice, "shop:main", &["-t"]))
+        .arg(client.get_program())
+        .args(client.get_args())
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -354,36 +356,18 @@ fn shells_commands_and_tunnels_reach_the_app_and_its_database() {
         ("127.0.0.1:22", "is not a relationship name"),
         ("database:22", "listens on port 5432"),
     ] {
-        let args = ssh_args(&daemon, &alice, "shop:main", &["-W", forward]);
-        let output = Command::new(&args[0])
-            .args(&args[1..])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let said = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{forward}");
+        let said = forward_refusal(&daemon, &alice, "shop:main", forward);
         assert!(said.contains(expected), "{forward}: {said}");
     }
     // And nothing at all in git mode, or for a viewer.
-    let args = ssh_args(&daemon, &viewer, "shop:main", &["-W", "database:5432"]);
-    let output = Command::new(&args[0])
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&output.stderr).contains("viewer"));
-    let args = ssh_args(&daemon, &alice, "git", &["-W", "database:5432"]);
-    let output = Command::new(&args[0])
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&output.stderr).contains("forwarding is not available"));
+    assert!(forward_refusal(&daemon, &viewer, "shop:main", "database:5432").contains("viewer"));
+    assert!(
+        forward_refusal(&daemon, &alice, "git", "database:5432")
+            .contains("forwarding is not available")
+    );
 
     // A client that goes away: its process ends, and a run's container goes.
-    let args = ssh_args(&daemon, &alice, "shop:main", &[]);
-    let mut sleeper = Command::new(&args[0])
-        .args(&args[1..])
+    let mut sleeper = ssh(&daemon, &alice, "shop:main", &[])
         .args(["--", "exec sleep 300"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -407,8 +391,7 @@ fn shells_commands_and_tunnels_reach_the_app_and_its_database() {
     eventually("the sleep ends with its client", || sleeping() == 0);
     // A client that stops answering (frozen, or its network gone): three
     // unanswered keepalives end the connection and the process.
-    let mut frozen = Command::new(&args[0])
-        .args(&args[1..])
+    let mut frozen = ssh(&daemon, &alice, "shop:main", &[])
         .args(["--", "exec sleep 300"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -453,7 +436,7 @@ fn shells_commands_and_tunnels_reach_the_app_and_its_database() {
     assert!(log.contains("environment.ssh"), "{log}");
     assert!(log.contains("environment.run"), "{log}");
     assert!(
-        log.contains("alice ran a shell in app app over SSH (exit status 3)"),
+        log.contains("alice ran a shell in app app over SSH (exited with code 3)"),
         "{log}"
     );
     assert!(

@@ -16,8 +16,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use containerd_client::services::v1::{
-    CreateTaskRequest, DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, GetRequest,
-    KillRequest, PauseTaskRequest, ResumeTaskRequest, StartRequest, WaitRequest,
+    CreateTaskRequest, ExecProcessRequest, GetContainerRequest, GetRequest, KillRequest,
+    PauseTaskRequest, ResumeTaskRequest, StartRequest, WaitRequest,
 };
 use containerd_client::types::v1::Status as ProcessStatus;
 use tokio_util::sync::CancellationToken;
@@ -326,13 +326,7 @@ impl Engine {
                 pump.abort();
             }
         }
-        let _ = self
-            .tasks()
-            .delete_process(self.request(DeleteProcessRequest {
-                container_id: id.to_string(),
-                exec_id,
-            }))
-            .await;
+        self.delete_exec(id, &exec_id).await;
         drop(fifo_dir);
         outcome
     }
@@ -343,8 +337,21 @@ impl Engine {
         id: &str,
         process: &StepSpec,
     ) -> Result<prost_types::Any> {
-        // An exec does not inherit the container's environment: start from
-        // the image's, as the container did.
+        let spec = process_spec(process, &self.exec_image_env(id).await?)?;
+        let value = serde_json::to_vec(&spec).map_err(|error| EngineError::Invalid {
+            what: "process spec",
+            reason: error.to_string(),
+        })?;
+        Ok(prost_types::Any {
+            type_url: PROCESS_TYPE_URL.into(),
+            value,
+        })
+    }
+
+    /// The environment of container `id`'s image. An exec does not inherit
+    /// the container's environment: hooks start from the image's, as the
+    /// container did.
+    pub(crate) async fn exec_image_env(&self, id: &str) -> Result<Vec<String>> {
         let container = self
             .containers()
             .get(self.request(GetContainerRequest { id: id.to_string() }))
@@ -356,16 +363,7 @@ impl Engine {
             .container
             .map(|c| c.image)
             .unwrap_or_default();
-        let image_env = self.image(&container).await?.env();
-        let spec = process_spec(process, &image_env)?;
-        let value = serde_json::to_vec(&spec).map_err(|error| EngineError::Invalid {
-            what: "process spec",
-            reason: error.to_string(),
-        })?;
-        Ok(prost_types::Any {
-            type_url: PROCESS_TYPE_URL.into(),
-            value,
-        })
+        Ok(self.image(&container).await?.env())
     }
 
     /// Starts exec `exec_id` of `id` (saying so on `started`) and waits for

@@ -49,6 +49,19 @@ pub enum ExecInput {
     Signal(u32),
 }
 
+/// Which environment an exec's own variables go over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EnvBase {
+    /// The image's, as the container's process started from.
+    Image,
+    /// What the container's process was given (the deploy's variables).
+    Container,
+}
+
+/// After the process ended, its output is read until it has been quiet
+/// this long: a background child it left may hold the pipe open.
+pub(crate) const QUIET_AFTER_EXIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Engine {
     /// Runs `process` in the running container `id` with the container's
     /// environment under the process's own, a pty of `tty`'s size if given,
@@ -58,12 +71,32 @@ impl Engine {
         id: &str,
         process: &StepSpec,
         tty: Option<PtySize>,
+        input: mpsc::Receiver<ExecInput>,
+        output: mpsc::Sender<OutputChunk>,
+        cancel: &CancellationToken,
+    ) -> Result<StepOutcome> {
+        self.exec_streams(id, process, tty, EnvBase::Container, input, output, cancel)
+            .await
+    }
+
+    /// The one exec with stdin and streamed output (`exec_interactive`,
+    /// `exec_attached`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn exec_streams(
+        &self,
+        id: &str,
+        process: &StepSpec,
+        tty: Option<PtySize>,
+        env_base: EnvBase,
         mut input: mpsc::Receiver<ExecInput>,
         output: mpsc::Sender<OutputChunk>,
         cancel: &CancellationToken,
     ) -> Result<StepOutcome> {
-        let container_env = self.container_env(id).await?;
-        let mut spec = process_spec(process, &container_env)?;
+        let base_env = match env_base {
+            EnvBase::Container => self.container_env(id).await?,
+            EnvBase::Image => self.exec_image_env(id).await?,
+        };
+        let mut spec = process_spec(process, &base_env)?;
         if let Some(size) = tty {
             spec.set_terminal(Some(true));
             spec.set_console_size(Some(
@@ -81,7 +114,10 @@ impl Engine {
             what: "process spec",
             reason: error.to_string(),
         })?;
-        let exec_id = random_id("shell");
+        let exec_id = random_id(match env_base {
+            EnvBase::Container => "shell",
+            EnvBase::Image => "attach",
+        });
         let fifo_dir = tempfile::Builder::new()
             .prefix(&exec_id)
             .tempdir_in(self.scratch())
@@ -120,6 +156,7 @@ impl Engine {
             .await
             .map_err(|status| EngineError::rpc("task exec", || format!("task {id}"), status))?;
         let reader_gone = cancel.child_token();
+        let exited = CancellationToken::new();
         let pumps: Vec<_> = readers
             .into_iter()
             .map(|(receiver, stream)| {
@@ -128,6 +165,7 @@ impl Engine {
                     stream,
                     output.clone(),
                     reader_gone.clone(),
+                    exited.clone(),
                 ))
             })
             .collect();
@@ -192,28 +230,27 @@ impl Engine {
             .run_exec(id, &exec_id, process.timeout, &reader_gone, Some(started))
             .await;
         feeder.abort();
-        // A background child the command left may hold the output open:
-        // give the readers a moment, then stop reading.
-        for mut pump in pumps {
-            if tokio::time::timeout(std::time::Duration::from_secs(2), &mut pump)
-                .await
-                .is_err()
-            {
-                pump.abort();
-            }
+        exited.cancel();
+        for pump in pumps {
+            let _ = pump.await;
         }
-        let _ = self
-            .tasks()
-            .delete_process(self.request(DeleteProcessRequest {
-                container_id: id.to_string(),
-                exec_id,
-            }))
-            .await;
+        self.delete_exec(id, &exec_id).await;
         drop(fifo_dir);
         match outcome {
             Err(EngineError::Cancelled) if !cancel.is_cancelled() => Err(EngineError::Cancelled),
             other => other,
         }
+    }
+
+    /// Frees the shim's record of exec `exec_id` (its status, its FIFOs).
+    pub(crate) async fn delete_exec(&self, id: &str, exec_id: &str) {
+        let _ = self
+            .tasks()
+            .delete_process(self.request(DeleteProcessRequest {
+                container_id: id.to_owned(),
+                exec_id: exec_id.to_owned(),
+            }))
+            .await;
     }
 
     async fn close_stdin(&self, id: &str, exec_id: &str) {

@@ -21,17 +21,17 @@
 use launchway_api::proto;
 use launchway_containerd::{Output, OutputLine, OutputStream, Rootfs};
 use launchway_ops::{ActionKind, Principal};
-use launchway_store::{ActivityKind, ActivityResult, ActivityState};
+use launchway_store::ActivityKind;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::warn;
 
+use crate::Daemon;
 use crate::api::internal;
 use crate::deploy::app_path;
 use crate::service_client::ClientOutput;
-use crate::shell::{main_process, principal_name};
-use crate::{Daemon, now_ms};
+use crate::shell::{SessionEnd, main_process, principal_name};
 
 /// The longest command line accepted.
 const MAX_COMMAND: usize = 32 * 1024;
@@ -154,37 +154,14 @@ impl Daemon {
             if let Err(error) = std::fs::remove_dir_all(&run_dir) {
                 warn!(%error, dir = %run_dir.display(), "cannot remove a run directory");
             }
-            let (code, result, ended) = match &outcome {
-                Ok(outcome) => (
-                    i32::try_from(outcome.exit_code).unwrap_or(255),
-                    if outcome.success() {
-                        ActivityResult::Success
-                    } else {
-                        ActivityResult::Failure
-                    },
-                    outcome.describe(),
-                ),
-                Err(launchway_containerd::EngineError::Cancelled) => (
-                    255,
-                    ActivityResult::Failure,
-                    "ended: the client went away".to_owned(),
-                ),
-                Err(error) => {
-                    let said = format!("launchway: the command could not run: {error}\n");
-                    let _ = sender.send(ClientOutput::Stderr(said.into_bytes())).await;
-                    (255, ActivityResult::Failure, format!("failed: {error}"))
-                }
-            };
-            let _ = sender.send(ClientOutput::Exit(code)).await;
-            if let Some(mut activity) = activity {
-                activity.state = ActivityState::Complete;
-                activity.result = Some(result);
-                activity.completed_at = Some(now_ms());
-                activity.description = format!("{} ({ended})", activity.description);
-                if let Err(error) = store.put_activity(&activity) {
-                    warn!(%error, "cannot record the end of a run");
-                }
+            let end = SessionEnd::of(&outcome);
+            if let Some(error) = &end.error {
+                let said = format!("launchway: the command could not run: {error}\n");
+                let _ = sender.send(ClientOutput::Stderr(said.into_bytes())).await;
             }
+            let code = i32::try_from(end.status).unwrap_or(255);
+            let _ = sender.send(ClientOutput::Exit(code)).await;
+            end.record(&store, activity);
         });
         Ok(output)
     }

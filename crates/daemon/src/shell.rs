@@ -273,37 +273,13 @@ impl Daemon {
                 forward
             );
             relay.abort();
-            let (status, result, ended) = match &outcome {
-                Ok(outcome) => (
-                    outcome.exit_code,
-                    if outcome.exit_code == 0 {
-                        ActivityResult::Success
-                    } else {
-                        ActivityResult::Failure
-                    },
-                    format!("exit status {}", outcome.exit_code),
-                ),
-                Err(launchway_containerd::EngineError::Cancelled) => (
-                    255,
-                    ActivityResult::Failure,
-                    "ended: the client went away".to_owned(),
-                ),
-                Err(error) => {
-                    let said = format!("launchway: the session ended: {error}\r\n");
-                    let _ = output.send(ProcessOutput::Stderr(said.into_bytes())).await;
-                    (255, ActivityResult::Failure, format!("failed: {error}"))
-                }
-            };
-            let _ = output.send(ProcessOutput::Exit(status)).await;
-            if let Some(mut activity) = activity {
-                activity.state = ActivityState::Complete;
-                activity.result = Some(result);
-                activity.completed_at = Some(now_ms());
-                activity.description = format!("{} ({ended})", activity.description);
-                if let Err(error) = store.put_activity(&activity) {
-                    warn!(%error, "cannot record the end of a session");
-                }
+            let end = SessionEnd::of(&outcome);
+            if let Some(error) = &end.error {
+                let said = format!("launchway: the session ended: {error}\r\n");
+                let _ = output.send(ProcessOutput::Stderr(said.into_bytes())).await;
             }
+            let _ = output.send(ProcessOutput::Exit(end.status)).await;
+            end.record(&store, activity);
         });
         Ok(Process {
             input,
@@ -351,6 +327,60 @@ impl Daemon {
             .connect(SocketAddr::from((ip, expected)))
             .await
             .map_err(|error| format!("`{relationship}` does not answer: {error}"))
+    }
+}
+
+/// How a session's process ended, for its client and its activity.
+pub(crate) struct SessionEnd {
+    pub(crate) status: u32,
+    result: ActivityResult,
+    ended: String,
+    /// Why it could not run to its end, for the client.
+    pub(crate) error: Option<String>,
+}
+
+impl SessionEnd {
+    pub(crate) fn of(
+        outcome: &Result<launchway_containerd::StepOutcome, launchway_containerd::EngineError>,
+    ) -> SessionEnd {
+        match outcome {
+            Ok(outcome) => SessionEnd {
+                status: outcome.exit_code,
+                result: if outcome.success() {
+                    ActivityResult::Success
+                } else {
+                    ActivityResult::Failure
+                },
+                ended: outcome.describe(),
+                error: None,
+            },
+            Err(launchway_containerd::EngineError::Cancelled) => SessionEnd {
+                status: 255,
+                result: ActivityResult::Failure,
+                ended: "ended: the client went away".to_owned(),
+                error: None,
+            },
+            Err(error) => SessionEnd {
+                status: 255,
+                result: ActivityResult::Failure,
+                ended: format!("failed: {error}"),
+                error: Some(error.to_string()),
+            },
+        }
+    }
+
+    /// Completes the session's activity with how it ended.
+    pub(crate) fn record(&self, store: &launchway_store::Store, activity: Option<Activity>) {
+        let Some(mut activity) = activity else {
+            return;
+        };
+        activity.state = ActivityState::Complete;
+        activity.result = Some(self.result);
+        activity.completed_at = Some(now_ms());
+        activity.description = format!("{} ({})", activity.description, self.ended);
+        if let Err(error) = store.put_activity(&activity) {
+            warn!(%error, "cannot record the end of a session");
+        }
     }
 }
 

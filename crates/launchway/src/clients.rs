@@ -102,33 +102,47 @@ pub(crate) fn run(
                 }
             }
         });
-        let mut outputs = client
+        let outputs = client
             .service_client(tokio_stream::wrappers::ReceiverStream::new(input_receiver))
             .await?
             .into_inner();
-        let mut code = None;
-        while let Some(message) = outputs.message().await? {
-            match message.output {
-                Some(Output::Stdout(bytes)) => {
-                    let mut out = std::io::stdout().lock();
-                    if out.write_all(&bytes).and_then(|()| out.flush()).is_err() {
-                        // Nobody reads (`| head`): stop, which kills the client.
-                        break;
-                    }
-                }
-                Some(Output::Stderr(bytes)) => {
-                    let _ = std::io::stderr().write_all(&bytes);
-                }
-                Some(Output::ExitCode(exit)) => code = Some(exit),
-                None => {}
-            }
-        }
+        let code = relay_output(outputs).await;
         feeder.abort();
-        Ok(code)
+        code
     })?;
-    Ok(match code {
+    Ok(exit_code(code))
+}
+
+/// Writes a remote process's output to stdout and stderr as it comes;
+/// returns its exit code (`None` if the stream ended without one).
+pub(crate) async fn relay_output(
+    mut outputs: tonic::Streaming<proto::ServiceClientOutput>,
+) -> Result<Option<i32>, tonic::Status> {
+    let mut code = None;
+    while let Some(message) = outputs.message().await? {
+        match message.output {
+            Some(Output::Stdout(bytes)) => {
+                let mut out = std::io::stdout().lock();
+                if out.write_all(&bytes).and_then(|()| out.flush()).is_err() {
+                    // Nobody reads (`| head`): stop, which kills the process.
+                    break;
+                }
+            }
+            Some(Output::Stderr(bytes)) => {
+                let _ = std::io::stderr().write_all(&bytes);
+            }
+            Some(Output::ExitCode(exit)) => code = Some(exit),
+            None => {}
+        }
+    }
+    Ok(code)
+}
+
+/// This command's exit code for a remote process's.
+pub(crate) fn exit_code(code: Option<i32>) -> ExitCode {
+    match code {
         Some(0) => ExitCode::SUCCESS,
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1).max(1)),
         None => ExitCode::FAILURE,
-    })
+    }
 }

@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Args;
 use launchway_api::proto;
-use launchway_api::proto::service_client_output::Output;
 
 use crate::admin::with_client;
 
@@ -74,30 +73,10 @@ pub(crate) fn run(
         command: command.join(" "),
     };
     let code = with_client(settings_path, async |client| {
-        let mut outputs = client.run_command(request).await?.into_inner();
-        let mut code = None;
-        while let Some(message) = outputs.message().await? {
-            match message.output {
-                Some(Output::Stdout(bytes)) => {
-                    let mut out = std::io::stdout().lock();
-                    if out.write_all(&bytes).and_then(|()| out.flush()).is_err() {
-                        break;
-                    }
-                }
-                Some(Output::Stderr(bytes)) => {
-                    let _ = std::io::stderr().write_all(&bytes);
-                }
-                Some(Output::ExitCode(exit)) => code = Some(exit),
-                None => {}
-            }
-        }
-        Ok(code)
+        let outputs = client.run_command(request).await?.into_inner();
+        crate::clients::relay_output(outputs).await
     })?;
-    Ok(match code {
-        Some(0) => ExitCode::SUCCESS,
-        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1).max(1)),
-        None => ExitCode::FAILURE,
-    })
+    Ok(crate::clients::exit_code(code))
 }
 
 /// The SSH server's host and port.
