@@ -242,6 +242,27 @@ fn shells_commands_and_tunnels_reach_the_app_and_its_database() {
     assert_eq!((status, out.as_str()), (0, "shell-wrote\napp\n"));
     let (status, _, _) = ssh_run(&daemon, &alice, "shop:main", "false");
     assert_eq!(status, 1);
+    // Megabytes in while output flows back: the connection never waits for
+    // the process to read.
+    let zeros = daemon.scratch("pty").join("zeros");
+    std::fs::write(&zeros, vec![0u8; 8 << 20]).unwrap();
+    let piped = ssh(&daemon, &alice, "shop:main", &[])
+        .args(["--", "cat"])
+        .stdin(std::fs::File::open(&zeros).unwrap())
+        .output()
+        .unwrap();
+    assert!(piped.status.success());
+    assert_eq!(piped.stdout.len(), 8 << 20);
+    // With a terminal, the end of the client's input does not hang the
+    // command up: its later output still arrives.
+    let late = ssh(&daemon, &alice, "shop:main", &["-tt"])
+        .args(["--", "sleep 1; echo late"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&late.stdout).contains("late"),
+        "{late:?}"
+    );
 
     // Who may: viewers never, contributors not on the default environment
     // (on another one they pass the check and meet the inactive branch).
@@ -307,6 +328,9 @@ fn shells_commands_and_tunnels_reach_the_app_and_its_database() {
     ]);
     assert_eq!(run.status.code(), Some(7));
     assert_eq!(String::from_utf8_lossy(&run.stdout), "shell-wrote\n");
+    // Output comes byte for byte (a dump, a prompt without a newline).
+    let run = daemon.cli(&["run", "-p", "shop", "-e", "main", "--", "printf 'a\\0b'"]);
+    assert_eq!(run.stdout, b"a\0b");
     let refused = daemon.cli(&["run", "-p", "shop", "-e", "feature", "--", "true"]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("not active"));
@@ -368,7 +392,7 @@ fn shells_commands_and_tunnels_reach_the_app_and_its_database() {
 
     // A client that goes away: its process ends, and a run's container goes.
     let mut sleeper = ssh(&daemon, &alice, "shop:main", &[])
-        .args(["--", "exec sleep 300"])
+        .args(["--", "sleep 300; echo not-reached"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -392,7 +416,7 @@ fn shells_commands_and_tunnels_reach_the_app_and_its_database() {
     // A client that stops answering (frozen, or its network gone): three
     // unanswered keepalives end the connection and the process.
     let mut frozen = ssh(&daemon, &alice, "shop:main", &[])
-        .args(["--", "exec sleep 300"])
+        .args(["--", "sleep 300; echo not-reached"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()

@@ -16,8 +16,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use containerd_client::services::v1::{
-    CreateTaskRequest, ExecProcessRequest, GetContainerRequest, GetRequest, KillRequest,
-    PauseTaskRequest, ResumeTaskRequest, StartRequest, WaitRequest,
+    CreateTaskRequest, ExecProcessRequest, GetRequest, KillRequest, PauseTaskRequest,
+    ResumeTaskRequest, StartRequest, WaitRequest,
 };
 use containerd_client::types::v1::Status as ProcessStatus;
 use tokio_util::sync::CancellationToken;
@@ -271,8 +271,14 @@ impl Engine {
             .prefix(&exec_id)
             .tempdir_in(self.scratch())
             .map_err(|error| EngineError::io("creating a FIFO directory", error))?;
-        let (stdout, stderr, readers, sender) = match output {
-            Output::Lines(sender) => {
+        let (sink, direct) = crate::step::Sink::split(output);
+        let (stdout, stderr, readers) = match direct {
+            Some(target) if target.is_empty() => (String::new(), String::new(), Vec::new()),
+            Some(path) => {
+                let uri = format!("file://{path}");
+                (uri.clone(), uri, Vec::new())
+            }
+            None => {
                 let out = crate::step::make_fifo(fifo_dir.path(), "stdout")?;
                 let err = crate::step::make_fifo(fifo_dir.path(), "stderr")?;
                 let readers = vec![
@@ -283,14 +289,8 @@ impl Engine {
                     out.display().to_string(),
                     err.display().to_string(),
                     readers,
-                    Some(sender),
                 )
             }
-            Output::File(path) => {
-                let uri = format!("file://{}", path.display());
-                (uri.clone(), uri, Vec::new(), None)
-            }
-            Output::Discard => (String::new(), String::new(), Vec::new(), None),
         };
         self.tasks()
             .exec(self.request(ExecProcessRequest {
@@ -304,18 +304,19 @@ impl Engine {
             }))
             .await
             .map_err(|status| EngineError::rpc("task exec", || format!("task {id}"), status))?;
-        let pumps: Vec<_> = match sender {
-            Some(sender) => readers
+        let exited = CancellationToken::new();
+        let pumps: Vec<_> = match &sink {
+            Some(sink) => readers
                 .into_iter()
-                .map(|(reader, stream)| {
-                    tokio::spawn(crate::step::pump(reader, stream, sender.clone()))
-                })
+                .map(|(reader, stream)| sink.spawn_pump(reader, stream, &exited))
                 .collect(),
             None => Vec::new(),
         };
+        drop(sink);
         let outcome = self
             .run_exec(id, &exec_id, process.timeout, cancel, None)
             .await;
+        exited.cancel();
         // A background child the command left keeps the output open: give
         // the readers a moment to finish, then stop reading.
         for mut pump in pumps {
@@ -352,18 +353,12 @@ impl Engine {
     /// the container's environment: hooks start from the image's, as the
     /// container did.
     pub(crate) async fn exec_image_env(&self, id: &str) -> Result<Vec<String>> {
-        let container = self
-            .containers()
-            .get(self.request(GetContainerRequest { id: id.to_string() }))
-            .await
-            .map_err(|status| {
-                EngineError::rpc("container get", || format!("container {id}"), status)
-            })?
-            .into_inner()
-            .container
+        let image = self
+            .container_record(id)
+            .await?
             .map(|c| c.image)
             .unwrap_or_default();
-        Ok(self.image(&container).await?.env())
+        Ok(self.image(&image).await?.env())
     }
 
     /// Starts exec `exec_id` of `id` (saying so on `started`) and waits for

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::interactive::{EnvBase, ExecInput};
+use crate::interactive::{EnvBase, ExecIo};
 use crate::spec::StepSpec;
 use crate::step::{OutputStream, StepOutcome};
 
@@ -37,32 +37,17 @@ impl Engine {
         &self,
         id: &str,
         process: &StepSpec,
-        mut stdin: mpsc::Receiver<Vec<u8>>,
+        stdin: mpsc::Receiver<Vec<u8>>,
         output: mpsc::Sender<OutputChunk>,
         cancel: &CancellationToken,
     ) -> Result<StepOutcome> {
-        let (input, input_receiver) = mpsc::channel(4);
-        let relay = tokio::spawn(async move {
-            while let Some(bytes) = stdin.recv().await {
-                if input.send(ExecInput::Stdin(bytes)).await.is_err() {
-                    return;
-                }
-            }
-            let _ = input.send(ExecInput::Eof).await;
-        });
-        let outcome = self
-            .exec_streams(
-                id,
-                process,
-                None,
-                EnvBase::Image,
-                input_receiver,
-                output,
-                cancel,
-            )
-            .await;
-        relay.abort();
-        outcome
+        let io = ExecIo {
+            stdin,
+            control: None,
+            output,
+        };
+        self.exec_streams(id, process, None, EnvBase::Image, io, cancel)
+            .await
     }
 }
 

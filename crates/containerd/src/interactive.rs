@@ -9,16 +9,21 @@
 //! - The process's environment is the *container's* (what the deploy gave
 //!   the app: `PLATFORM_*`, `PATH`, the CA variables) with the exec's own
 //!   variables over it, not the image's.
-//! - Inputs wait for the start: a resize before it is lost by the shim (the
-//!   first size goes in the spec's `consoleSize` instead).
-//! - The end of stdin closes the shim's writer (`CloseIO`); with a pty that
-//!   hangs the terminal up, as a closed SSH channel should.
+//! - Stdin and control (resizes, signals) come on separate channels, so a
+//!   process that does not read its input still gets its signals; both wait
+//!   for the start: a resize before it is lost by the shim (the first size
+//!   goes in the spec's `consoleSize` instead).
+//! - The end of stdin (its sender dropped) closes the shim's writer
+//!   (`CloseIO`); with a pty that hangs the terminal up.
+//! - runc makes an exec's process a session and group leader: signals and
+//!   the final kill go to its whole group from the host (`kill(-pid)`), so
+//!   the command a wrapper shell runs does not outlive it.
 //! - The exec is killed when `cancel` fires or `output`'s receiver goes
 //!   away, and its record is deleted on every path through this function.
 //!   A caller that may be dropped mid-way runs it in a task and cancels.
 
 use containerd_client::services::v1::{
-    CloseIoRequest, DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, KillRequest,
+    CloseIoRequest, DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, GetRequest,
     ResizePtyRequest,
 };
 use tokio::io::AsyncWriteExt as _;
@@ -38,15 +43,34 @@ pub struct PtySize {
     pub rows: u16,
 }
 
-/// What the client sends an interactive exec.
+/// What a client asks of a running interactive exec, besides its input.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ExecInput {
-    Stdin(Vec<u8>),
-    /// The end of stdin.
-    Eof,
+pub enum ExecControl {
     Resize(PtySize),
-    /// A signal number for the exec's process.
-    Signal(u32),
+    /// A signal number for the exec's process group.
+    Signal(i32),
+}
+
+/// The streams of an exec with input.
+pub(crate) struct ExecIo {
+    /// Its input; the sender dropped is the end of input.
+    pub(crate) stdin: mpsc::Receiver<Vec<u8>>,
+    pub(crate) control: Option<mpsc::Receiver<ExecControl>>,
+    pub(crate) output: mpsc::Sender<OutputChunk>,
+}
+
+/// Sends `signal` to the process group `group` leads (runc makes an exec's
+/// process a session leader); nothing for an unknown group or signal.
+fn signal_group(group: u32, signal: i32) {
+    let (Ok(group), Ok(signal)) = (
+        i32::try_from(group),
+        nix::sys::signal::Signal::try_from(signal),
+    ) else {
+        return;
+    };
+    if group > 1 {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), signal);
+    }
 }
 
 /// Which environment an exec's own variables go over.
@@ -66,32 +90,42 @@ impl Engine {
     /// Runs `process` in the running container `id` with the container's
     /// environment under the process's own, a pty of `tty`'s size if given,
     /// fed by `input`, its output sent to `output` as it comes.
+    #[allow(clippy::too_many_arguments)]
     pub async fn exec_interactive(
         &self,
         id: &str,
         process: &StepSpec,
         tty: Option<PtySize>,
-        input: mpsc::Receiver<ExecInput>,
+        stdin: mpsc::Receiver<Vec<u8>>,
+        control: mpsc::Receiver<ExecControl>,
         output: mpsc::Sender<OutputChunk>,
         cancel: &CancellationToken,
     ) -> Result<StepOutcome> {
-        self.exec_streams(id, process, tty, EnvBase::Container, input, output, cancel)
+        let io = ExecIo {
+            stdin,
+            control: Some(control),
+            output,
+        };
+        self.exec_streams(id, process, tty, EnvBase::Container, io, cancel)
             .await
     }
 
     /// The one exec with stdin and streamed output (`exec_interactive`,
     /// `exec_attached`).
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn exec_streams(
         &self,
         id: &str,
         process: &StepSpec,
         tty: Option<PtySize>,
         env_base: EnvBase,
-        mut input: mpsc::Receiver<ExecInput>,
-        output: mpsc::Sender<OutputChunk>,
+        io: ExecIo,
         cancel: &CancellationToken,
     ) -> Result<StepOutcome> {
+        let ExecIo {
+            mut stdin,
+            control,
+            output,
+        } = io;
         let base_env = match env_base {
             EnvBase::Container => self.container_env(id).await?,
             EnvBase::Image => self.exec_image_env(id).await?,
@@ -171,7 +205,60 @@ impl Engine {
             .collect();
         drop(output);
         let (started, on_start) = oneshot::channel::<()>();
+        // The exec's host pid once it runs (0 before): its process group.
+        let (pid_sender, pid) = tokio::sync::watch::channel(0u32);
         let feeder = {
+            let engine = self.clone();
+            let id = id.to_owned();
+            let exec_id = exec_id.clone();
+            let mut pid = pid.clone();
+            tokio::spawn(async move {
+                if pid.wait_for(|pid| *pid != 0).await.is_err() {
+                    return;
+                }
+                while let Some(bytes) = stdin.recv().await {
+                    if let Some(pipe) = writer.as_mut()
+                        && pipe.write_all(&bytes).await.is_err()
+                    {
+                        writer = None;
+                    }
+                }
+                if writer.take().is_some() {
+                    engine.close_stdin(&id, &exec_id).await;
+                }
+            })
+        };
+        let controller = control.map(|mut control| {
+            let engine = self.clone();
+            let id = id.to_owned();
+            let exec_id = exec_id.clone();
+            let mut pid = pid.clone();
+            tokio::spawn(async move {
+                if pid.wait_for(|pid| *pid != 0).await.is_err() {
+                    return;
+                }
+                let group = *pid.borrow();
+                while let Some(message) = control.recv().await {
+                    match message {
+                        ExecControl::Resize(size) if size.cols > 0 && size.rows > 0 => {
+                            let _ = engine
+                                .tasks()
+                                .resize_pty(engine.request(ResizePtyRequest {
+                                    container_id: id.clone(),
+                                    exec_id: exec_id.clone(),
+                                    width: u32::from(size.cols),
+                                    height: u32::from(size.rows),
+                                }))
+                                .await;
+                        }
+                        ExecControl::Resize(_) => {}
+                        ExecControl::Signal(signal) => signal_group(group, signal),
+                    }
+                }
+            })
+        });
+        // The start is told, then the pid looked up, before any input moves.
+        let pid_lookup = {
             let engine = self.clone();
             let id = id.to_owned();
             let exec_id = exec_id.clone();
@@ -179,57 +266,36 @@ impl Engine {
                 if on_start.await.is_err() {
                     return;
                 }
-                while let Some(message) = input.recv().await {
-                    match message {
-                        ExecInput::Stdin(bytes) => {
-                            if let Some(pipe) = writer.as_mut()
-                                && pipe.write_all(&bytes).await.is_err()
-                            {
-                                writer = None;
-                            }
-                        }
-                        ExecInput::Eof => {
-                            if writer.take().is_some() {
-                                engine.close_stdin(&id, &exec_id).await;
-                            }
-                        }
-                        ExecInput::Resize(size) => {
-                            if size.cols > 0 && size.rows > 0 {
-                                let _ = engine
-                                    .tasks()
-                                    .resize_pty(engine.request(ResizePtyRequest {
-                                        container_id: id.clone(),
-                                        exec_id: exec_id.clone(),
-                                        width: u32::from(size.cols),
-                                        height: u32::from(size.rows),
-                                    }))
-                                    .await;
-                            }
-                        }
-                        ExecInput::Signal(signal) => {
-                            let _ = engine
-                                .tasks()
-                                .kill(engine.request(KillRequest {
-                                    container_id: id.clone(),
-                                    exec_id: exec_id.clone(),
-                                    signal,
-                                    all: false,
-                                }))
-                                .await;
-                        }
-                    }
-                }
-                // The client is gone without saying the input ended: the
-                // process must not wait for input forever.
-                if writer.take().is_some() {
-                    engine.close_stdin(&id, &exec_id).await;
-                }
+                // Unknown (an outage): the input still moves, signals do not.
+                let pid = match engine.exec_pid(&id, &exec_id).await {
+                    Ok(pid) if pid != 0 => pid,
+                    _ => u32::MAX,
+                };
+                let _ = pid_sender.send(pid);
+            })
+        };
+        // Killing the exec kills its process only: its group goes too.
+        let group_killer = {
+            let (reader_gone, pid) = (reader_gone.clone(), pid.clone());
+            tokio::spawn(async move {
+                reader_gone.cancelled().await;
+                let group = *pid.borrow();
+                signal_group(group, nix::sys::signal::Signal::SIGKILL as i32);
             })
         };
         let outcome = self
             .run_exec(id, &exec_id, process.timeout, &reader_gone, Some(started))
             .await;
         feeder.abort();
+        pid_lookup.abort();
+        if let Some(controller) = controller {
+            controller.abort();
+        }
+        if reader_gone.is_cancelled() {
+            let _ = group_killer.await;
+        } else {
+            group_killer.abort();
+        }
         exited.cancel();
         for pump in pumps {
             let _ = pump.await;
@@ -240,6 +306,21 @@ impl Engine {
             Err(EngineError::Cancelled) if !cancel.is_cancelled() => Err(EngineError::Cancelled),
             other => other,
         }
+    }
+
+    /// The host pid of exec `exec_id` of `id`.
+    async fn exec_pid(&self, id: &str, exec_id: &str) -> Result<u32> {
+        let process = self
+            .tasks()
+            .get(self.request(GetRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+            }))
+            .await
+            .map_err(|status| EngineError::rpc("task get", || format!("task {id}"), status))?
+            .into_inner()
+            .process;
+        Ok(process.map_or(0, |p| p.pid))
     }
 
     /// Frees the shim's record of exec `exec_id` (its status, its FIFOs).
@@ -264,9 +345,12 @@ impl Engine {
             .await;
     }
 
-    /// The environment the container's own process was given.
-    pub async fn container_env(&self, id: &str) -> Result<Vec<String>> {
-        let container = self
+    /// Container `id`'s record.
+    pub(crate) async fn container_record(
+        &self,
+        id: &str,
+    ) -> Result<Option<containerd_client::services::v1::Container>> {
+        Ok(self
             .containers()
             .get(self.request(GetContainerRequest { id: id.to_string() }))
             .await
@@ -274,8 +358,12 @@ impl Engine {
                 EngineError::rpc("container get", || format!("container {id}"), status)
             })?
             .into_inner()
-            .container;
-        let Some(spec) = container.and_then(|c| c.spec) else {
+            .container)
+    }
+
+    /// The environment the container's own process was given.
+    pub async fn container_env(&self, id: &str) -> Result<Vec<String>> {
+        let Some(spec) = self.container_record(id).await?.and_then(|c| c.spec) else {
             return Ok(Vec::new());
         };
         let spec: oci_spec::runtime::Spec =

@@ -32,7 +32,7 @@ pub use attached::OutputChunk;
 pub use engine::{Blob, DEFAULT_NAMESPACE, Engine, Inventory, Lease, SNAPSHOTTER, is_identifier};
 pub use error::{EngineError, Result};
 pub use image::Image;
-pub use interactive::{ExecInput, PtySize};
+pub use interactive::{ExecControl, PtySize};
 pub use oci_spec::runtime::Capability;
 pub use spec::{Bind, Limits, Network, StepSpec, WEB_UID};
 pub use step::{MAX_LINE, Output, OutputLine, OutputStream, Rootfs, StepOutcome, Workspace};

@@ -55,6 +55,9 @@ pub enum Output {
     /// Line by line, as written (FIFOs this side reads). If the receiver is
     /// dropped, the output is still read and discarded, never blocking the step.
     Lines(mpsc::Sender<OutputLine>),
+    /// Byte for byte, as written (FIFOs this side reads). After the process
+    /// ends, read until quiet (a background child may hold it open).
+    Bytes(mpsc::Sender<crate::attached::OutputChunk>),
     /// Appended to a file by containerd's shim (for long-running processes:
     /// nothing can block them if nobody reads).
     File(PathBuf),
@@ -301,6 +304,45 @@ async fn remove_task(engine: &Engine, id: &str) -> Result<()> {
     )
     .await;
     engine.delete_task(id).await
+}
+
+/// Where the output read from FIFOs goes.
+pub(crate) enum Sink {
+    Lines(mpsc::Sender<OutputLine>),
+    Bytes(mpsc::Sender<crate::attached::OutputChunk>),
+}
+
+impl Sink {
+    /// The sink of `output` read from FIFOs, or else the shim's own target
+    /// for both streams (a `file://` path, or nothing).
+    pub(crate) fn split(output: Output) -> (Option<Sink>, Option<String>) {
+        match output {
+            Output::Lines(sender) => (Some(Sink::Lines(sender)), None),
+            Output::Bytes(sender) => (Some(Sink::Bytes(sender)), None),
+            Output::File(path) => (None, Some(path.display().to_string())),
+            Output::Discard => (None, Some(String::new())),
+        }
+    }
+
+    /// Reads `receiver` into this sink; `exited` is cancelled when the
+    /// process ended.
+    pub(crate) fn spawn_pump(
+        &self,
+        receiver: tokio::net::unix::pipe::Receiver,
+        stream: OutputStream,
+        exited: &CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        match self {
+            Sink::Lines(sender) => tokio::spawn(pump(receiver, stream, sender.clone())),
+            Sink::Bytes(sender) => tokio::spawn(crate::attached::pump_bytes(
+                receiver,
+                stream,
+                sender.clone(),
+                CancellationToken::new(),
+                exited.clone(),
+            )),
+        }
+    }
 }
 
 /// Reads a FIFO to its end, sending each line (or `MAX_LINE` piece).
@@ -639,8 +681,10 @@ impl Engine {
         // stdio: FIFOs are opened for reading before the task exists; reading
         // starts once containerd has opened the write ends (Tasks.Create).
         let mut readers = Vec::new();
-        let (stdout, stderr, sender) = match output {
-            Output::Lines(sender) => {
+        let (sink, direct) = Sink::split(output);
+        let (stdout, stderr) = match direct {
+            Some(target) => (target.clone(), target),
+            None => {
                 let dir = tempfile::Builder::new()
                     .prefix(&id)
                     .tempdir_in(self.scratch())
@@ -650,17 +694,8 @@ impl Engine {
                 readers.push((open_fifo(&out)?, OutputStream::Stdout));
                 readers.push((open_fifo(&err)?, OutputStream::Stderr));
                 leftovers.fifo_dir = Some(dir);
-                (
-                    out.display().to_string(),
-                    err.display().to_string(),
-                    Some(sender),
-                )
+                (out.display().to_string(), err.display().to_string())
             }
-            Output::File(path) => {
-                let path = path.display().to_string();
-                (path.clone(), path, None)
-            }
-            Output::Discard => (String::new(), String::new(), None),
         };
 
         leftovers.task = true;
@@ -680,13 +715,15 @@ impl Engine {
             .await
             .map_err(|status| EngineError::rpc("task create", || format!("task {id}"), status))?;
 
-        let pumps: Vec<_> = match sender {
-            Some(sender) => readers
+        let exited = CancellationToken::new();
+        let pumps: Vec<_> = match &sink {
+            Some(sink) => readers
                 .into_iter()
-                .map(|(reader, stream)| tokio::spawn(pump(reader, stream, sender.clone())))
+                .map(|(reader, stream)| sink.spawn_pump(reader, stream, &exited))
                 .collect(),
             None => Vec::new(),
         };
+        drop(sink);
 
         let started = Instant::now();
         self.tasks()
@@ -699,7 +736,8 @@ impl Engine {
 
         let (exit_code, timed_out) = match self
             .wait_process(&id, "", step.timeout, true, cancel)
-            .await?
+            .await
+            .inspect(|_| exited.cancel())?
         {
             Waited::Exited(code) => (code, false),
             Waited::TimedOut(code) => (code, true),

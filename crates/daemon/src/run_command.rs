@@ -19,7 +19,7 @@
 //!   ended. It runs beside the environment's queue, not in it.
 
 use launchway_api::proto;
-use launchway_containerd::{Output, OutputLine, OutputStream, Rootfs};
+use launchway_containerd::{Output, OutputChunk, OutputStream, Rootfs};
 use launchway_ops::{ActionKind, Principal};
 use launchway_store::ActivityKind;
 use tokio::sync::mpsc;
@@ -76,6 +76,8 @@ impl Daemon {
             "once-{}",
             crate::builds::new_record_id('r').to_ascii_lowercase()
         ));
+        // Removed when the run ends, or if this request is dropped first.
+        let run_dir_guard = RunDir(run_dir.clone());
         let log_path = self.log_path(&spec.project, &spec.environment, &app.name, &process.name);
         let args = vec![
             "/bin/sh".to_owned(),
@@ -95,11 +97,8 @@ impl Daemon {
                 args,
             )
             .await
-            .map_err(|message| {
-                let _ = std::fs::remove_dir_all(&run_dir);
-                internal(message)
-            })?;
-        let shown: String = request.command.chars().take(200).collect();
+            .map_err(internal)?;
+        let shown = crate::shell::shown_command(&request.command);
         let activity = self.record_session(
             &spec.project,
             &spec.environment,
@@ -116,26 +115,24 @@ impl Daemon {
         let image_name = app.image.clone();
         self.tasks.spawn(async move {
             let cancel = CancellationToken::new();
-            let (lines, mut line_receiver) = mpsc::channel::<OutputLine>(64);
+            let (chunks, mut chunk_receiver) = mpsc::channel::<OutputChunk>(16);
             let forward = {
                 let sender = sender.clone();
                 let cancel = cancel.clone();
                 async move {
                     loop {
-                        let line = tokio::select! {
-                            line = line_receiver.recv() => line,
+                        let chunk = tokio::select! {
+                            chunk = chunk_receiver.recv() => chunk,
                             () = sender.closed() => {
                                 // The client went away: end the command.
                                 cancel.cancel();
                                 return;
                             }
                         };
-                        let Some(line) = line else { return };
-                        let mut bytes = line.line.into_bytes();
-                        bytes.push(b'\n');
-                        let message = match line.stream {
-                            OutputStream::Stdout => ClientOutput::Stdout(bytes),
-                            OutputStream::Stderr => ClientOutput::Stderr(bytes),
+                        let Some(chunk) = chunk else { return };
+                        let message = match chunk.stream {
+                            OutputStream::Stdout => ClientOutput::Stdout(chunk.bytes),
+                            OutputStream::Stderr => ClientOutput::Stderr(chunk.bytes),
                         };
                         if sender.send(message).await.is_err() {
                             cancel.cancel();
@@ -147,13 +144,11 @@ impl Daemon {
             let run = engine.run_step(
                 Rootfs::App { name: &image_name },
                 &step,
-                Output::Lines(lines),
+                Output::Bytes(chunks),
                 &cancel,
             );
             let (outcome, ()) = tokio::join!(run, forward);
-            if let Err(error) = std::fs::remove_dir_all(&run_dir) {
-                warn!(%error, dir = %run_dir.display(), "cannot remove a run directory");
-            }
+            drop(run_dir_guard);
             let end = SessionEnd::of(&outcome);
             if let Some(error) = &end.error {
                 let said = format!("launchway: the command could not run: {error}\n");
@@ -164,6 +159,19 @@ impl Daemon {
             end.record(&store, activity);
         });
         Ok(output)
+    }
+}
+
+/// A run's own `/run` directory, removed when dropped.
+struct RunDir(std::path::PathBuf);
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_dir_all(&self.0)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(%error, dir = %self.0.display(), "cannot remove a run directory");
+        }
     }
 }
 

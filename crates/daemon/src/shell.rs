@@ -22,11 +22,11 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 
-use launchway_containerd::{ExecInput, OutputStream, PtySize, StepSpec};
+use launchway_containerd::{ExecControl, OutputStream, PtySize, StepSpec};
 use launchway_deploy::DeploySpec;
 use launchway_deploy::spec::{AppSpec, ProcessSpec};
 use launchway_ops::{ActionKind, Principal};
-use launchway_ssh::{Command, Process, ProcessInput, ProcessOutput, ProcessRequest, Target};
+use launchway_ssh::{Command, Process, ProcessControl, ProcessOutput, ProcessRequest, Target};
 use launchway_store::{Activity, ActivityKind, ActivityResult, ActivityState, EnvironmentStatus};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -202,7 +202,7 @@ impl Daemon {
                     "launchway-ssh".into(),
                     line.clone(),
                 ],
-                format!("`{}`", line.chars().take(200).collect::<String>()),
+                format!("`{}`", shown_command(line)),
             ),
         };
         let mut step = StepSpec::new(args);
@@ -222,25 +222,24 @@ impl Daemon {
             &format!("{who} ran {shown} in app {} over SSH", app.name),
         );
 
-        let (input, mut client_input) = mpsc::channel::<ProcessInput>(16);
+        let (stdin, stdin_receiver) = mpsc::channel::<Vec<u8>>(16);
+        let (control, mut client_control) = mpsc::channel::<ProcessControl>(16);
         let (output, process_output) = mpsc::channel::<ProcessOutput>(16);
         let cancel = CancellationToken::new();
         let guard = cancel.clone().drop_guard();
         let engine = self.engine.clone();
         let store = self.store.clone();
         self.tasks.spawn(async move {
-            let (exec_input, exec_input_receiver) = mpsc::channel(16);
+            let (exec_control, exec_control_receiver) = mpsc::channel(16);
             let relay = tokio::spawn(async move {
-                while let Some(message) = client_input.recv().await {
+                while let Some(message) = client_control.recv().await {
                     let message = match message {
-                        ProcessInput::Stdin(bytes) => ExecInput::Stdin(bytes),
-                        ProcessInput::Eof => ExecInput::Eof,
-                        ProcessInput::Resize { cols, rows } => {
-                            ExecInput::Resize(PtySize { cols, rows })
+                        ProcessControl::Resize { cols, rows } => {
+                            ExecControl::Resize(PtySize { cols, rows })
                         }
-                        ProcessInput::Signal(number) => ExecInput::Signal(number),
+                        ProcessControl::Signal(number) => ExecControl::Signal(number),
                     };
-                    if exec_input.send(message).await.is_err() {
+                    if exec_control.send(message).await.is_err() {
                         return;
                     }
                 }
@@ -266,7 +265,8 @@ impl Daemon {
                     &container.id,
                     &step,
                     tty,
-                    exec_input_receiver,
+                    stdin_receiver,
+                    exec_control_receiver,
                     chunks,
                     &cancel
                 ),
@@ -282,7 +282,8 @@ impl Daemon {
             end.record(&store, activity);
         });
         Ok(Process {
-            input,
+            stdin,
+            control,
             output: process_output,
             guard,
         })
@@ -384,6 +385,38 @@ impl SessionEnd {
     }
 }
 
+/// A command line as activities record it: at most 200 characters, the
+/// values of `NAME=value` words and of options that look secret hidden
+/// (`PGPASSWORD=… psql`), since viewers read activities.
+pub(crate) fn shown_command(line: &str) -> String {
+    let hidden: Vec<String> = line
+        .split_whitespace()
+        .map(|word| match word.split_once('=') {
+            Some((name, _))
+                if is_variable_name(name) || {
+                    let name = name.to_ascii_lowercase();
+                    ["pass", "secret", "token", "key"]
+                        .iter()
+                        .any(|needle| name.contains(needle))
+                } =>
+            {
+                format!("{name}=…")
+            }
+            _ => word.to_owned(),
+        })
+        .collect();
+    let joined = hidden.join(" ");
+    match joined.char_indices().nth(200) {
+        Some((end, _)) => format!("{}…", &joined[..end]),
+        None => joined,
+    }
+}
+
+fn is_variable_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// Who a principal is, for records.
 pub(crate) fn principal_name(who: &Principal) -> String {
     match who {
@@ -430,4 +463,27 @@ pub(crate) fn relationship_endpoints(app: &AppSpec) -> BTreeMap<String, (Ipv4Add
             Some((name, (ip, port)))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_commands_hide_assigned_values() {
+        assert_eq!(
+            shown_command("PGPASSWORD=s3cret psql -c 'SELECT 1'"),
+            "PGPASSWORD=… psql -c 'SELECT 1'"
+        );
+        assert_eq!(
+            shown_command("mysql --password=hunter2 --host=db"),
+            "mysql --password=… --host=db"
+        );
+        assert_eq!(
+            shown_command("php bin/console cache:clear"),
+            "php bin/console cache:clear"
+        );
+        let long = "x".repeat(300);
+        assert_eq!(shown_command(&long).chars().count(), 201);
+    }
 }

@@ -33,7 +33,7 @@ pub use exec::{ExecError, is_project_name, parse_exec};
 pub use keys::{KeyError, UserKey, fingerprint, load_or_create_host_key, parse_public_key};
 pub use launchway_git::GitService;
 pub use server::{SshServer, SshSettings};
-pub use session::{Command, Process, ProcessInput, ProcessOutput, ProcessRequest, Pty};
+pub use session::{Command, Process, ProcessControl, ProcessOutput, ProcessRequest, Pty};
 pub use target::{Target, TargetError, parse_target};
 
 /// What the daemon lets a session run.

@@ -339,6 +339,7 @@ impl<G: Gate> Connection<G> {
             );
         };
         let pending = self.pending.remove(&channel_id).unwrap_or_default();
+        let pty = pending.pty.is_some();
         let request = ProcessRequest {
             command,
             pty: pending.pty,
@@ -363,7 +364,7 @@ impl<G: Gate> Connection<G> {
             peer = ?self.peer
         );
         info!(parent: &span, %fingerprint, command = %shown, "started");
-        tokio::spawn(pump_process(channel, process, slot).instrument(span));
+        tokio::spawn(pump_process(channel, process, slot, pty).instrument(span));
     }
 
     /// Prints a console sign-in link and ends the channel.
@@ -395,6 +396,12 @@ impl<G: Gate> Connection<G> {
 
     /// Refuses what the channel asked for: one line on stderr, exit status 1.
     fn refuse(&mut self, channel: ChannelId, session: &mut Session, reason: String) {
+        if !self.channels.contains_key(&channel) {
+            // Already running something (a second request): only this
+            // request fails, the channel goes on.
+            let _ = session.channel_failure(channel);
+            return;
+        }
         self.pending.remove(&channel);
         info!(peer = ?self.peer, %reason, "refused");
         let _ = session.channel_success(channel);
@@ -453,6 +460,10 @@ impl<G: Gate> Handler for Connection<G> {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if self.channels.len() >= 2 * MAX_SESSIONS {
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        }
         let id = channel.id();
         self.channels.insert(id, channel);
         if let Ok(mut parked) = self.parked.lock() {
@@ -568,9 +579,10 @@ impl<G: Gate> Handler for Connection<G> {
 
     async fn agent_request(
         &mut self,
-        _channel: ChannelId,
-        _session: &mut Session,
+        channel: ChannelId,
+        session: &mut Session,
     ) -> Result<bool, Self::Error> {
+        self.count_pending(channel, session);
         Ok(false)
     }
 
@@ -583,6 +595,9 @@ impl<G: Gate> Handler for Connection<G> {
         _screen: u32,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if !self.count_pending(channel, session) {
+            return Ok(());
+        }
         session.channel_failure(channel)
     }
 
@@ -631,6 +646,49 @@ impl<G: Gate> Handler for Connection<G> {
         Ok(())
     }
 
+    async fn extended_data(
+        &mut self,
+        channel: ChannelId,
+        _code: u32,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.count_pending(channel, session);
+        Ok(())
+    }
+
+    async fn channel_eof(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.count_pending(channel, session);
+        Ok(())
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        _cols: u32,
+        _rows: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.count_pending(channel, session);
+        Ok(())
+    }
+
+    async fn signal(
+        &mut self,
+        channel: ChannelId,
+        _signal: russh::Sig,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.count_pending(channel, session);
+        Ok(())
+    }
+
     async fn data(
         &mut self,
         channel: ChannelId,
@@ -657,6 +715,10 @@ impl<G: Gate> Handler for Connection<G> {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if !self.channels.contains_key(&channel) {
+            // One command per channel (RFC 4254 §6.5).
+            return session.channel_failure(channel);
+        }
         if self.target().is_some() {
             self.start_process(channel, Command::Shell, session).await;
             return Ok(());
@@ -675,6 +737,10 @@ impl<G: Gate> Handler for Connection<G> {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if !self.channels.contains_key(&channel) {
+            // One command per channel (RFC 4254 §6.5).
+            return session.channel_failure(channel);
+        }
         let name: String = name.chars().take(40).collect();
         self.refuse(
             channel,
@@ -690,6 +756,10 @@ impl<G: Gate> Handler for Connection<G> {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if !self.channels.contains_key(&channel_id) {
+            // One command per channel (RFC 4254 §6.5).
+            return session.channel_failure(channel_id);
+        }
         if self.target().is_some() {
             match checked_command(data) {
                 Ok(line) => {

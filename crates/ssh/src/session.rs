@@ -26,8 +26,14 @@ use tracing::{debug, info};
 
 use crate::{Gate, Target};
 
-/// Requests a channel may make before its shell or command.
-pub(crate) const MAX_PENDING_REQUESTS: u32 = 16;
+/// Requests and messages a channel may send before its shell or command
+/// (below russh's per-channel queue of 100, which would stall the whole
+/// connection once full).
+pub(crate) const MAX_PENDING_REQUESTS: u32 = 64;
+/// Client input a process has not taken yet, at most: more ends the
+/// session (the channel is drained at once, so the connection never
+/// waits for a process that does not read).
+pub(crate) const MAX_STDIN_BUFFER: usize = 64 << 20;
 /// Shells and commands one connection may run at once (OpenSSH's `MaxSessions`).
 pub(crate) const MAX_SESSIONS: usize = 10;
 /// Tunnels one connection may hold open at once.
@@ -66,18 +72,15 @@ pub struct ProcessRequest {
     pub env: Vec<(String, String)>,
 }
 
-/// What the client sends a running process.
+/// What the client asks of a running process, besides its input.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ProcessInput {
-    Stdin(Vec<u8>),
-    /// The end of stdin.
-    Eof,
+pub enum ProcessControl {
     Resize {
         cols: u16,
         rows: u16,
     },
     /// A signal number.
-    Signal(u32),
+    Signal(i32),
 }
 
 /// What a running process sends back; `Exit` comes last.
@@ -91,7 +94,10 @@ pub enum ProcessOutput {
 /// A process the daemon started for a channel.
 #[derive(Debug)]
 pub struct Process {
-    pub input: mpsc::Sender<ProcessInput>,
+    /// Its input; dropped at the client's end of input (not with a pty:
+    /// there, as with OpenSSH's sshd, EOF does not hang the terminal up).
+    pub stdin: mpsc::Sender<Vec<u8>>,
+    pub control: mpsc::Sender<ProcessControl>,
     pub output: mpsc::Receiver<ProcessOutput>,
     /// Dropped when the client is gone: the daemon then ends the process.
     pub guard: tokio_util::sync::DropGuard,
@@ -161,7 +167,7 @@ pub(crate) fn checked_command(data: &[u8]) -> Result<String, String> {
     String::from_utf8(data.to_vec()).map_err(|_| "the command is not UTF-8".to_owned())
 }
 
-fn signal_number(signal: &Sig) -> Option<u32> {
+fn signal_number(signal: &Sig) -> Option<i32> {
     Some(match signal {
         Sig::HUP => 1,
         Sig::INT => 2,
@@ -202,52 +208,87 @@ impl Drop for Slot {
 /// Moves bytes, window changes and signals between the channel and the
 /// process until the process ends (then EOF, exit status, close) or the
 /// client goes (then the process is dropped, which ends it).
-pub(crate) async fn pump_process(channel: Channel<Msg>, process: Process, slot: Slot) {
+///
+/// The channel is always drained: client data waits in a buffer (at most
+/// [`MAX_STDIN_BUFFER`]) for the process to take it, because russh's
+/// session loop blocks on a full channel queue, and with it every other
+/// channel, keepalive and timer of the connection.
+pub(crate) async fn pump_process(channel: Channel<Msg>, process: Process, slot: Slot, pty: bool) {
     let _slot = slot;
     let Process {
-        input,
+        stdin,
+        control,
         mut output,
         guard,
     } = process;
     let (mut reader, writer) = channel.split();
     let (gone, mut client_gone) = tokio::sync::oneshot::channel::<()>();
+    let buffered = Arc::new(AtomicUsize::new(0));
+    // `None`: the end of input.
+    let (queue, mut queued) = mpsc::unbounded_channel::<Option<Vec<u8>>>();
+    let feed = {
+        let buffered = buffered.clone();
+        tokio::spawn(async move {
+            let mut stdin = Some(stdin);
+            while let Some(item) = queued.recv().await {
+                match item {
+                    Some(bytes) => {
+                        let len = bytes.len();
+                        if let Some(sender) = &stdin
+                            && sender.send(bytes).await.is_err()
+                        {
+                            stdin = None;
+                        }
+                        buffered.fetch_sub(len, Ordering::SeqCst);
+                    }
+                    None => stdin = None,
+                }
+            }
+        })
+    };
     let forward = tokio::spawn(async move {
         let mut warned = false;
         while let Some(message) = reader.wait().await {
-            let sent = match message {
-                ChannelMsg::Data { data } => input.send(ProcessInput::Stdin(data.to_vec())).await,
-                ChannelMsg::Eof => input.send(ProcessInput::Eof).await,
+            match message {
+                ChannelMsg::Data { data } => {
+                    let len = data.len();
+                    if buffered.fetch_add(len, Ordering::SeqCst) + len > MAX_STDIN_BUFFER {
+                        info!("the client sent more input than the process takes; session ended");
+                        break;
+                    }
+                    let _ = queue.send(Some(data.to_vec()));
+                }
+                // With a pty, the end of input would hang the terminal up
+                // and lose the output still to come (`ssh -tt … < /dev/null`).
+                ChannelMsg::Eof if !pty => {
+                    let _ = queue.send(None);
+                }
                 ChannelMsg::WindowChange {
                     col_width,
                     row_height,
                     ..
                 } => match checked_pty("x", col_width, row_height) {
+                    // Full: a later change supersedes this one anyway.
                     Some(size) => {
-                        input
-                            .send(ProcessInput::Resize {
-                                cols: size.cols,
-                                rows: size.rows,
-                            })
-                            .await
+                        let _ = control.try_send(ProcessControl::Resize {
+                            cols: size.cols,
+                            rows: size.rows,
+                        });
                     }
-                    None => {
-                        if !warned {
-                            info!(col_width, row_height, "window change out of range ignored");
-                            warned = true;
-                        }
-                        Ok(())
+                    None if !warned => {
+                        info!(col_width, row_height, "window change out of range ignored");
+                        warned = true;
                     }
+                    None => {}
                 },
-                ChannelMsg::Signal { signal } => match signal_number(&signal) {
-                    Some(number) => input.send(ProcessInput::Signal(number)).await,
-                    None => Ok(()),
-                },
+                ChannelMsg::Signal { signal } => {
+                    if let Some(number) = signal_number(&signal) {
+                        let _ = control.try_send(ProcessControl::Signal(number));
+                    }
+                }
                 ChannelMsg::Close => break,
-                _ => Ok(()),
-            };
-            // The process ended: the rest of the input has nowhere to go,
-            // but the channel stays until the exit status is sent.
-            let _ = sent;
+                _ => {}
+            }
         }
         let _ = gone.send(());
     });
@@ -259,9 +300,17 @@ pub(crate) async fn pump_process(channel: Channel<Msg>, process: Process, slot: 
             message = output.recv() => message,
             _ = &mut client_gone => None,
         };
+        // A write waits for the client's window, which a vanished client
+        // never opens again: it gives way when the client is gone.
         let written = match message {
-            Some(ProcessOutput::Stdout(bytes)) => write_all(&mut stdout, &bytes).await,
-            Some(ProcessOutput::Stderr(bytes)) => write_all(&mut stderr, &bytes).await,
+            Some(ProcessOutput::Stdout(bytes)) => tokio::select! {
+                written = write_all(&mut stdout, &bytes) => written,
+                _ = &mut client_gone => false,
+            },
+            Some(ProcessOutput::Stderr(bytes)) => tokio::select! {
+                written = write_all(&mut stderr, &bytes) => written,
+                _ = &mut client_gone => false,
+            },
             Some(ProcessOutput::Exit(status)) => break Some(status),
             None => break None,
         };
@@ -270,6 +319,7 @@ pub(crate) async fn pump_process(channel: Channel<Msg>, process: Process, slot: 
         }
     };
     forward.abort();
+    feed.abort();
     match status {
         Some(status) => {
             debug!(status, "process ended");
@@ -286,6 +336,11 @@ pub(crate) async fn pump_process(channel: Channel<Msg>, process: Process, slot: 
 
 async fn write_all(writer: &mut (impl tokio::io::AsyncWrite + Unpin), bytes: &[u8]) -> bool {
     writer.write_all(bytes).await.is_ok() && writer.flush().await.is_ok()
+}
+
+/// Whether a tunnel's write went through within [`TUNNEL_IDLE`].
+async fn written(write: impl std::future::Future<Output = std::io::Result<()>>) -> bool {
+    matches!(tokio::time::timeout(TUNNEL_IDLE, write).await, Ok(Ok(())))
 }
 
 /// The relationship a tunnel's host names: `database` or `database.internal`.
@@ -368,7 +423,7 @@ pub(crate) async fn open_tunnel<G: Gate>(
                     let _ = service_write.shutdown().await;
                 }
                 Ok(n) => {
-                    if service_write.write_all(&up[..n]).await.is_err() {
+                    if !written(service_write.write_all(&up[..n])).await {
                         break;
                     }
                 }
@@ -379,7 +434,8 @@ pub(crate) async fn open_tunnel<G: Gate>(
                     let _ = client_write.shutdown().await;
                 }
                 Ok(n) => {
-                    if client_write.write_all(&down[..n]).await.is_err() {
+                    // A vanished client never opens its window again.
+                    if !written(client_write.write_all(&down[..n])).await {
                         break;
                     }
                 }
