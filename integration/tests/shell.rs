@@ -373,6 +373,25 @@ fn shells_commands_and_tunnels_reach_the_app_and_its_database() {
     assert_eq!(String::from_utf8_lossy(&psql.stdout), "from-run\n");
     let _ = tunnel.kill();
     let _ = tunnel.wait();
+    // `launchway ssh` is OpenSSH with the target and server filled in.
+    let wrapped = daemon
+        .cli_command(&[
+            "ssh",
+            "-p",
+            "shop",
+            "-e",
+            "main",
+            "--ssh",
+            &format!("127.0.0.1:{}", daemon.port),
+            "--",
+            "echo",
+            "wrapped:$PLATFORM_ENVIRONMENT",
+        ])
+        .env("LAUNCHWAY_SSH_COMMAND", daemon.ssh_command(&alice))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&wrapped.stdout), "wrapped:main\n");
 
     // Forwards to anything the app's relationships do not name: refused.
     for (forward, expected) in [
