@@ -431,7 +431,18 @@ impl Engine {
 
     /// The state of process `exec_id` of `id`'s task.
     async fn process_status(&self, id: &str, exec_id: &str) -> Result<ProcessStatus> {
-        let process = self
+        let process = self.process_record(id, exec_id).await?;
+        Ok(process.map_or(ProcessStatus::Unknown, |p| p.status()))
+    }
+
+    /// Process `exec_id` of `id`'s task (`""`: its main process) as the
+    /// shim reports it.
+    pub(crate) async fn process_record(
+        &self,
+        id: &str,
+        exec_id: &str,
+    ) -> Result<Option<containerd_client::types::v1::Process>> {
+        Ok(self
             .tasks()
             .get(self.request(GetRequest {
                 container_id: id.to_string(),
@@ -440,7 +451,6 @@ impl Engine {
             .await
             .map_err(|status| EngineError::rpc("task get", || format!("task {id}"), status))?
             .into_inner()
-            .process;
-        Ok(process.map_or(ProcessStatus::Unknown, |p| p.status()))
+            .process)
     }
 }

@@ -23,8 +23,7 @@
 //!   A caller that may be dropped mid-way runs it in a task and cancels.
 
 use containerd_client::services::v1::{
-    CloseIoRequest, DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, GetRequest,
-    ResizePtyRequest,
+    CloseIoRequest, DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, ResizePtyRequest,
 };
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{mpsc, oneshot};
@@ -302,25 +301,12 @@ impl Engine {
         }
         self.delete_exec(id, &exec_id).await;
         drop(fifo_dir);
-        match outcome {
-            Err(EngineError::Cancelled) if !cancel.is_cancelled() => Err(EngineError::Cancelled),
-            other => other,
-        }
+        outcome
     }
 
     /// The host pid of exec `exec_id` of `id`.
     async fn exec_pid(&self, id: &str, exec_id: &str) -> Result<u32> {
-        let process = self
-            .tasks()
-            .get(self.request(GetRequest {
-                container_id: id.to_string(),
-                exec_id: exec_id.to_string(),
-            }))
-            .await
-            .map_err(|status| EngineError::rpc("task get", || format!("task {id}"), status))?
-            .into_inner()
-            .process;
-        Ok(process.map_or(0, |p| p.pid))
+        Ok(self.process_record(id, exec_id).await?.map_or(0, |p| p.pid))
     }
 
     /// Frees the shim's record of exec `exec_id` (its status, its FIFOs).
