@@ -54,12 +54,13 @@ impl Daemon {
         } else {
             Some(self.existing_project(&request.project)?.name)
         };
-        let page = crate::paging::page(
-            self.store
-                .activities(project.as_deref(), usize::MAX)
-                .map_err(internal)?
-                .into_iter()
-                .filter(|a| request.environment.is_empty() || a.environment == request.environment),
+        let environment = (!request.environment.is_empty()).then_some(request.environment.as_str());
+        let page = crate::paging::page_from(
+            |after, n| {
+                self.store
+                    .activities_page(project.as_deref(), environment, after.map(|a| a.0), n)
+                    .map_err(internal)
+            },
             |a| (a.id, String::new()),
             &request.cursor,
             request.limit,

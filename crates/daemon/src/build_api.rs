@@ -99,10 +99,17 @@ impl Daemon {
         request: &proto::ListBuildsRequest,
     ) -> Result<proto::BuildList, Status> {
         self.existing_project(&request.project)?;
-        let page = crate::paging::page(
-            self.store
-                .builds(Some(&request.project))
-                .map_err(internal)?,
+        let page = crate::paging::page_from(
+            |after, n| {
+                self.store
+                    .builds_page(
+                        &request.project,
+                        None,
+                        after.map(|(time, id)| (*time, id.as_str())),
+                        n,
+                    )
+                    .map_err(internal)
+            },
             |b| (b.started_at, b.id.clone()),
             &request.cursor,
             request.limit,

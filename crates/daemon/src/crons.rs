@@ -23,7 +23,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use launchway_api::proto;
 use launchway_config::Schedule;
 use launchway_deploy::{AppSpec, CronSpec, DeploySpec};
-use launchway_store::{Activity, ActivityKind, ActivityResult, ActivityState, ReleaseStatus};
+use launchway_store::{
+    Activity, ActivityKind, ActivityResult, ActivityState, Release, ReleaseStatus,
+};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -183,12 +185,12 @@ impl Daemon {
 
     /// Every serving release's crons due at `minute`.
     async fn start_due_crons(self: &Arc<Self>, minute: SystemTime) {
-        let Ok(releases) = self.store.all_releases() else {
+        let Ok(deployments) = self.store.deployments() else {
             return;
         };
-        for release in releases
-            .into_iter()
-            .filter(|release| release.status == ReleaseStatus::Active)
+        for release in deployments
+            .iter()
+            .filter_map(|d| self.active_release(&d.project, &d.environment))
         {
             let Ok(spec) = serde_json::from_value::<DeploySpec>(release.spec.clone()) else {
                 continue;
@@ -214,6 +216,30 @@ impl Daemon {
                 }
             }
         }
+    }
+
+    /// The release marked active in an environment (a deploy in progress
+    /// leaves the previous one active until it serves): its deployment's
+    /// release or previous one, whichever is active; else, read from the
+    /// environment's own releases. Not a scan of every project's.
+    pub(crate) fn active_release(&self, project: &str, environment: &str) -> Option<Release> {
+        let deployment = self.store.deployment(project, environment).ok()??;
+        let active = |id: &str| {
+            self.store
+                .release(id)
+                .ok()
+                .flatten()
+                .filter(|r| r.status == ReleaseStatus::Active)
+        };
+        active(&deployment.release)
+            .or_else(|| deployment.previous.as_deref().and_then(active))
+            .or_else(|| {
+                self.store
+                    .releases(project, Some(environment))
+                    .ok()?
+                    .into_iter()
+                    .find(|r| r.status == ReleaseStatus::Active)
+            })
     }
 
     /// Starts one run of `cron` as an activity; `Err` says why it did not.
@@ -388,21 +414,11 @@ impl Daemon {
         environment: &str,
     ) -> Result<(String, DeploySpec), Status> {
         self.existing_environment(project, environment)?;
-        let release = self
-            .store
-            .all_releases()
-            .map_err(|e| Status::internal(e.to_string()))?
-            .into_iter()
-            .find(|release| {
-                release.project == project
-                    && release.environment == environment
-                    && release.status == ReleaseStatus::Active
-            })
-            .ok_or_else(|| {
-                Status::failed_precondition(format!(
-                    "environment {environment} of {project} serves no release"
-                ))
-            })?;
+        let release = self.active_release(project, environment).ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "environment {environment} of {project} serves no release"
+            ))
+        })?;
         let spec: DeploySpec = serde_json::from_value(release.spec.clone())
             .map_err(|_| Status::internal(format!("release {} cannot be read", release.id)))?;
         Ok((release.id, spec))
@@ -416,7 +432,12 @@ impl Daemon {
         let (_, spec) = self.serving_spec(&request.project, &request.environment)?;
         let activities = self
             .store
-            .activities(Some(&request.project), 2000)
+            .activities_page(
+                Some(&request.project),
+                Some(&request.environment),
+                None,
+                2000,
+            )
             .map_err(|e| Status::internal(e.to_string()))?;
         let mut crons = Vec::new();
         for app in &spec.apps {

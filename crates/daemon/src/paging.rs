@@ -40,10 +40,37 @@ fn decode(cursor: &str) -> Result<Key, Status> {
     Ok((time, id.to_owned()))
 }
 
-/// The page of `items` (newest first, by `key`) after `cursor`, at most
-/// `limit` long (0: `default_limit`).
+/// The page of in-memory `items` (newest first, by `key`) after `cursor`:
+/// [`page_from`] over a list, for its tests.
+#[cfg(test)]
 pub(crate) fn page<T>(
     items: impl IntoIterator<Item = T>,
+    key: impl Fn(&T) -> Key,
+    cursor: &str,
+    limit: u32,
+    default_limit: usize,
+) -> Result<Page<T>, Status> {
+    page_from(
+        |after, n| {
+            Ok(items
+                .into_iter()
+                .filter(|item| after.is_none_or(|after| key(item) < *after))
+                .take(n)
+                .collect())
+        },
+        &key,
+        cursor,
+        limit,
+        default_limit,
+    )
+}
+
+/// A page read straight from an index: `fetch(after, n)` returns up to `n`
+/// items older than the cursor's key (all from the newest when `None`),
+/// newest first; one more than the page is asked for to know whether a
+/// next page exists.
+pub(crate) fn page_from<T>(
+    fetch: impl FnOnce(Option<&Key>, usize) -> Result<Vec<T>, Status>,
     key: impl Fn(&T) -> Key,
     cursor: &str,
     limit: u32,
@@ -59,18 +86,17 @@ pub(crate) fn page<T>(
     } else {
         Some(decode(cursor.trim())?)
     };
-    let mut items = items
-        .into_iter()
-        .filter(|item| after.as_ref().is_none_or(|after| key(item) < *after));
-    let taken: Vec<T> = items.by_ref().take(limit).collect();
-    let next_cursor = match (items.next(), taken.last()) {
-        (Some(_), Some(last)) => encode(&key(last)),
-        _ => String::new(),
+    let mut items = fetch(after.as_ref(), limit.saturating_add(1))?;
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items
+            .last()
+            .map(|last| encode(&key(last)))
+            .unwrap_or_default()
+    } else {
+        String::new()
     };
-    Ok(Page {
-        items: taken,
-        next_cursor,
-    })
+    Ok(Page { items, next_cursor })
 }
 
 #[cfg(test)]

@@ -96,10 +96,17 @@ impl Daemon {
     ) -> Result<proto::ReleaseList, Status> {
         self.existing_project(&request.project)?;
         let environment = (!request.environment.is_empty()).then_some(request.environment.as_str());
-        let page = crate::paging::page(
-            self.store
-                .releases(&request.project, environment)
-                .map_err(internal)?,
+        let page = crate::paging::page_from(
+            |after, n| {
+                self.store
+                    .releases_page(
+                        &request.project,
+                        environment,
+                        after.map(|(time, id)| (*time, id.as_str())),
+                        n,
+                    )
+                    .map_err(internal)
+            },
             |r| (r.created_at, r.id.clone()),
             &request.cursor,
             request.limit,

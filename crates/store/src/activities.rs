@@ -1,6 +1,9 @@
 //! Activities and their logs.
 
-use crate::{ACTIVITIES, Activity, Store, StoreError, decode, encode};
+use std::ops::Bound;
+
+use crate::index::activity_order;
+use crate::{ACTIVITIES, Activity, Store, StoreError, decode};
 
 impl Store {
     // Activities.
@@ -13,9 +16,7 @@ impl Store {
 
     /// Creates or updates an activity.
     pub fn put_activity(&self, activity: &Activity) -> Result<(), StoreError> {
-        self.activities
-            .insert(activity.id.to_be_bytes(), encode(activity))?;
-        self.flush()
+        self.put_indexed(&self.activities, &self.activity_index, ACTIVITIES, activity)
     }
 
     /// The activity `id`.
@@ -30,18 +31,66 @@ impl Store {
         project: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Activity>, StoreError> {
+        self.activities_page(project, None, None, limit)
+    }
+
+    /// A page of activities, newest first: of a project (every project when
+    /// `None`; then `environment` is ignored) or one of its environments,
+    /// numbered below `before` when given, at most `limit`. A project's page
+    /// reads its index; every project's reads the activities backwards.
+    pub fn activities_page(
+        &self,
+        project: Option<&str>,
+        environment: Option<&str>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Activity>, StoreError> {
+        if let Some(project) = project {
+            return Self::list_indexed(
+                &self.activities,
+                &self.activity_index,
+                ACTIVITIES,
+                project,
+                environment,
+                before.map(activity_order),
+                limit,
+            );
+        }
+        let end = match before {
+            Some(before) => Bound::Excluded(before.to_be_bytes().to_vec()),
+            None => Bound::Unbounded,
+        };
         let mut found = Vec::new();
-        for item in self.activities.iter().rev() {
-            let (key, value) = item?;
-            let activity: Activity = decode(ACTIVITIES, &key, &value)?;
-            if project.is_none_or(|p| p == activity.project) {
-                found.push(activity);
-                if found.len() >= limit {
-                    break;
-                }
+        for item in self
+            .activities
+            .range::<Vec<u8>, _>((Bound::Unbounded, end))
+            .rev()
+        {
+            if found.len() >= limit {
+                break;
             }
+            let (key, value) = item?;
+            found.push(decode(ACTIVITIES, &key, &value)?);
         }
         Ok(found)
+    }
+
+    /// Deletes an activity and its log (the log first: a crash between
+    /// leaves the record, and its removal is tried again).
+    pub fn delete_activity(&self, id: u64) -> Result<(), StoreError> {
+        let mut log = sled::Batch::default();
+        for item in self.logs.scan_prefix(id.to_be_bytes()) {
+            let (key, _) = item?;
+            log.remove(key);
+        }
+        self.logs.apply_batch(log)?;
+        self.delete_indexed::<Activity>(
+            &self.activities,
+            &self.activity_index,
+            ACTIVITIES,
+            &id.to_be_bytes(),
+        )?;
+        self.flush()
     }
 
     /// Appends text to an activity's stored log. Not flushed: the log is

@@ -1,12 +1,12 @@
 //! Builds and their logs.
 
-use crate::{BUILDS, Build, Store, StoreError, encode, prefix_key};
+use crate::index::{After, order_after};
+use crate::{BUILDS, Build, Store, StoreError, prefix_key};
 
 impl Store {
     /// Creates or updates a build.
     pub fn put_build(&self, build: &Build) -> Result<(), StoreError> {
-        self.builds.insert(build.id.as_bytes(), encode(build))?;
-        self.flush()
+        self.put_indexed(&self.builds, &self.build_index, BUILDS, build)
     }
 
     /// The build `id`.
@@ -15,22 +15,56 @@ impl Store {
     }
 
     /// The builds of a project (every project when `None`), newest first.
+    /// A project's come from its index; every project's from a full scan.
     pub fn builds(&self, project: Option<&str>) -> Result<Vec<Build>, StoreError> {
-        let mut found: Vec<Build> = Self::scan(&self.builds, BUILDS, b"")?
-            .into_iter()
-            .filter(|build: &Build| project.is_none_or(|p| p == build.project))
-            .collect();
+        if let Some(project) = project {
+            return self.builds_page(project, None, None, usize::MAX);
+        }
+        let mut found: Vec<Build> = Self::scan(&self.builds, BUILDS, b"")?;
         found.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(b.id.cmp(&a.id)));
         Ok(found)
     }
 
-    /// Deletes a build record and its log.
+    /// A page of a project's builds (or one environment's), newest first,
+    /// after the (start time, id) `after`, at most `limit`.
+    pub fn builds_page(
+        &self,
+        project: &str,
+        environment: Option<&str>,
+        after: After<'_>,
+        limit: usize,
+    ) -> Result<Vec<Build>, StoreError> {
+        Self::list_indexed(
+            &self.builds,
+            &self.build_index,
+            BUILDS,
+            project,
+            environment,
+            order_after(after),
+            limit,
+        )
+    }
+
+    /// Deletes a build record and its log (the log first).
     pub fn delete_build(&self, id: &str) -> Result<(), StoreError> {
-        self.builds.remove(id.as_bytes())?;
+        let mut log = sled::Batch::default();
         for item in self.build_logs.scan_prefix(prefix_key(id)) {
             let (key, _) = item?;
-            self.build_logs.remove(key)?;
+            log.remove(key);
         }
+        self.build_logs.apply_batch(log)?;
+        self.delete_indexed::<Build>(&self.builds, &self.build_index, BUILDS, id.as_bytes())?;
+        self.flush()
+    }
+
+    /// Drops a build's log, keeping the record (retention of old logs).
+    pub fn delete_build_log(&self, id: &str) -> Result<(), StoreError> {
+        let mut log = sled::Batch::default();
+        for item in self.build_logs.scan_prefix(prefix_key(id)) {
+            let (key, _) = item?;
+            log.remove(key);
+        }
+        self.build_logs.apply_batch(log)?;
         self.flush()
     }
 

@@ -15,6 +15,7 @@ mod activities;
 mod backups;
 mod builds;
 mod certificates;
+mod index;
 mod projects;
 mod records;
 mod releases;
@@ -29,6 +30,7 @@ use serde::de::DeserializeOwned;
 
 pub use backups::Backup;
 pub use certificates::{AcmeAccount, CertificateRecord, CertificateSource};
+pub use index::After;
 pub use records::{
     Activity, ActivityKind, ActivityResult, ActivityState, BackupSchedule, Build, BuildApp,
     BuildEgress, BuildStatus, Deployment, EgressTraffic, Environment, EnvironmentStatus,
@@ -99,6 +101,10 @@ pub struct Store {
     token_hashes: sled::Tree,
     webhooks: sled::Tree,
     deliveries: sled::Tree,
+    meta: sled::Tree,
+    activity_index: index::Index,
+    build_index: index::Index,
+    release_index: index::Index,
 }
 
 const PROJECTS: &str = "projects";
@@ -111,6 +117,10 @@ const BUILD_LOGS: &str = "build_logs";
 const RELEASES: &str = "releases";
 const DEPLOYMENTS: &str = "deployments";
 const VARIABLES: &str = "variables";
+const META: &str = "meta";
+
+/// sled's page cache when no size is given: 64 MiB.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut bytes = vec![SCHEMA_VERSION];
@@ -163,10 +173,21 @@ fn prefix_key(a: &str) -> Vec<u8> {
 }
 
 impl Store {
-    /// Opens (or creates) the database in the directory `path`.
+    /// Opens (or creates) the database in the directory `path`, with sled's
+    /// page cache bounded to [`DEFAULT_CACHE_BYTES`].
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new().path(path).open()?;
-        Ok(Store {
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the database, its page cache bounded to
+    /// `cache_bytes` (sled's own default, 1 GiB, lets a daemon's memory
+    /// follow the size of its history).
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .open()?;
+        let store = Store {
             projects: db.open_tree(PROJECTS)?,
             keys: db.open_tree(KEYS)?,
             environments: db.open_tree(ENVIRONMENTS)?,
@@ -183,8 +204,14 @@ impl Store {
             token_hashes: db.open_tree(tokens::TOKEN_HASHES)?,
             webhooks: db.open_tree(webhooks::WEBHOOKS)?,
             deliveries: db.open_tree(webhooks::DELIVERIES)?,
+            meta: db.open_tree(META)?,
+            activity_index: index::Index::open(&db, ACTIVITIES)?,
+            build_index: index::Index::open(&db, BUILDS)?,
+            release_index: index::Index::open(&db, RELEASES)?,
             db,
-        })
+        };
+        store.ensure_indexes()?;
+        Ok(store)
     }
 
     /// Makes every write so far durable.

@@ -1,13 +1,12 @@
 //! Releases and the deployment record of each environment.
 
+use crate::index::{After, order_after};
 use crate::{DEPLOYMENTS, Deployment, RELEASES, Release, Store, StoreError, encode, pair_key};
 
 impl Store {
     /// Creates or updates a release.
     pub fn put_release(&self, release: &Release) -> Result<(), StoreError> {
-        self.releases
-            .insert(release.id.as_bytes(), encode(release))?;
-        self.flush()
+        self.put_indexed(&self.releases, &self.release_index, RELEASES, release)
     }
 
     /// The release `id`.
@@ -22,14 +21,38 @@ impl Store {
         project: &str,
         environment: Option<&str>,
     ) -> Result<Vec<Release>, StoreError> {
-        let mut found: Vec<Release> = Self::scan(&self.releases, RELEASES, b"")?
-            .into_iter()
-            .filter(|r: &Release| {
-                r.project == project && environment.is_none_or(|e| e == r.environment)
-            })
-            .collect();
-        found.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-        Ok(found)
+        self.releases_page(project, environment, None, usize::MAX)
+    }
+
+    /// A page of a project's releases (or one environment's), newest first,
+    /// after the (creation time, id) `after`, at most `limit`.
+    pub fn releases_page(
+        &self,
+        project: &str,
+        environment: Option<&str>,
+        after: After<'_>,
+        limit: usize,
+    ) -> Result<Vec<Release>, StoreError> {
+        Self::list_indexed(
+            &self.releases,
+            &self.release_index,
+            RELEASES,
+            project,
+            environment,
+            order_after(after),
+            limit,
+        )
+    }
+
+    /// Deletes a release record.
+    pub fn delete_release(&self, id: &str) -> Result<(), StoreError> {
+        self.delete_indexed::<Release>(
+            &self.releases,
+            &self.release_index,
+            RELEASES,
+            id.as_bytes(),
+        )?;
+        self.flush()
     }
 
     /// Every release of every project.
