@@ -26,7 +26,7 @@ use launchway_build::{
 };
 use launchway_containerd::archive::{self, ImportOptions, ImportPreview};
 use launchway_git::Plan;
-use launchway_store::{Activity, Build, BuildApp, BuildStatus, ReleaseStatus};
+use launchway_store::{Activity, Build, BuildApp, BuildStatus, EnvironmentStatus, ReleaseStatus};
 use rand::RngExt as _;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -299,20 +299,19 @@ impl Daemon {
         let _exclusive = self.gc_lock.write().await;
         let builds = self.store.builds(None).map_err(|e| e.to_string())?;
         let keep_per_env = self.builder.settings().keep_builds.max(1);
+        // Every release: retention bounds how many there are.
+        let releases = self.store.all_releases().map_err(|e| e.to_string())?;
         // Builds that serve (or are being deployed) stay whatever their age.
-        let serving: BTreeSet<String> = self
-            .store
-            .all_releases()
-            .map_err(|e| e.to_string())?
-            .into_iter()
+        let serving: BTreeSet<String> = releases
+            .iter()
             .filter(|r| matches!(r.status, ReleaseStatus::Active | ReleaseStatus::Deploying))
-            .map(|r| r.build)
+            .map(|r| r.build.clone())
             .collect();
         // So is the newest release `launchway build` left waiting for a
         // promotion in each environment (older ones may be collected: their
         // promotion then says their images are gone).
         let mut pending: HashMap<(String, String), (u64, String)> = HashMap::new();
-        for release in self.store.all_releases().map_err(|e| e.to_string())? {
+        for release in &releases {
             if release.status == ReleaseStatus::Pending {
                 let newest = pending
                     .entry((release.project.clone(), release.environment.clone()))
@@ -338,14 +337,16 @@ impl Daemon {
         let serving: BTreeSet<String> = serving
             .into_iter()
             .chain(
-                self.store
-                    .all_releases()
-                    .map_err(|e| e.to_string())?
-                    .into_iter()
+                releases
+                    .iter()
                     .filter(|r| backed_up.contains(&r.id))
-                    .map(|r| r.build),
+                    .map(|r| r.build.clone()),
             )
             .collect();
+        // The newest builds stay warm (for reuse) only in environments that
+        // exist and are active: a deleted or inactive environment's images
+        // go unless they serve, wait for promotion or are backed up.
+        let mut warm: HashMap<String, BTreeSet<String>> = HashMap::new();
         let mut complete_seen: HashMap<(String, String), usize> = HashMap::new();
         let mut keep: BTreeSet<String> = BTreeSet::new();
         // Newest first.
@@ -353,11 +354,25 @@ impl Daemon {
             let kept = match build.status {
                 BuildStatus::Running => true,
                 BuildStatus::Complete => {
+                    if !warm.contains_key(&build.project) {
+                        let active = self
+                            .store
+                            .environments(&build.project)
+                            .map_err(|e| e.to_string())?
+                            .into_iter()
+                            .filter(|e| e.status == EnvironmentStatus::Active)
+                            .map(|e| e.name)
+                            .collect();
+                        warm.insert(build.project.clone(), active);
+                    }
                     let seen = complete_seen
                         .entry((build.project.clone(), build.environment.clone()))
                         .or_default();
                     *seen += 1;
-                    *seen <= keep_per_env || serving.contains(&build.id)
+                    let warm = warm
+                        .get(&build.project)
+                        .is_some_and(|active| active.contains(&build.environment));
+                    (warm && *seen <= keep_per_env) || serving.contains(&build.id)
                 }
                 BuildStatus::Failed | BuildStatus::Cancelled => false,
             };

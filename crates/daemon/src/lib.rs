@@ -53,6 +53,7 @@ mod queue;
 mod reconcile;
 mod release_api;
 mod restore;
+mod retention;
 mod run_command;
 mod runtimes;
 mod service_client;
@@ -322,7 +323,10 @@ pub async fn serve(
         create_dir(dir, 0o700)?;
     }
     write_hooks(&hooks)?;
-    let store = Store::open(&data.join("state"))?;
+    let store = Store::open_with_cache(
+        &data.join("state"),
+        settings.state.cache_mib.max(1).saturating_mul(1 << 20),
+    )?;
     let host_key = launchway_ssh::load_or_create_host_key(&data.join("ssh_host_ed25519_key"))?;
     let program = Git::find_program().ok_or(DaemonError::GitMissing)?;
     let git = Arc::new(Git::new(
@@ -469,6 +473,7 @@ pub async fn serve(
     let webhooks_task = tokio::spawn(daemon.clone().deliver_webhooks_forever(stop.clone()));
     let rotation = tokio::spawn(logs::rotate_forever(daemon.clone(), stop.clone()));
     let cron_scheduler = tokio::spawn(daemon.clone().run_cron_scheduler(stop.clone()));
+    let retention_task = tokio::spawn(daemon.clone().run_retention_forever(stop.clone()));
     let containerd_watch = tokio::spawn(outage::watch_containerd(
         daemon.clone(),
         embedded,
@@ -536,6 +541,7 @@ pub async fn serve(
     }
     rotation.abort();
     cron_scheduler.abort();
+    retention_task.abort();
     acme_task.abort();
     webhooks_task.abort();
     daemon.store.flush()?;

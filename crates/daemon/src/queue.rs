@@ -42,6 +42,19 @@ impl Queues {
     }
 }
 
+impl Queues {
+    /// Forgets the tails of queues whose last activity is done (deleted
+    /// environments', idle ones'): a later join finds no tail and runs at
+    /// once, as it would after waiting on a finished one.
+    pub(crate) fn prune(&self) {
+        let mut tails = match self.tails.lock() {
+            Ok(tails) => tails,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        tails.retain(|_, tail| matches!(tail.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
+    }
+}
+
 impl Turn {
     /// Waits until every earlier activity of the queue is done.
     pub(crate) async fn wait(&mut self) {

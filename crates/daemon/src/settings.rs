@@ -71,6 +71,56 @@ pub struct Settings {
     pub http: HttpSettings,
     /// Webhook deliveries.
     pub webhooks: WebhookSettings,
+    /// The state database.
+    pub state: StateSettings,
+    /// How much history is kept.
+    pub retention: RetentionSettings,
+}
+
+/// `[state]`: the state database (sled).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateSettings {
+    /// sled's page cache, in MiB (sled's own default, 1 GiB, lets the
+    /// daemon's memory grow with its history).
+    pub cache_mib: u64,
+}
+
+impl Default for StateSettings {
+    fn default() -> Self {
+        StateSettings { cache_mib: 64 }
+    }
+}
+
+/// `[retention]`: how much history (activities, releases, builds and their
+/// logs) is kept. Whatever serves, is deploying, waits for promotion, is
+/// named by a backup or runs is always kept.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    /// Finished activities (and their logs) older than this are removed,
+    /// beyond the newest `releases_per_environment` of each environment.
+    pub activities_days: u64,
+    /// Releases kept per environment (the newest); older ones go, and with
+    /// them their builds once no release names them.
+    pub releases_per_environment: u64,
+    /// Build logs older than this are dropped, except those of the releases
+    /// an environment serves or could roll back to; builds no release names
+    /// go after this long.
+    pub build_logs_days: u64,
+    /// How often the retention pass runs (0: never).
+    pub interval_secs: u64,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        RetentionSettings {
+            activities_days: 30,
+            releases_per_environment: 20,
+            build_logs_days: 30,
+            interval_secs: 3600,
+        }
+    }
 }
 
 /// `[webhooks]`: how events are delivered.
@@ -428,6 +478,8 @@ impl Default for Settings {
             services: ServicesSettings::default(),
             tls: TlsSettings::default(),
             http: HttpSettings::default(),
+            state: StateSettings::default(),
+            retention: RetentionSettings::default(),
             webhooks: WebhookSettings::default(),
         }
     }

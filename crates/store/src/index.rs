@@ -255,6 +255,44 @@ impl Store {
         Ok(found)
     }
 
+    /// Every environment name of a project that has activities, builds or
+    /// releases, deleted ones included (retention reaches their history
+    /// through this). Reads one key per environment and tree.
+    pub fn history_environments(
+        &self,
+        project: &str,
+    ) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        let mut found = std::collections::BTreeSet::new();
+        let prefix = prefix_key(project);
+        for index in [&self.activity_index, &self.build_index, &self.release_index] {
+            let mut start = prefix.clone();
+            loop {
+                let Some(item) = index
+                    .by_environment
+                    .range::<Vec<u8>, _>((Bound::Included(start.clone()), Bound::Unbounded))
+                    .next()
+                else {
+                    break;
+                };
+                let (key, _) = item?;
+                let Some(rest) = key.strip_prefix(prefix.as_slice()) else {
+                    break;
+                };
+                let Some(end) = rest.iter().position(|&b| b == 0) else {
+                    break;
+                };
+                let name = &rest[..end];
+                found.insert(String::from_utf8_lossy(name).into_owned());
+                // Past every key of this environment: `name\x01` sorts
+                // after `name\0…` and before any longer name.
+                start = prefix.clone();
+                start.extend_from_slice(name);
+                start.push(1);
+            }
+        }
+        Ok(found)
+    }
+
     /// Rebuilds the indexes when they are older than this code's layout (or
     /// absent: a store from before indexes). A crash midway leaves the old
     /// version recorded, so the next open starts over.
@@ -370,6 +408,14 @@ mod tests {
         assert_eq!(
             ids(&store.releases("a", Some("main")).unwrap()),
             ["R1", "R22", "R2"]
+        );
+        assert_eq!(
+            store
+                .history_environments("a")
+                .unwrap()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["dev", "main", "mainline"]
         );
         store.delete_release("R22").unwrap();
         assert_eq!(
