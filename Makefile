@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SETUP = ./scripts/setup.sh
 
-.PHONY: all build fmt lint test unit it schema fixtures-update clean bench run install uninstall setup
+.PHONY: all build fmt lint test unit it schema fixtures-update clean bench soak run install uninstall setup
 
 all: build
 
@@ -98,3 +98,14 @@ bench:
 	./scripts/with-containerd.sh ./target/release/backup-bench ./target/release/launchway
 	./scripts/with-containerd.sh ./target/release/web-bench ./target/release/launchway 3
 	./scripts/with-containerd.sh ./target/release/api-bench ./target/release/launchway 5
+
+# soak-bench (issue 25): SOAK_PUSHES pushes (default 1000) of a commit whose
+# build is reused; every SOAK_EVERY (100) a row of push time, daemon RSS, state,
+# data dir and repos sizes and listing times, then the slope of each after
+# warm-up. `make soak SOAK_PUSHES=300`; SOAK_SETTINGS adds settings sections.
+SOAK_PUSHES ?= 1000
+SOAK_EVERY ?= 100
+soak:
+	$(SETUP) bench
+	$(CARGO) build --release -q -p launchway -p launchway-bench
+	SOAK_PUSHES=$(SOAK_PUSHES) SOAK_EVERY=$(SOAK_EVERY) ./scripts/with-containerd.sh ./target/release/soak-bench ./target/release/launchway

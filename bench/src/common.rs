@@ -142,7 +142,18 @@ pub(crate) struct LaunchwayServer {
 
 impl LaunchwayServer {
     pub(crate) fn start(binary: &Path, root: &Path, key: &Path) -> anyhow::Result<LaunchwayServer> {
-        LaunchwayServer::start_with(binary, root, key, false)
+        LaunchwayServer::start_with(binary, root, key, false, "")
+    }
+
+    /// As [`LaunchwayServer::start`], with `extra` appended to the settings
+    /// file (whole sections: it comes after `[deploy]` and `[containerd]`).
+    pub(crate) fn start_with_settings(
+        binary: &Path,
+        root: &Path,
+        key: &Path,
+        extra: &str,
+    ) -> anyhow::Result<LaunchwayServer> {
+        LaunchwayServer::start_with(binary, root, key, false, extra)
     }
 
     /// As [`LaunchwayServer::start`], with the router serving HTTPS too
@@ -152,7 +163,7 @@ impl LaunchwayServer {
         root: &Path,
         key: &Path,
     ) -> anyhow::Result<LaunchwayServer> {
-        LaunchwayServer::start_with(binary, root, key, true)
+        LaunchwayServer::start_with(binary, root, key, true, "")
     }
 
     fn start_with(
@@ -160,6 +171,7 @@ impl LaunchwayServer {
         root: &Path,
         key: &Path,
         with_https: bool,
+        extra: &str,
     ) -> anyhow::Result<LaunchwayServer> {
         let port = free_port()?;
         let router = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?));
@@ -182,7 +194,7 @@ impl LaunchwayServer {
         std::fs::write(
             &settings,
             format!(
-                "data_dir = \"{}\"\n[ssh]\nlisten = \"127.0.0.1:{port}\"\n[router]\nlisten = \"{router}\"\n{https_listen}[http]\nlisten = \"{api}\"\n[deploy]\nstop_grace_secs = 5\n{containerd}",
+                "data_dir = \"{}\"\n[ssh]\nlisten = \"127.0.0.1:{port}\"\n[router]\nlisten = \"{router}\"\n{https_listen}[http]\nlisten = \"{api}\"\n[deploy]\nstop_grace_secs = 5\n{containerd}{extra}",
                 data.display(),
             ),
         )?;
@@ -276,10 +288,24 @@ impl LaunchwayServer {
     }
 
     pub(crate) fn peak_rss_kib(&self) -> u64 {
+        self.status_kib("VmHWM:")
+    }
+
+    /// The daemon's resident memory now (VmRSS), in KiB.
+    pub(crate) fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
+    /// The daemon's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default()
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)
@@ -333,9 +359,18 @@ impl LaunchwayServer {
                 }
             });
         }
+        // Hubs (`<id>`) and their members (`<id>.members/<address>`).
         if let Ok(entries) = std::fs::read_dir(self.data.join("netns")) {
             for entry in entries.flatten() {
-                let _ = launchway_router::netns::remove(&entry.path());
+                let path = entry.path();
+                if path.is_dir() {
+                    for member in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+                        let _ = launchway_router::netns::remove(&member.path());
+                    }
+                    let _ = std::fs::remove_dir(&path);
+                } else {
+                    let _ = launchway_router::netns::remove(&path);
+                }
             }
         }
     }

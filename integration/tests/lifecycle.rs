@@ -159,3 +159,66 @@ fn retention_removes_old_history_and_keeps_what_serves_rolls_back_or_is_backed_u
         .count();
     assert_eq!(pushes, 3, "{activities:#}");
 }
+
+fn count_files(dir: &std::path::Path, keep: impl Fn(&str) -> bool) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| keep(&e.file_name().to_string_lossy()))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn pushes_stay_packed_and_are_repacked_in_the_background() {
+    let daemon = Daemon::start_with("");
+    daemon.use_busybox_runtime("python:3.11");
+    let work = daemon.admin_work("shop");
+    work.write(".upsun/config.yaml", APP);
+    work.write("web/app.py", "version 1\n");
+    let pushes = 26;
+    for round in 0..pushes {
+        // Outside the app's source.root: each push reuses the build.
+        work.write("NOTES.md", format!("round {round}\n"));
+        work.commit(&format!("round {round}"));
+        let out = work.git(&["push", "launchway", "HEAD:main"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let objects = daemon.data_dir().join("repos/shop.git/objects");
+    let loose: usize = count_files(&objects, |name| {
+        name.len() == 2 && name.chars().all(|c| c.is_ascii_hexdigit())
+    });
+    assert_eq!(loose, 0, "pushes left loose object directories");
+    // 26 pushes made 26 packs; past 20, maintenance repacks them into one.
+    let packs = || count_files(&objects.join("pack"), |name| name.ends_with(".pack"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while packs() > 6 {
+        assert!(
+            Instant::now() < deadline,
+            "{} packs after {pushes} pushes",
+            packs()
+        );
+        pause();
+    }
+    // The repository is whole.
+    let fsck = std::process::Command::new("git")
+        .args([
+            "--git-dir",
+            objects.parent().unwrap().to_str().unwrap(),
+            "fsck",
+            "--no-progress",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+}

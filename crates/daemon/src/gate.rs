@@ -87,12 +87,14 @@ impl Gate for Daemon {
                 } else {
                     grant.comment.clone()
                 };
+                let repository = self.repository_locks.push(&found.name).await;
                 let session = Arc::new(PushSession {
                     project: found.name.clone(),
                     role: grant.role,
                     who,
                     messages: sender,
                     failed: AtomicBool::new(false),
+                    _repository: repository,
                 });
                 if let Ok(mut sessions) = self.sessions.lock() {
                     sessions.insert(token.clone(), session);
@@ -116,11 +118,19 @@ impl Gate for Daemon {
             .lock()
             .ok()
             .and_then(|mut s| s.remove(session));
-        match ended {
-            _ if git_status != 0 => git_status,
-            Some(session) if session.failed.load(Ordering::SeqCst) => 1,
-            _ => 0,
+        let failed = ended
+            .as_ref()
+            .is_some_and(|s| s.failed.load(Ordering::SeqCst));
+        // Dropping the session releases its share of the repository.
+        let project = ended.map(|s| s.project.clone());
+        let status = match git_status {
+            0 if failed => 1,
+            status => status,
+        };
+        if let Some(project) = project {
+            self.repository_locks.pushed(&project);
         }
+        status
     }
 }
 

@@ -52,6 +52,7 @@ mod push;
 mod queue;
 mod reconcile;
 mod release_api;
+mod repo_maintenance;
 mod restore;
 mod retention;
 mod run_command;
@@ -170,6 +171,8 @@ pub(crate) struct PushSession {
     pub(crate) messages: mpsc::Sender<Vec<u8>>,
     /// Set when an activity of this push failed.
     pub(crate) failed: AtomicBool,
+    /// Keeps repository maintenance out while the push runs.
+    pub(crate) _repository: tokio::sync::OwnedRwLockReadGuard<()>,
 }
 
 /// The running daemon's shared state.
@@ -182,6 +185,8 @@ pub(crate) struct Daemon {
     pub(crate) socket: PathBuf,
     pub(crate) ssh_addr: SocketAddr,
     pub(crate) sessions: std::sync::Mutex<HashMap<String, Arc<PushSession>>>,
+    /// Per project: pushes read-lock its repository, maintenance write-locks it.
+    pub(crate) repository_locks: repo_maintenance::RepositoryLocks,
     /// Per environment, activities run one at a time, in creation order.
     pub(crate) queues: queue::Queues,
     pub(crate) tasks: TaskTracker,
@@ -433,6 +438,7 @@ pub async fn serve(
         socket: socket.clone(),
         ssh_addr,
         sessions: std::sync::Mutex::new(HashMap::new()),
+        repository_locks: repo_maintenance::RepositoryLocks::default(),
         queues: queue::Queues::default(),
         tasks: TaskTracker::new(),
         engine,
@@ -474,6 +480,7 @@ pub async fn serve(
     let rotation = tokio::spawn(logs::rotate_forever(daemon.clone(), stop.clone()));
     let cron_scheduler = tokio::spawn(daemon.clone().run_cron_scheduler(stop.clone()));
     let retention_task = tokio::spawn(daemon.clone().run_retention_forever(stop.clone()));
+    let maintenance_task = tokio::spawn(daemon.clone().maintain_repositories_forever(stop.clone()));
     let containerd_watch = tokio::spawn(outage::watch_containerd(
         daemon.clone(),
         embedded,
@@ -542,6 +549,7 @@ pub async fn serve(
     rotation.abort();
     cron_scheduler.abort();
     retention_task.abort();
+    maintenance_task.abort();
     acme_task.abort();
     webhooks_task.abort();
     daemon.store.flush()?;

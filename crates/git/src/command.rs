@@ -12,6 +12,10 @@ use std::process::Stdio;
 
 use crate::GitError;
 
+/// Packs a repository may have before [`Git::maintain`] repacks them into
+/// one (git's default is 50; each push adds one).
+pub const MAINTAIN_PACK_LIMIT: u32 = 20;
+
 /// A git service a client asks for over SSH.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GitService {
@@ -105,6 +109,11 @@ impl Git {
             .args(["-c", "receive.advertisePushOptions=true"])
             .args(["-c", "receive.denyDeleteCurrent=false"])
             .args(["-c", "uploadpack.allowFilter=true"])
+            // Each push stays one pack (git would explode small ones into
+            // loose objects) and receive-pack never runs gc inside a push:
+            // [`Git::maintain`] packs in the background.
+            .args(["-c", "receive.unpackLimit=1"])
+            .args(["-c", "receive.autogc=false"])
             .arg("-c")
             .arg(format!(
                 "receive.maxInputSize={}",
@@ -117,6 +126,23 @@ impl Git {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         command
+    }
+
+    /// Packs `repo` when it needs it (`git gc --auto`: more than
+    /// [`MAINTAIN_PACK_LIMIT`] packs or git's loose-object threshold),
+    /// in the foreground of this call; the caller keeps pushes out meanwhile.
+    /// Objects no ref reaches stay for git's default two weeks, so a reader
+    /// holding one (a build, an export) never loses it.
+    pub async fn maintain(&self, repo: &Path) -> Result<(), GitError> {
+        let mut command = self.hermetic();
+        command
+            .arg("--git-dir")
+            .arg(repo)
+            .args(["-c", "gc.autoDetach=false"])
+            .arg("-c")
+            .arg(format!("gc.autoPackLimit={MAINTAIN_PACK_LIMIT}"))
+            .args(["gc", "--auto", "--quiet"]);
+        self.run(command, "gc --auto").await
     }
 
     /// Creates the bare repository `repo` whose `HEAD` names `default_branch`.

@@ -18,7 +18,7 @@ mod objects;
 mod plan;
 mod refs;
 
-pub use command::{Git, GitService, PushLimits};
+pub use command::{Git, GitService, MAINTAIN_PACK_LIMIT, PushLimits};
 pub use export::{TarOptions, TarStats, write_tree_tar};
 pub use objects::{CommitTree, Objects, count_new_commits};
 pub use plan::{AppPlan, BUILD_KEY_VERSION, Plan, build_config, build_key, plan, runtime_type};
