@@ -255,6 +255,7 @@ async fn read(
             let request = proto::EnvironmentRequest {
                 project: project(rng),
                 environment: environment(rng),
+                force: false,
             };
             (
                 "ListServices",
@@ -407,6 +408,7 @@ async fn write(
             let request = proto::EnvironmentRequest {
                 project: project(rng),
                 environment: invalid(rng),
+                force: false,
             };
             (
                 "DeactivateEnvironment",
@@ -417,6 +419,7 @@ async fn write(
             let request = proto::EnvironmentRequest {
                 project: project(rng),
                 environment: invalid(rng),
+                force: false,
             };
             (
                 "DeleteEnvironment",
@@ -427,6 +430,7 @@ async fn write(
             let request = proto::EnvironmentRequest {
                 project: invalid(rng),
                 environment: environment(rng),
+                force: false,
             };
             ("Deploy", drain(client.deploy(request).await).await)
         }
@@ -434,6 +438,7 @@ async fn write(
             let request = proto::EnvironmentRequest {
                 project: project(rng),
                 environment: invalid(rng),
+                force: false,
             };
             ("Redeploy", drain(client.redeploy(request).await).await)
         }

@@ -222,3 +222,237 @@ fn pushes_stay_packed_and_are_repacked_in_the_background() {
         String::from_utf8_lossy(&fsck.stderr)
     );
 }
+
+/// Project `name`, alice (made once) its admin, a work tree pushing as her.
+fn project_work(daemon: &Daemon, name: &str) -> Work {
+    let remote = daemon.project(name);
+    let alice = if daemon.scratch("keys").join("alice").exists() {
+        let alice = daemon.existing_key("alice");
+        daemon.grant(&alice, name, "admin");
+        alice
+    } else {
+        daemon.key("alice", name, "admin")
+    };
+    let work =
+        Work::init(daemon.scratch(&format!("work-{name}"))).with_ssh(daemon.ssh_command(&alice));
+    work.git_ok(&["remote", "add", "launchway", &remote]);
+    work
+}
+
+/// Project `name` with main serving `version`, a backup, a variable and a
+/// token; its work tree pushes as alice.
+fn populated_project(daemon: &Daemon, name: &str, work: &Work) {
+    work.write(".upsun/config.yaml", APP);
+    work.write("web/app.py", format!("{name} 1\n"));
+    work.commit("first");
+    let out = work.git(&["push", "launchway", "HEAD:main"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    daemon.cli_ok(&["backup", "create", "-p", name, "-e", "main"]);
+    daemon.cli_ok(&["variable", "set", "-p", name, "env:GREETING", "hi"]);
+    daemon.cli_ok(&[
+        "token", "create", "-p", name, "--name", "ci", "--role", "viewer",
+    ]);
+}
+
+/// Nothing of `project` is left: containers, files, records.
+fn assert_nothing_left(daemon: &mut Daemon, project: &str) {
+    let containers: Vec<String> = daemon
+        .all_containers()
+        .into_iter()
+        .filter(|id| id.contains(project))
+        .collect();
+    assert!(
+        daemon
+            .app_containers(Some(&format!("{project}/main")))
+            .is_empty()
+            && containers.is_empty(),
+        "containers left: {containers:?}"
+    );
+    let data = daemon.data_dir();
+    for path in [
+        format!("repos/{project}.git"),
+        format!("repos/.{project}.git.deleting"),
+        format!("backups/{project}"),
+        format!("build-cache/{project}"),
+    ] {
+        assert!(!data.join(&path).exists(), "{path} is left");
+    }
+    let listed = daemon.cli_ok(&["project", "list"]);
+    assert!(
+        !listed
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(project)),
+        "{listed}"
+    );
+    daemon.stop();
+    let store = launchway_store::Store::open(&data.join("state")).unwrap();
+    let left = store.records_of_project(project).unwrap();
+    assert!(left.is_empty(), "records left: {left:?}");
+    drop(store);
+}
+
+#[test]
+fn deleting_a_project_removes_everything_of_it_and_nothing_else() {
+    let mut daemon = Daemon::start_with("");
+    daemon.use_busybox_runtime("python:3.11");
+    let shop = project_work(&daemon, "shop");
+    populated_project(&daemon, "shop", &shop);
+    let blog = project_work(&daemon, "blog");
+    populated_project(&daemon, "blog", &blog);
+    let environments_before = std::fs::read_dir(daemon.data_dir().join("environments"))
+        .unwrap()
+        .count();
+    assert_eq!(environments_before, 2);
+
+    // Unconfirmed: refused, nothing changed.
+    let out = daemon.cli(&["project", "delete", "shop"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
+    let (status, _) = http_get(daemon.router_addr(), "main.shop.localhost", "/").unwrap();
+    assert_eq!(status, 200);
+
+    let out = daemon.cli(&["project", "delete", "shop", "--yes"]);
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{printed}");
+    assert!(printed.contains("Deleted project shop"), "{printed}");
+    // The other project serves on, whole.
+    let (status, body) = http_get(daemon.router_addr(), "main.blog.localhost", "/").unwrap();
+    assert_eq!((status, body.trim()), (200, "blog 1"));
+    let (status, _) = http_get(daemon.router_addr(), "main.shop.localhost", "/").unwrap();
+    assert_eq!(status, 404);
+    assert_eq!(
+        std::fs::read_dir(daemon.data_dir().join("environments"))
+            .unwrap()
+            .count(),
+        1
+    );
+    // A push to it is refused; the name can be taken again.
+    let out = shop.git(&["push", "launchway", "HEAD:main"]);
+    assert!(!out.status.success());
+    assert_nothing_left(&mut daemon, "shop");
+    daemon.spawn();
+    let blog_store_view = daemon.cli_ok(&["backups", "-p", "blog", "--json"]);
+    assert!(
+        blog_store_view.contains("\"complete\""),
+        "{blog_store_view}"
+    );
+    daemon.cli_ok(&["project", "create", "shop"]);
+}
+
+#[test]
+fn a_project_deletion_killed_at_any_step_is_finished_at_start_up() {
+    use launchway_daemon::failpoint::PROJECT_DELETE_STEPS;
+    use launchway_integration::failpoints_bin;
+    let mut daemon = Daemon::start_binary(failpoints_bin(), "");
+    daemon.use_busybox_runtime("python:3.11");
+    for (round, step) in PROJECT_DELETE_STEPS.iter().enumerate() {
+        let name = format!("shop{round}");
+        let work = project_work(&daemon, &name);
+        populated_project(&daemon, &name, &work);
+        daemon.stop();
+        daemon.set_failpoint(Some(step));
+        daemon.spawn();
+        let out = daemon.cli(&["project", "delete", &name, "--yes"]);
+        assert!(!out.status.success(), "{step}: the deletion finished");
+        let status = daemon
+            .wait_exit(Duration::from_secs(120))
+            .unwrap_or_else(|| panic!("{step}: not reached:\n{}", daemon.log()));
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9),
+            "{step}: {status:?}"
+        );
+        daemon.set_failpoint(None);
+        daemon.spawn();
+        // Start-up finishes the deletion.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let listed = daemon.cli_ok(&["project", "list"]);
+            if !listed.contains(&name) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{step}: never finished:\n{}",
+                daemon.log()
+            );
+            pause();
+        }
+        assert_nothing_left(&mut daemon, &name);
+        let environments = std::fs::read_dir(daemon.data_dir().join("environments"))
+            .map(|dir| dir.count())
+            .unwrap_or(0);
+        assert_eq!(environments, 0, "{step}: environment directories left");
+        daemon.spawn();
+    }
+}
+
+#[test]
+fn a_project_with_running_work_is_not_deleted_and_the_default_environment_deactivates_only_with_force()
+ {
+    let daemon = Daemon::start_with("");
+    daemon.use_busybox_runtime("python:3.11");
+    let work = daemon.admin_work("shop");
+    work.write(
+        ".upsun/config.yaml",
+        APP.replace("cp app.py index.html", "cp app.py index.html; sleep 4"),
+    );
+    work.write("web/app.py", "slow\n");
+    work.commit("slow build");
+    let dir = work.dir.clone();
+    let ssh = daemon.ssh_command(&daemon.existing_key("alice"));
+    let pusher = std::thread::spawn(move || {
+        Work::open(dir)
+            .with_ssh(ssh)
+            .git(&["push", "launchway", "HEAD:main"])
+    });
+    // Once the push's activity runs, the deletion is refused.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let listed = daemon.cli_ok(&["activities", "-p", "shop", "--json"]);
+        if listed.contains("in_progress") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the push never started: {listed}"
+        );
+        pause();
+    }
+    let out = daemon.cli(&["project", "delete", "shop", "--yes"]);
+    assert!(!out.status.success(), "deleted during a push");
+    let refused = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(refused.contains("cannot be deleted now"), "{refused}");
+    assert!(refused.contains("wait"), "{refused}");
+    assert!(pusher.join().unwrap().status.success());
+    let (status, body) = http_get(daemon.router_addr(), "main.shop.localhost", "/").unwrap();
+    assert_eq!((status, body.trim()), (200, "slow"));
+
+    // The default environment: refused without --force, then taken down.
+    let out = daemon.cli(&["environment", "deactivate", "-p", "shop", "main"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    let (status, _) = http_get(daemon.router_addr(), "main.shop.localhost", "/").unwrap();
+    assert_eq!(status, 200);
+    let out = daemon.cli(&["environment", "deactivate", "-p", "shop", "main", "--force"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, _) = http_get(daemon.router_addr(), "main.shop.localhost", "/").unwrap();
+    assert_ne!(status, 200);
+    assert!(daemon.app_containers(Some("shop/main")).is_empty());
+    // Activating it again serves the branch head again.
+    daemon.cli_ok(&["environment", "activate", "-p", "shop", "main"]);
+    let (status, body) = http_get(daemon.router_addr(), "main.shop.localhost", "/").unwrap();
+    assert_eq!((status, body.trim()), (200, "slow"));
+}

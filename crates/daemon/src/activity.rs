@@ -41,8 +41,9 @@ pub(crate) enum Work {
     DeployHead,
     /// Clone the parent's data, build and deploy.
     Activate,
-    /// Stop the containers and delete the data.
-    Deactivate,
+    /// Stop the containers and delete the data (`force`: the default
+    /// environment too).
+    Deactivate { force: bool },
     /// Deactivate and forget the environment; `remove_branch` unless a push
     /// already deleted it.
     Delete { remove_branch: bool },
@@ -67,6 +68,8 @@ pub(crate) enum Work {
     /// Fast-forward the parent to `child` and deploy it (`sync.rs`; runs
     /// in the parent's queue).
     Merge { child: String },
+    /// Delete the whole project (`project_delete.rs`; queue `P\0`).
+    DeleteProject,
     /// One run of a cron of `release` (not queued: see `crons.rs`).
     Cron {
         release: String,
@@ -260,7 +263,7 @@ impl Daemon {
             }
             Work::DeployHead => self.deploy_head_activity(&activity, &log, &cancel).await,
             Work::Activate => self.activate_activity(&activity, &log, &cancel).await,
-            Work::Deactivate => self.deactivate_activity(&activity, &log).await,
+            Work::Deactivate { force } => self.deactivate_activity(&activity, *force, &log).await,
             Work::Delete { remove_branch } => {
                 self.delete_activity(&activity, *remove_branch, &log).await
             }
@@ -298,6 +301,7 @@ impl Daemon {
                 self.cron_activity(&activity, release, app, name, &log, &cancel)
                     .await
             }
+            Work::DeleteProject => self.delete_project_activity(&activity, &log).await,
         };
         let (state, result) = match result {
             Ok(timings) => {
@@ -325,6 +329,13 @@ impl Daemon {
         }
         self.log_written.notify_waiters();
         self.emit_completed(&activity);
+        // A deleted project keeps nothing, not even the record of its deletion.
+        if activity.kind == ActivityKind::ProjectDelete
+            && result == Some(ActivityResult::Success)
+            && let Err(error) = self.store.delete_activity(activity.id)
+        {
+            warn!(%error, "cannot forget the deletion's activity");
+        }
         result.unwrap_or(ActivityResult::Failure)
     }
 

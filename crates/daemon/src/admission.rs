@@ -186,6 +186,7 @@ targeted! {
     CreateProjectRequest => CreateProject, |_r, _x| Ok(Target::host());
     ListProjectsRequest => ListProjects, |_r, _x| Ok(Target::host());
     GetProjectRequest => GetProject, |r, x| x.project(&r.project);
+    DeleteProjectRequest => DeleteProject, |_r, _x| Ok(Target::host());
     SetProjectSettingRequest => SetProjectSetting, |r, x| x.project(&r.project);
     AddKeyRequest => AddKey, |r, x| x.project(&r.project);
     ListKeysRequest => ListKeys, |r, x| x.project(&r.project);

@@ -206,6 +206,7 @@ impl launchway_api::Launchway for ApiService {
 
     type ActivateEnvironmentStream = crate::build_api::LogStream;
     type DeactivateEnvironmentStream = crate::build_api::LogStream;
+    type DeleteProjectStream = crate::build_api::LogStream;
     type DeleteServiceDataStream = crate::build_api::LogStream;
     type DeleteEnvironmentStream = crate::build_api::LogStream;
     type DeployStream = crate::build_api::LogStream;
@@ -379,6 +380,16 @@ impl launchway_api::Launchway for ApiService {
         self.admit(&request)?;
         Ok(Response::new(
             self.daemon.activate_environment(&request.into_inner())?,
+        ))
+    }
+
+    async fn delete_project(
+        &self,
+        request: Request<proto::DeleteProjectRequest>,
+    ) -> Result<Response<Self::DeleteProjectStream>, Status> {
+        self.admit(&request)?;
+        Ok(Response::new(
+            self.daemon.delete_project(&request.into_inner().project)?,
         ))
     }
 

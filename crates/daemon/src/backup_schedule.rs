@@ -37,7 +37,7 @@ impl Daemon {
         let Ok(projects) = self.store.projects() else {
             return;
         };
-        for project in projects {
+        for project in projects.into_iter().filter(|p| p.deleting.is_none()) {
             for (environment, schedule) in &project.backup_schedules {
                 let seed = format!("{}/{environment}/backup", project.name);
                 let Ok(parsed) = Schedule::parse(&schedule.schedule, &seed) else {

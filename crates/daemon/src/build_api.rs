@@ -81,10 +81,13 @@ pub(crate) fn build_info(build: &Build) -> proto::BuildInfo {
 impl Daemon {
     /// The project `name`, or a not-found status naming it.
     pub(crate) fn existing_project(&self, name: &str) -> Result<Project, Status> {
-        self.store
+        let project = self
+            .store
             .project(name)
             .map_err(internal)?
-            .ok_or_else(|| Status::not_found(format!("there is no project `{name}`")))
+            .ok_or_else(|| Status::not_found(format!("there is no project `{name}`")))?;
+        self.refuse_deleting(&project)?;
+        Ok(project)
     }
 
     fn existing_build(&self, id: &str) -> Result<Build, Status> {

@@ -258,14 +258,22 @@ impl Daemon {
     pub(crate) async fn deactivate_activity(
         &self,
         activity: &Activity,
+        force: bool,
         log: &Log,
     ) -> Result<Timings, Ended> {
         let env = self.activity_environment(activity)?;
         if self.is_default_environment(&env) {
-            return Err(Ended::Failed(format!(
-                "{} is the default environment; it cannot be deactivated",
+            if !force {
+                return Err(Ended::Failed(format!(
+                    "{} is the default environment; it cannot be deactivated without --force",
+                    env.name
+                )));
+            }
+            log.line(&format!(
+                "  {} is the default environment: its site goes down (reactivate it with `launchway environment activate`)",
                 env.name
-            )));
+            ))
+            .await;
         }
         self.deactivate_environment(&env.project, &env.name)
             .await
@@ -461,12 +469,18 @@ impl Daemon {
         delete: bool,
     ) -> Result<LogStream, Status> {
         let env = self.existing_environment(&request.project, &request.environment)?;
-        if self.is_default_environment(&env) {
-            return Err(Status::failed_precondition(format!(
-                "{} is the default environment; it cannot be {}",
-                env.name,
-                if delete { "deleted" } else { "deactivated" }
-            )));
+        if self.is_default_environment(&env) && (delete || !request.force) {
+            return Err(Status::failed_precondition(if delete {
+                format!(
+                    "{} is the default environment; it cannot be deleted (delete the project, or deactivate it with --force)",
+                    env.name
+                )
+            } else {
+                format!(
+                    "{} is the default environment: deactivating it takes the production site down and deletes its data; add --force to do it",
+                    env.name
+                )
+            }));
         }
         let (kind, description, work) = if delete {
             (
@@ -480,7 +494,9 @@ impl Daemon {
             (
                 ActivityKind::Deactivate,
                 format!("deactivation of {}", env.name),
-                Work::Deactivate,
+                Work::Deactivate {
+                    force: request.force,
+                },
             )
         };
         self.run_activity(&env.project, &env.name, kind, description, work)

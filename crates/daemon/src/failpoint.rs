@@ -12,7 +12,8 @@
 //! `deploy_hook`, `released`, `post_deploy`, `complete`, `rolling_back`),
 //! `deploy.started` (the new containers run, before the hook),
 //! `deploy.exec_output` (a hook's first line of output: it is running),
-//! [`SERVICE_STEPS`], [`CLONE_STEPS`], [`BACKUP_STEPS`], [`RESTORE_STEPS`]
+//! [`SERVICE_STEPS`], [`CLONE_STEPS`], [`BACKUP_STEPS`], [`RESTORE_STEPS`],
+//! [`PROJECT_DELETE_STEPS`]
 //! and `sync.first_pass`, `sync.parent_paused` (a sync's copy, as a clone's).
 
 /// Every step a failpoint can name, in the order a push reaches them.
@@ -47,6 +48,15 @@ pub const CLONE_STEPS: &[&str] = &["activate.first_pass", "activate.parent_pause
 /// environment paused for the last one, and once its directory is renamed
 /// into place but not yet recorded.
 pub const BACKUP_STEPS: &[&str] = &["backup.first_pass", "backup.paused", "backup.renamed"];
+
+/// The steps of a project deletion (`project_delete.rs`): every environment
+/// removed, the files (backups, build cache, repository) removed, the
+/// records purged (the project record, its tombstone, still there).
+pub const PROJECT_DELETE_STEPS: &[&str] = &[
+    "project_delete.environments",
+    "project_delete.files",
+    "project_delete.records",
+];
 
 /// The steps of a restore (`restore.rs`): the backup's data staged and
 /// journalled, the environment's containers stopped, the first directory

@@ -65,6 +65,9 @@ impl Gate for Daemon {
         let Some(found) = self.store.project(project).map_err(internal)? else {
             return Err(hidden());
         };
+        if found.deleting.is_some() {
+            return Err(format!("project `{project}` is being deleted"));
+        }
         let Some(grant) = self.store.key(project, fingerprint).map_err(internal)? else {
             return Err(hidden());
         };

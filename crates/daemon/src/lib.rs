@@ -47,6 +47,7 @@ mod logs;
 mod outage;
 mod paging;
 mod policy;
+mod project_delete;
 mod projects;
 mod push;
 mod queue;
@@ -456,6 +457,7 @@ pub async fn serve(
         info!(ca = %daemon.local_ca_path().display(), "hosts without a certificate get one from the local CA: trust it to browse them without warnings");
     }
     daemon.reconcile_at_start().await?;
+    daemon.resume_project_deletions();
     let https = router_https_addr.map_or_else(String::new, |address| address.to_string());
     let http_api = http_addr.map_or_else(String::new, |address| address.to_string());
     info!(ssh = %ssh_addr, api = %socket.display(), http_api = %http_api, router = %router_addr, https = %https, data = %data.display(), "launchway is serving");

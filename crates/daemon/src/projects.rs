@@ -181,6 +181,7 @@ impl Daemon {
             build_egress: BuildEgress::None,
             backup_max_bytes: 0,
             backup_schedules: Default::default(),
+            deleting: None,
         };
         if let Err(error) = self.store.create_project(&project) {
             let _ = std::fs::remove_dir_all(&repo);

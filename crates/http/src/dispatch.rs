@@ -162,6 +162,7 @@ pub(crate) async fn call<S: Launchway>(
             PromoteRelease => promote_release(PromoteReleaseRequest),
             AppLogs => app_logs(AppLogsRequest),
             ActivateEnvironment => activate_environment(ActivateEnvironmentRequest),
+            DeleteProject => delete_project(DeleteProjectRequest),
             SyncEnvironment => sync_environment(SyncEnvironmentRequest),
             DeleteServiceData => delete_service_data(DeleteServiceDataRequest),
             RunCron => run_cron(RunCronRequest),

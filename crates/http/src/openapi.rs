@@ -63,6 +63,7 @@ messages! {
     AppLogs => AppLogsRequest -> LogChunk,
     ListEnvironments => ListEnvironmentsRequest -> EnvironmentList,
     ActivateEnvironment => ActivateEnvironmentRequest -> LogChunk,
+    DeleteProject => DeleteProjectRequest -> LogChunk,
     DeactivateEnvironment => EnvironmentRequest -> LogChunk,
     DeleteEnvironment => EnvironmentRequest -> LogChunk,
     Deploy => EnvironmentRequest -> LogChunk,

@@ -621,6 +621,7 @@ remote_service! {
         start_build(StartBuildRequest) -> LogChunk as StartBuildStream = StartBuild,
         delete_service_data(DeleteServiceDataRequest) -> LogChunk as DeleteServiceDataStream = DeleteServiceData,
         activate_environment(ActivateEnvironmentRequest) -> LogChunk as ActivateEnvironmentStream = ActivateEnvironment,
+        delete_project(DeleteProjectRequest) -> LogChunk as DeleteProjectStream = DeleteProject,
         deactivate_environment(EnvironmentRequest) -> LogChunk as DeactivateEnvironmentStream = DeactivateEnvironment,
         delete_environment(EnvironmentRequest) -> LogChunk as DeleteEnvironmentStream = DeleteEnvironment,
         deploy(EnvironmentRequest) -> LogChunk as DeployStream = Deploy,

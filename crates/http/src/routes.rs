@@ -54,6 +54,12 @@ macro_rules! at {
 /// Every route of `/api/v1`.
 pub const ROUTES: &[Route] = &[
     route("GET", "/api/v1/server", ServerInfo, Unary),
+    route(
+        "DELETE",
+        "/api/v1/projects/{project}",
+        DeleteProject,
+        Activity,
+    ),
     route("GET", "/api/v1/projects", ListProjects, Unary),
     route("POST", "/api/v1/projects", CreateProject, Unary),
     route("GET", P, GetProject, Unary),
@@ -368,7 +374,7 @@ mod tests {
         );
         assert_eq!(
             find("PATCH", &segments("/api/v1/projects/shop")).err(),
-            Some(Miss::Method(vec!["GET"]))
+            Some(Miss::Method(vec!["DELETE", "GET"]))
         );
         assert_eq!(
             find("GET", &segments("/api/v1/nothing")).err(),

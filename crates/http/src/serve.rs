@@ -528,6 +528,7 @@ fn message_fields(
         AppLogs => AppLogsRequest,
         ListEnvironments => ListEnvironmentsRequest,
         ActivateEnvironment => ActivateEnvironmentRequest,
+        DeleteProject => DeleteProjectRequest,
         SyncEnvironment => SyncEnvironmentRequest,
         DeleteServiceData => DeleteServiceDataRequest,
         RunCron => RunCronRequest,

@@ -37,6 +37,15 @@ pub(crate) enum ProjectCommand {
         #[arg(required = true)]
         settings: Vec<String>,
     },
+    /// Delete a project and everything of it: environments, containers,
+    /// data, backups, repository, history (host operators only).
+    Delete {
+        /// The project.
+        name: String,
+        /// Confirm: nothing of the project can be recovered afterwards.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Empty the persistent build cache (`$PLATFORM_CACHE_DIR`) of a project.
     ClearBuildCache {
         /// The project.
@@ -251,6 +260,21 @@ pub(crate) fn project(
                 project.name, project.default_branch
             );
             println!("{}", project.git_remote);
+        }
+        ProjectCommand::Delete { name, yes } => {
+            if !yes {
+                anyhow::bail!(
+                    "this deletes project {name} for good: its environments and their data, its backups, its repository and its history; run `launchway project delete {name} --yes` to go ahead"
+                );
+            }
+            let failed = with_client(settings_path, async |client| {
+                let stream = client
+                    .delete_project(proto::DeleteProjectRequest { project: name })
+                    .await?
+                    .into_inner();
+                follow_activities(stream).await
+            })?;
+            return Ok(exit_code(failed));
         }
         ProjectCommand::Get { project } => {
             let info = with_client(settings_path, async |client| {

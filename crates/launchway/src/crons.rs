@@ -38,6 +38,7 @@ pub(crate) fn list(
             .list_crons(proto::EnvironmentRequest {
                 project,
                 environment,
+                force: false,
             })
             .await?
             .into_inner())

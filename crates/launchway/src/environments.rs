@@ -36,6 +36,10 @@ pub(crate) enum EnvironmentCommand {
         project: String,
         /// The environment.
         environment: String,
+        /// Deactivate the default (production) environment too: its site
+        /// goes down and its data is deleted.
+        #[arg(long)]
+        force: bool,
     },
     /// Deactivate an environment, then delete it and its branch.
     Delete {
@@ -192,10 +196,12 @@ pub(crate) fn environment(
             EnvironmentCommand::Deactivate {
                 project,
                 environment,
+                force,
             } => client
                 .deactivate_environment(proto::EnvironmentRequest {
                     project,
                     environment,
+                    force,
                 })
                 .await?
                 .into_inner(),
@@ -206,6 +212,7 @@ pub(crate) fn environment(
                 .delete_environment(proto::EnvironmentRequest {
                     project,
                     environment,
+                    force: false,
                 })
                 .await?
                 .into_inner(),
@@ -230,6 +237,7 @@ pub(crate) fn environment(
                 .merge_environment(proto::EnvironmentRequest {
                     project,
                     environment,
+                    force: false,
                 })
                 .await?
                 .into_inner(),
@@ -251,6 +259,7 @@ pub(crate) fn deploy(
         let request = proto::EnvironmentRequest {
             project,
             environment,
+            force: false,
         };
         let stream = if redeploy {
             client.redeploy(request).await?.into_inner()
@@ -427,6 +436,7 @@ pub(crate) fn services(
             .list_services(proto::EnvironmentRequest {
                 project: project.clone(),
                 environment: environment.clone(),
+                force: false,
             })
             .await?
             .into_inner())

@@ -57,6 +57,7 @@ actions! {
     CreateProject => Operator, deploy_key: false;
     ListProjects => Authenticated, deploy_key: true;
     GetProject => Read, deploy_key: true;
+    DeleteProject => Operator, deploy_key: false;
     SetProjectSetting => Admin, deploy_key: false;
     AddKey => Admin, deploy_key: false;
     ListKeys => Admin, deploy_key: false;

@@ -105,8 +105,8 @@ pub(crate) fn order_after(after: After<'_>) -> Option<Vec<u8>> {
 /// One record kind's two index trees.
 #[derive(Clone, Debug)]
 pub(crate) struct Index {
-    by_project: sled::Tree,
-    by_environment: sled::Tree,
+    pub(crate) by_project: sled::Tree,
+    pub(crate) by_environment: sled::Tree,
 }
 
 fn environment_prefix(project: &str, environment: &str) -> Vec<u8> {

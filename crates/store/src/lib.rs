@@ -17,6 +17,7 @@ mod builds;
 mod certificates;
 mod index;
 mod projects;
+mod purge;
 mod records;
 mod releases;
 mod tokens;
@@ -183,10 +184,28 @@ impl Store {
     /// `cache_bytes` (sled's own default, 1 GiB, lets a daemon's memory
     /// follow the size of its history).
     pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_bytes)
-            .open()?;
+        let config = sled::Config::new().path(path).cache_capacity(cache_bytes);
+        // A database dropped a moment ago may still be locked by its
+        // flusher thread finishing a flush: wait for it, briefly.
+        let mut attempts = 0;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(error))
+                    if error.kind() == std::io::ErrorKind::Other
+                        && error.to_string().contains("could not acquire lock")
+                        && attempts < 30 =>
+                {
+                    attempts += 1;
+                    #[allow(
+                        clippy::disallowed_methods,
+                        reason = "opening is synchronous and happens before anything is served"
+                    )]
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(error) => return Err(error.into()),
+            }
+        };
         let store = Store {
             projects: db.open_tree(PROJECTS)?,
             keys: db.open_tree(KEYS)?,
@@ -263,6 +282,7 @@ mod tests {
             build_egress: BuildEgress::None,
             backup_max_bytes: 0,
             backup_schedules: Default::default(),
+            deleting: None,
         }
     }
 

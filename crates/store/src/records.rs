@@ -30,6 +30,10 @@ pub struct Project {
     /// (`backup.schedule.<env>`, `backup.retention.<env>`).
     #[serde(default)]
     pub backup_schedules: BTreeMap<String, BackupSchedule>,
+    /// Set when its deletion started (ms): from then on nothing else acts
+    /// on it, and a daemon that stopped midway finishes the deletion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleting: Option<u64>,
 }
 
 /// An environment's scheduled backups.
@@ -235,6 +239,8 @@ pub enum ActivityKind {
     Shell,
     /// `launchway run`: a command in a new container of the app's release.
     Run,
+    /// `launchway project delete`.
+    ProjectDelete,
 }
 
 impl ActivityKind {
@@ -261,6 +267,7 @@ impl ActivityKind {
             ActivityKind::Upload => "environment.upload",
             ActivityKind::Shell => "environment.ssh",
             ActivityKind::Run => "environment.run",
+            ActivityKind::ProjectDelete => "project.delete",
         }
     }
 }
