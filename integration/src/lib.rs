@@ -265,6 +265,49 @@ impl Daemon {
         .expect("known_hosts written");
     }
 
+    /// Runs `launchway serve` with these settings and waits up to `timeout`
+    /// for it to exit by itself (a daemon that refuses to start): its exit
+    /// status and log, or `None` when it was still running (then killed).
+    pub fn serve_expecting_exit(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Option<(std::process::ExitStatus, String)> {
+        let log_path = self.dir.path().join("refused.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut child = Command::new(&self.binary)
+            .arg("--config")
+            .arg(&self.settings)
+            .arg("serve")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("launchway serve starts");
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some((
+                    status,
+                    std::fs::read_to_string(&log_path).unwrap_or_default(),
+                ));
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            pause();
+        }
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// The failpoint the next [`Daemon::spawn`] arms (`None`: none).
     pub fn set_failpoint(&mut self, failpoint: Option<&str>) {
         self.failpoint = failpoint.map(str::to_owned);

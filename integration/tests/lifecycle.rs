@@ -456,3 +456,61 @@ fn a_project_with_running_work_is_not_deleted_and_the_default_environment_deacti
     let (status, body) = http_get(daemon.router_addr(), "main.shop.localhost", "/").unwrap();
     assert_eq!((status, body.trim()), (200, "slow"));
 }
+
+#[test]
+fn a_second_daemon_on_the_same_namespace_refuses_to_start_and_takes_over_only_a_dead_ones() {
+    let mut first = Daemon::start_with("");
+    first.use_busybox_runtime("python:3.11");
+    let work = first.admin_work("shop");
+    work.write(".upsun/config.yaml", APP);
+    work.write("web/app.py", "first\n");
+    work.commit("first");
+    let out = work.git(&["push", "launchway", "HEAD:main"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let serving = first.app_containers(Some("shop/main"));
+    assert!(!serving.is_empty());
+
+    let (socket, namespace) = first.containerd_endpoint().unwrap();
+    let shared = format!(
+        "[containerd]\nsocket = \"{}\"\nnamespace = \"{namespace}\"\n",
+        socket.display()
+    );
+    let mut second = Daemon::prepare(launchway_integration::launchway_bin(), &shared);
+    let (status, log) = second
+        .serve_expecting_exit(Duration::from_secs(60))
+        .expect("the second daemon kept running on a namespace another one owns");
+    assert!(!status.success());
+    assert!(log.contains("belongs to another Launchway daemon"), "{log}");
+    // The first serves on, untouched.
+    let (code, body) = http_get(first.router_addr(), "main.shop.localhost", "/").unwrap();
+    assert_eq!((code, body.trim()), (200, "first"));
+    assert_eq!(first.app_containers(Some("shop/main")), serving);
+
+    // The first dies without a word: once its heartbeat is stale, the
+    // second takes the namespace over, and leaves the first's containers
+    // alone (they carry the first's instance).
+    first.kill();
+    let died = Instant::now();
+    loop {
+        let attempt = second.serve_expecting_exit(Duration::from_secs(5));
+        match attempt {
+            Some((_, log)) => {
+                assert!(log.contains("belongs to another Launchway daemon"), "{log}");
+                assert!(
+                    died.elapsed() < Duration::from_secs(90),
+                    "never taken over:\n{log}"
+                );
+                pause();
+            }
+            None => break,
+        }
+    }
+    second.spawn();
+    assert!(second.log().contains("TakenOver"), "{}", second.log());
+    assert_eq!(second.app_containers(Some("shop/main")), serving);
+    second.stop();
+}

@@ -218,7 +218,8 @@ impl Engine {
     pub async fn remove_leftovers(&self) -> Result<(Vec<String>, usize)> {
         let apps = self.app_containers(None).await?;
         let mut removed = Vec::new();
-        for id in self.list_containers().await? {
+        let own = self.instance_filter().into_iter().collect();
+        for id in self.find_containers(own).await? {
             if !apps.contains(&id) {
                 self.remove_app(&id).await?;
                 removed.push(id);
@@ -234,10 +235,13 @@ impl Engine {
     /// The ids of the app containers of `owner` (`<project>/<environment>`),
     /// or of every owner when `None`.
     pub async fn app_containers(&self, owner: Option<&str>) -> Result<Vec<String>> {
-        let filter = match owner {
+        let mut filter = match owner {
             Some(owner) => format!("labels.\"{OWNER_LABEL}\"=={owner}"),
             None => format!("labels.\"{OWNER_LABEL}\""),
         };
+        if let Some(instance) = self.instance_filter() {
+            filter = format!("{filter},{instance}");
+        }
         self.find_containers(vec![filter]).await
     }
 

@@ -41,6 +41,10 @@ pub(crate) const WRITE_CHUNK: usize = 1024 * 1024;
 #[derive(Clone, Debug)]
 pub struct Engine {
     channel: Channel,
+    /// The instance whose namespace claim this engine holds
+    /// (`ownership.rs`): what it creates carries it, what it lists is
+    /// filtered by it.
+    pub(crate) instance: Option<Arc<str>>,
     namespace: String,
     namespace_header: AsciiMetadataValue,
     socket: PathBuf,
@@ -133,6 +137,7 @@ impl Engine {
             .map_err(|error| EngineError::io(format!("creating {}", scratch.display()), error))?;
         let engine = Engine {
             channel,
+            instance: None,
             namespace: namespace.to_string(),
             namespace_header,
             socket: socket.to_path_buf(),
@@ -227,6 +232,9 @@ impl Engine {
     pub(crate) fn containers(&self) -> ContainersClient<Channel> {
         ContainersClient::new(self.channel.clone())
     }
+    pub(crate) fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
     pub(crate) fn tasks(&self) -> TasksClient<Channel> {
         TasksClient::new(self.channel.clone())
     }
@@ -264,6 +272,7 @@ impl Engine {
         let expire = humantime::format_rfc3339_seconds(SystemTime::now() + LEASE_EXPIRY);
         let mut labels = HashMap::new();
         labels.insert("containerd.io/gc.expire".to_string(), expire.to_string());
+        self.label_instance(&mut labels);
         LeasesClient::new(self.channel.clone())
             .create(self.request(api::CreateRequest {
                 id: id.clone(),
@@ -321,16 +330,26 @@ impl Engine {
         }
     }
 
-    /// The ids of the leases in this namespace.
+    /// The ids of the leases in this namespace: once claimed, this
+    /// instance's and unlabelled ones (from before ownership), never the
+    /// owner lease nor another instance's.
     pub async fn list_leases(&self) -> Result<Vec<String>> {
         let response = LeasesClient::new(self.channel.clone())
             .list(self.request(api::ListRequest { filters: vec![] }))
             .await
             .map_err(|status| EngineError::rpc("lease list", || "leases".into(), status))?;
+        let mine = |lease: &api::Lease| match (
+            self.instance.as_deref(),
+            lease.labels.get(crate::ownership::INSTANCE_LABEL),
+        ) {
+            (Some(ours), Some(theirs)) => ours == theirs.as_str(),
+            _ => true,
+        };
         Ok(response
             .into_inner()
             .leases
             .into_iter()
+            .filter(|l| l.id != crate::ownership::OWNER_LEASE && mine(l))
             .map(|l| l.id)
             .collect())
     }
@@ -514,6 +533,19 @@ impl Engine {
 
     /// All image records in this namespace, by name.
     pub async fn list_images(&self) -> Result<Vec<api::Image>> {
+        let filters = self.instance_filter().into_iter().collect();
+        let response = self
+            .images()
+            .list(self.request(api::ListImagesRequest { filters }))
+            .await
+            .map_err(|status| EngineError::rpc("image list", || "images".into(), status))?;
+        let mut images = response.into_inner().images;
+        images.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(images)
+    }
+
+    /// Every image of the namespace, whoever made it.
+    pub(crate) async fn list_all_images(&self) -> Result<Vec<api::Image>> {
         let response = self
             .images()
             .list(self.request(api::ListImagesRequest { filters: vec![] }))
@@ -532,6 +564,8 @@ impl Engine {
         target: Descriptor,
         labels: HashMap<String, String>,
     ) -> Result<()> {
+        let mut labels = labels;
+        self.label_instance(&mut labels);
         let image = api::Image {
             name: name.to_string(),
             labels,

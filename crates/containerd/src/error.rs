@@ -40,6 +40,16 @@ pub enum EngineError {
         "containerd went away while {what} ran and did not come back within a minute; it may still be running"
     )]
     Lost { what: String },
+    #[error(
+        "containerd namespace `{namespace}` at {socket} belongs to another Launchway daemon (instance {owner}, data directory {data_dir}, heartbeat {seen_secs_ago} s ago); give this daemon its own namespace with `[containerd] namespace = \"…\"`, or stop the other one"
+    )]
+    NamespaceTaken {
+        namespace: String,
+        socket: PathBuf,
+        owner: String,
+        data_dir: String,
+        seen_secs_ago: u64,
+    },
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -473,6 +473,8 @@ impl Engine {
             what: "container spec",
             reason: error.to_string(),
         })?;
+        let mut labels = labels;
+        self.label_instance(&mut labels);
         let container = Container {
             id: id.to_string(),
             image: image.name.clone(),

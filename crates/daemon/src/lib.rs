@@ -134,6 +134,9 @@ pub enum DaemonError {
     /// No containerd to run containers with.
     #[error("no containerd: {0}")]
     Containerd(#[source] launchway_containerd::EngineError),
+    /// Another live daemon owns the containerd namespace.
+    #[error("{0}")]
+    NamespaceTaken(#[source] launchway_containerd::EngineError),
 }
 
 fn io_error(path: &Path) -> impl Fn(std::io::Error) -> DaemonError + '_ {
@@ -344,7 +347,8 @@ pub async fn serve(
         },
     ));
 
-    let (engine, embedded) = connect_containerd(&settings).await?;
+    let (mut engine, embedded) = connect_containerd(&settings).await?;
+    claim_namespace(&mut engine, &store, &data).await?;
 
     let listener = tokio::net::TcpListener::bind(settings.ssh.listen)
         .await
@@ -483,6 +487,7 @@ pub async fn serve(
     let cron_scheduler = tokio::spawn(daemon.clone().run_cron_scheduler(stop.clone()));
     let retention_task = tokio::spawn(daemon.clone().run_retention_forever(stop.clone()));
     let maintenance_task = tokio::spawn(daemon.clone().maintain_repositories_forever(stop.clone()));
+    let claim_task = tokio::spawn(keep_namespace_claim(daemon.clone(), stop.clone()));
     let containerd_watch = tokio::spawn(outage::watch_containerd(
         daemon.clone(),
         embedded,
@@ -552,9 +557,13 @@ pub async fn serve(
     cron_scheduler.abort();
     retention_task.abort();
     maintenance_task.abort();
+    claim_task.abort();
     acme_task.abort();
     webhooks_task.abort();
     daemon.store.flush()?;
+    if let Err(error) = daemon.engine.release_namespace().await {
+        warn!(%error, "cannot release the containerd namespace claim");
+    }
     // The watch ends at `stop`; a containerd that hangs a clean-up must not
     // hang the shutdown (dropping the watch kills the embedded containerd).
     let containerd_watch_abort = containerd_watch.abort_handle();
@@ -596,6 +605,67 @@ async fn connect_containerd(
         .map_err(DaemonError::Containerd)?;
     info!(socket = %embedded.socket().display(), "embedded containerd is up");
     Ok((engine, Some(embedded)))
+}
+
+/// Claims the containerd namespace for this data directory's instance
+/// (`launchway_containerd::ownership`); refuses to go on when another live
+/// daemon owns it.
+async fn claim_namespace(
+    engine: &mut Engine,
+    store: &Store,
+    data: &Path,
+) -> Result<(), DaemonError> {
+    let (instance, first_run) = store.instance_id()?;
+    let claim = engine
+        .claim_namespace(
+            &instance,
+            &data.display().to_string(),
+            launchway_containerd::HEARTBEAT * 3,
+        )
+        .await
+        .map_err(|error| match error {
+            taken @ launchway_containerd::EngineError::NamespaceTaken { .. } => {
+                DaemonError::NamespaceTaken(taken)
+            }
+            other => DaemonError::Containerd(other),
+        })?;
+    info!(%instance, namespace = %engine.namespace(), ?claim, "containerd namespace claimed");
+    // A namespace this instance claims for the first time on its first run
+    // holds what an older Launchway (without ownership) made here: adopt it.
+    if claim == launchway_containerd::Claim::New && first_run {
+        match engine.adopt_unlabelled().await {
+            Ok((0, 0)) => {}
+            Ok((containers, images)) => {
+                info!(
+                    containers,
+                    images, "adopted the namespace's unlabelled containers and images"
+                );
+            }
+            Err(error) => warn!(%error, "cannot adopt the namespace's unlabelled resources"),
+        }
+    }
+    Ok(())
+}
+
+/// Keeps the namespace claim's heartbeat fresh; when another daemon took
+/// the namespace over (this one stalled past the claim's limit), stops
+/// serving rather than fight over it.
+async fn keep_namespace_claim(daemon: Arc<Daemon>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(launchway_containerd::HEARTBEAT) => {}
+            () = stop.cancelled() => return,
+        }
+        match daemon.engine.heartbeat().await {
+            Ok(()) => {}
+            Err(error @ launchway_containerd::EngineError::NamespaceTaken { .. }) => {
+                tracing::error!(%error, "the containerd namespace was taken over: stopping");
+                stop.cancel();
+                return;
+            }
+            Err(error) => warn!(%error, "cannot refresh the containerd namespace claim"),
+        }
+    }
 }
 
 /// Binds the admin socket with mode 0600, replacing a stale one.

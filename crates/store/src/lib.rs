@@ -119,6 +119,7 @@ const RELEASES: &str = "releases";
 const DEPLOYMENTS: &str = "deployments";
 const VARIABLES: &str = "variables";
 const META: &str = "meta";
+const INSTANCE_ID_KEY: &str = "instance_id";
 
 /// sled's page cache when no size is given: 64 MiB.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
@@ -231,6 +232,29 @@ impl Store {
         };
         store.ensure_indexes()?;
         Ok(store)
+    }
+
+    /// This data directory's daemon instance id (16 random bytes, hex),
+    /// made on first use; `true` when it was made by this call.
+    pub fn instance_id(&self) -> Result<(String, bool), StoreError> {
+        if let Some(id) = self.meta.get(INSTANCE_ID_KEY)? {
+            return Ok((String::from_utf8_lossy(&id).into_owned(), false));
+        }
+        let id = hex::encode(rand::random::<[u8; 16]>());
+        let won =
+            self.meta
+                .compare_and_swap(INSTANCE_ID_KEY, None::<&[u8]>, Some(id.as_bytes()))?;
+        self.flush()?;
+        match won {
+            Ok(()) => Ok((id, true)),
+            Err(current) => Ok((
+                current
+                    .current
+                    .map(|v| String::from_utf8_lossy(&v).into_owned())
+                    .unwrap_or(id),
+                false,
+            )),
+        }
     }
 
     /// Makes every write so far durable.
