@@ -216,9 +216,9 @@ impl Daemon {
         self.dir.path().join("serve.log")
     }
 
-    /// Starts (or restarts) the process and waits until it serves.
-    pub fn spawn(&mut self) {
-        let log = std::fs::File::create(self.log_path()).expect("log file");
+    /// `launchway serve` with these settings and failpoints, its log to `log`.
+    fn serve_command(&self, log: &Path) -> std::process::Child {
+        let log = std::fs::File::create(log).expect("log file");
         let mut command = Command::new(&self.binary);
         if let Some(failpoint) = &self.failpoint {
             command.env("LAUNCHWAY_FAILPOINT", failpoint);
@@ -226,7 +226,7 @@ impl Daemon {
         if let Some(run) = &self.failpoint_command {
             command.env("LAUNCHWAY_FAILPOINT_RUN", run);
         }
-        let child = command
+        command
             .arg("--config")
             .arg(&self.settings)
             .arg("serve")
@@ -234,7 +234,12 @@ impl Daemon {
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("launchway serve starts");
+            .expect("launchway serve starts")
+    }
+
+    /// Starts (or restarts) the process and waits until it serves.
+    pub fn spawn(&mut self) {
+        let child = self.serve_command(&self.log_path());
         self.child = Some(child);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
@@ -273,16 +278,7 @@ impl Daemon {
         timeout: std::time::Duration,
     ) -> Option<(std::process::ExitStatus, String)> {
         let log_path = self.dir.path().join("refused.log");
-        let log = std::fs::File::create(&log_path).expect("log file");
-        let mut child = Command::new(&self.binary)
-            .arg("--config")
-            .arg(&self.settings)
-            .arg("serve")
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("launchway serve starts");
+        let mut child = self.serve_command(&log_path);
         let deadline = std::time::Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = child.try_wait() {

@@ -24,15 +24,20 @@ routes:
     upstream: "web:http"
 "#;
 
-fn push_version(work: &Work, version: u32) {
-    work.write("web/app.py", format!("version {version}\n"));
-    work.commit(&format!("version {version}"));
+/// Commits `contents` to `path` and pushes main.
+fn commit_and_push(work: &Work, path: &str, contents: &str) {
+    work.write(path, contents);
+    work.commit(contents.trim());
     let out = work.git(&["push", "launchway", "HEAD:main"]);
     assert!(
         out.status.success(),
-        "push {version}:\n{}",
+        "push of {contents:?}:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+fn push_version(work: &Work, version: u32) {
+    commit_and_push(work, "web/app.py", &format!("version {version}\n"));
 }
 
 /// `launchway releases` of main: (id, status, build), newest first.
@@ -181,14 +186,7 @@ fn pushes_stay_packed_and_are_repacked_in_the_background() {
     let pushes = 26;
     for round in 0..pushes {
         // Outside the app's source.root: each push reuses the build.
-        work.write("NOTES.md", format!("round {round}\n"));
-        work.commit(&format!("round {round}"));
-        let out = work.git(&["push", "launchway", "HEAD:main"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        commit_and_push(&work, "NOTES.md", &format!("round {round}\n"));
     }
     let objects = daemon.data_dir().join("repos/shop.git/objects");
     let loose: usize = count_files(&objects, |name| {
@@ -243,14 +241,7 @@ fn project_work(daemon: &Daemon, name: &str) -> Work {
 /// token; its work tree pushes as alice.
 fn populated_project(daemon: &Daemon, name: &str, work: &Work) {
     work.write(".upsun/config.yaml", APP);
-    work.write("web/app.py", format!("{name} 1\n"));
-    work.commit("first");
-    let out = work.git(&["push", "launchway", "HEAD:main"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    commit_and_push(work, "web/app.py", &format!("{name} 1\n"));
     daemon.cli_ok(&["backup", "create", "-p", name, "-e", "main"]);
     daemon.cli_ok(&["variable", "set", "-p", name, "env:GREETING", "hi"]);
     daemon.cli_ok(&[
@@ -463,14 +454,7 @@ fn a_second_daemon_on_the_same_namespace_refuses_to_start_and_takes_over_only_a_
     first.use_busybox_runtime("python:3.11");
     let work = first.admin_work("shop");
     work.write(".upsun/config.yaml", APP);
-    work.write("web/app.py", "first\n");
-    work.commit("first");
-    let out = work.git(&["push", "launchway", "HEAD:main"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    commit_and_push(&work, "web/app.py", "first\n");
     let serving = first.app_containers(Some("shop/main"));
     assert!(!serving.is_empty());
 

@@ -88,6 +88,24 @@ impl Engine {
         NamespacesClient::new(self.channel())
     }
 
+    fn taken_by(&self, owner: &api::Lease, seen_secs_ago: u64) -> EngineError {
+        EngineError::NamespaceTaken {
+            namespace: self.namespace().to_owned(),
+            socket: self.socket().to_path_buf(),
+            owner: owner
+                .labels
+                .get(INSTANCE_LABEL)
+                .cloned()
+                .unwrap_or_default(),
+            data_dir: owner
+                .labels
+                .get(DATA_DIR_LABEL)
+                .cloned()
+                .unwrap_or_default(),
+            seen_secs_ago,
+        }
+    }
+
     /// The owner lease, if there is one.
     async fn read_owner(&self) -> Result<Option<api::Lease>> {
         let response = LeasesClient::new(self.channel())
@@ -196,17 +214,7 @@ impl Engine {
             if let Some(age) = fresh
                 && age < stale_after.as_secs()
             {
-                return Err(EngineError::NamespaceTaken {
-                    namespace: self.namespace().to_owned(),
-                    socket: self.socket().to_path_buf(),
-                    owner: owner_instance,
-                    data_dir: owner
-                        .labels
-                        .get(DATA_DIR_LABEL)
-                        .cloned()
-                        .unwrap_or_default(),
-                    seen_secs_ago: age,
-                });
+                return Err(self.taken_by(&owner, age));
             }
             if !waited {
                 // Stale or absent (an owner that has just claimed writes its
@@ -250,24 +258,18 @@ impl Engine {
                 .cloned()
                 .unwrap_or_default();
             if owner_instance != instance {
-                return Err(EngineError::NamespaceTaken {
-                    namespace: self.namespace().to_owned(),
-                    socket: self.socket().to_path_buf(),
-                    owner: owner_instance,
-                    data_dir: owner
-                        .labels
-                        .get(DATA_DIR_LABEL)
-                        .cloned()
-                        .unwrap_or_default(),
-                    seen_secs_ago: 0,
-                });
+                return Err(self.taken_by(&owner, 0));
             }
         }
-        let mut labels = HashMap::new();
-        labels.insert(
-            HEARTBEAT_LABEL.to_owned(),
-            format!("{instance}:{}", unix_now()),
-        );
+        self.set_heartbeat(Some(format!("{instance}:{}", unix_now())))
+            .await
+    }
+
+    /// Sets (or, with `None`, removes) the namespace's heartbeat label.
+    async fn set_heartbeat(&self, value: Option<String>) -> Result<()> {
+        let labels = value
+            .map(|value| HashMap::from([(HEARTBEAT_LABEL.to_owned(), value)]))
+            .unwrap_or_default();
         self.namespaces_client()
             .update(self.request(api::UpdateNamespaceRequest {
                 namespace: Some(api::Namespace {
@@ -303,25 +305,7 @@ impl Engine {
             return Ok(());
         }
         self.delete_lease_id(OWNER_LEASE, false).await?;
-        self.namespaces_client()
-            .update(self.request(api::UpdateNamespaceRequest {
-                namespace: Some(api::Namespace {
-                    name: self.namespace().to_owned(),
-                    labels: HashMap::new(),
-                }),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec![format!("labels.{HEARTBEAT_LABEL}")],
-                }),
-            }))
-            .await
-            .map_err(|status| {
-                EngineError::rpc(
-                    "namespace update",
-                    || format!("namespace {}", self.namespace()),
-                    status,
-                )
-            })?;
-        Ok(())
+        self.set_heartbeat(None).await
     }
 
     /// Labels the unlabelled containers and images of the namespace as this

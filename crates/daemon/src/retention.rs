@@ -23,6 +23,9 @@
 //!   of its environment (none for a deleted one), and no kept release, kept
 //!   build or backup names it.
 //!
+//! - a **webhook delivery** that ended (delivered or given up) more than
+//!   `activities_days` ago.
+//!
 //! `0` days means age protects nothing: the counts and references alone keep.
 
 use std::collections::BTreeSet;
@@ -194,6 +197,7 @@ struct Totals {
     builds: usize,
     build_logs: usize,
     activities: usize,
+    deliveries: usize,
 }
 
 impl Daemon {
@@ -245,6 +249,7 @@ impl Daemon {
                 warn!(project = %project.name, %error, "retention pass failed");
             }
         }
+        totals.deliveries = self.prune_deliveries(rules.activities_days);
         self.queues.prune();
         match self.collect_garbage().await {
             Ok((removed, kept)) => info!(
@@ -252,6 +257,7 @@ impl Daemon {
                 builds = totals.builds,
                 build_logs = totals.build_logs,
                 activities = totals.activities,
+                deliveries = totals.deliveries,
                 images_removed = removed.len(),
                 images_kept = kept,
                 "retention pass done"
@@ -327,6 +333,27 @@ impl Daemon {
             totals.activities += deletions.activities.len();
         }
         Ok(())
+    }
+
+    /// Webhook deliveries that ended (delivered or given up) more than
+    /// `days` ago; pending ones always stay. Returns how many went.
+    fn prune_deliveries(&self, days: u64) -> usize {
+        let now = crate::now_ms();
+        let Ok(deliveries) = self.store.deliveries() else {
+            return 0;
+        };
+        let mut removed = 0;
+        for delivery in deliveries {
+            let ended = delivery.state != launchway_store::DeliveryState::Pending;
+            let at = delivery.delivered_at.unwrap_or(delivery.created_at);
+            if ended
+                && older_than(at, days, now)
+                && self.store.delete_delivery(delivery.seq).is_ok()
+            {
+                removed += 1;
+            }
+        }
+        removed
     }
 
     /// Releases first (a build or activity a crash leaves behind is judged

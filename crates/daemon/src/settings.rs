@@ -88,7 +88,7 @@ pub struct StateSettings {
 
 impl Default for StateSettings {
     fn default() -> Self {
-        StateSettings { cache_mib: 64 }
+        StateSettings { cache_mib: 16 }
     }
 }
 

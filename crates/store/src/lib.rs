@@ -121,8 +121,8 @@ const VARIABLES: &str = "variables";
 const META: &str = "meta";
 const INSTANCE_ID_KEY: &str = "instance_id";
 
-/// sled's page cache when no size is given: 64 MiB.
-pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+/// sled's page cache when no size is given: 16 MiB.
+pub const DEFAULT_CACHE_BYTES: u64 = 16 << 20;
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut bytes = vec![SCHEMA_VERSION];

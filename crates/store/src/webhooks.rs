@@ -115,6 +115,12 @@ impl Store {
         self.flush()
     }
 
+    /// Forgets a delivery.
+    pub fn delete_delivery(&self, seq: u64) -> Result<(), StoreError> {
+        self.deliveries.remove(seq.to_be_bytes())?;
+        self.flush()
+    }
+
     /// Every delivery, oldest first.
     pub fn deliveries(&self) -> Result<Vec<Delivery>, StoreError> {
         Store::scan(&self.deliveries, DELIVERIES, b"")
