@@ -309,7 +309,7 @@ async fn write(
     client: &mut Client,
     rng: &mut impl Rng,
 ) -> (&'static str, Result<(), tonic::Status>) {
-    match rng.random_range(0..24) {
+    match rng.random_range(0..25) {
         19 => {
             let request = proto::AddCertificateRequest {
                 pattern: invalid(rng),
@@ -351,6 +351,15 @@ async fn write(
         23 => {
             let request = proto::RevokeTokenRequest { id: invalid(rng) };
             ("RevokeToken", client.revoke_token(request).await.map(drop))
+        }
+        24 => {
+            let request = proto::DeleteProjectRequest {
+                project: invalid(rng),
+            };
+            (
+                "DeleteProject",
+                drain(client.delete_project(request).await).await,
+            )
         }
         18 => {
             let request = proto::SetProjectSettingRequest {
