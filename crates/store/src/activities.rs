@@ -35,7 +35,7 @@ impl Store {
     }
 
     /// A page of activities, newest first: of a project (every project when
-    /// `None`; then `environment` is ignored) or one of its environments,
+    /// `None`: then of every environment so named) or one of its environments,
     /// numbered below `before` when given, at most `limit`. A project's page
     /// reads its index; every project's reads the activities backwards.
     pub fn activities_page(
@@ -70,7 +70,10 @@ impl Store {
                 break;
             }
             let (key, value) = item?;
-            found.push(decode(ACTIVITIES, &key, &value)?);
+            let activity: Activity = decode(ACTIVITIES, &key, &value)?;
+            if environment.is_none_or(|e| e == activity.environment) {
+                found.push(activity);
+            }
         }
         Ok(found)
     }

@@ -477,6 +477,10 @@ mod tests {
             ),
             [made[1], made[0]]
         );
+        assert_eq!(
+            listed(store.activities_page(None, Some("dev"), None, 10).unwrap()),
+            [made[2]]
+        );
         store.delete_activity(made[0]).unwrap();
         assert_eq!(store.log(made[0]).unwrap(), "");
         assert_eq!(store.log(made[3]).unwrap(), "line\n");

@@ -147,3 +147,143 @@ impl Index {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::{
+        ActivityKind, BuildEgress, Environment, EnvironmentStatus, EnvironmentType, KeyGrant,
+        NewToken, Project, ReleaseStatus, Role, Webhook,
+    };
+
+    fn fill(store: &Store, project: &str) -> u64 {
+        store
+            .create_project(&Project {
+                name: project.into(),
+                default_branch: "main".into(),
+                created_at: 1,
+                service_secret: String::new(),
+                build_egress: BuildEgress::None,
+                backup_max_bytes: 0,
+                backup_schedules: Default::default(),
+                deleting: None,
+            })
+            .unwrap();
+        store
+            .put_environment(&Environment::new(
+                project,
+                "main",
+                None,
+                EnvironmentType::Production,
+                EnvironmentStatus::Active,
+            ))
+            .unwrap();
+        store
+            .put_key(&KeyGrant {
+                project: project.into(),
+                fingerprint: "SHA256:k".into(),
+                public_key: "ssh-ed25519 AAAA".into(),
+                comment: String::new(),
+                role: Role::Admin,
+                added_at: 1,
+            })
+            .unwrap();
+        let id = store.next_activity_id().unwrap();
+        store
+            .put_activity(&Activity::new(
+                id,
+                project,
+                "main",
+                ActivityKind::Push,
+                "",
+                1,
+            ))
+            .unwrap();
+        store.append_log(id, "log\n").unwrap();
+        let build_id = format!("B{project:0>9}");
+        store
+            .put_build(&Build {
+                id: build_id.clone(),
+                project: project.into(),
+                environment: "main".into(),
+                commit: String::new(),
+                apps: Vec::new(),
+                status: crate::BuildStatus::Complete,
+                release: None,
+                started_at: 1,
+                elapsed_ms: None,
+                description: String::new(),
+                activity: Some(id),
+                imported_from: None,
+            })
+            .unwrap();
+        store.append_build_log(&build_id, "built\n").unwrap();
+        store
+            .put_release(&Release {
+                id: format!("R{project:0>9}"),
+                project: project.into(),
+                environment: "main".into(),
+                build: build_id,
+                commit: String::new(),
+                created_at: 1,
+                description: String::new(),
+                status: ReleaseStatus::Active,
+                spec: serde_json::Value::Null,
+                activity: Some(id),
+                variables: Vec::new(),
+                config: serde_json::Value::Null,
+            })
+            .unwrap();
+        store
+            .create_token(&NewToken {
+                name: "ci".into(),
+                project: project.into(),
+                role: Role::Viewer,
+                environment: None,
+                deploy_only: false,
+                created_at: 1,
+                expires_at: None,
+                created_by: String::new(),
+            })
+            .unwrap();
+        store
+            .put_webhook(&Webhook {
+                id: format!("W{project:0>9}"),
+                project: project.into(),
+                url: "https://example.com/".into(),
+                secret: String::new(),
+                events: Vec::new(),
+                created_at: 1,
+            })
+            .unwrap();
+        id
+    }
+
+    #[test]
+    fn a_purge_removes_one_project_and_not_one_whose_name_extends_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let running = fill(&store, "a");
+        fill(&store, "ab");
+        let before = store.records_of_project("ab").unwrap();
+        assert_eq!(before.len(), 8, "{before:?}");
+
+        // The deletion's own activity (`running`) stays until it ends.
+        store.purge_project("a", running).unwrap();
+        assert_eq!(
+            store.records_of_project("a").unwrap(),
+            ["projects/a".to_owned(), format!("activities/{running}")]
+        );
+        store.delete_activity(running).unwrap();
+        store.delete_project("a").unwrap();
+        assert!(store.records_of_project("a").unwrap().is_empty());
+        assert_eq!(store.records_of_project("ab").unwrap(), before);
+        assert_eq!(store.activities(Some("ab"), 10).unwrap().len(), 1);
+        assert!(store.activities(Some("a"), 10).unwrap().is_empty());
+        // Purging again changes nothing (a resumed deletion).
+        store.purge_project("a", 0).unwrap();
+        assert_eq!(store.records_of_project("ab").unwrap(), before);
+    }
+}
