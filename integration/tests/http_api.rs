@@ -656,7 +656,7 @@ fn refusals_are_json_that_says_what_to_do_and_guessing_is_slowed() {
         &[],
     );
     assert_eq!(answer.status, 405, "{answer:?}");
-    assert_eq!(answer.header("allow"), Some("GET"));
+    assert_eq!(answer.header("allow"), Some("DELETE, GET"));
     let answer = curl(
         api,
         Some(&viewer),

@@ -253,9 +253,12 @@ impl Engine {
         app: &str,
         process: &str,
     ) -> Result<Option<String>> {
-        let filter = format!(
+        let mut filter = format!(
             "labels.\"{OWNER_LABEL}\"=={owner},labels.\"org.launchway.app\"=={app},labels.\"org.launchway.process\"=={process}"
         );
+        if let Some(instance) = self.instance_filter() {
+            filter = format!("{filter},{instance}");
+        }
         Ok(self.find_containers(vec![filter]).await?.into_iter().next())
     }
 

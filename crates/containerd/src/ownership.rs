@@ -218,9 +218,11 @@ impl Engine {
             }
             if !waited {
                 // Stale or absent (an owner that has just claimed writes its
-                // first heartbeat right after): look again after a beat.
+                // first heartbeat right after; one whose containerd just came
+                // back beats within a period): look again after more than a
+                // period; a live owner's heartbeat is fresh by then.
                 waited = true;
-                tokio::time::sleep(HEARTBEAT.min(stale_after)).await;
+                tokio::time::sleep(HEARTBEAT + Duration::from_secs(5)).await;
                 continue;
             }
             LeasesClient::new(self.channel())

@@ -369,9 +369,12 @@ impl Daemon {
                         .entry((build.project.clone(), build.environment.clone()))
                         .or_default();
                     *seen += 1;
-                    let warm = warm
-                        .get(&build.project)
-                        .is_some_and(|active| active.contains(&build.environment));
+                    // An imported build stays warm wherever it landed: it was
+                    // brought here to be promoted.
+                    let warm = build.imported_from.is_some()
+                        || warm
+                            .get(&build.project)
+                            .is_some_and(|active| active.contains(&build.environment));
                     (warm && *seen <= keep_per_env) || serving.contains(&build.id)
                 }
                 BuildStatus::Failed | BuildStatus::Cancelled => false,

@@ -91,6 +91,17 @@ impl Gate for Daemon {
                     grant.comment.clone()
                 };
                 let repository = self.repository_locks.push(&found.name).await;
+                // A deletion takes the repository exclusively while it marks
+                // the project: read the mark again now that no deletion can
+                // be between its check and its mark.
+                if self
+                    .store
+                    .project(project)
+                    .map_err(internal)?
+                    .is_none_or(|p| p.deleting.is_some())
+                {
+                    return Err(format!("project `{project}` is being deleted"));
+                }
                 let session = Arc::new(PushSession {
                     project: found.name.clone(),
                     role: grant.role,

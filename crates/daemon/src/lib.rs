@@ -487,7 +487,13 @@ pub async fn serve(
     let cron_scheduler = tokio::spawn(daemon.clone().run_cron_scheduler(stop.clone()));
     let retention_task = tokio::spawn(daemon.clone().run_retention_forever(stop.clone()));
     let maintenance_task = tokio::spawn(daemon.clone().maintain_repositories_forever(stop.clone()));
-    let claim_task = tokio::spawn(keep_namespace_claim(daemon.clone(), stop.clone()));
+    // The claim outlives `stop`: activities may run through the shutdown grace.
+    let claim_stop = CancellationToken::new();
+    let claim_task = tokio::spawn(keep_namespace_claim(
+        daemon.clone(),
+        stop.clone(),
+        claim_stop.clone(),
+    ));
     let containerd_watch = tokio::spawn(outage::watch_containerd(
         daemon.clone(),
         embedded,
@@ -557,6 +563,7 @@ pub async fn serve(
     cron_scheduler.abort();
     retention_task.abort();
     maintenance_task.abort();
+    claim_stop.cancel();
     claim_task.abort();
     acme_task.abort();
     webhooks_task.abort();
@@ -607,6 +614,9 @@ async fn connect_containerd(
     Ok((engine, Some(embedded)))
 }
 
+/// The store milestone recording that unlabelled resources were adopted.
+const ADOPTED_MILESTONE: &str = "namespace_adopted";
+
 /// Claims the containerd namespace for this data directory's instance
 /// (`launchway_containerd::ownership`); refuses to go on when another live
 /// daemon owns it.
@@ -615,7 +625,7 @@ async fn claim_namespace(
     store: &Store,
     data: &Path,
 ) -> Result<(), DaemonError> {
-    let (instance, first_run) = store.instance_id()?;
+    let (instance, _) = store.instance_id()?;
     let claim = engine
         .claim_namespace(
             &instance,
@@ -630,18 +640,25 @@ async fn claim_namespace(
             other => DaemonError::Containerd(other),
         })?;
     info!(%instance, namespace = %engine.namespace(), ?claim, "containerd namespace claimed");
-    // A namespace this instance claims for the first time on its first run
-    // holds what an older Launchway (without ownership) made here: adopt it.
-    if claim == launchway_containerd::Claim::New && first_run {
+    // Until it has once succeeded, unlabelled containers and images in the
+    // namespace are an older Launchway's (without ownership): this
+    // instance's. Not after a takeover: they may be the dead owner's.
+    if !matches!(claim, launchway_containerd::Claim::TakenOver { .. })
+        && !store.milestone(ADOPTED_MILESTONE)?
+    {
         match engine.adopt_unlabelled().await {
-            Ok((0, 0)) => {}
             Ok((containers, images)) => {
-                info!(
-                    containers,
-                    images, "adopted the namespace's unlabelled containers and images"
-                );
+                if containers + images > 0 {
+                    info!(
+                        containers,
+                        images, "adopted the namespace's unlabelled containers and images"
+                    );
+                }
+                store.reach_milestone(ADOPTED_MILESTONE)?;
             }
-            Err(error) => warn!(%error, "cannot adopt the namespace's unlabelled resources"),
+            Err(error) => {
+                warn!(%error, "cannot adopt the namespace's unlabelled resources; tried again at the next start");
+            }
         }
     }
     Ok(())
@@ -650,11 +667,15 @@ async fn claim_namespace(
 /// Keeps the namespace claim's heartbeat fresh; when another daemon took
 /// the namespace over (this one stalled past the claim's limit), stops
 /// serving rather than fight over it.
-async fn keep_namespace_claim(daemon: Arc<Daemon>, stop: CancellationToken) {
+async fn keep_namespace_claim(
+    daemon: Arc<Daemon>,
+    stop: CancellationToken,
+    claim_stop: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(launchway_containerd::HEARTBEAT) => {}
-            () = stop.cancelled() => return,
+            () = claim_stop.cancelled() => return,
         }
         match daemon.engine.heartbeat().await {
             Ok(()) => {}

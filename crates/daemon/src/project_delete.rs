@@ -104,6 +104,13 @@ impl Daemon {
             .map_err(internal)?
             .ok_or_else(|| Status::not_found(format!("there is no project `{name}`")))?;
         if project.deleting.is_none() {
+            // Exclusive use of the repository while checking and marking: a
+            // push either holds it (and is counted) or reads the mark.
+            let Some(_repository) = self.repository_locks.try_exclusive(name) else {
+                return Err(Status::failed_precondition(format!(
+                    "project `{name}` cannot be deleted now: a push or the repository's maintenance is in progress; wait, then try again"
+                )));
+            };
             let blockers = self.deletion_blockers(name);
             if !blockers.is_empty() {
                 return Err(Status::failed_precondition(format!(
@@ -219,6 +226,8 @@ impl Daemon {
         remove_tree(&self.settings.data_dir.join("build-cache").join(&project))
             .await
             .map_err(Ended::Failed)?;
+        // Maintenance may still be packing it: wait for that, keep it out.
+        let _repository = self.repository_locks.exclusive(&project).await;
         let repo = self.repo_path(&project);
         let doomed = self.repos.join(format!(".{project}.git.deleting"));
         match std::fs::rename(&repo, &doomed) {

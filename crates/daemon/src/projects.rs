@@ -163,6 +163,9 @@ impl Daemon {
                 "project `{name}` already exists"
             )));
         }
+        // Records a deletion of an earlier project of this name may have left
+        // (a stop between its last two steps) must not show up in this one.
+        self.store.purge_project(&name, 0).map_err(internal)?;
         let repo = self.repo_path(&name);
         // A directory left by a creation that failed halfway is replaced.
         if repo.exists() {

@@ -12,7 +12,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{OwnedRwLockReadGuard, RwLock, mpsc};
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -49,6 +49,16 @@ impl RepositoryLocks {
     /// A push's share of `project`'s repository (waits for maintenance).
     pub(crate) async fn push(&self, project: &str) -> OwnedRwLockReadGuard<()> {
         self.lock(project).read_owned().await
+    }
+
+    /// `project`'s repository to itself, unless a push or maintenance holds it.
+    pub(crate) fn try_exclusive(&self, project: &str) -> Option<OwnedRwLockWriteGuard<()>> {
+        self.lock(project).try_write_owned().ok()
+    }
+
+    /// `project`'s repository to itself, once pushes and maintenance let go.
+    pub(crate) async fn exclusive(&self, project: &str) -> OwnedRwLockWriteGuard<()> {
+        self.lock(project).write_owned().await
     }
 
     /// Queues `project` for maintenance (a push of it ended).

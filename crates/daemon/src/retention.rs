@@ -273,17 +273,9 @@ impl Daemon {
         totals: &mut Totals,
     ) -> Result<(), launchway_store::StoreError> {
         let store = &self.store;
-        let backups = store.backups(project, None)?;
         let mut environments = store.history_environments(project)?;
         let records = store.environments(project)?;
         environments.extend(records.iter().map(|e| e.name.clone()));
-        // Which environment's releases name which build (a restore into
-        // another environment deploys a release there naming this one's).
-        let named: Vec<(String, String)> = store
-            .releases(project, None)?
-            .into_iter()
-            .map(|r| (r.environment, r.build))
-            .collect();
         for name in environments {
             let mut turn = match self
                 .queues
@@ -293,6 +285,16 @@ impl Daemon {
                 Err(never) => match never {},
             };
             turn.wait().await;
+            // Read once this environment's queue is ours: a backup or a
+            // release made while waiting is seen.
+            let backups = store.backups(project, None)?;
+            // Which environment's releases name which build (a restore into
+            // another environment deploys a release there naming this one's).
+            let named: Vec<(String, String)> = store
+                .releases(project, None)?
+                .into_iter()
+                .map(|r| (r.environment, r.build))
+                .collect();
             let record = store.environment(project, &name)?;
             let history = History {
                 exists: record.is_some(),

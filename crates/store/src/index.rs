@@ -196,10 +196,15 @@ impl Store {
         let old: Option<T> = Self::get(records, tree, &key).unwrap_or(None);
         index.insert(record)?;
         records.insert(key, encode(record))?;
-        if let Some(old) = old
-            && Index::keys(&old) != Index::keys(record)
-        {
-            index.remove(&old)?;
+        if let Some(old) = old {
+            let (old_project, old_environment) = Index::keys(&old);
+            let (new_project, new_environment) = Index::keys(record);
+            if old_project != new_project {
+                index.by_project.remove(old_project)?;
+            }
+            if old_environment != new_environment {
+                index.by_environment.remove(old_environment)?;
+            }
         }
         self.flush()
     }

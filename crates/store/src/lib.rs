@@ -257,6 +257,17 @@ impl Store {
         }
     }
 
+    /// Whether the one-time step `name` is recorded as done.
+    pub fn milestone(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.meta.get(format!("done:{name}"))?.is_some())
+    }
+
+    /// Records the one-time step `name` as done.
+    pub fn reach_milestone(&self, name: &str) -> Result<(), StoreError> {
+        self.meta.insert(format!("done:{name}"), b"1".as_slice())?;
+        self.flush()
+    }
+
     /// Makes every write so far durable.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
