@@ -7,7 +7,8 @@
 # PURPOSE is what the host must be ready for, each including the one before:
 #   build  compile Launchway (protoc, a C compiler, Rust)
 #   run    run the daemon and `make run` (containerd, runc, git, mmdebstrap, nft, ssh, curl)
-#   test   `make test` (sshd, busybox-static for test runtimes, mkfs.xfs and mkfs.ext4)
+#   test   `make test` (sshd, busybox-static for test runtimes, mkfs.xfs and mkfs.ext4,
+#          docker-registry and skopeo for the image registry tests)
 #   bench  `make bench` (nginx, the baseline the router is measured against)
 #   ci     what `.ci/run` needs: the same as test
 #
@@ -44,7 +45,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 # Debian package names per purpose; each purpose includes the ones before it.
 build_packages=(protobuf-compiler gcc libc6-dev make ca-certificates)
 run_packages=(containerd runc git openssh-client mmdebstrap nftables curl tzdata)
-test_packages=(openssh-server postgresql-client busybox-static xfsprogs e2fsprogs tinyproxy pebble openssl chromium chromium-driver fonts-dejavu-core)
+test_packages=(openssh-server postgresql-client busybox-static xfsprogs e2fsprogs tinyproxy pebble openssl chromium chromium-driver fonts-dejavu-core docker-registry skopeo)
 bench_packages=(nginx-light php8.2-fpm php8.2-opcache zstd)
 
 packages=("${build_packages[@]}")
@@ -109,6 +110,12 @@ if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Debian's docker-registry enables a unit serving :5000 on every
+    # interface, with a config that cannot work (its htpasswd path is a
+    # directory). The tests start registries of their own: stop that one.
+    if [[ " ${missing[*]} " == *" docker-registry "* ]] && [ -d /run/systemd/system ]; then
+      systemctl disable --now docker-registry >/dev/null 2>&1 || true
+    fi
     missing=()
   fi
 fi

@@ -2,6 +2,7 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/launchway.proto");
+    println!("cargo:rerun-if-changed=proto/builder.proto");
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
@@ -15,5 +16,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .message_attribute(".", "#[serde(default, deny_unknown_fields)]")
         .compile_protos(&["proto/launchway.proto"], &["proto"])?;
+    // The builder door stays out of the HTTP API's JSON.
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_protos(&["proto/builder.proto"], &["proto"])?;
     Ok(())
 }

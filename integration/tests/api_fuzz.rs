@@ -126,7 +126,14 @@ async fn read(
     client: &mut Client,
     rng: &mut impl Rng,
 ) -> (&'static str, Result<(), tonic::Status>) {
-    match rng.random_range(0..20) {
+    match rng.random_range(0..21) {
+        20 => (
+            "ListBuilders",
+            client
+                .list_builders(proto::ListBuildersRequest {})
+                .await
+                .map(drop),
+        ),
         18 => {
             let request = proto::ListCertificatesRequest {
                 project: text(rng, 8),
@@ -309,7 +316,14 @@ async fn write(
     client: &mut Client,
     rng: &mut impl Rng,
 ) -> (&'static str, Result<(), tonic::Status>) {
-    match rng.random_range(0..25) {
+    match rng.random_range(0..26) {
+        25 => {
+            let request = proto::RemoveBuilderRequest { name: invalid(rng) };
+            (
+                "RemoveBuilder",
+                client.remove_builder(request).await.map(drop),
+            )
+        }
         19 => {
             let request = proto::AddCertificateRequest {
                 pattern: invalid(rng),
@@ -765,7 +779,8 @@ fn cli_args(rng: &mut impl Rng) -> (Vec<String>, bool) {
     let changes = rng.random_bool(0.6);
     let setting = format!("build.egress={bad}");
     let args: Vec<&str> = if changes {
-        match rng.random_range(0..17) {
+        match rng.random_range(0..18) {
+            17 => vec!["builders", "remove", &bad],
             16 => vec!["project", "set", "-p", &p, &setting],
             0 => vec!["project", "create", &bad],
             1 => vec!["keys", "add", "-p", &bad, "-r", &r, &r],
@@ -785,7 +800,8 @@ fn cli_args(rng: &mut impl Rng) -> (Vec<String>, bool) {
             _ => vec!["builds", "import", "-p", &bad],
         }
     } else {
-        match rng.random_range(0..16) {
+        match rng.random_range(0..17) {
+            16 => vec!["builders"],
             15 => vec!["project", "get", "-p", &p],
             12 => vec!["sql", "-p", &p, "-e", &e, "-c", &r],
             13 => vec!["db", "dump", "-p", &p, "-e", &e, "-r", &r],

@@ -6,6 +6,8 @@
 //! authenticate further with the push session token the SSH server hands to
 //! `git receive-pack`.
 
+pub mod builder_door;
+
 use std::path::{Path, PathBuf};
 
 use hyper_util::rt::TokioIo;

@@ -11,12 +11,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use launchway_config::{RepoPath, RepoSource as _};
 use launchway_containerd::{
     Bind, Engine, EngineError, Image, Limits, Network, Output, OutputLine, OutputStream, Rootfs,
     StepSpec, WEB_UID, Workspace, runtimes,
 };
-use launchway_git::{AppPlan, CommitTree, Objects, TarOptions, write_tree_tar};
+use launchway_git::{AppPlan, Objects, TarOptions, write_tree_tar};
 use tokio::sync::{
     OwnedRwLockReadGuard, OwnedRwLockWriteGuard, OwnedSemaphorePermit, RwLock, Semaphore, mpsc,
 };
@@ -24,9 +23,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::BuildError;
-use crate::env::{BuildContext, CACHE_DIR, UserVariable, build_env, key_variables};
+use crate::env::{BuildContext, CACHE_DIR, UserVariable, key_variables};
+use crate::plane::{Plane, step_tag};
+use crate::recipe::{CachedStep, Recipe};
 use crate::settings::{BuildSettings, DependencyNetwork};
-use crate::steps::{dependency_commands, env_bytes, flavor_step, step_key};
+use crate::steps::{env_bytes, step_key};
 
 /// Names of app builds: `launchway/build/<key>`.
 pub const BUILD_IMAGE_PREFIX: &str = "launchway/build/";
@@ -45,9 +46,6 @@ pub const STEPS_ANNOTATION: &str = "org.launchway.build.steps";
 /// The modification time of every file of the app's tree (the runtime
 /// images' `SOURCE_DATE_EPOCH`), so the same tree unpacks to the same bytes.
 pub const SOURCE_MTIME: u64 = 1_700_000_000;
-
-/// Build variables the dependencies and flavor steps do not get.
-const TREE_SPECIFIC: &[&str] = &["PLATFORM_TREE_ID", "PLATFORM_APPLICATION"];
 
 /// The image of the build under `key`.
 pub fn build_image_name(key: &str) -> String {
@@ -154,6 +152,7 @@ pub struct Builder {
     scratch: PathBuf,
     queue: Arc<Semaphore>,
     project_locks: Mutex<HashMap<String, Arc<RwLock<()>>>>,
+    plane: Option<Plane>,
 }
 
 /// Holds a build slot and the project's cache directories for a build.
@@ -190,7 +189,15 @@ impl Builder {
             scratch,
             queue: Arc::new(Semaphore::new(slots)),
             project_locks: Mutex::new(HashMap::new()),
+            plane: None,
         }
+    }
+
+    /// Step images are also looked up in, and published to, `plane`'s
+    /// registry (`step-<key>`), so any host starts from them warm.
+    pub fn with_plane(mut self, plane: Option<Plane>) -> Builder {
+        self.plane = plane;
+        self
     }
 
     /// The settings.
@@ -241,6 +248,22 @@ impl Builder {
             _cache: cache,
             deadline: Instant::now() + self.settings.timeout(),
         })
+    }
+
+    /// A build slot if one is free now (a builder taking a job it is offered).
+    pub fn try_slot(&self, project: &str) -> Option<Slot> {
+        let permit = self.queue.clone().try_acquire_owned().ok()?;
+        let cache = self.project_lock(project).try_read_owned().ok()?;
+        Some(Slot {
+            _permit: permit,
+            _cache: cache,
+            deadline: Instant::now() + self.settings.timeout(),
+        })
+    }
+
+    /// How many build slots are free now.
+    pub fn free_slots(&self) -> usize {
+        self.queue.available_permits()
     }
 
     /// The runtime image of `plan` (built on first use) and its build key.
@@ -363,7 +386,8 @@ impl Builder {
         Ok(dir)
     }
 
-    /// Builds one app into `launchway/build/<key>`.
+    /// Builds one app into `launchway/build/<key>` here: its recipe, its
+    /// tree's tar, then [`Builder::execute`].
     pub async fn build(
         &self,
         job: AppJob<'_>,
@@ -372,62 +396,50 @@ impl Builder {
         log: &LogSender,
         cancel: &CancellationToken,
     ) -> Result<Built, BuildError> {
-        let plan = job.plan;
-        let context = BuildContext {
-            project: job.project,
-            app: &plan.app,
-            tree_id: &plan.tree_id,
-            variables: job.variables,
-            entropy: job.entropy,
-        };
-        let image_path = path_of(&resolved.runtime);
-        let hook_env = build_env(&context, image_path.as_deref());
-        // The cached steps do not see what changes with every tree or hook,
-        // so their key (which hashes their environment) survives those changes.
-        let env: Vec<(String, String)> = hook_env
-            .iter()
-            .filter(|(name, _)| !TREE_SPECIFIC.contains(&name.as_str()))
-            .cloned()
-            .collect();
-        let mut base = resolved.runtime.name.clone();
-        let mut base_digest = resolved.runtime.digest().to_owned();
-        let mut steps = Vec::new();
-        let mut cached = Vec::new();
+        let recipe = Recipe::new(&job, resolved).await?;
+        let tar = self.source_tar(job.repo, &job.plan.tree_id).await?;
+        self.execute(
+            &recipe,
+            tar.path(),
+            job.hook_network,
+            self.plane.as_ref(),
+            slot,
+            log,
+            cancel,
+        )
+        .await
+    }
 
-        // Dependencies, with network.
-        let commands = dependency_commands(&plan.app.dependencies).map_err(BuildError::Config)?;
-        if !commands.is_empty() {
-            cached.push(CachedStep {
-                kind: "dependencies",
-                title: "Installing build dependencies...".into(),
-                files: Vec::new(),
-                commands: commands
-                    .into_iter()
-                    .map(|c| (format!("installing {} dependencies", c.manager), c.args))
-                    .collect(),
-            });
-        }
-        // The flavor, with network, when its trigger file exists.
-        if let Some(flavor) = flavor_step(&plan.app.flavor) {
-            let files = read_inputs(job.repo, job.commit, &plan.source_root, flavor.inputs).await?;
-            if files.iter().any(|(name, _)| *name == flavor.trigger) {
-                let script = vec![
-                    "/bin/sh".into(),
-                    "-e".into(),
-                    "-c".into(),
-                    flavor.script.into(),
-                ];
-                cached.push(CachedStep {
-                    kind: "flavor",
-                    title: format!("Running the {} flavor...", flavor.name),
-                    files,
-                    commands: vec![(format!("the {} flavor", flavor.name), script)],
-                });
-            }
-        }
-        for step in &cached {
+    /// Runs `recipe` on this host's containerd: the cached steps, the tree
+    /// (`tar`, as [`Builder::source_tar`] writes it) into `/app`, the hook,
+    /// the freeze. Everything it needs that depends on the repository or
+    /// the daemon's state is in the recipe, so another host can run it.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn execute(
+        &self,
+        recipe: &Recipe,
+        tar: &Path,
+        hook_network: Option<&HookNetwork>,
+        plane: Option<&Plane>,
+        slot: &Slot,
+        log: &LogSender,
+        cancel: &CancellationToken,
+    ) -> Result<Built, BuildError> {
+        let mut base = recipe.base.clone();
+        let mut base_digest = recipe.base_digest.clone();
+        let mut steps = Vec::new();
+        for step in &recipe.steps {
             let image = self
-                .cached_step(step, &base, &base_digest, &env, slot, log, cancel)
+                .cached_step(
+                    step,
+                    &base,
+                    &base_digest,
+                    &recipe.step_env,
+                    plane,
+                    slot,
+                    log,
+                    cancel,
+                )
                 .await?;
             base = image.name.clone();
             base_digest = image.digest().to_owned();
@@ -436,24 +448,16 @@ impl Builder {
 
         // The app's tree, then the hook with no network.
         let workspace = self.engine.workspace(&base).await?;
-        let tar = self.source_tar(job.repo, &plan.tree_id).await?;
-        workspace.apply_tar(tar.path()).await?;
-        drop(tar);
-        if let Some(hook) = plan
-            .app
-            .hooks
-            .build
-            .as_deref()
-            .filter(|h| !h.trim().is_empty())
-        {
+        workspace.apply_tar(tar).await?;
+        if let Some(hook) = recipe.hook.as_deref() {
             say(log, "      Executing build hook...").await;
-            let cache = self.prepare_cache_dir(job.project, &plan.name)?;
-            let (network, env) = match job.hook_network {
+            let cache = self.prepare_cache_dir(&recipe.project, &recipe.app)?;
+            let (network, env) = match hook_network {
                 Some(hook_network) => (
                     Network::Join(hook_network.netns.clone()),
-                    [hook_env.as_slice(), hook_network.env.as_slice()].concat(),
+                    [recipe.hook_env.as_slice(), hook_network.env.as_slice()].concat(),
                 ),
-                None => (Network::None, hook_env.clone()),
+                None => (Network::None, recipe.hook_env.clone()),
             };
             self.run(
                 &workspace,
@@ -476,17 +480,12 @@ impl Builder {
             return Err(BuildError::Cancelled);
         }
         say(log, "      Freezing the application...").await;
-        let mut annotations = HashMap::new();
-        annotations.insert(BUILD_ID_ANNOTATION.to_owned(), job.build_id.to_owned());
-        annotations.insert(APP_ANNOTATION.to_owned(), plan.name.clone());
-        annotations.insert(TREE_ANNOTATION.to_owned(), plan.tree_id.clone());
-        annotations.insert(KEY_ANNOTATION.to_owned(), resolved.key.clone());
+        let mut annotations: HashMap<String, String> =
+            recipe.annotations.clone().into_iter().collect();
         if !steps.is_empty() {
             annotations.insert(STEPS_ANNOTATION.to_owned(), steps.join(" "));
         }
-        let image = workspace
-            .freeze(&build_image_name(&resolved.key), annotations)
-            .await?;
+        let image = workspace.freeze(&recipe.image, annotations).await?;
         Ok(Built { image, steps })
     }
 
@@ -515,6 +514,7 @@ impl Builder {
         base: &str,
         base_digest: &str,
         env: &[(String, String)],
+        plane: Option<&Plane>,
         slot: &Slot,
         log: &LogSender,
         cancel: &CancellationToken,
@@ -533,9 +533,21 @@ impl Builder {
             parts.push(name.as_bytes());
             parts.push(content);
         }
-        let name = format!("{STEP_IMAGE_PREFIX}{}", step_key(step.kind, &parts));
+        let key = step_key(&step.kind, &parts);
+        let name = format!("{STEP_IMAGE_PREFIX}{key}");
         if let Some(image) = self.find_image(&name).await? {
             say(log, format!("      {} (reused: unchanged)", step.title)).await;
+            return Ok(image);
+        }
+        if let Some(plane) = plane
+            && let Some(digest) = plane.find(&step_tag(&key)).await?
+        {
+            let (image, _) = plane.pull(&self.engine, &name, &digest).await?;
+            say(
+                log,
+                format!("      {} (reused from the registry: unchanged)", step.title),
+            )
+            .await;
             return Ok(image);
         }
         say(log, format!("      {}", step.title)).await;
@@ -559,8 +571,12 @@ impl Builder {
             .await?;
         }
         let mut annotations = HashMap::new();
-        annotations.insert("org.launchway.step".to_owned(), step.kind.to_owned());
-        Ok(workspace.freeze(&name, annotations).await?)
+        annotations.insert("org.launchway.step".to_owned(), step.kind.clone());
+        let image = workspace.freeze(&name, annotations).await?;
+        if let Some(plane) = plane {
+            plane.publish(&self.engine, &image, &step_tag(&key)).await?;
+        }
+        Ok(image)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -695,7 +711,9 @@ impl Builder {
         }
     }
 
-    async fn source_tar(
+    /// The tar of `tree_id` a build unpacks into `/app` (owned by uid
+    /// 10000, fixed mtime), in a scratch file.
+    pub async fn source_tar(
         &self,
         repo: &Path,
         tree_id: &str,
@@ -729,7 +747,7 @@ impl Builder {
 
     async fn files_tar(
         &self,
-        files: &[(&'static str, Vec<u8>)],
+        files: &[(String, Vec<u8>)],
     ) -> Result<tempfile::NamedTempFile, BuildError> {
         let scratch = self.scratch.clone();
         let files = files.to_vec();
@@ -775,57 +793,6 @@ impl Builder {
         .await
         .map_err(|error| BuildError::io(&self.scratch, std::io::Error::other(error.to_string())))?
     }
-}
-
-/// The image's `PATH`, if it sets one.
-fn path_of(image: &Image) -> Option<String> {
-    image
-        .env()
-        .into_iter()
-        .find_map(|entry| entry.strip_prefix("PATH=").map(str::to_owned))
-}
-
-/// A dependencies or flavor step: the files it reads (put in `/app`) and
-/// the commands it runs, each with what to call it when it fails.
-struct CachedStep {
-    kind: &'static str,
-    title: String,
-    files: Vec<(&'static str, Vec<u8>)>,
-    commands: Vec<(String, Vec<String>)>,
-}
-
-/// The files of `names` at the app root that exist at the commit.
-async fn read_inputs(
-    repo: &Path,
-    commit: &str,
-    source_root: &str,
-    names: &'static [&'static str],
-) -> Result<Vec<(&'static str, Vec<u8>)>, BuildError> {
-    let repo = repo.to_path_buf();
-    let commit = commit.to_owned();
-    let root = source_root.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let tree = CommitTree::open(Objects::open(&repo, None)?, &commit)?;
-        let mut found = Vec::new();
-        for name in names {
-            let path = if root.is_empty() {
-                (*name).to_owned()
-            } else {
-                format!("{}/{name}", root.trim_end_matches('/'))
-            };
-            let Ok(path) = RepoPath::parse(&path) else {
-                continue;
-            };
-            match tree.read(&path, 64 * 1024 * 1024) {
-                Ok(Some(content)) => found.push((*name, content)),
-                Ok(None) => {}
-                Err(error) => return Err(BuildError::Config(format!("reading {path}: {error}"))),
-            }
-        }
-        Ok(found)
-    })
-    .await
-    .map_err(|error| BuildError::Config(error.to_string()))?
 }
 
 #[cfg(test)]

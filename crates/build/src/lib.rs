@@ -25,6 +25,8 @@
 
 mod builder;
 pub mod env;
+pub mod plane;
+mod recipe;
 mod settings;
 pub mod steps;
 pub mod trust;
@@ -36,6 +38,7 @@ pub use builder::{
     KEY_ANNOTATION, LogSender, Resolved, SOURCE_MTIME, STEP_IMAGE_PREFIX, STEPS_ANNOTATION, Slot,
     TREE_ANNOTATION, build_image_name,
 };
+pub use recipe::{CachedStep, RECIPE_VERSION, Recipe};
 pub use settings::{BuildSettings, DependencyNetwork};
 
 /// What a build can fail with. The messages go to the pusher.
@@ -70,6 +73,9 @@ pub enum BuildError {
     /// The build was cancelled.
     #[error("the build was cancelled")]
     Cancelled,
+    /// The image registry failed or sent what it must not.
+    #[error(transparent)]
+    Registry(#[from] launchway_registry::RegistryError),
     /// A file of the data directory.
     #[error("{path}: {message}")]
     Io {

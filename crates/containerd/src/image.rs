@@ -242,6 +242,89 @@ impl Engine {
         Ok(image)
     }
 
+    /// Names `name` an image whose manifest (`manifest_digest`, of type
+    /// `media_type`), config and layers are all in the content store under
+    /// `lease` already (fetched from a registry): checks that they fit
+    /// together, labels them so containerd's collector keeps them with the
+    /// image, unpacks every layer (checking it against its diff id) and only
+    /// then writes the image record, with the manifest's annotations as its
+    /// labels. On an error nothing is named; the caller drops the lease.
+    pub async fn adopt_manifest(
+        &self,
+        lease: &Lease,
+        name: &str,
+        media_type: &str,
+        manifest_digest: &str,
+    ) -> Result<Image> {
+        if !is_manifest(media_type) {
+            return Err(invalid(
+                name,
+                format!("unsupported media type {media_type}"),
+            ));
+        }
+        let manifest_bytes = self.read_small_blob(manifest_digest).await?;
+        let manifest: ImageManifest = parse_json(&manifest_bytes, name, "manifest")?;
+        let config_digest = manifest.config().digest().to_string();
+        let config: ImageConfiguration =
+            parse_json(&self.read_small_blob(&config_digest).await?, name, "config")?;
+        let diff_ids = config.rootfs().diff_ids();
+        if diff_ids.len() != manifest.layers().len() || diff_ids.is_empty() {
+            return Err(invalid(
+                name,
+                format!(
+                    "its config lists {} layers and its manifest {}",
+                    diff_ids.len(),
+                    manifest.layers().len()
+                ),
+            ));
+        }
+        let mut manifest_labels = HashMap::from([(
+            "containerd.io/gc.ref.content.config".to_string(),
+            config_digest.clone(),
+        )]);
+        for (i, layer) in manifest.layers().iter().enumerate() {
+            let info = self.content_info(layer.digest().as_ref()).await?;
+            if info.size < 0 || info.size as u64 != layer.size() {
+                return Err(invalid(
+                    name,
+                    format!(
+                        "layer {} is {} bytes, its descriptor says {}",
+                        layer.digest(),
+                        info.size,
+                        layer.size()
+                    ),
+                ));
+            }
+            manifest_labels.insert(
+                format!("containerd.io/gc.ref.content.l.{i}"),
+                layer.digest().to_string(),
+            );
+        }
+        let chain_id = chain_ids(diff_ids)
+            .pop()
+            .ok_or_else(|| invalid(name, "it has no layers"))?;
+        self.label_content(
+            &config_digest,
+            &HashMap::from([(snapshot_gc_label(), chain_id.clone())]),
+        )
+        .await?;
+        self.label_content(manifest_digest, &manifest_labels)
+            .await?;
+        let annotations = manifest.annotations().clone().unwrap_or_default();
+        let target = descriptor(media_type, manifest_digest, manifest_bytes.len() as u64);
+        let image = Image {
+            name: name.to_string(),
+            manifest_descriptor: target.clone(),
+            manifest,
+            config,
+            chain_id,
+            labels: annotations.clone(),
+        };
+        self.unpack(lease, &image).await?;
+        self.put_image(lease, name, target, annotations).await?;
+        Ok(image)
+    }
+
     /// Reads image `name`: its manifest for this host and its config.
     pub async fn image(&self, name: &str) -> Result<Image> {
         let record = self.get_image(name).await?;

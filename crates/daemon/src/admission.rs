@@ -240,6 +240,9 @@ targeted! {
     ListWebhooksRequest => ListWebhooks, |r, x| x.project(&r.project);
     DeleteWebhookRequest => DeleteWebhook, |r, x| x.webhook(&r.id);
     ListWebhookDeliveriesRequest => ListWebhookDeliveries, |r, x| x.project(&r.project);
+    ListBuildersRequest => ListBuilders, |_r, _x| Ok(Target::host());
+    CreateBuilderTokenRequest => CreateBuilderToken, |_r, _x| Ok(Target::host());
+    RemoveBuilderRequest => RemoveBuilder, |_r, _x| Ok(Target::host());
 }
 
 /// A request type several operations share (`EnvironmentRequest`,

@@ -751,6 +751,59 @@ impl launchway_api::Launchway for ApiService {
         ))
     }
 
+    async fn list_builders(
+        &self,
+        request: Request<proto::ListBuildersRequest>,
+    ) -> Result<Response<proto::BuilderList>, Status> {
+        self.admit(&request)?;
+        let builders = self
+            .daemon
+            .list_builders()?
+            .into_iter()
+            .map(|row| proto::BuilderInfo {
+                name: row.name,
+                address: row.address,
+                slots: row.slots,
+                running: row.running,
+                last_seen_at: row.last_seen_at,
+                connected: row.connected,
+            })
+            .collect();
+        Ok(Response::new(proto::BuilderList { builders }))
+    }
+
+    async fn create_builder_token(
+        &self,
+        request: Request<proto::CreateBuilderTokenRequest>,
+    ) -> Result<Response<proto::BuilderToken>, Status> {
+        self.admit(&request)?;
+        let request = request.into_inner();
+        // 0: the defaults, an hour and one builder.
+        let expires_secs = match request.expires_secs {
+            0 => 3600,
+            secs => secs,
+        };
+        let uses = match request.uses {
+            0 => 1,
+            uses => uses,
+        };
+        let (token, expires_at) = self.daemon.create_builder_token(expires_secs, uses)?;
+        Ok(Response::new(proto::BuilderToken { token, expires_at }))
+    }
+
+    async fn remove_builder(
+        &self,
+        request: Request<proto::RemoveBuilderRequest>,
+    ) -> Result<Response<proto::RemoveBuilderReply>, Status> {
+        self.admit(&request)?;
+        let name = request.into_inner().name;
+        if name.is_empty() {
+            return Err(Status::invalid_argument("name the builder to remove"));
+        }
+        self.daemon.remove_builder(&name)?;
+        Ok(Response::new(proto::RemoveBuilderReply {}))
+    }
+
     type FollowActivityStream = crate::activity_views::FollowStream;
 
     async fn follow_activity(

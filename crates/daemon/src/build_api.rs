@@ -54,6 +54,7 @@ pub(crate) fn build_info(build: &Build) -> proto::BuildInfo {
                 image: app.image.clone().unwrap_or_default(),
                 digest: app.digest.clone().unwrap_or_default(),
                 reused_from: app.reused_from.clone().unwrap_or_default(),
+                built_on: app.built_on.clone().unwrap_or_default(),
                 resolved_runtime: app.resolved_runtime.clone().unwrap_or_default(),
                 egress: app
                     .egress

@@ -195,6 +195,7 @@ impl Daemon {
             .service_secret(&build.project)
             .map(|secret| launchway_services::credentials::project_entropy(&secret))
             .map_err(BuildError::Config)?;
+        self.check_registry().await?;
         let mut slot: Option<Slot> = None;
         for (index, app) in planned.apps.iter().enumerate() {
             if cancel.is_cancelled() {
@@ -215,75 +216,116 @@ impl Daemon {
             build.apps[index].build_key = Some(resolved.key.clone());
             build.apps[index].resolved_runtime =
                 (resolved.runtime_type != app.runtime).then(|| resolved.runtime_type.clone());
-            let image = match self.builder.existing(&resolved.key).await? {
+            let reuse = |image: &launchway_containerd::Image, app: &mut BuildApp| {
+                let annotations = image.annotations();
+                app.reused_from = annotations.get(BUILD_ID_ANNOTATION).cloned();
+                app.steps = annotations
+                    .get(STEPS_ANNOTATION)
+                    .map(|list| list.split(' ').map(str::to_owned).collect())
+                    .unwrap_or_default();
+            };
+            let mut found = self.builder.existing(&resolved.key).await?;
+            if found.is_some() {
+                let _ = log
+                    .send("    Reusing existing build for this tree ID".to_owned())
+                    .await;
+            } else if let Some(image) = self.registry_build(&resolved.key, log).await? {
+                let _ = log
+                    .send("    Reusing the registry's build for this tree ID".to_owned())
+                    .await;
+                found = Some(image);
+            }
+            let image = match found {
                 Some(image) => {
-                    let _ = log
-                        .send("    Reusing existing build for this tree ID".to_owned())
-                        .await;
-                    let annotations = image.annotations();
-                    build.apps[index].reused_from = annotations.get(BUILD_ID_ANNOTATION).cloned();
-                    build.apps[index].steps = annotations
-                        .get(STEPS_ANNOTATION)
-                        .map(|list| list.split(' ').map(str::to_owned).collect())
-                        .unwrap_or_default();
+                    reuse(&image, &mut build.apps[index]);
                     image
                 }
-                None => {
-                    let held = match slot.take() {
-                        Some(held) => held,
-                        None => self.builder.slot(&build.project, log, cancel).await?,
-                    };
-                    let slot = slot.insert(held);
-                    let has_hook = app
-                        .app
-                        .hooks
-                        .build
-                        .as_deref()
-                        .is_some_and(|hook| !hook.trim().is_empty());
-                    let egress = match has_hook {
-                        true => Some(
-                            self.start_hook_egress(&build.project, &build.id, index, log)
-                                .await?,
-                        ),
-                        false => None,
-                    };
-                    let job = AppJob {
-                        project: &build.project,
-                        plan: app,
-                        repo: &repo,
-                        commit: &planned.commit,
-                        build_id: &build.id,
+                None => match self
+                    .build_remotely(
+                        build,
+                        index,
+                        app,
+                        &planned.commit,
                         variables,
-                        entropy: &entropy,
-                        hook_network: egress.as_ref().map(|e| e.network()),
-                    };
-                    let built = self.builder.build(job, &resolved, slot, log, cancel).await;
-                    let egress = match egress {
-                        Some(egress) => Some(egress.finish(log).await),
-                        None => None,
-                    };
-                    if let Some(egress) = &egress {
-                        build.apps[index].egress = egress.records();
-                    }
-                    match built {
-                        Ok(built) => {
-                            crate::failpoint::reached("build.frozen");
-                            build.apps[index].steps = built.steps;
-                            built.image
+                        &entropy,
+                        &resolved,
+                        log,
+                        cancel,
+                    )
+                    .await?
+                {
+                    Some(image) => image,
+                    None => {
+                        let held = match slot.take() {
+                            Some(held) => held,
+                            None => self.builder.slot(&build.project, log, cancel).await?,
+                        };
+                        let slot = slot.insert(held);
+                        let has_hook = app
+                            .app
+                            .hooks
+                            .build
+                            .as_deref()
+                            .is_some_and(|hook| !hook.trim().is_empty());
+                        let egress = match has_hook {
+                            true => Some(
+                                self.start_hook_egress(&build.project, &build.id, index, log)
+                                    .await?,
+                            ),
+                            false => None,
+                        };
+                        let job = AppJob {
+                            project: &build.project,
+                            plan: app,
+                            repo: &repo,
+                            commit: &planned.commit,
+                            build_id: &build.id,
+                            variables,
+                            entropy: &entropy,
+                            hook_network: egress.as_ref().map(|e| e.network()),
+                        };
+                        let built = self.builder.build(job, &resolved, slot, log, cancel).await;
+                        let egress = match egress {
+                            Some(egress) => Some(egress.finish(log).await),
+                            None => None,
+                        };
+                        if let Some(egress) = &egress {
+                            build.apps[index].egress = egress.records();
                         }
-                        Err(BuildError::Cancelled) => return Err(BuildError::Cancelled),
-                        Err(error) => {
-                            let hint = egress
-                                .and_then(|e| e.hint(&build.project, &error))
-                                .unwrap_or_default();
-                            return Err(BuildError::Config(format!(
-                                "application '{}': {error}{hint}",
-                                app.name
-                            )));
+                        match built {
+                            Ok(built) => {
+                                crate::failpoint::reached("build.frozen");
+                                build.apps[index].steps = built.steps;
+                                built.image
+                            }
+                            Err(error @ BuildError::Registry(_)) => {
+                                return Err(BuildError::Config(format!(
+                                    "application '{}': {error}; the serving release is unchanged",
+                                    app.name
+                                )));
+                            }
+                            Err(BuildError::Cancelled) => return Err(BuildError::Cancelled),
+                            Err(error) => {
+                                let hint = egress
+                                    .and_then(|e| e.hint(&build.project, &error))
+                                    .unwrap_or_default();
+                                return Err(BuildError::Config(format!(
+                                    "application '{}': {error}{hint}",
+                                    app.name
+                                )));
+                            }
                         }
                     }
-                }
+                },
             };
+            self.publish_build(&resolved.key, &image, log)
+                .await
+                .map_err(|error| {
+                    BuildError::Config(format!(
+                        "application '{}': {error}; the serving release is unchanged",
+                        app.name
+                    ))
+                })?;
             build.apps[index].image = Some(image.name.clone());
             build.apps[index].digest = Some(image.digest().to_owned());
             if let Err(error) = self.store.put_build(build) {

@@ -99,3 +99,19 @@ pub(crate) fn reached(step: &str) {
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub(crate) fn reached(_step: &str) {}
+
+/// Whether the failpoint names `behaviour`: a test-only misbehaviour (not
+/// a death) such as `builder.wrong_digest`, a builder reporting another
+/// image's digest than the one it pushed.
+#[cfg(feature = "failpoints")]
+pub(crate) fn misbehaves(behaviour: &str) -> bool {
+    std::env::var("LAUNCHWAY_FAILPOINT")
+        .is_ok_and(|names| names.split(',').any(|name| name == behaviour))
+}
+
+/// Whether the failpoint names `behaviour` (not compiled in: never).
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub(crate) fn misbehaves(_behaviour: &str) -> bool {
+    false
+}

@@ -25,6 +25,7 @@ mod backup_archive;
 mod backup_schedule;
 mod backups;
 mod build_api;
+mod build_hosts;
 mod builds;
 mod certificates;
 mod console_login;
@@ -42,6 +43,7 @@ mod fuzz;
 mod gate;
 mod host_fs;
 mod http_door;
+mod image_plane;
 mod keys;
 mod logs;
 mod outage;
@@ -137,6 +139,12 @@ pub enum DaemonError {
     /// Another live daemon owns the containerd namespace.
     #[error("{0}")]
     NamespaceTaken(#[source] launchway_containerd::EngineError),
+    /// `[registry]` cannot be used as written.
+    #[error("{0}")]
+    Registry(String),
+    /// The builder role cannot start.
+    #[error("{0}")]
+    Builder(String),
 }
 
 fn io_error(path: &Path) -> impl Fn(std::io::Error) -> DaemonError + '_ {
@@ -198,6 +206,12 @@ pub(crate) struct Daemon {
     pub(crate) engine: Engine,
     /// Builds: queue, caches, steps.
     pub(crate) builder: launchway_build::Builder,
+    /// The image registry builds are published to (`[registry]`), if any.
+    pub(crate) plane: Option<launchway_build::plane::Plane>,
+    /// Builders connected now and jobs offered to them.
+    pub(crate) build_hosts: build_hosts::BuildHosts,
+    /// Where the builder door listens, when it does.
+    pub(crate) builders_addr: Option<SocketAddr>,
     /// The cancellation tokens of pending and running activities.
     pub(crate) cancels: std::sync::Mutex<HashMap<u64, CancellationToken>>,
     /// Builds hold it shared; garbage collection exclusively.
@@ -325,6 +339,9 @@ pub async fn serve(
     raise_open_file_limit();
     let data = settings.data_dir.clone();
     create_dir(&data, 0o700)?;
+    if !settings.builder.join.is_empty() {
+        return build_hosts::host::serve_builder(settings, shutdown).await;
+    }
     let repos = data.join("repos");
     let home = data.join("git-home");
     let hooks = data.join("hooks");
@@ -419,15 +436,42 @@ pub async fn serve(
         ..Default::default()
     });
 
+    let (instance, _) = store.instance_id()?;
+    let plane =
+        image_plane::open_plane(&settings.registry, &instance).map_err(DaemonError::Registry)?;
     let builder = launchway_build::Builder::new(
         engine.clone(),
         settings.build.clone(),
         settings.runtimes.build_options(),
         data.join("build-cache"),
         data.join("scratch"),
-    );
+    )
+    .with_plane(plane.clone());
+    if let Some(plane) = &plane {
+        info!(registry = %plane.registry().url(), repository = %plane.registry().repository(), "builds are published to the image registry");
+        if let Err(error) = plane.check().await {
+            warn!(%error, "the image registry does not answer yet: builds fail until it does");
+        }
+    }
+    let builders_door = match settings.builders.listen {
+        Some(address) => {
+            let bind = |source| DaemonError::Bind {
+                address: address.to_string(),
+                source,
+            };
+            let listener = tokio::net::TcpListener::bind(address).await.map_err(bind)?;
+            let bound = listener.local_addr().map_err(bind)?;
+            let (tls, pin) = build_hosts::door_tls(&data).map_err(DaemonError::Builder)?;
+            Some((listener, bound, tls, pin))
+        }
+        None => None,
+    };
+    let builders_addr = builders_door.as_ref().map(|(_, bound, _, _)| *bound);
     let daemon = Arc::new(Daemon {
         builder,
+        plane,
+        build_hosts: build_hosts::BuildHosts::default(),
+        builders_addr,
         cancels: std::sync::Mutex::new(HashMap::new()),
         gc_lock: tokio::sync::RwLock::new(()),
         router: router.clone(),
@@ -528,6 +572,16 @@ pub async fn serve(
         );
         tokio::spawn(door.serve(listener, tls, stop.clone()));
     }
+    if let Some((listener, bound, tls, pin)) = builders_door {
+        info!(builders = %bound, %pin, "the builder door is open");
+        daemon.build_hosts.set_pin(pin);
+        tokio::spawn(build_hosts::serve_door(
+            daemon.clone(),
+            listener,
+            tls,
+            stop.clone().cancelled_owned(),
+        ));
+    }
     let mut ssh_task = ssh_task;
     let mut api_task = api_task;
     let early = tokio::select! {
@@ -589,7 +643,7 @@ pub async fn serve(
 
 /// The configured containerd if it answers, otherwise the embedded default
 /// started under the data directory.
-async fn connect_containerd(
+pub(crate) async fn connect_containerd(
     settings: &Settings,
 ) -> Result<(Engine, Option<EmbeddedContainerd>), DaemonError> {
     let scratch = settings.data_dir.join("scratch");

@@ -215,7 +215,7 @@ impl Daemon {
         // Its images must still exist (nothing is built here), and stay
         // while it deploys: garbage collection waits.
         let _gc = self.gc_lock.read().await;
-        self.check_release_images(&release, &spec).await?;
+        self.ensure_release_images(&release, &spec).await?;
         log.line(&format!(
             "  Deploying release {} again (build {}, commit {}): nothing is built",
             release.id,
@@ -239,35 +239,6 @@ impl Daemon {
             "deploy".to_owned(),
             started.elapsed().as_millis() as u64,
         )]))
-    }
-}
-
-impl Daemon {
-    /// Fails unless every image of `release` is still there (garbage
-    /// collection may have removed an old release's).
-    pub(crate) async fn check_release_images(
-        &self,
-        release: &Release,
-        spec: &DeploySpec,
-    ) -> Result<(), Ended> {
-        for app in &spec.apps {
-            match self.engine.image(&app.image).await {
-                Ok(_) => {}
-                Err(error) if error.is_not_found() => {
-                    return Err(Ended::Failed(format!(
-                        "the image of app '{}' in release {} (build {}) was garbage-collected; build the commit again with `launchway deploy`",
-                        app.name, release.id, release.build
-                    )));
-                }
-                Err(error) => {
-                    return Err(Ended::Failed(format!(
-                        "the image of app '{}' cannot be read: {error}",
-                        app.name
-                    )));
-                }
-            }
-        }
-        Ok(())
     }
 }
 

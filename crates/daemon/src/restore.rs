@@ -253,7 +253,7 @@ impl Daemon {
                 )));
             }
         }
-        self.check_release_images(&release, &spec)
+        self.ensure_release_images(&release, &spec)
             .await
             .map_err(|ended| match ended {
                 Ended::Failed(message) if with_code => Ended::Failed(format!(

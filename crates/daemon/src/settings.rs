@@ -75,6 +75,75 @@ pub struct Settings {
     pub state: StateSettings,
     /// How much history is kept.
     pub retention: RetentionSettings,
+    /// The image registry builds are published to.
+    pub registry: RegistrySettings,
+    /// The door build hosts connect to (on an app host).
+    pub builders: BuildersSettings,
+    /// The builder role: set `join`, and this `serve` only runs builds.
+    pub builder: BuilderSettings,
+}
+
+/// `[builders]`: the door dedicated build hosts connect to. Off when
+/// `listen` is empty: every build runs on this host.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BuildersSettings {
+    /// gRPC over TLS (`""`: no builders).
+    #[serde(with = "optional_address")]
+    pub listen: Option<SocketAddr>,
+    /// The `host:port` join tokens tell builders to dial; the SSH public
+    /// host (or the listen address) and the listen port when empty.
+    pub advertise: String,
+    /// A build whose builder said nothing for this long is lost, and runs
+    /// again elsewhere (once).
+    pub lease_secs: u64,
+    /// With builders registered but none connected, build here instead of
+    /// failing.
+    pub local_fallback: bool,
+}
+
+impl Default for BuildersSettings {
+    fn default() -> Self {
+        BuildersSettings {
+            listen: None,
+            advertise: String::new(),
+            lease_secs: 20,
+            local_fallback: true,
+        }
+    }
+}
+
+/// `[builder]`: this host as a dedicated build host. With `join` set,
+/// `launchway serve` opens no SSH, router, admin socket or HTTP door and
+/// keeps no state: it dials the daemons the tokens name and runs the builds
+/// they send (`[build] concurrency` at a time), through `[registry]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BuilderSettings {
+    /// How daemons list this builder; the host name when empty.
+    pub name: String,
+    /// Join tokens (`launchway builders token` on each daemon).
+    pub join: Vec<String>,
+}
+
+/// `[registry]`: an OCI distribution registry (Debian's `docker-registry`)
+/// every frozen build and step image is published to, by digest. Off when
+/// `url` is empty: images then live only in this host's containerd.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrySettings {
+    /// `https://host:port` (`http://` only for a loopback address).
+    pub url: String,
+    /// The repository this daemon's images go to; `launchway/<instance>`
+    /// (the first 12 characters of the store's instance id) when empty.
+    pub repository: String,
+    /// The user, when the registry asks for credentials.
+    pub username: String,
+    /// A file holding the password (read at start-up; keep it 0600).
+    pub password_file: PathBuf,
+    /// A PEM file of CAs the registry's certificate chains to, besides the
+    /// system's roots.
+    pub ca_file: PathBuf,
 }
 
 /// `[state]`: the state database (sled).
@@ -480,6 +549,9 @@ impl Default for Settings {
             http: HttpSettings::default(),
             state: StateSettings::default(),
             retention: RetentionSettings::default(),
+            registry: RegistrySettings::default(),
+            builders: BuildersSettings::default(),
+            builder: BuilderSettings::default(),
             webhooks: WebhookSettings::default(),
         }
     }

@@ -524,6 +524,14 @@ fn over_the_socket(what: &str) -> Status {
     ))
 }
 
+/// Build hosts join the host's build pool: the operator manages them on
+/// the server, never over HTTP.
+fn operator_only_builders() -> Status {
+    Status::unimplemented(
+        "build hosts are the host operator's (they join the build pool): run `launchway builders` on the server",
+    )
+}
+
 macro_rules! remote_service {
     (
         unary { $($um:ident($ut:ident) -> $ur:ident = $uk:ident,)* }
@@ -568,6 +576,15 @@ macro_rules! remote_service {
             type RunCommandStream = RemoteStream<proto::ServiceClientOutput>;
             async fn run_command(&self, _: tonic::Request<proto::RunCommandRequest>) -> Result<tonic::Response<Self::RunCommandStream>, Status> {
                 Err(over_the_socket("a one-off command (over SSH: ssh PROJECT:ENVIRONMENT:APP@HOST -- COMMAND)"))
+            }
+            async fn list_builders(&self, _: tonic::Request<proto::ListBuildersRequest>) -> Result<tonic::Response<proto::BuilderList>, Status> {
+                Err(operator_only_builders())
+            }
+            async fn create_builder_token(&self, _: tonic::Request<proto::CreateBuilderTokenRequest>) -> Result<tonic::Response<proto::BuilderToken>, Status> {
+                Err(operator_only_builders())
+            }
+            async fn remove_builder(&self, _: tonic::Request<proto::RemoveBuilderRequest>) -> Result<tonic::Response<proto::RemoveBuilderReply>, Status> {
+                Err(operator_only_builders())
             }
         }
     };

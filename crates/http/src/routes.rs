@@ -258,6 +258,18 @@ pub const SOCKET_ONLY: &[(ActionKind, &str)] = &[
         Tunnel,
         "over SSH only: ssh -L PORT:RELATIONSHIP:PORT PROJECT:ENVIRONMENT:APP@HOST",
     ),
+    (
+        ListBuilders,
+        "joins a host to the build pool; operator only",
+    ),
+    (
+        CreateBuilderToken,
+        "joins a host to the build pool; operator only",
+    ),
+    (
+        RemoveBuilder,
+        "joins a host to the build pool; operator only",
+    ),
 ];
 
 /// Why no route answers a request.

@@ -156,10 +156,12 @@ pub(crate) fn builds(
                         short(&app.tree_id, 7),
                         short(&app.build_key, 12),
                         or_dash(&app.digest),
-                        if app.reused_from.is_empty() {
-                            "-".to_owned()
-                        } else {
+                        if !app.reused_from.is_empty() {
                             format!("reused from {}", app.reused_from)
+                        } else if !app.built_on.is_empty() {
+                            format!("on {}", app.built_on)
+                        } else {
+                            "-".to_owned()
                         },
                     ]
                 })

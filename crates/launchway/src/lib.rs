@@ -4,6 +4,7 @@
 
 mod admin;
 mod backups;
+mod builders;
 mod builds;
 mod certificates;
 mod checkout;
@@ -145,6 +146,12 @@ enum Command {
         page: Page,
         #[command(subcommand)]
         command: Option<builds::BuildsCommand>,
+    },
+    /// Dedicated build hosts (operator, on the server): list them (the
+    /// default), make a join token (`token`), forget one (`remove NAME`).
+    Builders {
+        #[command(subcommand)]
+        command: Option<builders::BuildersCommand>,
     },
     /// Build an environment's head without deploying it.
     Build {
@@ -452,6 +459,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             branch,
             dir: None,
         } => builds::build(settings_path.as_deref(), project, branch),
+        Command::Builders { command } => builders::builders(settings_path.as_deref(), command),
         Command::Gc => builds::gc(settings_path.as_deref()),
         Command::Crons {
             project,

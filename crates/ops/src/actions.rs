@@ -121,6 +121,9 @@ actions! {
     ListWebhooks => Admin, deploy_key: false;
     DeleteWebhook => Admin, deploy_key: false;
     ListWebhookDeliveries => Admin, deploy_key: false;
+    ListBuilders => Operator, deploy_key: false;
+    CreateBuilderToken => Operator, deploy_key: false;
+    RemoveBuilder => Operator, deploy_key: false;
 }
 
 impl ActionKind {

@@ -13,6 +13,7 @@
 
 mod activities;
 mod backups;
+mod builders;
 mod builds;
 mod certificates;
 mod index;
@@ -30,6 +31,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use backups::Backup;
+pub use builders::{BuilderRecord, JoinRefusal, JoinToken};
 pub use certificates::{AcmeAccount, CertificateRecord, CertificateSource};
 pub use index::After;
 pub use records::{
@@ -100,6 +102,8 @@ pub struct Store {
     certificates: sled::Tree,
     tokens: sled::Tree,
     token_hashes: sled::Tree,
+    join_tokens: sled::Tree,
+    builders: sled::Tree,
     webhooks: sled::Tree,
     deliveries: sled::Tree,
     meta: sled::Tree,
@@ -222,6 +226,8 @@ impl Store {
             certificates: db.open_tree(certificates::CERTIFICATES)?,
             tokens: db.open_tree(tokens::TOKENS)?,
             token_hashes: db.open_tree(tokens::TOKEN_HASHES)?,
+            join_tokens: db.open_tree(builders::JOIN_TOKENS)?,
+            builders: db.open_tree(builders::BUILDERS)?,
             webhooks: db.open_tree(webhooks::WEBHOOKS)?,
             deliveries: db.open_tree(webhooks::DELIVERIES)?,
             meta: db.open_tree(META)?,

@@ -426,6 +426,10 @@ pub struct BuildApp {
     /// proxy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<EgressTraffic>,
+    /// Where it was built, when not on this host: `builder b2`, with the
+    /// builder that lost it first when it ran twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub built_on: Option<String>,
 }
 
 /// The traffic of a build hook to one destination.

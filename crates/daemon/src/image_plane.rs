@@ -1,0 +1,243 @@
+//! The daemon's side of the image plane (`[registry]`): opening the
+//! registry at start-up, publishing what builds make, reusing what the
+//! registry holds, and fetching a release's images before a deploy holds
+//! any request.
+//!
+//! With a registry set, it is where builds live: every build a release names
+//! is published there (`build-<key>`), a build key the registry knows is
+//! pulled instead of rebuilt, and a release whose images the local gc took
+//! is pulled back by the digest its build record names (never by a tag, so
+//! nothing the registry says can change what a release runs). A registry
+//! that does not answer fails the build before anything is built, so the
+//! serving release is untouched. Without one, images live only in this
+//! host's containerd, as before.
+
+use launchway_build::plane::{Plane, build_tag};
+use launchway_build::{BuildError, KEY_ANNOTATION, build_image_name};
+use launchway_containerd::Image;
+use launchway_deploy::DeploySpec;
+use launchway_registry::{Registry, RegistryConfig};
+use launchway_store::Release;
+use tokio::sync::mpsc;
+
+use crate::Daemon;
+use crate::activity::Ended;
+use crate::settings::RegistrySettings;
+
+/// The plane `[registry]` describes, or `None` when `url` is empty. Fails on
+/// settings that cannot work (a bad URL, an unreadable password or CA file),
+/// not on a registry that does not answer yet.
+pub(crate) fn open_plane(
+    settings: &RegistrySettings,
+    instance_id: &str,
+) -> Result<Option<Plane>, String> {
+    if settings.url.trim().is_empty() {
+        return Ok(None);
+    }
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path)
+            .map_err(|error| format!("[registry] {what} {}: {error}", path.display()))
+    };
+    let password = match settings.password_file.as_os_str().is_empty() {
+        true => None,
+        false => {
+            let bytes = read(&settings.password_file, "password_file")?;
+            Some(
+                String::from_utf8_lossy(&bytes)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_owned(),
+            )
+        }
+    };
+    let ca_pem = match settings.ca_file.as_os_str().is_empty() {
+        true => None,
+        false => Some(read(&settings.ca_file, "ca_file")?),
+    };
+    let repository = match settings.repository.trim() {
+        "" => format!("launchway/{}", &instance_id[..instance_id.len().min(12)]),
+        given => given.to_owned(),
+    };
+    let registry = Registry::new(RegistryConfig {
+        url: settings.url.trim().to_owned(),
+        repository,
+        username: Some(settings.username.clone()).filter(|user| !user.is_empty()),
+        password,
+        ca_pem,
+    })
+    .map_err(|error| format!("[registry]: {error}"))?;
+    Ok(Some(Plane::new(registry)))
+}
+
+/// A registry failure before the build: nothing changed.
+fn registry_down(error: BuildError) -> BuildError {
+    BuildError::Config(format!(
+        "{error}: nothing was built or deployed; the serving release is unchanged"
+    ))
+}
+
+impl Daemon {
+    /// Checks that the registry (when there is one) answers, before a build
+    /// starts anything.
+    pub(crate) async fn check_registry(&self) -> Result<(), BuildError> {
+        match &self.plane {
+            Some(plane) => plane.check().await.map_err(registry_down),
+            None => Ok(()),
+        }
+    }
+
+    /// The build under `key` from the registry, fetched into containerd, if
+    /// the registry has it. Its annotations must name `key`.
+    pub(crate) async fn registry_build(
+        &self,
+        key: &str,
+        log: &mpsc::Sender<String>,
+    ) -> Result<Option<Image>, BuildError> {
+        let Some(plane) = &self.plane else {
+            return Ok(None);
+        };
+        let Some(digest) = plane.find(&build_tag(key)).await? else {
+            return Ok(None);
+        };
+        let _ = log
+            .send(format!(
+                "    Pulling the build from the registry ({digest})"
+            ))
+            .await;
+        let (image, fetched) = plane
+            .pull(&self.engine, &build_image_name(key), &digest)
+            .await?;
+        if image.annotations().get(KEY_ANNOTATION).map(String::as_str) != Some(key) {
+            let _ = self.engine.delete_image(&image.name).await;
+            return Err(BuildError::Config(format!(
+                "the registry's build-{key} ({digest}) is not a build of that key: refused"
+            )));
+        }
+        tracing::info!(key, %digest, fetched, "build pulled from the registry");
+        Ok(Some(image))
+    }
+
+    /// Publishes a build's image as `build-<key>` unless the registry has
+    /// that tag already.
+    pub(crate) async fn publish_build(
+        &self,
+        key: &str,
+        image: &Image,
+        log: &mpsc::Sender<String>,
+    ) -> Result<(), BuildError> {
+        let Some(plane) = &self.plane else {
+            return Ok(());
+        };
+        let tag = build_tag(key);
+        if plane.find(&tag).await?.as_deref() == Some(image.digest()) {
+            return Ok(());
+        }
+        let sent = plane.publish(&self.engine, image, &tag).await?;
+        let _ = log
+            .send(format!(
+                "    Published to the registry ({}, {} sent)",
+                image.digest(),
+                human_bytes(sent)
+            ))
+            .await;
+        Ok(())
+    }
+
+    /// Makes sure every image of `release` is in containerd: one the local
+    /// gc removed is pulled back from the registry by the digest its build
+    /// record names. Runs before the deploy holds any request.
+    pub(crate) async fn ensure_release_images(
+        &self,
+        release: &Release,
+        spec: &DeploySpec,
+    ) -> Result<(), Ended> {
+        for app in &spec.apps {
+            match self.engine.image(&app.image).await {
+                Ok(_) => continue,
+                Err(error) if error.is_not_found() => {}
+                Err(error) => {
+                    return Err(Ended::Failed(format!(
+                        "the image of app '{}' cannot be read: {error}",
+                        app.name
+                    )));
+                }
+            }
+            let gone = || {
+                Ended::Failed(format!(
+                    "the image of app '{}' in release {} (build {}) was garbage-collected; build the commit again with `launchway deploy`",
+                    app.name, release.id, release.build
+                ))
+            };
+            let Some(plane) = &self.plane else {
+                return Err(gone());
+            };
+            let digest = self
+                .store
+                .build(&release.build)
+                .ok()
+                .flatten()
+                .and_then(|build| {
+                    build
+                        .apps
+                        .into_iter()
+                        .find(|built| built.image.as_deref() == Some(app.image.as_str()))
+                        .and_then(|built| built.digest)
+                })
+                .ok_or_else(gone)?;
+            plane
+                .pull(&self.engine, &app.image, &digest)
+                .await
+                .map_err(|error| {
+                    Ended::Failed(format!(
+                        "the image of app '{}' in release {} is gone from this host and cannot be fetched from the registry: {error}; nothing was deployed",
+                        app.name, release.id
+                    ))
+                })?;
+            tracing::info!(image = %app.image, %digest, "release image pulled from the registry");
+        }
+        Ok(())
+    }
+}
+
+/// `12.3 MB`, `512 B`.
+fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        0..1_000 => format!("{bytes} B"),
+        1_000..1_000_000 => format!("{:.1} kB", bytes as f64 / 1e3),
+        _ => format!("{:.1} MB", bytes as f64 / 1e6),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_url_means_no_plane_and_bad_files_are_named() {
+        let off = RegistrySettings::default();
+        assert!(matches!(open_plane(&off, "0123456789abcdef"), Ok(None)));
+        let missing = RegistrySettings {
+            url: "https://127.0.0.1:5000".into(),
+            password_file: "/nonexistent/password".into(),
+            ..RegistrySettings::default()
+        };
+        let error = open_plane(&missing, "0123456789abcdef")
+            .err()
+            .unwrap_or_default();
+        assert!(
+            error.contains("password_file /nonexistent/password"),
+            "{error}"
+        );
+        let plane = open_plane(
+            &RegistrySettings {
+                url: "https://127.0.0.1:5000".into(),
+                ..RegistrySettings::default()
+            },
+            "0123456789abcdef",
+        );
+        let repository = plane
+            .ok()
+            .flatten()
+            .map(|plane| plane.registry().repository().to_owned());
+        assert_eq!(repository.as_deref(), Some("launchway/0123456789ab"));
+    }
+}
