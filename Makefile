@@ -83,7 +83,10 @@ clean:
 # tar | zstd + pg_dump, and untar + loading the dump; api-bench measures the
 # HTTPS API (a project page with 100 environments against the admin socket,
 # live logs over SSE against the push's own SSH stream, `deploy DIR` against
-# `git push`).
+# `git push`); builders-bench measures dedicated build hosts against Debian's
+# registry (push-to-serving built on a builder against built locally, a
+# ~300 MB image pulled from the registry against `skopeo copy`, 8 queued
+# builds on two builders against one).
 HOST_TRIPLE = $(shell rustc -vV | sed -n 's/host: //p')
 bench:
 	$(SETUP) bench
@@ -98,6 +101,7 @@ bench:
 	./scripts/with-containerd.sh ./target/release/backup-bench ./target/release/launchway
 	./scripts/with-containerd.sh ./target/release/web-bench ./target/release/launchway 3
 	./scripts/with-containerd.sh ./target/release/api-bench ./target/release/launchway 5
+	./scripts/with-containerd.sh ./target/release/builders-bench ./target/release/launchway 5
 
 # soak-bench (issue 25): SOAK_PUSHES pushes (default 1000) of a commit whose
 # build is reused; every SOAK_EVERY (100) a row of push time, daemon RSS, state,

@@ -114,7 +114,9 @@ pub struct TestBuilder {
     settings: PathBuf,
     namespace: String,
     containerd: TestContainerd,
-    binary: PathBuf,
+    /// The `launchway` binary; [`launchway_bin`] (built on first use) when
+    /// `None`.
+    binary: Option<PathBuf>,
     failpoint: Option<String>,
 }
 
@@ -143,7 +145,7 @@ impl TestBuilder {
             settings,
             namespace,
             containerd,
-            binary: launchway_bin().to_path_buf(),
+            binary: None,
             failpoint: None,
         }
     }
@@ -158,8 +160,14 @@ impl TestBuilder {
     /// Runs `binary` with `$LAUNCHWAY_FAILPOINT` = `failpoint` from the
     /// next [`TestBuilder::spawn`] on.
     pub fn set_failpoint(&mut self, binary: &Path, failpoint: &str) {
-        self.binary = binary.to_path_buf();
+        self.binary = Some(binary.to_path_buf());
         self.failpoint = Some(failpoint.to_owned());
+    }
+
+    /// Runs `binary` (e.g. a release build) from the next
+    /// [`TestBuilder::spawn`] on, instead of the debug build.
+    pub fn set_binary(&mut self, binary: &Path) {
+        self.binary = Some(binary.to_path_buf());
     }
 
     fn log_path(&self) -> PathBuf {
@@ -177,7 +185,11 @@ impl TestBuilder {
             .append(true)
             .open(self.log_path())
             .expect("builder log");
-        let mut command = Command::new(&self.binary);
+        let binary: &Path = match &self.binary {
+            Some(binary) => binary,
+            None => launchway_bin(),
+        };
+        let mut command = Command::new(binary);
         if let Some(failpoint) = &self.failpoint {
             command.env("LAUNCHWAY_FAILPOINT", failpoint);
         }

@@ -22,6 +22,8 @@ const APP: &str = r#"applications:
     hooks:
       build: |
         echo "hook started on $(hostname)"
+        echo run >> "$PLATFORM_CACHE_DIR/runs"
+        echo "cached runs: $(wc -l < "$PLATFORM_CACHE_DIR/runs")"
         sleep "$(cat delay 2>/dev/null || echo 0)"
         cp app.py index.html
     web:
@@ -169,6 +171,11 @@ fn builds_run_on_builders_and_a_builder_killed_mid_hook_loses_its_build_to_the_o
         "{stderr}"
     );
     assert!(stderr.contains("hook started on"), "{stderr}");
+    assert!(stderr.contains("cached runs: 1"), "{stderr}");
+    assert!(
+        stderr.contains("Build cache saved to the registry"),
+        "{stderr}"
+    );
     serves(&daemon, "main.shop.localhost", "version 1");
     let info = newest_build_info(&daemon);
     assert!(info.contains(&format!("on builder {running_on}")), "{info}");
@@ -237,6 +244,8 @@ fn builds_run_on_builders_and_a_builder_killed_mid_hook_loses_its_build_to_the_o
         stderr.contains(&format!("Building on builder {other}")),
         "{stderr}"
     );
+    // Whichever builder ran version 1, the cache its hook left came along.
+    assert!(stderr.contains("cached runs: 2"), "{stderr}");
     serves(&daemon, "main.shop.localhost", "version 2");
     let info = newest_build_info(&daemon);
     assert!(
@@ -247,11 +256,62 @@ fn builds_run_on_builders_and_a_builder_killed_mid_hook_loses_its_build_to_the_o
     let row = list.lines().find(|l| l.starts_with(killed)).unwrap();
     assert!(row.contains("offline"), "{list}");
 
+    // Silent (stopped, not dead): its lease runs out and the other builds.
+    let (mut restarted, mut survivor) = if killed == "b1" { (b1, b2) } else { (b2, b1) };
+    restarted.spawn();
+    wait_connected(&daemon, killed);
+    commit(&work, "version 3", 8);
+    let push = {
+        let dir = work.dir.clone();
+        let ssh = daemon.ssh_command(&daemon.existing_key("alice"));
+        std::thread::spawn(move || {
+            Work::open(dir)
+                .with_ssh(ssh)
+                .git(&["push", "launchway", "HEAD:main"])
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (frozen, other) = loop {
+        if !restarted.containers().is_empty() {
+            restarted.freeze();
+            break (&restarted, &survivor);
+        }
+        if !survivor.containers().is_empty() {
+            survivor.freeze();
+            break (&survivor, &restarted);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no builder ran the build:\n{}",
+            daemon.log()
+        );
+        pause();
+    };
+    let out = push.join().unwrap();
+    frozen.resume();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "Builder {} was lost during the build (no word from it for 6 s)",
+            frozen.name
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("Building on builder {}", other.name)),
+        "{stderr}"
+    );
+    serves(&daemon, "main.shop.localhost", "version 3");
+    let other = other.name.clone();
+    let (b1, b2) = (&mut restarted, &mut survivor);
+
     // Removed, a builder's credential stops working.
-    daemon.cli_ok(&["builders", "remove", other]);
+    daemon.cli_ok(&["builders", "remove", &other]);
     let list = daemon.cli_ok(&["builders"]);
-    assert!(!list.lines().any(|l| l.starts_with(other)), "{list}");
-    drop((b1, b2));
+    assert!(!list.lines().any(|l| l.starts_with(&other)), "{list}");
+    b1.kill();
+    b2.kill();
 }
 
 #[test]

@@ -230,3 +230,38 @@ fn a_second_daemon_reuses_the_registrys_build_and_refuses_a_corrupt_one() {
     assert!(stderr.contains(&top), "{stderr}");
     serves(&second, "shop", "version 1");
 }
+
+#[test]
+fn a_registry_answering_garbage_is_refused_and_nothing_is_deployed() {
+    // Answers everything with 200: manifests that are not manifests, and
+    // text for the rest.
+    let port = launchway_integration::serve_http(|path| {
+        if path.contains("/manifests/") {
+            Some((
+                "application/vnd.oci.image.manifest.v1+json",
+                b"{\"schemaVersion\": 2, \"config\": garbage".to_vec(),
+            ))
+        } else {
+            Some(("text/plain", b"garbage".to_vec()))
+        }
+    });
+    let daemon = Daemon::start_with(&format!(
+        "[registry]\nurl = \"http://127.0.0.1:{port}\"\nrepository = \"launchway/garbage\"\n"
+    ));
+    daemon.use_busybox_runtime("python:3.11");
+    let work = daemon.admin_work("shop");
+    work.write(".upsun/config.yaml", APP);
+    let out = push(&work, "version 1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    assert!(stderr.contains("not JSON"), "{stderr}");
+    assert!(!stderr.contains("hook ran"), "{stderr}");
+    let releases = daemon.cli_ok(&["releases", "-p", "shop", "-e", "main"]);
+    assert!(
+        releases.lines().count() <= 1,
+        "a release was recorded:\n{releases}"
+    );
+    let page = http_get(daemon.router_addr(), "main.shop.localhost", "/");
+    assert!(!matches!(&page, Ok((200, _))), "{page:?}");
+}

@@ -90,6 +90,9 @@ pub struct AppJob<'a> {
     /// Where the build hook runs; `None`: a namespace of its own with only
     /// loopback.
     pub hook_network: Option<&'a HookNetwork>,
+    /// The generation of the app's build cache in the registry
+    /// ([`crate::cache_artifact`]).
+    pub cache_generation: u64,
 }
 
 /// The network of a build hook: a namespace with only loopback prepared by
@@ -449,9 +452,31 @@ impl Builder {
         // The app's tree, then the hook with no network.
         let workspace = self.engine.workspace(&base).await?;
         workspace.apply_tar(tar).await?;
+        let mut cache_before = None;
         if let Some(hook) = recipe.hook.as_deref() {
-            say(log, "      Executing build hook...").await;
             let cache = self.prepare_cache_dir(&recipe.project, &recipe.app)?;
+            if let Some(plane) = plane {
+                if let Err(error) = crate::cache_artifact::restore(
+                    plane,
+                    &recipe.project,
+                    &recipe.app,
+                    recipe.cache_generation,
+                    &cache,
+                    log,
+                )
+                .await
+                {
+                    say(
+                        log,
+                        format!(
+                            "      W: the build cache was not restored from the registry: {error}"
+                        ),
+                    )
+                    .await;
+                }
+                cache_before = Some(crate::cache_artifact::listing(&cache));
+            }
+            say(log, "      Executing build hook...").await;
             let (network, env) = match hook_network {
                 Some(hook_network) => (
                     Network::Join(hook_network.netns.clone()),
@@ -486,6 +511,26 @@ impl Builder {
             annotations.insert(STEPS_ANNOTATION.to_owned(), steps.join(" "));
         }
         let image = workspace.freeze(&recipe.image, annotations).await?;
+        if let (Some(plane), Some(before)) = (plane, cache_before) {
+            let cache = self.cache_dir(&recipe.project, &recipe.app);
+            if crate::cache_artifact::listing(&cache) != before
+                && let Err(error) = crate::cache_artifact::save(
+                    plane,
+                    &recipe.project,
+                    &recipe.app,
+                    recipe.cache_generation,
+                    &cache,
+                    log,
+                )
+                .await
+            {
+                say(
+                    log,
+                    format!("      W: the build cache was not saved to the registry: {error}"),
+                )
+                .await;
+            }
+        }
         Ok(Built { image, steps })
     }
 

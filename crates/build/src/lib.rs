@@ -24,6 +24,7 @@
 //! (`[build] timeout_secs`, one hour by default).
 
 mod builder;
+pub mod cache_artifact;
 pub mod env;
 pub mod plane;
 mod recipe;

@@ -148,9 +148,24 @@ impl Plane {
         name: &str,
         digest: &str,
     ) -> Result<(Image, u64), BuildError> {
+        let (image, fetched, _) = self.pull_timed(engine, name, digest).await?;
+        Ok((image, fetched))
+    }
+
+    /// As [`Plane::pull`], also saying how long its phases took (for the
+    /// benchmark).
+    pub async fn pull_timed(
+        &self,
+        engine: &Engine,
+        name: &str,
+        digest: &str,
+    ) -> Result<(Image, u64, PullTimes), BuildError> {
+        let started = std::time::Instant::now();
         let manifest = self.registry.manifest_get(digest).await?;
         let lease = engine.create_lease("lw-pull").await?;
-        let outcome = self.pull_in(engine, &lease, name, digest, manifest).await;
+        let outcome = self
+            .pull_in(engine, &lease, name, digest, manifest, started)
+            .await;
         match &outcome {
             Ok(_) => engine.delete_lease(&lease, false).await?,
             Err(_) => {
@@ -170,7 +185,8 @@ impl Plane {
         name: &str,
         digest: &str,
         manifest: launchway_registry::Manifest,
-    ) -> Result<(Image, u64), BuildError> {
+        started: std::time::Instant,
+    ) -> Result<(Image, u64, PullTimes), BuildError> {
         let blobs = manifest_blobs(&manifest.bytes).map_err(|reason| {
             BuildError::Registry(RegistryError::Invalid {
                 url: self.registry.url().to_owned(),
@@ -213,11 +229,22 @@ impl Plane {
                 })?;
             fetched += size;
         }
+        let fetch = started.elapsed();
         let image = engine
             .adopt_manifest(lease, name, &manifest.media_type, digest)
             .await?;
-        Ok((image, fetched))
+        let adopt = started.elapsed().saturating_sub(fetch);
+        Ok((image, fetched, PullTimes { fetch, adopt }))
     }
+}
+
+/// How long a pull's phases took.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PullTimes {
+    /// The manifest and every missing blob into the content store, hashed.
+    pub fetch: std::time::Duration,
+    /// Adopting the image: layers unpacked and checked, the image named.
+    pub adopt: std::time::Duration,
 }
 
 /// The config and layer blobs (digest, size) a manifest names.

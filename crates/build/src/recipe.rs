@@ -62,6 +62,9 @@ pub struct Recipe {
     /// The frozen image's annotations (the steps it started from are added
     /// by whoever runs them).
     pub annotations: BTreeMap<String, String>,
+    /// The generation of the app's build cache in the registry.
+    #[serde(default)]
+    pub cache_generation: u64,
 }
 
 impl std::fmt::Debug for Recipe {
@@ -170,6 +173,7 @@ impl Recipe {
             hook,
             image: build_image_name(&resolved.key),
             annotations,
+            cache_generation: job.cache_generation,
         })
     }
 
@@ -307,6 +311,7 @@ mod tests {
             hook: Some("echo hi".into()),
             image: build_image_name(&"a".repeat(64)),
             annotations: BTreeMap::new(),
+            cache_generation: 0,
         }
     }
 

@@ -479,6 +479,16 @@ impl Daemon {
         app: &str,
     ) -> Result<proto::ClearBuildCacheReply, Status> {
         self.existing_project(project)?;
+        // The registry's copies are left behind by a new generation.
+        self.store
+            .update_project(project, |record| {
+                let generation = record
+                    .build_cache_generations
+                    .entry(app.to_owned())
+                    .or_default();
+                *generation = generation.saturating_add(1);
+            })
+            .map_err(|error| Status::internal(error.to_string()))?;
         let app = (!app.is_empty()).then_some(app);
         let cleared = self
             .builder
@@ -486,6 +496,15 @@ impl Daemon {
             .await
             .map_err(|error| Status::internal(error.to_string()))?;
         Ok(proto::ClearBuildCacheReply { cleared })
+    }
+
+    /// The generation of `app`'s build cache (0 when the project cannot be read).
+    pub(crate) fn build_cache_generation(&self, project: &str, app: &str) -> u64 {
+        self.store
+            .project(project)
+            .ok()
+            .flatten()
+            .map_or(0, |record| record.build_cache_generation(app))
     }
 
     pub(crate) async fn garbage(&self) -> Result<proto::CollectGarbageReply, Status> {

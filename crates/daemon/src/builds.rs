@@ -283,6 +283,8 @@ impl Daemon {
                             variables,
                             entropy: &entropy,
                             hook_network: egress.as_ref().map(|e| e.network()),
+                            cache_generation: self
+                                .build_cache_generation(&build.project, &app.name),
                         };
                         let built = self.builder.build(job, &resolved, slot, log, cancel).await;
                         let egress = match egress {

@@ -185,6 +185,7 @@ impl Daemon {
             backup_max_bytes: 0,
             backup_schedules: Default::default(),
             deleting: None,
+            build_cache_generations: BTreeMap::new(),
         };
         if let Err(error) = self.store.create_project(&project) {
             let _ = std::fs::remove_dir_all(&repo);

@@ -141,8 +141,8 @@ pub struct RegistrySettings {
     pub username: String,
     /// A file holding the password (read at start-up; keep it 0600).
     pub password_file: PathBuf,
-    /// A PEM file of CAs the registry's certificate chains to, besides the
-    /// system's roots.
+    /// A PEM file of the CAs the registry's certificate chains to (then the
+    /// only ones trusted for it; the system's roots when empty).
     pub ca_file: PathBuf,
 }
 

@@ -324,6 +324,7 @@ mod tests {
             backup_max_bytes: 0,
             backup_schedules: Default::default(),
             deleting: None,
+            build_cache_generations: std::collections::BTreeMap::new(),
         }
     }
 

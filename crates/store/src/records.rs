@@ -34,6 +34,19 @@ pub struct Project {
     /// on it, and a daemon that stopped midway finishes the deletion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleting: Option<u64>,
+    /// Bumped by each `clear-build-cache`, per app (`""`: every app): the
+    /// registry copy of an app's build cache is tagged with the sum, so a
+    /// clear is never undone by a build that started before it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub build_cache_generations: BTreeMap<String, u64>,
+}
+
+impl Project {
+    /// The generation of `app`'s build cache.
+    pub fn build_cache_generation(&self, app: &str) -> u64 {
+        let of = |key: &str| self.build_cache_generations.get(key).copied().unwrap_or(0);
+        of("").saturating_add(of(app))
+    }
 }
 
 /// An environment's scheduled backups.

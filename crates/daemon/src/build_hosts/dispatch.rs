@@ -114,6 +114,7 @@ impl Daemon {
             variables,
             entropy,
             hook_network: None,
+            cache_generation: self.build_cache_generation(&build.project, &app.name),
         };
         let recipe = Recipe::new(&job, resolved).await?;
         let tar = self.builder.source_tar(&repo, &app.tree_id).await?;

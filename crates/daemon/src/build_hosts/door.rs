@@ -126,6 +126,14 @@ fn valid_name(name: &str) -> bool {
 impl Door {
     /// The builder a request's credential names.
     fn authenticate<T>(&self, request: &Request<T>) -> Result<String, Status> {
+        self.authenticate_record(request).map(|record| record.name)
+    }
+
+    /// The record of the builder a request's credential names.
+    fn authenticate_record<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<launchway_store::BuilderRecord, Status> {
         let refused = || {
             Status::unauthenticated(
                 "this builder is not registered (or was removed): register it again with a new join token from `launchway builders token`",
@@ -141,7 +149,7 @@ impl Door {
             .and_then(|rest| rest.split_once(':'))
             .ok_or_else(refused)?;
         match self.daemon.store.authenticate_builder(name, credential) {
-            Ok(Some(record)) => Ok(record.name),
+            Ok(Some(record)) => Ok(record),
             Ok(None) => {
                 warn!(builder = name, peer = %peer(request), "builder door: unknown builder or wrong credential");
                 Err(refused())
@@ -217,7 +225,8 @@ impl BuildHost for Door {
         &self,
         request: Request<Streaming<BuilderEvent>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        let name = self.authenticate(&request)?;
+        let record = self.authenticate_record(&request)?;
+        let name = record.name.clone();
         let address = peer(&request);
         let mut events = request.into_inner();
         let (offers, outgoing) = mpsc::channel(16);
@@ -263,6 +272,16 @@ impl BuildHost for Door {
                 let Some(builder_event::Kind::Heartbeat(beat)) = event.kind else {
                     continue;
                 };
+                // Removed, or registered again since: this session is over.
+                let current = daemon
+                    .store
+                    .builders()
+                    .ok()
+                    .and_then(|all| all.into_iter().find(|other| other.name == name));
+                if current.is_none_or(|current| current.credential_hash != record.credential_hash) {
+                    info!(builder = %name, "builder removed or registered again: its session ends");
+                    break;
+                }
                 let now = Instant::now();
                 let mut write_seen = false;
                 {

@@ -41,6 +41,9 @@ use crate::{DaemonError, failpoint};
 /// A daemon this builder is registered with.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Registration {
+    /// The join token it was made with: another token registers again.
+    #[serde(default)]
+    token_id: String,
     address: String,
     pin: String,
     name: String,
@@ -91,6 +94,17 @@ pub(crate) async fn serve_builder(
         registrations.push(register(&dir, &token, &name, slots).await?);
     }
     let (engine, embedded) = crate::connect_containerd(&settings).await?;
+    // Nothing of a builder outlives its process: what a killed one left goes.
+    match engine.remove_leftovers().await {
+        Ok((containers, leases)) if !containers.is_empty() || leases > 0 => {
+            info!(
+                containers = containers.len(),
+                leases, "removed what a previous run left"
+            );
+        }
+        Ok(_) => {}
+        Err(error) => warn!(%error, "cannot remove what a previous run left"),
+    }
     let builder = Builder::new(
         engine,
         settings.build.clone(),
@@ -144,6 +158,7 @@ async fn register(
         && let Ok(known) = serde_json::from_slice::<Registration>(&bytes)
         && known.address == token.address
         && known.name == name
+        && known.token_id == token.id
     {
         return Ok(known);
     }
@@ -168,6 +183,7 @@ async fn register(
         })?
         .into_inner();
     let registration = Registration {
+        token_id: token.id.clone(),
         address: token.address.clone(),
         pin: token.pin.clone(),
         name: name.to_owned(),
