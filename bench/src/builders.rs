@@ -162,11 +162,22 @@ fn main() -> anyhow::Result<()> {
     let b1 = start_builder(&daemon_a, &binary, "b1", &builder_toml)?;
 
     // A figure that fails is reported; the others still run.
-    let verdicts = [
-        changed_app(&daemon_a, &daemon_b, root, runs),
-        big_image(&daemon_b, &registry, &repo_b, root, runs),
-        queued_builds(&daemon_a, &binary, &builder_toml, root),
-    ];
+    // `LW_BENCH_FIGURES=13` runs only those; with `LW_BENCH_LOG` set, the
+    // builder's log is printed at the end (stderr).
+    let figures = std::env::var("LW_BENCH_FIGURES").unwrap_or_else(|_| "123".into());
+    let mut verdicts = Vec::new();
+    if figures.contains('1') {
+        verdicts.push(changed_app(&daemon_a, &daemon_b, root, runs));
+    }
+    if figures.contains('2') {
+        verdicts.push(big_image(&daemon_b, &registry, &repo_b, root, runs));
+    }
+    if figures.contains('3') {
+        verdicts.push(queued_builds(&daemon_a, &binary, &builder_toml, root));
+    }
+    if std::env::var_os("LW_BENCH_LOG").is_some() {
+        eprintln!("--- builder b1's log:\n{}", b1.log());
+    }
     drop(b1);
 
     println!();

@@ -265,3 +265,49 @@ fn a_registry_answering_garbage_is_refused_and_nothing_is_deployed() {
     let page = http_get(daemon.router_addr(), "main.shop.localhost", "/");
     assert!(!matches!(&page, Ok((200, _))), "{page:?}");
 }
+
+#[test]
+fn registry_tags_follow_the_history_retention_keeps() {
+    let registry = TestRegistry::start();
+    let repository = format!("launchway/it-{}", random_hex());
+    let scratch = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_with(&format!(
+        "{}[retention]\nactivities_days = 0\nreleases_per_environment = 1\nbuild_logs_days = 0\ninterval_secs = 1\n[build]\nkeep_builds = 1\n",
+        registry_settings(&registry, scratch.path(), &repository)
+    ));
+    daemon.use_busybox_runtime("python:3.11");
+    let work = daemon.admin_work("shop");
+    work.write(".upsun/config.yaml", APP);
+    let client = launchway_registry::Registry::new(registry.config(&repository)).unwrap();
+    let build_tags = || -> Vec<String> {
+        runtime()
+            .block_on(client.tags())
+            .unwrap()
+            .into_iter()
+            .filter(|tag| tag.starts_with("build-"))
+            .collect()
+    };
+    for version in 1..=4 {
+        push_ok(&work, &format!("version {version}"));
+    }
+    assert!(build_tags().len() >= 2, "{:?}", build_tags());
+    let newest = build_digest(&daemon, "shop");
+    // The serving release and the one it rolls back to keep theirs; the
+    // others go once retention removed their records.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while build_tags().len() > 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tags stayed: {:?}\n{}",
+            build_tags(),
+            daemon.log()
+        );
+        launchway_integration::pause();
+    }
+    let serving: Vec<Option<String>> = build_tags()
+        .iter()
+        .map(|tag| runtime().block_on(client.manifest_digest(tag)).unwrap())
+        .collect();
+    assert!(serving.contains(&Some(newest)), "{serving:?}");
+    serves(&daemon, "shop", "version 4");
+}

@@ -198,6 +198,59 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Untags, in the registry, the builds and steps no build record names
+    /// any more (retention removed their records), so the repository
+    /// follows the history this daemon keeps. A build tag names an image
+    /// no other key can have (its annotations hold the key); a step tag may
+    /// share its digest with another, which then goes too: steps are a
+    /// cache, and a missing one is rebuilt. The blobs themselves are freed
+    /// by the registry's own offline `garbage-collect`. Returns the tags
+    /// removed.
+    pub(crate) async fn collect_registry_garbage(&self) -> Result<Vec<String>, String> {
+        let Some(plane) = &self.plane else {
+            return Ok(Vec::new());
+        };
+        let registry = plane.registry();
+        let _exclusive = self.gc_lock.write().await;
+        let builds = self.store.builds(None).map_err(|e| e.to_string())?;
+        let mut named = std::collections::BTreeSet::new();
+        for build in &builds {
+            for app in &build.apps {
+                if let Some(key) = &app.build_key {
+                    named.insert(build_tag(key));
+                }
+                for step in &app.steps {
+                    if let Some(key) = step.strip_prefix(launchway_build::STEP_IMAGE_PREFIX) {
+                        named.insert(launchway_build::plane::step_tag(key));
+                    }
+                }
+            }
+        }
+        let tags = registry.tags().await.map_err(|e| e.to_string())?;
+        let mut removed = Vec::new();
+        for tag in tags {
+            let ours = tag.starts_with("build-") || tag.starts_with("step-");
+            if !ours || named.contains(&tag) {
+                continue;
+            }
+            let Some(digest) = registry
+                .manifest_digest(&tag)
+                .await
+                .map_err(|e| e.to_string())?
+            else {
+                continue;
+            };
+            registry
+                .delete_manifest(&digest)
+                .await
+                .map_err(|e| e.to_string())?;
+            removed.push(tag);
+        }
+        Ok(removed)
+    }
+}
+
 /// `12.3 MB`, `512 B`.
 fn human_bytes(bytes: u64) -> String {
     match bytes {

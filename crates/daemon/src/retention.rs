@@ -264,6 +264,16 @@ impl Daemon {
             ),
             Err(error) => warn!(%error, "retention: image collection failed"),
         }
+        match self.collect_registry_garbage().await {
+            Ok(removed) if !removed.is_empty() => {
+                info!(
+                    tags_removed = removed.len(),
+                    "retention: registry tags no record names removed"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => warn!(%error, "retention: registry collection failed"),
+        }
     }
 
     async fn retain_project(

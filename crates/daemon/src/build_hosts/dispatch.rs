@@ -193,7 +193,6 @@ impl Daemon {
                     claim: claim_tx,
                 },
             );
-            hosts.take_slot(&name);
             let offer = DaemonEvent {
                 kind: Some(daemon_event::Kind::Offer(Offer {
                     job: job.clone(),
@@ -202,21 +201,32 @@ impl Daemon {
                     app: recipe.app.clone(),
                 })),
             };
-            let claimed = match offers.send(Ok(offer)).await {
-                Ok(()) => tokio::select! {
-                    claimed = tokio::time::timeout(CLAIM_TIMEOUT, claim_rx) => claimed.ok().and_then(Result::ok),
-                    () = cancel.cancelled() => None,
-                },
-                Err(_) => None,
-            };
-            let Some(claimed) = claimed else {
+            if offers.send(Ok(offer)).await.is_err() {
+                // Its session is gone.
                 lock(&hosts.offered).remove(&job);
-                if cancel.is_cancelled() {
-                    return Err(BuildError::Cancelled);
-                }
-                tracing::info!(builder = %name, %job, "builder did not claim the job: trying another");
                 skip.push(name);
                 continue;
+            }
+            let answer = tokio::select! {
+                answer = tokio::time::timeout(CLAIM_TIMEOUT, claim_rx) => answer,
+                () = cancel.cancelled() => {
+                    lock(&hosts.offered).remove(&job);
+                    return Err(BuildError::Cancelled);
+                }
+            };
+            let claimed = match answer {
+                Ok(Ok(claimed)) => claimed,
+                Ok(Err(_)) => {
+                    // Declined (its slots were taken meanwhile): another
+                    // builder, or this one once it reports a free slot.
+                    continue;
+                }
+                Err(_) => {
+                    lock(&hosts.offered).remove(&job);
+                    tracing::info!(builder = %name, %job, "builder did not claim the job: trying another");
+                    skip.push(name);
+                    continue;
+                }
             };
             let _ = log
                 .send(format!("    Building on builder {name} ({address})"))

@@ -269,8 +269,23 @@ impl BuildHost for Door {
                         break;
                     }
                 };
-                let Some(builder_event::Kind::Heartbeat(beat)) = event.kind else {
-                    continue;
+                let beat = match event.kind {
+                    Some(builder_event::Kind::Heartbeat(beat)) => beat,
+                    Some(builder_event::Kind::Decline(decline)) => {
+                        // Dropping the offer's claim sender tells its dispatcher at once.
+                        let mut offered = lock(&hosts.offered);
+                        if offered.get(&decline.job).is_some_and(|offer| {
+                            offer.builder == name && offer.epoch == decline.epoch
+                        }) {
+                            offered.remove(&decline.job);
+                        }
+                        drop(offered);
+                        if let Some(builder) = lock(&hosts.live).get_mut(&name) {
+                            builder.free = 0;
+                        }
+                        continue;
+                    }
+                    None => continue,
                 };
                 // Removed, or registered again since: this session is over.
                 let current = daemon

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use launchway_api::builder_door::proto::{
-    BuilderEvent, Built, Claim, Failed, Heartbeat, JobResult, JobUpdate, Offer, RegisterRequest,
-    builder_event, daemon_event, job_input, job_result, job_update,
+    BuilderEvent, Built, Claim, Decline, Failed, Heartbeat, JobResult, JobUpdate, Offer,
+    RegisterRequest, builder_event, daemon_event, job_input, job_result, job_update,
 };
 use launchway_api::builder_door::{AUTHORIZATION, BuildHostClient};
 use launchway_build::plane::Plane;
@@ -304,8 +304,9 @@ async fn session(
     let client = launchway_api::builder_door::connect(&registration.address, &registration.pin)
         .await
         .map_err(|e| Ended::Broken(e.to_string()))?;
-    let (beats, outgoing) = mpsc::channel(4);
+    let (beats, outgoing) = mpsc::channel(16);
     let _ = beats.send(heartbeat(host)).await;
+    let declines = beats.clone();
     let mut events = client
         .clone()
         .session(authorized(ReceiverStream::new(outgoing), registration))
@@ -343,6 +344,13 @@ async fn session(
         match event.kind {
             Some(daemon_event::Kind::Offer(offer)) => {
                 let Some(slot) = host.builder.try_slot(&offer.project) else {
+                    let decline = BuilderEvent {
+                        kind: Some(builder_event::Kind::Decline(Decline {
+                            job: offer.job,
+                            epoch: offer.epoch,
+                        })),
+                    };
+                    let _ = declines.send(decline).await;
                     continue;
                 };
                 tokio::spawn(run_job(

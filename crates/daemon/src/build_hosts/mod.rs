@@ -177,26 +177,20 @@ impl BuildHosts {
     }
 
     /// The connected builder with the most free slots (then by name), not
-    /// among `skip`.
+    /// among `skip`, with one of its slots counted as taken (until its next
+    /// heartbeat says otherwise), so that two builds never both count on it.
     fn pick(&self, skip: &[String]) -> Option<(String, String, Offers)> {
-        let live = lock(&self.live);
-        live.iter()
+        let mut live = lock(&self.live);
+        let (name, builder) = live
+            .iter_mut()
             .filter(|(name, builder)| builder.free > 0 && !skip.contains(name))
-            .max_by(|(a_name, a), (b_name, b)| a.free.cmp(&b.free).then(b_name.cmp(a_name)))
-            .map(|(name, builder)| {
-                (
-                    name.clone(),
-                    builder.address.clone(),
-                    builder.offers.clone(),
-                )
-            })
-    }
-
-    /// Counts a slot of `name` as taken until its next heartbeat says otherwise.
-    fn take_slot(&self, name: &str) {
-        if let Some(builder) = lock(&self.live).get_mut(name) {
-            builder.free = builder.free.saturating_sub(1);
-        }
+            .max_by(|(a_name, a), (b_name, b)| a.free.cmp(&b.free).then(b_name.cmp(a_name)))?;
+        builder.free -= 1;
+        Some((
+            name.clone(),
+            builder.address.clone(),
+            builder.offers.clone(),
+        ))
     }
 
     fn any_other(&self, skip: &[String]) -> bool {
