@@ -118,6 +118,25 @@ impl TestRegistry {
         }
     }
 
+    /// A `[registry]` settings table for `repository`, its password in a
+    /// new file (mode 0600) under the registry's directory.
+    pub fn settings(&self, repository: &str) -> String {
+        use std::os::unix::fs::PermissionsExt as _;
+        let password = self
+            .dir
+            .path()
+            .join(format!("password-{}", crate::random_hex()));
+        std::fs::write(&password, format!("{PASSWORD}\n")).expect("password file");
+        std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600))
+            .expect("password file mode");
+        format!(
+            "[registry]\nurl = \"{}\"\nrepository = \"{repository}\"\nusername = \"{USERNAME}\"\npassword_file = \"{}\"\nca_file = \"{}\"\n",
+            self.url,
+            password.display(),
+            self.ca_path().display(),
+        )
+    }
+
     /// Kills the registry and waits for it; its data stay.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -7,7 +7,6 @@
 //! it did not build is refused with nothing recorded.
 #![allow(clippy::tests_outside_test_module, clippy::unwrap_used)]
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use launchway_integration::builders::TestBuilder;
@@ -35,25 +34,12 @@ routes:
     upstream: "web:http"
 "#;
 
-/// `[registry]` for a daemon or a builder.
-fn registry_settings(registry: &TestRegistry, dir: &Path, repository: &str) -> String {
-    let password = dir.join(format!("registry-password-{}", random_hex()));
-    std::fs::write(&password, registry.password()).unwrap();
-    format!(
-        "[registry]\nurl = \"{}\"\nrepository = \"{repository}\"\nusername = \"{}\"\npassword_file = \"{}\"\nca_file = \"{}\"\n",
-        registry.url(),
-        registry.username(),
-        password.display(),
-        registry.ca_path().display(),
-    )
-}
-
 /// A daemon with a registry and a builder door.
-fn app_host(registry: &TestRegistry, dir: &Path) -> Daemon {
+fn app_host(registry: &TestRegistry) -> Daemon {
     let repository = format!("launchway/it-{}", random_hex());
     let daemon = Daemon::start_with(&format!(
         "{}[builders]\nlisten = \"127.0.0.1:0\"\nlease_secs = 6\n",
-        registry_settings(registry, dir, &repository)
+        registry.settings(&repository)
     ));
     daemon.use_busybox_runtime("python:3.11");
     daemon
@@ -66,12 +52,8 @@ fn token(daemon: &Daemon, args: &[&str]) -> String {
 }
 
 /// A builder joined to `daemon`, its `[registry]` credentials its own.
-fn builder(daemon: &Daemon, registry: &TestRegistry, dir: &Path, name: &str) -> TestBuilder {
-    let builder = TestBuilder::start(
-        name,
-        &token(daemon, &[]),
-        &registry_settings(registry, dir, "ignored"),
-    );
+fn builder(daemon: &Daemon, registry: &TestRegistry, name: &str) -> TestBuilder {
+    let builder = TestBuilder::start(name, &token(daemon, &[]), &registry.settings("ignored"));
     wait_connected(daemon, name);
     builder
 }
@@ -116,13 +98,42 @@ fn newest_build_info(daemon: &Daemon) -> String {
     daemon.cli_ok(&["builds", "info", &id])
 }
 
+/// Pushes main in a thread (the test watches the builders meanwhile).
+fn push_in_background(
+    daemon: &Daemon,
+    work: &Work,
+) -> std::thread::JoinHandle<std::process::Output> {
+    let dir = work.dir.clone();
+    let ssh = daemon.ssh_command(&daemon.existing_key("alice"));
+    std::thread::spawn(move || {
+        Work::open(dir)
+            .with_ssh(ssh)
+            .git(&["push", "launchway", "HEAD:main"])
+    })
+}
+
+/// Which of `builders` runs a build container (waits for one to).
+fn building_on(daemon: &Daemon, builders: [&TestBuilder; 2]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(index) = builders.iter().position(|b| !b.containers().is_empty()) {
+            return index;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no builder ran the build:\n{}",
+            daemon.log()
+        );
+        pause();
+    }
+}
+
 #[test]
 fn builds_run_on_builders_and_a_builder_killed_mid_hook_loses_its_build_to_the_other() {
     let registry = TestRegistry::start();
-    let scratch = tempfile::tempdir().unwrap();
-    let daemon = app_host(&registry, scratch.path());
-    let mut b1 = builder(&daemon, &registry, scratch.path(), "b1");
-    let mut b2 = builder(&daemon, &registry, scratch.path(), "b2");
+    let daemon = app_host(&registry);
+    let mut b1 = builder(&daemon, &registry, "b1");
+    let mut b2 = builder(&daemon, &registry, "b2");
     let list = daemon.cli_ok(&["builders"]);
     assert!(list.starts_with("NAME"), "{list}");
     for name in ["b1", "b2"] {
@@ -135,29 +146,11 @@ fn builds_run_on_builders_and_a_builder_killed_mid_hook_loses_its_build_to_the_o
     let work = daemon.admin_work("shop");
     work.write(".upsun/config.yaml", APP);
     commit(&work, "version 1", 3);
-    let push = {
-        let dir = work.dir.clone();
-        let ssh = daemon.ssh_command(&daemon.existing_key("alice"));
-        std::thread::spawn(move || {
-            Work::open(dir)
-                .with_ssh(ssh)
-                .git(&["push", "launchway", "HEAD:main"])
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let running_on = loop {
-        if !b1.containers().is_empty() {
-            break "b1";
-        }
-        if !b2.containers().is_empty() {
-            break "b2";
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no builder ran the build:\n{}",
-            daemon.log()
-        );
-        pause();
+    let push = push_in_background(&daemon, &work);
+    let running_on = if building_on(&daemon, [&b1, &b2]) == 0 {
+        "b1"
+    } else {
+        "b2"
     };
     assert!(
         daemon.all_containers().is_empty(),
@@ -207,31 +200,13 @@ fn builds_run_on_builders_and_a_builder_killed_mid_hook_loses_its_build_to_the_o
 
     // Killed mid-hook: the other builder builds it, once.
     commit(&work, "version 2", 8);
-    let push = {
-        let dir = work.dir.clone();
-        let ssh = daemon.ssh_command(&daemon.existing_key("alice"));
-        std::thread::spawn(move || {
-            Work::open(dir)
-                .with_ssh(ssh)
-                .git(&["push", "launchway", "HEAD:main"])
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let (killed, other) = loop {
-        if !b1.containers().is_empty() {
-            b1.kill();
-            break ("b1", "b2");
-        }
-        if !b2.containers().is_empty() {
-            b2.kill();
-            break ("b2", "b1");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no builder ran the build:\n{}",
-            daemon.log()
-        );
-        pause();
+    let push = push_in_background(&daemon, &work);
+    let (killed, other) = if building_on(&daemon, [&b1, &b2]) == 0 {
+        b1.kill();
+        ("b1", "b2")
+    } else {
+        b2.kill();
+        ("b2", "b1")
     };
     let out = push.join().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -261,32 +236,13 @@ fn builds_run_on_builders_and_a_builder_killed_mid_hook_loses_its_build_to_the_o
     restarted.spawn();
     wait_connected(&daemon, killed);
     commit(&work, "version 3", 8);
-    let push = {
-        let dir = work.dir.clone();
-        let ssh = daemon.ssh_command(&daemon.existing_key("alice"));
-        std::thread::spawn(move || {
-            Work::open(dir)
-                .with_ssh(ssh)
-                .git(&["push", "launchway", "HEAD:main"])
-        })
+    let push = push_in_background(&daemon, &work);
+    let (frozen, other) = if building_on(&daemon, [&restarted, &survivor]) == 0 {
+        (&restarted, &survivor)
+    } else {
+        (&survivor, &restarted)
     };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let (frozen, other) = loop {
-        if !restarted.containers().is_empty() {
-            restarted.freeze();
-            break (&restarted, &survivor);
-        }
-        if !survivor.containers().is_empty() {
-            survivor.freeze();
-            break (&survivor, &restarted);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no builder ran the build:\n{}",
-            daemon.log()
-        );
-        pause();
-    };
+    frozen.freeze();
     let out = push.join().unwrap();
     frozen.resume();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -317,9 +273,8 @@ fn builds_run_on_builders_and_a_builder_killed_mid_hook_loses_its_build_to_the_o
 #[test]
 fn forged_expired_or_misdirected_tokens_and_a_wrong_digest_are_refused() {
     let registry = TestRegistry::start();
-    let scratch = tempfile::tempdir().unwrap();
-    let daemon = app_host(&registry, scratch.path());
-    let registry_toml = registry_settings(&registry, scratch.path(), "ignored");
+    let daemon = app_host(&registry);
+    let registry_toml = registry.settings("ignored");
     let refused = |token: &str, expected: &str| {
         let mut builder = TestBuilder::prepare("bad", token, &registry_toml);
         let (status, log) = builder

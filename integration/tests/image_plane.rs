@@ -7,8 +7,6 @@
 //! serves on.
 #![allow(clippy::tests_outside_test_module, clippy::unwrap_used)]
 
-use std::path::Path;
-
 use launchway_integration::registry::TestRegistry;
 use launchway_integration::{Daemon, Work, http_get, random_hex};
 
@@ -29,19 +27,6 @@ routes:
     type: upstream
     upstream: "web:http"
 "#;
-
-/// `[registry]` settings for `registry`, repository `repository`.
-fn registry_settings(registry: &TestRegistry, dir: &Path, repository: &str) -> String {
-    let password = dir.join("registry-password");
-    std::fs::write(&password, format!("{}\n", registry.password())).unwrap();
-    format!(
-        "[registry]\nurl = \"{}\"\nrepository = \"{repository}\"\nusername = \"{}\"\npassword_file = \"{}\"\nca_file = \"{}\"\n",
-        registry.url(),
-        registry.username(),
-        password.display(),
-        registry.ca_path().display(),
-    )
-}
 
 fn push(work: &Work, version: &str) -> std::process::Output {
     work.write("web/app.py", format!("{version}\n"));
@@ -92,10 +77,9 @@ fn runtime() -> tokio::runtime::Runtime {
 fn builds_are_published_by_digest_and_a_collected_release_is_pulled_back_before_it_deploys() {
     let registry = TestRegistry::start();
     let repository = format!("launchway/it-{}", random_hex());
-    let scratch = tempfile::tempdir().unwrap();
     let daemon = Daemon::start_with(&format!(
         "{}[build]\nkeep_builds = 1\n",
-        registry_settings(&registry, scratch.path(), &repository)
+        registry.settings(&repository)
     ));
     daemon.use_busybox_runtime("python:3.11");
     let work = daemon.admin_work("shop");
@@ -146,8 +130,7 @@ fn builds_are_published_by_digest_and_a_collected_release_is_pulled_back_before_
 fn a_registry_that_is_down_fails_the_push_clearly_and_the_old_release_serves() {
     let mut registry = TestRegistry::start();
     let repository = format!("launchway/it-{}", random_hex());
-    let scratch = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start_with(&registry_settings(&registry, scratch.path(), &repository));
+    let daemon = Daemon::start_with(&registry.settings(&repository));
     daemon.use_busybox_runtime("python:3.11");
     let work = daemon.admin_work("shop");
     work.write(".upsun/config.yaml", APP);
@@ -178,8 +161,7 @@ fn a_registry_that_is_down_fails_the_push_clearly_and_the_old_release_serves() {
 fn a_second_daemon_reuses_the_registrys_build_and_refuses_a_corrupt_one() {
     let registry = TestRegistry::start();
     let repository = format!("launchway/it-{}", random_hex());
-    let scratch = tempfile::tempdir().unwrap();
-    let settings = registry_settings(&registry, scratch.path(), &repository);
+    let settings = registry.settings(&repository);
     let first = Daemon::start_with(&settings);
     first.use_busybox_runtime("python:3.11");
     let work = first.admin_work("shop");
@@ -270,10 +252,9 @@ fn a_registry_answering_garbage_is_refused_and_nothing_is_deployed() {
 fn registry_tags_follow_the_history_retention_keeps() {
     let registry = TestRegistry::start();
     let repository = format!("launchway/it-{}", random_hex());
-    let scratch = tempfile::tempdir().unwrap();
     let daemon = Daemon::start_with(&format!(
         "{}[retention]\nactivities_days = 0\nreleases_per_environment = 1\nbuild_logs_days = 0\ninterval_secs = 1\n[build]\nkeep_builds = 1\n",
-        registry_settings(&registry, scratch.path(), &repository)
+        registry.settings(&repository)
     ));
     daemon.use_busybox_runtime("python:3.11");
     let work = daemon.admin_work("shop");

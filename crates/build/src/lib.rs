@@ -39,7 +39,7 @@ pub use builder::{
     KEY_ANNOTATION, LogSender, Resolved, SOURCE_MTIME, STEP_IMAGE_PREFIX, STEPS_ANNOTATION, Slot,
     TREE_ANNOTATION, build_image_name,
 };
-pub use recipe::{CachedStep, RECIPE_VERSION, Recipe};
+pub use recipe::{CachedStep, RECIPE_VERSION, Recipe, build_hook, has_build_hook};
 pub use settings::{BuildSettings, DependencyNetwork};
 
 /// What a build can fail with. The messages go to the pusher.

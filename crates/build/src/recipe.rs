@@ -146,13 +146,7 @@ impl Recipe {
                 });
             }
         }
-        let hook = plan
-            .app
-            .hooks
-            .build
-            .as_deref()
-            .filter(|hook| !hook.trim().is_empty())
-            .map(str::to_owned);
+        let hook = build_hook(&plan.app).map(str::to_owned);
         let annotations = BTreeMap::from([
             (BUILD_ID_ANNOTATION.to_owned(), job.build_id.to_owned()),
             (APP_ANNOTATION.to_owned(), plan.name.clone()),
@@ -209,6 +203,19 @@ impl Recipe {
         }
         Ok(recipe)
     }
+}
+
+/// `hooks.build`, when it has something to run.
+pub fn build_hook(app: &launchway_config::App) -> Option<&str> {
+    app.hooks
+        .build
+        .as_deref()
+        .filter(|hook| !hook.trim().is_empty())
+}
+
+/// Whether `app` has a build hook to run.
+pub fn has_build_hook(app: &launchway_config::App) -> bool {
+    build_hook(app).is_some()
 }
 
 /// The image's `PATH`, if it sets one.

@@ -15,6 +15,9 @@ use crate::digest::Hasher;
 use crate::engine::{Blob, Engine, Lease, WRITE_CHUNK, random_id};
 use crate::error::{EngineError, Result};
 
+/// WRITE messages sent before the first of them must be answered.
+const WRITES_IN_FLIGHT: usize = 8;
+
 pub(crate) async fn write<S>(
     engine: &Engine,
     lease: &Lease,
@@ -53,7 +56,7 @@ where
     }
 
     let reference = random_id("lw-ingest");
-    let (sender, receiver) = mpsc::channel::<WriteContentRequest>(2);
+    let (sender, receiver) = mpsc::channel::<WriteContentRequest>(WRITES_IN_FLIGHT);
     let stat = WriteContentRequest {
         action: WriteAction::Stat as i32,
         r#ref: reference.clone(),
@@ -74,6 +77,7 @@ where
         next_answer(&mut answers, digest).await?;
         let mut hasher = Hasher::default();
         let mut offset = 0u64;
+        let mut in_flight = 0usize;
         let mut pending: Vec<u8> = Vec::new();
         loop {
             let chunk = chunks.next().await.transpose()?;
@@ -103,12 +107,21 @@ where
                     .send(message)
                     .await
                     .map_err(|_| internal("content write stream closed"))?;
-                next_answer(&mut answers, digest).await?;
+                in_flight += 1;
+                // A few writes stay unanswered, so that reading the source
+                // (a download) overlaps with containerd storing the bytes.
+                if in_flight == WRITES_IN_FLIGHT {
+                    next_answer(&mut answers, digest).await?;
+                    in_flight -= 1;
+                }
                 offset += length;
             }
             if finished {
                 break;
             }
+        }
+        for _ in 0..in_flight {
+            next_answer(&mut answers, digest).await?;
         }
         check(digest, size, offset, hasher.finish())?;
         let commit = WriteContentRequest {

@@ -261,12 +261,7 @@ impl Daemon {
                             None => self.builder.slot(&build.project, log, cancel).await?,
                         };
                         let slot = slot.insert(held);
-                        let has_hook = app
-                            .app
-                            .hooks
-                            .build
-                            .as_deref()
-                            .is_some_and(|hook| !hook.trim().is_empty());
+                        let has_hook = launchway_build::has_build_hook(&app.app);
                         let egress = match has_hook {
                             true => Some(
                                 self.start_hook_egress(&build.project, &build.id, index, log)

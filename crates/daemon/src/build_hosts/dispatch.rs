@@ -74,12 +74,7 @@ impl Daemon {
         if !self.builders_registered() {
             return Ok(None);
         }
-        let has_hook = app
-            .app
-            .hooks
-            .build
-            .as_deref()
-            .is_some_and(|hook| !hook.trim().is_empty());
+        let has_hook = launchway_build::has_build_hook(&app.app);
         let egress = self
             .store
             .project(&build.project)

@@ -55,7 +55,7 @@ pub(crate) fn door_tls(data: &Path) -> Result<(Arc<rustls::ServerConfig>, String
             params.not_after = rcgen::date_time_ymd(2126, 1, 1);
             let cert = params.self_signed(&key).map_err(issue)?;
             let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
-            write_private(&key_path, &key_pem)
+            crate::http_door::write_private(&key_path, &key_pem)
                 .map_err(|e| format!("{}: {e}", key_path.display()))?;
             std::fs::write(&cert_path, &cert_pem)
                 .map_err(|e| format!("{}: {e}", cert_path.display()))?;
@@ -77,19 +77,6 @@ pub(crate) fn door_tls(data: &Path) -> Result<(Arc<rustls::ServerConfig>, String
         .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok((Arc::new(config), fingerprint))
-}
-
-pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()
 }
 
 /// Serves the door on `listener` until `shutdown`.
@@ -301,34 +288,35 @@ impl BuildHost for Door {
                 let mut write_seen = false;
                 {
                     let mut live = lock(&hosts.live);
-                    let entry = live.entry(name.clone()).or_insert_with(|| {
-                        write_seen = true;
-                        info!(builder = %name, %address, slots = beat.slots, "builder connected");
-                        Live {
-                            session,
-                            offers: offers.clone(),
-                            address: address.clone(),
-                            slots: beat.slots,
-                            free: beat.free_slots,
-                            running: Vec::new(),
-                            last_seen: now,
-                            stored_seen: now,
+                    let fresh = || Live {
+                        session,
+                        offers: offers.clone(),
+                        address: address.clone(),
+                        slots: beat.slots,
+                        free: beat.free_slots,
+                        running: Vec::new(),
+                        last_seen: now,
+                        stored_seen: now,
+                    };
+                    let entry = match live.entry(name.clone()) {
+                        std::collections::hash_map::Entry::Vacant(vacant) => {
+                            info!(builder = %name, %address, slots = beat.slots, "builder connected");
+                            write_seen = true;
+                            vacant.insert(fresh())
                         }
-                    });
-                    if entry.session != session {
-                        // A newer session of the same builder replaces an old one.
-                        *entry = Live {
-                            session,
-                            offers: offers.clone(),
-                            address: address.clone(),
-                            slots: beat.slots,
-                            free: beat.free_slots,
-                            running: Vec::new(),
-                            last_seen: now,
-                            stored_seen: now,
-                        };
-                        write_seen = true;
-                    }
+                        std::collections::hash_map::Entry::Occupied(occupied) => {
+                            let entry = occupied.into_mut();
+                            if entry.session > session {
+                                // A newer session of this builder took over.
+                                break;
+                            }
+                            if entry.session < session {
+                                *entry = fresh();
+                                write_seen = true;
+                            }
+                            entry
+                        }
+                    };
                     entry.slots = beat.slots;
                     entry.free = beat.free_slots;
                     entry.running = beat.running;

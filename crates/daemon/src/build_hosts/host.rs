@@ -60,6 +60,9 @@ struct Host {
     builder: Builder,
     scratch: PathBuf,
     running: std::sync::Mutex<Vec<String>>,
+    /// Woken when a slot is taken or freed: the daemons hear of it at once,
+    /// not at the next heartbeat.
+    slots_changed: tokio::sync::Notify,
 }
 
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -118,6 +121,7 @@ pub(crate) async fn serve_builder(
         name: name.clone(),
         builder,
         running: std::sync::Mutex::new(Vec::new()),
+        slots_changed: tokio::sync::Notify::new(),
     });
     let stop = CancellationToken::new();
     let mut sessions = Vec::new();
@@ -194,7 +198,7 @@ async fn register(
     };
     let text = serde_json::to_string_pretty(&registration).unwrap_or_default();
     let temporary = file.with_extension("json.tmp");
-    super::door::write_private(&temporary, &text)
+    crate::http_door::write_private(&temporary, &text)
         .and_then(|()| std::fs::rename(&temporary, &file))
         .map_err(|source| DaemonError::Io {
             path: file.display().to_string(),
@@ -324,7 +328,10 @@ async fn session(
         let host = host.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(interval).await;
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    () = host.slots_changed.notified() => {}
+                }
                 if beats.send(heartbeat(&host)).await.is_err() {
                     return;
                 }
@@ -410,6 +417,7 @@ async fn run_job(
     }
     drop(slot);
     lock(&host.running).retain(|running| *running != job);
+    host.slots_changed.notify_waiters();
 }
 
 fn failed(kind: &str, message: String) -> JobResult {
