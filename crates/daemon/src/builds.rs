@@ -176,7 +176,12 @@ impl Daemon {
         }
         outcome.map_err(failed)?;
         crate::failpoint::reached("build.complete");
-        if let Err(error) = self.collect_garbage().await {
+        // Not waiting for builds still queued (they hold the gc lock shared
+        // until they end): this push ends now, and a later build or the
+        // retention pass collects.
+        if let Ok(exclusive) = self.gc_lock.try_write()
+            && let Err(error) = self.collect_garbage_holding(exclusive).await
+        {
             warn!(%error, "garbage collection after a build");
         }
         Ok(build)
@@ -335,7 +340,15 @@ impl Daemon {
     /// Deletes build and step images no kept build uses. Returns the names
     /// removed and how many were kept.
     pub(crate) async fn collect_garbage(&self) -> Result<(Vec<String>, usize), String> {
-        let _exclusive = self.gc_lock.write().await;
+        let exclusive = self.gc_lock.write().await;
+        self.collect_garbage_holding(exclusive).await
+    }
+
+    /// [`Daemon::collect_garbage`] with the gc lock already held.
+    async fn collect_garbage_holding(
+        &self,
+        _exclusive: tokio::sync::RwLockWriteGuard<'_, ()>,
+    ) -> Result<(Vec<String>, usize), String> {
         let builds = self.store.builds(None).map_err(|e| e.to_string())?;
         let keep_per_env = self.builder.settings().keep_builds.max(1);
         // Every release: retention bounds how many there are.
