@@ -93,7 +93,10 @@ where
             }
             while pending.len() >= WRITE_CHUNK || (finished && !pending.is_empty()) {
                 let take = pending.len().min(WRITE_CHUNK);
-                let data: Vec<u8> = pending.drain(..take).collect();
+                // The chunk moves into the message; only the (small) rest
+                // beyond it is copied.
+                let rest = pending.split_off(take);
+                let data = std::mem::replace(&mut pending, rest);
                 let length = data.len() as u64;
                 let message = WriteContentRequest {
                     action: WriteAction::Write as i32,

@@ -41,6 +41,17 @@ pub(crate) const BUILD_ANNOTATION: &str = "org.launchway.build";
 /// The most log a build stores.
 pub(crate) const MAX_BUILD_LOG: usize = 16 * 1024 * 1024;
 
+/// How far a build's image already is in the registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Published {
+    /// Not known to be there.
+    No,
+    /// Its blobs and manifest are (a builder pushed them): only the tag is missing.
+    Pushed,
+    /// Tagged `build-<key>` (it was pulled by that tag).
+    Tagged,
+}
+
 /// A new build id: `B` and nine capitals or digits.
 pub(crate) fn new_build_id() -> String {
     new_record_id('B')
@@ -229,6 +240,9 @@ impl Daemon {
                     .map(|list| list.split(' ').map(str::to_owned).collect())
                     .unwrap_or_default();
             };
+            // How the image gets to the registry: tagged there already (it
+            // came from it), its blobs there (a builder pushed them), or not.
+            let mut in_registry = Published::No;
             let mut found = self.builder.existing(&resolved.key).await?;
             if found.is_some() {
                 let _ = log
@@ -239,6 +253,7 @@ impl Daemon {
                     .send("    Reusing the registry's build for this tree ID".to_owned())
                     .await;
                 found = Some(image);
+                in_registry = Published::Tagged;
             }
             let image = match found {
                 Some(image) => {
@@ -259,7 +274,10 @@ impl Daemon {
                     )
                     .await?
                 {
-                    Some(image) => image,
+                    Some(image) => {
+                        in_registry = Published::Pushed;
+                        image
+                    }
                     None => {
                         let held = match slot.take() {
                             Some(held) => held,
@@ -320,7 +338,7 @@ impl Daemon {
                     }
                 },
             };
-            self.publish_build(&resolved.key, &image, log)
+            self.publish_build(&resolved.key, &image, in_registry, log)
                 .await
                 .map_err(|error| {
                     BuildError::Config(format!(

@@ -117,29 +117,49 @@ impl Daemon {
     }
 
     /// Publishes a build's image as `build-<key>` unless the registry has
-    /// that tag already.
+    /// that tag already (`in_registry` says how much of it is there).
     pub(crate) async fn publish_build(
         &self,
         key: &str,
         image: &Image,
+        in_registry: crate::builds::Published,
         log: &mpsc::Sender<String>,
     ) -> Result<(), BuildError> {
+        use crate::builds::Published;
         let Some(plane) = &self.plane else {
             return Ok(());
         };
         let tag = build_tag(key);
-        if plane.find(&tag).await?.as_deref() == Some(image.digest()) {
-            return Ok(());
+        match in_registry {
+            Published::Tagged => Ok(()),
+            // The manifest's bytes are here: naming it is one request.
+            Published::Pushed => {
+                let bytes = self.engine.read_small_blob(image.digest()).await?;
+                plane
+                    .registry()
+                    .manifest_put(
+                        &tag,
+                        &image.manifest_descriptor.media_type,
+                        bytes::Bytes::from(bytes),
+                    )
+                    .await?;
+                Ok(())
+            }
+            Published::No => {
+                if plane.find(&tag).await?.as_deref() == Some(image.digest()) {
+                    return Ok(());
+                }
+                let sent = plane.publish(&self.engine, image, &tag).await?;
+                let _ = log
+                    .send(format!(
+                        "    Published to the registry ({}, {} sent)",
+                        image.digest(),
+                        human_bytes(sent)
+                    ))
+                    .await;
+                Ok(())
+            }
         }
-        let sent = plane.publish(&self.engine, image, &tag).await?;
-        let _ = log
-            .send(format!(
-                "    Published to the registry ({}, {} sent)",
-                image.digest(),
-                human_bytes(sent)
-            ))
-            .await;
-        Ok(())
     }
 
     /// Makes sure every image of `release` is in containerd: one the local

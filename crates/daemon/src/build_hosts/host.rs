@@ -588,6 +588,13 @@ async fn run_claimed(
         Err(error) => failed("step", error.to_string()),
     };
     let _ = updates.send(update(job_update::Kind::Result(result))).await;
+    // A builder keeps no builds: they live in the registry. Removed once the
+    // result is on its way (the removal waits for containerd's collector).
+    match host.builder.engine().delete_image(&recipe.image).await {
+        Ok(()) => {}
+        Err(error) if error.is_not_found() => {}
+        Err(error) => warn!(%error, "cannot remove a pushed build's image"),
+    }
     // The daemon ends the job (its side of the stream) once it has checked
     // the result: the slot stays taken until then, as it pulls the image.
     if tokio::time::timeout(Duration::from_secs(120), watcher)
@@ -636,10 +643,6 @@ async fn build(
     if failpoint::misbehaves("builder.wrong_digest") {
         warn!("failpoint: reporting the runtime image's digest instead of the build's");
         digest = recipe.base_digest.clone();
-    }
-    // A builder keeps no builds: they live in the registry.
-    if let Err(error) = engine.delete_image(&built.image.name).await {
-        warn!(%error, "cannot remove a pushed build's image");
     }
     info!(builder = %host.name, app = %recipe.app, %digest, "build pushed");
     Ok((digest, built.steps))
