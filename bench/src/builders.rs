@@ -39,60 +39,32 @@ use launchway_integration::builders::{TestBuilder, TestContainerd};
 use launchway_integration::random_hex;
 use launchway_integration::registry::TestRegistry;
 
+/// An app whose build hook runs `hook` (one command per line) and copies
+/// `app.py` to what httpd serves.
+fn app_config(hook: &str) -> String {
+    let mut lines = String::new();
+    for command in hook.lines().chain(["cp app.py index.html"]) {
+        lines.push_str(&format!("        {command}\n"));
+    }
+    format!(
+        "applications:\n  web:\n    type: \"python:3.11\"\n    source:\n      root: web\n    hooks:\n      build: |\n{lines}    web:\n      commands:\n        start: httpd -f -p $PORT -h /app\nroutes:\n  \"http://{{default}}/\":\n    type: upstream\n    upstream: \"web:http\"\n"
+    )
+}
+
 /// Figure 1: a little work in the hook, httpd serves what it wrote.
-const CHANGED_APP: &str = r#"applications:
-  web:
-    type: "python:3.11"
-    source:
-      root: web
-    hooks:
-      build: cp app.py index.html
-    web:
-      commands:
-        start: httpd -f -p $PORT -h /app
-routes:
-  "http://{default}/":
-    type: upstream
-    upstream: "web:http"
-"#;
+fn changed_config() -> String {
+    app_config("")
+}
 
 /// Figure 2: an image of ~300 MB of incompressible data.
-const BIG_APP: &str = r#"applications:
-  web:
-    type: "python:3.11"
-    source:
-      root: web
-    hooks:
-      build: |
-        head -c 300000000 /dev/urandom > blob
-        cp app.py index.html
-    web:
-      commands:
-        start: httpd -f -p $PORT -h /app
-routes:
-  "http://{default}/":
-    type: upstream
-    upstream: "web:http"
-"#;
+fn big_config() -> String {
+    app_config("head -c 300000000 /dev/urandom > blob")
+}
 
 /// Figure 3: a hook that waits, plus a small write.
-const QUEUED_APP: &str = r#"applications:
-  web:
-    type: "python:3.11"
-    source:
-      root: web
-    hooks:
-      build: |
-        sleep 3
-        cp app.py index.html
-    web:
-      commands:
-        start: httpd -f -p $PORT -h /app
-routes:
-  "http://{default}/":
-    type: upstream
-    upstream: "web:http"
-"#;
+fn queued_config() -> String {
+    app_config("sleep 3")
+}
 
 const QUEUED: usize = 8;
 
@@ -144,7 +116,7 @@ fn main() -> anyhow::Result<()> {
         &key,
         &format!(
             "{}[builders]\nlisten = \"127.0.0.1:0\"\n",
-            registry_settings(&registry, root, &repo_a)?
+            registry.settings(&repo_a)
         ),
     )?;
     daemon_a.use_busybox_runtime()?;
@@ -152,12 +124,12 @@ fn main() -> anyhow::Result<()> {
         &binary,
         &root.join("b"),
         &key,
-        &registry_settings(&registry, root, &repo_b)?,
+        &registry.settings(&repo_b),
     )?;
     daemon_b.use_busybox_runtime()?;
     let builder_toml = format!(
         "{}[build]\nconcurrency = 1\n",
-        registry_settings(&registry, root, "ignored")?
+        registry.settings("ignored")
     );
     let b1 = start_builder(&daemon_a, &binary, "b1", &builder_toml)?;
 
@@ -206,23 +178,6 @@ fn main() -> anyhow::Result<()> {
         bail!("a figure could not be measured");
     }
     Ok(())
-}
-
-/// `[registry]` for a daemon or a builder, its password in a file.
-fn registry_settings(
-    registry: &TestRegistry,
-    dir: &Path,
-    repository: &str,
-) -> anyhow::Result<String> {
-    let password = dir.join(format!("registry-password-{}", random_hex()));
-    std::fs::write(&password, registry.password())?;
-    Ok(format!(
-        "[registry]\nurl = \"{}\"\nrepository = \"{repository}\"\nusername = \"{}\"\npassword_file = \"{}\"\nca_file = \"{}\"\n",
-        registry.url(),
-        registry.username(),
-        password.display(),
-        registry.ca_path().display(),
-    ))
 }
 
 /// A builder (the release binary, its own containerd) joined to `daemon`,
@@ -330,7 +285,7 @@ fn changed_app(
     for (daemon, side) in sides {
         let project = format!("changed{side}");
         let remote = daemon.project(&project)?;
-        let work = new_work(root, &project, CHANGED_APP, &format!("{side} warm-up 0"))?;
+        let work = new_work(root, &project, &changed_config(), &format!("{side} warm-up 0"))?;
         works.push((work, remote, format!("main.{project}.localhost")));
     }
     for warm in 0..2 {
@@ -417,7 +372,7 @@ fn big_image(
 ) -> anyhow::Result<Verdict> {
     // The image: built once on daemon B, which publishes it.
     let remote = daemon_b.project("big")?;
-    let work = new_work(root, "big", BIG_APP, "big 0")?;
+    let work = new_work(root, "big", &big_config(), "big 0")?;
     let made = Instant::now();
     push(&work, &remote, &daemon_b.ssh_command)?;
     let info = newest_build_info(daemon_b, "big")?;
@@ -583,7 +538,7 @@ fn queued_builds(
         .map(|index| {
             let project = format!("warm{index}");
             let remote = daemon.project(&project)?;
-            let work = new_work(root, &project, QUEUED_APP, &format!("warm {index}"))?;
+            let work = new_work(root, &project, &queued_config(), &format!("warm {index}"))?;
             Ok((work, remote))
         })
         .collect::<anyhow::Result<_>>()?;
@@ -648,7 +603,7 @@ fn queued_round(
     for index in 0..QUEUED {
         let project = format!("queue{round}{index}");
         let remote = daemon.project(&project)?;
-        let work = new_work(root, &project, QUEUED_APP, &format!("{project} {round}"))?;
+        let work = new_work(root, &project, &queued_config(), &format!("{project} {round}"))?;
         works.push((project, work, remote));
     }
     let started = Instant::now();
