@@ -127,10 +127,7 @@ fn main() -> anyhow::Result<()> {
         &registry.settings(&repo_b),
     )?;
     daemon_b.use_busybox_runtime()?;
-    let builder_toml = format!(
-        "{}[build]\nconcurrency = 1\n",
-        registry.settings("ignored")
-    );
+    let builder_toml = format!("{}[build]\nconcurrency = 1\n", registry.settings("ignored"));
     let b1 = start_builder(&daemon_a, &binary, "b1", &builder_toml)?;
 
     // A figure that fails is reported; the others still run.
@@ -285,7 +282,12 @@ fn changed_app(
     for (daemon, side) in sides {
         let project = format!("changed{side}");
         let remote = daemon.project(&project)?;
-        let work = new_work(root, &project, &changed_config(), &format!("{side} warm-up 0"))?;
+        let work = new_work(
+            root,
+            &project,
+            &changed_config(),
+            &format!("{side} warm-up 0"),
+        )?;
         works.push((work, remote, format!("main.{project}.localhost")));
     }
     for warm in 0..2 {
@@ -603,7 +605,12 @@ fn queued_round(
     for index in 0..QUEUED {
         let project = format!("queue{round}{index}");
         let remote = daemon.project(&project)?;
-        let work = new_work(root, &project, &queued_config(), &format!("{project} {round}"))?;
+        let work = new_work(
+            root,
+            &project,
+            &queued_config(),
+            &format!("{project} {round}"),
+        )?;
         works.push((project, work, remote));
     }
     let started = Instant::now();
