@@ -89,6 +89,15 @@ impl TestContainerd {
 
 impl Drop for TestContainerd {
     fn drop(&mut self) {
+        // Shims outlive their containerd: those of this one go first, with
+        // whatever still runs under them (a killed builder's step).
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "for pid in $(pgrep -f -- '-address {}$'); do pkill -KILL -P \"$pid\"; kill -KILL \"$pid\"; done",
+                self.socket.display()
+            ))
+            .status();
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
