@@ -448,3 +448,68 @@ applications:
         text(&out.stderr)
     );
 }
+
+/// Old and new never run side by side, even though the next release's
+/// containers are created before requests are held: each process appends
+/// `start vN` when it starts and `stop vN` when it is told to stop, to a
+/// persistent mount, and across five deploys each file alternates strictly.
+#[test]
+fn old_and_new_processes_never_run_side_by_side() {
+    let (daemon, work) = setup();
+    let config = r#"applications:
+  web:
+    type: "python:3.11"
+    hooks:
+      build: |
+        mkdir -p public
+        cp version public/index.html
+      deploy: |
+        echo "LIFE web: $(tr '\n' ',' < data/web)"
+        echo "LIFE queue: $(tr '\n' ',' < data/queue)"
+    mounts:
+      data:
+        source: local
+        source_path: data
+    web:
+      commands:
+        start: |
+          v=$(cat /app/version)
+          echo "start $v" >> /app/data/web
+          httpd -f -p 127.0.0.1:$PORT -h /app/public &
+          server=$!
+          trap 'echo "stop $v" >> /app/data/web; kill $server; exit 0' TERM
+          wait $server
+    workers:
+      queue:
+        commands:
+          start: |
+            v=$(cat /app/version)
+            echo "start $v" >> /app/data/queue
+            trap 'echo "stop $v" >> /app/data/queue; exit 0' TERM
+            while :; do sleep 1 & wait $!; done
+"#;
+    work.write(".upsun/config.yaml", config);
+    let mut last = String::new();
+    for version in 0..=5 {
+        work.write("version", format!("v{version}\n"));
+        work.commit(&format!("v{version}"));
+        last = work.push_ok("main", &[]);
+        let (status, body) = get(daemon.router_addr(), HOST, "/").unwrap();
+        assert_eq!((status, body.trim()), (200, format!("v{version}").as_str()));
+    }
+    for process in ["web", "queue"] {
+        let prefix = format!("LIFE {process}: ");
+        let line = last
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no {prefix} line in:\n{last}"));
+        let events: Vec<&str> = line.split(',').filter(|e| !e.is_empty()).collect();
+        let mut expected = Vec::new();
+        for version in 0..5 {
+            expected.push(format!("start v{version}"));
+            expected.push(format!("stop v{version}"));
+        }
+        expected.push("start v5".into());
+        assert_eq!(events, expected, "{process}: {line}");
+    }
+}

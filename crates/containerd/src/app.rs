@@ -245,21 +245,23 @@ impl Engine {
         self.find_containers(vec![filter]).await
     }
 
-    /// The container of `owner` running `process` of `app`, if any (the
-    /// deploy labels them `org.launchway.app` and `org.launchway.process`).
+    /// The containers of `owner` for `process` of `app` (the deploy labels
+    /// them `org.launchway.app` and `org.launchway.process`): one, or for a
+    /// moment during a deploy two (the serving one and the next release's,
+    /// created before requests are held).
     pub async fn app_container(
         &self,
         owner: &str,
         app: &str,
         process: &str,
-    ) -> Result<Option<String>> {
+    ) -> Result<Vec<String>> {
         let mut filter = format!(
             "labels.\"{OWNER_LABEL}\"=={owner},labels.\"org.launchway.app\"=={app},labels.\"org.launchway.process\"=={process}"
         );
         if let Some(instance) = self.instance_filter() {
             filter = format!("{filter},{instance}");
         }
-        Ok(self.find_containers(vec![filter]).await?.into_iter().next())
+        self.find_containers(vec![filter]).await
     }
 
     /// Runs `process` inside the running container `id` (its args, env,

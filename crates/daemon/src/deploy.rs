@@ -1,13 +1,19 @@
 //! Deploys: a build becomes a release that serves (product.md, pipeline
 //! step 4; config-reference §3.4).
 //!
-//! Order, each phase written to the environment's `Deployment` record
-//! before its effect: hold requests → drain and stop the old containers
-//! (SIGTERM, grace, SIGKILL) → make and attach mounts (`tmp` emptied) →
-//! start each process (`pre_start` and `start` under the supervisor),
-//! `post_start`, then wait until the web process accepts connections → the
-//! deploy hook (requests still held; a failure is reported, the deploy goes
-//! on) → release the held requests → the post_deploy hook.
+//! Order. First, while the previous release still serves, the new one is
+//! prepared (`deploy_start.rs`): images unpacked, specs rendered, network
+//! members attached, containers created but not started. Then, each phase
+//! written to the environment's `Deployment` record before its effect:
+//! hold requests → drain and stop the old containers (SIGTERM, grace,
+//! SIGKILL; kept, not deleted) → empty the `tmp` mounts, write a fresh
+//! `/run` and `/etc/hosts` → start every process at once (`pre_start` and
+//! `start` under the supervisor, `post_start`) and wait until every web
+//! process accepts connections → the deploy hook (requests still held; a
+//! failure is reported, the deploy goes on) → release the held requests →
+//! delete the old containers → the post_deploy hook. Only `holding` and
+//! `released` wait for the disk inside the hold: a crash at any phase
+//! between them is recovered the same way.
 //!
 //! If the new version does not become ready, its containers are removed and
 //! the previous release is started again and served; the push fails. Old
@@ -39,6 +45,7 @@ use tracing::warn;
 
 use crate::activity::{Ended, Log};
 use crate::builds::new_record_id;
+use crate::deploy_start::prepared_ids;
 use crate::variables::Effective;
 use crate::{Daemon, now_ms};
 use launchway_build::env::UserVariable;
@@ -63,6 +70,15 @@ impl Drop for HeldGate<'_> {
             self.router.open(self.key, HashMap::new());
         }
     }
+}
+
+/// Where a deploy's hold went: draining and stopping the old version,
+/// starting the new one, its readiness, the deploy hooks.
+struct HoldTimes {
+    stop: Duration,
+    start: Duration,
+    ready: Duration,
+    hooks: Duration,
 }
 
 /// Why a release did not start, and what of it is running.
@@ -196,9 +212,17 @@ impl Daemon {
     fn put_deployment_phase(&self, deployment: &mut Deployment, phase: Phase) -> Result<(), Ended> {
         deployment.phase = phase.as_str().to_string();
         deployment.updated_at = now_ms();
-        self.store
-            .put_deployment(deployment)
-            .map_err(|_| Ended::Failed("the deploy state cannot be recorded".into()))?;
+        // The phases inside the hold, after the flushed `holding`, need not
+        // wait for the disk: a crash in any of them is recovered as one in
+        // `holding` (the release is deployed again; every container
+        // labelled for the environment is stopped first).
+        let recorded = match phase {
+            Phase::StoppingOld | Phase::AttachingMounts | Phase::Starting | Phase::DeployHook => {
+                self.store.put_deployment_unflushed(deployment)
+            }
+            _ => self.store.put_deployment(deployment),
+        };
+        recorded.map_err(|_| Ended::Failed("the deploy state cannot be recorded".into()))?;
         crate::failpoint::reached(&format!("deploy.{}", phase.as_str()));
         Ok(())
     }
@@ -366,6 +390,29 @@ impl Daemon {
             .socket_factory(&env.project, &env.name)
             .map_err(Ended::Failed)?;
 
+        // Everything that can be done while the previous release serves.
+        // Collected before: the new containers carry the environment's
+        // label too, and are not "old".
+        let prepared = match self.prepare_release(&spec, log).await {
+            Ok(prepared) => prepared,
+            Err(failure) => {
+                log.line(&format!("    E: {}", failure.message)).await;
+                self.stop_containers(&failure.containers).await;
+                release.status = if fresh {
+                    ReleaseStatus::Failed
+                } else {
+                    status_before
+                };
+                self.note_store("release", self.store.put_release(&release));
+                return Err(Ended::Failed(format!(
+                    "the deploy of release {release_id} failed before requests were held \
+                     (the serving release is unchanged): {}",
+                    failure.message
+                )));
+            }
+        };
+        crate::failpoint::reached("deploy.prepared");
+
         // Hold.
         self.put_deployment_phase(&mut deployment, Phase::Holding)?;
         self.router.hold(&key);
@@ -382,7 +429,8 @@ impl Daemon {
         ))
         .await;
 
-        // Stop the old version once its in-flight requests are done.
+        // Stop the old version once its in-flight requests are done; its
+        // containers are deleted once requests flow again.
         self.put_deployment_phase(&mut deployment, Phase::StoppingOld)?;
         if !self
             .router
@@ -397,19 +445,36 @@ impl Daemon {
             )
             .await;
         }
-        let (still_running, unavailable) = self.stop_containers(&old_containers).await;
+        // A service container listed as old (a restore stops everything)
+        // goes at once, so that the start below makes it again; an app's
+        // is only stopped here.
+        let (old_services, old_apps): (Vec<String>, Vec<String>) = old_containers
+            .iter()
+            .cloned()
+            .partition(|id| crate::services::is_service_container(id));
+        let ((mut still_running, services_unavailable), (apps_running, apps_unavailable)) = tokio::join!(
+            self.stop_containers(&old_services),
+            self.stop_only(&old_apps)
+        );
+        still_running.extend(apps_running);
+        let unavailable = services_unavailable || apps_unavailable;
         if !still_running.is_empty() && (unavailable || self.containerd_lost().await) {
+            let mut left = still_running;
+            left.extend(prepared_ids(&prepared));
             return Err(self
-                .defer_to_containerd(&mut deployment, still_running, &mut held, log)
+                .defer_to_containerd(&mut deployment, left, &mut held, log)
                 .await);
         }
-        deployment.containers.clear();
+        let stopped_at = Instant::now();
 
         // Mounts, start, readiness.
+        deployment.containers = prepared_ids(&prepared);
         self.put_deployment_phase(&mut deployment, Phase::AttachingMounts)?;
         self.put_deployment_phase(&mut deployment, Phase::Starting)?;
-        let started = self.start_release(&spec, log, &factory, cancel).await;
-        let started = match started {
+        let started = self
+            .start_prepared(&spec, &prepared, log, &factory, cancel)
+            .await;
+        let (started, start_times) = match started {
             Ok(started) => started,
             Err(failure) => {
                 log.line(&format!("    E: {}", failure.message)).await;
@@ -421,6 +486,7 @@ impl Daemon {
                 deployment.containers = failure.containers.clone();
                 self.put_deployment_phase(&mut deployment, Phase::RollingBack)?;
                 self.stop_containers(&failure.containers).await;
+                self.stop_containers(&old_containers).await;
                 deployment.containers.clear();
                 release.status = if fresh {
                     ReleaseStatus::Failed
@@ -468,6 +534,7 @@ impl Daemon {
         crate::failpoint::reached("deploy.started");
 
         // The deploy hook, requests still held.
+        let hooks_began = Instant::now();
         self.put_deployment_phase(&mut deployment, Phase::DeployHook)?;
         for app in &spec.apps {
             if let Some(hook) = &app.deploy_hook {
@@ -480,7 +547,22 @@ impl Daemon {
         self.put_deployment_phase(&mut deployment, Phase::Released)?;
         self.router.open(&key, self.backends(&spec, &factory));
         held.released = true;
-        let held_for = held_at.elapsed();
+        let released_at = Instant::now();
+        let held_for = released_at - held_at;
+        let hold = HoldTimes {
+            stop: stopped_at - held_at,
+            start: hooks_began.saturating_duration_since(stopped_at + start_times.ready),
+            ready: start_times.ready,
+            hooks: released_at - hooks_began,
+        };
+        // The old containers (stopped) and network members go now that
+        // requests flow; what a failure leaves is labelled for the
+        // environment, so the next deploy or a restart removes it.
+        let (left, _) = self.stop_containers(&old_apps).await;
+        if !left.is_empty() {
+            warn!(environment = %key, left = left.len(), "cannot delete the previous release's containers yet");
+        }
+        self.retain_release_members(&spec).await;
         release.status = ReleaseStatus::Active;
         self.note_store("release", self.store.put_release(&release));
         self.supersede_others(&env.project, &env.name, &release_id);
@@ -490,8 +572,12 @@ impl Daemon {
         }
         log.line("  Opening environment").await;
         log.line(&format!(
-            "    Requests were held for {:.2} s",
-            held_for.as_secs_f64()
+            "    Requests were held for {:.3} s (stop {} ms, start {} ms, ready {} ms, hooks {} ms)",
+            held_for.as_secs_f64(),
+            hold.stop.as_millis(),
+            hold.start.as_millis(),
+            hold.ready.as_millis(),
+            hold.hooks.as_millis(),
         ))
         .await;
 

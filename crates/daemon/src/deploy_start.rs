@@ -4,7 +4,7 @@
 //! `post_deploy`) with their logs. `deploy.rs` drives the phases.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,11 +23,34 @@ use crate::builds::new_record_id;
 use crate::deploy::{
     LOG_TAIL_LINES, StartFailure, Started, app_path, container_of, environment_key, ids,
 };
-use crate::host_fs::{empty_tmp_mounts, prepare_mounts, read_no_follow, write_file};
+use crate::host_fs::{empty_tmp_mounts, fresh_run_dir, mount_binds, read_no_follow, write_file};
+
+/// A process container a deploy made before holding requests: created
+/// (image unpacked, snapshot prepared, spec rendered, network member
+/// attached), not started.
+#[derive(Clone, Debug)]
+pub(crate) struct Prepared {
+    pub(crate) container: Started,
+    run_dir: PathBuf,
+    log_path: PathBuf,
+}
+
+/// Where the time of a start went (the deploy log prints it).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct StartTimes {
+    /// From the tasks started until every web process accepts connections.
+    pub(crate) ready: Duration,
+}
+
+pub(crate) fn prepared_ids(prepared: &[Prepared]) -> Vec<String> {
+    prepared.iter().map(|p| p.container.id.clone()).collect()
+}
 
 impl Daemon {
     /// Makes mounts, starts every process of `spec` and waits until each web
-    /// process is ready.
+    /// process is ready: [`Self::prepare_release`] then
+    /// [`Self::start_prepared`], for the paths where nothing of the
+    /// environment runs any more (a rollback, a recovery).
     pub(crate) async fn start_release(
         &self,
         spec: &DeploySpec,
@@ -35,181 +58,253 @@ impl Daemon {
         factory: &Arc<SocketFactory>,
         cancel: &CancellationToken,
     ) -> Result<Vec<Started>, StartFailure> {
-        let mut containers: Vec<Started> = Vec::new();
-        let fail = |message: String, containers: &Vec<Started>| StartFailure {
-            message,
-            containers: ids(containers),
-            unavailable: false,
-        };
-        let engine_fail = |message: String,
-                           error: &launchway_containerd::EngineError,
-                           containers: &Vec<Started>| StartFailure {
-            message,
-            containers: ids(containers),
-            unavailable: error.is_unavailable(),
-        };
-        let env_dir = self.environment_dir(&spec.project, &spec.environment);
-        let owner = environment_key(&spec.project, &spec.environment);
+        self.retain_release_members(spec).await;
+        let prepared = self.prepare_release(spec, log).await?;
+        self.start_prepared(spec, &prepared, log, factory, cancel)
+            .await
+            .map(|(started, _)| started)
+    }
+
+    /// Removes the network members no process of `spec` uses (the previous
+    /// release's, once it stopped).
+    pub(crate) async fn retain_release_members(&self, spec: &DeploySpec) {
         let network = self.network(&spec.project, &spec.environment);
-        // Members of the network no process of this release is (the old
-        // release's, now stopped) go.
-        let members: std::collections::BTreeSet<std::net::Ipv4Addr> = spec
-            .apps
-            .iter()
-            .flat_map(|app| app.processes.iter().map(|p| p.address))
-            .chain(spec.services.iter().map(|service| service.address))
-            .collect();
-        if members.contains(&std::net::Ipv4Addr::UNSPECIFIED) {
-            return Err(fail(
-                "this release was made by an older Launchway, before environment networks; deploy the branch head instead (`launchway deploy`)".into(),
-                &containers,
-            ));
-        }
-        let retained = {
-            let network = network.clone();
-            let members = members.clone();
-            tokio::task::spawn_blocking(move || network.retain_members(&members)).await
-        };
+        let members = release_members(spec);
+        let retained = tokio::task::spawn_blocking(move || network.retain_members(&members)).await;
         if let Ok(Err(error)) = retained {
             warn!(%error, "removing the network members of the previous release");
         }
-        // Services first: the apps' deploy hooks use them.
-        if let Err(message) = self.ensure_services(spec, log, cancel).await {
+    }
+
+    /// Everything of a start that can happen while the previous release
+    /// still serves: each process's image unpacked, its spec rendered, its
+    /// network member attached and its container created. Nothing a running process uses is touched: its `/run`,
+    /// `/etc/hosts` and `tmp` mounts are renewed by [`Self::start_prepared`].
+    /// On failure the containers made are in the error, for the caller to
+    /// remove.
+    pub(crate) async fn prepare_release(
+        &self,
+        spec: &DeploySpec,
+        log: &Log,
+    ) -> Result<Vec<Prepared>, StartFailure> {
+        if release_members(spec).contains(&std::net::Ipv4Addr::UNSPECIFIED) {
             return Err(StartFailure {
-                unavailable: self.containerd_lost().await,
-                message,
+                message: "this release was made by an older Launchway, before environment networks; deploy the branch head instead (`launchway deploy`)".into(),
                 containers: Vec::new(),
+                unavailable: false,
             });
         }
-        crate::failpoint::reached("deploy.services_ready");
+        // One app after the other: this is before the hold, and the
+        // network's hub and an image's layers are made once, by one.
+        let mut prepared = Vec::new();
         for app in &spec.apps {
             log.line(&format!(
                 "    Opening application {} and its relationships",
                 app.name
             ))
             .await;
-            let image = match self.engine.image(&app.image).await {
-                Ok(image) => image,
-                Err(error) => {
-                    return Err(engine_fail(
-                        format!("the image of app '{}' is not available: {error}", app.name),
-                        &error,
-                        &containers,
-                    ));
+            match self.prepare_app(spec, app).await {
+                Ok(containers) => prepared.extend(containers),
+                Err((made, mut fault)) => {
+                    prepared.extend(made);
+                    fault.containers = prepared_ids(&prepared);
+                    return Err(fault);
                 }
+            }
+        }
+        Ok(prepared)
+    }
+
+    /// The containers of `app`'s processes, created; on failure, those
+    /// made so far with why.
+    async fn prepare_app(
+        &self,
+        spec: &DeploySpec,
+        app: &AppSpec,
+    ) -> Result<Vec<Prepared>, (Vec<Prepared>, StartFailure)> {
+        let mut made: Vec<Prepared> = Vec::new();
+        let fault = |message: String, unavailable: bool| StartFailure {
+            message,
+            containers: Vec::new(),
+            unavailable,
+        };
+        let image = match self.engine.image(&app.image).await {
+            Ok(image) => image,
+            Err(error) => {
+                return Err((
+                    made,
+                    fault(
+                        format!("the image of app '{}' is not available: {error}", app.name),
+                        error.is_unavailable(),
+                    ),
+                ));
+            }
+        };
+        let path = app_path(&image);
+        let owner = environment_key(&spec.project, &spec.environment);
+        for process in &app.processes {
+            let run_dir = self.run_dir(spec, &app.name, &process.name);
+            let log_path =
+                self.log_path(&spec.project, &spec.environment, &app.name, &process.name);
+            let args = vec![
+                "/bin/sh".to_string(),
+                "-c".to_string(),
+                SUPERVISOR.to_string(),
+                "launchway-supervise".to_string(),
+                process.pre_start.clone().unwrap_or_default(),
+                process.start.clone(),
+                process.server.clone().unwrap_or_default(),
+            ];
+            // Boxed: the deploy's future is deep already, and debug builds
+            // copy large futures on the worker's stack.
+            let step = match Box::pin(
+                self.render_step(spec, app, process, &path, &run_dir, &log_path, args),
+            )
+            .await
+            {
+                Ok(step) => step,
+                Err(message) => return Err((made, fault(message, false))),
             };
-            let path = app_path(&image);
+            let id = format!(
+                "lw-{}-{}-{}-{}",
+                environment_id(&spec.project, &spec.environment),
+                launchway_deploy::routes::host_label(&app.name),
+                process.name,
+                &new_record_id('x')[1..7].to_ascii_lowercase()
+            );
+            let labels = AppLabels {
+                owner: owner.clone(),
+                extra: HashMap::from([
+                    ("org.launchway.app".to_string(), app.name.clone()),
+                    ("org.launchway.process".to_string(), process.name.clone()),
+                ]),
+            };
+            if let Err(error) = self
+                .engine
+                .create_app(&id, &app.image, &step, &labels)
+                .await
+            {
+                return Err((
+                    made,
+                    fault(
+                        format!("cannot create the container of app '{}': {error}", app.name),
+                        error.is_unavailable(),
+                    ),
+                ));
+            }
+            made.push(Prepared {
+                container: Started {
+                    app: app.name.clone(),
+                    process: process.name.clone(),
+                    id,
+                    path: path.clone(),
+                },
+                run_dir,
+                log_path,
+            });
+        }
+        Ok(made)
+    }
+
+    /// Starts prepared containers once nothing of the previous release
+    /// runs: services first (the apps' hooks use them), then each app's
+    /// `tmp` mounts emptied, `/etc/hosts` and a fresh `/run` written, every
+    /// task started at once, and every web process waited for at once.
+    pub(crate) async fn start_prepared(
+        &self,
+        spec: &DeploySpec,
+        prepared: &[Prepared],
+        log: &Log,
+        factory: &Arc<SocketFactory>,
+        cancel: &CancellationToken,
+    ) -> Result<(Vec<Started>, StartTimes), StartFailure> {
+        let containers: Vec<Started> = prepared.iter().map(|p| p.container.clone()).collect();
+        let fail = |message: String, unavailable: bool| StartFailure {
+            message,
+            containers: ids(&containers),
+            unavailable,
+        };
+        let env_dir = self.environment_dir(&spec.project, &spec.environment);
+        if let Err(message) = self.ensure_services(spec, log, cancel).await {
+            return Err(StartFailure {
+                unavailable: self.containerd_lost().await,
+                message,
+                containers: ids(&containers),
+            });
+        }
+        crate::failpoint::reached("deploy.services_ready");
+        for app in &spec.apps {
             if let Err(error) = empty_tmp_mounts(&env_dir, app) {
                 return Err(fail(
                     format!("cannot empty the tmp mounts of app '{}': {error}", app.name),
-                    &containers,
+                    false,
                 ));
             }
             let hosts = env_dir.join("hosts").join(&app.name);
             if let Err(error) = write_file(&hosts, hosts_file(app).as_bytes()) {
-                return Err(fail(
-                    format!("cannot write /etc/hosts: {error}"),
-                    &containers,
-                ));
+                return Err(fail(format!("cannot write /etc/hosts: {error}"), false));
             }
             for process in &app.processes {
-                let run_dir = self.run_dir(spec, &app.name, &process.name);
-                let log_path =
-                    self.log_path(&spec.project, &spec.environment, &app.name, &process.name);
-                let args = vec![
-                    "/bin/sh".to_string(),
-                    "-c".to_string(),
-                    SUPERVISOR.to_string(),
-                    "launchway-supervise".to_string(),
-                    process.pre_start.clone().unwrap_or_default(),
-                    process.start.clone(),
-                    process.server.clone().unwrap_or_default(),
-                ];
-                // Boxed: the deploy's future is deep already, and debug
-                // builds copy large futures on the worker's stack.
-                let step = match Box::pin(
-                    self.app_step(spec, app, process, &path, &run_dir, &log_path, args),
-                )
-                .await
-                {
-                    Ok(step) => step,
-                    Err(message) => return Err(fail(message, &containers)),
+                let Some(made) = prepared
+                    .iter()
+                    .find(|p| p.container.app == app.name && p.container.process == process.name)
+                else {
+                    continue;
                 };
+                if let Err(message) = fill_run_dir(&env_dir, spec, app, &made.run_dir) {
+                    return Err(fail(message, false));
+                }
                 if let (true, Some(server)) = (process.web, &app.web_server)
-                    && let Err(error) = write_web_server_files(&run_dir, server)
+                    && let Err(error) = write_web_server_files(&made.run_dir, server)
                 {
                     return Err(fail(
                         format!("cannot write the web server's configuration: {error}"),
-                        &containers,
-                    ));
-                }
-                let id = format!(
-                    "lw-{}-{}-{}-{}",
-                    environment_id(&spec.project, &spec.environment),
-                    launchway_deploy::routes::host_label(&app.name),
-                    process.name,
-                    &new_record_id('x')[1..7].to_ascii_lowercase()
-                );
-                let labels = AppLabels {
-                    owner: owner.clone(),
-                    extra: HashMap::from([
-                        ("org.launchway.app".to_string(), app.name.clone()),
-                        ("org.launchway.process".to_string(), process.name.clone()),
-                    ]),
-                };
-                if let Err(error) = self
-                    .engine
-                    .create_app(&id, &app.image, &step, &labels)
-                    .await
-                {
-                    return Err(engine_fail(
-                        format!("cannot create the container of app '{}': {error}", app.name),
-                        &error,
-                        &containers,
-                    ));
-                }
-                containers.push(Started {
-                    app: app.name.clone(),
-                    process: process.name.clone(),
-                    id: id.clone(),
-                    path: path.clone(),
-                });
-                if let Err(error) = self.engine.start_app(&id, &log_path).await {
-                    return Err(engine_fail(
-                        format!("cannot start app '{}': {error}", app.name),
-                        &error,
-                        &containers,
+                        false,
                     ));
                 }
             }
         }
-        for app in &spec.apps {
-            if let Some(web) = app.web() {
-                let Some(container) = container_of(&containers, &app.name, "web") else {
-                    continue;
-                };
-                if let Err(message) = self
-                    .wait_ready(spec, app, web, container, factory, log, cancel)
-                    .await
-                {
-                    let log_path =
-                        self.log_path(&spec.project, &spec.environment, &app.name, "web");
-                    let (tail, _) = crate::logs::tail(&log_path, LOG_TAIL_LINES);
-                    for line in tail.lines() {
-                        log.line(&format!("      | {line}")).await;
-                    }
-                    return Err(fail(message, &containers));
-                }
+        let starts = prepared.iter().map(|made| async move {
+            self.engine
+                .start_app(&made.container.id, &made.log_path)
+                .await
+                .map_err(|error| (made.container.app.clone(), error))
+        });
+        for outcome in futures_util::future::join_all(starts).await {
+            if let Err((app, error)) = outcome {
+                return Err(fail(
+                    format!("cannot start app '{app}': {error}"),
+                    error.is_unavailable(),
+                ));
             }
         }
-        Ok(containers)
+        let started_at = Instant::now();
+        let waits = spec.apps.iter().filter_map(|app| {
+            let web = app.web()?;
+            let container = container_of(&containers, &app.name, "web")?;
+            Some(async move {
+                self.wait_ready(spec, app, web, container, factory, log, cancel)
+                    .await
+                    .map_err(|message| (app.name.clone(), message))
+            })
+        });
+        if let Err((app, message)) = futures_util::future::try_join_all(waits).await {
+            let log_path = self.log_path(&spec.project, &spec.environment, &app, "web");
+            let (tail, _) = crate::logs::tail(&log_path, LOG_TAIL_LINES);
+            for line in tail.lines() {
+                log.line(&format!("      | {line}")).await;
+            }
+            return Err(fail(message, false));
+        }
+        let times = StartTimes {
+            ready: started_at.elapsed(),
+        };
+        Ok((containers, times))
     }
 
-    /// The container step of `process` of `app` running `args`: its mounts
-    /// and a fresh `run_dir` as `/run`, `/etc/hosts`, `/run/config.json`,
-    /// the app's variables, `PATH` (`image_path`), the CA bundle, its place
-    /// in the environment network and the deploy's limits. The caller
-    /// checked `image_path` against the app's image.
+    /// The container step of `process` of `app` running `args`, with a
+    /// fresh `run_dir` holding `/run/config.json`: [`Self::render_step`]
+    /// for a container started at once (`launchway run`).
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn app_step(
         &self,
@@ -222,19 +317,40 @@ impl Daemon {
         args: Vec<String>,
     ) -> Result<StepSpec, String> {
         let env_dir = self.environment_dir(&spec.project, &spec.environment);
+        fill_run_dir(&env_dir, spec, app, run_dir)?;
+        self.render_step(spec, app, process, image_path, run_dir, log_path, args)
+            .await
+    }
+
+    /// The container step of `process` of `app` running `args`: its mounts,
+    /// `run_dir` as `/run`, `/etc/hosts`, the app's variables, `PATH`
+    /// (`image_path`), the CA bundle, its place in the environment network
+    /// (attached now, its rules loaded) and the deploy's limits. Writes no
+    /// file a running process reads, so it runs before a deploy holds
+    /// requests; a process address the previous release used keeps its
+    /// namespace, which gets the new release's rules a moment before the
+    /// new process starts in it. The caller checked `image_path` against
+    /// the app's image.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn render_step(
+        &self,
+        spec: &DeploySpec,
+        app: &AppSpec,
+        process: &ProcessSpec,
+        image_path: &str,
+        run_dir: &Path,
+        log_path: &Path,
+        args: Vec<String>,
+    ) -> Result<StepSpec, String> {
+        let env_dir = self.environment_dir(&spec.project, &spec.environment);
         let hosts = env_dir.join("hosts").join(&app.name);
-        let mut binds = prepare_mounts(&env_dir, process, run_dir, log_path)
+        let mut binds = mount_binds(&env_dir, process, run_dir, log_path)
             .map_err(|error| format!("cannot prepare the mounts of app '{}': {error}", app.name))?;
         binds.push(Bind {
             source: hosts,
             target: "/etc/hosts".into(),
             writable: false,
         });
-        write_file(
-            &run_dir.join("config.json"),
-            launchway_deploy::spec::run_config(spec, app).as_bytes(),
-        )
-        .map_err(|error| format!("cannot write /run/config.json: {error}"))?;
         let mut env = app.process_env(process);
         env.push(("PATH".into(), image_path.to_owned()));
         if let Some(dir) = self.app_ca_bundle().map_err(|error| error.to_string())? {
@@ -582,4 +698,29 @@ fn write_web_server_files(
         )?;
     }
     Ok(())
+}
+
+/// The network addresses of `spec`'s processes and services.
+fn release_members(spec: &DeploySpec) -> std::collections::BTreeSet<std::net::Ipv4Addr> {
+    spec.apps
+        .iter()
+        .flat_map(|app| app.processes.iter().map(|p| p.address))
+        .chain(spec.services.iter().map(|service| service.address))
+        .collect()
+}
+
+/// Replaces `run_dir` with one holding only `/run/config.json`.
+fn fill_run_dir(
+    env_dir: &Path,
+    spec: &DeploySpec,
+    app: &AppSpec,
+    run_dir: &Path,
+) -> Result<(), String> {
+    fresh_run_dir(env_dir, run_dir)
+        .map_err(|error| format!("cannot prepare the mounts of app '{}': {error}", app.name))?;
+    write_file(
+        &run_dir.join("config.json"),
+        launchway_deploy::spec::run_config(spec, app).as_bytes(),
+    )
+    .map_err(|error| format!("cannot write /run/config.json: {error}"))
 }

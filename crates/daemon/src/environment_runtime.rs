@@ -255,6 +255,30 @@ impl Daemon {
         })
     }
 
+    /// Stops containers (SIGTERM, grace, SIGKILL, task deleted), all at
+    /// once, keeping them and their snapshots (a deploy deletes them once
+    /// requests flow again). Returns those still running, and whether
+    /// containerd was not answering for any of them.
+    pub(crate) async fn stop_only(&self, ids: &[String]) -> (Vec<String>, bool) {
+        let grace = Duration::from_secs(self.settings.deploy.stop_grace_secs);
+        let stops = ids.iter().map(|id| async move {
+            match self.engine.stop_app(id, grace).await {
+                Err(error) if !error.is_not_found() => {
+                    warn!(%error, container = %id, "stopping");
+                    Some((id.clone(), error.is_unavailable()))
+                }
+                _ => None,
+            }
+        });
+        let left: Vec<(String, bool)> = futures_util::future::join_all(stops)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        let unavailable = left.iter().any(|(_, unavailable)| *unavailable);
+        (left.into_iter().map(|(id, _)| id).collect(), unavailable)
+    }
+
     /// Stops and removes containers (SIGTERM, grace, SIGKILL). Returns
     /// those that could not be removed, and whether containerd was not
     /// answering for any of them.
@@ -289,12 +313,24 @@ impl Daemon {
         app: &AppSpec,
         process: &ProcessSpec,
     ) -> Option<Started> {
-        let id = self
+        let candidates = self
             .engine
             .app_container(owner, &app.name, &process.name)
             .await
-            .ok()
-            .flatten()?;
+            .ok()?;
+        // Two during a deploy: the one the deployment record lists is the
+        // one that runs (the other was created for the next release).
+        let recorded = owner
+            .split_once('/')
+            .and_then(|(project, environment)| {
+                self.store.deployment(project, environment).ok().flatten()
+            })
+            .map(|deployment| deployment.containers)
+            .unwrap_or_default();
+        let id = match candidates.iter().find(|id| recorded.contains(id)) {
+            Some(id) => id.clone(),
+            None => candidates.into_iter().next()?,
+        };
         let image = self.engine.image(&app.image).await.ok()?;
         Some(Started {
             app: app.name.clone(),

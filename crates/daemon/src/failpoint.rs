@@ -23,6 +23,7 @@ pub const STEPS: &[&str] = &[
     "build.frozen",
     "build.complete",
     "deploy.release_recorded",
+    "deploy.prepared",
     "deploy.holding",
     "deploy.stopping_old",
     "deploy.attaching_mounts",

@@ -70,8 +70,9 @@ pub(crate) fn read_no_follow(path: &Path) -> Option<String> {
     Some(text)
 }
 
-/// Empties the `tmp` mounts of `app`, once for all its processes (they
-/// share them), before any of its containers starts.
+/// Empties the `tmp` mounts of `app` (an empty directory in their place),
+/// once for all its processes (they share them), before any of its
+/// containers starts.
 pub(crate) fn empty_tmp_mounts(env_dir: &Path, app: &AppSpec) -> std::io::Result<()> {
     let volumes: std::collections::BTreeSet<&str> = app
         .processes
@@ -86,18 +87,23 @@ pub(crate) fn empty_tmp_mounts(env_dir: &Path, app: &AppSpec) -> std::io::Result
         if std::fs::symlink_metadata(&source).is_ok() {
             std::fs::remove_dir_all(&source).or_else(|_| std::fs::remove_file(&source))?;
         }
+        // Made again at once: the containers were created before, binding it.
+        safe_app_dir(env_dir, volume)?;
     }
     Ok(())
 }
 
-/// Makes the mount directories of `process`, a fresh run directory and
-/// the log directory; returns the binds.
-pub(crate) fn prepare_mounts(
+/// The binds of `process`: its mounts (their directories made) and
+/// `run_dir` as `/run`. Touches nothing a running process uses, so a deploy
+/// computes them before it holds requests.
+pub(crate) fn mount_binds(
     env_dir: &Path,
     process: &ProcessSpec,
     run_dir: &Path,
     log_path: &Path,
 ) -> std::io::Result<Vec<Bind>> {
+    // The environment's own directory (a first deploy makes it here).
+    std::fs::create_dir_all(env_dir)?;
     let mut binds = Vec::new();
     for mount in &process.mounts {
         let source = safe_app_dir(env_dir, &mount.volume)?;
@@ -107,13 +113,9 @@ pub(crate) fn prepare_mounts(
             writable: true,
         });
     }
-    if run_dir.exists() {
-        std::fs::remove_dir_all(run_dir)?;
-    }
-    let run_relative = run_dir
+    run_dir
         .strip_prefix(env_dir)
         .map_err(|_| std::io::Error::other("the run directory is outside the environment"))?;
-    safe_app_dir(env_dir, &run_relative.to_string_lossy())?;
     binds.push(Bind {
         source: run_dir.to_path_buf(),
         target: "/run".into(),
@@ -123,6 +125,20 @@ pub(crate) fn prepare_mounts(
         std::fs::create_dir_all(parent)?;
     }
     Ok(binds)
+}
+
+/// Replaces `run_dir` (a process's `/run`) with an empty directory: what
+/// the previous process left there (pids, sockets, markers) must not be
+/// read as the new one's. Only once that process stopped.
+pub(crate) fn fresh_run_dir(env_dir: &Path, run_dir: &Path) -> std::io::Result<()> {
+    if run_dir.exists() {
+        std::fs::remove_dir_all(run_dir)?;
+    }
+    let run_relative = run_dir
+        .strip_prefix(env_dir)
+        .map_err(|_| std::io::Error::other("the run directory is outside the environment"))?;
+    safe_app_dir(env_dir, &run_relative.to_string_lossy())?;
+    Ok(())
 }
 
 #[cfg(test)]

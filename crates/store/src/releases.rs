@@ -69,6 +69,17 @@ impl Store {
         self.flush()
     }
 
+    /// Records a deploy phase without waiting for the disk: for the phases
+    /// inside the hold, which a crash treats like the flushed `holding`
+    /// before them (recovery redeploys the release either way).
+    pub fn put_deployment_unflushed(&self, deployment: &Deployment) -> Result<(), StoreError> {
+        self.deployments.insert(
+            pair_key(&deployment.project, &deployment.environment),
+            encode(deployment),
+        )?;
+        Ok(())
+    }
+
     /// An environment's deploy state.
     pub fn deployment(
         &self,
