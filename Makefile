@@ -87,21 +87,29 @@ clean:
 # registry (push-to-serving built on a builder against built locally, a
 # ~300 MB image pulled from the registry against `skopeo copy`, 8 queued
 # builds on two builders against one).
+# Every bench writes its figures to $(LW_BENCH_DIR)/<bench>.json; a bench that
+# fails does not stop the others (the `-` lines). The last line prints one
+# table of every figure (bench | measure | figure | baseline | ratio | target
+# | met), writes $(LW_BENCH_DIR)/summary.json and target/bench/latest.json, and
+# fails when a target is not met or a bench wrote no results. Compare two
+# runs with `./target/release/bench-report compare BEFORE.json AFTER.json`.
 HOST_TRIPLE = $(shell rustc -vV | sed -n 's/host: //p')
+bench: export LW_BENCH_DIR := $(CURDIR)/target/bench/$(shell date -u +%Y%m%dT%H%M%SZ)
 bench:
 	$(SETUP) bench
 	$(CARGO) build --release -q -p launchway -p launchway-bench
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release -q --target $(HOST_TRIPLE) -p launchway-bench-backend
-	./scripts/with-containerd.sh ./target/release/push-bench ./target/release/launchway 5
-	./scripts/with-containerd.sh ./target/release/deploy-bench ./target/release/launchway ./target/$(HOST_TRIPLE)/release/launchway-bench-backend 3
-	./scripts/with-containerd.sh ./target/release/https-bench ./target/release/launchway ./target/$(HOST_TRIPLE)/release/launchway-bench-backend 3
-	./scripts/with-containerd.sh ./target/release/engine-bench
-	./scripts/with-containerd.sh ./target/release/activate-bench ./target/release/launchway
-	./scripts/with-containerd.sh ./target/release/services-bench ./target/release/launchway
-	./scripts/with-containerd.sh ./target/release/backup-bench ./target/release/launchway
-	./scripts/with-containerd.sh ./target/release/web-bench ./target/release/launchway 3
-	./scripts/with-containerd.sh ./target/release/api-bench ./target/release/launchway 5
-	./scripts/with-containerd.sh ./target/release/builders-bench ./target/release/launchway 5
+	-./scripts/with-containerd.sh ./target/release/push-bench ./target/release/launchway 5
+	-./scripts/with-containerd.sh ./target/release/deploy-bench ./target/release/launchway ./target/$(HOST_TRIPLE)/release/launchway-bench-backend 3
+	-./scripts/with-containerd.sh ./target/release/https-bench ./target/release/launchway ./target/$(HOST_TRIPLE)/release/launchway-bench-backend 3
+	-./scripts/with-containerd.sh ./target/release/engine-bench
+	-./scripts/with-containerd.sh ./target/release/activate-bench ./target/release/launchway
+	-./scripts/with-containerd.sh ./target/release/services-bench ./target/release/launchway
+	-./scripts/with-containerd.sh ./target/release/backup-bench ./target/release/launchway
+	-./scripts/with-containerd.sh ./target/release/web-bench ./target/release/launchway 3
+	-./scripts/with-containerd.sh ./target/release/api-bench ./target/release/launchway 5
+	-./scripts/with-containerd.sh ./target/release/builders-bench ./target/release/launchway 5
+	./target/release/bench-report $(LW_BENCH_DIR)
 
 # soak-bench (issue 25): SOAK_PUSHES pushes (default 1000) of a commit whose
 # build is reused; every SOAK_EVERY (100) a row of push time, daemon RSS, state,

@@ -16,11 +16,14 @@
 //!    with the same tree (goal: ratio <= 1.5). Both reuse the build and
 //!    deploy; rounds alternate, medians compared.
 //!
+//! The figures go to `$LW_BENCH_DIR/api-bench.json` (see report.rs).
+//!
 //! Usage: `api-bench LAUNCHWAY_BINARY [ROUNDS]` (root; containerd from
 //! `LAUNCHWAY_CONTAINERD_SOCKET`).
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)]
 
 mod common;
+mod report;
 
 use std::io::BufRead as _;
 use std::net::SocketAddr;
@@ -33,6 +36,7 @@ use anyhow::{Context as _, bail};
 use common::{LaunchwayServer, git, median, run};
 use http_body_util::{BodyExt as _, Empty};
 use hyper_util::rt::TokioIo;
+use report::{Figure, Report, Target};
 
 const APP: &str = r#"applications:
   web:
@@ -126,12 +130,19 @@ fn main() -> anyhow::Result<()> {
         .args(["-q", "-t", "ed25519", "-N", "", "-f"])
         .arg(&key))?;
     let mut server = LaunchwayServer::start(&launchway, root, &key)?;
-    let result = bench(&server, root, rounds);
+    let mut report = Report::new("api-bench");
+    let result = bench(&server, root, rounds, &mut report);
     server.stop();
-    result
+    result?;
+    report.finish()
 }
 
-fn bench(server: &LaunchwayServer, root: &Path, rounds: usize) -> anyhow::Result<()> {
+fn bench(
+    server: &LaunchwayServer,
+    root: &Path,
+    rounds: usize,
+    report: &mut Report,
+) -> anyhow::Result<()> {
     server.use_busybox_runtime()?;
     let remote = server.project(PROJECT)?;
     let work = root.join("work");
@@ -222,6 +233,15 @@ fn bench(server: &LaunchwayServer, root: &Path, rounds: usize) -> anyhow::Result
             "NOT met"
         }
     );
+    report.add(
+        Figure::value(
+            "project page (100 environments) over the HTTPS API, p99",
+            "ms",
+            ms(http_p99),
+            Target::AtMost(20.0),
+        )
+        .beside(ms(socket_p99)),
+    );
 
     // 3. CI without git: deploy DIR vs git push, same tree.
     let checkout = root.join("checkout");
@@ -274,6 +294,12 @@ fn bench(server: &LaunchwayServer, root: &Path, rounds: usize) -> anyhow::Result
             "NOT met"
         }
     );
+    report.add(Figure::timed(
+        "launchway deploy DIR over HTTPS / git push (build reused)",
+        &uploads,
+        &pushes,
+        Target::AtMost(1.5),
+    ));
 
     // 2. Live logs during a push.
     std::fs::write(work.join(".upsun/config.yaml"), SLOW_HOOK_APP)?;
@@ -412,5 +438,17 @@ fn bench(server: &LaunchwayServer, root: &Path, rounds: usize) -> anyhow::Result
             "NOT met"
         }
     );
+    report.add(Figure::value(
+        "live log over SSE: first byte",
+        "ms",
+        ms(first_byte),
+        Target::AtMost(100.0),
+    ));
+    report.add(Figure::value(
+        "live log over SSE: each line after SSH saw it, p99",
+        "ms",
+        ms(p99),
+        Target::AtMost(100.0),
+    ));
     Ok(())
 }

@@ -11,11 +11,14 @@
 //! - `backup restore` wall time (staging, swap, redeploy with its hook);
 //! - the baselines, and the ratios Launchway / baseline.
 //!
+//! The figures go to `$LW_BENCH_DIR/backup-bench.json` (see report.rs).
+//!
 //! Usage: `backup-bench LAUNCHWAY_BINARY [TOTAL_MIB]` (root; containerd
 //! from `LAUNCHWAY_CONTAINERD_SOCKET`).
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)]
 
 mod common;
+mod report;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use common::{LaunchwayServer, XfsMount, fill, git, run};
+use report::{Figure, Report, Target};
 
 const CONFIG: &str = r#"applications:
   web:
@@ -51,26 +55,33 @@ fn main() -> anyhow::Result<()> {
     println!(
         "backup and restore of an environment holding {total_mib} MiB: half mount files, half PostgreSQL"
     );
+    let mut report = Report::new("backup-bench");
     let disk = tempfile::tempdir()?;
-    measure("host disk", disk.path(), &launchway, total_mib)?;
+    measure("host disk", disk.path(), &launchway, total_mib, &mut report)?;
     match XfsMount::new(4096 + 6 * total_mib as u64) {
         Ok(xfs) => {
-            let result = measure("XFS, reflink", &xfs.dir, &launchway, total_mib);
+            let result = measure("XFS, reflink", &xfs.dir, &launchway, total_mib, &mut report);
             drop(xfs);
             result?;
         }
         Err(error) => println!("XFS with reflinks: not measured ({error:#})"),
     }
-    Ok(())
+    report.finish()
 }
 
-fn measure(label: &str, root: &Path, launchway: &Path, total_mib: usize) -> anyhow::Result<()> {
+fn measure(
+    label: &str,
+    root: &Path,
+    launchway: &Path,
+    total_mib: usize,
+    report: &mut Report,
+) -> anyhow::Result<()> {
     let key = root.join("id_ed25519");
     run(Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f"])
         .arg(&key))?;
     let mut server = LaunchwayServer::start(launchway, root, &key)?;
-    let result = backup_and_restore(label, root, &server, total_mib);
+    let result = backup_and_restore(label, root, &server, total_mib, report);
     server.stop();
     result
 }
@@ -87,6 +98,7 @@ fn backup_and_restore(
     root: &Path,
     server: &LaunchwayServer,
     total_mib: usize,
+    report: &mut Report,
 ) -> anyhow::Result<()> {
     server.use_busybox_runtime()?;
     let remote = server.project("data")?;
@@ -234,6 +246,32 @@ fn backup_and_restore(
         paused.as_secs_f64(),
         secs(restore_time) / secs(restore_baseline)
     );
+    report.add(Figure::compared(
+        &format!("backup / (tar piped to zstd + pg_dump) [{label}]"),
+        "s",
+        secs(backup_time),
+        secs(baseline),
+        Target::None,
+    ));
+    // The goal is for reflinks; on the host disk the pause is reported.
+    let pause_goal = if label.contains("reflink") {
+        Target::AtMost(2.0)
+    } else {
+        Target::None
+    };
+    report.add(Figure::value(
+        &format!("environment's pause during the backup [{label}]"),
+        "s",
+        paused.as_secs_f64(),
+        pause_goal,
+    ));
+    report.add(Figure::compared(
+        &format!("restore / (untar + psql < dump) [{label}]"),
+        "s",
+        secs(restore_time),
+        secs(restore_baseline),
+        Target::None,
+    ));
     Ok(())
 }
 

@@ -22,12 +22,16 @@
 //!    and then with two (goal: t(1) / t(2) >= 1.8). On a small machine this
 //!    measures dispatch parallelism (the hooks sleep), not CPU scaling.
 //!
+//! The figures go to `$LW_BENCH_DIR/builders-bench.json` (see report.rs);
+//! a figure that could not be measured is a row that is not met.
+//!
 //! Usage: `builders-bench LAUNCHWAY_BINARY [RUNS]` (root; containerd from
 //! `LAUNCHWAY_CONTAINERD_SOCKET`; `/usr/bin/docker-registry` and `skopeo`
 //! from scripts/setup.sh).
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)]
 
 mod common;
+mod report;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -38,6 +42,7 @@ use common::{LaunchwayServer, git, list, median, push, run};
 use launchway_integration::builders::{TestBuilder, TestContainerd};
 use launchway_integration::random_hex;
 use launchway_integration::registry::TestRegistry;
+use report::{Figure, Report, Target};
 
 /// An app whose build hook runs `hook` (one command per line) and copies
 /// `app.py` to what httpd serves.
@@ -68,13 +73,28 @@ fn queued_config() -> String {
 
 const QUEUED: usize = 8;
 
+/// A figure's row, and what the summary prints after it.
 struct Verdict {
-    what: &'static str,
-    ratio: f64,
-    goal: &'static str,
-    met: bool,
+    figure: Figure,
     note: String,
 }
+
+/// Each figure's measure (the row's name), unit and goal.
+const CHANGED: (&str, &str, Target) = (
+    "1. push-to-serving, built on a builder / built locally",
+    "s",
+    Target::AtMost(1.2),
+);
+const BIG: (&str, &str, Target) = (
+    "2. registry -> app host, Plane::pull fetch / skopeo copy",
+    "s",
+    Target::AtMost(1.1),
+);
+const QUEUED_BUILDS: (&str, &str, Target) = (
+    "3. 8 queued builds, t(1 builder) / t(2 builders)",
+    "s",
+    Target::AtLeast(1.8),
+);
 
 fn met(ok: bool) -> &'static str {
     if ok { "met" } else { "NOT met" }
@@ -136,13 +156,16 @@ fn main() -> anyhow::Result<()> {
     let figures = std::env::var("LW_BENCH_FIGURES").unwrap_or_else(|_| "123".into());
     let mut verdicts = Vec::new();
     if figures.contains('1') {
-        verdicts.push(changed_app(&daemon_a, &daemon_b, root, runs));
+        verdicts.push((CHANGED, changed_app(&daemon_a, &daemon_b, root, runs)));
     }
     if figures.contains('2') {
-        verdicts.push(big_image(&daemon_b, &registry, &repo_b, root, runs));
+        verdicts.push((BIG, big_image(&daemon_b, &registry, &repo_b, root, runs)));
     }
     if figures.contains('3') {
-        verdicts.push(queued_builds(&daemon_a, &binary, &builder_toml, root));
+        verdicts.push((
+            QUEUED_BUILDS,
+            queued_builds(&daemon_a, &binary, &builder_toml, root),
+        ));
     }
     if std::env::var_os("LW_BENCH_LOG").is_some() {
         eprintln!("--- builder b1's log:\n{}", b1.log());
@@ -152,25 +175,32 @@ fn main() -> anyhow::Result<()> {
     println!();
     println!("summary (builders-bench, {runs} runs):");
     let mut failed = false;
-    for verdict in &verdicts {
+    let mut report = Report::new("builders-bench");
+    for ((measure, unit, target), verdict) in verdicts {
         match verdict {
-            Ok(verdict) => println!(
-                "  {:<58} {:>6.3}  (goal {}) {}{}",
-                verdict.what,
-                verdict.ratio,
-                verdict.goal,
-                met(verdict.met),
-                verdict.note
-            ),
+            Ok(verdict) => {
+                let row = verdict.figure.json("builders-bench");
+                println!(
+                    "  {:<58} {:>6.3}  (goal {}) {}{}",
+                    verdict.figure.measure,
+                    verdict.figure.ratio().unwrap_or(f64::NAN),
+                    report::target_text(&row),
+                    report::met_text(&row["met"]),
+                    verdict.note
+                );
+                report.add(verdict.figure);
+            }
             Err(error) => {
                 failed = true;
-                println!("  failed: {error:#}");
+                println!("  {measure}: failed: {error:#}");
+                report.add(Figure::failed(measure, unit, target));
             }
         }
     }
     drop(daemon_a);
     drop(daemon_b);
     drop(registry);
+    report.finish()?;
     if failed {
         bail!("a figure could not be measured");
     }
@@ -355,11 +385,9 @@ fn changed_app(
         "  ratio builder / local: {ratio:.3} (goal <= 1.2: {})",
         met(ratio <= 1.2)
     );
+    let (measure, _, target) = CHANGED;
     Ok(Verdict {
-        what: "1. push-to-serving, built on a builder / built locally",
-        ratio,
-        goal: "<= 1.2",
-        met: ratio <= 1.2,
+        figure: Figure::timed(measure, &remote_times, &local_times, target),
         note: String::new(),
     })
 }
@@ -516,11 +544,9 @@ fn big_image(
         "  ratio fetch / skopeo: {ratio:.3} (goal <= 1.1: {}); full pull / skopeo: {full_ratio:.3} (unpacking is work skopeo does not do)",
         met(ratio <= 1.1)
     );
+    let (measure, _, target) = BIG;
     Ok(Verdict {
-        what: "2. registry -> app host, Plane::pull fetch / skopeo copy",
-        ratio,
-        goal: "<= 1.1",
-        met: ratio <= 1.1,
+        figure: Figure::timed(measure, &fetch, &skopeo, target),
         note: format!("   (full pull with unpack / skopeo: {full_ratio:.3})"),
     })
 }
@@ -585,11 +611,15 @@ fn queued_builds(
         "  ratio t(1) / t(2): {ratio:.3} (goal >= 1.8: {})",
         met(ratio >= 1.8)
     );
+    let (measure, unit, target) = QUEUED_BUILDS;
     Ok(Verdict {
-        what: "3. 8 queued builds, t(1 builder) / t(2 builders)",
-        ratio,
-        goal: ">= 1.8",
-        met: ratio >= 1.8,
+        figure: Figure::compared(
+            measure,
+            unit,
+            one.0.as_secs_f64(),
+            two.0.as_secs_f64(),
+            target,
+        ),
         note: String::new(),
     })
 }

@@ -23,6 +23,11 @@ pub(crate) fn median(times: &mut [Duration]) -> Duration {
 }
 
 pub(crate) fn run(command: &mut Command) -> anyhow::Result<String> {
+    Ok(run_output(command)?.0)
+}
+
+/// As [`run`]: its stdout and its stderr.
+pub(crate) fn run_output(command: &mut Command) -> anyhow::Result<(String, String)> {
     let out = command
         .output()
         .with_context(|| format!("cannot run {command:?}"))?;
@@ -32,7 +37,10 @@ pub(crate) fn run(command: &mut Command) -> anyhow::Result<String> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok((
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
 }
 
 pub(crate) fn git(dir: &Path) -> Command {
@@ -58,14 +66,28 @@ pub(crate) fn push_with(
     ssh_command: &str,
     options: &[&str],
 ) -> anyhow::Result<Duration> {
+    Ok(push_refspec(work, remote, ssh_command, options, "main")?.0)
+}
+
+/// `git push -q OPTIONS REMOTE REFSPEC`, timed; its stderr (what the
+/// remote said: Launchway's activity log).
+pub(crate) fn push_refspec(
+    work: &Path,
+    remote: &str,
+    ssh_command: &str,
+    options: &[&str],
+    refspec: &str,
+) -> anyhow::Result<(Duration, String)> {
     let started = Instant::now();
-    run(git(work)
-        .env("GIT_SSH_COMMAND", ssh_command)
-        .arg("push")
-        .arg("-q")
-        .args(options)
-        .args([remote, "main"]))?;
-    Ok(started.elapsed())
+    let (_, stderr) = run_output(
+        git(work)
+            .env("GIT_SSH_COMMAND", ssh_command)
+            .arg("push")
+            .arg("-q")
+            .args(options)
+            .args([remote, refspec]),
+    )?;
+    Ok((started.elapsed(), stderr))
 }
 
 /// `[containerd]` for the containerd `make bench` provides, in a namespace
@@ -435,8 +457,13 @@ impl Sshd {
         })
     }
 
+    /// The bare repository [`Sshd::new_repo`] makes for `name`.
+    pub(crate) fn repo_path(&self, name: &str) -> PathBuf {
+        self.repos.join(format!("{name}.git"))
+    }
+
     pub(crate) fn new_repo(&self, name: &str) -> anyhow::Result<String> {
-        let path = self.repos.join(format!("{name}.git"));
+        let path = self.repo_path(name);
         run(git(&self.repos)
             .args(["init", "-q", "--bare", "--initial-branch=main"])
             .arg(&path))?;
@@ -579,7 +606,9 @@ pub(crate) fn app_socket(data: &Path, app: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// The `http {}` contents of nginx as a reverse proxy to `socket` with
-/// upstream keep-alive: one server whose `listen` directive says `listen`
+/// upstream keep-alive (`keepalive_requests` raised from nginx's 1000, so
+/// that its upstream connections are not re-made every 1000 requests): one
+/// server whose `listen` directive says `listen`
 /// (an address, `ADDRESS ssl`, …), with `server` (directives, each line
 /// indented by four spaces and ended with a newline) before its location.
 pub(crate) fn nginx_proxy(socket: &Path, listen: &str, server: &str) -> String {
@@ -587,6 +616,7 @@ pub(crate) fn nginx_proxy(socket: &Path, listen: &str, server: &str) -> String {
         r#"  upstream backend {{
     server unix:{socket};
     keepalive 256;
+    keepalive_requests 1000000;
   }}
   server {{
     listen {listen};

@@ -10,6 +10,8 @@
 //!    `Connection: close`: handshakes (= requests) per second and the p99
 //!    of connect + handshake + request.
 //!
+//! The figures go to `$LW_BENCH_DIR/https-bench.json` (see report.rs).
+//!
 //! Why the comparison is fair: both sides serve the same certificate (an
 //! ECDSA P-256 leaf for the route's host, signed by a CA made for the run,
 //! installed in the daemon with `launchway certificate add` and given to
@@ -31,6 +33,7 @@
 
 mod common;
 mod load;
+mod report;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -43,6 +46,7 @@ use common::{HostNginx, LaunchwayServer, app_socket, git, nginx_proxy, run};
 use http_body_util::BodyExt as _;
 use hyper_util::rt::TokioIo;
 use load::{CONNECTIONS, Connect, DURATION, Reuse, Side, race_with, request};
+use report::{Figure, Report, Target};
 use rustls::pki_types::{CertificateDer, ServerName};
 
 const CONFIG: &str = r#"applications:
@@ -123,6 +127,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let mut report = Report::new("https-bench");
     runtime.block_on(async {
         let config = client_config(pki.ca.clone())?;
         let router = Tls::new(https, config.clone(), HOST)?;
@@ -133,13 +138,13 @@ fn main() -> anyhow::Result<()> {
             "HTTPS: router vs {nginx_version} terminating TLS with the same certificate (ECDSA P-256, {HOST}) in front of the same unix-socket backend app; nginx {workers} workers = router threads"
         );
         println!("  negotiated: router {ours}; nginx {theirs}");
-        keep_alive(router.clone(), baseline.clone(), rounds).await;
-        handshakes(router, baseline, rounds).await;
+        keep_alive(router.clone(), baseline.clone(), rounds, &mut report).await;
+        handshakes(router, baseline, rounds, &mut report).await;
         anyhow::Ok(())
     })?;
     drop(nginx);
     server.stop();
-    Ok(())
+    report.finish()
 }
 
 /// A CA made for the run and a leaf for one host it signed, both ECDSA
@@ -326,7 +331,7 @@ fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
-async fn keep_alive(router: Tls, nginx: Tls, rounds: usize) {
+async fn keep_alive(router: Tls, nginx: Tls, rounds: usize, report: &mut Report) {
     let (ours, theirs) = race_with(router, nginx, Reuse::KeepAlive, HOST, "/", rounds).await;
     println!(
         "keep-alive HTTPS, {CONNECTIONS} connections, {} s x {rounds} rounds, median:",
@@ -334,10 +339,11 @@ async fn keep_alive(router: Tls, nginx: Tls, rounds: usize) {
     );
     for (name, side) in [("launchway router", &ours), ("nginx (baseline)", &theirs)] {
         println!(
-            "  {name}: {:>8.0} req/s  p99 {:>7.2} ms  errors {}  rounds: {}",
+            "  {name}: {:>8.0} req/s  p99 {:>7.2} ms  errors {}  reconnects {}  rounds: {}",
             side.rps,
             ms(side.p99),
             side.errors,
+            side.reconnects,
             rates(side)
         );
     }
@@ -346,9 +352,26 @@ async fn keep_alive(router: Tls, nginx: Tls, rounds: usize) {
         ours.rps / theirs.rps,
         ours.p99.as_secs_f64() / theirs.p99.as_secs_f64()
     );
+    report.add(
+        Figure::compared(
+            "router / nginx throughput, keep-alive HTTPS",
+            "req/s",
+            ours.rps,
+            theirs.rps,
+            Target::AtLeast(0.9),
+        )
+        .runs(ours.rates.iter().copied()),
+    );
+    report.add(Figure::compared(
+        "router / nginx p99, keep-alive HTTPS",
+        "ms",
+        ms(ours.p99),
+        ms(theirs.p99),
+        Target::None,
+    ));
 }
 
-async fn handshakes(router: Tls, nginx: Tls, rounds: usize) {
+async fn handshakes(router: Tls, nginx: Tls, rounds: usize, report: &mut Report) {
     let (ours, theirs) = race_with(router, nginx, Reuse::NewConnection, HOST, "/", rounds).await;
     println!(
         "TLS handshakes: a new connection per request (full handshake, no resumption), {CONNECTIONS} connections, {} s x {rounds} rounds, median:",
@@ -368,4 +391,21 @@ async fn handshakes(router: Tls, nginx: Tls, rounds: usize) {
         ours.rps / theirs.rps,
         ours.p99.as_secs_f64() / theirs.p99.as_secs_f64()
     );
+    report.add(
+        Figure::compared(
+            "router / nginx full TLS handshakes per second",
+            "handshakes/s",
+            ours.rps,
+            theirs.rps,
+            Target::None,
+        )
+        .runs(ours.rates.iter().copied()),
+    );
+    report.add(Figure::compared(
+        "router / nginx p99, connect + handshake + request",
+        "ms",
+        ms(ours.p99),
+        ms(theirs.p99),
+        Target::None,
+    ));
 }

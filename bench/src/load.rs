@@ -63,6 +63,10 @@ pub(crate) enum Reuse {
 pub(crate) struct Load {
     pub(crate) requests: usize,
     pub(crate) errors: usize,
+    /// Keep-alive connections the server ended with `Connection: close`
+    /// (nginx after `keepalive_requests`): the response counts, the load
+    /// reconnects, and that is not an error.
+    pub(crate) reconnects: usize,
     pub(crate) elapsed: Duration,
     pub(crate) latencies: Vec<Duration>,
 }
@@ -101,6 +105,7 @@ pub(crate) async fn closed_loop_with<C: Connect>(
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut errors = 0usize;
+                let mut reconnects = 0usize;
                 'connect: while Instant::now() < deadline {
                     let connecting = Instant::now();
                     let Ok(stream) = connect.connect().await else {
@@ -130,11 +135,16 @@ pub(crate) async fn closed_loop_with<C: Connect>(
                         };
                         match sender.send_request(request).await {
                             Ok(response) if response.status().is_success() => {
+                                let closing = closes(&response);
                                 if response.into_body().collect().await.is_err() {
                                     errors += 1;
                                     continue 'connect;
                                 }
                                 latencies.push(sent.elapsed());
+                                if closing && reuse == Reuse::KeepAlive {
+                                    reconnects += 1;
+                                    continue 'connect;
+                                }
                             }
                             _ => {
                                 errors += 1;
@@ -146,20 +156,22 @@ pub(crate) async fn closed_loop_with<C: Connect>(
                         }
                     }
                 }
-                (latencies, errors)
+                (latencies, errors, reconnects)
             })
         })
         .collect();
     let mut load = Load {
         requests: 0,
         errors: 0,
+        reconnects: 0,
         elapsed: Duration::ZERO,
         latencies: Vec::new(),
     };
     for task in tasks {
-        if let Ok((latencies, errors)) = task.await {
+        if let Ok((latencies, errors, reconnects)) = task.await {
             load.requests += latencies.len();
             load.errors += errors;
+            load.reconnects += reconnects;
             load.latencies.extend(latencies);
         }
     }
@@ -168,12 +180,26 @@ pub(crate) async fn closed_loop_with<C: Connect>(
     load
 }
 
+/// Whether the server ends the connection after this response.
+fn closes<B>(response: &hyper::Response<B>) -> bool {
+    response
+        .headers()
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("close"))
+}
+
 /// What one side of a comparison measured: the median throughput and p99
-/// over the rounds, and the errors of all rounds.
+/// over the rounds, and the errors and reconnects of all rounds.
 pub(crate) struct Side {
     pub(crate) rps: f64,
     pub(crate) p99: Duration,
     pub(crate) errors: usize,
+    pub(crate) reconnects: usize,
+    /// All requests answered, over all rounds.
+    pub(crate) requests: usize,
     /// Each round's throughput, in order of size.
     pub(crate) rates: Vec<f64>,
 }
@@ -190,6 +216,8 @@ fn median(loads: &[Load]) -> Side {
         rps: rates[rates.len() / 2],
         p99: p99s[p99s.len() / 2],
         errors: loads.iter().map(|l| l.errors).sum(),
+        reconnects: loads.iter().map(|l| l.reconnects).sum(),
+        requests: loads.iter().map(|l| l.requests).sum(),
         rates,
     }
 }

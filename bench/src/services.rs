@@ -16,12 +16,15 @@
 //!   by the containers' memory cgroups, vs the same servers on the host in
 //!   a memory cgroup of their own.
 //!
+//! The figures go to `$LW_BENCH_DIR/services-bench.json` (see report.rs).
+//!
 //! Usage: `services-bench LAUNCHWAY_BINARY [RUNS] [DATABASE_MIB]` (root;
 //! containerd from `LAUNCHWAY_CONTAINERD_SOCKET`; service images are built
 //! from the Debian mirror on first use).
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)]
 
 mod common;
+mod report;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -33,6 +36,7 @@ use launchway_containerd::Engine;
 use launchway_services::configuration::parse;
 use launchway_services::resolve;
 use launchway_services::run::{program, ready_command};
+use report::{Figure, Report, Target};
 
 const CONFIG: &str = r#"applications:
   web:
@@ -78,11 +82,20 @@ fn main() -> anyhow::Result<()> {
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f"])
         .arg(&key))?;
     let mut server = LaunchwayServer::start(&launchway, root.path(), &key)?;
-    let result = bench(root.path(), &server, runs, database_mib);
+    let mut report = Report::new("services-bench");
+    let result = bench(
+        root.path(),
+        &server,
+        runs,
+        database_mib,
+        filesystem,
+        &mut report,
+    );
     server.stop();
     drop(root);
     drop(xfs);
-    result
+    result?;
+    report.finish()
 }
 
 fn bench(
@@ -90,6 +103,8 @@ fn bench(
     server: &LaunchwayServer,
     runs: usize,
     database_mib: u64,
+    filesystem: &str,
+    report: &mut Report,
 ) -> anyhow::Result<()> {
     server.use_busybox_runtime()?;
     let remote = server.project("svc")?;
@@ -145,6 +160,12 @@ fn bench(
                 println!("(a) {}", line.trim());
             }
         }
+        report.add(Figure::timed(
+            &format!("{kind} start until it answers / on the host"),
+            &launchway_times,
+            &host_times,
+            Target::AtMost(1.3),
+        ));
         let (launchway_median, host_median) =
             (median(&mut launchway_times), median(&mut host_times));
         println!(
@@ -204,6 +225,13 @@ fn bench(
         host_bytes as f64 / 1_048_576.0,
         services_bytes as f64 / host_bytes.max(1) as f64
     );
+    report.add(Figure::compared(
+        "idle services' memory (PostgreSQL + Redis) / on the host",
+        "MiB",
+        services_bytes as f64 / 1_048_576.0,
+        host_bytes as f64 / 1_048_576.0,
+        Target::None,
+    ));
 
     // (b) a branch of a parent with a large database.
     let rows = database_mib * 1024;
@@ -237,7 +265,7 @@ fn bench(
         .find(|line| line.contains("Cloned "))
         .context("no `Cloned …` line in the activation log")?;
     let paused_ms: f64 = cloned
-        .rsplit_once("paused ")
+        .split_once("paused ")
         .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
         .context("no pause in the `Cloned …` line")?;
     let child_db = answered_after(&log, "db")?;
@@ -261,12 +289,31 @@ fn bench(
         activation.as_secs_f64(),
         child_db.as_secs_f64()
     );
+    // The goal is for reflinks; on the host disk the pause is reported.
+    let pause_goal = if filesystem.contains("reflink") {
+        Target::AtMost(2000.0)
+    } else {
+        Target::None
+    };
+    report.add(Figure::value(
+        &format!("parent's pause, branch of a {database_mib} MiB database [{filesystem}]"),
+        "ms",
+        paused_ms,
+        pause_goal,
+    ));
     let dump_restore = dump_and_restore(&runtime, &engine, &env_dir.join("services/db"), root)?;
     println!(
         "(b) pg_dump -Fc | pg_restore of the same database on the host: {:.2} s; ratio activation / dump-restore {:.3}",
         dump_restore.as_secs_f64(),
         activation.as_secs_f64() / dump_restore.as_secs_f64()
     );
+    report.add(Figure::compared(
+        &format!("activation of a branch of a {database_mib} MiB database / pg_dump piped to pg_restore [{filesystem}]"),
+        "s",
+        activation.as_secs_f64(),
+        dump_restore.as_secs_f64(),
+        Target::None,
+    ));
     Ok(())
 }
 

@@ -14,6 +14,8 @@
 //! 3. Cron start delay: a `* * * * *` cron's runs, how long after their
 //!    minute each started (goal: <= 1 s).
 //!
+//! The figures go to `$LW_BENCH_DIR/web-bench.json` (see report.rs).
+//!
 //! Usage: `web-bench LAUNCHWAY_BINARY [ROUNDS]` (root; containerd from
 //! `LAUNCHWAY_CONTAINERD_SOCKET`; nginx and php-fpm8.2 on the host; the
 //! runtime images are built from Debian on first use). `LW_BENCH_SKIP_PHP`
@@ -22,6 +24,7 @@
 
 mod common;
 mod load;
+mod report;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -31,6 +34,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use common::{HostNginx, LaunchwayServer, git, run};
 use load::{CONNECTIONS, DURATION, Side, get_once, race};
+use report::{Figure, Report, Target};
 
 const CONFIG: &str = r#"applications:
   site:
@@ -137,19 +141,25 @@ fn main() -> anyhow::Result<()> {
     if status != 200 || body != "<h1>bench</h1>\n" {
         bail!("the static site does not answer through the router: {status} {body:?}");
     }
+    let mut report = Report::new("web-bench");
     let nginx = static_nginx(&nginx_binary, root, &work.join("public"))?;
-    runtime.block_on(static_files(server.router, nginx.address, rounds));
+    runtime.block_on(static_files(
+        server.router,
+        nginx.address,
+        rounds,
+        &mut report,
+    ));
     drop(nginx);
 
     if std::env::var_os("LW_BENCH_SKIP_PHP").is_none() {
-        php_page(&server, root, &nginx_binary, &runtime, rounds)?;
+        php_page(&server, root, &nginx_binary, &runtime, rounds, &mut report)?;
     }
 
     if std::env::var_os("LW_BENCH_SKIP_CRON").is_none() {
-        cron_delay(&server)?;
+        cron_delay(&server, &mut report)?;
     }
     server.stop();
-    Ok(())
+    report.finish()
 }
 
 /// Creates `project`, commits `files` in a new repository at `work` and
@@ -223,7 +233,35 @@ fn print_race(ours_label: &str, theirs_label: &str, ours: &Side, theirs: &Side, 
     );
 }
 
-async fn static_files(router: SocketAddr, nginx: SocketAddr, rounds: usize) {
+/// Throughput and p99 rows of a race.
+fn race_rows(
+    report: &mut Report,
+    what: &str,
+    ours: &Side,
+    theirs: &Side,
+    throughput: Target,
+    p99: Target,
+) {
+    report.add(
+        Figure::compared(
+            &format!("{what}: throughput / host baseline"),
+            "req/s",
+            ours.rps,
+            theirs.rps,
+            throughput,
+        )
+        .runs(ours.rates.iter().copied()),
+    );
+    report.add(Figure::compared(
+        &format!("{what}: p99 / host baseline"),
+        "ms",
+        ours.p99.as_secs_f64() * 1000.0,
+        theirs.p99.as_secs_f64() * 1000.0,
+        p99,
+    ));
+}
+
+async fn static_files(router: SocketAddr, nginx: SocketAddr, rounds: usize, report: &mut Report) {
     let (ours, theirs) = race(router, nginx, HOST, ASSET, rounds).await;
     println!(
         "static files ({ASSET}, 4 KiB): router + the app container's nginx vs nginx on the host serving the same files, {CONNECTIONS} keep-alive connections, {} s x {rounds} rounds, median:",
@@ -236,6 +274,14 @@ async fn static_files(router: SocketAddr, nginx: SocketAddr, rounds: usize) {
         &theirs,
         "goals: >= 0.8 and <= 1.5",
     );
+    race_rows(
+        report,
+        "static file (4 KiB)",
+        &ours,
+        &theirs,
+        Target::AtLeast(0.8),
+        Target::AtMost(1.5),
+    );
 }
 
 /// Deploys the PHP catalog page and races it against the host's nginx and
@@ -246,6 +292,7 @@ fn php_page(
     nginx_binary: &Path,
     runtime: &tokio::runtime::Runtime,
     rounds: usize,
+    report: &mut Report,
 ) -> anyhow::Result<()> {
     let fpm_binary = PathBuf::from("/usr/sbin/php-fpm8.2");
     if !fpm_binary.exists() {
@@ -309,6 +356,14 @@ fn php_page(
         &ours,
         &theirs,
         "goal: >= 0.8",
+    );
+    race_rows(
+        report,
+        "PHP page",
+        &ours,
+        &theirs,
+        Target::AtLeast(0.8),
+        Target::None,
     );
     Ok(())
 }
@@ -382,7 +437,7 @@ impl Drop for HostPhp {
 
 /// Waits for two scheduled runs of the `tick` cron and prints how long
 /// after their minute they started.
-fn cron_delay(server: &LaunchwayServer) -> anyhow::Result<()> {
+fn cron_delay(server: &LaunchwayServer, report: &mut Report) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(150);
     let mut delays: Vec<u64> = Vec::new();
     while Instant::now() < deadline {
@@ -424,6 +479,15 @@ fn cron_delay(server: &LaunchwayServer) -> anyhow::Result<()> {
             .map(|d| format!("{d} ms"))
             .collect::<Vec<_>>()
             .join(", ")
+    );
+    report.add(
+        Figure::value(
+            "cron start delay after its minute, worst",
+            "ms",
+            worst as f64,
+            Target::AtMost(1000.0),
+        )
+        .runs(delays.iter().map(|d| *d as f64)),
     );
     Ok(())
 }

@@ -13,6 +13,8 @@
 //!    `tar -C DIR -cf - . | gzip > OUT`. Each frozen image is deleted after
 //!    its run.
 //!
+//! The figures go to `$LW_BENCH_DIR/engine-bench.json` (see report.rs).
+//!
 //! Everything happens in a fresh namespace `lwbench-<random>`, emptied and
 //! deleted at the end (also when a measurement fails).
 //!
@@ -20,6 +22,9 @@
 //! with `LAUNCHWAY_CONTAINERD_SOCKET` naming the containerd socket (run as
 //! root; `scripts/with-containerd.sh` provides one) and `ctr` on the PATH.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+
+#[path = "../report.rs"]
+mod report;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -30,6 +35,7 @@ use anyhow::{Context as _, bail, ensure};
 use launchway_containerd::archive::{ImportOptions, import};
 use launchway_containerd::{Bind, Engine, Output, Rootfs, StepSpec};
 use launchway_integration::random_bytes;
+use report::{Figure, Report, Target};
 use tokio_util::sync::CancellationToken;
 
 const IMAGE: &str = "bench/busybox:1";
@@ -112,6 +118,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let engine = Engine::connect(&socket, &namespace, &root.join("scratch")).await?;
 
+    let mut report = Report::new("engine-bench");
     let measured = async {
         import(
             &engine,
@@ -122,13 +129,14 @@ async fn main() -> anyhow::Result<()> {
             },
         )
         .await?;
-        step_overhead(&engine, &socket, args.runs).await?;
-        freeze(&engine, root, args.freeze_runs).await
+        step_overhead(&engine, &socket, args.runs, &mut report).await?;
+        freeze(&engine, root, args.freeze_runs, &mut report).await
     }
     .await;
     let cleaned = clean_up(&engine, &socket).await;
     measured?;
-    cleaned
+    cleaned?;
+    report.finish()
 }
 
 /// Mean and median in milliseconds.
@@ -193,7 +201,12 @@ async fn ctr_true(engine: &Engine, socket: &Path, id: &str) -> anyhow::Result<Du
     Ok(elapsed)
 }
 
-async fn step_overhead(engine: &Engine, socket: &Path, runs: usize) -> anyhow::Result<()> {
+async fn step_overhead(
+    engine: &Engine,
+    socket: &Path,
+    runs: usize,
+    report: &mut Report,
+) -> anyhow::Result<()> {
     let mut ctr_ids = 0usize;
     let mut next_id = || {
         ctr_ids += 1;
@@ -231,6 +244,16 @@ async fn step_overhead(engine: &Engine, socket: &Path, runs: usize) -> anyhow::R
         "step overhead ratio (launchway/ctr): median {:.2}  mean {:.2}  (target <= 1.0)",
         launchway_median / ctr_median,
         launchway_mean / ctr_mean
+    );
+    report.add(
+        Figure::compared(
+            "step /bin/true: run_step / ctr run --rm (median)",
+            "ms",
+            launchway_median,
+            ctr_median,
+            Target::AtMost(1.0),
+        )
+        .runs(launchway.iter().map(|t| t.as_secs_f64() * 1000.0)),
     );
     Ok(())
 }
@@ -348,7 +371,12 @@ async fn tar_gzip_once(source: &Path, out: &Path) -> anyhow::Result<(Duration, u
     Ok((elapsed, std::fs::metadata(out)?.len()))
 }
 
-async fn freeze(engine: &Engine, root: &Path, runs: usize) -> anyhow::Result<()> {
+async fn freeze(
+    engine: &Engine,
+    root: &Path,
+    runs: usize,
+    report: &mut Report,
+) -> anyhow::Result<()> {
     let source = root.join("src");
     let total = make_files(&source)?;
     let out = root.join("baseline.tar.gz");
@@ -397,6 +425,16 @@ async fn freeze(engine: &Engine, root: &Path, runs: usize) -> anyhow::Result<()>
     println!(
         "freeze ratio (freeze / tar|gzip): {:.2}",
         launchway_s / baseline_s
+    );
+    report.add(
+        Figure::compared(
+            "freeze 50 MiB / tar piped to gzip",
+            "s",
+            launchway_s,
+            baseline_s,
+            Target::None,
+        )
+        .runs(launchway.iter().map(Duration::as_secs_f64)),
     );
     Ok(())
 }
