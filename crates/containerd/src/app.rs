@@ -91,6 +91,15 @@ impl Engine {
 
     /// Starts the container's process, its stdout and stderr appended to `log`.
     pub async fn start_app(&self, id: &str, log: &std::path::Path) -> Result<()> {
+        self.create_task(id, log).await?;
+        self.start_task(id).await
+    }
+
+    /// Makes the container's task (the shim, `runc create`: namespaces,
+    /// mounts and cgroup made, nothing of the image run yet), its stdout
+    /// and stderr to be appended to `log`. Its bind mounts are fixed now:
+    /// a directory bound must later be changed in place, not replaced.
+    pub async fn create_task(&self, id: &str, log: &std::path::Path) -> Result<()> {
         let mounts = self.snapshot_mounts(id).await?;
         let uri = format!("file://{}", log.display());
         self.tasks()
@@ -104,6 +113,11 @@ impl Engine {
             }))
             .await
             .map_err(|status| EngineError::rpc("task create", || format!("task {id}"), status))?;
+        Ok(())
+    }
+
+    /// Runs the process of a task [`Engine::create_task`] made.
+    pub async fn start_task(&self, id: &str) -> Result<()> {
         self.tasks()
             .start(self.request(StartRequest {
                 container_id: id.to_string(),
@@ -117,6 +131,15 @@ impl Engine {
     /// Stops the container's processes: SIGTERM to all of them, SIGKILL
     /// after `grace`, then deletes the task. No task is not an error.
     pub async fn stop_app(&self, id: &str, grace: Duration) -> Result<()> {
+        self.halt_app(id, grace).await?;
+        self.delete_task(id).await
+    }
+
+    /// [`Engine::stop_app`] up to the end of the container's first process,
+    /// which ends every other (its PID namespace goes with it); the task is
+    /// left for a later [`Engine::stop_app`] or [`Engine::remove_app`] to
+    /// delete (the shim's exit and `runc delete` cost more than the stop).
+    pub async fn halt_app(&self, id: &str, grace: Duration) -> Result<()> {
         let signal = |signal: u32| {
             let mut tasks = self.tasks();
             let request = self.request(KillRequest {
@@ -151,7 +174,7 @@ impl Engine {
             let _ = signal(SIGKILL).await;
             let _ = tokio::time::timeout(Duration::from_secs(10), wait()).await;
         }
-        self.delete_task(id).await
+        Ok(())
     }
 
     /// Freezes every process of the container (the cgroup freezer), so its

@@ -23,16 +23,18 @@ use crate::builds::new_record_id;
 use crate::deploy::{
     LOG_TAIL_LINES, StartFailure, Started, app_path, container_of, environment_key, ids,
 };
-use crate::host_fs::{empty_tmp_mounts, fresh_run_dir, mount_binds, read_no_follow, write_file};
+use crate::host_fs::{
+    empty_tmp_mounts, ensure_run_dir, fresh_run_dir, mount_binds, read_no_follow, write_file,
+};
 
 /// A process container a deploy made before holding requests: created
 /// (image unpacked, snapshot prepared, spec rendered, network member
-/// attached), not started.
+/// attached) with its task (`runc create`: namespaces, mounts, cgroup),
+/// nothing of the app run yet.
 #[derive(Clone, Debug)]
 pub(crate) struct Prepared {
     pub(crate) container: Started,
     run_dir: PathBuf,
-    log_path: PathBuf,
 }
 
 /// Where the time of a start went (the deploy log prints it).
@@ -142,6 +144,19 @@ impl Daemon {
         };
         let path = app_path(&image);
         let owner = environment_key(&spec.project, &spec.environment);
+        // Bound by the tasks made below: they must exist. A running process
+        // may read them, so only a missing one is written now (the hold
+        // writes them in place).
+        let env_dir = self.environment_dir(&spec.project, &spec.environment);
+        let hosts = env_dir.join("hosts").join(&app.name);
+        if !hosts.exists()
+            && let Err(error) = write_file(&hosts, hosts_file(app).as_bytes())
+        {
+            return Err((
+                made,
+                fault(format!("cannot write /etc/hosts: {error}"), false),
+            ));
+        }
         for process in &app.processes {
             let run_dir = self.run_dir(spec, &app.name, &process.name);
             let log_path =
@@ -196,12 +211,29 @@ impl Daemon {
                 container: Started {
                     app: app.name.clone(),
                     process: process.name.clone(),
-                    id,
+                    id: id.clone(),
                     path: path.clone(),
                 },
-                run_dir,
-                log_path,
+                run_dir: run_dir.clone(),
             });
+            if let Err(error) = ensure_run_dir(&env_dir, &run_dir) {
+                return Err((
+                    made,
+                    fault(
+                        format!("cannot prepare the mounts of app '{}': {error}", app.name),
+                        false,
+                    ),
+                ));
+            }
+            if let Err(error) = self.engine.create_task(&id, &log_path).await {
+                return Err((
+                    made,
+                    fault(
+                        format!("cannot start app '{}': {error}", app.name),
+                        error.is_unavailable(),
+                    ),
+                ));
+            }
         }
         Ok(made)
     }
@@ -266,7 +298,7 @@ impl Daemon {
         }
         let starts = prepared.iter().map(|made| async move {
             self.engine
-                .start_app(&made.container.id, &made.log_path)
+                .start_task(&made.container.id)
                 .await
                 .map_err(|error| (made.container.app.clone(), error))
         });

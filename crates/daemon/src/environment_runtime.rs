@@ -255,14 +255,14 @@ impl Daemon {
         })
     }
 
-    /// Stops containers (SIGTERM, grace, SIGKILL, task deleted), all at
-    /// once, keeping them and their snapshots (a deploy deletes them once
-    /// requests flow again). Returns those still running, and whether
+    /// Stops containers (SIGTERM, grace, SIGKILL) until their processes
+    /// ended, all at once, keeping their tasks, records and snapshots (a
+    /// deploy deletes them once requests flow again). Returns those still running, and whether
     /// containerd was not answering for any of them.
     pub(crate) async fn stop_only(&self, ids: &[String]) -> (Vec<String>, bool) {
         let grace = Duration::from_secs(self.settings.deploy.stop_grace_secs);
         let stops = ids.iter().map(|id| async move {
-            match self.engine.stop_app(id, grace).await {
+            match self.engine.halt_app(id, grace).await {
                 Err(error) if !error.is_not_found() => {
                     warn!(%error, container = %id, "stopping");
                     Some((id.clone(), error.is_unavailable()))

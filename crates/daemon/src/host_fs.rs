@@ -70,9 +70,9 @@ pub(crate) fn read_no_follow(path: &Path) -> Option<String> {
     Some(text)
 }
 
-/// Empties the `tmp` mounts of `app` (an empty directory in their place),
-/// once for all its processes (they share them), before any of its
-/// containers starts.
+/// Empties the `tmp` mounts of `app` in place, once for all its processes
+/// (they share them), before any of its containers starts. In place: the
+/// containers' tasks were created before, binding these directories.
 pub(crate) fn empty_tmp_mounts(env_dir: &Path, app: &AppSpec) -> std::io::Result<()> {
     let volumes: std::collections::BTreeSet<&str> = app
         .processes
@@ -82,13 +82,29 @@ pub(crate) fn empty_tmp_mounts(env_dir: &Path, app: &AppSpec) -> std::io::Result
         .map(|m| m.volume.as_str())
         .collect();
     for volume in volumes {
-        let source = env_dir.join(volume);
-        // Not following a link: remove_dir_all removes a link, not its target.
-        if std::fs::symlink_metadata(&source).is_ok() {
-            std::fs::remove_dir_all(&source).or_else(|_| std::fs::remove_file(&source))?;
+        let source = safe_app_dir(env_dir, volume)?;
+        empty_in_place(&source)?;
+    }
+    Ok(())
+}
+
+/// Removes everything in the directory `dir`, keeping the directory (a
+/// bind mount of it stays valid). Never follows a link: an entry that is
+/// one is removed as a link.
+pub(crate) fn empty_in_place(dir: &Path) -> std::io::Result<()> {
+    if !std::fs::symlink_metadata(dir)?.is_dir() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+        } else {
+            std::fs::remove_file(entry.path())?;
         }
-        // Made again at once: the containers were created before, binding it.
-        safe_app_dir(env_dir, volume)?;
     }
     Ok(())
 }
@@ -127,13 +143,17 @@ pub(crate) fn mount_binds(
     Ok(binds)
 }
 
-/// Replaces `run_dir` (a process's `/run`) with an empty directory: what
-/// the previous process left there (pids, sockets, markers) must not be
-/// read as the new one's. Only once that process stopped.
+/// Makes `run_dir` (a process's `/run`) an empty directory: what the
+/// previous process left there (pids, sockets, markers) must not be read
+/// as the new one's. Emptied in place (a task created before binds it);
+/// only once the previous process stopped.
 pub(crate) fn fresh_run_dir(env_dir: &Path, run_dir: &Path) -> std::io::Result<()> {
-    if run_dir.exists() {
-        std::fs::remove_dir_all(run_dir)?;
-    }
+    ensure_run_dir(env_dir, run_dir)?;
+    empty_in_place(run_dir)
+}
+
+/// Makes `run_dir` if it is missing, as a directory of the app's user.
+pub(crate) fn ensure_run_dir(env_dir: &Path, run_dir: &Path) -> std::io::Result<()> {
     let run_relative = run_dir
         .strip_prefix(env_dir)
         .map_err(|_| std::io::Error::other("the run directory is outside the environment"))?;
