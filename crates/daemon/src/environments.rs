@@ -210,7 +210,7 @@ impl Daemon {
             format!(", its services {} with it", copied.services.join(", "))
         };
         log.line(&format!(
-            "    Cloned {} files ({:.1} MiB, {}) from {} in {:.2} s; {} changed while copying (the parent was paused {:.0} ms{with_services})",
+            "    Cloned {} files ({:.1} MiB, {}) from {} in {:.2} s; {} changed while copying (the parent was paused {:.0} ms{with_services}); passes: {}",
             copied.first.files,
             copied.first.bytes as f64 / 1_048_576.0,
             copied.how(),
@@ -218,6 +218,7 @@ impl Daemon {
             copied.elapsed.as_secs_f64(),
             copied.changed,
             copied.paused.as_secs_f64() * 1000.0,
+            copied.passes,
         ))
         .await;
         Ok(())

@@ -37,6 +37,20 @@ pub(crate) enum Kind {
     Other,
 }
 
+/// The kind of a listed entry, from its `d_type`; `None` when the
+/// filesystem does not say (`DT_UNKNOWN`).
+fn listed_kind(t: rustix::fs::FileType) -> Option<Kind> {
+    use rustix::fs::FileType;
+    match t {
+        FileType::RegularFile => Some(Kind::File),
+        FileType::Directory => Some(Kind::Dir),
+        FileType::Symlink => Some(Kind::Symlink),
+        FileType::Fifo => Some(Kind::Fifo),
+        FileType::Socket | FileType::CharacterDevice | FileType::BlockDevice => Some(Kind::Other),
+        FileType::Unknown => None,
+    }
+}
+
 pub(crate) fn kind(st: &FileStat) -> Kind {
     match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
         SFlag::S_IFREG => Kind::File,
@@ -84,21 +98,45 @@ fn open_noatime(dir: BorrowedFd<'_>, name: &CStr, flags: OFlag) -> nix::Result<O
     }
 }
 
-/// Creates `name` in `dir` for writing; it must not exist.
-pub(crate) fn create_file(dir: BorrowedFd<'_>, name: &CStr) -> nix::Result<File> {
+/// Creates `name` in `dir` for writing, with permissions `mode` less what
+/// the umask (or the directory's default ACL) takes away; it must not exist.
+/// The new file is writable through the returned fd whatever `mode` says.
+pub(crate) fn create_file(dir: BorrowedFd<'_>, name: &CStr, mode: Mode) -> nix::Result<File> {
     let flags = BASE | OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL;
-    openat(dir, name, flags, Mode::from_bits_truncate(0o600)).map(File::from)
+    openat(dir, name, flags, mode).map(File::from)
 }
 
-/// Up to `max` names of directory `dir` (without `.` and `..`).
+/// The permission bits (of `0o1777`) a file created in `dir` keeps from the
+/// mode it is created with: all but those the umask, or `dir`'s default ACL,
+/// takes away. Found by creating an unnamed file (`O_TMPFILE`) with mode
+/// `0o1777` there; `None` where that is not possible. Subdirectories made by
+/// the walk inherit `dir`'s default ACL, and the umask is the process's, so
+/// this holds for the whole target tree.
+pub(crate) fn creation_mask(dir: BorrowedFd<'_>) -> Option<u32> {
+    let flags = OFlag::O_WRONLY | OFlag::O_TMPFILE | OFlag::O_CLOEXEC;
+    let probe = openat(dir, c".", flags, Mode::from_bits_truncate(0o1777)).ok()?;
+    let st = nix::sys::stat::fstat(probe.as_fd()).ok()?;
+    Some(st.st_mode & 0o1777)
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone)]
+pub(crate) struct Listed {
+    pub(crate) name: CString,
+    /// Its kind from the listing (`d_type`); `None` if the filesystem did not
+    /// say. A hint only: the entry may have been replaced since.
+    pub(crate) kind: Option<Kind>,
+}
+
+/// Up to `max` entries of directory `dir` (without `.` and `..`).
 #[derive(Debug)]
 pub(crate) struct Names {
-    pub(crate) names: Vec<CString>,
-    /// Whether `dir` has more names than were returned.
+    pub(crate) entries: Vec<Listed>,
+    /// Whether `dir` has more entries than were returned.
     pub(crate) truncated: bool,
 }
 
-/// The names in directory `dir` (without `.` and `..`), at most `max` of
+/// The entries of directory `dir` (without `.` and `..`), at most `max` of
 /// them, read through a new open file description so the read offset of
 /// `dir` is never shared.
 pub(crate) fn read_names(dir: BorrowedFd<'_>, max: usize) -> nix::Result<Names> {
@@ -112,23 +150,26 @@ pub(crate) fn read_names(dir: BorrowedFd<'_>, max: usize) -> nix::Result<Names> 
 /// before `fdopendir` and does not close it when that fails: a leak.)
 fn list(fd: OwnedFd, max: usize) -> nix::Result<Names> {
     let mut listing = rustix::fs::Dir::new(fd).map_err(errno)?;
-    let mut names = Vec::new();
+    let mut entries = Vec::new();
     while let Some(entry) = listing.read() {
         let entry = entry.map_err(errno)?;
         let name = entry.file_name();
         if name == c"." || name == c".." {
             continue;
         }
-        if names.len() == max {
+        if entries.len() == max {
             return Ok(Names {
-                names,
+                entries,
                 truncated: true,
             });
         }
-        names.push(name.to_owned());
+        entries.push(Listed {
+            name: name.to_owned(),
+            kind: listed_kind(entry.file_type()),
+        });
     }
     Ok(Names {
-        names,
+        entries,
         truncated: false,
     })
 }
@@ -140,12 +181,28 @@ fn errno(e: rustix::io::Errno) -> Errno {
 /// Sets owner, permissions and times of an open file or directory from `st`.
 /// Owner first: `chown` clears setuid/setgid, and the mode must come after.
 pub(crate) fn set_meta(fd: BorrowedFd<'_>, st: &FileStat) -> nix::Result<()> {
+    set_meta_created(fd, st, None)
+}
+
+/// [`set_meta`] for a file [`create_file`] just made with mode
+/// `permissions(st)` in a directory whose [`creation_mask`] is `mask`: the
+/// mode is set only if creation took bits away (or `mask` is unknown). The
+/// bits it kept survive `chown`, which clears only setuid and setgid, and a
+/// copy never has those.
+pub(crate) fn set_meta_created(
+    fd: BorrowedFd<'_>,
+    st: &FileStat,
+    mask: Option<u32>,
+) -> nix::Result<()> {
     fchown(
         fd,
         Some(Uid::from_raw(st.st_uid)),
         Some(Gid::from_raw(st.st_gid)),
     )?;
-    fchmod(fd, permissions(st))?;
+    let mode = permissions(st);
+    if mask.is_none_or(|mask| mode.bits() & !mask != 0) {
+        fchmod(fd, mode)?;
+    }
     futimens(fd, &atime(st), &mtime(st))
 }
 
@@ -408,12 +465,12 @@ pub(crate) fn remove_tree(dir: BorrowedFd<'_>, name: &CStr) -> nix::Result<u64> 
     // Each batch read is removed (or moved up into `top`, read again later)
     // before the next, so the batches end.
     loop {
-        let batch = read_names(top.as_fd(), REMOVE_BATCH)?.names;
+        let batch = read_names(top.as_fd(), REMOVE_BATCH)?.entries;
         if batch.is_empty() {
             break;
         }
         for child in batch {
-            removed += remove_below(top.as_fd(), top.as_fd(), &child, 1, &mut moved)?;
+            removed += remove_below(top.as_fd(), top.as_fd(), &child.name, 1, &mut moved)?;
         }
     }
     unlinkat(dir, name, UnlinkatFlags::RemoveDir)?;
@@ -452,12 +509,12 @@ fn remove_below(
     let sub = open_dir(dir, name)?;
     let mut removed = 0;
     loop {
-        let batch = read_names(sub.as_fd(), REMOVE_BATCH)?.names;
+        let batch = read_names(sub.as_fd(), REMOVE_BATCH)?.entries;
         if batch.is_empty() {
             break;
         }
         for child in batch {
-            removed += remove_below(top, sub.as_fd(), &child, depth + 1, moved)?;
+            removed += remove_below(top, sub.as_fd(), &child.name, depth + 1, moved)?;
         }
     }
     unlinkat(dir, name, UnlinkatFlags::RemoveDir)?;
@@ -499,9 +556,9 @@ mod tests {
         let fd = OwnedFd::from(File::open(dir.path()).unwrap());
 
         let all = read_names(fd.as_fd(), 5).unwrap();
-        assert_eq!((all.names.len(), all.truncated), (5, false));
+        assert_eq!((all.entries.len(), all.truncated), (5, false));
         let some = read_names(fd.as_fd(), 4).unwrap();
-        assert_eq!((some.names.len(), some.truncated), (4, true));
+        assert_eq!((some.entries.len(), some.truncated), (4, true));
     }
 
     /// A sparse file: `data` at each offset, `len` long.

@@ -41,11 +41,15 @@
 //!   replaced meanwhile is looked at again or skipped, never read in the
 //!   place of the other;
 //! - a symlink is recreated as a symlink with the same text, never followed;
-//! - a regular file's type is checked again with `fstat` on the opened fd
-//!   (opened `O_NONBLOCK`, so a FIFO swapped in cannot block the walk), and
-//!   its metadata comes from that fd, not from the earlier `lstat`;
-//! - FIFOs are made anew (the source FIFO is never opened); sockets and
-//!   device nodes are skipped;
+//! - a regular file's type is checked with `fstat` on the opened fd (opened
+//!   `O_NONBLOCK | O_NOFOLLOW`, so a FIFO swapped in cannot block the walk
+//!   and a symlink is not followed), and its metadata comes from that fd,
+//!   not from the directory listing's `d_type` or an `lstat`, which only say
+//!   which way to look; nothing is read or created before that check;
+//! - FIFOs are made anew (the source FIFO is never read; one swapped in for
+//!   a file between the listing, or `lstat`, and the `open` is opened, found
+//!   out by the `fstat` and closed unread); sockets and device nodes are
+//!   skipped;
 //! - setuid and setgid bits are dropped;
 //! - the target is written through fds as well, and what a failed full copy
 //!   left behind is removed the same way, so a link in the target cannot
@@ -59,7 +63,19 @@
 //! copied in the kernel with `copy_file_range`, else read and written, and
 //! holes stay holes: a 1 TiB sparse file costs what its data does. A method
 //! that fails as unsupported is not tried again in the same run. Directories
-//! and chunks of entries are spread over up to eight threads.
+//! are spread over up to eight threads; the entries of one directory are
+//! created by one thread (XFS serialises creates in a directory), unless it
+//! holds more than 1024, which are split in chunks of 1024.
+//!
+//! A regular file in a full copy costs eight system calls: `open` (directly
+//! when the listing's `d_type` says it is a regular file; an entry of any
+//! other or an unknown type gets an `lstat` first), `fstat`, `open` of the
+//! copy (created with the source's permissions), `FICLONE`, `fchown`,
+//! `futimens` and two `close`s; `fchmod` too when the umask (or the target's
+//! default ACL) took some of the permissions away at creation, which each run
+//! finds out once with an unnamed file in the target root. The umask must
+//! therefore not change while a copy runs (the daemon never changes it). A
+//! delta pass `lstat`s every entry on both sides to compare them.
 //!
 //! # Limits
 //!

@@ -22,7 +22,9 @@
 //! subtree. The walk therefore holds at most
 //! `2 + threads × (2 × CURSOR_LEVELS + REMOVE_DEPTH + 1)` fds (138 with eight
 //! threads; [`crate::sync_tree`] adds one, the target's parent), whatever the
-//! width and depth of the tree.
+//! width and depth of the tree. (Before the threads start, one more is open
+//! for a moment: the unnamed file that finds the target's
+//! [`creation_mask`].)
 //!
 //! A node counts its unfinished jobs and subdirectories; when that reaches
 //! zero its owner, mode and times are set (after everything inside it
@@ -43,14 +45,18 @@ use nix::sys::stat::{FileStat, Mode, fstat, fstatat, mkdirat};
 use nix::unistd::{mkfifoat, symlinkat};
 
 use crate::fsops::{
-    self, Budget, CopyError, Fallbacks, Kind, Method, create_file, kind, open_dir, open_read,
-    permissions, read_names, remove_tree, set_meta, set_meta_at,
+    self, Budget, CopyError, Fallbacks, Kind, Listed, Method, create_file, creation_mask, kind,
+    open_dir, open_read, permissions, read_names, remove_tree, set_meta, set_meta_at,
+    set_meta_created,
 };
 use crate::{Limits, MAX_DEPTH, SyncReport, VolumeError};
 
-/// Entries per copy job: small enough that a flat directory of many files
-/// spreads over the threads, large enough that the queue is not the cost.
-const CHUNK: usize = 64;
+/// Entries per copy job. A directory of up to this many entries is copied
+/// by one thread, as `cp` would: XFS serialises creates in one directory, so
+/// two threads filling it would mostly wait for each other, and parallelism
+/// comes from separate directories. Only larger directories are split, so a
+/// flat directory of many files still spreads over the threads.
+const CHUNK: usize = 1024;
 
 /// How many times an entry whose type changes under the walk (an app
 /// swapping a file for a symlink, say) is looked at again before giving up.
@@ -85,7 +91,7 @@ enum Job {
     /// List the node's entries (and, in delta mode, remove stale ones).
     List(Arc<Node>),
     /// Copy these entries of the node.
-    Entries(Arc<Node>, Vec<CString>),
+    Entries(Arc<Node>, Vec<Listed>),
 }
 
 struct Queue {
@@ -199,6 +205,9 @@ struct Walk<'a> {
     /// this may be kept.
     cutoff: Option<i128>,
     max_entries: usize,
+    /// The bits of a mode that creating a file in the target keeps
+    /// ([`creation_mask`]); `None`: unknown, always `fchmod`.
+    create_mask: Option<u32>,
     budget: Budget,
     fallbacks: Fallbacks,
     stats: Stats,
@@ -224,6 +233,7 @@ pub(crate) fn run(
         action: "inspect",
         source: e.into(),
     })?;
+    let create_mask = creation_mask(dst.as_fd());
     let walk = Walk {
         source,
         target,
@@ -231,6 +241,7 @@ pub(crate) fn run(
         root_dst: dst,
         cutoff,
         max_entries: limits.max_entries,
+        create_mask,
         budget: Budget::new(limits.max_bytes),
         fallbacks: Fallbacks::default(),
         stats: Stats::default(),
@@ -308,7 +319,7 @@ impl Walk<'_> {
                 let _guard = PanicGuard(self);
                 match job {
                     Job::List(node) => self.list(&mut cursor, node),
-                    Job::Entries(node, names) => self.entries_job(&mut cursor, node, &names),
+                    Job::Entries(node, entries) => self.entries_job(&mut cursor, node, &entries),
                 }
             };
             let mut queue = self.lock();
@@ -476,17 +487,21 @@ impl Walk<'_> {
             let _ = node.stat.set(open.stat);
         }
         let dirs = self.dirs(cursor, &node);
-        let names = self.names(dirs.src, &node.rel, true)?;
+        let entries = self.names(dirs.src, &node.rel, true)?;
         if self.cutoff.is_some() {
-            let wanted: HashSet<&CStr> = names.iter().map(CString::as_c_str).collect();
+            let wanted: HashSet<&CStr> = entries.iter().map(|e| e.name.as_c_str()).collect();
             let existing = self.names(dirs.dst, &node.rel, false)?;
-            for name in existing.iter().filter(|n| !wanted.contains(n.as_c_str())) {
+            for name in existing
+                .iter()
+                .map(|e| e.name.as_c_str())
+                .filter(|n| !wanted.contains(n))
+            {
                 let removed = remove_tree(dirs.dst, name)
                     .map_err(|e| self.target_error(&join(&node.rel, name), "remove", e))?;
                 add(&self.stats.removed, removed);
             }
         }
-        let mut chunks = names.chunks(CHUNK);
+        let mut chunks = entries.chunks(CHUNK);
         let first = chunks.next();
         for chunk in chunks {
             node.pending.fetch_add(1, Ordering::AcqRel);
@@ -498,14 +513,14 @@ impl Walk<'_> {
         self.release(cursor, node)
     }
 
-    /// The names in a directory of the source (`in_source`) or the target,
-    /// refusing more than the limit.
+    /// The entries of a directory of the source (`in_source`) or the
+    /// target, refusing more than the limit.
     fn names(
         &self,
         dir: BorrowedFd<'_>,
         rel: &Path,
         in_source: bool,
-    ) -> Result<Vec<CString>, VolumeError> {
+    ) -> Result<Vec<Listed>, VolumeError> {
         let listing = read_names(dir, self.max_entries).map_err(|e| {
             if in_source {
                 self.source_error(rel, "list", e)
@@ -520,7 +535,7 @@ impl Walk<'_> {
                 limit: self.max_entries,
             });
         }
-        Ok(listing.names)
+        Ok(listing.entries)
     }
 
     /// A directory changed between the moment the walk found it and the
@@ -539,7 +554,7 @@ impl Walk<'_> {
             .map_err(|e| self.target_error(&node.rel, "replace", e))?;
         self.stats.directories.fetch_sub(1, Ordering::Relaxed);
         if node.attempt + 1 < ATTEMPTS {
-            self.entry(&parent, dirs, &node.name, node.attempt + 1)?;
+            self.entry(&parent, dirs, &node.name, None, node.attempt + 1)?;
         } else {
             // Replaced again and again: as if moved away.
             self.changed_under(&node.rel, 1)?;
@@ -567,15 +582,15 @@ impl Walk<'_> {
         &self,
         cursor: &mut Cursor,
         node: Arc<Node>,
-        names: &[CString],
+        entries: &[Listed],
     ) -> Result<(), VolumeError> {
         match self.reach(cursor, &node)? {
             Reach::Open => {
                 let dirs = self.dirs(cursor, &node);
-                self.entries(&node, dirs, names)?;
+                self.entries(&node, dirs, entries)?;
             }
-            Reach::Changed => self.changed_under(&node.rel, names.len())?,
-            Reach::AncestorChanged(rel) => self.changed_under(&rel, names.len())?,
+            Reach::Changed => self.changed_under(&node.rel, entries.len())?,
+            Reach::AncestorChanged(rel) => self.changed_under(&rel, entries.len())?,
         }
         self.release(cursor, node)
     }
@@ -584,13 +599,13 @@ impl Walk<'_> {
         &self,
         node: &Arc<Node>,
         dirs: Dirs<'_>,
-        names: &[CString],
+        entries: &[Listed],
     ) -> Result<(), VolumeError> {
-        for name in names {
+        for entry in entries {
             if self.stop.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            self.entry(node, dirs, name, 0)?;
+            self.entry(node, dirs, &entry.name, entry.kind, 0)?;
         }
         Ok(())
     }
@@ -617,14 +632,33 @@ impl Walk<'_> {
 
     /// Copies entry `name` of `node` (open as `dirs`), looking again if it
     /// changes type under the walk; `attempt` attempts were made already.
+    /// `listed`: its kind from the listing, if known.
+    ///
+    /// In full mode an entry listed as a regular file is opened at once,
+    /// without an `lstat` first: the `fstat` of the open fd is what decides
+    /// (see [`Self::copy_file`]), so the `lstat` would only say it twice. An
+    /// entry replaced since the listing (by a FIFO, a directory, a symlink)
+    /// is then looked at with `lstat` like any other, and that first try does
+    /// not count as an attempt. Every other entry, an unknown kind
+    /// (`DT_UNKNOWN`) included, and every entry in delta mode (which compares
+    /// ctimes) gets the `lstat`.
     fn entry(
         &self,
         node: &Arc<Node>,
         dirs: Dirs<'_>,
         name: &CStr,
+        listed: Option<Kind>,
         attempt: usize,
     ) -> Result<(), VolumeError> {
         let rel = join(&node.rel, name);
+        if self.cutoff.is_none() && listed == Some(Kind::File) {
+            match self.copy_file(dirs, name, &rel) {
+                Ok(()) => return Ok(()),
+                Err(Step::Raced) => {}
+                Err(Step::Vanished) => return self.vanished(dirs, name, &rel),
+                Err(Step::Failed(e)) => return Err(e),
+            }
+        }
         for attempt in attempt..ATTEMPTS {
             let st = match fstatat(dirs.src, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
@@ -688,6 +722,11 @@ impl Walk<'_> {
         Ok(())
     }
 
+    /// Copies regular file `name`. Opened `O_NOFOLLOW | O_NONBLOCK`, so a
+    /// symlink swapped in fails and a FIFO cannot block; its `fstat` must say
+    /// it is a regular file before anything is read or created, and its
+    /// metadata comes from that `fstat`. The copy is created with the
+    /// source's permissions, and `fchmod`ed only if creation took bits away.
     fn copy_file(&self, dirs: Dirs<'_>, name: &CStr, rel: &Path) -> Result<(), Step> {
         let src = match open_read(dirs.src, name) {
             Ok(file) => file,
@@ -700,7 +739,8 @@ impl Walk<'_> {
         if kind(&st) != Kind::File {
             return Err(Step::Raced);
         }
-        let dst = create_file(dirs.dst, name).map_err(|e| self.target_error(rel, "create", e))?;
+        let dst = create_file(dirs.dst, name, permissions(&st))
+            .map_err(|e| self.target_error(rel, "create", e))?;
         let size = u64::try_from(st.st_size).unwrap_or(0);
         let (method, bytes) = fsops::copy_data(&src, &dst, size, &self.fallbacks, &self.budget)
             .map_err(|e| match e {
@@ -714,7 +754,7 @@ impl Walk<'_> {
                     source,
                 },
             })?;
-        set_meta(dst.as_fd(), &st)
+        set_meta_created(dst.as_fd(), &st, self.create_mask)
             .map_err(|e| self.target_error(rel, "set owner, mode and times of", e))?;
         add(&self.stats.files, 1);
         add(&self.stats.bytes, bytes);
