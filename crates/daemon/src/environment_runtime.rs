@@ -257,11 +257,11 @@ impl Daemon {
 
     /// Stops containers (SIGTERM, grace, SIGKILL) until their processes
     /// ended, all at once, keeping their tasks, records and snapshots (a
-    /// deploy deletes them once requests flow again). Returns those still running, and whether
-    /// containerd was not answering for any of them.
+    /// deploy deletes them once requests flow again). Returns those still
+    /// running, and whether containerd was not answering for any of them.
     pub(crate) async fn stop_only(&self, ids: &[String]) -> (Vec<String>, bool) {
         let grace = Duration::from_secs(self.settings.deploy.stop_grace_secs);
-        let stops = ids.iter().map(|id| async move {
+        left_behind(ids.iter().map(|id| async move {
             match self.engine.halt_app(id, grace).await {
                 Err(error) if !error.is_not_found() => {
                     warn!(%error, container = %id, "stopping");
@@ -269,14 +269,8 @@ impl Daemon {
                 }
                 _ => None,
             }
-        });
-        let left: Vec<(String, bool)> = futures_util::future::join_all(stops)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
-        let unavailable = left.iter().any(|(_, unavailable)| *unavailable);
-        (left.into_iter().map(|(id, _)| id).collect(), unavailable)
+        }))
+        .await
     }
 
     /// Stops and removes containers (SIGTERM, grace, SIGKILL). Returns
@@ -284,7 +278,7 @@ impl Daemon {
     /// answering for any of them.
     pub(crate) async fn stop_containers(&self, ids: &[String]) -> (Vec<String>, bool) {
         let grace = Duration::from_secs(self.settings.deploy.stop_grace_secs);
-        let stops = ids.iter().map(|id| async move {
+        left_behind(ids.iter().map(|id| async move {
             if let Err(error) = self.engine.stop_app(id, grace).await {
                 warn!(%error, container = %id, "stopping");
             }
@@ -295,14 +289,8 @@ impl Daemon {
                 }
                 _ => None,
             }
-        });
-        let left: Vec<(String, bool)> = futures_util::future::join_all(stops)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
-        let unavailable = left.iter().any(|(_, unavailable)| *unavailable);
-        (left.into_iter().map(|(id, _)| id).collect(), unavailable)
+        }))
+        .await
     }
 
     /// The running container of `process` of `app` in the environment of
@@ -434,4 +422,19 @@ impl Daemon {
             Ok(Ok(())) => {}
         }
     }
+}
+
+/// Runs `operations` at once; the containers they left (each `Some((id,
+/// containerd unavailable))`), and whether containerd was unavailable for
+/// any.
+async fn left_behind(
+    operations: impl Iterator<Item = impl std::future::Future<Output = Option<(String, bool)>>>,
+) -> (Vec<String>, bool) {
+    let left: Vec<(String, bool)> = futures_util::future::join_all(operations)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let unavailable = left.iter().any(|(_, unavailable)| *unavailable);
+    (left.into_iter().map(|(id, _)| id).collect(), unavailable)
 }
