@@ -453,6 +453,9 @@ applications:
 /// containers are created before requests are held: each process appends
 /// `start vN` when it starts and `stop vN` when it is told to stop, to a
 /// persistent mount, and across five deploys each file alternates strictly.
+/// The worker takes a moment to shut down, as real ones do: a second SIGTERM
+/// in that moment would run its trap twice (it did, when containerd and the
+/// supervisor both signalled every process).
 #[test]
 fn old_and_new_processes_never_run_side_by_side() {
     let (daemon, work) = setup();
@@ -485,7 +488,7 @@ fn old_and_new_processes_never_run_side_by_side() {
           start: |
             v=$(cat /app/version)
             echo "start $v" >> /app/data/queue
-            trap 'echo "stop $v" >> /app/data/queue; exit 0' TERM
+            trap 'echo "stop $v" >> /app/data/queue; sleep 0.3; exit 0' TERM
             while :; do sleep 1 & wait $!; done
 "#;
     work.write(".upsun/config.yaml", config);

@@ -128,8 +128,14 @@ impl Engine {
         Ok(())
     }
 
-    /// Stops the container's processes: SIGTERM to all of them, SIGKILL
-    /// after `grace`, then deletes the task. No task is not an error.
+    /// Stops the container's processes: SIGTERM to its first process,
+    /// SIGKILL to all of them after `grace`, then deletes the task. No task
+    /// is not an error.
+    ///
+    /// SIGTERM goes to the first process only: it is the supervisor, which
+    /// passes it on to every other process and waits for them. Sent to all,
+    /// each process got it twice (once from containerd, once from the
+    /// supervisor), and a shell trap could run twice.
     pub async fn stop_app(&self, id: &str, grace: Duration) -> Result<()> {
         self.halt_app(id, grace).await?;
         self.delete_task(id).await
@@ -140,17 +146,17 @@ impl Engine {
     /// left for a later [`Engine::stop_app`] or [`Engine::remove_app`] to
     /// delete (the shim's exit and `runc delete` cost more than the stop).
     pub async fn halt_app(&self, id: &str, grace: Duration) -> Result<()> {
-        let signal = |signal: u32| {
+        let signal = |signal: u32, all: bool| {
             let mut tasks = self.tasks();
             let request = self.request(KillRequest {
                 container_id: id.to_string(),
                 exec_id: String::new(),
                 signal,
-                all: true,
+                all,
             });
             async move { tasks.kill(request).await }
         };
-        match signal(SIGTERM).await {
+        match signal(SIGTERM, false).await {
             Ok(_) => {}
             Err(status) if status.code() == tonic::Code::NotFound => return Ok(()),
             Err(status) if status.code() == tonic::Code::FailedPrecondition => {}
@@ -171,7 +177,7 @@ impl Engine {
             async move { tasks.wait(request).await }
         };
         if tokio::time::timeout(grace, wait()).await.is_err() {
-            let _ = signal(SIGKILL).await;
+            let _ = signal(SIGKILL, true).await;
             let _ = tokio::time::timeout(Duration::from_secs(10), wait()).await;
         }
         Ok(())
