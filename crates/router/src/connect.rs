@@ -1,20 +1,16 @@
-//! Dialing backends: the connector the pooled HTTP client uses.
+//! Dialing backends.
 //!
-//! A request's URI authority names a backend generation (`g<n>`); the
-//! registry maps it to where the app listens. A new deploy registers new
-//! generations, so pooled connections to a stopped version are never reused.
+//! An authority names a backend generation (`g<n>`); the registry maps it
+//! to where the app listens. A new deploy registers new generations, so
+//! pooled connections to a stopped version are never reused.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use hyper::Uri;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use launchway_net::SocketFactory;
@@ -60,7 +56,7 @@ impl Registry {
         self.lock().remove(authority);
     }
 
-    fn get(&self, authority: &str) -> Option<Endpoint> {
+    pub(crate) fn get(&self, authority: &str) -> Option<Endpoint> {
         self.lock().get(authority).cloned()
     }
 }
@@ -70,12 +66,6 @@ impl Registry {
 pub(crate) enum Stream {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
-}
-
-impl Connection for Stream {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
 }
 
 impl AsyncRead for Stream {
@@ -176,7 +166,7 @@ pub async fn dial(endpoint: &Endpoint) -> io::Result<tokio::net::TcpStream> {
 }
 
 /// Connects to a unix socket, checking who listens on it.
-async fn dial_unix(
+pub(crate) async fn dial_unix(
     path: &std::path::Path,
     peer_uid: Option<u32>,
 ) -> io::Result<tokio::net::UnixStream> {
@@ -198,40 +188,5 @@ pub async fn accepts(endpoint: &Endpoint) -> bool {
     match endpoint {
         Endpoint::Tcp { .. } => dial(endpoint).await.is_ok(),
         Endpoint::Unix { path, peer_uid } => dial_unix(path, *peer_uid).await.is_ok(),
-    }
-}
-
-/// The `tower::Service<Uri>` the client dials with.
-#[derive(Clone, Debug)]
-pub(crate) struct Connector {
-    pub(crate) registry: Registry,
-}
-
-impl tower::Service<Uri> for Connector {
-    type Response = TokioIo<Stream>;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<Stream>>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let endpoint = uri.host().and_then(|host| self.registry.get(host));
-        Box::pin(async move {
-            let endpoint = endpoint
-                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "backend is gone"))?;
-            let started = std::time::Instant::now();
-            let stream = match &endpoint {
-                Endpoint::Unix { path, peer_uid } => {
-                    Stream::Unix(dial_unix(path, *peer_uid).await?)
-                }
-                Endpoint::Tcp { .. } => Stream::Tcp(dial(&endpoint).await?),
-            };
-            if started.elapsed() > std::time::Duration::from_millis(200) {
-                tracing::debug!(?uri, elapsed = ?started.elapsed(), "slow connect");
-            }
-            Ok(TokioIo::new(stream))
-        })
     }
 }

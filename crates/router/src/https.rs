@@ -130,10 +130,10 @@ impl Router {
     /// Serves HTTPS on `listener` until `stop` fires: the ClientHello's
     /// name picks the certificate and the policy.
     pub async fn serve_tls(&self, listener: tokio::net::TcpListener, stop: CancellationToken) {
-        let client = self.client();
+        let pool = self.pool(&stop);
         let header_timeout = self.inner.settings.header_timeout;
         self.accept_each(&listener, &stop, |router, stream, peer| {
-            let (client, stop) = (client.clone(), stop.clone());
+            let (pool, stop) = (pool.clone(), stop.clone());
             tokio::spawn(async move {
                 let acceptor = tokio_rustls::LazyConfigAcceptor::new(
                     rustls::server::Acceptor::default(),
@@ -156,7 +156,7 @@ impl Router {
                     return;
                 };
                 router
-                    .serve_connection(TokioIo::new(tls), peer, client, true, stop)
+                    .serve_connection(TokioIo::new(tls), peer, pool, true, stop)
                     .await;
             });
         })

@@ -8,21 +8,30 @@
 //!   opens again (then it goes to the new version) or its wait runs out
 //!   (`503` with `Retry-After`). Nothing is sent to a backend before the gate
 //!   lets it through, so holding is safe for every method.
-//! - Drain: requests sent to a backend are counted per environment; a deploy
-//!   holds the gate, then waits (bounded) for that count to reach zero before
-//!   stopping the old containers.
-//! - Forwarding: a pooled HTTP/1.1 client whose connector dials into the
-//!   environment's network namespace or a unix socket ([`Endpoint`]); bodies
-//!   stream both ways; hop-by-hop headers are dropped; `X-Forwarded-For`,
-//!   `-Proto` and `-Host` are set; WebSocket (any `Upgrade`) is tunnelled.
+//! - Drain: requests sent to a backend are counted per environment (each
+//!   router thread on its own counter, summed when read); a deploy holds the
+//!   gate, then waits (bounded) for that count to reach zero before stopping
+//!   the old containers.
+//! - Forwarding: HTTP/1.1 connections dialled into the environment's
+//!   network namespace or to a unix socket ([`Endpoint`]), pooled per router
+//!   thread (the most recently used first, so a keep-alive client's next
+//!   request finds the connection its last one used); bodies stream both
+//!   ways; hop-by-hop headers are dropped; `X-Forwarded-For`, `-Proto` and
+//!   `-Host` are set; WebSocket (any `Upgrade`) is tunnelled.
+//! - The only lock a request shares with other router threads is the read
+//!   lock of its gate's phase: each thread keeps a copy of the route table
+//!   (taken again when it changes) and a route holds its environment's gate.
 //! - `GET /health` on a host with no route answers the router's own health.
 //! - HTTPS ([`Router::serve_tls`], [`tls`]): the ClientHello's name picks
 //!   the certificate and the host's policy; requests then go through the
 //!   same gates. With an HTTPS port set, a plain request to an `https://`
 //!   route gets a 301 there; HTTPS responses of routes with HSTS carry it.
 
+mod backend;
 mod connect;
-use headers::{path_matches, prepare_headers, request_host, strip_hop_by_hop, text};
+mod gate;
+use gate::{Gate, InFlight, Passage, Phase};
+use headers::{forwarded_for, path_matches, prepare_headers, request_host, strip_hop_by_hop, text};
 mod headers;
 mod https;
 pub mod tls;
@@ -32,26 +41,21 @@ pub use launchway_net::netns;
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, combinators::BoxBody};
+use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::sync::{Notify, watch};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 pub use connect::{Endpoint, accepts, dial};
 pub use netns::SocketFactory;
-
-type ProxyBody = BoxBody<Bytes, hyper::Error>;
-type BackendClient = Client<connect::Connector, Incoming>;
 
 /// Binds `count` listeners to `address` with `SO_REUSEPORT` (the kernel
 /// spreads connections over them), for [`Router::serve_threads`]. Port 0
@@ -126,6 +130,22 @@ impl RouteEntry {
     }
 }
 
+/// The 301 to `https://host[:port]/target` a plain request to an
+/// `https://` route gets.
+fn https_redirect(host: &str, https_port: u16, uri: &Uri) -> Response<ProxyBody> {
+    let port = if https_port == 443 {
+        String::new()
+    } else {
+        format!(":{https_port}")
+    };
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut response = text(StatusCode::MOVED_PERMANENTLY, "");
+    if let Ok(location) = HeaderValue::from_str(&format!("https://{host}{port}{target}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
 /// Where ACME servers fetch HTTP-01 answers.
 const ACME_CHALLENGE_PATH: &str = "/.well-known/acme-challenge/";
 
@@ -150,101 +170,93 @@ impl Default for RouterSettings {
     }
 }
 
-#[derive(Clone, Debug)]
-enum Phase {
-    Held,
-    /// App name → backend authority.
-    Open(Arc<HashMap<String, String>>),
+/// What the router answers with: its own text, or a backend's body, which
+/// keeps its request counted until it is done. (An enum, not a boxed body:
+/// no allocation per response.)
+enum ProxyBody {
+    Text(Full<Bytes>),
+    Backend {
+        inner: Incoming,
+        _in_flight: InFlight,
+        /// Gives the backend connection back once the body is done.
+        _lease: backend::Lease,
+    },
 }
 
-#[derive(Debug)]
-struct Gate {
-    phase: watch::Sender<Phase>,
-    in_flight: AtomicUsize,
-    idle: Notify,
-    /// The authorities this environment registered, to unregister.
-    authorities: std::sync::Mutex<Vec<String>>,
-}
-
-impl Gate {
-    fn new() -> Gate {
-        Gate {
-            phase: watch::Sender::new(Phase::Held),
-            in_flight: AtomicUsize::new(0),
-            idle: Notify::new(),
-            authorities: std::sync::Mutex::new(Vec::new()),
-        }
-    }
-
-    fn take_authorities(&self) -> Vec<String> {
-        match self.authorities.lock() {
-            Ok(mut list) => std::mem::take(&mut *list),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        }
-    }
-}
-
-/// Counts a request sent to an environment's backend until dropped.
-#[derive(Debug)]
-struct InFlight(Arc<Gate>);
-
-impl InFlight {
-    fn enter(gate: &Arc<Gate>) -> InFlight {
-        gate.in_flight.fetch_add(1, Ordering::SeqCst);
-        InFlight(gate.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
-
-/// A response body that keeps its request counted until it is done.
-struct Tracked {
-    inner: Incoming,
-    _in_flight: InFlight,
-}
-
-impl Body for Tracked {
+impl Body for ProxyBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
     fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
+        self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+        match self.get_mut() {
+            ProxyBody::Text(text) => std::pin::Pin::new(text)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|result| result.map_err(|never| match never {}))),
+            ProxyBody::Backend { inner, .. } => std::pin::Pin::new(inner).poll_frame(cx),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match self {
+            ProxyBody::Text(text) => text.is_end_stream(),
+            ProxyBody::Backend { inner, .. } => inner.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
+        match self {
+            ProxyBody::Text(text) => text.size_hint(),
+            ProxyBody::Backend { inner, .. } => inner.size_hint(),
+        }
     }
 }
 
-/// A route as looked up.
-#[derive(Clone, Debug)]
+/// A client connection, as its requests see it.
+#[derive(Debug)]
+struct Client {
+    router: Router,
+    /// Its `X-Forwarded-For` part.
+    address: Option<HeaderValue>,
+    /// Its thread's backend connections.
+    backends: Arc<backend::Pool>,
+    /// Over TLS.
+    secure: bool,
+}
+
+/// A route as looked up: shared by the table and the requests it serves.
+#[derive(Debug)]
 struct Entry {
     path: String,
     action: Action,
-    environment: String,
+    environment: Arc<str>,
+    /// The environment's gate (the one [`Router::gate`] gives).
+    gate: Arc<Gate>,
     https: bool,
-    hsts: Option<String>,
+    hsts: Option<HeaderValue>,
 }
 
 #[derive(Debug, Default)]
 struct Table {
     /// Host → its routes, longest prefix first.
-    hosts: HashMap<String, Vec<Entry>>,
+    hosts: HashMap<String, Vec<Arc<Entry>>>,
     /// Host → TLS policy.
     policies: HashMap<String, tls::HostTls>,
+}
+
+/// A router thread's copy of the current table, so a lookup takes no
+/// lock: refreshed when the router's table generation moved.
+struct CachedTable {
+    router: u64,
+    generation: u64,
+    table: Arc<Table>,
+}
+
+thread_local! {
+    static CACHED_TABLE: std::cell::RefCell<Option<CachedTable>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 #[derive(Debug)]
@@ -252,6 +264,10 @@ struct Inner {
     settings: RouterSettings,
     routes: std::sync::Mutex<BTreeMap<String, Vec<RouteEntry>>>,
     table: RwLock<Arc<Table>>,
+    /// Bumped after each table swap: threads compare it with their copy.
+    table_generation: AtomicU64,
+    /// Tells this router's tables from another's in a thread's cache.
+    id: u64,
     gates: std::sync::Mutex<HashMap<String, Arc<Gate>>>,
     registry: connect::Registry,
     generation: AtomicU64,
@@ -279,6 +295,11 @@ impl Router {
                 settings,
                 routes: std::sync::Mutex::new(BTreeMap::new()),
                 table: RwLock::new(Arc::new(Table::default())),
+                table_generation: AtomicU64::new(0),
+                id: {
+                    static ROUTERS: AtomicU64 = AtomicU64::new(0);
+                    ROUTERS.fetch_add(1, Ordering::Relaxed)
+                },
                 gates: std::sync::Mutex::new(HashMap::new()),
                 registry,
                 generation: AtomicU64::new(0),
@@ -309,7 +330,7 @@ impl Router {
             for route in routes {
                 let entries = table.hosts.entry(route.host.clone()).or_default();
                 if let Some(first) = entries.first()
-                    && first.environment != *environment
+                    && *first.environment != **environment
                 {
                     warn!(host = %route.host, %environment, owner = %first.environment, "host already routed to another environment");
                     continue;
@@ -317,13 +338,21 @@ impl Router {
                 if entries.iter().any(|entry| entry.path == route.path) {
                     continue;
                 }
-                entries.push(Entry {
+                let environment: Arc<str> = match entries.first() {
+                    Some(first) => first.environment.clone(),
+                    None => Arc::from(environment.as_str()),
+                };
+                entries.push(Arc::new(Entry {
                     path: route.path.clone(),
                     action: route.action.clone(),
-                    environment: environment.clone(),
+                    gate: self.gate(&environment),
+                    environment,
                     https: route.https,
-                    hsts: route.hsts.clone(),
-                });
+                    hsts: route
+                        .hsts
+                        .as_deref()
+                        .and_then(|hsts| HeaderValue::from_str(hsts).ok()),
+                }));
                 if route.https {
                     table
                         .policies
@@ -341,6 +370,7 @@ impl Router {
             Err(poisoned) => poisoned.into_inner(),
         };
         *current = Arc::new(table);
+        self.inner.table_generation.fetch_add(1, Ordering::Release);
     }
 
     /// Every routed host: environment, host, and whether an `https://`
@@ -375,7 +405,7 @@ impl Router {
             let authority = format!("g{generation}");
             self.inner.registry.insert(authority.clone(), endpoint);
             registered.push(authority.clone());
-            authorities.insert(app, authority);
+            authorities.insert(app, Arc::from(authority));
         }
         let old = {
             let mut list = lock(&gate.authorities);
@@ -390,23 +420,12 @@ impl Router {
     /// Waits until no request is being served by `environment`'s backends,
     /// for at most `limit`. Returns whether it drained.
     pub async fn drain(&self, environment: &str, limit: Duration) -> bool {
-        let gate = self.gate(environment);
-        tokio::time::timeout(limit, async {
-            loop {
-                let idle = gate.idle.notified();
-                if gate.in_flight.load(Ordering::SeqCst) == 0 {
-                    return;
-                }
-                idle.await;
-            }
-        })
-        .await
-        .is_ok()
+        self.gate(environment).drain(limit).await
     }
 
     /// Requests being served by `environment`'s backends now.
     pub fn in_flight(&self, environment: &str) -> usize {
-        self.gate(environment).in_flight.load(Ordering::SeqCst)
+        self.gate(environment).in_flight()
     }
 
     /// Forgets `environment`: its routes go; waiting requests get a 503.
@@ -422,16 +441,25 @@ impl Router {
         }
     }
 
-    /// A pooled client for the current runtime (connections to backends
-    /// live on the runtime that made them).
-    pub(crate) fn client(&self) -> BackendClient {
-        Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .pool_timer(TokioTimer::new())
-            .build(connect::Connector {
-                registry: self.inner.registry.clone(),
-            })
+    /// The idle backend connections of the current runtime (connections to
+    /// backends live on the runtime that made them), swept until `stop`.
+    pub(crate) fn pool(&self, stop: &CancellationToken) -> Arc<backend::Pool> {
+        let pool = Arc::new(backend::Pool::new(self.inner.registry.clone()));
+        let (swept, stop) = (Arc::downgrade(&pool), stop.clone());
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(backend::IDLE_TIMEOUT / 2);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = ticks.tick() => {}
+                }
+                match swept.upgrade() {
+                    Some(pool) => pool.sweep(),
+                    None => return,
+                }
+            }
+        });
+        pool
     }
 
     /// Serves HTTP on `listeners` (bound with `SO_REUSEPORT` to one
@@ -483,12 +511,12 @@ impl Router {
 
     /// Serves HTTP on `listener` until `stop` fires.
     pub async fn serve(&self, listener: tokio::net::TcpListener, stop: CancellationToken) {
-        let client = self.client();
+        let pool = self.pool(&stop);
         self.accept_each(&listener, &stop, |router, stream, peer| {
-            let (client, stop) = (client.clone(), stop.clone());
+            let (pool, stop) = (pool.clone(), stop.clone());
             tokio::spawn(async move {
                 router
-                    .serve_connection(TokioIo::new(stream), peer, client, false, stop)
+                    .serve_connection(TokioIo::new(stream), peer, pool, false, stop)
                     .await;
             });
         })
@@ -526,24 +554,33 @@ impl Router {
         self,
         io: IO,
         peer: SocketAddr,
-        client: BackendClient,
+        pool: Arc<backend::Pool>,
         secure: bool,
         stop: CancellationToken,
     ) where
         IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
         let header_timeout = self.inner.settings.header_timeout;
-        let router = self.clone();
+        // What its requests share, cloned per request (a count only this
+        // thread touches, unlike the router's own).
+        let client = Arc::new(Client {
+            router: self.clone(),
+            address: forwarded_for(peer),
+            backends: pool,
+            secure,
+        });
         let service = hyper::service::service_fn(move |request| {
-            let router = router.clone();
             let client = client.clone();
-            async move { Ok::<_, Infallible>(router.handle(request, peer, &client, secure).await) }
+            async move { Ok::<_, Infallible>(client.router.handle(request, &client).await) }
         });
         // half_close: a client may shut down its sending side and
         // still wait for the answer (nc, some proxies); without it
         // hyper drops such a connection unanswered when it sees EOF.
         let connection = hyper::server::conn::http1::Builder::new()
             .half_close(true)
+            // Head and body copied into one buffer, one plain write: less
+            // CPU per small response than a vectored write (measured).
+            .writev(false)
             .timer(TokioTimer::new())
             .header_read_timeout(Some(header_timeout))
             // Request heads beyond this get 431, not unbounded memory.
@@ -567,106 +604,113 @@ impl Router {
         }
     }
 
-    fn lookup(&self, host: &str, path: &str) -> Option<Entry> {
-        let table = self.table();
-        let entries = table.hosts.get(host)?;
-        entries
-            .iter()
-            .find(|entry| path_matches(&entry.path, path))
-            .cloned()
+    /// The route for `host` and `path`, from this thread's copy of the
+    /// table (taken again when the table changed).
+    fn lookup(&self, host: &str, path: &str) -> Option<Arc<Entry>> {
+        let generation = self.inner.table_generation.load(Ordering::Acquire);
+        CACHED_TABLE.with(|cached| {
+            let mut cached = cached.borrow_mut();
+            let current = matches!(&*cached, Some(copy) if copy.router == self.inner.id && copy.generation == generation);
+            if !current {
+                *cached = Some(CachedTable {
+                    router: self.inner.id,
+                    generation,
+                    table: self.table(),
+                });
+            }
+            let table = &cached.as_ref()?.table;
+            table
+                .hosts
+                .get(host)?
+                .iter()
+                .find(|entry| path_matches(&entry.path, path))
+                .cloned()
+        })
     }
 
-    async fn handle(
-        &self,
-        mut request: Request<Incoming>,
-        peer: SocketAddr,
-        client: &BackendClient,
-        secure: bool,
-    ) -> Response<ProxyBody> {
-        let host = request_host(&request);
-        let path = request.uri().path().to_string();
-        if let Some(token) = path.strip_prefix(ACME_CHALLENGE_PATH)
-            && !secure
-            && let Some(answer) = self.inner.tls.challenge(token)
-        {
-            return text(StatusCode::OK, &answer);
-        }
-        let Some(entry) = self.lookup(&host, &path) else {
-            if path == "/health" {
-                return text(StatusCode::OK, "ok\n");
+    async fn handle(&self, request: Request<Incoming>, client: &Client) -> Response<ProxyBody> {
+        let Client {
+            address: client_address,
+            backends,
+            secure,
+            ..
+        } = client;
+        let (client_address, secure) = (client_address.as_ref(), *secure);
+        let (mut parts, body) = request.into_parts();
+        let entry = {
+            let host = request_host(&parts.uri, parts.headers.get(header::HOST));
+            let path = parts.uri.path();
+            if let Some(token) = path.strip_prefix(ACME_CHALLENGE_PATH)
+                && !secure
+                && let Some(answer) = self.inner.tls.challenge(token)
+            {
+                return text(StatusCode::OK, &answer);
             }
-            return text(
-                StatusCode::NOT_FOUND,
-                &format!("no route for host '{host}'\n"),
-            );
-        };
-        let https_port = self
-            .inner
-            .tls
-            .https_port
-            .load(std::sync::atomic::Ordering::Relaxed);
-        if !secure && entry.https && https_port != 0 {
-            let port = if https_port == 443 {
-                String::new()
-            } else {
-                format!(":{https_port}")
+            let Some(entry) = self.lookup(&host, path) else {
+                if path == "/health" {
+                    return text(StatusCode::OK, "ok\n");
+                }
+                return text(
+                    StatusCode::NOT_FOUND,
+                    &format!("no route for host '{host}'\n"),
+                );
             };
-            let target = request
-                .uri()
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_owned();
-            let mut response = text(StatusCode::MOVED_PERMANENTLY, "");
-            if let Ok(location) = HeaderValue::from_str(&format!("https://{host}{port}{target}")) {
-                response.headers_mut().insert(header::LOCATION, location);
+            if !secure && entry.https {
+                let https_port = self.inner.tls.https_port.load(Ordering::Relaxed);
+                if https_port != 0 {
+                    return https_redirect(&host, https_port, &parts.uri);
+                }
             }
-            return response;
-        }
-        let hsts = if secure { entry.hsts.clone() } else { None };
-        let environment = entry.environment.clone();
-        let app = match entry.action {
+            entry
+        };
+        let app = match &entry.action {
             Action::Redirect { to, code } => {
-                let status = StatusCode::from_u16(code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+                let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
                 let mut response = text(status, "");
-                if let Ok(location) = HeaderValue::from_str(&to) {
+                if let Ok(location) = HeaderValue::from_str(to) {
                     response.headers_mut().insert(header::LOCATION, location);
                 }
                 return response;
             }
-            Action::Upstream { app } => app,
+            Action::Upstream { app } => app.as_str(),
         };
-        let gate = self.gate(&environment);
-        let (authority, in_flight) = match self.pass_gate(&gate, &app).await {
+        let environment = &*entry.environment;
+        let (authority, in_flight) = match self.pass_gate(&entry.gate, app).await {
             Ok(passed) => passed,
             Err(response) => return response,
         };
 
-        let upgrade = request.headers().contains_key(header::UPGRADE);
-        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-        prepare_headers(request.headers_mut(), &host, peer, upgrade, secure);
-        let path_and_query = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
-        let Ok(uri) = Uri::builder()
-            .scheme("http")
-            .authority(authority.as_str())
-            .path_and_query(path_and_query)
-            .build()
-        else {
-            return text(StatusCode::BAD_REQUEST, "bad request target\n");
+        let upgrade = parts.headers.contains_key(header::UPGRADE);
+        let client_upgrade = if upgrade {
+            parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+        } else {
+            None
         };
-        *request.uri_mut() = uri;
-        *request.version_mut() = hyper::Version::HTTP_11;
+        prepare_headers(
+            &mut parts.headers,
+            &parts.uri,
+            client_address,
+            upgrade,
+            secure,
+        );
+        // The backend gets the origin-form (a proxy's client may have sent
+        // the absolute-form).
+        if parts.uri.scheme().is_some() && parts.method != hyper::Method::CONNECT {
+            parts.uri = match parts.uri.path_and_query() {
+                Some(target) => Uri::from(target.clone()),
+                None => Uri::from_static("/"),
+            };
+        }
+        parts.version = hyper::Version::HTTP_11;
+        let request = Request::from_parts(parts, body);
 
         let sent_at = std::time::Instant::now();
-        let mut response = match client.request(request).await {
-            Ok(response) => {
+        let (mut response, mut lease) = match backends.send(authority, request).await {
+            Ok(sent) => {
                 if sent_at.elapsed() > Duration::from_millis(500) {
-                    debug!(%app, %environment, %authority, elapsed = ?sent_at.elapsed(), "slow backend response");
+                    debug!(%app, %environment, authority = %sent.1.authority(), elapsed = ?sent_at.elapsed(), "slow backend response");
                 }
-                response
+                sent
             }
             Err(error) => {
                 debug!(%error, %app, %environment, "backend request failed");
@@ -680,7 +724,7 @@ impl Router {
             && let Some(client_upgrade) = client_upgrade
         {
             let backend_upgrade = hyper::upgrade::on(&mut response);
-            let tunnel_in_flight = InFlight::enter(&in_flight.0);
+            let tunnel_in_flight = in_flight.again();
             tokio::spawn(async move {
                 let _counted = tunnel_in_flight;
                 if let (Ok(client), Ok(backend)) = tokio::join!(client_upgrade, backend_upgrade) {
@@ -691,59 +735,153 @@ impl Router {
             });
         }
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if switching {
+            // The connection is the tunnel's now (or closed).
+            lease.forget();
+        }
         strip_hop_by_hop(response.headers_mut(), switching);
-        if let Some(hsts) = hsts
-            && let Ok(value) = HeaderValue::from_str(&hsts)
-        {
+        if secure && let Some(hsts) = &entry.hsts {
             response
                 .headers_mut()
-                .insert(header::STRICT_TRANSPORT_SECURITY, value);
+                .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
         }
-        response.map(|body| {
-            Tracked {
-                inner: body,
-                _in_flight: in_flight,
-            }
-            .boxed()
+        response.map(|inner| ProxyBody::Backend {
+            inner,
+            _in_flight: in_flight,
+            _lease: lease,
         })
     }
 
     /// Waits at `gate` until it is open (bounded); then the request counts
-    /// as in flight. The count is taken *before* the phase is read, so a
-    /// deploy that holds and then drains sees every request already past.
+    /// as in flight (see [`Gate::pass`]).
     async fn pass_gate(
         &self,
         gate: &Arc<Gate>,
         app: &str,
-    ) -> Result<(String, InFlight), Response<ProxyBody>> {
-        let mut waiting = gate.phase.subscribe();
-        let deadline = tokio::time::Instant::now() + self.inner.settings.hold_timeout;
+    ) -> Result<(Arc<str>, InFlight), Response<ProxyBody>> {
+        let mut deadline = None;
         loop {
-            let counted = InFlight::enter(gate);
-            let phase = waiting.borrow_and_update().clone();
-            if let Phase::Open(backends) = phase {
-                return match backends.get(app) {
-                    Some(authority) => Ok((authority.clone(), counted)),
-                    None => Err(text(
+            match gate.pass(app) {
+                Passage::Open(authority, counted) => return Ok((authority, counted)),
+                Passage::NoApp => {
+                    return Err(text(
                         StatusCode::BAD_GATEWAY,
                         &format!("app '{app}' is not running\n"),
-                    )),
-                };
-            }
-            drop(counted);
-            match tokio::time::timeout_at(deadline, waiting.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) | Err(_) => {
-                    let mut response = text(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "the environment is being deployed; retry shortly\n",
-                    );
-                    response
-                        .headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-                    return Err(response);
+                    ));
                 }
+                Passage::Held => {}
+            }
+            let deadline = *deadline.get_or_insert_with(|| {
+                tokio::time::Instant::now() + self.inner.settings.hold_timeout
+            });
+            if !gate.wait_open(deadline).await {
+                let mut response = text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the environment is being deployed; retry shortly\n",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                return Err(response);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(host: &str, path: &str, app: &str) -> RouteEntry {
+        RouteEntry::new(
+            host,
+            path,
+            Action::Upstream {
+                app: app.to_string(),
+            },
+        )
+    }
+
+    /// The app the router's lookup on this thread finds.
+    fn app_for(router: &Router, host: &str, path: &str) -> Option<String> {
+        router
+            .lookup(host, path)
+            .and_then(|entry| match &entry.action {
+                Action::Upstream { app } => Some(app.clone()),
+                Action::Redirect { .. } => None,
+            })
+    }
+
+    #[test]
+    fn a_thread_with_a_cached_table_sees_the_next_one() {
+        let router = Router::new(RouterSettings::default());
+        router.set_routes("main", vec![upstream("a.example", "/", "web")]);
+        // Cached on this thread and on another one.
+        assert_eq!(app_for(&router, "a.example", "/x").as_deref(), Some("web"));
+        let (cached_tx, cached_rx) = std::sync::mpsc::channel::<()>();
+        let (swapped_tx, swapped_rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn({
+            let router = router.clone();
+            move || {
+                let before = app_for(&router, "a.example", "/x");
+                let _ = cached_tx.send(());
+                swapped_rx.recv().expect("swapped");
+                (before, app_for(&router, "a.example", "/x"))
+            }
+        });
+        cached_rx.recv().expect("cached");
+        router.set_routes(
+            "main",
+            vec![
+                upstream("a.example", "/", "web"),
+                upstream("a.example", "/x", "api"),
+            ],
+        );
+        let _ = swapped_tx.send(());
+        assert_eq!(app_for(&router, "a.example", "/x").as_deref(), Some("api"));
+        let (before, after) = other.join().expect("other thread");
+        assert_eq!(before.as_deref(), Some("web"));
+        assert_eq!(after.as_deref(), Some("api"));
+        // Gone with its environment.
+        router.remove("main");
+        assert_eq!(app_for(&router, "a.example", "/x"), None);
+    }
+
+    #[test]
+    fn routers_on_one_thread_keep_their_own_tables() {
+        let first = Router::new(RouterSettings::default());
+        let second = Router::new(RouterSettings::default());
+        first.set_routes("main", vec![upstream("a.example", "/", "one")]);
+        second.set_routes("main", vec![upstream("a.example", "/", "two")]);
+        for _ in 0..2 {
+            assert_eq!(app_for(&first, "a.example", "/").as_deref(), Some("one"));
+            assert_eq!(app_for(&second, "a.example", "/").as_deref(), Some("two"));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_route_passes_its_environments_gate() {
+        let router = Router::new(RouterSettings::default());
+        router.set_routes("main", vec![upstream("a.example", "/", "web")]);
+        let entry = router.lookup("a.example", "/").expect("route");
+        router.open(
+            "main",
+            HashMap::from([(
+                "web".to_string(),
+                Endpoint::Unix {
+                    path: "/nonexistent".into(),
+                    peer_uid: None,
+                },
+            )]),
+        );
+        let Passage::Open(_, counted) = entry.gate.pass("web") else {
+            panic!("open after open()");
+        };
+        assert_eq!(router.in_flight("main"), 1);
+        assert!(!router.drain("main", Duration::from_millis(20)).await);
+        drop(counted);
+        assert!(router.drain("main", Duration::from_secs(1)).await);
+        router.hold("main");
+        assert!(matches!(entry.gate.pass("web"), Passage::Held));
     }
 }
