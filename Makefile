@@ -73,7 +73,9 @@ clean:
 
 # Benchmarks of the real thing (release build; sshd needs root).
 # deploy-bench deploys a static std-only backend (bench/backend) and compares
-# the router with Debian's nginx; https-bench compares the router's HTTPS with
+# the router with Debian's nginx (7 alternated rounds: on a 2-core VM one
+# 5 s round of either side varies by up to 30%, so fewer leave the ratio to
+# chance); https-bench compares the router's HTTPS with
 # nginx terminating TLS with the same certificate in front of the same backend
 # (keep-alive throughput and p99, full handshakes per second); activate-bench
 # clones 1 GiB on the host disk and on an XFS loop mount (nginx and xfsprogs
@@ -100,7 +102,7 @@ bench:
 	$(CARGO) build --release -q -p launchway -p launchway-bench
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release -q --target $(HOST_TRIPLE) -p launchway-bench-backend
 	-./scripts/with-containerd.sh ./target/release/push-bench ./target/release/launchway 5
-	-./scripts/with-containerd.sh ./target/release/deploy-bench ./target/release/launchway ./target/$(HOST_TRIPLE)/release/launchway-bench-backend 3
+	-./scripts/with-containerd.sh ./target/release/deploy-bench ./target/release/launchway ./target/$(HOST_TRIPLE)/release/launchway-bench-backend 7
 	-./scripts/with-containerd.sh ./target/release/https-bench ./target/release/launchway ./target/$(HOST_TRIPLE)/release/launchway-bench-backend 3
 	-./scripts/with-containerd.sh ./target/release/engine-bench
 	-./scripts/with-containerd.sh ./target/release/activate-bench ./target/release/launchway

@@ -1,22 +1,34 @@
 //! Connections to backends (HTTP/1.1, one request at a time each).
 //!
 //! Each serving thread keeps its idle backend connections in a [`Pool`]
-//! (no lock or count shared with other threads). A request takes the most
-//! recently used idle connection to its backend (or dials one), and gives
-//! it back when the response body is done ([`Lease`]), so a keep-alive
-//! client's next request finds the same connection without pinning it
-//! while the client is idle. Idle connections are dropped after
-//! [`IDLE_TIMEOUT`], or beyond [`MAX_IDLE`] per backend.
+//! (no count shared with other threads; its lock is never contended). A
+//! request takes the most recently used idle connection to its backend (or
+//! dials one), and gives it back once its response body is done
+//! ([`ResponseBody`]), so a keep-alive client's next request finds the same
+//! connection without pinning it while the client is idle. Idle
+//! connections are dropped after 30 to 60 s ([`SWEEP_PERIOD`]), beyond [`MAX_IDLE`] per
+//! backend, or once their backend is unregistered (a deploy replaced it).
 //!
-//! A reused connection the backend has closed in the meantime is replaced
-//! by another (idle or new), and the request sent again on it if it had not
-//! been sent (as hyper-util's pooled client does).
+//! A connection has no task of its own: the request using it polls it
+//! (while waiting for the response head, then from the response body), so
+//! reading the backend, answering and reading the next request all happen
+//! in the client connection's task, without a wake-up of another task in
+//! between (what hyper's pooled client costs per request). An idle
+//! connection is polled by nobody: one its backend closed meanwhile is
+//! found closed when next used, replaced by another (idle or new), and the
+//! request sent on it if it had not been sent (as hyper-util's pooled
+//! client does). Upgraded connections (`101`) get a task to carry the
+//! tunnel.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -25,12 +37,16 @@ use tracing::debug;
 use crate::connect::{Registry, Stream, dial, dial_unix};
 use crate::{Endpoint, lock};
 
-/// How long a backend connection may stay idle in a pool.
-pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a pool drops its expired idle connections: a connection idle
+/// through a whole period goes (so after 30 to 60 s idle).
+pub(crate) const SWEEP_PERIOD: Duration = Duration::from_secs(30);
 /// Idle connections a pool keeps per backend.
 const MAX_IDLE: usize = 256;
 
 type Sender = SendRequest<Incoming>;
+/// hyper's connection with upgrades (its type cannot be named), boxed once
+/// per connection.
+type Connection = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
 
 /// Why a request got no response from its backend.
 #[derive(Debug, thiserror::Error)]
@@ -41,9 +57,61 @@ pub(crate) enum BackendError {
     Http(#[from] hyper::Error),
 }
 
-struct Idle {
+/// One connection to a backend: the handle requests are sent with, and the
+/// connection's reads and writes, which whoever uses it polls.
+struct Backend {
     sender: Sender,
-    since: Instant,
+    /// `None` once it ended (closed, failed): dropping it hands requests
+    /// queued on it back to their senders.
+    connection: Option<Connection>,
+}
+
+impl Backend {
+    /// Lets the connection read and write; notes its end.
+    fn poll_connection(&mut self, cx: &mut Context<'_>) {
+        if let Some(connection) = &mut self.connection
+            && let Poll::Ready(ended) = connection.as_mut().poll(cx)
+        {
+            if let Err(error) = ended {
+                debug!(%error, "backend connection");
+            }
+            self.connection = None;
+        }
+    }
+
+    /// Waits for `future`, which the connection's progress decides,
+    /// polling the connection meanwhile.
+    async fn drive<T>(connection: &mut Option<Connection>, future: impl Future<Output = T>) -> T {
+        let mut future = std::pin::pin!(future);
+        std::future::poll_fn(|cx| {
+            // The connection first: what it reads now (a response head)
+            // settles `future` in this same poll, not after a wake-up.
+            if let Some(open) = connection
+                && let Poll::Ready(ended) = open.as_mut().poll(cx)
+            {
+                if let Err(error) = ended {
+                    debug!(%error, "backend connection");
+                }
+                // Dropped: a request still queued comes back to its sender
+                // (with an error), so `future` ends now.
+                *connection = None;
+            }
+            future.as_mut().poll(cx)
+        })
+        .await
+    }
+
+    fn usable(&self) -> bool {
+        self.connection.is_some() && !self.sender.is_closed()
+    }
+}
+
+struct Idle {
+    backend: Backend,
+    /// Idle through a whole sweep already: the next drops it (so an idle
+    /// connection lives between one and two sweep periods, and using one
+    /// reads no clock).
+    swept: bool,
 }
 
 /// Idle backend connections of one serving thread, by authority.
@@ -66,27 +134,27 @@ impl Pool {
         }
     }
 
-    /// An idle connection to `authority` (the most recently used one),
-    /// open and not expired.
-    fn take(&self, authority: &str) -> Option<Sender> {
+    /// An idle connection to `authority` (the most recently used one), not
+    /// known to be closed, not expired.
+    fn take(&self, authority: &str) -> Option<Backend> {
         let mut idle = lock(&self.idle);
         let list = idle.get_mut(authority)?;
         while let Some(entry) = list.pop() {
-            if !entry.sender.is_closed() && entry.since.elapsed() < IDLE_TIMEOUT {
-                return Some(entry.sender);
+            if entry.backend.usable() {
+                return Some(entry.backend);
             }
         }
         None
     }
 
-    /// Keeps `sender` for reuse, unless it is closed or enough are kept.
-    fn put(&self, authority: &Arc<str>, sender: Sender) {
-        if sender.is_closed() {
+    /// Keeps `backend` for reuse, unless it ended or enough are kept.
+    fn put(&self, authority: &Arc<str>, backend: Backend) {
+        if !backend.usable() {
             return;
         }
         let idle = Idle {
-            sender,
-            since: Instant::now(),
+            backend,
+            swept: false,
         };
         let mut pool = lock(&self.idle);
         match pool.get_mut(&**authority) {
@@ -98,11 +166,23 @@ impl Pool {
         }
     }
 
-    /// Drops closed and expired idle connections.
+    /// Drops expired idle connections, those their backend closed, and
+    /// those of backends no longer registered (a deploy replaced them).
     pub(crate) fn sweep(&self) {
+        // Idle connections are polled by nobody: a poll here (woken by
+        // nothing) lets each read what its backend sent, an end included.
+        let mut unwoken = Context::from_waker(std::task::Waker::noop());
         let mut idle = lock(&self.idle);
-        idle.retain(|_, list| {
-            list.retain(|entry| !entry.sender.is_closed() && entry.since.elapsed() < IDLE_TIMEOUT);
+        idle.retain(|authority, list| {
+            if self.registry.get(authority).is_none() {
+                return false;
+            }
+            list.retain_mut(|entry| {
+                entry.backend.poll_connection(&mut unwoken);
+                let keep = entry.backend.usable() && !entry.swept;
+                entry.swept = true;
+                keep
+            });
             !list.is_empty()
         });
     }
@@ -113,9 +193,8 @@ impl Pool {
         lock(&self.idle).values().map(Vec::len).sum()
     }
 
-    /// Opens a connection to the backend `authority` names, driven by a
-    /// task of the current runtime.
-    async fn connect(&self, authority: &str) -> Result<Sender, BackendError> {
+    /// Opens a connection to the backend `authority` names.
+    async fn connect(&self, authority: &str) -> Result<Backend, BackendError> {
         let endpoint = self
             .registry
             .get(authority)
@@ -134,50 +213,60 @@ impl Pool {
             .writev(false)
             .handshake(TokioIo::new(stream))
             .await?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.with_upgrades().await {
-                debug!(%error, "backend connection");
-            }
-        });
-        Ok(sender)
+        Ok(Backend {
+            sender,
+            connection: Some(Box::pin(connection.with_upgrades())),
+        })
+    }
+
+    /// An idle connection to `authority`, else a new one; and whether it
+    /// was idle (reused).
+    async fn checkout(&self, authority: &str) -> Result<(Backend, bool), BackendError> {
+        match self.take(authority) {
+            Some(backend) => Ok((backend, true)),
+            None => Ok((self.connect(authority).await?, false)),
+        }
     }
 }
 
 impl Pool {
     /// Sends `request` to the backend `authority` names, on an idle
     /// connection if there is one. Its URI must be in the form the backend
-    /// gets (origin-form). The [`Lease`] gives the connection back.
+    /// gets (origin-form). The [`Lease`] holds the connection until the
+    /// response body is done ([`Lease::body`]).
     pub(crate) async fn send(
         self: &Arc<Pool>,
         authority: Arc<str>,
         mut request: Request<Incoming>,
     ) -> Result<(Response<Incoming>, Lease), BackendError> {
-        let (mut sender, mut reused) = match self.take(&authority) {
-            Some(sender) => (sender, true),
-            None => (self.connect(&authority).await?, false),
-        };
+        let (mut backend, mut reused) = self.checkout(&authority).await?;
         loop {
+            let Backend { sender, connection } = &mut backend;
             // Busy until the previous response has been read; an error
-            // means the backend closed it.
-            let ready = sender.ready().await;
+            // means the connection ended.
+            let ready =
+                Backend::drive(connection, std::future::poll_fn(|cx| sender.poll_ready(cx))).await;
             let error = match ready {
-                Ok(()) => match sender.try_send_request(request).await {
-                    Ok(response) => {
-                        let lease = Lease {
-                            pool: self.clone(),
-                            authority,
-                            sender: Some(sender),
-                        };
-                        return Ok((response, lease));
-                    }
-                    Err(mut error) => match error.take_message() {
-                        Some(unsent) => {
-                            request = unsent;
-                            error.into_error()
+                Ok(()) => {
+                    let sending = sender.try_send_request(request);
+                    match Backend::drive(connection, sending).await {
+                        Ok(response) => {
+                            let lease = Lease {
+                                pool: self.clone(),
+                                authority,
+                                backend: Some(backend),
+                            };
+                            return Ok((response, lease));
                         }
-                        None => return Err(error.into_error().into()),
-                    },
-                },
+                        Err(mut error) => match error.take_message() {
+                            Some(unsent) => {
+                                request = unsent;
+                                error.into_error()
+                            }
+                            None => return Err(error.into_error().into()),
+                        },
+                    }
+                }
                 Err(error) => error,
             };
             // Not sent: a reused connection gets replaced (by another idle
@@ -186,20 +275,17 @@ impl Pool {
                 return Err(error.into());
             }
             debug!(%error, %authority, "reused backend connection closed; sending again");
-            (sender, reused) = match self.take(&authority) {
-                Some(sender) => (sender, true),
-                None => (self.connect(&authority).await?, false),
-            };
+            (backend, reused) = self.checkout(&authority).await?;
         }
     }
 }
 
-/// A backend connection in use: back to its pool when dropped (with the
-/// response body), unless it was [`Lease::forget`]ten.
+/// A backend connection in use: back to its pool when dropped, unless its
+/// response was not read to its end or it carries a tunnel.
 pub(crate) struct Lease {
     pool: Arc<Pool>,
     authority: Arc<str>,
-    sender: Option<Sender>,
+    backend: Option<Backend>,
 }
 
 impl std::fmt::Debug for Lease {
@@ -211,21 +297,83 @@ impl std::fmt::Debug for Lease {
 }
 
 impl Lease {
-    /// The backend's authority.
-    pub(crate) fn authority(&self) -> &str {
-        &self.authority
+    /// The connection carries a tunnel now (`101`): it gets a task of its
+    /// own, which hands it to the upgrade and never comes back.
+    pub(crate) fn tunnel(&mut self) {
+        if let Some(Backend {
+            sender,
+            connection: Some(connection),
+        }) = self.backend.take()
+        {
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    debug!(%error, "upgraded backend connection");
+                }
+                drop(sender);
+            });
+        }
     }
 
-    /// Keeps the connection out of the pool (it was upgraded).
-    pub(crate) fn forget(&mut self) {
-        self.sender = None;
+    /// The response body `inner` read through this connection.
+    pub(crate) fn body(self, inner: Incoming) -> ResponseBody {
+        ResponseBody {
+            inner,
+            lease: self,
+            ended: false,
+        }
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if let Some(sender) = self.sender.take() {
-            self.pool.put(&self.authority, sender);
+        if let Some(backend) = self.backend.take() {
+            self.pool.put(&self.authority, backend);
+        }
+    }
+}
+
+/// A backend's response body: polling it lets its connection read; the
+/// connection goes back to the pool once the body was read to its end.
+pub(crate) struct ResponseBody {
+    inner: Incoming,
+    lease: Lease,
+    ended: bool,
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        if let Some(backend) = &mut this.lease.backend {
+            backend.poll_connection(cx);
+        }
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            this.ended = true;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // Not read to its end (the client left): the rest is still on the
+        // connection, which cannot serve another request.
+        if !(self.ended || self.inner.is_end_stream()) {
+            self.lease.backend = None;
         }
     }
 }
@@ -276,8 +424,8 @@ mod tests {
     }
 
     /// Sends `GET /` through `pool`: the number of the backend connection
-    /// that answered, and its lease.
-    async fn get(pool: &Arc<Pool>, authority: &Arc<str>) -> (String, Lease) {
+    /// that answered, and its response body (read).
+    async fn get(pool: &Arc<Pool>, authority: &Arc<str>) -> (String, ResponseBody) {
         // A request with an `Incoming` body, as the router forwards: made
         // by a loopback server that hands its requests over.
         let (request_tx, mut request_rx) = tokio::sync::mpsc::channel(1);
@@ -318,16 +466,19 @@ mod tests {
             .send(authority.clone(), request)
             .await
             .expect("backend");
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        let number = String::from_utf8_lossy(&body).into_owned();
+        // Read to its end, as the router's client connection would, and
+        // kept: dropping it gives the connection back.
+        let mut body = lease.body(response.into_body());
+        let mut bytes = Vec::new();
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.expect("body").into_data() {
+                bytes.extend_from_slice(&data);
+            }
+        }
+        let number = String::from_utf8_lossy(&bytes).into_owned();
         let _ = answer.send(number.clone());
         asked.await.expect("loopback answer");
-        (number, lease)
+        (number, body)
     }
 
     fn pool_for(path: std::path::PathBuf) -> Arc<Pool> {
@@ -386,15 +537,89 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_response_not_read_to_its_end_gives_no_connection_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("app.sock");
+        let listener = tokio::net::UnixListener::bind(&path).expect("bind");
+        // One answer of 4 MiB, far more than a connection buffers.
+        tokio::spawn(async move {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let service = hyper::service::service_fn(|_: Request<Incoming>| async {
+                let big = Bytes::from(vec![b'x'; 4 << 20]);
+                Ok::<_, Infallible>(hyper::Response::new(Full::new(big)))
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+        let pool = pool_for(path);
+        let authority: Arc<str> = Arc::from("g1");
+        let (request_tx, mut request_rx) = tokio::sync::mpsc::channel(1);
+        let (server_side, client_side) = tokio::net::UnixStream::pair().expect("pair");
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let request_tx = request_tx.clone();
+            async move {
+                let _ = request_tx.send(request).await;
+                Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::new())))
+            }
+        });
+        tokio::spawn(
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(server_side), service),
+        );
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(client_side))
+                .await
+                .expect("handshake");
+        tokio::spawn(connection);
+        tokio::spawn(async move {
+            let request = Request::get("/")
+                .header("host", "backend")
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+            let _ = sender.send_request(request).await;
+        });
+        let request = request_rx.recv().await.expect("request");
+        let (response, lease) = pool.send(authority, request).await.expect("backend");
+        let mut body = lease.body(response.into_body());
+        let first = body.frame().await.expect("a frame").expect("data");
+        assert!(first.into_data().is_ok_and(|data| !data.is_empty()));
+        drop(body);
+        assert_eq!(pool.idle_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_of_a_backend_deploys_replaced_are_swept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("app.sock");
+        backend(path.clone(), 0).await;
+        let pool = pool_for(path);
+        let authority: Arc<str> = Arc::from("g1");
+        let (_, body) = get(&pool, &authority).await;
+        drop(body);
+        pool.sweep();
+        assert_eq!(pool.idle_count(), 1, "registered, open, new: kept");
+        pool.sweep();
+        assert_eq!(pool.idle_count(), 0, "idle through a whole period");
+        let (_, body) = get(&pool, &authority).await;
+        drop(body);
+        pool.registry.remove("g1");
+        pool.sweep();
+        assert_eq!(pool.idle_count(), 0, "its backend is gone");
+    }
+
+    #[tokio::test]
     async fn an_upgraded_connection_is_not_given_back() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("app.sock");
         backend(path.clone(), 0).await;
         let pool = pool_for(path);
         let authority: Arc<str> = Arc::from("g1");
-        let (_, mut lease) = get(&pool, &authority).await;
-        lease.forget();
-        drop(lease);
+        let (_, mut body) = get(&pool, &authority).await;
+        body.lease.tunnel();
+        drop(body);
         assert_eq!(pool.idle_count(), 0);
     }
 }

@@ -130,6 +130,8 @@ impl Router {
     /// Serves HTTPS on `listener` until `stop` fires: the ClientHello's
     /// name picks the certificate and the policy.
     pub async fn serve_tls(&self, listener: tokio::net::TcpListener, stop: CancellationToken) {
+        // A token of this listener's own (see `Router::serve`).
+        let stop = stop.child_token();
         let pool = self.pool(&stop);
         let header_timeout = self.inner.settings.header_timeout;
         self.accept_each(&listener, &stop, |router, stream, peer| {

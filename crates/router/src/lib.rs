@@ -176,10 +176,9 @@ impl Default for RouterSettings {
 enum ProxyBody {
     Text(Full<Bytes>),
     Backend {
-        inner: Incoming,
+        /// Gives the backend connection back once it is done.
+        body: backend::ResponseBody,
         _in_flight: InFlight,
-        /// Gives the backend connection back once the body is done.
-        _lease: backend::Lease,
     },
 }
 
@@ -195,21 +194,21 @@ impl Body for ProxyBody {
             ProxyBody::Text(text) => std::pin::Pin::new(text)
                 .poll_frame(cx)
                 .map(|frame| frame.map(|result| result.map_err(|never| match never {}))),
-            ProxyBody::Backend { inner, .. } => std::pin::Pin::new(inner).poll_frame(cx),
+            ProxyBody::Backend { body, .. } => std::pin::Pin::new(body).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Text(text) => text.is_end_stream(),
-            ProxyBody::Backend { inner, .. } => inner.is_end_stream(),
+            ProxyBody::Backend { body, .. } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         match self {
             ProxyBody::Text(text) => text.size_hint(),
-            ProxyBody::Backend { inner, .. } => inner.size_hint(),
+            ProxyBody::Backend { body, .. } => body.size_hint(),
         }
     }
 }
@@ -447,7 +446,7 @@ impl Router {
         let pool = Arc::new(backend::Pool::new(self.inner.registry.clone()));
         let (swept, stop) = (Arc::downgrade(&pool), stop.clone());
         tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(backend::IDLE_TIMEOUT / 2);
+            let mut ticks = tokio::time::interval(backend::SWEEP_PERIOD);
             loop {
                 tokio::select! {
                     () = stop.cancelled() => return,
@@ -511,6 +510,10 @@ impl Router {
 
     /// Serves HTTP on `listener` until `stop` fires.
     pub async fn serve(&self, listener: tokio::net::TcpListener, stop: CancellationToken) {
+        // Each connection polls its stop token whenever it is polled: a
+        // token of this listener's own, so that check takes a lock no
+        // other thread takes.
+        let stop = stop.child_token();
         let pool = self.pool(&stop);
         self.accept_each(&listener, &stop, |router, stream, peer| {
             let (pool, stop) = (pool.clone(), stop.clone());
@@ -704,14 +707,8 @@ impl Router {
         parts.version = hyper::Version::HTTP_11;
         let request = Request::from_parts(parts, body);
 
-        let sent_at = std::time::Instant::now();
         let (mut response, mut lease) = match backends.send(authority, request).await {
-            Ok(sent) => {
-                if sent_at.elapsed() > Duration::from_millis(500) {
-                    debug!(%app, %environment, authority = %sent.1.authority(), elapsed = ?sent_at.elapsed(), "slow backend response");
-                }
-                sent
-            }
+            Ok(sent) => sent,
             Err(error) => {
                 debug!(%error, %app, %environment, "backend request failed");
                 return text(
@@ -737,7 +734,7 @@ impl Router {
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
             // The connection is the tunnel's now (or closed).
-            lease.forget();
+            lease.tunnel();
         }
         strip_hop_by_hop(response.headers_mut(), switching);
         if secure && let Some(hsts) = &entry.hsts {
@@ -746,9 +743,8 @@ impl Router {
                 .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
         }
         response.map(|inner| ProxyBody::Backend {
-            inner,
+            body: lease.body(inner),
             _in_flight: in_flight,
-            _lease: lease,
         })
     }
 
